@@ -1,0 +1,21 @@
+//! The smallest server: every line comes back unchanged.
+//!
+//! ```text
+//! cargo run --example echo -- 127.0.0.1:8081
+//! nc 127.0.0.1 8081
+//! ```
+
+use flexi_socket::{Connection, FlexiSocket, Message, on_message};
+
+#[on_message]
+async fn echo(conn: Connection, msg: Message) -> flexi_socket::Result<()> {
+    conn.send(msg).await
+}
+
+#[tokio::main]
+async fn main() -> flexi_socket::Result<()> {
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8081".into());
+    let server = FlexiSocket::server(addr).bind().await?;
+    println!("listening on {}", server.local_addr());
+    server.serve().await
+}

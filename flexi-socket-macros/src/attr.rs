@@ -1,0 +1,205 @@
+//! Parsing: attribute arguments and the handler's signature into typed views.
+//!
+//! Only syntax is judged here; whether a well-formed handler makes sense for its
+//! event is `valid.rs`'s job.
+
+use proc_macro2::TokenStream;
+use syn::parse::{ParseStream, Parser};
+use syn::{
+    Error, FnArg, Ident, Item, ItemFn, LitStr, Pat, Path, Receiver, Result, Token, Type,
+    TypeReference,
+};
+
+/// The event an attribute is for; mirrors the runtime's `HandlerKind`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Connect,
+    Disconnect,
+    Message,
+    AfterReceive,
+    BeforeSend,
+    Error,
+}
+
+impl Kind {
+    /// The attribute's name, as the user wrote it.
+    pub(crate) fn attribute(self) -> &'static str {
+        match self {
+            Kind::Connect => "on_connect",
+            Kind::Disconnect => "on_disconnect",
+            Kind::Message => "on_message",
+            Kind::AfterReceive => "after_receive",
+            Kind::BeforeSend => "before_send",
+            Kind::Error => "on_error",
+        }
+    }
+
+    /// The runtime's `HandlerKind` variant.
+    pub(crate) fn variant(self) -> &'static str {
+        match self {
+            Kind::Connect => "Connect",
+            Kind::Disconnect => "Disconnect",
+            Kind::Message => "Message",
+            Kind::AfterReceive => "AfterReceive",
+            Kind::BeforeSend => "BeforeSend",
+            Kind::Error => "Error",
+        }
+    }
+
+    /// Whether the event carries a message a handler can take.
+    pub(crate) fn has_message(self) -> bool {
+        matches!(self, Kind::Message | Kind::AfterReceive | Kind::BeforeSend)
+    }
+
+    /// Filters pass a message on (or drop it) instead of just handling it.
+    pub(crate) fn is_filter(self) -> bool {
+        matches!(self, Kind::AfterReceive | Kind::BeforeSend)
+    }
+}
+
+/// `client_type = ...` as written.
+pub(crate) struct ClientTypeArg {
+    /// The `client_type` key, for errors about the argument as a whole.
+    pub(crate) key: Ident,
+    pub(crate) value: ClientTypeValue,
+}
+
+pub(crate) enum ClientTypeValue {
+    /// `client_type = "001"`
+    Key(LitStr),
+    /// `client_type = Panel::Alarm`
+    Variant(Path),
+}
+
+/// The attribute's arguments.
+pub(crate) struct Args {
+    pub(crate) client_type: Option<ClientTypeArg>,
+}
+
+impl Args {
+    fn parse(kind: Kind, tokens: TokenStream) -> Result<Self> {
+        let parser = |input: ParseStream| {
+            let mut args = Args { client_type: None };
+            while !input.is_empty() {
+                let key: Ident = input.parse()?;
+                if key != "client_type" {
+                    return Err(unknown_argument(kind, &key));
+                }
+                input.parse::<Token![=]>()?;
+                let value = if input.peek(LitStr) {
+                    ClientTypeValue::Key(input.parse()?)
+                } else if input.peek(Ident) || input.peek(Token![::]) {
+                    ClientTypeValue::Variant(input.call(Path::parse_mod_style)?)
+                } else {
+                    return Err(input.error(
+                        "expected a client type: a string like `\"001\"` or a classifier variant like `Panel::Alarm`",
+                    ));
+                };
+                if args.client_type.is_some() {
+                    return Err(Error::new(
+                        key.span(),
+                        "duplicate `client_type`: a handler serves one client type, so remove this one",
+                    ));
+                }
+                args.client_type = Some(ClientTypeArg { key, value });
+                if !input.is_empty() {
+                    input.parse::<Token![,]>()?;
+                }
+            }
+            Ok(args)
+        };
+        parser.parse2(tokens)
+    }
+}
+
+fn unknown_argument(kind: Kind, key: &Ident) -> Error {
+    let message = if kind == Kind::Connect {
+        format!("unknown argument `{key}`: #[on_connect] takes no arguments")
+    } else {
+        format!(
+            "unknown argument `{key}`: #[{}] takes only `client_type`, e.g. `client_type = \"001\"` or `client_type = Panel::Alarm`",
+            kind.attribute(),
+        )
+    };
+    Error::new(key.span(), message)
+}
+
+/// One parameter of the handler.
+pub(crate) enum Input<'a> {
+    /// `self` in any form; validation rejects it.
+    Receiver(&'a Receiver),
+    /// `pat: T`, taken with `FromEvent`.
+    Owned { pat: &'a Pat, ty: &'a Type },
+    /// `pat: &T`, borrowed from the value `BorrowedArg` names.
+    Borrowed {
+        pat: &'a Pat,
+        ty: &'a Type,
+        reference: &'a TypeReference,
+    },
+}
+
+impl<'a> Input<'a> {
+    fn from_syn(arg: &'a FnArg) -> Self {
+        match arg {
+            FnArg::Receiver(receiver) => Input::Receiver(receiver),
+            FnArg::Typed(typed) => match peel(&typed.ty) {
+                Type::Reference(reference) => Input::Borrowed {
+                    pat: &typed.pat,
+                    ty: &typed.ty,
+                    reference,
+                },
+                _ => Input::Owned {
+                    pat: &typed.pat,
+                    ty: &typed.ty,
+                },
+            },
+        }
+    }
+}
+
+/// A type without the invisible groups `macro_rules!` wraps around `$t:ty` and
+/// without parentheses.
+pub(crate) fn peel(mut ty: &Type) -> &Type {
+    loop {
+        match ty {
+            Type::Group(group) => ty = &group.elem,
+            Type::Paren(paren) => ty = &paren.elem,
+            _ => return ty,
+        }
+    }
+}
+
+/// A handler attribute and the function it is on.
+pub(crate) struct Handler {
+    pub(crate) kind: Kind,
+    pub(crate) args: Args,
+    pub(crate) item: ItemFn,
+}
+
+impl Handler {
+    /// Parses `#[kind(args)] item`.
+    pub(crate) fn parse(kind: Kind, args: TokenStream, item: TokenStream) -> Result<Self> {
+        let item = match syn::parse2::<Item>(item)? {
+            Item::Fn(item) => item,
+            other => {
+                return Err(Error::new_spanned(
+                    other,
+                    format!(
+                        "#[{}] goes on a free `async fn`, e.g. `async fn handler(conn: Connection)`",
+                        kind.attribute(),
+                    ),
+                ));
+            }
+        };
+        Ok(Handler {
+            kind,
+            args: Args::parse(kind, args)?,
+            item,
+        })
+    }
+
+    /// The parameters, in order.
+    pub(crate) fn inputs(&self) -> impl Iterator<Item = Input<'_>> {
+        self.item.sig.inputs.iter().map(Input::from_syn)
+    }
+}

@@ -1,0 +1,385 @@
+//! `#[derive(Classifier)]` on a fieldless enum: parse the variants' `#[client_type]`
+//! and `#[classify]` attributes, check them, and generate the impl.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote};
+use syn::{Data, DeriveInput, Error, Expr, Ident, Lit, LitByteStr, LitStr, Meta, Result};
+
+use crate::private;
+use crate::valid::Errors;
+
+/// Expands the derive; on bad input, the errors plus an impl that keeps the rest
+/// of the user's crate from failing with "`Classifier` is not implemented".
+pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
+    let result = Enum::parse(input).and_then(|classifier| {
+        classifier.validate()?;
+        Ok(classifier.expand())
+    });
+    match result {
+        Ok(tokens) => tokens,
+        Err(error) => {
+            let error = error.to_compile_error();
+            let fallback = fallback(input);
+            quote!(#error #fallback)
+        }
+    }
+}
+
+/// The enum as the derive sees it.
+struct Enum<'a> {
+    input: &'a DeriveInput,
+    variants: Vec<Variant<'a>>,
+}
+
+struct Variant<'a> {
+    original: &'a syn::Variant,
+    key: Key,
+    rules: Vec<Rule>,
+    /// The `default` tokens of `#[classify(default)]`, one per occurrence.
+    defaults: Vec<Span>,
+}
+
+/// A variant's client type: written as `#[client_type = "001"]` or its name.
+struct Key {
+    value: String,
+    span: Span,
+}
+
+struct Rule {
+    kind: RuleKind,
+    pattern: Vec<u8>,
+    /// As written, for spans and messages.
+    lit: Lit,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum RuleKind {
+    Prefix,
+    Suffix,
+    Contains,
+    Exact,
+}
+
+impl RuleKind {
+    fn from_ident(ident: &Ident) -> Option<Self> {
+        Some(match ident.to_string().as_str() {
+            "prefix" => RuleKind::Prefix,
+            "suffix" => RuleKind::Suffix,
+            "contains" => RuleKind::Contains,
+            "exact" => RuleKind::Exact,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RuleKind::Prefix => "prefix",
+            RuleKind::Suffix => "suffix",
+            RuleKind::Contains => "contains",
+            RuleKind::Exact => "exact",
+        }
+    }
+}
+
+impl Rule {
+    /// `prefix "!!"`, as the user wrote the pattern.
+    fn describe(&self) -> String {
+        format!("{} {}", self.kind.name(), self.lit.to_token_stream())
+    }
+
+    /// The test of `first_frame` against this rule.
+    fn condition(&self) -> TokenStream {
+        let pattern = LitByteStr::new(&self.pattern, self.lit.span());
+        match self.kind {
+            RuleKind::Prefix => quote!(first_frame.starts_with(#pattern)),
+            RuleKind::Suffix => quote!(first_frame.ends_with(#pattern)),
+            RuleKind::Exact => quote!(first_frame == #pattern),
+            RuleKind::Contains => {
+                let len = self.pattern.len();
+                quote!(first_frame.windows(#len).any(|window| window == #pattern))
+            }
+        }
+    }
+}
+
+impl<'a> Enum<'a> {
+    fn parse(input: &'a DeriveInput) -> Result<Self> {
+        let data = match &input.data {
+            Data::Enum(data) => data,
+            Data::Struct(data) => return Err(not_an_enum(input, data.struct_token.span)),
+            Data::Union(data) => return Err(not_an_enum(input, data.union_token.span)),
+        };
+        let mut errors = Errors::default();
+        let mut variants = Vec::new();
+        for variant in &data.variants {
+            match Variant::parse(variant) {
+                Ok(variant) => variants.push(variant),
+                Err(error) => errors.push(error),
+            }
+        }
+        errors.finish()?;
+        Ok(Enum { input, variants })
+    }
+}
+
+fn not_an_enum(input: &DeriveInput, span: Span) -> Error {
+    Error::new(
+        span,
+        format!(
+            "#[derive(Classifier)] works on fieldless enums; make `{}` an enum with one variant per client type",
+            input.ident,
+        ),
+    )
+}
+
+impl<'a> Variant<'a> {
+    fn parse(original: &'a syn::Variant) -> Result<Self> {
+        let mut variant = Variant {
+            original,
+            key: Key {
+                value: original.ident.to_string(),
+                span: original.ident.span(),
+            },
+            rules: Vec::new(),
+            defaults: Vec::new(),
+        };
+        let mut written_key = false;
+        for attr in &original.attrs {
+            if attr.path().is_ident("client_type") {
+                if written_key {
+                    return Err(Error::new_spanned(
+                        attr,
+                        "duplicate #[client_type]: a variant has one client type, so remove this one",
+                    ));
+                }
+                variant.key = parse_key(&attr.meta)?;
+                written_key = true;
+            } else if attr.path().is_ident("classify") {
+                variant.parse_classify(attr)?;
+            }
+        }
+        Ok(variant)
+    }
+
+    fn parse_classify(&mut self, attr: &syn::Attribute) -> Result<()> {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("default") {
+                if !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
+                    return Err(meta.error("write `#[classify(default)]` without a value"));
+                }
+                self.defaults.push(meta.path.segments[0].ident.span());
+                return Ok(());
+            }
+            let kind = meta.path.get_ident().and_then(RuleKind::from_ident);
+            let Some(kind) = kind else {
+                return Err(meta.error(
+                    "unknown rule; write `prefix`, `suffix`, `contains` or `exact` with a pattern, or `default`",
+                ));
+            };
+            let lit: Lit = meta.value()?.parse()?;
+            let pattern = match &lit {
+                Lit::Str(lit) => lit.value().into_bytes(),
+                Lit::ByteStr(lit) => lit.value(),
+                _ => {
+                    return Err(Error::new_spanned(
+                        &lit,
+                        "expected a pattern: a string like `\"!!\"` or a byte string like `b\"\\x02\"`",
+                    ));
+                }
+            };
+            self.rules.push(Rule { kind, pattern, lit });
+            Ok(())
+        })
+    }
+
+    fn ident(&self) -> &'a Ident {
+        &self.original.ident
+    }
+}
+
+fn parse_key(meta: &Meta) -> Result<Key> {
+    if let Meta::NameValue(name_value) = meta {
+        if let Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(lit), ..
+        }) = &name_value.value
+        {
+            return Ok(Key {
+                value: lit.value(),
+                span: lit.span(),
+            });
+        }
+    }
+    Err(Error::new_spanned(
+        meta,
+        "expected a client type as a string: `#[client_type = \"001\"]`",
+    ))
+}
+
+impl Enum<'_> {
+    fn validate(&self) -> Result<()> {
+        let mut errors = Errors::default();
+        let mut keys: HashMap<&str, &Ident> = HashMap::new();
+        let mut rules: HashMap<(RuleKind, &[u8]), (&Ident, &Rule)> = HashMap::new();
+        let mut default: Option<&Ident> = None;
+        for variant in &self.variants {
+            let ident = variant.ident();
+            if !variant.original.fields.is_empty() {
+                errors.push(Error::new_spanned(
+                    &variant.original.fields,
+                    format!("classifier variants carry no data; remove the fields of `{ident}`"),
+                ));
+            }
+            if variant.key.value.is_empty() {
+                errors.push(Error::new(
+                    variant.key.span,
+                    "empty client type; write a key such as `#[client_type = \"001\"]`, or remove the attribute to use the variant's name",
+                ));
+            }
+            match keys.entry(&variant.key.value) {
+                Entry::Vacant(entry) => {
+                    entry.insert(ident);
+                }
+                Entry::Occupied(first) => errors.push(Error::new(
+                    variant.key.span,
+                    format!(
+                        "client type {:?} is already `{}`'s; give `{ident}` a different `#[client_type = \"...\"]`",
+                        variant.key.value,
+                        first.get(),
+                    ),
+                )),
+            }
+            for rule in &variant.rules {
+                if rule.pattern.is_empty() {
+                    errors.push(Error::new_spanned(
+                        &rule.lit,
+                        "an empty pattern matches every frame; write the bytes to match, or use `#[classify(default)]`",
+                    ));
+                    continue;
+                }
+                match rules.get(&(rule.kind, rule.pattern.as_slice())) {
+                    None => {
+                        rules.insert((rule.kind, &rule.pattern), (ident, rule));
+                    }
+                    Some((earlier, first)) if *earlier == ident => {
+                        errors.push(Error::new_spanned(
+                            &rule.lit,
+                            format!(
+                                "duplicate rule: `{ident}` already has {}; remove this one",
+                                first.describe(),
+                            ),
+                        ));
+                    }
+                    Some((earlier, first)) => errors.push(Error::new_spanned(
+                        &rule.lit,
+                        format!(
+                            "unreachable: `{earlier}` already matches {}; remove this rule or change its pattern",
+                            first.describe(),
+                        ),
+                    )),
+                }
+            }
+            for span in &variant.defaults {
+                match default {
+                    None => default = Some(ident),
+                    Some(first) => errors.push(Error::new(
+                        *span,
+                        format!(
+                            "only one variant can be `#[classify(default)]` and `{first}` already is; remove this `default`",
+                        ),
+                    )),
+                }
+            }
+            if variant.rules.is_empty() && variant.defaults.is_empty() {
+                errors.push(Error::new_spanned(
+                    ident,
+                    format!(
+                        "`{ident}` has no rule, so no frame can select it; add `#[classify(prefix = \"...\")]` (or `suffix`, `contains`, `exact`) or make it the `#[classify(default)]`",
+                    ),
+                ));
+            }
+        }
+        if default.is_none() {
+            errors.push(Error::new_spanned(
+                &self.input.ident,
+                "no default variant; mark one variant `#[classify(default)]` to take the frames no rule matches",
+            ));
+        }
+        errors.finish()
+    }
+
+    fn expand(&self) -> TokenStream {
+        let runtime = private(Span::call_site());
+        let ident = &self.input.ident;
+        let (impl_generics, ty_generics, where_clause) = self.input.generics.split_for_impl();
+
+        // Validation guarantees exactly one default variant.
+        let default = self
+            .variants
+            .iter()
+            .find(|variant| !variant.defaults.is_empty())
+            .map(Variant::ident);
+        let branches = self
+            .variants
+            .iter()
+            .filter(|variant| !variant.rules.is_empty())
+            .map(|variant| {
+                let ident = variant.ident();
+                let conditions = variant.rules.iter().map(Rule::condition);
+                quote!(if #(#conditions)||* { Self::#ident })
+            })
+            .collect::<Vec<_>>();
+        let frame = if branches.is_empty() {
+            quote!(_)
+        } else {
+            quote!(first_frame)
+        };
+
+        let keys = self
+            .variants
+            .iter()
+            .map(|variant| {
+                let key = LitStr::new(&variant.key.value, variant.key.span);
+                quote!(#runtime::ClientType::from_static(#key))
+            })
+            .collect::<Vec<_>>();
+        let variants = self.variants.iter().map(Variant::ident);
+
+        quote! {
+            impl #impl_generics #runtime::Classifier for #ident #ty_generics #where_clause {
+                fn classify(#frame: &[u8]) -> Self {
+                    #(#branches else)* { Self::#default }
+                }
+
+                fn client_type(&self) -> #runtime::ClientType {
+                    match self {
+                        #(Self::#variants => #keys,)*
+                    }
+                }
+
+                fn client_types() -> ::core::option::Option<#runtime::Vec<#runtime::ClientType>> {
+                    #runtime::Some(#runtime::Vec::from([#(#keys),*]))
+                }
+            }
+        }
+    }
+}
+
+fn fallback(input: &DeriveInput) -> TokenStream {
+    let runtime = private(Span::call_site());
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    quote! {
+        impl #impl_generics #runtime::Classifier for #ident #ty_generics #where_clause {
+            fn classify(_: &[u8]) -> Self {
+                ::core::unreachable!("#[derive(Classifier)] failed to compile")
+            }
+
+            fn client_type(&self) -> #runtime::ClientType {
+                ::core::unreachable!("#[derive(Classifier)] failed to compile")
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Code generation for the handler attributes: an erased call, an optional
+//! client type, and an `inventory` registration, all inside `const _: () = { ... };`
+//! so the user's function stays untouched and nothing leaks into their namespace.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{LitStr, ReturnType};
+
+use crate::attr::{ClientTypeValue, Handler, Input};
+use crate::private;
+
+/// A span that resolves like the macro's own tokens but is reported at `at`, so
+/// trait errors in generated code land on the user's line.
+fn at(at: Span) -> Span {
+    Span::call_site().located_at(at)
+}
+
+/// The items registering `handler`; its function itself is emitted by the caller.
+pub(crate) fn handler(handler: &Handler) -> TokenStream {
+    let runtime = private(Span::call_site());
+    let sig = &handler.item.sig;
+    let ident = &sig.ident;
+
+    let mut bindings = Vec::new();
+    let mut call_args = Vec::new();
+    for (index, input) in handler.inputs().enumerate() {
+        let binding = format_ident!("__arg{index}");
+        let (extracted, call_arg) = match input {
+            // Rejected by validation; nothing is generated for a rejected handler.
+            Input::Receiver(_) => continue,
+            Input::Owned { ty, .. } => {
+                let runtime = private(at(ty.span()));
+                let extracted = quote_spanned!(at(ty.span())=>
+                    <#ty as #runtime::FromEvent>::from_event(&mut __ctx)?
+                );
+                (extracted, quote!(#binding))
+            }
+            Input::Borrowed { ty, reference, .. } => {
+                let runtime = private(at(ty.span()));
+                let elem = &reference.elem;
+                let extracted = quote_spanned!(at(ty.span())=>
+                    <<#elem as #runtime::BorrowedArg>::Owned as #runtime::FromEvent>::from_event(&mut __ctx)?
+                );
+                (extracted, quote!(&*#binding))
+            }
+        };
+        bindings.push(quote!(let #binding = #extracted;));
+        call_args.push(call_arg);
+    }
+    // With no arguments the context is not needed; naming it would warn.
+    let context = if bindings.is_empty() {
+        quote!(_: #runtime::EventContext)
+    } else {
+        quote!(mut __ctx: #runtime::EventContext)
+    };
+
+    // The Send check is reported at the handler's name ("future returned by `x` is
+    // not `Send`"); its `impl Send` result keeps the boxing below from failing twice.
+    // The function is taken as a value rather than called by name: handlers must be
+    // `async`, so clippy's `unused_async` should not suggest otherwise.
+    let send_span = at(ident.span());
+    let call = quote_spanned!(send_span=>
+        let __handler = #ident;
+        let __ret = __flexi_send(__handler(#(#call_args),*)).await;
+    );
+
+    let return_span = match &sig.output {
+        ReturnType::Type(_, ty) => at(ty.span()),
+        ReturnType::Default => send_span,
+    };
+    let convert = if handler.kind.is_filter() {
+        let runtime = private(return_span);
+        quote_spanned!(return_span=> #runtime::IntoFiltered::into_filtered(__ret))
+    } else {
+        let runtime = private(return_span);
+        quote_spanned!(return_span=> #runtime::IntoHandlerResult::into_handler_result(__ret))
+    };
+
+    let (client_type_fn, client_type) = match &handler.args.client_type {
+        None => (quote!(), quote!(#runtime::None)),
+        Some(arg) => {
+            let value = match &arg.value {
+                ClientTypeValue::Key(key) => {
+                    quote!(#runtime::ClientType::from_static(#key))
+                }
+                ClientTypeValue::Variant(path) => {
+                    let runtime = private(at(path.span()));
+                    quote_spanned!(at(path.span())=> #runtime::ClientType::of(&#path))
+                }
+            };
+            let function = quote! {
+                fn __flexi_client_type() -> #runtime::ClientType {
+                    #value
+                }
+            };
+            (function, quote!(#runtime::Some(__flexi_client_type)))
+        }
+    };
+
+    let kind = format_ident!("{}", handler.kind.variant());
+    let name = LitStr::new(&ident.unraw().to_string(), ident.span());
+
+    quote! {
+        const _: () = {
+            fn __flexi_send<F>(future: F) -> impl ::core::future::Future<Output = F::Output> + ::core::marker::Send
+            where
+                F: ::core::future::Future + ::core::marker::Send,
+            {
+                future
+            }
+
+            fn __flexi_call(#context) -> #runtime::HandlerFuture {
+                #runtime::Box::pin(async move {
+                    #(#bindings)*
+                    #call
+                    #convert
+                })
+            }
+
+            #client_type_fn
+
+            #runtime::inventory::submit! {
+                #runtime::Registration {
+                    kind: #runtime::HandlerKind::#kind,
+                    client_type: #client_type,
+                    name: ::core::concat!(::core::module_path!(), "::", #name),
+                    call: __flexi_call,
+                }
+            }
+        };
+    }
+}

@@ -1,0 +1,291 @@
+//! [`Connection`]: the handle to one peer that handlers receive.
+
+use std::any::{Any, TypeId};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::classifier::ClientType;
+use crate::error::Error;
+use crate::framing::FrameEncoder;
+use crate::handler::EventContext;
+use crate::message::Message;
+use crate::router::Routes;
+use crate::server::ServerContext;
+
+/// Why a connection ended; `on_disconnect` handlers can take it as an argument.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The peer closed its side (EOF).
+    PeerClosed,
+    /// Reading failed (connection reset, broken pipe, ...).
+    Reset(String),
+    /// `Connection::close` was called.
+    Closed,
+    /// A handler panicked.
+    HandlerPanicked,
+    /// The framing could not go on (a custom codec failed).
+    FramingFailed,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::PeerClosed => f.write_str("peer closed the connection"),
+            DisconnectReason::Reset(why) => write!(f, "connection failed: {why}"),
+            DisconnectReason::Closed => f.write_str("closed by the application"),
+            DisconnectReason::HandlerPanicked => f.write_str("a handler panicked"),
+            DisconnectReason::FramingFailed => f.write_str("framing failed"),
+            DisconnectReason::Shutdown => f.write_str("server shutdown"),
+        }
+    }
+}
+
+/// Counters of one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Messages received (frames decoded, before `after_receive`).
+    pub messages_in: u64,
+    /// Messages queued for sending (after `before_send`).
+    pub messages_out: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Payload bytes queued for sending, framing included.
+    pub bytes_out: u64,
+}
+
+/// One peer. Cheap to clone; every clone is the same connection.
+///
+/// Handlers receive it as their first argument; [`Connections`](crate::Connections)
+/// hands it out to code outside handlers.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    id: u64,
+    peer_addr: SocketAddr,
+    local_addr: SocketAddr,
+    server: Arc<ServerContext>,
+    client_type: OnceLock<ClientType>,
+    routes: OnceLock<Arc<Routes>>,
+    first_message: AtomicBool,
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    encoder: FrameEncoder,
+    outbound: mpsc::Sender<Bytes>,
+    close: CancellationToken,
+    state: Mutex<Vec<(TypeId, Box<dyn Any + Send>)>>,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        id: u64,
+        peer_addr: SocketAddr,
+        local_addr: SocketAddr,
+        server: Arc<ServerContext>,
+        outbound: mpsc::Sender<Bytes>,
+        close: CancellationToken,
+    ) -> Self {
+        let encoder = server.framing.encoder();
+        Self {
+            shared: Arc::new(Shared {
+                id,
+                peer_addr,
+                local_addr,
+                server,
+                client_type: OnceLock::new(),
+                routes: OnceLock::new(),
+                first_message: AtomicBool::new(true),
+                messages_in: AtomicU64::new(0),
+                messages_out: AtomicU64::new(0),
+                bytes_in: AtomicU64::new(0),
+                bytes_out: AtomicU64::new(0),
+                encoder,
+                outbound,
+                close,
+                state: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The server-wide unique id of this connection.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.shared.peer_addr
+    }
+
+    /// The local address the peer connected to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The client type, once the first message classified the connection;
+    /// `None` before that or when the server has no classifier.
+    pub fn client_type(&self) -> Option<&ClientType> {
+        self.shared.client_type.get()
+    }
+
+    /// Whether the message being handled is the connection's first one (the
+    /// one that classified it).
+    pub fn is_first_message(&self) -> bool {
+        self.shared.first_message.load(Ordering::Relaxed)
+    }
+
+    /// Message and byte counters.
+    pub fn stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            messages_in: self.shared.messages_in.load(Ordering::Relaxed),
+            messages_out: self.shared.messages_out.load(Ordering::Relaxed),
+            bytes_in: self.shared.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.shared.bytes_out.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends a message: `before_send` runs first, then the framing encodes
+    /// the result and it is queued for the socket. When this returns `Ok`, the
+    /// bytes will be written before the connection closes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConnectionClosed`] once the connection is closing,
+    /// [`Error::Encode`] if the framing refuses the message, or the error of a
+    /// failing `before_send` handler.
+    pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
+        let mut message = message.into();
+        if let Some(before_send) = self.routes().before_send.clone() {
+            let context = EventContext::new(self.clone()).with_message(message);
+            match crate::dispatch::invoke(&before_send, context).await {
+                Ok(Some(rewritten)) => message = rewritten,
+                Ok(None) => return Ok(()),
+                Err(error) => return Err(error),
+            }
+        }
+        let mut frame = BytesMut::with_capacity(message.len() + 8);
+        self.shared.encoder.encode(&message, &mut frame)?;
+        let length = frame.len() as u64;
+        self.shared
+            .outbound
+            .send(frame.freeze())
+            .await
+            .map_err(|_| Error::ConnectionClosed { id: self.id() })?;
+        self.shared.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.shared.bytes_out.fetch_add(length, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Closes the connection: reading stops, messages already read are still
+    /// handled, queued sends are flushed, then the socket closes and
+    /// `on_disconnect` runs.
+    pub fn close(&self) {
+        self.shared.close.cancel();
+    }
+
+    /// Whether `close` was called or the server is shutting down.
+    pub fn is_closing(&self) -> bool {
+        self.shared.close.is_cancelled()
+    }
+
+    /// Stores typed per-connection state, replacing any earlier value of the type.
+    pub fn set_state<T: Send + 'static>(&self, value: T) {
+        let mut state = self.lock_state();
+        let slot = (TypeId::of::<T>(), Box::new(value) as Box<dyn Any + Send>);
+        match state.iter_mut().find(|(id, _)| *id == TypeId::of::<T>()) {
+            Some(existing) => *existing = slot,
+            None => state.push(slot),
+        }
+    }
+
+    /// A clone of the per-connection state of type `T`, if set.
+    pub fn state<T: Clone + Send + 'static>(&self) -> Option<T> {
+        self.with_state(|value: &mut T| value.clone())
+    }
+
+    /// Runs `f` on the per-connection state of type `T`, if set.
+    pub fn with_state<T: Send + 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        let mut state = self.lock_state();
+        state
+            .iter_mut()
+            .find(|(id, _)| *id == TypeId::of::<T>())
+            .and_then(|(_, value)| value.downcast_mut::<T>())
+            .map(f)
+    }
+
+    /// Removes and returns the per-connection state of type `T`.
+    pub fn take_state<T: Send + 'static>(&self) -> Option<T> {
+        let mut state = self.lock_state();
+        let index = state.iter().position(|(id, _)| *id == TypeId::of::<T>())?;
+        state.swap_remove(index).1.downcast::<T>().ok().map(|b| *b)
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, Vec<(TypeId, Box<dyn Any + Send>)>> {
+        // A panic while holding the lock cannot leave the Vec half-updated.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The server's shared application state of type `T` (see
+    /// [`ServerBuilder::state`](crate::ServerBuilder::state)), if that is its type.
+    pub fn app_state<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.shared.server.app_state.as_deref()?.downcast_ref::<T>()
+    }
+
+    pub(crate) fn server(&self) -> &Arc<ServerContext> {
+        &self.shared.server
+    }
+
+    /// The routes for this connection's client type (the defaults until classified).
+    pub(crate) fn routes(&self) -> &Arc<Routes> {
+        self.shared
+            .routes
+            .get()
+            .unwrap_or_else(|| self.shared.server.routes.default_routes())
+    }
+
+    pub(crate) fn classify_as(&self, client_type: ClientType) {
+        let routes = Arc::clone(self.shared.server.routes.routes_for(&client_type));
+        // Classification happens once, on the connection's own task: these cannot be set twice.
+        let _ = self.shared.routes.set(routes);
+        let _ = self.shared.client_type.set(client_type);
+    }
+
+    pub(crate) fn count_inbound(&self, bytes: usize) {
+        self.shared.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.shared.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn first_message_done(&self) {
+        self.shared.first_message.store(false, Ordering::Relaxed);
+    }
+
+    pub(crate) fn close_token(&self) -> &CancellationToken {
+        &self.shared.close
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id())
+            .field("peer_addr", &self.peer_addr())
+            .field("client_type", &self.client_type())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,175 @@
+//! The one error type of the crate.
+
+use std::io;
+
+use crate::classifier::ClientType;
+use crate::registry::HandlerKind;
+
+/// A `Result` whose error is [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in flexi-socket.
+///
+/// Errors that concern one connection reach the `#[on_error]` handler of that
+/// connection's client type (and `tracing`); start-up errors are returned by
+/// `serve()`.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
+    Bind {
+        /// The address that was asked for.
+        addr: String,
+        /// What the operating system said.
+        source: io::Error,
+    },
+
+    /// Reading from or writing to a socket failed; the connection ends.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+
+    /// An inbound frame was longer than the framing allows. It was discarded and
+    /// the connection goes on with the next frame.
+    #[error(
+        "discarded an inbound frame of {length} bytes: the limit is {max} bytes \
+         (raise it with `Framing::...max_length(n)` if such frames are legitimate)"
+    )]
+    FrameTooLarge {
+        /// How many bytes the frame had (at least), when known.
+        length: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+
+    /// The peer closed the connection in the middle of a frame; the partial
+    /// frame was not delivered.
+    #[error("the peer closed the connection in the middle of a frame; {bytes} bytes were not delivered")]
+    FrameTruncated {
+        /// How many bytes of the unfinished frame were buffered.
+        bytes: usize,
+    },
+
+    /// A message could not be framed for sending (for example, longer than a
+    /// fixed-length frame).
+    #[error("cannot frame the outbound message: {reason}")]
+    Encode {
+        /// Why the framing refused the message.
+        reason: String,
+    },
+
+    /// A custom codec failed; the connection ends because its stream position is lost.
+    #[error("framing failed: {0}")]
+    Framing(String),
+
+    /// A text handler (`String` or `&str`) received bytes that are not UTF-8.
+    /// The message is not delivered; the connection goes on.
+    #[error(
+        "message is not valid UTF-8 (first bad byte at offset {valid_up_to}); \
+         take `Bytes`, `Vec<u8>` or `&[u8]` in the handler to receive binary data"
+    )]
+    InvalidUtf8 {
+        /// Length of the valid UTF-8 prefix.
+        valid_up_to: usize,
+    },
+
+    /// No `on_message` handler matches the connection's client type and there
+    /// is no default handler.
+    #[error(
+        "no on_message handler for client type {client_type} and no default handler; \
+         add `#[on_message]` without client_type to catch the rest"
+    )]
+    Unrouted {
+        /// The client type the connection was classified as (`default` when unclassified).
+        client_type: ClientType,
+    },
+
+    /// A handler returned `Err`.
+    #[error("handler `{handler}` failed: {message}")]
+    Handler {
+        /// The handler's name (module path and function name).
+        handler: &'static str,
+        /// The error's `Display` text.
+        message: String,
+    },
+
+    /// A handler panicked. The panic was caught; the connection is closed.
+    #[error("handler `{handler}` panicked: {message}")]
+    HandlerPanicked {
+        /// The handler's name (module path and function name).
+        handler: &'static str,
+        /// The panic payload, if it was a string.
+        message: String,
+    },
+
+    /// Two handlers are registered for the same event and client type.
+    #[error(
+        "two {kind} handlers for client type {client_type}: `{first}` and `{second}`; \
+         remove one or give it another client_type"
+    )]
+    DuplicateHandler {
+        /// The event both handle.
+        kind: HandlerKind,
+        /// The client type both claim (`default` for none).
+        client_type: ClientType,
+        /// One handler.
+        first: &'static str,
+        /// The other handler.
+        second: &'static str,
+    },
+
+    /// A handler names a client type that the classifier can never produce.
+    #[error(
+        "handler `{handler}` is for client type {client_type}, which the classifier never \
+         produces (it produces: {known}); fix the client_type or the classifier"
+    )]
+    UnknownClientType {
+        /// The handler's name.
+        handler: &'static str,
+        /// The client type it asks for.
+        client_type: ClientType,
+        /// The client types the classifier can produce, comma separated.
+        known: String,
+    },
+
+    /// Handlers are registered for client types but no classifier was configured.
+    #[error(
+        "handler `{handler}` is for client type {client_type} but no classifier is set; \
+         call `.classifier::<YourEnum>()` on the builder"
+    )]
+    NoClassifier {
+        /// The handler's name.
+        handler: &'static str,
+        /// The client type it asks for.
+        client_type: ClientType,
+    },
+
+    /// No handler at all was found.
+    #[error(
+        "no handlers are registered: mark async fns with #[on_message] (and friends) or pass \
+         a Router; if the handlers live in another crate, add `use that_crate as _;` so the \
+         linker keeps them"
+    )]
+    NoHandlers,
+
+    /// A handler takes `State<T>` but the server was given no state of type `T`.
+    #[error("a handler takes State<{type_name}> but no such state was given; call `.state(value)` on the builder")]
+    MissingState {
+        /// The type that was asked for.
+        type_name: &'static str,
+    },
+
+    /// The connection is closed; nothing more can be sent on it.
+    #[error("connection {id} is closed")]
+    ConnectionClosed {
+        /// The connection's id.
+        id: u64,
+    },
+
+    /// No open connection has this id.
+    #[error("no open connection has id {id}")]
+    UnknownConnection {
+        /// The id that was asked for.
+        id: u64,
+    },
+}

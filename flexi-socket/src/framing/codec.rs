@@ -1,0 +1,182 @@
+//! The per-connection halves of a [`Framing`](super::Framing): one
+//! [`FrameDecoder`] for the reader, one [`FrameEncoder`] shared by the senders.
+//! Built-in codecs are dispatched by `match`, with no boxing; only a custom
+//! codec sits behind a trait object.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio_util::codec::Decoder;
+
+use super::custom::{CustomDecoder, CustomEncoder, CustomFraming};
+use super::{
+    Decoded, EofCodec, FixedLengthCodec, IdleGapCodec, LengthPrefixedCodec, LineCodec, RawCodec,
+    SeparatorCodec,
+};
+use crate::error::Error;
+
+/// A configured built-in codec, in its initial state.
+#[derive(Clone, Debug)]
+pub(super) enum Builtin {
+    Lines(LineCodec),
+    Separator(SeparatorCodec),
+    Fixed(FixedLengthCodec),
+    LengthPrefixed(LengthPrefixedCodec),
+    Eof(EofCodec),
+    Raw(RawCodec),
+    IdleGap(IdleGapCodec),
+}
+
+/// Runs `$body` with `$codec` bound to the codec inside `$builtin`, whatever its type.
+macro_rules! with_codec {
+    ($builtin:expr, $codec:ident => $body:expr) => {
+        match $builtin {
+            Builtin::Lines($codec) => $body,
+            Builtin::Separator($codec) => $body,
+            Builtin::Fixed($codec) => $body,
+            Builtin::LengthPrefixed($codec) => $body,
+            Builtin::Eof($codec) => $body,
+            Builtin::Raw($codec) => $body,
+            Builtin::IdleGap($codec) => $body,
+        }
+    };
+}
+
+impl Builtin {
+    /// The same codec with another limit; a fixed frame length is its own limit.
+    pub(super) fn with_max_length(self, max: usize) -> Self {
+        match self {
+            Builtin::Lines(codec) => Builtin::Lines(codec.with_max_length(max)),
+            Builtin::Separator(codec) => Builtin::Separator(codec.with_max_length(max)),
+            Builtin::Fixed(codec) => Builtin::Fixed(codec),
+            Builtin::LengthPrefixed(codec) => Builtin::LengthPrefixed(codec.with_max_length(max)),
+            Builtin::Eof(codec) => Builtin::Eof(codec.with_max_length(max)),
+            Builtin::Raw(codec) => Builtin::Raw(codec.with_max_length(max)),
+            Builtin::IdleGap(codec) => Builtin::IdleGap(codec.with_max_length(max)),
+        }
+    }
+
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Builtin::Lines(_) => "lines()",
+            Builtin::Separator(_) => "separator(..)",
+            Builtin::Fixed(_) => "fixed(..)",
+            Builtin::LengthPrefixed(_) => "length_prefixed()",
+            Builtin::Eof(_) => "eof()",
+            Builtin::Raw(_) => "raw()",
+            Builtin::IdleGap(_) => "idle_gap(..)",
+        }
+    }
+}
+
+/// What a [`Framing`](super::Framing) holds.
+#[derive(Clone, Debug)]
+pub(super) enum FramingKind {
+    Builtin(Builtin),
+    Custom(CustomFraming),
+}
+
+impl FramingKind {
+    pub(super) fn decoder(&self) -> FrameDecoder {
+        FrameDecoder(match self {
+            FramingKind::Builtin(codec) => DecoderKind::Builtin(codec.clone()),
+            FramingKind::Custom(custom) => DecoderKind::Custom(custom.decoder()),
+        })
+    }
+
+    pub(super) fn encoder(&self) -> FrameEncoder {
+        FrameEncoder(match self {
+            FramingKind::Builtin(codec) => EncoderKind::Builtin(codec.clone()),
+            FramingKind::Custom(custom) => EncoderKind::Custom(custom.encoder()),
+        })
+    }
+}
+
+/// Turns the bytes one connection reads into [`Decoded`] items.
+#[derive(Debug)]
+pub(crate) struct FrameDecoder(DecoderKind);
+
+#[derive(Debug)]
+enum DecoderKind {
+    Builtin(Builtin),
+    Custom(CustomDecoder),
+}
+
+/// Built-in codecs report recoverable problems as items; an error from one
+/// means the stream cannot be followed any more (a corrupt length header).
+fn unrecoverable(err: io::Error) -> Error {
+    Error::Framing(err.to_string())
+}
+
+impl FrameDecoder {
+    /// The next item from `buf`, or `None` until more bytes arrive.
+    ///
+    /// Recoverable problems are `Ok(Some(Decoded::Discarded(..)))`; `Err` means
+    /// the connection cannot go on.
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+        match &mut self.0 {
+            DecoderKind::Builtin(builtin) => {
+                with_codec!(builtin, codec => codec.decode(buf)).map_err(unrecoverable)
+            }
+            DecoderKind::Custom(codec) => codec.decode(buf),
+        }
+    }
+
+    /// The next item once the peer closed its side; call until `Ok(None)`.
+    ///
+    /// An unfinished frame is reported once as [`Error::FrameTruncated`], not
+    /// delivered, except where EOF ends a message (`eof()`, `raw()`,
+    /// `idle_gap(..)`).
+    pub(crate) fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+        match &mut self.0 {
+            DecoderKind::Builtin(builtin) => {
+                with_codec!(builtin, codec => codec.decode_eof(buf)).map_err(unrecoverable)
+            }
+            DecoderKind::Custom(codec) => codec.decode_eof(buf),
+        }
+    }
+
+    /// The silence that ends a message, for `idle_gap(..)` framing only.
+    pub(crate) fn idle_gap(&self) -> Option<Duration> {
+        match &self.0 {
+            DecoderKind::Builtin(Builtin::IdleGap(codec)) => Some(codec.gap()),
+            _ => None,
+        }
+    }
+
+    /// The pending message after [`idle_gap`](Self::idle_gap) of silence; a
+    /// no-op for every other framing.
+    pub(crate) fn decode_idle(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+        match &mut self.0 {
+            DecoderKind::Builtin(Builtin::IdleGap(codec)) => {
+                codec.decode_idle(buf).map_err(unrecoverable)
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Frames the messages of one connection; clones share the same codec.
+#[derive(Clone, Debug)]
+pub(crate) struct FrameEncoder(EncoderKind);
+
+#[derive(Clone, Debug)]
+enum EncoderKind {
+    Builtin(Builtin),
+    Custom(CustomEncoder),
+}
+
+impl FrameEncoder {
+    /// Appends `message`, framed, to `dst`; on error nothing is appended by a
+    /// built-in codec.
+    pub(crate) fn encode(&self, message: &[u8], dst: &mut BytesMut) -> Result<(), Error> {
+        match &self.0 {
+            EncoderKind::Builtin(builtin) => with_codec!(builtin, codec => codec.encode_message(message, dst))
+                .map_err(|err| Error::Encode {
+                    reason: err.to_string(),
+                }),
+            EncoderKind::Custom(codec) => codec.encode(message, dst),
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The handler contract, written down once.
+//!
+//! Every handler, whether registered by an attribute or by [`Router`](crate::Router)
+//! methods, becomes a [`Handler`]: a name and a function from an [`EventContext`]
+//! to a boxed `Send + 'static` future. Arguments are pulled out of the context by
+//! [`FromEvent`]; return values are turned into a [`HandlerOutput`] by
+//! [`IntoHandlerResult`] (event handlers) or [`IntoFiltered`] (`after_receive`,
+//! `before_send`).
+
+use std::any::Any;
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::connection::{Connection, DisconnectReason};
+use crate::error::Error;
+use crate::message::Message;
+
+/// What a handler's future resolves to: `Some(message)` is the (possibly
+/// rewritten) message for filters, `None` means "nothing" (or "drop it" for
+/// filters).
+pub type HandlerOutput = Result<Option<Message>, HandlerError>;
+
+/// The boxed future every handler returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerOutput> + Send + 'static>>;
+
+/// Why a handler did not complete normally.
+#[derive(Debug)]
+pub enum HandlerError {
+    /// An argument could not be produced (e.g. invalid UTF-8 for a `String`).
+    Argument(Error),
+    /// The handler returned `Err`; this is its `Display` text.
+    Failed(String),
+}
+
+impl From<Error> for HandlerError {
+    fn from(error: Error) -> Self {
+        HandlerError::Argument(error)
+    }
+}
+
+/// Everything one event carries; handler arguments are taken from it.
+#[derive(Debug)]
+pub struct EventContext {
+    pub(crate) connection: Connection,
+    pub(crate) message: Option<Message>,
+    pub(crate) error: Option<Error>,
+    pub(crate) reason: Option<DisconnectReason>,
+}
+
+impl EventContext {
+    pub(crate) fn new(connection: Connection) -> Self {
+        Self {
+            connection,
+            message: None,
+            error: None,
+            reason: None,
+        }
+    }
+
+    pub(crate) fn with_message(mut self, message: Message) -> Self {
+        self.message = Some(message);
+        self
+    }
+
+    pub(crate) fn with_error(mut self, error: Error) -> Self {
+        self.error = Some(error);
+        self
+    }
+
+    pub(crate) fn with_reason(mut self, reason: DisconnectReason) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    fn message(&self) -> Message {
+        // Handlers for events without a message cannot take a message argument
+        // (the macros reject it), so an empty message only reaches Router-built closures.
+        self.message.clone().unwrap_or_default()
+    }
+}
+
+/// A value a handler can take as an argument.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler argument",
+    label = "not a handler argument",
+    note = "handlers take `Connection`, a message (`String`, `&str`, `Bytes`, `Vec<u8>`, `&[u8]` or `Message`), `State<T>`, `DisconnectReason` (on_disconnect) or `Error` (on_error)"
+)]
+pub trait FromEvent: Sized {
+    /// Takes the argument out of the event.
+    ///
+    /// # Errors
+    ///
+    /// When the event cannot be viewed as `Self` (e.g. [`Error::InvalidUtf8`]);
+    /// the error goes to `on_error` and the handler does not run.
+    fn from_event(context: &mut EventContext) -> Result<Self, Error>;
+}
+
+impl FromEvent for Connection {
+    fn from_event(context: &mut EventContext) -> Result<Self, Error> {
+        Ok(context.connection.clone())
+    }
+}
+
+impl FromEvent for Message {
+    fn from_event(context: &mut EventContext) -> Result<Self, Error> {
+        Ok(context.message())
+    }
+}
+
+impl FromEvent for Bytes {
+    fn from_event(context: &mut EventContext) -> Result<Self, Error> {
+        Ok(context.message().into_bytes())
+    }
+}
+
+impl FromEvent for Vec<u8> {
+    fn from_event(context: &mut EventContext) -> Result<Self, Error> {
+        Ok(context.message().to_vec())
+    }
+}
+
+impl FromEvent for String {
+    fn from_event(context: &mut EventContext) -> Result<Self, Error> {
+        Ok(Text::from_event(context)?.as_str().to_owned())
+    }
+}
+
+impl FromEvent for Text {
+    fn from_event(context: &mut EventContext) -> Result<Self, Error> {
+        let message = context.message();
+        message.to_str()?;
+        Ok(Text(message.into_bytes()))
+    }
+}
+
+impl FromEvent for Error {
+    fn from_event(context: &mut EventContext) -> Result<Self, Error> {
+        Ok(context
+            .error
+            .take()
+            .unwrap_or(Error::Framing("on_error called without an error".into())))
+    }
+}
+
+impl FromEvent for DisconnectReason {
+    fn from_event(context: &mut EventContext) -> Result<Self, Error> {
+        Ok(context.reason.clone().unwrap_or(DisconnectReason::Closed))
+    }
+}
+
+/// Shared application state, given once with `.state(value)` on the builder.
+///
+/// Take `State<T>` as a handler argument; `T` is cloned per event, so share big
+/// state through an `Arc`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct State<T>(pub T);
+
+impl<T> Deref for State<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> FromEvent for State<T> {
+    fn from_event(context: &mut EventContext) -> Result<Self, Error> {
+        context
+            .connection
+            .app_state::<T>()
+            .map(|state| State(state.clone()))
+            .ok_or(Error::MissingState {
+                type_name: std::any::type_name::<T>(),
+            })
+    }
+}
+
+/// A message checked to be UTF-8: what a `&str` argument borrows from.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Text(Bytes);
+
+impl Text {
+    fn as_str(&self) -> &str {
+        // SAFETY-free: checked in from_event; from_utf8 again would cost a scan.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// The owned value a borrowed argument (`&str`, `&[u8]`) borrows from.
+#[doc(hidden)]
+pub trait BorrowedArg {
+    /// Taken from the event, then borrowed for the handler call.
+    type Owned: FromEvent + Deref<Target = Self>;
+}
+
+impl BorrowedArg for str {
+    type Owned = Text;
+}
+
+impl BorrowedArg for [u8] {
+    type Owned = Bytes;
+}
+
+/// Return types of event handlers: `()` or `Result<(), E>` with `E: Display`.
+#[diagnostic::on_unimplemented(
+    message = "handlers must return `()` or `Result<(), E>` where `E: Display`, not `{Self}`",
+    label = "unsupported return type"
+)]
+pub trait IntoHandlerResult {
+    /// Converts the return value.
+    fn into_handler_result(self) -> HandlerOutput;
+}
+
+impl IntoHandlerResult for () {
+    fn into_handler_result(self) -> HandlerOutput {
+        Ok(None)
+    }
+}
+
+impl<E: Display> IntoHandlerResult for Result<(), E> {
+    fn into_handler_result(self) -> HandlerOutput {
+        self.map(|()| None)
+            .map_err(|e| HandlerError::Failed(e.to_string()))
+    }
+}
+
+/// Return types of `after_receive` and `before_send`: the message to pass on, or
+/// `None` to drop it; optionally inside `Result<_, E>` with `E: Display`.
+#[diagnostic::on_unimplemented(
+    message = "after_receive and before_send must return `Message`, `Option<Message>` or a `Result` of either, not `{Self}`",
+    label = "unsupported return type"
+)]
+pub trait IntoFiltered {
+    /// Converts the return value.
+    fn into_filtered(self) -> HandlerOutput;
+}
+
+impl IntoFiltered for Message {
+    fn into_filtered(self) -> HandlerOutput {
+        Ok(Some(self))
+    }
+}
+
+impl IntoFiltered for Option<Message> {
+    fn into_filtered(self) -> HandlerOutput {
+        Ok(self)
+    }
+}
+
+impl<T: IntoFiltered, E: Display> IntoFiltered for Result<T, E> {
+    fn into_filtered(self) -> HandlerOutput {
+        self.map_err(|e| HandlerError::Failed(e.to_string()))?
+            .into_filtered()
+    }
+}
+
+type ErasedCall = dyn Fn(EventContext) -> HandlerFuture + Send + Sync;
+
+/// A registered handler: its name and its erased call.
+#[derive(Clone)]
+pub(crate) struct Handler {
+    pub(crate) name: &'static str,
+    call: Arc<ErasedCall>,
+}
+
+impl Handler {
+    pub(crate) fn new(
+        name: &'static str,
+        call: impl Fn(EventContext) -> HandlerFuture + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name,
+            call: Arc::new(call),
+        }
+    }
+
+    pub(crate) fn call(&self, context: EventContext) -> HandlerFuture {
+        (self.call)(context)
+    }
+}
+
+impl fmt::Debug for Handler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Text of a caught panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

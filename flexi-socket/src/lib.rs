@@ -1,0 +1,106 @@
+//! TCP socket servers with handlers routed by client type: "routing like web
+//! frameworks, but for classic sockets".
+//!
+//! # Map
+//!
+//! | piece | what it does |
+//! |---|---|
+//! | [`FlexiSocket`] | entry point: `FlexiSocket::server(addr)` returns a [`ServerBuilder`] |
+//! | [`Server`] | a bound server: its address, its [`Connections`], `serve*()` |
+//! | [`Connection`] | one peer: addresses, client type, counters, `send`, `close`, typed state |
+//! | [`Connections`] | every open connection, usable from outside handlers: send, broadcast |
+//! | [`Router`] | the routing table; built by the attributes or by hand |
+//! | [`Classifier`] | decides a client type from the first frame; usually derived |
+//! | [`Framing`] | how bytes become messages (lines, separator, fixed, length prefix, ...) |
+//! | [`Message`] | one message: immutable bytes |
+//! | [`enum@Error`] | the one error type; per-connection errors reach `#[on_error]` |
+//!
+//! Attributes: `#[on_connect]`, `#[on_message]`, `#[after_receive]`, `#[before_send]`,
+//! `#[on_error]`, `#[on_disconnect]`, the last four taking an optional
+//! `client_type = "001"` or `client_type = Enum::Variant`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use flexi_socket::{on_message, Classifier, Connection, FlexiSocket, Framing};
+//!
+//! #[derive(Classifier)]
+//! enum Panel {
+//!     #[client_type = "001"]
+//!     #[classify(prefix = "!!")]
+//!     Alarm,
+//!     #[classify(default)]
+//!     Other,
+//! }
+//!
+//! #[on_message(client_type = "001")]
+//! async fn alarm(conn: Connection, msg: String) -> flexi_socket::Result<()> {
+//!     conn.send(format!("ACK {msg}")).await
+//! }
+//!
+//! #[on_message]
+//! async fn anything_else(conn: Connection, msg: &str) -> flexi_socket::Result<()> {
+//!     conn.send(msg.to_uppercase()).await
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> flexi_socket::Result<()> {
+//!     FlexiSocket::server("127.0.0.1:8081")
+//!         .framing(Framing::lines().max_length(64 * 1024))
+//!         .classifier::<Panel>()
+//!         .serve()
+//!         .await
+//! }
+//! ```
+
+// Lets the macros' `::flexi_socket::...` paths work inside this crate's own tests.
+extern crate self as flexi_socket;
+
+mod classifier;
+mod connection;
+mod connection_task;
+mod connections;
+mod dispatch;
+mod error;
+pub mod framing;
+mod handler;
+mod message;
+mod registry;
+mod router;
+mod server;
+
+pub use classifier::{Classifier, ClientType};
+pub use connection::{Connection, ConnectionStats, DisconnectReason};
+pub use connections::Connections;
+pub use error::{Error, Result};
+pub use framing::Framing;
+pub use handler::State;
+pub use message::Message;
+pub use registry::HandlerKind;
+pub use router::Router;
+pub use server::{FlexiSocket, Server, ServerBuilder, ShutdownHandle};
+
+pub use flexi_socket_macros::{
+    Classifier, after_receive, before_send, on_connect, on_disconnect, on_error, on_message,
+};
+
+// The README's Rust blocks compile as doctests, so the tour stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
+/// What the macros expand to. Not public API: it changes without notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::classifier::{Classifier, ClientType};
+    pub use crate::connection::Connection;
+    pub use crate::handler::{
+        BorrowedArg, EventContext, FromEvent, HandlerError, HandlerFuture, HandlerOutput,
+        IntoFiltered, IntoHandlerResult,
+    };
+    pub use crate::registry::{HandlerKind, Registration};
+    pub use inventory;
+    pub use std::boxed::Box;
+    pub use std::option::Option::{None, Some};
+    pub use std::vec::Vec;
+}

@@ -1,0 +1,149 @@
+//! The message type handlers receive and send.
+
+use std::fmt;
+use std::ops::Deref;
+
+use bytes::Bytes;
+
+use crate::error::Error;
+
+/// One framed message: immutable bytes, cheap to clone.
+///
+/// The framing delimiter is never part of a message. Handlers that want a
+/// different view take `String`, `&str`, `Bytes`, `Vec<u8>` or `&[u8]` instead.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Message {
+    bytes: Bytes,
+}
+
+impl Message {
+    /// Wraps bytes into a message.
+    pub fn new(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            bytes: bytes.into(),
+        }
+    }
+
+    /// The message's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The message's bytes, without copying.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// The message as text.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUtf8`] if the bytes are not UTF-8.
+    pub fn to_str(&self) -> Result<&str, Error> {
+        std::str::from_utf8(&self.bytes).map_err(|e| Error::InvalidUtf8 {
+            valid_up_to: e.valid_up_to(),
+        })
+    }
+
+    /// The message without `prefix`, if it starts with it (no copy).
+    ///
+    /// ```
+    /// # use flexi_socket::Message;
+    /// let msg = Message::from("!!ALARM");
+    /// assert_eq!(msg.strip_prefix("!!"), Some(Message::from("ALARM")));
+    /// assert_eq!(msg.strip_prefix("##"), None);
+    /// ```
+    pub fn strip_prefix(&self, prefix: impl AsRef<[u8]>) -> Option<Message> {
+        let prefix = prefix.as_ref();
+        self.bytes
+            .starts_with(prefix)
+            .then(|| Message::new(self.bytes.slice(prefix.len()..)))
+    }
+
+    /// The message without `suffix`, if it ends with it (no copy).
+    pub fn strip_suffix(&self, suffix: impl AsRef<[u8]>) -> Option<Message> {
+        let suffix = suffix.as_ref();
+        self.bytes
+            .ends_with(suffix)
+            .then(|| Message::new(self.bytes.slice(..self.bytes.len() - suffix.len())))
+    }
+
+    /// Number of bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the message has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+impl Deref for Message {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl AsRef<[u8]> for Message {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Bytes' Debug shows text as text and escapes the rest: readable for protocols.
+        fmt::Debug::fmt(&self.bytes, f)
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(bytes: Bytes) -> Self {
+        Self { bytes }
+    }
+}
+
+impl From<Message> for Bytes {
+    fn from(message: Message) -> Self {
+        message.bytes
+    }
+}
+
+impl From<&'static str> for Message {
+    fn from(text: &'static str) -> Self {
+        Self::new(text)
+    }
+}
+
+impl From<String> for Message {
+    fn from(text: String) -> Self {
+        Self::new(text)
+    }
+}
+
+impl From<&String> for Message {
+    fn from(text: &String) -> Self {
+        Self::new(Bytes::copy_from_slice(text.as_bytes()))
+    }
+}
+
+impl From<&'static [u8]> for Message {
+    fn from(bytes: &'static [u8]) -> Self {
+        Self::new(bytes)
+    }
+}
+
+impl<const N: usize> From<&'static [u8; N]> for Message {
+    fn from(bytes: &'static [u8; N]) -> Self {
+        Self::new(&bytes[..])
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self::new(bytes)
+    }
+}

@@ -1,0 +1,144 @@
+//! The examples, run as real processes the way a user runs them: started on
+//! 127.0.0.1:0, driven over loopback (also with plain `nc` when installed),
+//! then stopped by their PID.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use support::{LineClient, within};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// `cargo test` builds the examples next to the test binaries' folder.
+fn example_path(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().expect("test binary path");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the whole suite (`cargo test --workspace`), which builds the examples",
+        path.display()
+    );
+    path
+}
+
+/// A running example server; killed by PID when dropped.
+struct ExampleServer {
+    child: Child,
+    addr: SocketAddr,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ExampleServer {
+    async fn start(name: &str) -> Self {
+        let mut child = Command::new(example_path(name))
+            .arg("127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("example starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        within("`listening on`", stdout.read_line(&mut first)).await.unwrap();
+        let addr = first
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("{name} printed {first:?} instead of `listening on <addr>`"))
+            .parse()
+            .expect("an address");
+        Self { child, addr, stdout }
+    }
+
+    async fn stop(mut self) {
+        self.child.start_kill().expect("kill by PID");
+        within("example exit", self.child.wait()).await.unwrap();
+    }
+}
+
+/// Pipes `input` through `nc -N` (close after stdin ends) and returns what came back,
+/// or `None` when nc is not installed.
+async fn through_nc(addr: SocketAddr, input: &[u8]) -> Option<String> {
+    let spawned = Command::new("nc")
+        .args(["-N", &addr.ip().to_string(), &addr.port().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let Ok(mut nc) = spawned else {
+        eprintln!("nc is not installed: skipping the nc check (.ci/run installs netcat-openbsd)");
+        return None;
+    };
+    let mut stdin = nc.stdin.take().unwrap();
+    stdin.write_all(input).await.unwrap();
+    drop(stdin);
+    let output = within("nc", nc.wait_with_output()).await.unwrap();
+    Some(String::from_utf8(output.stdout).unwrap())
+}
+
+#[tokio::test]
+async fn echo_replies_every_line_unchanged() {
+    let server = ExampleServer::start("echo").await;
+    let mut client = LineClient::connect(server.addr).await;
+    assert_eq!(client.ask("hello").await, "hello");
+    assert_eq!(client.ask("second line").await, "second line");
+    if let Some(output) = through_nc(server.addr, b"from nc\nand more\n").await {
+        assert_eq!(output, "from nc\nand more\n");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn classifier_answers_per_client_type() {
+    let mut server = ExampleServer::start("classifier").await;
+    let mut alarm = LineClient::connect(server.addr).await;
+    let mut sensor = LineClient::connect(server.addr).await;
+    let mut other = LineClient::connect(server.addr).await;
+    assert_eq!(alarm.ask("!!hi").await, "Hello from server! You are type 001");
+    assert_eq!(sensor.ask("##hi").await, "Hello from server! You are type 002");
+    assert_eq!(other.ask("hi").await, "Hello from server! You are type default");
+    // Once per message, and the type sticks to the connection.
+    assert_eq!(alarm.ask("no marker now").await, "Hello from server! You are type 001");
+    if let Some(output) = through_nc(server.addr, b"##one\ntwo\n").await {
+        assert_eq!(output, "Hello from server! You are type 002\n".repeat(2));
+    }
+    // after_receive stripped the marker before the handler printed it.
+    let mut printed = String::new();
+    loop {
+        printed.clear();
+        within("server output", server.stdout.read_line(&mut printed)).await.unwrap();
+        if printed.starts_with("type 001 sent") {
+            assert_eq!(printed.trim_end(), "type 001 sent \"hi\"");
+            break;
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn quickstart_runs_to_completion() {
+    let output = within(
+        "quickstart",
+        Command::new(example_path("quickstart")).kill_on_drop(true).output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "quickstart failed:\n{stdout}");
+    for expected in [
+        "[alarm panel] received \"ACK ALARM zone 3\"",
+        "[sensor] received \"1:STORED temperature=21.5\"",
+        "[stranger] received \"Hello stranger, you said \\\"hello?\\\"\"",
+        "classified as type 001",
+        "closed: server shutdown",
+        "[main] done",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    }
+    assert_eq!(stdout.matches("closed: server shutdown").count(), 3, "{stdout}");
+}

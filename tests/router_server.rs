@@ -1,0 +1,432 @@
+//! The TCP server driven by a hand-built `Router` (no attribute macros), over
+//! real loopback sockets.
+
+mod support;
+
+use bytes::Bytes;
+use flexi_socket::{
+    Classifier, ClientType, Connection, Error, FlexiSocket, Framing, Message,
+    Router, State,
+};
+use support::{Events, LineClient, start, within};
+use tokio::io::AsyncWriteExt;
+
+/// A hand-written classifier: "!!" alarm panels, "##" sensors, anything else default.
+struct Panel(Option<&'static str>);
+
+impl Classifier for Panel {
+    fn classify(first_frame: &[u8]) -> Self {
+        if first_frame.starts_with(b"!!") {
+            Panel(Some("001"))
+        } else if first_frame.starts_with(b"##") {
+            Panel(Some("002"))
+        } else {
+            Panel(None)
+        }
+    }
+
+    fn client_type(&self) -> ClientType {
+        self.0.map_or(ClientType::from_static("other"), ClientType::from_static)
+    }
+
+    fn client_types() -> Option<Vec<ClientType>> {
+        Some(vec!["001".into(), "002".into(), "other".into()])
+    }
+}
+
+fn echo_router() -> Router {
+    Router::new().on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await })
+}
+
+fn server() -> flexi_socket::ServerBuilder {
+    FlexiSocket::server("127.0.0.1:0")
+}
+
+#[tokio::test]
+async fn echoes_lines_in_order() {
+    let running = start(server().router(echo_router())).await;
+    let mut client = LineClient::connect(running.addr).await;
+    for i in 0..100 {
+        client.send_line(&format!("line {i}")).await;
+    }
+    for i in 0..100 {
+        assert_eq!(client.recv_line().await, format!("line {i}"));
+    }
+    // "\r\n" is tolerated and not part of the message.
+    assert_eq!(client.ask("windows\r").await, "windows");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn routes_by_client_type_with_default_fallback() {
+    let router = Router::new()
+        .on_message_for("001", |conn: Connection, msg: String| async move {
+            conn.send(format!("alarm:{msg}")).await
+        })
+        .on_message(|conn: Connection, msg: String| async move {
+            let kind = conn.client_type().map(ClientType::to_string).unwrap_or_default();
+            conn.send(format!("default({kind}):{msg}")).await
+        });
+    let running = start(server().router(router).classifier::<Panel>()).await;
+
+    let mut alarm = LineClient::connect(running.addr).await;
+    let mut sensor = LineClient::connect(running.addr).await;
+    assert_eq!(alarm.ask("!!1234").await, "alarm:!!1234");
+    assert_eq!(sensor.ask("##temp").await, "default(002):##temp");
+    // Only the first message classifies: later messages keep the type.
+    assert_eq!(alarm.ask("##not-a-sensor").await, "alarm:##not-a-sensor");
+    assert_eq!(sensor.ask("!!not-an-alarm").await, "default(002):!!not-an-alarm");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn unrouted_message_reaches_on_error_and_connection_lives_on() {
+    let (events, mut log) = Events::new();
+    let router = Router::new()
+        .on_message_for("001", |conn: Connection, _msg: Bytes| async move { conn.send("ok").await })
+        .on_error(move |_conn: Connection, error: Error| {
+            let events = events.clone();
+            async move { events.push(format!("error: {error}")) }
+        });
+    let running = start(server().router(router).classifier::<Panel>()).await;
+    let mut client = LineClient::connect(running.addr).await;
+    client.send_line("no marker").await;
+    let error = log.next_starting("error").await;
+    assert!(error.contains("no on_message handler for client type other"), "{error}");
+    // The connection still works: a second client of type 001 is served as well.
+    let mut alarm = LineClient::connect(running.addr).await;
+    assert_eq!(alarm.ask("!!x").await, "ok");
+    client.send_line("again").await;
+    assert!(log.next_starting("error").await.contains("client type other"));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn events_run_in_order_and_disconnect_fires_once() {
+    let (events, mut log) = Events::new();
+    let router = Router::new()
+        .on_connect(|conn: Connection| async move {
+            shared_events(&conn).push("connect");
+        })
+        .after_receive(|conn: Connection, msg: Message| async move {
+            shared_events(&conn).push(format!("after_receive {}", String::from_utf8_lossy(&msg)));
+            // Strip a leading "!!" marker; drop lines that say "drop".
+            if &msg[..] == b"drop" {
+                return None;
+            }
+            Some(Message::new(strip_marker(msg.into_bytes())))
+        })
+        .on_message(|conn: Connection, msg: String| async move {
+            shared_events(&conn).push(format!("message {msg} first={}", conn.is_first_message()));
+            conn.send(msg).await
+        })
+        .before_send(|_conn: Connection, msg: Message| async move {
+            Message::from(format!("<{}>", String::from_utf8_lossy(&msg)))
+        })
+        .on_disconnect(|conn: Connection| async move {
+            shared_events(&conn).push("disconnect");
+        });
+    let running = start(server().router(router).state(events)).await;
+    let mut client = LineClient::connect(running.addr).await;
+    client.send_line("!!alpha").await;
+    client.send_line("drop").await;
+    client.send_line("beta").await;
+    assert_eq!(client.recv_line().await, "<alpha>");
+    assert_eq!(client.recv_line().await, "<beta>");
+    drop(client);
+
+    let expected = [
+        "connect",
+        "after_receive !!alpha",
+        "message alpha first=true",
+        "after_receive drop",
+        "after_receive beta",
+        "message beta first=false",
+        "disconnect",
+    ];
+    for want in expected {
+        assert_eq!(log.next().await, want);
+    }
+    running.stop().await;
+    // Exactly once: nothing else was reported, even after shutdown.
+    assert!(log.0.try_recv().is_err());
+}
+
+fn shared_events(conn: &Connection) -> &Events {
+    conn.app_state::<Events>().expect("the test gives Events as state")
+}
+
+/// Strips a leading "!!" marker, as an alarm receiver's after_receive would.
+fn strip_marker(bytes: Bytes) -> Bytes {
+    if bytes.starts_with(b"!!") { bytes.slice(2..) } else { bytes }
+}
+
+#[tokio::test]
+async fn invalid_utf8_goes_to_on_error_and_the_connection_goes_on() {
+    let (events, mut log) = Events::new();
+    let router = Router::new()
+        .on_message(|conn: Connection, msg: String| async move { conn.send(msg).await })
+        .on_error(move |_conn: Connection, error: Error| {
+            let events = events.clone();
+            async move { events.push(error.to_string()) }
+        });
+    let running = start(server().router(router)).await;
+    let mut client = LineClient::connect(running.addr).await;
+    client.send_raw(b"caf\xe9\n").await;
+    assert!(log.next().await.contains("not valid UTF-8"));
+    assert_eq!(client.ask("still here").await, "still here");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn oversize_frame_is_discarded_and_the_next_frame_is_served() {
+    let (events, mut log) = Events::new();
+    let router = echo_router().on_error(move |_conn: Connection, error: Error| {
+        let events = events.clone();
+        async move { events.push(error.to_string()) }
+    });
+    let running = start(server().router(router).framing(Framing::lines().max_length(16))).await;
+    let mut client = LineClient::connect(running.addr).await;
+    client.send_raw(&[b'x'; 1000]).await;
+    client.send_raw(b"\nexactly-16-bytes\n").await;
+    assert_eq!(client.recv_line().await, "exactly-16-bytes");
+    assert!(log.next().await.contains("limit is 16 bytes"));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn binary_garbage_and_views() {
+    let router = Router::new().on_message(|conn: Connection, msg: Vec<u8>| async move {
+        conn.send(format!("{} bytes", msg.len())).await
+    });
+    let running = start(server().router(router)).await;
+    let mut client = LineClient::connect(running.addr).await;
+    client.send_raw(&[0, 159, 146, 150, 255, b'\n']).await;
+    assert_eq!(client.recv_line().await, "5 bytes");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn half_closed_peer_still_gets_every_reply() {
+    let running = start(server().router(echo_router())).await;
+    let mut client = LineClient::connect(running.addr).await;
+    for i in 0..50 {
+        client.send_line(&format!("before-fin {i}")).await;
+    }
+    client.finish_writing().await;
+    let rest = String::from_utf8(client.read_to_end().await).unwrap();
+    let lines: Vec<&str> = rest.lines().collect();
+    assert_eq!(lines.len(), 50);
+    assert_eq!(lines[49], "before-fin 49");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn frame_cut_by_eof_is_reported_not_delivered() {
+    let (events, mut log) = Events::new();
+    let on_message = events.clone();
+    let router = Router::new()
+        .on_message(move |_conn: Connection, msg: String| {
+            let events = on_message.clone();
+            async move { events.push(format!("message {msg}")) }
+        })
+        .on_error(move |_conn: Connection, error: Error| {
+            let events = events.clone();
+            async move { events.push(format!("error {error}")) }
+        });
+    let running = start(server().router(router)).await;
+    let mut client = LineClient::connect(running.addr).await;
+    client.send_raw(b"complete\nhalf a fr").await;
+    client.finish_writing().await;
+    assert_eq!(log.next().await, "message complete");
+    let error = log.next().await;
+    assert!(error.starts_with("error") && error.contains("10 bytes were not delivered"), "{error}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn reset_mid_frame_is_reported_and_others_are_served() {
+    let (events, mut log) = Events::new();
+    let router = echo_router()
+        .on_error(move |_conn: Connection, error: Error| {
+            let events = events.clone();
+            async move { events.push(format!("error {error}")) }
+        });
+    let running = start(server().router(router)).await;
+    let mut other = LineClient::connect(running.addr).await;
+    assert_eq!(other.ask("before").await, "before");
+
+    let stream = within("connect", tokio::net::TcpStream::connect(running.addr)).await.unwrap();
+    let mut stream = stream;
+    stream.write_all(b"partial fra").await.unwrap();
+    // SO_LINGER 0 makes close send RST instead of FIN.
+    stream.set_zero_linger().unwrap();
+    drop(stream);
+    let error = log.next().await;
+    assert!(error.starts_with("error"), "{error}");
+    assert_eq!(other.ask("after").await, "after");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn handler_error_and_panic_are_isolated() {
+    let (events, mut log) = Events::new();
+    let disconnects = events.clone();
+    let router = Router::new()
+        .on_message(|conn: Connection, msg: String| async move {
+            match msg.as_str() {
+                "fail" => Err("bad input"),
+                "panic" => panic!("boom"),
+                _ => conn.send(msg).await.map_err(|_| "send failed"),
+            }
+        })
+        .on_error(move |_conn: Connection, error: Error| {
+            let events = events.clone();
+            async move { events.push(format!("error {error}")) }
+        })
+        .on_disconnect(move |conn: Connection| {
+            let events = disconnects.clone();
+            async move { events.push(format!("disconnect {}", conn.id())) }
+        });
+    let running = start(server().router(router)).await;
+    let mut survivor = LineClient::connect(running.addr).await;
+    let mut victim = LineClient::connect(running.addr).await;
+    assert_eq!(survivor.ask("hello").await, "hello");
+
+    victim.send_line("fail").await;
+    let failed = log.next().await;
+    assert!(failed.contains("failed: bad input"), "{failed}");
+    assert_eq!(victim.ask("still alive").await, "still alive");
+
+    victim.send_line("panic").await;
+    assert!(log.next().await.contains("panicked: boom"));
+    assert!(log.next().await.starts_with("disconnect"));
+    assert_eq!(victim.try_recv_line().await, None, "the panicking connection is closed");
+
+    assert_eq!(survivor.ask("unaffected").await, "unaffected");
+    let mut newcomer = LineClient::connect(running.addr).await;
+    assert_eq!(newcomer.ask("new").await, "new");
+    running.stop().await;
+    assert_eq!(log.next().await.matches("disconnect").count(), 1);
+    assert_eq!(log.next().await.matches("disconnect").count(), 1);
+    assert!(log.0.try_recv().is_err(), "exactly one disconnect per connection");
+}
+
+#[tokio::test]
+async fn connections_handle_lists_sends_and_broadcasts() {
+    let router = Router::new().on_message(|conn: Connection, _msg: Bytes| async move {
+        conn.send(format!("id {}", conn.id())).await
+    });
+    let running = start(server().router(router).classifier::<Panel>()).await;
+    let mut alarm = LineClient::connect(running.addr).await;
+    let mut sensor = LineClient::connect(running.addr).await;
+    let alarm_id: u64 = alarm.ask("!!").await[3..].parse().unwrap();
+    let sensor_id: u64 = sensor.ask("##").await[3..].parse().unwrap();
+
+    let listed: Vec<u64> = running.connections.list().iter().map(Connection::id).collect();
+    assert_eq!(listed, vec![alarm_id, sensor_id]);
+
+    running.connections.send_to(sensor_id, "just you").await.unwrap();
+    assert_eq!(sensor.recv_line().await, "just you");
+    assert!(matches!(
+        running.connections.send_to(9999, "nobody").await,
+        Err(Error::UnknownConnection { id: 9999 })
+    ));
+
+    assert_eq!(running.connections.broadcast_to(&"001".into(), "alarms only").await, 1);
+    assert_eq!(alarm.recv_line().await, "alarms only");
+    assert_eq!(running.connections.broadcast("everyone").await, 2);
+    assert_eq!(alarm.recv_line().await, "everyone");
+    assert_eq!(sensor.recv_line().await, "everyone");
+
+    let stats = running.connections.get(alarm_id).unwrap().stats();
+    assert_eq!((stats.messages_in, stats.messages_out), (1, 3));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn per_connection_and_shared_state() {
+    #[derive(Clone)]
+    struct Greeting(&'static str);
+    let router = Router::new().on_message(|conn: Connection, msg: String| async move {
+        let count = conn
+            .with_state(|n: &mut u32| {
+                *n += 1;
+                *n
+            })
+            .unwrap_or_else(|| {
+                conn.set_state(1u32);
+                1
+            });
+        let Greeting(greeting) = conn.app_state::<Greeting>().cloned().unwrap();
+        conn.send(format!("{greeting} {msg} #{count}")).await
+    });
+    let running = start(server().router(router).state(Greeting("hi"))).await;
+    let mut first = LineClient::connect(running.addr).await;
+    let mut second = LineClient::connect(running.addr).await;
+    assert_eq!(first.ask("a").await, "hi a #1");
+    assert_eq!(first.ask("b").await, "hi b #2");
+    assert_eq!(second.ask("c").await, "hi c #1");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn missing_state_is_a_clear_error() {
+    let (events, mut log) = Events::new();
+    let router = Router::new()
+        .on_message(|_conn: Connection, State(_n): State<u64>| async move {})
+        .on_error(move |_conn: Connection, error: Error| {
+            let events = events.clone();
+            async move { events.push(error.to_string()) }
+        });
+    let running = start(server().router(router)).await;
+    let mut client = LineClient::connect(running.addr).await;
+    client.send_line("x").await;
+    assert!(log.next().await.contains("State<u64>"));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn start_up_checks_reject_bad_routing_tables() {
+    let duplicate = Router::new()
+        .on_message_for("001", |_c: Connection, _m: Bytes| async {})
+        .on_message_for("001", |_c: Connection, _m: String| async {});
+    let error = server().router(duplicate).classifier::<Panel>().bind().await.unwrap_err();
+    assert!(matches!(error, Error::DuplicateHandler { .. }), "{error}");
+
+    let unknown = Router::new().on_message_for("999", |_c: Connection, _m: Bytes| async {});
+    let error = server().router(unknown).classifier::<Panel>().bind().await.unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("999") && text.contains("001, 002, other"), "{text}");
+
+    let typed_without_classifier = Router::new().on_message_for("001", |_c: Connection, _m: Bytes| async {});
+    let error = server().router(typed_without_classifier).bind().await.unwrap_err();
+    assert!(error.to_string().contains(".classifier::<"), "{error}");
+
+    let error = server().router(Router::new()).bind().await.unwrap_err();
+    assert!(error.to_string().contains("use that_crate as _;"), "{error}");
+}
+
+#[tokio::test]
+async fn bind_failure_names_the_address() {
+    let running = start(server().router(echo_router())).await;
+    let taken = running.addr.to_string();
+    let error = FlexiSocket::server(&taken).router(echo_router()).bind().await.unwrap_err();
+    assert!(error.to_string().contains(&taken), "{error}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_flushes_replies_and_reports_the_reason() {
+    let (events, mut log) = Events::new();
+    let router = echo_router().on_disconnect(move |_conn: Connection| {
+        let events = events.clone();
+        async move { events.push("disconnect") }
+    });
+    let running = start(server().router(router)).await;
+    let mut client = LineClient::connect(running.addr).await;
+    assert_eq!(client.ask("ping").await, "ping");
+    running.stop().await;
+    assert_eq!(log.next().await, "disconnect");
+    assert_eq!(client.try_recv_line().await, None, "the server closed the connection");
+}

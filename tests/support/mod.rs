@@ -1,0 +1,147 @@
+//! Shared by the integration tests: a server on 127.0.0.1:0 and a line client,
+//! every wait under a timeout.
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use flexi_socket::{Connections, Server, ServerBuilder, ShutdownHandle};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Every network wait in the tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Awaits `future` or panics after [`WAIT`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// A server running in the background.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub connections: Connections,
+    pub shutdown: ShutdownHandle,
+    pub task: JoinHandle<flexi_socket::Result<()>>,
+}
+
+impl Running {
+    /// Shuts the server down and waits until it has.
+    pub async fn stop(self) {
+        self.shutdown.shutdown();
+        within("server shutdown", self.task)
+            .await
+            .expect("server task panicked")
+            .expect("server failed");
+    }
+}
+
+/// Binds `builder` (which must listen on 127.0.0.1:0) and serves it in the background.
+pub async fn start(builder: ServerBuilder) -> Running {
+    let server: Server = builder.bind().await.expect("server should start");
+    Running {
+        addr: server.local_addr(),
+        connections: server.connections(),
+        shutdown: server.shutdown_handle(),
+        task: tokio::spawn(server.serve_with_shutdown(std::future::pending())),
+    }
+}
+
+/// Collects events that handlers report, as text, in order.
+#[derive(Clone)]
+pub struct Events(pub mpsc::UnboundedSender<String>);
+
+impl Events {
+    pub fn new() -> (Self, EventLog) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self(tx), EventLog(rx))
+    }
+
+    pub fn push(&self, event: impl Into<String>) {
+        let _ = self.0.send(event.into());
+    }
+}
+
+pub struct EventLog(pub mpsc::UnboundedReceiver<String>);
+
+impl EventLog {
+    pub async fn next(&mut self) -> String {
+        within("an event", self.0.recv()).await.expect("event channel closed")
+    }
+
+    /// Waits for the next event that starts with `prefix`, skipping others.
+    pub async fn next_starting(&mut self, prefix: &str) -> String {
+        loop {
+            let event = self.next().await;
+            if event.starts_with(prefix) {
+                return event;
+            }
+        }
+    }
+}
+
+/// A line-oriented TCP client.
+pub struct LineClient {
+    pub reader: BufReader<OwnedReadHalf>,
+    pub writer: OwnedWriteHalf,
+}
+
+impl LineClient {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = within("connect", TcpStream::connect(addr)).await.expect("connect");
+        let (reader, writer) = stream.into_split();
+        Self {
+            reader: BufReader::new(reader),
+            writer,
+        }
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        within("write", self.writer.write_all(bytes)).await.expect("write");
+    }
+
+    pub async fn send_line(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes()).await;
+    }
+
+    /// The next line without its `\n`; panics on EOF.
+    pub async fn recv_line(&mut self) -> String {
+        self.try_recv_line().await.expect("server closed the connection")
+    }
+
+    /// The next line, or `None` at EOF.
+    pub async fn try_recv_line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        let read = within("a line", self.reader.read_line(&mut line)).await.expect("read");
+        if read == 0 {
+            return None;
+        }
+        assert!(line.ends_with('\n'), "unterminated line {line:?}");
+        line.pop();
+        Some(line)
+    }
+
+    /// Sends a line and returns the reply line.
+    pub async fn ask(&mut self, line: &str) -> String {
+        self.send_line(line).await;
+        self.recv_line().await
+    }
+
+    /// Closes the write side (FIN) and keeps reading.
+    pub async fn finish_writing(&mut self) {
+        within("shutdown", self.writer.shutdown()).await.expect("shutdown");
+    }
+
+    /// Reads until EOF and returns everything.
+    pub async fn read_to_end(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        within("EOF", self.reader.read_to_end(&mut rest)).await.expect("read");
+        rest
+    }
+}

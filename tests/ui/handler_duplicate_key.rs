@@ -1,0 +1,8 @@
+use flexi_socket::{Connection, on_message};
+
+#[on_message(client_type = "001", client_type = "002")]
+async fn alarm(conn: Connection) {
+    drop(conn);
+}
+
+fn main() {}

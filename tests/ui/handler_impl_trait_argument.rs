@@ -1,0 +1,8 @@
+use flexi_socket::on_message;
+
+#[on_message]
+async fn echo(msg: impl AsRef<str>) {
+    drop(msg);
+}
+
+fn main() {}

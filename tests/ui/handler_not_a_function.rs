@@ -1,0 +1,6 @@
+use flexi_socket::on_message;
+
+#[on_message]
+struct Echo;
+
+fn main() {}
