@@ -69,7 +69,9 @@ async fn disconnected(conn: Connection) {
 
 #[tokio::main]
 async fn main() -> flexi_socket::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8081".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8081".into());
     let server = FlexiSocket::server(addr)
         .framing(Framing::lines())
         .classifier::<ClientKind>()

@@ -14,7 +14,9 @@ async fn echo(conn: Connection, msg: Message) -> flexi_socket::Result<()> {
 
 #[tokio::main]
 async fn main() -> flexi_socket::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8081".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8081".into());
     let server = FlexiSocket::server(addr).bind().await?;
     println!("listening on {}", server.local_addr());
     server.serve().await

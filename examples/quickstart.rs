@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use flexi_socket::{
-    Classifier, Connection, DisconnectReason, Error, FlexiSocket, Framing, Message,
-    after_receive, before_send, on_connect, on_disconnect, on_error, on_message,
+    Classifier, Connection, DisconnectReason, Error, FlexiSocket, Framing, Message, after_receive,
+    before_send, on_connect, on_disconnect, on_error, on_message,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -31,14 +31,21 @@ enum Panel {
 
 #[on_connect]
 async fn opened(conn: Connection) {
-    println!("[server] connection {} opened from {}", conn.id(), conn.peer_addr());
+    println!(
+        "[server] connection {} opened from {}",
+        conn.id(),
+        conn.peer_addr()
+    );
 }
 
 /// Alarm panels prefix every line with `!!`: strip it before the handler sees it.
 #[after_receive(client_type = Panel::Alarm)]
 async fn strip_alarm_marker(conn: Connection, msg: Message) -> Message {
     if conn.is_first_message() {
-        println!("[server] connection {} classified as type 001 (alarm panel)", conn.id());
+        println!(
+            "[server] connection {} classified as type 001 (alarm panel)",
+            conn.id()
+        );
     }
     msg.strip_prefix("!!").unwrap_or(msg)
 }
@@ -46,7 +53,10 @@ async fn strip_alarm_marker(conn: Connection, msg: Message) -> Message {
 #[after_receive(client_type = Panel::Sensor)]
 async fn strip_sensor_marker(conn: Connection, msg: Message) -> Message {
     if conn.is_first_message() {
-        println!("[server] connection {} classified as type 002 (sensor)", conn.id());
+        println!(
+            "[server] connection {} classified as type 002 (sensor)",
+            conn.id()
+        );
     }
     msg.strip_prefix("##").unwrap_or(msg)
 }
@@ -66,7 +76,10 @@ async fn sensor(conn: Connection, reading: &str) -> flexi_socket::Result<()> {
 /// No client_type: the default for every connection without a more specific handler.
 #[on_message]
 async fn anyone_else(conn: Connection, msg: String) -> flexi_socket::Result<()> {
-    println!("[server] default handler got {msg:?} from type {}", type_of(&conn));
+    println!(
+        "[server] default handler got {msg:?} from type {}",
+        type_of(&conn)
+    );
     conn.send(format!("Hello stranger, you said {msg:?}")).await
 }
 
@@ -84,7 +97,11 @@ async fn trouble(conn: Connection, error: Error) {
 
 #[on_disconnect]
 async fn closed(conn: Connection, reason: DisconnectReason) {
-    println!("[server] connection {} (type {}) closed: {reason}", conn.id(), type_of(&conn));
+    println!(
+        "[server] connection {} (type {}) closed: {reason}",
+        conn.id(),
+        type_of(&conn)
+    );
 }
 
 fn type_of(conn: &Connection) -> &str {
@@ -93,7 +110,9 @@ fn type_of(conn: &Connection) -> &str {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:0".into());
     let server = FlexiSocket::server(addr)
         .framing(Framing::lines().max_length(1024))
         .classifier::<Panel>()
@@ -120,7 +139,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     serving.await??;
     for mut client in clients {
         let mut rest = String::new();
-        let read = tokio::time::timeout(Duration::from_secs(5), client.read_line(&mut rest)).await??;
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), client.read_line(&mut rest)).await??;
         assert_eq!(read, 0, "the server closed every connection");
     }
     println!("[main] done");
@@ -136,7 +156,10 @@ async fn talk(
     let mut stream = BufReader::new(TcpStream::connect(addr).await?);
     for line in lines {
         println!("[{name}] sends {line:?}");
-        stream.get_mut().write_all(format!("{line}\n").as_bytes()).await?;
+        stream
+            .get_mut()
+            .write_all(format!("{line}\n").as_bytes())
+            .await?;
         let mut reply = String::new();
         tokio::time::timeout(Duration::from_secs(5), stream.read_line(&mut reply)).await??;
         println!("[{name}] received {:?}", reply.trim_end());

@@ -57,7 +57,8 @@ async fn sensor(conn: Connection, reading: &str) -> flexi_socket::Result<()> {
 
 #[on_message(client_type = "Binary")]
 async fn binary(conn: Connection, bytes: &[u8]) -> flexi_socket::Result<()> {
-    conn.send(format!("{} bytes, first {:#04x}", bytes.len(), bytes[0])).await
+    conn.send(format!("{} bytes, first {:#04x}", bytes.len(), bytes[0]))
+        .await
 }
 
 #[on_message(client_type = Device::Text)]
@@ -129,7 +130,10 @@ async fn attribute_handlers_route_by_derived_client_type() {
     assert_eq!(text.ask("anything").await, "anything");
     text.send_line("fail?").await;
     let failure = log.next_starting("error").await;
-    assert!(failure.contains("attributes::text` failed: asked to fail"), "{failure}");
+    assert!(
+        failure.contains("attributes::text` failed: asked to fail"),
+        "{failure}"
+    );
 
     let mut other = LineClient::connect(running.addr).await;
     assert_eq!(other.ask("hello").await, "other #1: 5");
@@ -162,9 +166,18 @@ fn registered_router_holds_every_attribute_handler() {
     let router = Router::registered();
     let table = format!("{router:?}");
     assert_eq!(router.len(), 10, "{table}");
-    assert!(table.contains("on_message 001 -> attributes::alarm"), "{table}");
-    assert!(table.contains("before_send 002 -> attributes::frame_sensor_reply"), "{table}");
-    assert!(table.contains("on_connect default -> attributes::connected"), "{table}");
+    assert!(
+        table.contains("on_message 001 -> attributes::alarm"),
+        "{table}"
+    );
+    assert!(
+        table.contains("before_send 002 -> attributes::frame_sensor_reply"),
+        "{table}"
+    );
+    assert!(
+        table.contains("on_connect default -> attributes::connected"),
+        "{table}"
+    );
 }
 
 #[test]

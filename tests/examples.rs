@@ -22,7 +22,7 @@ fn example_path(name: &str) -> PathBuf {
     let path = dir.join("examples").join(name);
     assert!(
         path.exists(),
-        "{} is missing: run the whole suite (`cargo test --workspace`), which builds the examples",
+        "{} is missing: run the whole suite (`cargo test`), which builds the examples",
         path.display()
     );
     path
@@ -45,14 +45,20 @@ impl ExampleServer {
             .expect("example starts");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
-        within("`listening on`", stdout.read_line(&mut first)).await.unwrap();
+        within("`listening on`", stdout.read_line(&mut first))
+            .await
+            .unwrap();
         let addr = first
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("{name} printed {first:?} instead of `listening on <addr>`"))
             .parse()
             .expect("an address");
-        Self { child, addr, stdout }
+        Self {
+            child,
+            addr,
+            stdout,
+        }
     }
 
     async fn stop(mut self) {
@@ -99,11 +105,23 @@ async fn classifier_answers_per_client_type() {
     let mut alarm = LineClient::connect(server.addr).await;
     let mut sensor = LineClient::connect(server.addr).await;
     let mut other = LineClient::connect(server.addr).await;
-    assert_eq!(alarm.ask("!!hi").await, "Hello from server! You are type 001");
-    assert_eq!(sensor.ask("##hi").await, "Hello from server! You are type 002");
-    assert_eq!(other.ask("hi").await, "Hello from server! You are type default");
+    assert_eq!(
+        alarm.ask("!!hi").await,
+        "Hello from server! You are type 001"
+    );
+    assert_eq!(
+        sensor.ask("##hi").await,
+        "Hello from server! You are type 002"
+    );
+    assert_eq!(
+        other.ask("hi").await,
+        "Hello from server! You are type default"
+    );
     // Once per message, and the type sticks to the connection.
-    assert_eq!(alarm.ask("no marker now").await, "Hello from server! You are type 001");
+    assert_eq!(
+        alarm.ask("no marker now").await,
+        "Hello from server! You are type 001"
+    );
     if let Some(output) = through_nc(server.addr, b"##one\ntwo\n").await {
         assert_eq!(output, "Hello from server! You are type 002\n".repeat(2));
     }
@@ -111,7 +129,9 @@ async fn classifier_answers_per_client_type() {
     let mut printed = String::new();
     loop {
         printed.clear();
-        within("server output", server.stdout.read_line(&mut printed)).await.unwrap();
+        within("server output", server.stdout.read_line(&mut printed))
+            .await
+            .unwrap();
         if printed.starts_with("type 001 sent") {
             assert_eq!(printed.trim_end(), "type 001 sent \"hi\"");
             break;
@@ -124,7 +144,9 @@ async fn classifier_answers_per_client_type() {
 async fn quickstart_runs_to_completion() {
     let output = within(
         "quickstart",
-        Command::new(example_path("quickstart")).kill_on_drop(true).output(),
+        Command::new(example_path("quickstart"))
+            .kill_on_drop(true)
+            .output(),
     )
     .await
     .unwrap();
@@ -138,7 +160,14 @@ async fn quickstart_runs_to_completion() {
         "closed: server shutdown",
         "[main] done",
     ] {
-        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
     }
-    assert_eq!(stdout.matches("closed: server shutdown").count(), 3, "{stdout}");
+    assert_eq!(
+        stdout.matches("closed: server shutdown").count(),
+        3,
+        "{stdout}"
+    );
 }

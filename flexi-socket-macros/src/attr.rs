@@ -88,7 +88,12 @@ impl Args {
                 input.parse::<Token![=]>()?;
                 let value = if input.peek(LitStr) {
                     ClientTypeValue::Key(input.parse()?)
-                } else if input.peek(Ident) || input.peek(Token![::]) {
+                } else if input.peek(Ident)
+                    || input.peek(Token![::])
+                    || input.peek(Token![crate])
+                    || input.peek(Token![self])
+                    || input.peek(Token![super])
+                {
                     ClientTypeValue::Variant(input.call(Path::parse_mod_style)?)
                 } else {
                     return Err(input.error(

@@ -6,7 +6,7 @@ use std::collections::hash_map::Entry;
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote};
-use syn::{Data, DeriveInput, Error, Expr, Ident, Lit, LitByteStr, LitStr, Meta, Result};
+use syn::{Data, DeriveInput, Error, Expr, ExprLit, Ident, Lit, LitByteStr, LitStr, Meta, Result};
 
 use crate::private;
 use crate::valid::Errors;
@@ -175,18 +175,24 @@ impl<'a> Variant<'a> {
             }
             let kind = meta.path.get_ident().and_then(RuleKind::from_ident);
             let Some(kind) = kind else {
-                return Err(meta.error(
-                    "unknown rule; write `prefix`, `suffix`, `contains` or `exact` with a pattern, or `default`",
-                ));
+                let rule = meta.path.to_token_stream().to_string().replace(' ', "");
+                return Err(meta.error(format!(
+                    "unknown rule `{rule}`; write `prefix`, `suffix`, `contains` or `exact` with a pattern, or `default`",
+                )));
             };
-            let lit: Lit = meta.value()?.parse()?;
-            let pattern = match &lit {
-                Lit::Str(lit) => lit.value().into_bytes(),
-                Lit::ByteStr(lit) => lit.value(),
-                _ => {
+            let value: Expr = meta.value()?.parse()?;
+            let (pattern, lit) = match value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(lit), ..
+                }) => (lit.value().into_bytes(), Lit::Str(lit)),
+                Expr::Lit(ExprLit {
+                    lit: Lit::ByteStr(lit),
+                    ..
+                }) => (lit.value(), Lit::ByteStr(lit)),
+                other => {
                     return Err(Error::new_spanned(
-                        &lit,
-                        "expected a pattern: a string like `\"!!\"` or a byte string like `b\"\\x02\"`",
+                        other,
+                        "expected a pattern: a string literal like `\"!!\"` or a byte string literal like `b\"\\x02\"`",
                     ));
                 }
             };
@@ -202,7 +208,7 @@ impl<'a> Variant<'a> {
 
 fn parse_key(meta: &Meta) -> Result<Key> {
     if let Meta::NameValue(name_value) = meta {
-        if let Expr::Lit(syn::ExprLit {
+        if let Expr::Lit(ExprLit {
             lit: Lit::Str(lit), ..
         }) = &name_value.value
         {
@@ -287,7 +293,7 @@ impl Enum<'_> {
                     Some(first) => errors.push(Error::new(
                         *span,
                         format!(
-                            "only one variant can be `#[classify(default)]` and `{first}` already is; remove this `default`",
+                            "only one variant can be `#[classify(default)]`, and `{first}` already is; remove this `default`",
                         ),
                     )),
                 }

@@ -70,12 +70,13 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
         ReturnType::Type(_, ty) => at(ty.span()),
         ReturnType::Default => send_span,
     };
-    let convert = if handler.kind.is_filter() {
+    let convert = {
         let runtime = private(return_span);
-        quote_spanned!(return_span=> #runtime::IntoFiltered::into_filtered(__ret))
-    } else {
-        let runtime = private(return_span);
-        quote_spanned!(return_span=> #runtime::IntoHandlerResult::into_handler_result(__ret))
+        if handler.kind.is_filter() {
+            quote_spanned!(return_span=> #runtime::IntoFiltered::into_filtered(__ret))
+        } else {
+            quote_spanned!(return_span=> #runtime::IntoHandlerResult::into_handler_result(__ret))
+        }
     };
 
     let (client_type_fn, client_type) = match &handler.args.client_type {

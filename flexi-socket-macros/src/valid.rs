@@ -134,13 +134,9 @@ fn argument(kind: Kind, input: &Input<'_>, errors: &mut Errors) {
             Pat::Ident(ident) => format!("remove `{}`", ident.ident),
             _ => "remove this argument".to_owned(),
         };
-        let hint = match kind {
-            Kind::Error => " (take the error as `error: Error`)",
-            _ => "",
-        };
         errors.push(Error::new_spanned(
             quote!(#pat: #ty),
-            format!("{} has no message; {name}{hint}", kind.attribute()),
+            format!("{} has no message; {name}", kind.attribute()),
         ));
     }
 }

@@ -133,6 +133,8 @@ impl ErasedClassifier {
 
 impl fmt::Debug for ErasedClassifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Classifier").field("type", &self.name).finish()
+        f.debug_struct("Classifier")
+            .field("type", &self.name)
+            .finish()
     }
 }

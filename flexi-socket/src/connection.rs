@@ -268,7 +268,9 @@ impl Connection {
 
     pub(crate) fn count_inbound(&self, bytes: usize) {
         self.shared.messages_in.fetch_add(1, Ordering::Relaxed);
-        self.shared.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.shared
+            .bytes_in
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn first_message_done(&self) {

@@ -26,7 +26,11 @@ const READ_CHUNK: usize = 8 * 1024;
 const WRITE_BATCH: usize = 64 * 1024;
 
 /// Serves one accepted connection until it ends; fires on_disconnect exactly once.
-pub(crate) async fn run(stream: TcpStream, connection: Connection, outbound: mpsc::Receiver<Bytes>) {
+pub(crate) async fn run(
+    stream: TcpStream,
+    connection: Connection,
+    outbound: mpsc::Receiver<Bytes>,
+) {
     let (reader, writer) = stream.into_split();
     let (finish_writing, finish) = oneshot::channel();
     let mut writer_task = tokio::spawn(write_loop(writer, outbound, finish));
@@ -81,7 +85,9 @@ async fn read_loop(
     loop {
         // Every complete frame already read is handled, even after close():
         // nothing read is lost.
-        if let ControlFlow::Break(reason) = drain(connection, &mut decoder, &mut buffer, Drain::Ready).await {
+        if let ControlFlow::Break(reason) =
+            drain(connection, &mut decoder, &mut buffer, Drain::Ready).await
+        {
             return reason;
         }
         if close.is_cancelled() {
@@ -164,10 +170,12 @@ async fn read_some(
     idle_gap: Option<Duration>,
 ) -> io::Result<Option<usize>> {
     match idle_gap {
-        Some(gap) if !buffer.is_empty() => match tokio::time::timeout(gap, reader.read_buf(buffer)).await {
-            Ok(read) => read.map(Some),
-            Err(_elapsed) => Ok(None),
-        },
+        Some(gap) if !buffer.is_empty() => {
+            match tokio::time::timeout(gap, reader.read_buf(buffer)).await {
+                Ok(read) => read.map(Some),
+                Err(_elapsed) => Ok(None),
+            }
+        }
         _ => reader.read_buf(buffer).await.map(Some),
     }
 }
@@ -203,7 +211,10 @@ async fn deliver(connection: &Connection, mut message: Message) -> ControlFlow<D
         }
     }
     let Some(on_message) = &routes.on_message else {
-        let client_type = connection.client_type().cloned().unwrap_or(crate::ClientType::DEFAULT);
+        let client_type = connection
+            .client_type()
+            .cloned()
+            .unwrap_or(crate::ClientType::DEFAULT);
         report(connection, Error::Unrouted { client_type }).await;
         return ControlFlow::Continue(());
     };

@@ -78,7 +78,11 @@ impl Connections {
 
     /// Sends to every open connection of one client type; returns how many
     /// accepted the message.
-    pub async fn broadcast_to(&self, client_type: &ClientType, message: impl Into<Message>) -> usize {
+    pub async fn broadcast_to(
+        &self,
+        client_type: &ClientType,
+        message: impl Into<Message>,
+    ) -> usize {
         let targets = self
             .list()
             .into_iter()
@@ -92,7 +96,9 @@ impl Connections {
         for connection in targets {
             match connection.send(message.clone()).await {
                 Ok(()) => delivered += 1,
-                Err(error) => tracing::debug!(connection = connection.id(), %error, "broadcast skipped"),
+                Err(error) => {
+                    tracing::debug!(connection = connection.id(), %error, "broadcast skipped")
+                }
             }
         }
         delivered
@@ -101,6 +107,8 @@ impl Connections {
 
 impl fmt::Debug for Connections {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connections").field("open", &self.len()).finish()
+        f.debug_struct("Connections")
+            .field("open", &self.len())
+            .finish()
     }
 }

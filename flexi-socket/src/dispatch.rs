@@ -10,7 +10,10 @@ use crate::handler::{EventContext, Handler, HandlerError, panic_message};
 use crate::message::Message;
 
 /// Runs `handler`, turning its failure or panic into an [`Error`] that names it.
-pub(crate) async fn invoke(handler: &Handler, context: EventContext) -> Result<Option<Message>, Error> {
+pub(crate) async fn invoke(
+    handler: &Handler,
+    context: EventContext,
+) -> Result<Option<Message>, Error> {
     let panicked = |payload: Box<dyn std::any::Any + Send>| Error::HandlerPanicked {
         handler: handler.name,
         message: panic_message(&*payload),
@@ -18,11 +21,13 @@ pub(crate) async fn invoke(handler: &Handler, context: EventContext) -> Result<O
     // Building the future runs user code too (argument extraction is inside it,
     // but a hand-written closure may panic before returning its future).
     let mut future = catch_unwind(AssertUnwindSafe(|| handler.call(context))).map_err(panicked)?;
-    let outcome = poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-        Ok(Poll::Pending) => Poll::Pending,
-        Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-        Err(payload) => Poll::Ready(Err(payload)),
-    })
+    let outcome = poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        },
+    )
     .await
     .map_err(panicked)?;
     outcome.map_err(|error| match error {

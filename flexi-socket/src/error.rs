@@ -44,7 +44,9 @@ pub enum Error {
 
     /// The peer closed the connection in the middle of a frame; the partial
     /// frame was not delivered.
-    #[error("the peer closed the connection in the middle of a frame; {bytes} bytes were not delivered")]
+    #[error(
+        "the peer closed the connection in the middle of a frame; {bytes} bytes were not delivered"
+    )]
     FrameTruncated {
         /// How many bytes of the unfinished frame were buffered.
         bytes: usize,
@@ -153,7 +155,9 @@ pub enum Error {
     NoHandlers,
 
     /// A handler takes `State<T>` but the server was given no state of type `T`.
-    #[error("a handler takes State<{type_name}> but no such state was given; call `.state(value)` on the builder")]
+    #[error(
+        "a handler takes State<{type_name}> but no such state was given; call `.state(value)` on the builder"
+    )]
     MissingState {
         /// The type that was asked for.
         type_name: &'static str,

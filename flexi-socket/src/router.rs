@@ -178,7 +178,11 @@ impl Router {
             let future = handler(context.connection);
             Box::pin(async move { future.await.into_handler_result() }) as _
         };
-        self.push(kind, client_type, Handler::new(std::any::type_name::<F>(), call))
+        self.push(
+            kind,
+            client_type,
+            Handler::new(std::any::type_name::<F>(), call),
+        )
     }
 
     fn with_arg<F, M, Fut>(
@@ -201,10 +205,19 @@ impl Router {
                 convert(handler(context.connection, argument).await)
             }) as _
         };
-        self.push(kind, client_type, Handler::new(std::any::type_name::<F>(), call))
+        self.push(
+            kind,
+            client_type,
+            Handler::new(std::any::type_name::<F>(), call),
+        )
     }
 
-    fn push(mut self, kind: HandlerKind, client_type: Option<ClientType>, handler: Handler) -> Self {
+    fn push(
+        mut self,
+        kind: HandlerKind,
+        client_type: Option<ClientType>,
+        handler: Handler,
+    ) -> Self {
         self.entries.push(Entry {
             kind,
             client_type,
@@ -215,7 +228,10 @@ impl Router {
 
     /// Checks the table (DESIGN §4.4) and resolves it into one [`Routes`] per
     /// client type, so per-message routing is a field access.
-    pub(crate) fn resolve(&self, classifier: Option<&ErasedClassifier>) -> Result<RouteTable, Error> {
+    pub(crate) fn resolve(
+        &self,
+        classifier: Option<&ErasedClassifier>,
+    ) -> Result<RouteTable, Error> {
         if self.entries.is_empty() {
             return Err(Error::NoHandlers);
         }
@@ -237,9 +253,9 @@ impl Router {
         let default = Arc::new(Routes::for_client_type(&self.entries, None));
         let mut typed = HashMap::new();
         for client_type in self.entries.iter().filter_map(|e| e.client_type.as_ref()) {
-            typed
-                .entry(client_type.clone())
-                .or_insert_with(|| Arc::new(Routes::for_client_type(&self.entries, Some(client_type))));
+            typed.entry(client_type.clone()).or_insert_with(|| {
+                Arc::new(Routes::for_client_type(&self.entries, Some(client_type)))
+            });
         }
         let table = RouteTable { default, typed };
         self.log_table();
@@ -277,7 +293,11 @@ fn check_client_type(
         Some(known) if !known.contains(client_type) => Err(Error::UnknownClientType {
             handler: entry.handler.name,
             client_type: client_type.clone(),
-            known: known.iter().map(ClientType::as_str).collect::<Vec<_>>().join(", "),
+            known: known
+                .iter()
+                .map(ClientType::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
         _ => Ok(()),
     }
@@ -318,7 +338,9 @@ impl Routes {
                     .find(|e| e.kind == kind && e.client_type.as_ref() == wanted)
                     .map(|e| e.handler.clone())
             };
-            client_type.and_then(|t| find(Some(t))).or_else(|| find(None))
+            client_type
+                .and_then(|t| find(Some(t)))
+                .or_else(|| find(None))
         };
         Self {
             on_connect: pick(HandlerKind::Connect),

@@ -94,7 +94,10 @@ impl ServerBuilder {
     /// If `messages` is 0.
     #[must_use]
     pub fn outbound_queue(mut self, messages: usize) -> Self {
-        assert!(messages > 0, "the outbound queue needs room for at least one message");
+        assert!(
+            messages > 0,
+            "the outbound queue needs room for at least one message"
+        );
         self.outbound_queue = messages;
         self
     }
@@ -109,10 +112,12 @@ impl ServerBuilder {
     pub async fn bind(self) -> Result<Server> {
         let router = self.router.unwrap_or_else(Router::registered);
         let routes = router.resolve(self.classifier.as_ref())?;
-        let listener = TcpListener::bind(&self.addr).await.map_err(|source| Error::Bind {
-            addr: self.addr.clone(),
-            source,
-        })?;
+        let listener = TcpListener::bind(&self.addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: self.addr.clone(),
+                source,
+            })?;
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, "listening");
         let context = Arc::new(ServerContext {

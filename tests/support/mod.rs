@@ -72,7 +72,9 @@ pub struct EventLog(pub mpsc::UnboundedReceiver<String>);
 
 impl EventLog {
     pub async fn next(&mut self) -> String {
-        within("an event", self.0.recv()).await.expect("event channel closed")
+        within("an event", self.0.recv())
+            .await
+            .expect("event channel closed")
     }
 
     /// Waits for the next event that starts with `prefix`, skipping others.
@@ -94,7 +96,9 @@ pub struct LineClient {
 
 impl LineClient {
     pub async fn connect(addr: SocketAddr) -> Self {
-        let stream = within("connect", TcpStream::connect(addr)).await.expect("connect");
+        let stream = within("connect", TcpStream::connect(addr))
+            .await
+            .expect("connect");
         let (reader, writer) = stream.into_split();
         Self {
             reader: BufReader::new(reader),
@@ -103,7 +107,9 @@ impl LineClient {
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
-        within("write", self.writer.write_all(bytes)).await.expect("write");
+        within("write", self.writer.write_all(bytes))
+            .await
+            .expect("write");
     }
 
     pub async fn send_line(&mut self, line: &str) {
@@ -112,13 +118,17 @@ impl LineClient {
 
     /// The next line without its `\n`; panics on EOF.
     pub async fn recv_line(&mut self) -> String {
-        self.try_recv_line().await.expect("server closed the connection")
+        self.try_recv_line()
+            .await
+            .expect("server closed the connection")
     }
 
     /// The next line, or `None` at EOF.
     pub async fn try_recv_line(&mut self) -> Option<String> {
         let mut line = String::new();
-        let read = within("a line", self.reader.read_line(&mut line)).await.expect("read");
+        let read = within("a line", self.reader.read_line(&mut line))
+            .await
+            .expect("read");
         if read == 0 {
             return None;
         }
@@ -135,13 +145,17 @@ impl LineClient {
 
     /// Closes the write side (FIN) and keeps reading.
     pub async fn finish_writing(&mut self) {
-        within("shutdown", self.writer.shutdown()).await.expect("shutdown");
+        within("shutdown", self.writer.shutdown())
+            .await
+            .expect("shutdown");
     }
 
     /// Reads until EOF and returns everything.
     pub async fn read_to_end(&mut self) -> Vec<u8> {
         let mut rest = Vec::new();
-        within("EOF", self.reader.read_to_end(&mut rest)).await.expect("read");
+        within("EOF", self.reader.read_to_end(&mut rest))
+            .await
+            .expect("read");
         rest
     }
 }

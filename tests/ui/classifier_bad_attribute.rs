@@ -1,5 +1,7 @@
 use flexi_socket::Classifier;
 
+const MARKER: &str = "!!";
+
 #[derive(Classifier)]
 enum Panel {
     #[classify(starts_with = "!!")]
@@ -15,7 +17,9 @@ enum Device {
     Alarm,
     #[classify(prefix = 2)]
     Sensor,
-    #[classify(default)]
+    #[classify(prefix = MARKER)]
+    Marked,
+    #[classify(default = true)]
     Other,
 }
 

@@ -149,9 +149,7 @@ impl FrameDecoder {
     /// no-op for every other framing.
     pub(crate) fn decode_idle(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
         match &mut self.0 {
-            DecoderKind::Builtin(Builtin::IdleGap(codec)) => {
-                codec.decode_idle(buf).map_err(unrecoverable)
-            }
+            DecoderKind::Builtin(Builtin::IdleGap(codec)) => Ok(codec.decode_idle(buf)),
             _ => Ok(None),
         }
     }
@@ -172,10 +170,13 @@ impl FrameEncoder {
     /// built-in codec.
     pub(crate) fn encode(&self, message: &[u8], dst: &mut BytesMut) -> Result<(), Error> {
         match &self.0 {
-            EncoderKind::Builtin(builtin) => with_codec!(builtin, codec => codec.encode_message(message, dst))
-                .map_err(|err| Error::Encode {
-                    reason: err.to_string(),
-                }),
+            EncoderKind::Builtin(builtin) => {
+                with_codec!(builtin, codec => codec.encode_message(message, dst)).map_err(|err| {
+                    Error::Encode {
+                        reason: err.to_string(),
+                    }
+                })
+            }
             EncoderKind::Custom(codec) => codec.encode(message, dst),
         }
     }

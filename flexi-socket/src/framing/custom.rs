@@ -132,7 +132,11 @@ mod tests {
 
     #[test]
     fn frames_come_from_the_user_codec() {
-        let framing = CustomFraming::new(|| LengthDelimitedCodec::builder().length_field_length(1).new_codec());
+        let framing = CustomFraming::new(|| {
+            LengthDelimitedCodec::builder()
+                .length_field_length(1)
+                .new_codec()
+        });
         let mut buf = BytesMut::from(&b"\x02hi\x00"[..]);
         let mut decoder = framing.decoder();
         assert!(matches!(decoder.decode(&mut buf), Ok(Some(Decoded::Frame(f))) if f == "hi"));
@@ -150,12 +154,19 @@ mod tests {
         });
         let mut buf = BytesMut::from(&b"\x05hello"[..]);
         let err = framing.decoder().decode(&mut buf).unwrap_err();
-        assert!(matches!(err, Error::Framing(ref text) if text.contains("frame size")), "{err}");
+        assert!(
+            matches!(err, Error::Framing(ref text) if text.contains("frame size")),
+            "{err}"
+        );
     }
 
     #[test]
     fn eof_behaviour_is_the_user_codec_own() {
-        let framing = CustomFraming::new(|| LengthDelimitedCodec::builder().length_field_length(1).new_codec());
+        let framing = CustomFraming::new(|| {
+            LengthDelimitedCodec::builder()
+                .length_field_length(1)
+                .new_codec()
+        });
         let mut buf = BytesMut::from(&b"\x05he"[..]);
         let err = framing.decoder().decode_eof(&mut buf).unwrap_err();
         assert!(matches!(err, Error::Framing(_)), "{err}");

@@ -176,7 +176,9 @@ mod tests {
     #[test]
     fn encode_refuses_a_longer_message() {
         let mut dst = BytesMut::from(&b"kept"[..]);
-        let err = FixedLengthCodec::new(3).encode("abcd", &mut dst).unwrap_err();
+        let err = FixedLengthCodec::new(3)
+            .encode("abcd", &mut dst)
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("4 bytes"), "{err}");
         assert_eq!(&dst[..], b"kept", "nothing may be written on refusal");

@@ -63,25 +63,21 @@ impl IdleGapCodec {
     /// [`gap`](Self::gap). Returns the message, or `None` when nothing is
     /// pending or the burst was oversize (already reported); a second call
     /// returns `None`.
-    ///
-    /// # Errors
-    ///
-    /// Never; the `Result` matches [`Decoder::decode`].
-    pub fn decode_idle(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
+    pub fn decode_idle(&mut self, buf: &mut BytesMut) -> Option<Decoded> {
         if std::mem::take(&mut self.discarding) {
             buf.clear();
-            return Ok(None);
+            return None;
         }
         if buf.is_empty() {
-            return Ok(None);
+            return None;
         }
         if buf.len() > self.max_length {
             // Over the limit but not yet reported: the burst ends here anyway.
             let length = buf.len();
             buf.clear();
-            return Ok(Some(self.too_large(length)));
+            return Some(self.too_large(length));
         }
-        Ok(Some(Decoded::Frame(buf.split().freeze())))
+        Some(Decoded::Frame(buf.split().freeze()))
     }
 
     fn too_large(&self, length: usize) -> Decoded {
@@ -120,7 +116,7 @@ impl Decoder for IdleGapCodec {
         if let Some(decoded) = self.decode(buf)? {
             return Ok(Some(decoded));
         }
-        self.decode_idle(buf)
+        Ok(self.decode_idle(buf))
     }
 }
 
@@ -152,7 +148,7 @@ mod tests {
                     outcomes.push(Outcome::from(decoded));
                 }
             }
-            while let Some(decoded) = codec.decode_idle(&mut buf).unwrap() {
+            while let Some(decoded) = codec.decode_idle(&mut buf) {
                 outcomes.push(Outcome::from(decoded));
             }
         }
@@ -182,7 +178,10 @@ mod tests {
         let out = bursts(&mut codec(3), &[&[b"ab", b"cd", b"efgh"], &[b"ok"]]);
         assert_eq!(
             out,
-            vec![Outcome::TooLarge { length: 4, max: 3 }, Outcome::frame("ok")]
+            vec![
+                Outcome::TooLarge { length: 4, max: 3 },
+                Outcome::frame("ok")
+            ]
         );
     }
 
@@ -203,10 +202,10 @@ mod tests {
         let mut buf = BytesMut::from(&b"abcd"[..]);
         let mut codec = codec(2);
         assert_eq!(
-            codec.decode_idle(&mut buf).unwrap().map(Outcome::from),
+            codec.decode_idle(&mut buf).map(Outcome::from),
             Some(Outcome::TooLarge { length: 4, max: 2 })
         );
         assert!(buf.is_empty());
-        assert!(codec.decode_idle(&mut buf).unwrap().is_none());
+        assert!(codec.decode_idle(&mut buf).is_none());
     }
 }

@@ -175,7 +175,9 @@ impl Decoder for LengthPrefixedCodec {
         loop {
             match self.state {
                 State::Skip(remaining) => {
-                    let skipped = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                    let skipped = buf
+                        .len()
+                        .min(usize::try_from(remaining).unwrap_or(usize::MAX));
                     buf.advance(skipped);
                     let remaining = remaining - skipped as u64;
                     if remaining > 0 {
@@ -274,15 +276,21 @@ mod tests {
 
     #[test]
     fn length_including_the_prefix() {
-        let mut codec = codec(16).with_prefix_len(1).with_length_includes_prefix(true);
+        let mut codec = codec(16)
+            .with_prefix_len(1)
+            .with_length_includes_prefix(true);
         let out = feed(&mut codec, &[b"\x03ab\x01"]);
         assert_eq!(out, Outcome::frames(&["ab", ""]));
     }
 
     #[test]
     fn header_smaller_than_itself_is_an_error() {
-        let mut codec = codec(16).with_prefix_len(2).with_length_includes_prefix(true);
-        let err = codec.decode(&mut BytesMut::from(&b"\0\x01"[..])).unwrap_err();
+        let mut codec = codec(16)
+            .with_prefix_len(2)
+            .with_length_includes_prefix(true);
+        let err = codec
+            .decode(&mut BytesMut::from(&b"\0\x01"[..]))
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
@@ -298,7 +306,10 @@ mod tests {
         let out = feed(&mut codec, &[b"\x04ab", b"c", b"d\x02ok"]);
         assert_eq!(
             out,
-            vec![Outcome::TooLarge { length: 4, max: 3 }, Outcome::frame("ok")]
+            vec![
+                Outcome::TooLarge { length: 4, max: 3 },
+                Outcome::frame("ok")
+            ]
         );
     }
 
@@ -316,7 +327,10 @@ mod tests {
             assert!(buf.is_empty());
         }
         buf.extend_from_slice(b"123456\0\x01z");
-        assert_eq!(Outcome::from(codec.decode(&mut buf).unwrap().unwrap()), Outcome::frame("z"));
+        assert_eq!(
+            Outcome::from(codec.decode(&mut buf).unwrap().unwrap()),
+            Outcome::frame("z")
+        );
     }
 
     #[test]
@@ -344,7 +358,10 @@ mod tests {
     fn encode_writes_each_header_shape() {
         let mut dst = BytesMut::new();
         codec(16).encode("ab", &mut dst).unwrap();
-        codec(16).with_big_endian(false).encode("ab", &mut dst).unwrap();
+        codec(16)
+            .with_big_endian(false)
+            .encode("ab", &mut dst)
+            .unwrap();
         codec(16)
             .with_prefix_len(2)
             .with_length_includes_prefix(true)

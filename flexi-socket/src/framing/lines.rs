@@ -76,10 +76,9 @@ impl LineCodec {
 impl Default for LineCodec {
     fn default() -> Self {
         LineCodec {
-            inner: SeparatorCodec::new("\n"),
-            max_length: 0,
+            inner: SeparatorCodec::new("\n").with_max_length(DEFAULT_DELIMITED_MAX + 1),
+            max_length: DEFAULT_DELIMITED_MAX,
         }
-        .with_max_length(DEFAULT_DELIMITED_MAX)
     }
 }
 
@@ -92,7 +91,10 @@ impl Decoder for LineCodec {
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
-        Ok(self.inner.decode_eof(buf)?.map(|decoded| self.finish(decoded)))
+        Ok(self
+            .inner
+            .decode_eof(buf)?
+            .map(|decoded| self.finish(decoded)))
     }
 }
 
@@ -148,7 +150,10 @@ mod tests {
         let out = feed(&mut codec(4), &[b"abcde\nok\n"]);
         assert_eq!(
             out,
-            vec![Outcome::TooLarge { length: 5, max: 4 }, Outcome::frame("ok")]
+            vec![
+                Outcome::TooLarge { length: 5, max: 4 },
+                Outcome::frame("ok")
+            ]
         );
     }
 
@@ -158,7 +163,10 @@ mod tests {
         // The reported length counts the bytes before '\n', '\r' included.
         assert_eq!(
             out,
-            vec![Outcome::TooLarge { length: 6, max: 4 }, Outcome::frame("ok")]
+            vec![
+                Outcome::TooLarge { length: 6, max: 4 },
+                Outcome::frame("ok")
+            ]
         );
     }
 
@@ -176,7 +184,10 @@ mod tests {
         }
         assert_eq!(
             outcomes,
-            vec![Outcome::TooLarge { length: 8, max: 4 }, Outcome::frame("next")]
+            vec![
+                Outcome::TooLarge { length: 8, max: 4 },
+                Outcome::frame("next")
+            ]
         );
     }
 

@@ -285,7 +285,9 @@ impl Framing {
         set: impl FnOnce(FixedLengthCodec) -> FixedLengthCodec,
     ) -> Self {
         match self.kind {
-            FramingKind::Builtin(Builtin::Fixed(codec)) => Self::builtin(Builtin::Fixed(set(codec))),
+            FramingKind::Builtin(Builtin::Fixed(codec)) => {
+                Self::builtin(Builtin::Fixed(set(codec)))
+            }
             other => panic!(
                 "Framing::{method} applies to Framing::fixed(..) only, not to Framing::{}",
                 Self::name(&other)

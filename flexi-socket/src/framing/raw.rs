@@ -33,7 +33,10 @@ impl RawCodec {
     ///
     /// If `max_length` is 0: the codec could never make progress.
     pub fn with_max_length(mut self, max_length: usize) -> Self {
-        assert!(max_length > 0, "raw framing needs a max_length of at least 1 byte");
+        assert!(
+            max_length > 0,
+            "raw framing needs a max_length of at least 1 byte"
+        );
         self.max_length = max_length;
         self
     }

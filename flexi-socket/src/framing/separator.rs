@@ -207,7 +207,10 @@ mod tests {
 
     #[test]
     fn separator_split_across_reads() {
-        let out = feed(&mut codec("<END>", 16), &[b"ab<E", b"N", b"D>cd<EN", b"D><", b"<END>"]);
+        let out = feed(
+            &mut codec("<END>", 16),
+            &[b"ab<E", b"N", b"D>cd<EN", b"D><", b"<END>"],
+        );
         assert_eq!(out, Outcome::frames(&["ab", "cd", "<"]));
     }
 
@@ -234,7 +237,10 @@ mod tests {
         let out = feed(&mut codec("||", 4), &[b"abcde||ok||"]);
         assert_eq!(
             out,
-            vec![Outcome::TooLarge { length: 5, max: 4 }, Outcome::frame("ok")]
+            vec![
+                Outcome::TooLarge { length: 5, max: 4 },
+                Outcome::frame("ok")
+            ]
         );
     }
 
@@ -253,7 +259,10 @@ mod tests {
         }
         assert_eq!(
             outcomes,
-            vec![Outcome::TooLarge { length: 7, max: 4 }, Outcome::frame("fine")]
+            vec![
+                Outcome::TooLarge { length: 7, max: 4 },
+                Outcome::frame("fine")
+            ]
         );
     }
 

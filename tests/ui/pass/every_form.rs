@@ -34,9 +34,11 @@ async fn alarm(conn: Connection, msg: String) -> flexi_socket::Result<()> {
     conn.send(format!("ACK {msg}")).await
 }
 
-#[on_message(client_type = Panel::Sensor)]
+#[on_message(client_type = self::Panel::Sensor)]
 async fn sensor(msg: &str, conn: Connection) -> Result<(), String> {
-    conn.send(msg.to_uppercase()).await.map_err(|e| e.to_string())
+    conn.send(msg.to_uppercase())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[on_message]
@@ -53,7 +55,9 @@ async fn raw(_: Connection, msg: Vec<u8>, _unused: Bytes) {
 #[after_receive(client_type = "001")]
 async fn unwrap(msg: Message) -> Option<Message> {
     let bytes = msg.into_bytes();
-    bytes.strip_prefix(b"!!").map(|rest| Message::new(bytes.slice_ref(rest)))
+    bytes
+        .strip_prefix(b"!!")
+        .map(|rest| Message::new(bytes.slice_ref(rest)))
 }
 
 #[after_receive]
