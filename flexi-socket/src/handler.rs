@@ -130,6 +130,7 @@ impl FromEvent for String {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl FromEvent for Text {
     fn from_event(context: &mut EventContext) -> Result<Self, Error> {
         let message = context.message();
@@ -202,6 +203,11 @@ impl Deref for Text {
 
 /// The owned value a borrowed argument (`&str`, `&[u8]`) borrows from.
 #[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`&{Self}` cannot be a handler argument",
+    label = "only `&str` and `&[u8]` can be borrowed",
+    note = "take `{Self}` by value instead"
+)]
 pub trait BorrowedArg {
     /// Taken from the event, then borrowed for the handler call.
     type Owned: FromEvent + Deref<Target = Self>;

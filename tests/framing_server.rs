@@ -1,0 +1,166 @@
+//! Every framing driven through a real server over loopback: what the client
+//! writes is split into the messages the framing promises, and replies are
+//! framed the same way.
+
+mod support;
+
+use std::time::Duration;
+
+use flexi_socket::{Connection, Error, FlexiSocket, Framing, Message, Router};
+use support::{EventLog, Events, Running, start, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Replies `<message>` to every message and reports errors to the log.
+async fn bracket_server(framing: Framing) -> (Running, EventLog) {
+    let (events, log) = Events::new();
+    let router = Router::new()
+        .on_message(|conn: Connection, msg: Message| async move {
+            let reply = [b"<", msg.as_bytes(), b">"].concat();
+            conn.send(reply).await
+        })
+        .on_error(move |_conn: Connection, error: Error| {
+            let events = events.clone();
+            async move { events.push(error.to_string()) }
+        });
+    let running = start(
+        FlexiSocket::server("127.0.0.1:0")
+            .framing(framing)
+            .router(router),
+    )
+    .await;
+    (running, log)
+}
+
+async fn connect(running: &Running) -> TcpStream {
+    within("connect", TcpStream::connect(running.addr))
+        .await
+        .unwrap()
+}
+
+async fn read_exact(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut bytes = vec![0; n];
+    within("reply bytes", stream.read_exact(&mut bytes))
+        .await
+        .unwrap();
+    bytes
+}
+
+async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    within("EOF", stream.read_to_end(&mut bytes)).await.unwrap();
+    bytes
+}
+
+#[tokio::test]
+async fn separator_of_several_bytes_split_across_writes() {
+    let (running, _log) = bracket_server(Framing::separator("\r\n\r\n")).await;
+    let mut stream = connect(&running).await;
+    stream.write_all(b"one\r\n").await.unwrap();
+    stream.write_all(b"\r\ntwo\r").await.unwrap();
+    stream.write_all(b"\n\r\n").await.unwrap();
+    assert_eq!(
+        read_exact(&mut stream, 18).await,
+        b"<one>\r\n\r\n<two>\r\n\r\n"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn fixed_length_frames_and_padded_replies() {
+    let (running, _log) = bracket_server(Framing::fixed(6)).await;
+    let mut stream = connect(&running).await;
+    stream.write_all(b"abcdefghij").await.unwrap();
+    // "<abcdef>" is 8 bytes: longer than a frame, so the send fails and
+    // nothing is written; "ghij" stays buffered until two more bytes arrive.
+    stream.write_all(b"kl").await.unwrap();
+    stream.shutdown().await.unwrap();
+    assert_eq!(read_to_end(&mut stream).await, b"");
+    running.stop().await;
+
+    let router = Router::new().on_message(|conn: Connection, msg: Message| async move {
+        conn.send(msg.strip_suffix(b"  ").unwrap_or(msg)).await
+    });
+    let running = start(
+        FlexiSocket::server("127.0.0.1:0")
+            .framing(Framing::fixed(6))
+            .router(router),
+    )
+    .await;
+    let mut stream = connect(&running).await;
+    stream.write_all(b"abcd  xyz123").await.unwrap();
+    // "abcd" is padded back to six bytes with spaces.
+    assert_eq!(read_exact(&mut stream, 12).await, b"abcd  xyz123");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn length_prefixed_recovers_after_an_oversize_frame() {
+    let framing = Framing::length_prefixed().prefix_len(2).max_length(8);
+    let (running, mut log) = bracket_server(framing).await;
+    let mut stream = connect(&running).await;
+    let mut input = vec![0, 20];
+    input.extend([b'x'; 20]);
+    input.extend([0, 3, b'a', b'b', b'c']);
+    stream.write_all(&input).await.unwrap();
+    assert_eq!(
+        read_exact(&mut stream, 7).await,
+        [0, 5, b'<', b'a', b'b', b'c', b'>']
+    );
+    let error = log.next().await;
+    assert!(
+        error.contains("20 bytes") && error.contains("limit is 8"),
+        "{error}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn eof_framing_delivers_the_whole_stream_and_replies_before_closing() {
+    let (running, _log) = bracket_server(Framing::eof()).await;
+    let mut stream = connect(&running).await;
+    stream.write_all(b"the whole\nstream").await.unwrap();
+    stream.shutdown().await.unwrap();
+    assert_eq!(read_to_end(&mut stream).await, b"<the whole\nstream>");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn raw_delivers_chunks_as_they_arrive() {
+    let (running, _log) = bracket_server(Framing::raw()).await;
+    let mut stream = connect(&running).await;
+    stream.write_all(b"chunk").await.unwrap();
+    assert_eq!(read_exact(&mut stream, 7).await, b"<chunk>");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn idle_gap_ends_a_message_after_silence() {
+    let (running, _log) = bracket_server(Framing::idle_gap(Duration::from_millis(50))).await;
+    let mut stream = connect(&running).await;
+    stream.write_all(b"first ").await.unwrap();
+    stream.write_all(b"burst").await.unwrap();
+    // The reply only comes once the server has seen 50 ms of silence.
+    assert_eq!(read_exact(&mut stream, 13).await, b"<first burst>");
+    stream.write_all(b"second").await.unwrap();
+    assert_eq!(read_exact(&mut stream, 8).await, b"<second>");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn custom_tokio_util_codec() {
+    use tokio_util::codec::LengthDelimitedCodec;
+    let framing = Framing::custom(|| {
+        LengthDelimitedCodec::builder()
+            .length_field_length(1)
+            .new_codec()
+    });
+    let (running, _log) = bracket_server(framing).await;
+    let mut stream = connect(&running).await;
+    stream.write_all(&[2, b'h', b'i']).await.unwrap();
+    assert_eq!(
+        read_exact(&mut stream, 5).await,
+        [4, b'<', b'h', b'i', b'>']
+    );
+    running.stop().await;
+}
