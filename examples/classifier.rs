@@ -78,5 +78,6 @@ async fn main() -> flexi_socket::Result<()> {
         .bind()
         .await?;
     println!("listening on {}", server.local_addr());
-    server.serve().await
+    server.serve().await?;
+    Ok(())
 }

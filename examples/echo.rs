@@ -19,5 +19,6 @@ async fn main() -> flexi_socket::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:8081".into());
     let server = FlexiSocket::server(addr).bind().await?;
     println!("listening on {}", server.local_addr());
-    server.serve().await
+    server.serve().await?;
+    Ok(())
 }

@@ -74,14 +74,32 @@ pub(crate) enum ClientTypeValue {
 /// The attribute's arguments.
 pub(crate) struct Args {
     pub(crate) client_type: Option<ClientTypeArg>,
+    /// `blocking`: run on tokio's blocking pool.
+    pub(crate) blocking: bool,
 }
 
 impl Args {
     fn parse(kind: Kind, tokens: TokenStream) -> Result<Self> {
         let parser = |input: ParseStream| {
-            let mut args = Args { client_type: None };
+            let mut args = Args {
+                client_type: None,
+                blocking: false,
+            };
             while !input.is_empty() {
                 let key: Ident = input.parse()?;
+                if key == "blocking" {
+                    if args.blocking {
+                        return Err(Error::new(
+                            key.span(),
+                            "duplicate `blocking`; remove this one",
+                        ));
+                    }
+                    args.blocking = true;
+                    if !input.is_empty() {
+                        input.parse::<Token![,]>()?;
+                    }
+                    continue;
+                }
                 if key != "client_type" {
                     return Err(unknown_argument(kind, &key));
                 }
@@ -119,10 +137,10 @@ impl Args {
 
 fn unknown_argument(kind: Kind, key: &Ident) -> Error {
     let message = if kind == Kind::Connect {
-        format!("unknown argument `{key}`: #[on_connect] takes no arguments")
+        format!("unknown argument `{key}`: #[on_connect] takes only `blocking`")
     } else {
         format!(
-            "unknown argument `{key}`: #[{}] takes only `client_type`, e.g. `client_type = \"001\"` or `client_type = Panel::Alarm`",
+            "unknown argument `{key}`: #[{}] takes `client_type` (e.g. `client_type = \"001\"` or `client_type = Panel::Alarm`) and `blocking`",
             kind.attribute(),
         )
     };

@@ -79,6 +79,7 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
         }
     };
 
+    let blocking = handler.args.blocking;
     let (client_type_fn, client_type) = match &handler.args.client_type {
         None => (quote!(), quote!(#runtime::None)),
         Some(arg) => {
@@ -128,6 +129,7 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
                     client_type: #client_type,
                     name: ::core::concat!(::core::module_path!(), "::", #name),
                     call: __flexi_call,
+                    blocking: #blocking,
                 }
             }
         };

@@ -6,17 +6,19 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use bytes::BytesMut;
 use tokio_util::sync::CancellationToken;
 
 use crate::classifier::ClientType;
 use crate::error::Error;
 use crate::framing::FrameEncoder;
 use crate::handler::EventContext;
+use crate::limits::SlowConsumerPolicy;
 use crate::message::Message;
+use crate::outbound::{OutboundSender, Refused};
 use crate::router::Routes;
 use crate::server::ServerContext;
+use crate::stats::Counters;
 
 /// Why a connection ended; `on_disconnect` handlers can take it as an argument.
 #[non_exhaustive]
@@ -34,6 +36,17 @@ pub enum DisconnectReason {
     FramingFailed,
     /// The server is shutting down.
     Shutdown,
+    /// Nothing arrived for the idle timeout.
+    IdleTimeout,
+    /// A frame was started but not finished within the frame timeout (slowloris).
+    FrameTimeout,
+    /// No complete first message arrived within the first-message timeout, so
+    /// the connection could not be classified.
+    FirstMessageTimeout,
+    /// The peer did not read what the server sent (slow-consumer policy `Disconnect`).
+    SlowConsumer,
+    /// A limit was hit; the text says which.
+    Limit(String),
 }
 
 impl fmt::Display for DisconnectReason {
@@ -45,6 +58,11 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::HandlerPanicked => f.write_str("a handler panicked"),
             DisconnectReason::FramingFailed => f.write_str("framing failed"),
             DisconnectReason::Shutdown => f.write_str("server shutdown"),
+            DisconnectReason::IdleTimeout => f.write_str("idle timeout"),
+            DisconnectReason::FrameTimeout => f.write_str("frame not finished in time"),
+            DisconnectReason::FirstMessageTimeout => f.write_str("no first message in time"),
+            DisconnectReason::SlowConsumer => f.write_str("peer does not read (slow consumer)"),
+            DisconnectReason::Limit(which) => write!(f, "limit: {which}"),
         }
     }
 }
@@ -84,8 +102,9 @@ struct Shared {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     encoder: FrameEncoder,
-    outbound: mpsc::Sender<Bytes>,
+    outbound: OutboundSender,
     close: CancellationToken,
+    close_reason: OnceLock<DisconnectReason>,
     state: Mutex<Vec<(TypeId, Box<dyn Any + Send>)>>,
 }
 
@@ -95,7 +114,7 @@ impl Connection {
         peer_addr: SocketAddr,
         local_addr: SocketAddr,
         server: Arc<ServerContext>,
-        outbound: mpsc::Sender<Bytes>,
+        outbound: OutboundSender,
         close: CancellationToken,
     ) -> Self {
         let encoder = server.framing.encoder();
@@ -115,6 +134,7 @@ impl Connection {
                 encoder,
                 outbound,
                 close,
+                close_reason: OnceLock::new(),
                 state: Mutex::new(Vec::new()),
             }),
         }
@@ -170,7 +190,7 @@ impl Connection {
         let mut message = message.into();
         if let Some(before_send) = self.routes().before_send.clone() {
             let context = EventContext::new(self.clone()).with_message(message);
-            match crate::dispatch::invoke(&before_send, context).await {
+            match crate::dispatch::invoke(self, &before_send, context).await {
                 Ok(Some(rewritten)) => message = rewritten,
                 Ok(None) => return Ok(()),
                 Err(error) => return Err(error),
@@ -179,13 +199,29 @@ impl Connection {
         let mut frame = BytesMut::with_capacity(message.len() + 8);
         self.shared.encoder.encode(&message, &mut frame)?;
         let length = frame.len() as u64;
+        let id = self.id();
         self.shared
             .outbound
-            .send(frame.freeze())
+            .push(frame.freeze())
             .await
-            .map_err(|_| Error::ConnectionClosed { id: self.id() })?;
+            .map_err(|refused| match refused {
+                Refused::Closed => Error::ConnectionClosed { id },
+                Refused::Full => {
+                    if self.shared.server.limits.slow_consumer == SlowConsumerPolicy::Disconnect {
+                        self.close_because(DisconnectReason::SlowConsumer);
+                    }
+                    Error::QueueFull { id }
+                }
+                Refused::TimedOut => match self.shared.server.limits.slow_consumer {
+                    SlowConsumerPolicy::Wait(waited) => Error::SendTimeout { id, waited },
+                    _ => Error::QueueFull { id },
+                },
+            })?;
         self.shared.messages_out.fetch_add(1, Ordering::Relaxed);
         self.shared.bytes_out.fetch_add(length, Ordering::Relaxed);
+        let counters = &self.shared.server.counters;
+        Counters::add(&counters.messages_out, 1);
+        Counters::add(&counters.bytes_out, length);
         Ok(())
     }
 
@@ -193,7 +229,28 @@ impl Connection {
     /// handled, queued sends are flushed, then the socket closes and
     /// `on_disconnect` runs.
     pub fn close(&self) {
+        self.close_because(DisconnectReason::Closed);
+    }
+
+    /// Closes with `reason` unless the connection is already closing for another.
+    pub(crate) fn close_because(&self, reason: DisconnectReason) {
+        let _ = self.shared.close_reason.set(reason);
         self.shared.close.cancel();
+    }
+
+    /// Why the connection is closing, once it is.
+    pub(crate) fn close_reason(&self) -> Option<DisconnectReason> {
+        if !self.shared.close.is_cancelled() {
+            return None;
+        }
+        let reason = self.shared.close_reason.get().cloned();
+        // A cancelled token without a reason is the server's shutdown (a child token).
+        Some(reason.unwrap_or(DisconnectReason::Shutdown))
+    }
+
+    /// Frames sent and not yet written to the socket.
+    pub(crate) fn queued(&self) -> u64 {
+        self.shared.outbound.pending()
     }
 
     /// Whether `close` was called or the server is shutting down.

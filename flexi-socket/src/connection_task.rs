@@ -1,64 +1,139 @@
 //! The per-connection task: read → decode → classify once → after_receive →
-//! route → handler, one event at a time; a writer half fed by the bounded
-//! outbound queue, coalescing ready frames into one write.
+//! route → handler, one event at a time; beside it, in the same task, a
+//! writer fed by the bounded outbound queue that coalesces ready frames into
+//! one write. Closing is "stop reading, handle what was read, flush, FIN,
+//! drain the peer's leftovers, close", so neither side loses what was accepted.
 
 use std::io;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::connection::{Connection, DisconnectReason};
 use crate::dispatch::{invoke, report};
 use crate::error::Error;
 use crate::framing::{Decoded, FrameDecoder};
 use crate::handler::EventContext;
+use crate::limits::PanicPolicy;
 use crate::message::Message;
+use crate::outbound::OutboundReceiver;
+use crate::server::ServerContext;
 
 /// How much room each read asks for.
 const READ_CHUNK: usize = 8 * 1024;
 /// Frames ready at once are copied into one buffer up to this size, then written.
 const WRITE_BATCH: usize = 64 * 1024;
+/// How long on_disconnect may take when the shutdown deadline already passed.
+const LATE_DISCONNECT: Duration = Duration::from_secs(1);
 
-/// Serves one accepted connection until it ends; fires on_disconnect exactly once.
-pub(crate) async fn run(
-    stream: TcpStream,
-    connection: Connection,
-    outbound: mpsc::Receiver<Bytes>,
-) {
-    let (reader, writer) = stream.into_split();
-    let (finish_writing, finish) = oneshot::channel();
-    let mut writer_task = tokio::spawn(write_loop(writer, outbound, finish));
-
-    let reason = match on_connect(&connection).await {
-        ControlFlow::Continue(()) => read_loop(&connection, reader, &mut writer_task).await,
-        ControlFlow::Break(reason) => reason,
-    };
-    tracing::debug!(%reason, "disconnecting");
-    on_disconnect(&connection, reason).await;
-
-    // Everything already queued is written (send returned Ok for it), then FIN.
-    let _ = finish_writing.send(());
-    if !writer_task.is_finished() {
-        match writer_task.await {
-            Ok(Err(error)) => tracing::debug!(%error, "writing failed while closing"),
-            Err(join_error) => tracing::error!(%join_error, "writer task failed"),
-            Ok(Ok(())) => {}
+/// Serves one accepted connection until it ends; fires on_disconnect exactly
+/// once, even when the shutdown deadline cuts the connection short.
+pub(crate) async fn run(stream: TcpStream, connection: Connection, outbound: OutboundReceiver) {
+    let server = Arc::clone(connection.server());
+    let disconnected = AtomicBool::new(false);
+    tokio::select! {
+        () = serve(stream, &connection, outbound, &disconnected) => {}
+        () = server.abort.cancelled() => {
+            let undelivered = connection.queued();
+            server.note_aborted(undelivered);
+            tracing::warn!(undelivered, "connection aborted at the shutdown deadline");
+            if !disconnected.load(Ordering::Relaxed) {
+                let late = on_disconnect(&connection, DisconnectReason::Shutdown);
+                let _ = tokio::time::timeout(LATE_DISCONNECT, late).await;
+            }
         }
     }
-    connection.server().connections.remove(connection.id());
+    server.connections.remove(connection.id());
+}
+
+/// How the writer ends.
+enum Finish {
+    /// Write everything queued, then FIN.
+    Flush,
+    /// The peer does not read: give up on the queue.
+    Abandon,
+}
+
+async fn serve(
+    stream: TcpStream,
+    connection: &Connection,
+    outbound: OutboundReceiver,
+    disconnected: &AtomicBool,
+) {
+    let (mut reader, writer) = stream.into_split();
+    let (finish, finish_signal) = oneshot::channel();
+    let (written, written_signal) = oneshot::channel::<()>();
+    let write_error = Mutex::new(None);
+    let flush_timeout = connection.server().limits.shutdown_timeout;
+
+    let writing = async {
+        if let Err(error) = write_loop(writer, outbound, finish_signal, flush_timeout).await {
+            connection.close_because(DisconnectReason::Reset(error.to_string()));
+            *write_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        }
+        let _ = written.send(());
+    };
+
+    let reading = async {
+        let reason = match on_connect(connection).await {
+            ControlFlow::Continue(()) => read_loop(connection, &mut reader).await,
+            ControlFlow::Break(reason) => reason,
+        };
+        let failed_write = write_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(error) = failed_write {
+            report(connection, Error::Io(error)).await;
+        }
+        tracing::debug!(%reason, "disconnecting");
+        on_disconnect(connection, reason.clone()).await;
+        disconnected.store(true, Ordering::Relaxed);
+        let mode = if reason == DisconnectReason::SlowConsumer {
+            Finish::Abandon
+        } else {
+            Finish::Flush
+        };
+        let _ = finish.send(mode);
+        let _ = written_signal.await;
+        if peer_may_still_send(&reason) {
+            drain_input(&mut reader, connection.server().limits.linger).await;
+        }
+    };
+
+    tokio::join!(reading, writing);
+}
+
+/// After our FIN, the peer's unread bytes would turn close() into a RST that
+/// destroys our last replies in flight; so read and drop them for a while.
+fn peer_may_still_send(reason: &DisconnectReason) -> bool {
+    !matches!(
+        reason,
+        DisconnectReason::PeerClosed | DisconnectReason::Reset(_)
+    )
+}
+
+async fn drain_input(reader: &mut OwnedReadHalf, linger: Duration) {
+    let mut sink = [0_u8; 1024];
+    let _ = tokio::time::timeout(linger, async {
+        while let Ok(1..) = reader.read(&mut sink).await {}
+    })
+    .await;
 }
 
 async fn on_connect(connection: &Connection) -> ControlFlow<DisconnectReason> {
     let Some(handler) = connection.routes().on_connect.clone() else {
         return ControlFlow::Continue(());
     };
-    match invoke(&handler, EventContext::new(connection.clone())).await {
+    match invoke(connection, &handler, EventContext::new(connection.clone())).await {
         Ok(_) => ControlFlow::Continue(()),
         Err(error) => fail(connection, error).await,
     }
@@ -69,18 +144,16 @@ async fn on_disconnect(connection: &Connection, reason: DisconnectReason) {
         return;
     };
     let context = EventContext::new(connection.clone()).with_reason(reason);
-    if let Err(error) = invoke(&handler, context).await {
+    if let Err(error) = invoke(connection, &handler, context).await {
         report(connection, error).await;
     }
 }
 
-async fn read_loop(
-    connection: &Connection,
-    mut reader: OwnedReadHalf,
-    writer_task: &mut JoinHandle<io::Result<()>>,
-) -> DisconnectReason {
-    let mut decoder = connection.server().framing.decoder();
+async fn read_loop(connection: &Connection, reader: &mut OwnedReadHalf) -> DisconnectReason {
+    let server = connection.server();
+    let mut decoder = server.framing.decoder();
     let mut buffer = BytesMut::new();
+    let mut clock = Clock::new(server);
     let close = connection.close_token().clone();
     loop {
         // Every complete frame already read is handled, even after close():
@@ -90,33 +163,141 @@ async fn read_loop(
         {
             return reason;
         }
-        if close.is_cancelled() {
-            return closing_reason(connection);
+        if let Some(reason) = connection.close_reason() {
+            return reason;
         }
+        if let Some(reason) = first_message_too_long(connection, &buffer) {
+            return reason;
+        }
+        clock.pending_bytes(!buffer.is_empty());
+        let (deadline, expired) = clock.next_deadline(connection.is_first_message());
         buffer.reserve(READ_CHUNK);
         let read = tokio::select! {
             biased;
             () = close.cancelled() => continue,
-            written = &mut *writer_task => return writer_failed(connection, written).await,
-            read = read_some(&mut reader, &mut buffer, decoder.idle_gap()) => read,
+            () = sleep_until(deadline) => {
+                tracing::info!(reason = %expired, "closing");
+                return expired;
+            }
+            read = read_some(reader, &mut buffer, decoder.idle_gap()) => read,
         };
-        let end_of_stream = matches!(read, Ok(Some(0)));
-        let drained = match read {
-            Ok(Some(0)) => drain(connection, &mut decoder, &mut buffer, Drain::Eof).await,
-            Ok(Some(_)) => continue,
-            Ok(None) => drain(connection, &mut decoder, &mut buffer, Drain::Idle).await,
+        let mode = match read {
+            Ok(Some(0)) => Drain::Eof,
+            Ok(Some(_)) => {
+                clock.read_now();
+                continue;
+            }
+            Ok(None) => Drain::Idle,
             Err(error) => {
                 let reason = DisconnectReason::Reset(error.to_string());
                 report(connection, Error::Io(error)).await;
                 return reason;
             }
         };
-        if let ControlFlow::Break(reason) = drained {
+        if let ControlFlow::Break(reason) = drain(connection, &mut decoder, &mut buffer, mode).await
+        {
             return reason;
         }
-        if end_of_stream {
+        if matches!(mode, Drain::Eof) {
             return DisconnectReason::PeerClosed;
         }
+    }
+}
+
+/// Before classification the buffer may not grow past the first-message cap,
+/// so a client cannot hold its classification (and our memory) hostage.
+fn first_message_too_long(connection: &Connection, buffer: &BytesMut) -> Option<DisconnectReason> {
+    let server = connection.server();
+    let cap = server.limits.first_message_max_length;
+    (server.classifier.is_some() && connection.is_first_message() && buffer.len() > cap)
+        .then(|| DisconnectReason::Limit(format!("first message longer than {cap} bytes")))
+}
+
+/// The read deadlines of one connection: first message, partial frame, idle.
+struct Clock {
+    started: Instant,
+    last_read: Instant,
+    partial_since: Option<Instant>,
+    first_message: Option<Duration>,
+    frame: Option<Duration>,
+    idle: Option<Duration>,
+}
+
+impl Clock {
+    fn new(server: &ServerContext) -> Self {
+        let now = Instant::now();
+        let limits = &server.limits;
+        Self {
+            started: now,
+            last_read: now,
+            partial_since: None,
+            // Without a classifier nothing waits for a first message.
+            first_message: limits
+                .first_message_timeout
+                .filter(|_| server.classifier.is_some()),
+            // EOF, raw and idle-gap framings have no partial frames to time out.
+            frame: limits
+                .frame_timeout
+                .filter(|_| server.framing.frame_deadline_applies()),
+            idle: limits.idle_timeout,
+        }
+    }
+
+    fn read_now(&mut self) {
+        self.last_read = Instant::now();
+    }
+
+    /// Starts the frame deadline when a partial frame appears, stops it when none is left.
+    fn pending_bytes(&mut self, partial: bool) {
+        match (partial, self.partial_since) {
+            (true, None) => self.partial_since = Some(Instant::now()),
+            (false, Some(_)) => self.partial_since = None,
+            _ => {}
+        }
+    }
+
+    fn next_deadline(&self, awaiting_first_message: bool) -> (Option<Instant>, DisconnectReason) {
+        let candidates = [
+            self.first_message
+                .filter(|_| awaiting_first_message)
+                .map(|limit| (self.started + limit, DisconnectReason::FirstMessageTimeout)),
+            self.frame
+                .zip(self.partial_since)
+                .map(|(limit, since)| (since + limit, DisconnectReason::FrameTimeout)),
+            self.idle
+                .map(|limit| (self.last_read + limit, DisconnectReason::IdleTimeout)),
+        ];
+        candidates
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
+            .map_or((None, DisconnectReason::IdleTimeout), |(at, reason)| {
+                (Some(at), reason)
+            })
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads once; `Ok(None)` means the idle gap elapsed with bytes buffered.
+async fn read_some(
+    reader: &mut OwnedReadHalf,
+    buffer: &mut BytesMut,
+    idle_gap: Option<Duration>,
+) -> io::Result<Option<usize>> {
+    match idle_gap {
+        Some(gap) if !buffer.is_empty() => {
+            match tokio::time::timeout(gap, reader.read_buf(buffer)).await {
+                Ok(read) => read.map(Some),
+                Err(_elapsed) => Ok(None),
+            }
+        }
+        _ => reader.read_buf(buffer).await.map(Some),
     }
 }
 
@@ -163,23 +344,6 @@ async fn drain(
     }
 }
 
-/// Reads once; `Ok(None)` means the idle gap elapsed with bytes buffered.
-async fn read_some(
-    reader: &mut OwnedReadHalf,
-    buffer: &mut BytesMut,
-    idle_gap: Option<Duration>,
-) -> io::Result<Option<usize>> {
-    match idle_gap {
-        Some(gap) if !buffer.is_empty() => {
-            match tokio::time::timeout(gap, reader.read_buf(buffer)).await {
-                Ok(read) => read.map(Some),
-                Err(_elapsed) => Ok(None),
-            }
-        }
-        _ => reader.read_buf(buffer).await.map(Some),
-    }
-}
-
 async fn on_frame(connection: &Connection, frame: Bytes) -> ControlFlow<DisconnectReason> {
     connection.count_inbound(frame.len());
     if connection.is_first_message() {
@@ -204,7 +368,7 @@ async fn deliver(connection: &Connection, mut message: Message) -> ControlFlow<D
     let routes = connection.routes().clone();
     if let Some(after_receive) = &routes.after_receive {
         let context = EventContext::new(connection.clone()).with_message(message);
-        match invoke(after_receive, context).await {
+        match invoke(connection, after_receive, context).await {
             Ok(Some(kept)) => message = kept,
             Ok(None) => return ControlFlow::Continue(()),
             Err(error) => return fail(connection, error).await,
@@ -219,79 +383,91 @@ async fn deliver(connection: &Connection, mut message: Message) -> ControlFlow<D
         return ControlFlow::Continue(());
     };
     let context = EventContext::new(connection.clone()).with_message(message);
-    match invoke(on_message, context).await {
+    match invoke(connection, on_message, context).await {
         Ok(_) => ControlFlow::Continue(()),
         Err(error) => fail(connection, error).await,
     }
 }
 
-/// Reports a handler's failure; a panic closes the connection, anything else goes on.
+/// Reports a handler's failure; a panic closes the connection unless the
+/// panic policy says to go on.
 async fn fail(connection: &Connection, error: Error) -> ControlFlow<DisconnectReason> {
-    let panicked = matches!(error, Error::HandlerPanicked { .. });
+    let close = matches!(error, Error::HandlerPanicked { .. })
+        && connection.server().limits.on_panic == PanicPolicy::Close;
     report(connection, error).await;
-    if panicked {
+    if close {
         ControlFlow::Break(DisconnectReason::HandlerPanicked)
     } else {
         ControlFlow::Continue(())
     }
 }
 
-fn closing_reason(connection: &Connection) -> DisconnectReason {
-    if connection.server().shutdown.is_cancelled() {
-        DisconnectReason::Shutdown
-    } else {
-        DisconnectReason::Closed
-    }
-}
-
-async fn writer_failed(
-    connection: &Connection,
-    written: Result<io::Result<()>, tokio::task::JoinError>,
-) -> DisconnectReason {
-    let error = match written {
-        Ok(Err(error)) => error,
-        Ok(Ok(())) => io::Error::new(io::ErrorKind::BrokenPipe, "writer stopped"),
-        Err(join_error) => io::Error::other(join_error.to_string()),
-    };
-    let reason = DisconnectReason::Reset(error.to_string());
-    report(connection, Error::Io(error)).await;
-    reason
-}
-
-/// Writes queued frames until told to finish, then flushes the rest and sends FIN.
+/// Writes queued frames until told to finish; then flushes the rest (bounded
+/// by `flush_timeout`) and sends FIN, or abandons the queue.
 async fn write_loop(
     mut writer: OwnedWriteHalf,
-    mut outbound: mpsc::Receiver<Bytes>,
-    mut finish: oneshot::Receiver<()>,
+    mut outbound: OutboundReceiver,
+    mut finish: oneshot::Receiver<Finish>,
+    flush_timeout: Duration,
 ) -> io::Result<()> {
     let mut batch = BytesMut::new();
-    let mut finishing = false;
-    loop {
-        let first = tokio::select! {
+    let mode = loop {
+        tokio::select! {
             biased;
-            frame = outbound.recv() => frame,
-            _ = &mut finish, if !finishing => {
-                // No more sends are accepted; the loop drains what was queued.
-                finishing = true;
-                outbound.close();
-                continue;
-            }
-        };
-        let Some(first) = first else { break };
-        if outbound.is_empty() {
-            // A lone reply goes out at once, without a copy.
-            writer.write_all(&first).await?;
-            continue;
+            frame = outbound.recv() => match frame {
+                Some(frame) => write_ready(&mut writer, &mut outbound, frame, &mut batch).await?,
+                None => break Finish::Flush,
+            },
+            mode = &mut finish => break mode.unwrap_or(Finish::Flush),
         }
-        batch.extend_from_slice(&first);
-        while batch.len() < WRITE_BATCH {
-            match outbound.try_recv() {
-                Ok(frame) => batch.extend_from_slice(&frame),
-                Err(_) => break,
-            }
-        }
-        writer.write_all(&batch).await?;
-        batch.clear();
+    };
+    // No more sends are accepted from here on; what was accepted is written.
+    outbound.close();
+    if let Finish::Abandon = mode {
+        return Ok(());
     }
-    writer.shutdown().await
+    let flush = async {
+        while let Some(frame) = outbound.recv().await {
+            write_ready(&mut writer, &mut outbound, frame, &mut batch).await?;
+        }
+        writer.shutdown().await
+    };
+    tokio::time::timeout(flush_timeout, flush)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "flushing the outbound queue timed out",
+            ))
+        })
+}
+
+/// Writes `first` and every frame ready behind it, in as few writes as possible.
+async fn write_ready(
+    writer: &mut OwnedWriteHalf,
+    outbound: &mut OutboundReceiver,
+    first: Bytes,
+    batch: &mut BytesMut,
+) -> io::Result<()> {
+    let mut cost = outbound.cost(&first);
+    if outbound.is_empty() {
+        // A lone reply goes out at once, without a copy.
+        writer.write_all(&first).await?;
+        outbound.written(cost, 1);
+        return Ok(());
+    }
+    let mut frames = 1;
+    batch.extend_from_slice(&first);
+    while batch.len() < WRITE_BATCH {
+        let Some(frame) = outbound.try_recv() else {
+            break;
+        };
+        cost += outbound.cost(&frame);
+        frames += 1;
+        batch.extend_from_slice(&frame);
+    }
+    writer.write_all(batch).await?;
+    batch.clear();
+    outbound.written(cost, frames);
+    Ok(())
 }

@@ -163,6 +163,37 @@ pub enum Error {
         type_name: &'static str,
     },
 
+    /// A handler ran longer than the server's handler timeout and was cancelled.
+    #[error(
+        "handler `{handler}` did not finish within {after:?} and was cancelled; make it faster or raise `.handler_timeout(..)`"
+    )]
+    HandlerTimeout {
+        /// The handler's name.
+        handler: &'static str,
+        /// The timeout.
+        after: std::time::Duration,
+    },
+
+    /// The connection's outbound queue is full: the peer reads more slowly
+    /// than the server writes (slow-consumer policy `Fail` or `Disconnect`).
+    #[error("the outbound queue of connection {id} is full: the peer is not reading fast enough")]
+    QueueFull {
+        /// The connection's id.
+        id: u64,
+    },
+
+    /// The outbound queue stayed full for the whole wait of the slow-consumer
+    /// policy `Wait`.
+    #[error(
+        "sending to connection {id} waited {waited:?} for room in its outbound queue: the peer is not reading"
+    )]
+    SendTimeout {
+        /// The connection's id.
+        id: u64,
+        /// How long `send` waited.
+        waited: std::time::Duration,
+    },
+
     /// The connection is closed; nothing more can be sent on it.
     #[error("connection {id} is closed")]
     ConnectionClosed {

@@ -280,6 +280,8 @@ type ErasedCall = dyn Fn(EventContext) -> HandlerFuture + Send + Sync;
 #[derive(Clone)]
 pub(crate) struct Handler {
     pub(crate) name: &'static str,
+    /// Run on the blocking pool (`#[on_message(blocking)]`).
+    pub(crate) blocking: bool,
     call: Arc<ErasedCall>,
 }
 
@@ -290,6 +292,7 @@ impl Handler {
     ) -> Self {
         Self {
             name,
+            blocking: false,
             call: Arc::new(call),
         }
     }

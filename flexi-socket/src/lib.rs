@@ -64,10 +64,13 @@ mod dispatch;
 mod error;
 pub mod framing;
 mod handler;
+mod limits;
 mod message;
+mod outbound;
 mod registry;
 mod router;
 mod server;
+mod stats;
 
 pub use classifier::{Classifier, ClientType};
 pub use connection::{Connection, ConnectionStats, DisconnectReason};
@@ -75,10 +78,12 @@ pub use connections::Connections;
 pub use error::{Error, Result};
 pub use framing::Framing;
 pub use handler::State;
+pub use limits::{PanicPolicy, SlowConsumerPolicy};
 pub use message::Message;
 pub use registry::HandlerKind;
 pub use router::Router;
-pub use server::{FlexiSocket, Server, ServerBuilder, ShutdownHandle};
+pub use server::{FlexiSocket, Server, ServerBuilder, ShutdownHandle, ShutdownReport};
+pub use stats::{ErrorCounts, ServerStats};
 
 pub use flexi_socket_macros::{
     Classifier, after_receive, before_send, on_connect, on_disconnect, on_error, on_message,

@@ -55,6 +55,8 @@ pub struct Registration {
     pub name: &'static str,
     /// The erased call.
     pub call: fn(EventContext) -> HandlerFuture,
+    /// Whether to run it on the blocking pool.
+    pub blocking: bool,
 }
 
 inventory::collect!(Registration);

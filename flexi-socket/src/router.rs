@@ -77,11 +77,12 @@ impl Router {
         let entries = registry::registered()
             .into_iter()
             .map(|r| {
-                let call = r.call;
+                let mut handler = Handler::new(r.name, r.call);
+                handler.blocking = r.blocking;
                 Entry {
                     kind: r.kind,
                     client_type: r.client_type.map(|client_type| client_type()),
-                    handler: Handler::new(r.name, call),
+                    handler,
                 }
             })
             .collect();

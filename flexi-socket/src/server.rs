@@ -1,15 +1,17 @@
 //! The server: builder, listener, accept loop, shutdown.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::net::IpAddr;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -20,10 +22,10 @@ use crate::connection_task;
 use crate::connections::Connections;
 use crate::error::{Error, Result};
 use crate::framing::Framing;
+use crate::limits::{Limits, PanicPolicy, SlowConsumerPolicy};
+use crate::outbound;
 use crate::router::{RouteTable, Router};
-
-/// Default capacity of each connection's outbound queue, in messages.
-const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+use crate::stats::{Counters, ServerStats};
 
 /// The entry point: `FlexiSocket::server(addr)`.
 #[derive(Debug, Clone, Copy)]
@@ -39,7 +41,7 @@ impl FlexiSocket {
             classifier: None,
             router: None,
             app_state: None,
-            outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            limits: Limits::default(),
         }
     }
 }
@@ -52,7 +54,7 @@ pub struct ServerBuilder {
     classifier: Option<ErasedClassifier>,
     router: Option<Router>,
     app_state: Option<Arc<dyn Any + Send + Sync>>,
-    outbound_queue: usize,
+    limits: Limits,
 }
 
 impl ServerBuilder {
@@ -85,9 +87,75 @@ impl ServerBuilder {
         self
     }
 
-    /// Capacity of each connection's outbound queue, in messages (default 1024):
-    /// `send` waits while the queue is full, so a slow reader slows its senders
-    /// instead of growing memory.
+    /// Most connections open at once (default 10 000). At the limit the server
+    /// stops accepting (new peers wait in the kernel's backlog) instead of
+    /// accepting and dropping; it accepts again as connections close.
+    ///
+    /// # Panics
+    ///
+    /// If `connections` is 0.
+    #[must_use]
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        assert!(
+            connections > 0,
+            "max_connections must allow at least one connection"
+        );
+        self.limits.max_connections = connections;
+        self
+    }
+
+    /// Most connections open at once from one IP address (default: no cap, as
+    /// many clients may share one address behind NAT). Over the cap, a new
+    /// connection is closed at once, without events.
+    #[must_use]
+    pub fn max_connections_per_ip(mut self, connections: usize) -> Self {
+        self.limits.max_connections_per_ip = Some(connections);
+        self
+    }
+
+    /// With a classifier, how long a connection may take to send its first
+    /// complete message (default 10 s), so classification cannot be held
+    /// hostage. `None` waits forever.
+    #[must_use]
+    pub fn first_message_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.limits.first_message_timeout = timeout.into();
+        self
+    }
+
+    /// With a classifier, the most bytes buffered before the first message is
+    /// complete (default 64 KiB); over it the connection is closed.
+    #[must_use]
+    pub fn first_message_max_length(mut self, bytes: usize) -> Self {
+        self.limits.first_message_max_length = bytes;
+        self
+    }
+
+    /// Closes a connection that sent nothing for this long (default 5 minutes;
+    /// peers with heartbeats stay). `None` never closes idle connections.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.limits.idle_timeout = timeout.into();
+        self
+    }
+
+    /// Closes a connection whose started frame is not finished within this
+    /// time (default 30 s): the slowloris defence. It does not apply to
+    /// `eof`, `raw` and `idle_gap` framings. `None` disables it.
+    #[must_use]
+    pub fn frame_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.limits.frame_timeout = timeout.into();
+        self
+    }
+
+    /// TCP keepalive idle time (default 60 s), so dead peers behind silent
+    /// networks are found. `None` leaves the system default.
+    #[must_use]
+    pub fn tcp_keepalive(mut self, idle: impl Into<Option<Duration>>) -> Self {
+        self.limits.tcp_keepalive = idle.into();
+        self
+    }
+
+    /// Capacity of each connection's outbound queue, in messages (default 1024).
     ///
     /// # Panics
     ///
@@ -98,7 +166,54 @@ impl ServerBuilder {
             messages > 0,
             "the outbound queue needs room for at least one message"
         );
-        self.outbound_queue = messages;
+        self.limits.outbound_messages = messages;
+        self
+    }
+
+    /// Capacity of each connection's outbound queue, in bytes (default 4 MiB),
+    /// which bounds the memory a peer that does not read can cost.
+    ///
+    /// # Panics
+    ///
+    /// If `bytes` is 0.
+    #[must_use]
+    pub fn outbound_queue_bytes(mut self, bytes: usize) -> Self {
+        assert!(
+            bytes > 0,
+            "the outbound queue needs room for at least one byte"
+        );
+        self.limits.outbound_bytes = bytes;
+        self
+    }
+
+    /// What `send` does when the outbound queue is full (default: wait up to
+    /// 30 s, then fail).
+    #[must_use]
+    pub fn slow_consumer(mut self, policy: SlowConsumerPolicy) -> Self {
+        self.limits.slow_consumer = policy;
+        self
+    }
+
+    /// What happens to a connection whose handler panicked (default: close it).
+    #[must_use]
+    pub fn on_panic(mut self, policy: PanicPolicy) -> Self {
+        self.limits.on_panic = policy;
+        self
+    }
+
+    /// Cancels a handler that runs longer than this (default: none); the
+    /// error reaches `on_error` and the connection goes on.
+    #[must_use]
+    pub fn handler_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.limits.handler_timeout = timeout.into();
+        self
+    }
+
+    /// How long a graceful shutdown may take before open connections are cut
+    /// (default 30 s); also bounds flushing a closing connection's queue.
+    #[must_use]
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.shutdown_timeout = timeout;
         self
     }
 
@@ -127,7 +242,13 @@ impl ServerBuilder {
             framing: self.framing,
             connections: Connections::default(),
             shutdown: CancellationToken::new(),
-            outbound_queue: self.outbound_queue,
+            abort: CancellationToken::new(),
+            permits: Arc::new(Semaphore::new(self.limits.max_connections)),
+            per_ip: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            aborted: AtomicU64::new(0),
+            undelivered: AtomicU64::new(0),
+            limits: self.limits,
             next_id: AtomicU64::new(1),
         });
         Ok(Server {
@@ -143,7 +264,7 @@ impl ServerBuilder {
     ///
     /// As [`bind`](Self::bind).
     pub async fn serve(self) -> Result<()> {
-        self.bind().await?.serve().await
+        self.bind().await?.serve().await.map(drop)
     }
 
     /// Binds and serves until `signal` completes, then shuts down gracefully.
@@ -152,7 +273,11 @@ impl ServerBuilder {
     ///
     /// As [`bind`](Self::bind).
     pub async fn serve_with_shutdown(self, signal: impl Future<Output = ()> + Send) -> Result<()> {
-        self.bind().await?.serve_with_shutdown(signal).await
+        self.bind()
+            .await?
+            .serve_with_shutdown(signal)
+            .await
+            .map(drop)
     }
 
     /// Blocks the current thread: starts a multi-threaded tokio runtime and
@@ -187,9 +312,91 @@ pub(crate) struct ServerContext {
     pub(crate) classifier: Option<ErasedClassifier>,
     pub(crate) framing: Framing,
     pub(crate) connections: Connections,
+    /// Tells connections to close gracefully.
     pub(crate) shutdown: CancellationToken,
-    outbound_queue: usize,
+    /// Cuts connections still open at the shutdown deadline.
+    pub(crate) abort: CancellationToken,
+    pub(crate) limits: Limits,
+    pub(crate) counters: Counters,
+    permits: Arc<Semaphore>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    aborted: AtomicU64,
+    undelivered: AtomicU64,
     next_id: AtomicU64,
+}
+
+impl ServerContext {
+    pub(crate) fn note_aborted(&self, undelivered: u64) {
+        self.aborted.fetch_add(1, Ordering::Relaxed);
+        self.undelivered.fetch_add(undelivered, Ordering::Relaxed);
+    }
+
+    /// Takes a per-IP slot, or `None` when the address is at its cap.
+    fn claim_ip(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        if let Some(cap) = self.limits.max_connections_per_ip {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            let open = per_ip.entry(ip).or_insert(0);
+            if *open >= cap {
+                return None;
+            }
+            *open += 1;
+        }
+        Some(IpSlot {
+            context: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+/// What an open connection holds: its place under the connection limits.
+#[derive(Debug)]
+struct Admission {
+    _permit: OwnedSemaphorePermit,
+    _ip: IpSlot,
+}
+
+/// One connection's share of its IP's cap, given back on drop.
+struct IpSlot {
+    context: Arc<ServerContext>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if self.context.limits.max_connections_per_ip.is_none() {
+            return;
+        }
+        let mut per_ip = self
+            .context
+            .per_ip
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = per_ip.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for IpSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpSlot").field("ip", &self.ip).finish()
+    }
+}
+
+/// What a graceful shutdown achieved.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections open when shutdown began that closed gracefully.
+    pub connections_closed: u64,
+    /// Connections cut at the shutdown deadline.
+    pub connections_aborted: u64,
+    /// Messages that `send` accepted but that never reached the socket
+    /// (only possible on aborted connections).
+    pub undelivered_messages: u64,
 }
 
 /// A bound server, ready to serve.
@@ -218,12 +425,17 @@ impl Server {
         }
     }
 
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        self.context.stats()
+    }
+
     /// Serves until Ctrl-C or [`ShutdownHandle::shutdown`].
     ///
     /// # Errors
     ///
     /// None today; the `Result` leaves room for start-up work that can fail.
-    pub async fn serve(self) -> Result<()> {
+    pub async fn serve(self) -> Result<ShutdownReport> {
         self.serve_with_shutdown(async {
             if let Err(error) = tokio::signal::ctrl_c().await {
                 tracing::error!(%error, "cannot listen for Ctrl-C; stop the server with its ShutdownHandle");
@@ -233,14 +445,20 @@ impl Server {
         .await
     }
 
-    /// Serves until `signal` completes or [`ShutdownHandle::shutdown`] is called,
-    /// then stops accepting, lets every connection handle what it has read,
-    /// flushes every outbound queue and waits for all connections to close.
+    /// Serves until `signal` completes or [`ShutdownHandle::shutdown`] is
+    /// called, then shuts down gracefully: stop accepting, stop reading, let
+    /// running handlers finish and every frame already read be handled, flush
+    /// every outbound queue, send FIN and drain what the peer still sends, then
+    /// close. Connections still open after the shutdown timeout are cut; the
+    /// report says how many and what they left undelivered.
     ///
     /// # Errors
     ///
     /// None today; the `Result` leaves room for start-up work that can fail.
-    pub async fn serve_with_shutdown(self, signal: impl Future<Output = ()> + Send) -> Result<()> {
+    pub async fn serve_with_shutdown(
+        self,
+        signal: impl Future<Output = ()> + Send,
+    ) -> Result<ShutdownReport> {
         let Server {
             listener, context, ..
         } = self;
@@ -249,6 +467,15 @@ impl Server {
         tokio::pin!(signal);
         let mut backoff = AcceptBackoff::default();
         loop {
+            // The permit comes before accept: at the limit, peers wait in the
+            // backlog rather than being accepted and dropped.
+            let permit = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                () = &mut signal => break,
+                permit = Arc::clone(&context.permits).acquire_owned() => permit,
+            };
+            let Ok(permit) = permit else { break };
             let accepted = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -258,35 +485,62 @@ impl Server {
             match accepted {
                 Ok((stream, peer_addr)) => {
                     backoff.reset();
-                    spawn_connection(&context, &tasks, stream, peer_addr);
+                    admit(&context, &tasks, stream, peer_addr, permit);
                 }
                 Err(error) => backoff.wait(&error).await,
             }
         }
         drop(listener);
-        tracing::info!(open = context.connections.len(), "shutting down");
+        let open = context.connections.len() as u64;
+        tracing::info!(open, "shutting down");
         shutdown.cancel();
         tasks.close();
-        tasks.wait().await;
-        tracing::info!("shut down");
-        Ok(())
+        if tokio::time::timeout(context.limits.shutdown_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?context.limits.shutdown_timeout, "shutdown deadline passed; cutting the rest");
+            context.abort.cancel();
+            tasks.wait().await;
+        }
+        let aborted = context.aborted.load(Ordering::Relaxed);
+        let report = ShutdownReport {
+            connections_closed: open.saturating_sub(aborted),
+            connections_aborted: aborted,
+            undelivered_messages: context.undelivered.load(Ordering::Relaxed),
+        };
+        tracing::info!(?report, "shut down");
+        Ok(report)
     }
 }
 
-fn spawn_connection(
+impl ServerContext {
+    fn stats(&self) -> ServerStats {
+        let mut stats = self.counters.snapshot();
+        let open = self.connections.list();
+        stats.connections_open = open.len() as u64;
+        stats.queued_messages = open.iter().map(Connection::queued).sum();
+        stats
+    }
+}
+
+fn admit(
     context: &Arc<ServerContext>,
     tasks: &TaskTracker,
     stream: TcpStream,
     peer_addr: SocketAddr,
+    permit: OwnedSemaphorePermit,
 ) {
-    // Replies are small and latency matters more than packet count: the writer
-    // already coalesces what is ready.
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%error, "cannot set TCP_NODELAY");
-    }
+    let Some(ip) = context.claim_ip(peer_addr.ip()) else {
+        Counters::add(&context.counters.connections_refused, 1);
+        tracing::info!(peer = %peer_addr, "refused: per-IP connection cap reached");
+        return;
+    };
+    configure(&stream, &context.limits);
     let local_addr = stream.local_addr().unwrap_or(peer_addr);
     let id = context.next_id.fetch_add(1, Ordering::Relaxed);
-    let (outbound, queue) = mpsc::channel(context.outbound_queue);
+    Counters::add(&context.counters.connections_total, 1);
+    let (outbound, queue) = outbound::channel(&context.limits);
     let connection = Connection::new(
         id,
         peer_addr,
@@ -296,8 +550,32 @@ fn spawn_connection(
         context.shutdown.child_token(),
     );
     context.connections.insert(connection.clone());
+    let admission = Admission {
+        _permit: permit,
+        _ip: ip,
+    };
     let span = tracing::info_span!("connection", id, peer = %peer_addr, client_type = tracing::field::Empty);
-    tasks.spawn(connection_task::run(stream, connection, queue).instrument(span));
+    tasks.spawn(
+        async move {
+            connection_task::run(stream, connection, queue).await;
+            drop(admission);
+        }
+        .instrument(span),
+    );
+}
+
+fn configure(stream: &TcpStream, limits: &Limits) {
+    // Replies are small and latency matters more than packet count: the writer
+    // already coalesces what is ready.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
+    if let Some(idle) = limits.tcp_keepalive {
+        let keepalive = socket2::TcpKeepalive::new().with_time(idle);
+        if let Err(error) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+            tracing::debug!(%error, "cannot set TCP keepalive");
+        }
+    }
 }
 
 /// Waits after a failed accept (EMFILE and friends) so the loop never spins.

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use flexi_socket::{Connections, Server, ServerBuilder, ShutdownHandle};
+use flexi_socket::{Connections, Server, ServerBuilder, ShutdownHandle, ShutdownReport};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -28,17 +28,17 @@ pub struct Running {
     pub addr: SocketAddr,
     pub connections: Connections,
     pub shutdown: ShutdownHandle,
-    pub task: JoinHandle<flexi_socket::Result<()>>,
+    pub task: JoinHandle<flexi_socket::Result<ShutdownReport>>,
 }
 
 impl Running {
     /// Shuts the server down and waits until it has.
-    pub async fn stop(self) {
+    pub async fn stop(self) -> ShutdownReport {
         self.shutdown.shutdown();
         within("server shutdown", self.task)
             .await
             .expect("server task panicked")
-            .expect("server failed");
+            .expect("server failed")
     }
 }
 

@@ -263,6 +263,16 @@ impl Framing {
         })
     }
 
+    /// Whether a partial frame means "the rest is on its way", so a frame
+    /// deadline makes sense. In `eof`, `raw` and `idle_gap` framings pending
+    /// bytes are the normal state, not a stalled frame.
+    pub(crate) fn frame_deadline_applies(&self) -> bool {
+        !matches!(
+            self.kind,
+            FramingKind::Builtin(Builtin::Eof(_) | Builtin::Raw(_) | Builtin::IdleGap(_))
+        )
+    }
+
     /// A decoder for one connection.
     pub(crate) fn decoder(&self) -> FrameDecoder {
         self.kind.decoder()

@@ -1,0 +1,113 @@
+//! Server-wide counters, readable through [`Server::stats`](crate::Server::stats).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::Error;
+
+/// A snapshot of a server's counters.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Connections accepted since start.
+    pub connections_total: u64,
+    /// Connections refused by a limit (per-IP cap).
+    pub connections_refused: u64,
+    /// Messages received (decoded frames).
+    pub messages_in: u64,
+    /// Messages queued for sending.
+    pub messages_out: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Bytes queued for sending, framing included.
+    pub bytes_out: u64,
+    /// Frames queued on some connection and not yet written.
+    pub queued_messages: u64,
+    /// Errors, by kind.
+    pub errors: ErrorCounts,
+}
+
+/// Errors counted by kind.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErrorCounts {
+    /// Frames over the framing's limit.
+    pub frame_too_large: u64,
+    /// Frames cut by EOF.
+    pub frame_truncated: u64,
+    /// Messages that were not UTF-8 for a text handler.
+    pub invalid_utf8: u64,
+    /// Messages no handler matched.
+    pub unrouted: u64,
+    /// Handlers that returned `Err` or timed out.
+    pub handler_failed: u64,
+    /// Handlers that panicked.
+    pub handler_panicked: u64,
+    /// Sends refused by the slow-consumer policy.
+    pub send_refused: u64,
+    /// Socket errors.
+    pub io: u64,
+    /// Anything else.
+    pub other: u64,
+}
+
+/// The live counters behind [`ServerStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) connections_open: AtomicU64,
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    errors: [AtomicU64; 9],
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, amount: u64) {
+        counter.fetch_add(amount, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_error(&self, error: &Error) {
+        let slot = match error {
+            Error::FrameTooLarge { .. } => 0,
+            Error::FrameTruncated { .. } => 1,
+            Error::InvalidUtf8 { .. } => 2,
+            Error::Unrouted { .. } => 3,
+            Error::Handler { .. } | Error::HandlerTimeout { .. } => 4,
+            Error::HandlerPanicked { .. } => 5,
+            Error::QueueFull { .. } | Error::SendTimeout { .. } => 6,
+            Error::Io(_) => 7,
+            _ => 8,
+        };
+        self.errors[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> ServerStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let error = |slot: usize| load(&self.errors[slot]);
+        ServerStats {
+            connections_open: load(&self.connections_open),
+            connections_total: load(&self.connections_total),
+            connections_refused: load(&self.connections_refused),
+            messages_in: load(&self.messages_in),
+            messages_out: load(&self.messages_out),
+            bytes_in: load(&self.bytes_in),
+            bytes_out: load(&self.bytes_out),
+            queued_messages: 0,
+            errors: ErrorCounts {
+                frame_too_large: error(0),
+                frame_truncated: error(1),
+                invalid_utf8: error(2),
+                unrouted: error(3),
+                handler_failed: error(4),
+                handler_panicked: error(5),
+                send_refused: error(6),
+                io: error(7),
+                other: error(8),
+            },
+        }
+    }
+}
