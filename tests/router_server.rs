@@ -5,7 +5,8 @@ mod support;
 
 use bytes::Bytes;
 use flexi_socket::{
-    Classifier, ClientType, Connection, Error, FlexiSocket, Framing, Message, Router, State,
+    Classifier, ClientType, Connection, DisconnectReason, Error, FlexiSocket, Framing, Message,
+    Router, State,
 };
 use support::{Events, LineClient, start, within};
 use tokio::io::AsyncWriteExt;
@@ -138,7 +139,7 @@ async fn events_run_in_order_and_disconnect_fires_once() {
         .before_send(|_conn: Connection, msg: Message| async move {
             Message::from(format!("<{}>", String::from_utf8_lossy(&msg)))
         })
-        .on_disconnect(|conn: Connection| async move {
+        .on_disconnect(|conn: Connection, _reason: DisconnectReason| async move {
             shared_events(&conn).push("disconnect");
         });
     let running = start(server().router(router).state(events)).await;
@@ -313,7 +314,7 @@ async fn handler_error_and_panic_are_isolated() {
             let events = events.clone();
             async move { events.push(format!("error {error}")) }
         })
-        .on_disconnect(move |conn: Connection| {
+        .on_disconnect(move |conn: Connection, _reason: DisconnectReason| {
             let events = disconnects.clone();
             async move { events.push(format!("disconnect {}", conn.id())) }
         });
@@ -495,15 +496,15 @@ async fn bind_failure_names_the_address() {
 #[tokio::test]
 async fn shutdown_flushes_replies_and_reports_the_reason() {
     let (events, mut log) = Events::new();
-    let router = echo_router().on_disconnect(move |_conn: Connection| {
+    let router = echo_router().on_disconnect(move |_conn: Connection, reason: DisconnectReason| {
         let events = events.clone();
-        async move { events.push("disconnect") }
+        async move { events.push(format!("disconnect: {reason}")) }
     });
     let running = start(server().router(router)).await;
     let mut client = LineClient::connect(running.addr).await;
     assert_eq!(client.ask("ping").await, "ping");
     running.stop().await;
-    assert_eq!(log.next().await, "disconnect");
+    assert_eq!(log.next().await, "disconnect: server shutdown");
     assert_eq!(
         client.try_recv_line().await,
         None,

@@ -117,27 +117,11 @@ impl Router {
         self.without_arg(None, HandlerKind::Connect, handler)
     }
 
-    /// Runs `handler` once when a connection ends, whatever ended it.
-    #[must_use]
-    pub fn on_disconnect<F, Fut>(self, handler: F) -> Self
-    where
-        F: Fn(Connection) -> Fut + Send + Sync + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: IntoHandlerResult,
-    {
-        self.without_arg(None, HandlerKind::Disconnect, handler)
-    }
-
-    /// Like [`Router::on_disconnect`], for one client type only.
-    #[must_use]
-    pub fn on_disconnect_for<F, Fut>(self, client_type: impl Into<ClientType>, handler: F) -> Self
-    where
-        F: Fn(Connection) -> Fut + Send + Sync + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: IntoHandlerResult,
-    {
-        self.without_arg(Some(client_type.into()), HandlerKind::Disconnect, handler)
-    }
+    message_like_methods!(
+        /// Runs `handler` once when a connection ends, whatever ended it; the
+        /// second argument is usually the [`DisconnectReason`](crate::DisconnectReason).
+        on_disconnect, on_disconnect_for, HandlerKind::Disconnect, IntoHandlerResult, into_handler_result
+    );
 
     message_like_methods!(
         /// Runs `handler` for each inbound message of connections without a more

@@ -1,0 +1,311 @@
+//! The protective limits, each against a misbehaving peer over loopback,
+//! while well-behaved peers keep being served.
+
+mod support;
+
+use std::time::Duration;
+
+use flexi_socket::{
+    Classifier, ClientType, Connection, DisconnectReason, Error, FlexiSocket, Message, PanicPolicy,
+    Router, ServerBuilder, SlowConsumerPolicy,
+};
+use support::{Events, LineClient, start, within};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Every connection is the same type; only the deadline for the first message matters.
+struct AnyClient;
+
+impl Classifier for AnyClient {
+    fn classify(_first_frame: &[u8]) -> Self {
+        AnyClient
+    }
+
+    fn client_type(&self) -> ClientType {
+        "any".into()
+    }
+}
+
+/// Echoes, and reports every error and disconnect reason to `events`.
+fn observed_echo(events: &Events) -> Router {
+    let errors = events.clone();
+    let disconnects = events.clone();
+    Router::new()
+        .on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await })
+        .on_error(move |_conn: Connection, error: Error| {
+            let events = errors.clone();
+            async move { events.push(format!("error {error}")) }
+        })
+        .on_disconnect(move |_conn: Connection, reason: DisconnectReason| {
+            let events = disconnects.clone();
+            async move { events.push(format!("disconnect {reason}")) }
+        })
+}
+
+fn server() -> ServerBuilder {
+    FlexiSocket::server("127.0.0.1:0")
+}
+
+#[tokio::test]
+async fn slowloris_is_closed_at_the_frame_deadline_while_others_are_served() {
+    let (events, mut log) = Events::new();
+    let running = start(
+        server()
+            .router(observed_echo(&events))
+            .frame_timeout(Duration::from_millis(300)),
+    )
+    .await;
+
+    let mut slowloris = TcpStream::connect(running.addr).await.unwrap();
+    let dripping = tokio::spawn(async move {
+        // One byte at a time, never a newline; bounded to 200 bytes.
+        let mut ticker = tokio::time::interval(Duration::from_millis(20));
+        for _ in 0..200 {
+            ticker.tick().await;
+            if slowloris.write_all(b"x").await.is_err() {
+                return true;
+            }
+        }
+        false
+    });
+
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        clients.push(LineClient::connect(running.addr).await);
+    }
+    for round in 0..5 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            let line = format!("client {i} round {round}");
+            assert_eq!(client.ask(&line).await, line);
+        }
+    }
+    assert_eq!(
+        log.next_starting("disconnect").await,
+        "disconnect frame not finished in time"
+    );
+    assert!(
+        within("slowloris to notice", dripping).await.unwrap(),
+        "the server closed the slowloris connection"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn silent_client_is_closed_at_the_first_message_deadline() {
+    let (events, mut log) = Events::new();
+    let running = start(
+        server()
+            .router(observed_echo(&events))
+            .classifier::<AnyClient>()
+            .first_message_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    let mut silent = LineClient::connect(running.addr).await;
+    assert_eq!(log.next().await, "disconnect no first message in time");
+    assert_eq!(silent.try_recv_line().await, None);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn oversize_first_message_closes_before_classification() {
+    let (events, mut log) = Events::new();
+    let running = start(
+        server()
+            .router(observed_echo(&events))
+            .classifier::<AnyClient>()
+            .first_message_max_length(16),
+    )
+    .await;
+    let mut greedy = LineClient::connect(running.addr).await;
+    greedy.send_raw(&[b'a'; 100]).await;
+    assert_eq!(
+        log.next().await,
+        "disconnect limit: first message longer than 16 bytes"
+    );
+    assert_eq!(greedy.try_recv_line().await, None);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connection_is_closed() {
+    let (events, mut log) = Events::new();
+    let running = start(
+        server()
+            .router(observed_echo(&events))
+            .idle_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    let mut idle = LineClient::connect(running.addr).await;
+    assert_eq!(idle.ask("one message").await, "one message");
+    assert_eq!(log.next().await, "disconnect idle timeout");
+    assert_eq!(idle.try_recv_line().await, None);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn at_the_connection_limit_the_server_stops_accepting_then_resumes() {
+    let (events, _log) = Events::new();
+    let running = start(server().router(observed_echo(&events)).max_connections(2)).await;
+    let mut first = LineClient::connect(running.addr).await;
+    let mut second = LineClient::connect(running.addr).await;
+    assert_eq!(first.ask("1").await, "1");
+    assert_eq!(second.ask("2").await, "2");
+
+    // The third handshake completes in the kernel's backlog, but the server
+    // does not accept it while two are open.
+    let mut third = LineClient::connect(running.addr).await;
+    third.send_line("3").await;
+    assert_eq!(running.connections.len(), 2);
+
+    drop(first);
+    assert_eq!(third.recv_line().await, "3");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn per_ip_cap_refuses_extra_connections() {
+    let (events, _log) = Events::new();
+    let running = start(
+        server()
+            .router(observed_echo(&events))
+            .max_connections_per_ip(1),
+    )
+    .await;
+    let mut allowed = LineClient::connect(running.addr).await;
+    assert_eq!(allowed.ask("in").await, "in");
+    let mut refused = LineClient::connect(running.addr).await;
+    assert_eq!(refused.try_recv_line().await, None, "closed at once");
+    assert_eq!(allowed.ask("still in").await, "still in");
+    drop(allowed);
+    running.stop().await;
+}
+
+/// A client that never reads while the server sends it 16 MiB.
+async fn flood_a_non_reader(policy: SlowConsumerPolicy) -> (Vec<String>, u64) {
+    let (events, mut log) = Events::new();
+    let sent_errors = events.clone();
+    let router =
+        observed_echo(&events).on_message_for("flood", move |conn: Connection, _m: Message| {
+            let events = sent_errors.clone();
+            async move {
+                let chunk = vec![b'z'; 64 * 1024];
+                for sent in 0..256 {
+                    if let Err(error) = conn.send(chunk.clone()).await {
+                        events.push(format!("send {sent} failed: {error}"));
+                        return;
+                    }
+                }
+                events.push("all sent");
+            }
+        });
+    let running = start(
+        server()
+            .router(router)
+            .classifier::<Flood>()
+            .outbound_queue_bytes(1024 * 1024)
+            .slow_consumer(policy),
+    )
+    .await;
+    let mut non_reader = LineClient::connect(running.addr).await;
+    non_reader.send_line("flood").await;
+    let outcome = log.next_starting("send").await;
+
+    let queued = running
+        .connections
+        .list()
+        .iter()
+        .map(|c| c.stats().bytes_out)
+        .max();
+    let mut bystander = LineClient::connect(running.addr).await;
+    assert_eq!(bystander.ask("unaffected").await, "unaffected");
+    let mut seen = vec![outcome];
+    if policy == SlowConsumerPolicy::Disconnect {
+        seen.push(log.next_starting("disconnect").await);
+    }
+    drop(non_reader);
+    running.stop().await;
+    (seen, queued.unwrap_or(0))
+}
+
+struct Flood(bool);
+
+impl Classifier for Flood {
+    fn classify(first_frame: &[u8]) -> Self {
+        Flood(first_frame == b"flood")
+    }
+
+    fn client_type(&self) -> ClientType {
+        if self.0 {
+            "flood".into()
+        } else {
+            "normal".into()
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_consumer_is_disconnected_with_bounded_memory() {
+    let (seen, _) = flood_a_non_reader(SlowConsumerPolicy::Disconnect).await;
+    assert!(seen[0].contains("outbound queue of connection"), "{seen:?}");
+    assert_eq!(seen[1], "disconnect peer does not read (slow consumer)");
+}
+
+#[tokio::test]
+async fn slow_consumer_sends_fail_but_the_connection_stays() {
+    let (seen, queued) = flood_a_non_reader(SlowConsumerPolicy::Fail).await;
+    assert!(seen[0].contains("is full"), "{seen:?}");
+    // The socket buffers plus the 1 MiB queue hold far less than 16 MiB.
+    assert!(queued < 16 * 1024 * 1024, "{queued} bytes accepted");
+}
+
+#[tokio::test]
+async fn slow_consumer_sends_time_out_when_waiting() {
+    let (seen, _) = flood_a_non_reader(SlowConsumerPolicy::Wait(Duration::from_millis(200))).await;
+    assert!(seen[0].contains("waited 200ms"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn panic_policy_continue_keeps_the_connection() {
+    let (events, mut log) = Events::new();
+    let router =
+        observed_echo(&events).on_message_for("any", |conn: Connection, msg: String| async move {
+            assert!(msg != "panic", "asked to panic");
+            conn.send(msg).await
+        });
+    let running = start(
+        server()
+            .router(router)
+            .classifier::<AnyClient>()
+            .on_panic(PanicPolicy::Continue),
+    )
+    .await;
+    let mut client = LineClient::connect(running.addr).await;
+    client.send_line("panic").await;
+    assert!(log.next().await.contains("panicked: asked to panic"));
+    assert_eq!(client.ask("alive").await, "alive");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn handler_timeout_cancels_the_handler_and_the_connection_goes_on() {
+    let (events, mut log) = Events::new();
+    let router =
+        observed_echo(&events).on_message_for("any", |conn: Connection, msg: String| async move {
+            if msg == "hang" {
+                std::future::pending::<()>().await;
+            }
+            conn.send(msg).await
+        });
+    let running = start(
+        server()
+            .router(router)
+            .classifier::<AnyClient>()
+            .handler_timeout(Duration::from_millis(100)),
+    )
+    .await;
+    let mut client = LineClient::connect(running.addr).await;
+    client.send_line("hang").await;
+    assert!(log.next().await.contains("did not finish within 100ms"));
+    assert_eq!(client.ask("next").await, "next");
+    running.stop().await;
+}
