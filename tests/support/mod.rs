@@ -23,6 +23,17 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
+/// Waits until `condition` holds, checking every few milliseconds, for at most
+/// [`WAIT`]. For state with no event to wait on (e.g. file descriptors closed).
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    within(what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
 /// A server running in the background.
 pub struct Running {
     pub addr: SocketAddr,
