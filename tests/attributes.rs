@@ -175,7 +175,7 @@ fn registered_router_holds_every_attribute_handler() {
         "{table}"
     );
     assert!(
-        table.contains("on_connect default -> attributes::connected"),
+        table.contains("on_connect (default) -> attributes::connected"),
         "{table}"
     );
 }

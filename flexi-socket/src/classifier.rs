@@ -10,9 +10,10 @@ use std::fmt;
 pub struct ClientType(Cow<'static, str>);
 
 impl ClientType {
-    /// The client type of connections that have not been (or cannot be) classified,
-    /// shown as `default`.
-    pub const DEFAULT: ClientType = ClientType(Cow::Borrowed("default"));
+    /// Stands for "no client type" in errors and logs: the default handlers'
+    /// slot, and connections that are not classified. Shown as `(default)`, so
+    /// it never reads like a real key such as `"default"`.
+    pub const DEFAULT: ClientType = ClientType(Cow::Borrowed("(default)"));
 
     /// A client type from a static string, usable in `const` context.
     pub const fn from_static(key: &'static str) -> Self {

@@ -26,7 +26,7 @@ use crate::stats::Counters;
 pub enum DisconnectReason {
     /// The peer closed its side (EOF).
     PeerClosed,
-    /// Reading failed (connection reset, broken pipe, ...).
+    /// Reading or writing failed (connection reset, broken pipe, ...).
     Reset(String),
     /// `Connection::close` was called.
     Closed,
@@ -76,7 +76,7 @@ pub struct ConnectionStats {
     pub messages_out: u64,
     /// Payload bytes received.
     pub bytes_in: u64,
-    /// Payload bytes queued for sending, framing included.
+    /// Bytes queued for sending, framing included.
     pub bytes_out: u64,
 }
 
@@ -193,7 +193,10 @@ impl Connection {
             match crate::dispatch::invoke(self, &before_send, context).await {
                 Ok(Some(rewritten)) => message = rewritten,
                 Ok(None) => return Ok(()),
-                Err(error) => return Err(error),
+                Err(error) => {
+                    self.after_panic(&error).await;
+                    return Err(error);
+                }
             }
         }
         let mut frame = BytesMut::with_capacity(message.len() + 8);
@@ -225,9 +228,25 @@ impl Connection {
         Ok(())
     }
 
+    /// A panic in `before_send` is handled like one in any other handler:
+    /// reported to `on_error`, and the connection closed if the policy says so.
+    async fn after_panic(&self, error: &Error) {
+        let Error::HandlerPanicked { handler, message } = error else {
+            return;
+        };
+        let reported = Error::HandlerPanicked {
+            handler,
+            message: message.clone(),
+        };
+        crate::dispatch::report(self, reported).await;
+        if self.shared.server.limits.on_panic == crate::limits::PanicPolicy::Close {
+            self.close_because(DisconnectReason::HandlerPanicked);
+        }
+    }
+
     /// Closes the connection: reading stops, messages already read are still
-    /// handled, queued sends are flushed, then the socket closes and
-    /// `on_disconnect` runs.
+    /// handled, `on_disconnect` runs, queued sends are flushed, then the
+    /// socket closes (FIN, then the peer's leftovers are drained).
     pub fn close(&self) {
         self.close_because(DisconnectReason::Closed);
     }
@@ -253,7 +272,7 @@ impl Connection {
         self.shared.outbound.pending()
     }
 
-    /// Whether `close` was called or the server is shutting down.
+    /// Whether the connection is closing or closed, for whatever reason.
     pub fn is_closing(&self) -> bool {
         self.shared.close.is_cancelled()
     }

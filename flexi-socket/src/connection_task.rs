@@ -6,6 +6,7 @@
 
 use std::io;
 use std::ops::ControlFlow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -21,7 +22,7 @@ use crate::connection::{Connection, DisconnectReason};
 use crate::dispatch::{invoke, report};
 use crate::error::Error;
 use crate::framing::{Decoded, FrameDecoder};
-use crate::handler::EventContext;
+use crate::handler::{EventContext, panic_message};
 use crate::limits::PanicPolicy;
 use crate::message::Message;
 use crate::outbound::OutboundReceiver;
@@ -51,6 +52,8 @@ pub(crate) async fn run(stream: TcpStream, connection: Connection, outbound: Out
             }
         }
     }
+    // From here on the connection reports itself closing, and sends fail.
+    connection.close_because(DisconnectReason::Closed);
     server.connections.remove(connection.id());
 }
 
@@ -164,6 +167,13 @@ async fn read_loop(connection: &Connection, reader: &mut OwnedReadHalf) -> Disco
             return reason;
         }
         if let Some(reason) = connection.close_reason() {
+            // Reading stops here: whatever the framing can still make of the
+            // buffer is delivered (eof, raw, idle_gap) or reported as truncated.
+            if let ControlFlow::Break(reason) =
+                drain(connection, &mut decoder, &mut buffer, Drain::Eof).await
+            {
+                return reason;
+            }
             return reason;
         }
         if let Some(reason) = first_message_too_long(connection, &buffer) {
@@ -321,11 +331,18 @@ async fn drain(
     mode: Drain,
 ) -> ControlFlow<DisconnectReason> {
     loop {
-        let decoded = match mode {
+        // A custom codec is user code: its panic ends this connection only.
+        let decoded = catch_unwind(AssertUnwindSafe(|| match mode {
             Drain::Ready => decoder.decode(buffer),
             Drain::Idle => decoder.decode_idle(buffer),
             Drain::Eof => decoder.decode_eof(buffer),
-        };
+        }))
+        .unwrap_or_else(|payload| {
+            Err(Error::Framing(format!(
+                "the codec panicked: {}",
+                panic_message(&*payload)
+            )))
+        });
         let flow = match decoded {
             Ok(Some(Decoded::Frame(frame))) => on_frame(connection, frame).await,
             Ok(Some(Decoded::Discarded(error))) => {
@@ -347,21 +364,32 @@ async fn drain(
 async fn on_frame(connection: &Connection, frame: Bytes) -> ControlFlow<DisconnectReason> {
     connection.count_inbound(frame.len());
     if connection.is_first_message() {
-        classify(connection, &frame);
+        if let Err(error) = classify(connection, &frame) {
+            return fail(connection, error).await;
+        }
     }
     let flow = deliver(connection, Message::from(frame)).await;
     connection.first_message_done();
     flow
 }
 
-fn classify(connection: &Connection, first_frame: &[u8]) {
+/// Runs the classifier (user code: a panic is caught and treated like a
+/// handler's panic).
+fn classify(connection: &Connection, first_frame: &[u8]) -> Result<(), Error> {
     let Some(classifier) = &connection.server().classifier else {
-        return;
+        return Ok(());
     };
-    let client_type = classifier.classify(first_frame);
+    let client_type =
+        catch_unwind(AssertUnwindSafe(|| classifier.classify(first_frame))).map_err(|payload| {
+            Error::HandlerPanicked {
+                handler: classifier.name,
+                message: panic_message(&*payload),
+            }
+        })?;
     tracing::Span::current().record("client_type", client_type.as_str());
     tracing::debug!(%client_type, "classified");
     connection.classify_as(client_type);
+    Ok(())
 }
 
 async fn deliver(connection: &Connection, mut message: Message) -> ControlFlow<DisconnectReason> {

@@ -18,12 +18,18 @@ use crate::message::Message;
 /// connections.broadcast_to(&"001".into(), "maintenance at noon").await;
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Connections {
     open: Arc<Mutex<HashMap<u64, Connection>>>,
 }
 
 impl Connections {
+    pub(crate) fn new() -> Self {
+        Self {
+            open: Arc::default(),
+        }
+    }
+
     pub(crate) fn insert(&self, connection: Connection) {
         self.lock().insert(connection.id(), connection);
     }
@@ -70,8 +76,9 @@ impl Connections {
         connection.send(message).await
     }
 
-    /// Sends to every open connection; returns how many accepted the message.
-    /// Connections that are closing are skipped.
+    /// Sends to every open connection at once; returns how many accepted the
+    /// message. Connections that are closing are skipped, and a slow peer only
+    /// delays its own send (bounded by the slow-consumer policy), not the others.
     pub async fn broadcast(&self, message: impl Into<Message>) -> usize {
         self.send_each(self.list(), message.into()).await
     }

@@ -14,7 +14,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// connection's client type (and `tracing`); start-up errors are returned by
 /// `serve()`.
 #[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum Error {
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
@@ -33,7 +33,7 @@ pub enum Error {
     /// the connection goes on with the next frame.
     #[error(
         "discarded an inbound frame of {length} bytes: the limit is {max} bytes \
-         (raise it with `Framing::...max_length(n)` if such frames are legitimate)"
+         (raise the framing's limit with `.max_length(n)` if such frames are legitimate)"
     )]
     FrameTooLarge {
         /// How many bytes the frame had (at least), when known.
@@ -194,6 +194,22 @@ pub enum Error {
         waited: std::time::Duration,
     },
 
+    /// A handler asked for an argument its event does not carry (`Error`
+    /// outside on_error, `DisconnectReason` outside on_disconnect).
+    #[error(
+        "a handler takes `{argument}`, which this event does not carry; only on_error gets an Error and only on_disconnect a DisconnectReason"
+    )]
+    NotInThisEvent {
+        /// The argument's type.
+        argument: &'static str,
+    },
+
+    /// `start()` was called inside a tokio runtime, where it cannot block.
+    #[error(
+        "start() blocks the thread and cannot run inside a tokio runtime; in async code call `.serve().await` instead"
+    )]
+    InsideRuntime,
+
     /// The connection is closed; nothing more can be sent on it.
     #[error("connection {id} is closed")]
     ConnectionClosed {
@@ -207,4 +223,12 @@ pub enum Error {
         /// The id that was asked for.
         id: u64,
     },
+}
+
+/// `Debug` shows the same sentence as `Display`: `fn main() -> Result<()>`
+/// prints errors with `Debug`, and the sentence says what to do.
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }

@@ -141,16 +141,20 @@ impl FromEvent for Text {
 
 impl FromEvent for Error {
     fn from_event(context: &mut EventContext) -> Result<Self, Error> {
-        Ok(context
+        // The attribute macros only allow this argument on on_error; a
+        // Router-built closure elsewhere gets an error instead of a made-up value.
+        context
             .error
             .take()
-            .unwrap_or(Error::Framing("on_error called without an error".into())))
+            .ok_or(Error::NotInThisEvent { argument: "Error" })
     }
 }
 
 impl FromEvent for DisconnectReason {
     fn from_event(context: &mut EventContext) -> Result<Self, Error> {
-        Ok(context.reason.clone().unwrap_or(DisconnectReason::Closed))
+        context.reason.clone().ok_or(Error::NotInThisEvent {
+            argument: "DisconnectReason",
+        })
     }
 }
 

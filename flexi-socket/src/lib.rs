@@ -72,6 +72,7 @@ mod router;
 mod server;
 mod stats;
 
+pub use bytes::Bytes;
 pub use classifier::{Classifier, ClientType};
 pub use connection::{Connection, ConnectionStats, DisconnectReason};
 pub use connections::Connections;

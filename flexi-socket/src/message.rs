@@ -24,6 +24,13 @@ impl Message {
         }
     }
 
+    /// A message of static text, without copying it.
+    pub const fn from_static(text: &'static str) -> Self {
+        Self {
+            bytes: Bytes::from_static(text.as_bytes()),
+        }
+    }
+
     /// The message's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
@@ -112,9 +119,10 @@ impl From<Message> for Bytes {
     }
 }
 
-impl From<&'static str> for Message {
-    fn from(text: &'static str) -> Self {
-        Self::new(text)
+/// Copies the text; see [`Message::from_static`] for static text without a copy.
+impl From<&str> for Message {
+    fn from(text: &str) -> Self {
+        Self::new(Bytes::copy_from_slice(text.as_bytes()))
     }
 }
 
@@ -130,15 +138,17 @@ impl From<&String> for Message {
     }
 }
 
-impl From<&'static [u8]> for Message {
-    fn from(bytes: &'static [u8]) -> Self {
-        Self::new(bytes)
+/// Copies the bytes.
+impl From<&[u8]> for Message {
+    fn from(bytes: &[u8]) -> Self {
+        Self::new(Bytes::copy_from_slice(bytes))
     }
 }
 
-impl<const N: usize> From<&'static [u8; N]> for Message {
-    fn from(bytes: &'static [u8; N]) -> Self {
-        Self::new(&bytes[..])
+/// Copies the bytes.
+impl<const N: usize> From<&[u8; N]> for Message {
+    fn from(bytes: &[u8; N]) -> Self {
+        Self::from(&bytes[..])
     }
 }
 

@@ -7,6 +7,7 @@ use crate::classifier::ClientType;
 use crate::handler::{EventContext, HandlerFuture};
 
 /// The event a handler is for.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HandlerKind {
     /// A connection was opened (`#[on_connect]`).

@@ -42,6 +42,7 @@ macro_rules! message_like_methods {
     ($(#[$doc:meta])* $default:ident, $typed:ident, $kind:expr, $bound:ident, $convert:ident) => {
         $(#[$doc])*
         #[must_use]
+        #[track_caller]
         pub fn $default<F, M, Fut>(self, handler: F) -> Self
         where
             F: Fn(Connection, M) -> Fut + Send + Sync + 'static,
@@ -54,6 +55,7 @@ macro_rules! message_like_methods {
 
         #[doc = concat!("Like [`Router::", stringify!($default), "`], for one client type only.")]
         #[must_use]
+        #[track_caller]
         pub fn $typed<F, M, Fut>(self, client_type: impl Into<ClientType>, handler: F) -> Self
         where
             F: Fn(Connection, M) -> Fut + Send + Sync + 'static,
@@ -108,6 +110,7 @@ impl Router {
 
     /// Runs `handler` when a connection opens (before classification).
     #[must_use]
+    #[track_caller]
     pub fn on_connect<F, Fut>(self, handler: F) -> Self
     where
         F: Fn(Connection) -> Fut + Send + Sync + 'static,
@@ -148,6 +151,7 @@ impl Router {
         on_error, on_error_for, HandlerKind::Error, IntoHandlerResult, into_handler_result
     );
 
+    #[track_caller]
     fn without_arg<F, Fut>(
         self,
         client_type: Option<ClientType>,
@@ -163,13 +167,10 @@ impl Router {
             let future = handler(context.connection);
             Box::pin(async move { future.await.into_handler_result() }) as _
         };
-        self.push(
-            kind,
-            client_type,
-            Handler::new(std::any::type_name::<F>(), call),
-        )
+        self.push(kind, client_type, Handler::new(handler_name::<F>(), call))
     }
 
+    #[track_caller]
     fn with_arg<F, M, Fut>(
         self,
         client_type: Option<ClientType>,
@@ -190,11 +191,7 @@ impl Router {
                 convert(handler(context.connection, argument).await)
             }) as _
         };
-        self.push(
-            kind,
-            client_type,
-            Handler::new(std::any::type_name::<F>(), call),
-        )
+        self.push(kind, client_type, Handler::new(handler_name::<F>(), call))
     }
 
     fn push(
@@ -261,6 +258,20 @@ impl Router {
             );
         }
     }
+}
+
+/// A function's path, or for a closure (all named `...::{{closure}}`) where
+/// it was added, so logs and duplicate errors tell handlers apart.
+#[track_caller]
+fn handler_name<F>() -> &'static str {
+    let name = std::any::type_name::<F>();
+    if !name.contains("{{closure}}") {
+        return name;
+    }
+    let at = std::panic::Location::caller();
+    // Leaked once per closure handler when the router is built: the name lives
+    // as long as the router's handlers, which is the program in practice.
+    Box::leak(format!("closure at {}:{}", at.file(), at.line()).into_boxed_str())
 }
 
 fn check_client_type(

@@ -240,7 +240,7 @@ impl ServerBuilder {
             app_state: self.app_state,
             classifier: self.classifier,
             framing: self.framing,
-            connections: Connections::default(),
+            connections: Connections::new(),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             permits: Arc::new(Semaphore::new(self.limits.max_connections)),
@@ -285,8 +285,13 @@ impl ServerBuilder {
     ///
     /// # Errors
     ///
-    /// As [`bind`](Self::bind), or [`Error::Io`] if the runtime cannot start.
+    /// As [`bind`](Self::bind); [`Error::InsideRuntime`] when called from
+    /// async code (use [`serve`](Self::serve) there); [`Error::Io`] if the
+    /// runtime cannot start.
     pub fn start(self) -> Result<()> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::InsideRuntime);
+        }
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
@@ -464,6 +469,8 @@ impl Server {
         } = self;
         let tasks = TaskTracker::new();
         let shutdown = context.shutdown.clone();
+        // Dropping this future (e.g. losing a select!) still closes every connection.
+        let _close_all_on_drop = shutdown.clone().drop_guard();
         tokio::pin!(signal);
         let mut backoff = AcceptBackoff::default();
         loop {
@@ -487,7 +494,10 @@ impl Server {
                     backoff.reset();
                     admit(&context, &tasks, stream, peer_addr, permit);
                 }
-                Err(error) => backoff.wait(&error).await,
+                Err(error) => tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = backoff.wait(&error) => {}
+                },
             }
         }
         drop(listener);
@@ -541,14 +551,26 @@ fn admit(
     let id = context.next_id.fetch_add(1, Ordering::Relaxed);
     Counters::add(&context.counters.connections_total, 1);
     let (outbound, queue) = outbound::channel(&context.limits);
-    let connection = Connection::new(
-        id,
-        peer_addr,
-        local_addr,
-        Arc::clone(context),
-        outbound,
-        context.shutdown.child_token(),
-    );
+    // Creating the connection runs a custom codec's factory: user code that
+    // must not take the accept loop down with it.
+    let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Connection::new(
+            id,
+            peer_addr,
+            local_addr,
+            Arc::clone(context),
+            outbound,
+            context.shutdown.child_token(),
+        )
+    }));
+    let connection = match created {
+        Ok(connection) => connection,
+        Err(payload) => {
+            let message = crate::handler::panic_message(&*payload);
+            tracing::error!(peer = %peer_addr, %message, "the framing's codec factory panicked; connection dropped");
+            return;
+        }
+    };
     context.connections.insert(connection.clone());
     let admission = Admission {
         _permit: permit,
