@@ -69,6 +69,10 @@ async fn disconnected(conn: Connection) {
 
 #[tokio::main]
 async fn main() -> flexi_socket::Result<()> {
+    // Errors (oversize lines, invalid UTF-8, ...) and the routing table, on stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8081".into());

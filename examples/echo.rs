@@ -1,4 +1,5 @@
-//! The smallest server: every line comes back unchanged.
+//! The smallest server: every line comes back (`\r\n` arrives as `\n`; a
+//! last line without a newline is not a complete message and gets no reply).
 //!
 //! ```text
 //! cargo run --example echo -- 127.0.0.1:8081
@@ -14,6 +15,10 @@ async fn echo(conn: Connection, msg: Message) -> flexi_socket::Result<()> {
 
 #[tokio::main]
 async fn main() -> flexi_socket::Result<()> {
+    // Errors (oversize lines, invalid UTF-8, ...) and the routing table, on stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8081".into());

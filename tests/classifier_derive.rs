@@ -119,15 +119,24 @@ enum Mixed {
     #[client_type = r"fallback"]
     #[classify(default, prefix = "f")]
     Fallback,
-    #[classify(prefix = "fr")]
-    Shadowed,
+    // `prefix = "fr"` is shadowed by Fallback's `prefix = "f"`, but `suffix = "m"`
+    // keeps the variant reachable, so the derive accepts it.
+    #[classify(prefix = "fr", suffix = "m")]
+    Later,
 }
 
 #[test]
 fn the_default_variant_can_also_have_rules() {
     assert_eq!(Mixed::classify(b"first"), Mixed::First);
-    assert_eq!(Mixed::classify(b"from"), Mixed::Fallback);
+    assert_eq!(Mixed::classify(b"fig"), Mixed::Fallback);
     assert_eq!(Mixed::classify(b"xyz"), Mixed::Fallback);
-    assert_eq!(Mixed::Shadowed.client_type(), "Shadowed");
     assert_eq!(Mixed::Fallback.client_type(), "fallback");
+}
+
+#[test]
+fn a_variant_with_a_shadowed_rule_is_reached_by_its_live_one() {
+    // Matches Fallback's prefix and both of Later's rules: the first declared wins.
+    assert_eq!(Mixed::classify(b"from"), Mixed::Fallback);
+    assert_eq!(Mixed::classify(b"broom"), Mixed::Later);
+    assert_eq!(Mixed::Later.client_type(), "Later");
 }

@@ -55,7 +55,7 @@ struct Rule {
     lit: Lit,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum RuleKind {
     Prefix,
     Suffix,
@@ -88,6 +88,29 @@ impl Rule {
     /// `prefix "!!"`, as the user wrote the pattern.
     fn describe(&self) -> String {
         format!("{} {}", self.kind.name(), self.lit.to_token_stream())
+    }
+
+    /// Whether this rule matches every frame `later` matches, so that `later`,
+    /// checked after it, can never decide.
+    fn covers(&self, later: &Rule) -> bool {
+        let (pattern, later_pattern) = (self.pattern.as_slice(), later.pattern.as_slice());
+        // An empty pattern is reported on its own; it should not also shadow or be shadowed.
+        if pattern.is_empty() || later_pattern.is_empty() {
+            return false;
+        }
+        match (self.kind, later.kind) {
+            (RuleKind::Prefix, RuleKind::Prefix | RuleKind::Exact) => {
+                later_pattern.starts_with(pattern)
+            }
+            (RuleKind::Suffix, RuleKind::Suffix | RuleKind::Exact) => {
+                later_pattern.ends_with(pattern)
+            }
+            (RuleKind::Contains, _) => later_pattern
+                .windows(pattern.len())
+                .any(|window| window == pattern),
+            (RuleKind::Exact, RuleKind::Exact) => later_pattern == pattern,
+            _ => false,
+        }
     }
 
     /// The test of `first_frame` against this rule.
@@ -228,9 +251,8 @@ impl Enum<'_> {
     fn validate(&self) -> Result<()> {
         let mut errors = Errors::default();
         let mut keys: HashMap<&str, &Ident> = HashMap::new();
-        let mut rules: HashMap<(RuleKind, &[u8]), (&Ident, &Rule)> = HashMap::new();
         let mut default: Option<&Ident> = None;
-        for variant in &self.variants {
+        for (index, variant) in self.variants.iter().enumerate() {
             let ident = variant.ident();
             if !variant.original.fields.is_empty() {
                 errors.push(Error::new_spanned(
@@ -257,7 +279,7 @@ impl Enum<'_> {
                     ),
                 )),
             }
-            for rule in &variant.rules {
+            for (position, rule) in variant.rules.iter().enumerate() {
                 if rule.pattern.is_empty() {
                     errors.push(Error::new_spanned(
                         &rule.lit,
@@ -265,27 +287,19 @@ impl Enum<'_> {
                     ));
                     continue;
                 }
-                match rules.get(&(rule.kind, rule.pattern.as_slice())) {
-                    None => {
-                        rules.insert((rule.kind, &rule.pattern), (ident, rule));
-                    }
-                    Some((earlier, first)) if *earlier == ident => {
-                        errors.push(Error::new_spanned(
-                            &rule.lit,
-                            format!(
-                                "duplicate rule: `{ident}` already has {}; remove this one",
-                                first.describe(),
-                            ),
-                        ));
-                    }
-                    Some((earlier, first)) => errors.push(Error::new_spanned(
+                let same = |first: &&Rule| first.kind == rule.kind && first.pattern == rule.pattern;
+                if let Some(first) = variant.rules[..position].iter().find(same) {
+                    errors.push(Error::new_spanned(
                         &rule.lit,
                         format!(
-                            "unreachable: `{earlier}` already matches {}; remove this rule or change its pattern",
+                            "duplicate rule: `{ident}` already has {}; remove this one",
                             first.describe(),
                         ),
-                    )),
+                    ));
                 }
+            }
+            if let Some(error) = unreachable(&self.variants[..index], variant) {
+                errors.push(error);
             }
             for span in &variant.defaults {
                 match default {
@@ -373,6 +387,29 @@ impl Enum<'_> {
     }
 }
 
+/// The error for `variant` when earlier variants take every frame its rules match,
+/// reported on its first rule. One live rule keeps the variant reachable, and then
+/// its shadowed rules are harmless, so nothing is reported.
+fn unreachable(earlier: &[Variant<'_>], variant: &Variant<'_>) -> Option<Error> {
+    let mut shadows = variant.rules.iter().map(|rule| {
+        earlier.iter().find_map(|earlier| {
+            let first = earlier.rules.iter().find(|first| first.covers(rule))?;
+            Some((earlier.ident(), first, rule))
+        })
+    });
+    let (earlier, first, rule) = shadows.next()??;
+    if !shadows.all(|shadow| shadow.is_some()) {
+        return None;
+    }
+    Some(Error::new_spanned(
+        &rule.lit,
+        format!(
+            "unreachable: `{earlier}` already matches every frame this rule matches ({}); remove this rule, reorder the variants, or change its pattern",
+            first.describe(),
+        ),
+    ))
+}
+
 fn fallback(input: &DeriveInput) -> TokenStream {
     let runtime = private(Span::call_site());
     let ident = &input.ident;
@@ -386,6 +423,56 @@ fn fallback(input: &DeriveInput) -> TokenStream {
             fn client_type(&self) -> #runtime::ClientType {
                 ::core::unreachable!("#[derive(Classifier)] failed to compile")
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Rule, RuleKind};
+    use proc_macro2::Span;
+    use syn::{Lit, LitStr};
+
+    fn rule(kind: RuleKind, pattern: &str) -> Rule {
+        Rule {
+            kind,
+            pattern: pattern.as_bytes().to_vec(),
+            lit: Lit::Str(LitStr::new(pattern, Span::call_site())),
+        }
+    }
+
+    #[test]
+    fn covers_exactly_the_rules_it_always_matches_before() {
+        use RuleKind::{Contains, Exact, Prefix, Suffix};
+        let cases = [
+            (Prefix, "f", Prefix, "fr", true),
+            (Prefix, "f", Exact, "fig", true),
+            (Prefix, "fr", Prefix, "f", false),
+            (Prefix, "f", Suffix, "f", false),
+            (Prefix, "f", Contains, "f", false),
+            (Suffix, "#END", Suffix, "21#END", true),
+            (Suffix, "#END", Exact, "a#END", true),
+            (Suffix, "#END", Prefix, "#END", false),
+            (Contains, "HB", Contains, "xHBx", true),
+            (Contains, "HB", Prefix, "HB!", true),
+            (Contains, "HB", Suffix, "!HB", true),
+            (Contains, "HB", Exact, "HB", true),
+            (Contains, "HB", Exact, "H B", false),
+            (Exact, "PING", Exact, "PING", true),
+            (Exact, "PING", Prefix, "PING", false),
+            (Exact, "PING", Exact, "PINGS", false),
+            (Prefix, "", Prefix, "f", false),
+            (Contains, "f", Contains, "", false),
+        ];
+        for (kind, pattern, later_kind, later_pattern, expected) in cases {
+            let (earlier, later) = (rule(kind, pattern), rule(later_kind, later_pattern));
+            assert_eq!(
+                earlier.covers(&later),
+                expected,
+                "{} then {}",
+                earlier.describe(),
+                later.describe(),
+            );
         }
     }
 }

@@ -85,7 +85,8 @@ pub fn on_error(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `#[classify(prefix = "!!", suffix = "..", contains = "..", exact = "..")]` lists
 /// rules, any of which selects the variant (strings or byte strings, checked in
 /// declaration order); `#[classify(default)]` marks the one variant taken when no
-/// rule matches.
+/// rule matches. A variant whose every rule an earlier variant's rule already
+/// covers (e.g. `prefix = "fr"` after `prefix = "f"`) is rejected as unreachable.
 ///
 /// ```ignore
 /// #[derive(Classifier)]

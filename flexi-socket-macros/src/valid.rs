@@ -129,16 +129,30 @@ fn argument(kind: Kind, input: &Input<'_>, errors: &mut Errors) {
             "an `impl Trait` argument makes the handler generic; use a concrete type such as `String` or `Connection`",
         ));
     }
-    if !kind.has_message() && is_message(ty) {
-        let name = match pat {
-            Pat::Ident(ident) => format!("remove `{}`", ident.ident),
-            _ => "remove this argument".to_owned(),
-        };
-        errors.push(Error::new_spanned(
-            quote!(#pat: #ty),
-            format!("{} has no message; {name}", kind.attribute()),
-        ));
-    }
+    let wrong_event = if !kind.has_message() && is_message(ty) {
+        format!("{} has no message", kind.attribute())
+    } else if kind != Kind::Error && is_named(peeled, "Error") {
+        "only #[on_error] receives an `Error`".to_owned()
+    } else if kind != Kind::Disconnect && is_named(peeled, "DisconnectReason") {
+        "only #[on_disconnect] receives a `DisconnectReason`".to_owned()
+    } else {
+        return;
+    };
+    let remove = match pat {
+        Pat::Ident(ident) => format!("remove `{}`", ident.ident),
+        _ => "remove this argument".to_owned(),
+    };
+    errors.push(Error::new_spanned(
+        quote!(#pat: #ty),
+        format!("{wrong_event}; {remove}"),
+    ));
+}
+
+/// Whether `ty` is a path ending in `name` (e.g. `flexi_socket::Error`): types are
+/// not resolved yet, so the last segment is all there is to go on.
+fn is_named(ty: &Type, name: &str) -> bool {
+    matches!(ty, Type::Path(path) if path.qself.is_none()
+        && path.path.segments.last().is_some_and(|last| last.ident == name))
 }
 
 /// Whether `ty` is one of the message views: `String`, `&str`, `Bytes`, `Vec<u8>`,

@@ -2,10 +2,16 @@ use flexi_socket::Classifier;
 
 #[derive(Classifier)]
 enum Panel {
-    #[classify(prefix = "!!")]
+    #[classify(prefix = "!!", suffix = "#END")]
     Alarm,
-    #[classify(suffix = "\n", prefix = b"!!")]
+    #[classify(contains = "HB")]
+    Heartbeat,
+    #[classify(prefix = b"!!")]
+    Again,
+    #[classify(suffix = "21#END", exact = "!!PING")]
     Sensor,
+    #[classify(exact = "HB", prefix = "xHB", suffix = b"HB\n")]
+    Beat,
     #[classify(default)]
     Other,
 }
