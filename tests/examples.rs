@@ -5,67 +5,13 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
 
+use support::example::ExampleServer;
+use support::example::example_path;
 use support::{LineClient, within};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
-
-/// `cargo test` builds the examples next to the test binaries' folder.
-fn example_path(name: &str) -> PathBuf {
-    let mut dir = std::env::current_exe().expect("test binary path");
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let path = dir.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the whole suite (`cargo test`), which builds the examples",
-        path.display()
-    );
-    path
-}
-
-/// A running example server; killed by PID when dropped.
-struct ExampleServer {
-    child: Child,
-    addr: SocketAddr,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl ExampleServer {
-    async fn start(name: &str) -> Self {
-        let mut child = Command::new(example_path(name))
-            .arg("127.0.0.1:0")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("example starts");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        within("`listening on`", stdout.read_line(&mut first))
-            .await
-            .unwrap();
-        let addr = first
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("{name} printed {first:?} instead of `listening on <addr>`"))
-            .parse()
-            .expect("an address");
-        Self {
-            child,
-            addr,
-            stdout,
-        }
-    }
-
-    async fn stop(mut self) {
-        self.child.start_kill().expect("kill by PID");
-        within("example exit", self.child.wait()).await.unwrap();
-    }
-}
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::process::Command;
 
 /// Pipes `input` through `nc -N` (close after stdin ends) and returns what came back,
 /// or `None` when nc is not installed.

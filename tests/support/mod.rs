@@ -2,6 +2,8 @@
 //! every wait under a timeout.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod example;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;

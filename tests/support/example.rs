@@ -1,0 +1,70 @@
+//! The examples as real processes: found where `cargo test` builds them,
+//! started on 127.0.0.1:0, stopped by their PID.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+use super::within;
+
+/// `cargo test` builds the examples next to the test binaries' folder.
+pub fn example_path(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().expect("test binary path");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the whole suite (`cargo test`), which builds the examples",
+        path.display()
+    );
+    path
+}
+
+/// A running example server; killed by PID when dropped.
+pub struct ExampleServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stdout: BufReader<ChildStdout>,
+}
+
+impl ExampleServer {
+    pub async fn start(name: &str) -> Self {
+        Self::start_command(Command::new(example_path(name)).arg("127.0.0.1:0"), name).await
+    }
+
+    /// Starts `command`, which runs example `name`, and waits for `listening on`.
+    pub async fn start_command(command: &mut Command, name: &str) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("example starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        within("`listening on`", stdout.read_line(&mut first))
+            .await
+            .unwrap();
+        let addr = first
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("{name} printed {first:?} instead of `listening on <addr>`"))
+            .parse()
+            .expect("an address");
+        Self {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.child.start_kill().expect("kill by PID");
+        within("example exit", self.child.wait()).await.unwrap();
+    }
+}
