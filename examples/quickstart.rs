@@ -120,7 +120,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let addr = server.local_addr();
     println!("listening on {addr}");
-    let shutdown = server.shutdown_handle();
+    let shutdown = server.handle();
     let serving = tokio::spawn(server.serve());
 
     // Clients stay connected until the server shuts down, to show that

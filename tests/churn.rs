@@ -34,6 +34,8 @@ async fn ten_thousand_connect_close_cycles_leave_nothing_behind() {
         .await
         .unwrap()
         .forget();
+    let connections = running.connections.clone();
+    eventually("the warm-up connection closed", || connections.is_empty()).await;
     let baseline = open_fds();
 
     for _ in 0..CYCLES / AT_ONCE {
@@ -58,7 +60,6 @@ async fn ten_thousand_connect_close_cycles_leave_nothing_behind() {
         .forget();
     // on_disconnect runs before the socket is flushed and closed; the registry
     // entry goes last, once the socket is gone.
-    let connections = running.connections.clone();
     eventually("an empty registry", || connections.is_empty()).await;
     assert_eq!(open_fds(), baseline, "file descriptors back to baseline");
     running.stop().await;

@@ -68,7 +68,7 @@ async fn separator_of_several_bytes_split_across_writes() {
 
 #[tokio::test]
 async fn fixed_length_frames_and_padded_replies() {
-    let (running, _log) = bracket_server(Framing::fixed(6)).await;
+    let (running, mut log) = bracket_server(Framing::fixed(6)).await;
     let mut stream = connect(&running).await;
     stream.write_all(b"abcdefghij").await.unwrap();
     // "<abcdef>" is 8 bytes: longer than a frame, so the send fails and
@@ -76,6 +76,15 @@ async fn fixed_length_frames_and_padded_replies() {
     stream.write_all(b"kl").await.unwrap();
     stream.shutdown().await.unwrap();
     assert_eq!(read_to_end(&mut stream).await, b"");
+    // Both frames were read: each reply was refused by the encoder.
+    for reply in ["<abcdef>", "<ghijkl>"] {
+        let error = log.next().await;
+        assert!(
+            error.contains("cannot frame the outbound message")
+                && error.contains("8 bytes, more than the fixed frame length of 6"),
+            "{reply}: {error}"
+        );
+    }
     running.stop().await;
 
     let router = Router::new().on_message(|conn: Connection, msg: Message| async move {
@@ -144,6 +153,23 @@ async fn idle_gap_ends_a_message_after_silence() {
     assert_eq!(read_exact(&mut stream, 13).await, b"<first burst>");
     stream.write_all(b"second").await.unwrap();
     assert_eq!(read_exact(&mut stream, 8).await, b"<second>");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn idle_gap_recovers_after_an_oversize_burst() {
+    let gap = Duration::from_millis(50);
+    let (running, mut log) = bracket_server(Framing::idle_gap(gap).max_length(8)).await;
+    let mut stream = connect(&running).await;
+    stream.write_all(&[b'x'; 20]).await.unwrap();
+    // Reported as soon as the burst goes over the limit, before its gap.
+    let error = log.next().await;
+    assert!(error.contains("the limit is 8 bytes"), "{error}");
+    // Only silence ends a burst, and keeping it is the sender's part of the
+    // protocol: bytes sent sooner would be dropped with the oversize burst.
+    tokio::time::sleep(gap * 4).await;
+    stream.write_all(b"ok").await.unwrap();
+    assert_eq!(read_exact(&mut stream, 4).await, b"<ok>");
     running.stop().await;
 }
 

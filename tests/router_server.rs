@@ -380,10 +380,7 @@ async fn connections_handle_lists_sends_and_broadcasts() {
     ));
 
     assert_eq!(
-        running
-            .connections
-            .broadcast_to(&"001".into(), "alarms only")
-            .await,
+        running.connections.broadcast_to("001", "alarms only").await,
         1
     );
     assert_eq!(alarm.recv_line().await, "alarms only");
@@ -510,4 +507,28 @@ async fn shutdown_flushes_replies_and_reports_the_reason() {
         None,
         "the server closed the connection"
     );
+}
+
+#[tokio::test]
+async fn server_stats_count_traffic_and_errors_by_kind() {
+    let running = start(
+        server()
+            .router(echo_router())
+            .framing(Framing::lines().max_length(8)),
+    )
+    .await;
+    let mut client = LineClient::connect(running.addr).await;
+    assert_eq!(client.ask("one").await, "one");
+    assert_eq!(client.ask("two").await, "two");
+    client.send_raw(b"far too long for eight bytes\n").await;
+    assert_eq!(client.ask("three").await, "three");
+    let stats = running.handle.stats();
+    assert_eq!(stats.connections_open, 1);
+    assert_eq!(stats.connections_total, 1);
+    assert_eq!((stats.messages_in, stats.messages_out), (3, 3));
+    assert_eq!(stats.bytes_in, 11);
+    assert_eq!(stats.bytes_out, 14, "framing included");
+    assert_eq!(stats.errors.frame_too_large, 1);
+    assert_eq!(stats.errors.io, 0);
+    running.stop().await;
 }

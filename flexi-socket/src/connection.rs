@@ -347,6 +347,9 @@ impl Connection {
         self.shared
             .bytes_in
             .fetch_add(bytes as u64, Ordering::Relaxed);
+        let counters = &self.shared.server.counters;
+        Counters::add(&counters.messages_in, 1);
+        Counters::add(&counters.bytes_in, bytes as u64);
     }
 
     pub(crate) fn first_message_done(&self) {

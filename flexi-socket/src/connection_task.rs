@@ -182,6 +182,9 @@ async fn read_loop(connection: &Connection, reader: &mut OwnedReadHalf) -> Disco
         clock.pending_bytes(!buffer.is_empty());
         let (deadline, expired) = clock.next_deadline(connection.is_first_message());
         buffer.reserve(READ_CHUNK);
+        let idle_gap = decoder
+            .idle_gap()
+            .filter(|_| decoder.wants_idle_timer(&buffer));
         let read = tokio::select! {
             biased;
             () = close.cancelled() => continue,
@@ -189,7 +192,7 @@ async fn read_loop(connection: &Connection, reader: &mut OwnedReadHalf) -> Disco
                 tracing::info!(reason = %expired, "closing");
                 return expired;
             }
-            read = read_some(reader, &mut buffer, decoder.idle_gap()) => read,
+            read = read_some(reader, &mut buffer, idle_gap) => read,
         };
         let mode = match read {
             Ok(Some(0)) => Drain::Eof,
@@ -294,19 +297,18 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Reads once; `Ok(None)` means the idle gap elapsed with bytes buffered.
+/// Reads once; `Ok(None)` means the idle gap elapsed (armed only while the
+/// idle-gap framing has a message pending or a burst to discard).
 async fn read_some(
     reader: &mut OwnedReadHalf,
     buffer: &mut BytesMut,
     idle_gap: Option<Duration>,
 ) -> io::Result<Option<usize>> {
     match idle_gap {
-        Some(gap) if !buffer.is_empty() => {
-            match tokio::time::timeout(gap, reader.read_buf(buffer)).await {
-                Ok(read) => read.map(Some),
-                Err(_elapsed) => Ok(None),
-            }
-        }
+        Some(gap) => match tokio::time::timeout(gap, reader.read_buf(buffer)).await {
+            Ok(read) => read.map(Some),
+            Err(_elapsed) => Ok(None),
+        },
         _ => reader.read_buf(buffer).await.map(Some),
     }
 }

@@ -15,7 +15,7 @@ use crate::message::Message;
 /// # async fn demo(server: flexi_socket::Server) -> flexi_socket::Result<()> {
 /// let connections = server.connections();
 /// tokio::spawn(server.serve());
-/// connections.broadcast_to(&"001".into(), "maintenance at noon").await;
+/// connections.broadcast_to("001", "maintenance at noon").await;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -83,30 +83,38 @@ impl Connections {
         self.send_each(self.list(), message.into()).await
     }
 
-    /// Sends to every open connection of one client type; returns how many
-    /// accepted the message.
+    /// Sends to every open connection of one client type, as
+    /// [`broadcast`](Self::broadcast) does; returns how many accepted the message.
     pub async fn broadcast_to(
         &self,
-        client_type: &ClientType,
+        client_type: impl Into<ClientType>,
         message: impl Into<Message>,
     ) -> usize {
+        let client_type = client_type.into();
         let targets = self
             .list()
             .into_iter()
-            .filter(|c| c.client_type() == Some(client_type))
+            .filter(|c| c.client_type() == Some(&client_type))
             .collect();
         self.send_each(targets, message.into()).await
     }
 
+    /// Sends concurrently, so one slow peer delays only its own send.
     async fn send_each(&self, targets: Vec<Connection>, message: Message) -> usize {
-        let mut delivered = 0;
-        for connection in targets {
-            match connection.send(message.clone()).await {
-                Ok(()) => delivered += 1,
-                Err(error) => {
-                    tracing::debug!(connection = connection.id(), %error, "broadcast skipped")
+        let mut sends = tokio::task::JoinSet::new();
+        for connection in targets.into_iter().filter(|c| !c.is_closing()) {
+            let message = message.clone();
+            sends.spawn(async move {
+                let sent = connection.send(message).await;
+                if let Err(error) = &sent {
+                    tracing::debug!(connection = connection.id(), %error, "broadcast skipped");
                 }
-            }
+                sent.is_ok()
+            });
+        }
+        let mut delivered = 0;
+        while let Some(sent) = sends.join_next().await {
+            delivered += usize::from(sent.unwrap_or(false));
         }
         delivered
     }

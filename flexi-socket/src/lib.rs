@@ -83,7 +83,7 @@ pub use limits::{PanicPolicy, SlowConsumerPolicy};
 pub use message::Message;
 pub use registry::HandlerKind;
 pub use router::Router;
-pub use server::{FlexiSocket, Server, ServerBuilder, ShutdownHandle, ShutdownReport};
+pub use server::{FlexiSocket, Server, ServerBuilder, ServerHandle, ShutdownReport};
 pub use stats::{ErrorCounts, ServerStats};
 
 pub use flexi_socket_macros::{

@@ -423,10 +423,10 @@ impl Server {
         self.context.connections.clone()
     }
 
-    /// A handle that stops the server from anywhere.
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            token: self.context.shutdown.clone(),
+    /// A handle to the running server: stats, connections, shutdown.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            context: Arc::clone(&self.context),
         }
     }
 
@@ -435,7 +435,7 @@ impl Server {
         self.context.stats()
     }
 
-    /// Serves until Ctrl-C or [`ShutdownHandle::shutdown`].
+    /// Serves until Ctrl-C or [`ServerHandle::shutdown`].
     ///
     /// # Errors
     ///
@@ -443,14 +443,14 @@ impl Server {
     pub async fn serve(self) -> Result<ShutdownReport> {
         self.serve_with_shutdown(async {
             if let Err(error) = tokio::signal::ctrl_c().await {
-                tracing::error!(%error, "cannot listen for Ctrl-C; stop the server with its ShutdownHandle");
+                tracing::error!(%error, "cannot listen for Ctrl-C; stop the server with its ServerHandle");
                 std::future::pending::<()>().await;
             }
         })
         .await
     }
 
-    /// Serves until `signal` completes or [`ShutdownHandle::shutdown`] is
+    /// Serves until `signal` completes or [`ServerHandle::shutdown`] is
     /// called, then shuts down gracefully: stop accepting, stop reading, let
     /// running handlers finish and every frame already read be handled, flush
     /// every outbound queue, send FIN and drain what the peer still sends, then
@@ -624,16 +624,27 @@ impl AcceptBackoff {
     }
 }
 
-/// Stops a running server from anywhere; cheap to clone.
+/// Reaches a running server from anywhere: its counters, its connections,
+/// and its shutdown. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct ShutdownHandle {
-    token: CancellationToken,
+pub struct ServerHandle {
+    context: Arc<ServerContext>,
 }
 
-impl ShutdownHandle {
+impl ServerHandle {
     /// Starts a graceful shutdown (see [`Server::serve_with_shutdown`]).
     pub fn shutdown(&self) {
-        self.token.cancel();
+        self.context.shutdown.cancel();
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        self.context.stats()
+    }
+
+    /// The server's open connections.
+    pub fn connections(&self) -> Connections {
+        self.context.connections.clone()
     }
 }
 

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use flexi_socket::{Connections, Server, ServerBuilder, ShutdownHandle, ShutdownReport};
+use flexi_socket::{Connections, Server, ServerBuilder, ServerHandle, ShutdownReport};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -40,14 +40,14 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 pub struct Running {
     pub addr: SocketAddr,
     pub connections: Connections,
-    pub shutdown: ShutdownHandle,
+    pub handle: ServerHandle,
     pub task: JoinHandle<flexi_socket::Result<ShutdownReport>>,
 }
 
 impl Running {
     /// Shuts the server down and waits until it has.
     pub async fn stop(self) -> ShutdownReport {
-        self.shutdown.shutdown();
+        self.handle.shutdown();
         within("server shutdown", self.task)
             .await
             .expect("server task panicked")
@@ -61,7 +61,7 @@ pub async fn start(builder: ServerBuilder) -> Running {
     Running {
         addr: server.local_addr(),
         connections: server.connections(),
-        shutdown: server.shutdown_handle(),
+        handle: server.handle(),
         task: tokio::spawn(server.serve_with_shutdown(std::future::pending())),
     }
 }

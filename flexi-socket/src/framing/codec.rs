@@ -44,12 +44,20 @@ macro_rules! with_codec {
 }
 
 impl Builtin {
-    /// The same codec with another limit; a fixed frame length is its own limit.
+    /// The same codec with another limit.
+    ///
+    /// # Panics
+    ///
+    /// For `fixed`: its frame length is its limit, and a second one would
+    /// either be silently ignored or make every frame oversize.
     pub(super) fn with_max_length(self, max: usize) -> Self {
         match self {
             Builtin::Lines(codec) => Builtin::Lines(codec.with_max_length(max)),
             Builtin::Separator(codec) => Builtin::Separator(codec.with_max_length(max)),
-            Builtin::Fixed(codec) => Builtin::Fixed(codec),
+            Builtin::Fixed(codec) => panic!(
+                "Framing::max_length does not apply to Framing::fixed({}): the frame length is the limit",
+                codec.length()
+            ),
             Builtin::LengthPrefixed(codec) => Builtin::LengthPrefixed(codec.with_max_length(max)),
             Builtin::Eof(codec) => Builtin::Eof(codec.with_max_length(max)),
             Builtin::Raw(codec) => Builtin::Raw(codec.with_max_length(max)),
@@ -142,6 +150,18 @@ impl FrameDecoder {
         match &self.0 {
             DecoderKind::Builtin(Builtin::IdleGap(codec)) => Some(codec.gap()),
             _ => None,
+        }
+    }
+
+    /// Whether the reader should time its silence and call
+    /// [`decode_idle`](Self::decode_idle) after [`idle_gap`](Self::idle_gap) of
+    /// it: with `idle_gap(..)` framing, while bytes are pending or an oversize
+    /// burst is being dropped (the drop empties the buffer, yet only a gap
+    /// ends it).
+    pub(crate) fn wants_idle_timer(&self, buffer: &BytesMut) -> bool {
+        match &self.0 {
+            DecoderKind::Builtin(Builtin::IdleGap(codec)) => codec.awaits_gap(buffer),
+            _ => false,
         }
     }
 

@@ -33,6 +33,7 @@ impl EofCodec {
 
     /// Sets the largest accepted message in bytes (default 8 MiB, the limit of
     /// length-prefixed framing, as both carry whole payloads).
+    #[must_use]
     pub fn with_max_length(mut self, max_length: usize) -> Self {
         self.max_length = max_length;
         self

@@ -41,6 +41,7 @@ impl FixedLengthCodec {
 
     /// Sets the byte that fills a shorter outbound message up to the frame
     /// length (default `b' '`, the usual filler of fixed-width text records).
+    #[must_use]
     pub fn with_pad(mut self, pad: u8) -> Self {
         self.pad = pad;
         self
@@ -49,6 +50,7 @@ impl FixedLengthCodec {
     /// Strips trailing pad bytes from decoded frames (default `false`: frames
     /// arrive exactly as sent, as a message may legitimately end with the pad
     /// byte).
+    #[must_use]
     pub fn with_trim_padding(mut self, trim: bool) -> Self {
         self.trim_padding = trim;
         self

@@ -63,6 +63,7 @@ impl LengthPrefixedCodec {
     /// # Panics
     ///
     /// If `prefix_len` is not between 1 and 8.
+    #[must_use]
     pub fn with_prefix_len(mut self, prefix_len: usize) -> Self {
         assert!(
             (1..=8).contains(&prefix_len),
@@ -74,6 +75,7 @@ impl LengthPrefixedCodec {
 
     /// Sets the byte order of the header (default big-endian, the network
     /// byte order).
+    #[must_use]
     pub fn with_big_endian(mut self, big_endian: bool) -> Self {
         self.big_endian = big_endian;
         self
@@ -81,6 +83,7 @@ impl LengthPrefixedCodec {
 
     /// Says whether the header value counts the header itself (default
     /// `false`: it counts the payload only, as most protocols do).
+    #[must_use]
     pub fn with_length_includes_prefix(mut self, includes: bool) -> Self {
         self.includes_prefix = includes;
         self
@@ -88,6 +91,7 @@ impl LengthPrefixedCodec {
 
     /// Sets the largest accepted payload in bytes, header excluded
     /// (default 8 MiB).
+    #[must_use]
     pub fn with_max_length(mut self, max_length: usize) -> Self {
         self.max_length = max_length;
         self

@@ -31,6 +31,7 @@ impl LineCodec {
 
     /// Sets the longest accepted line in bytes, `"\r\n"` excluded
     /// (default 64 KiB).
+    #[must_use]
     pub fn with_max_length(self, max_length: usize) -> Self {
         LineCodec {
             inner: self.inner.with_max_length(max_length.saturating_add(1)),

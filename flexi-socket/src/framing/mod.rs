@@ -113,7 +113,8 @@ impl Framing {
     /// Frames of exactly `len` bytes. Decoding yields the `len` bytes untouched
     /// (see [`trim_padding`](Self::trim_padding)); encoding pads a shorter
     /// message with the [`pad`](Self::pad) byte up to `len` and refuses a
-    /// longer one with [`Error::Encode`]. `len` is also the limit.
+    /// longer one with [`Error::Encode`]. `len` is also the limit (there is no
+    /// [`max_length`](Self::max_length)).
     ///
     /// # Panics
     ///
@@ -162,9 +163,9 @@ impl Framing {
     ///
     /// A decoder error ends the connection with [`Error::Framing`], as the
     /// codec's position in the stream is lost; an encoder error fails that
-    /// send with [`Error::Encode`]. Your codec bounds its own buffering:
-    /// [`max_length`](Self::max_length) does not apply, and EOF is handled by
-    /// its `decode_eof`.
+    /// send with [`Error::Encode`]. Your codec bounds its own buffering
+    /// ([`max_length`](Self::max_length) panics), and EOF is handled by its
+    /// `decode_eof`.
     pub fn custom<F, C>(make: F) -> Self
     where
         F: Fn() -> C + Send + Sync + 'static,
@@ -181,17 +182,20 @@ impl Framing {
     /// Sets the largest accepted message in bytes, delimiter or header
     /// excluded. Defaults: 64 KiB for `lines`, `separator`, `raw` and
     /// `idle_gap` (text and bursts), 8 MiB for `length_prefixed` and `eof`
-    /// (whole binary payloads). Ignored by `fixed` (the frame length is the
-    /// limit) and `custom` (the codec bounds itself).
+    /// (whole binary payloads).
     ///
     /// # Panics
     ///
-    /// If `max` is 0 with `raw` framing, which could then never make progress.
+    /// - With `fixed` framing: the frame length is the limit.
+    /// - With `custom` framing: a custom codec enforces its own limit.
+    /// - If `max` is 0 with `raw` framing, which could then never make progress.
     #[must_use]
     pub fn max_length(self, max: usize) -> Self {
         match self.kind {
             FramingKind::Builtin(codec) => Self::builtin(codec.with_max_length(max)),
-            custom @ FramingKind::Custom(_) => Framing { kind: custom },
+            FramingKind::Custom(_) => panic!(
+                "Framing::max_length does not apply to Framing::custom(..): a custom codec enforces its own limit"
+            ),
         }
     }
 

@@ -32,6 +32,7 @@ impl RawCodec {
     /// # Panics
     ///
     /// If `max_length` is 0: the codec could never make progress.
+    #[must_use]
     pub fn with_max_length(mut self, max_length: usize) -> Self {
         assert!(
             max_length > 0,

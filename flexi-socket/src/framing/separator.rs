@@ -61,6 +61,7 @@ impl SeparatorCodec {
 
     /// Sets the largest accepted payload in bytes, separator excluded
     /// (default 64 KiB).
+    #[must_use]
     pub fn with_max_length(mut self, max_length: usize) -> Self {
         self.max_length = max_length;
         self

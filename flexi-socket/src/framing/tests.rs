@@ -369,8 +369,11 @@ proptest! {
                 }
                 prop_assert!(buf.len() <= max);
             }
-            while let Some(decoded) = decoder.decode_idle(&mut buf).unwrap() {
-                out.push(Outcome::from(decoded));
+            // The connection task only times the silence when asked to.
+            if decoder.wants_idle_timer(&buf) {
+                while let Some(decoded) = decoder.decode_idle(&mut buf).unwrap() {
+                    out.push(Outcome::from(decoded));
+                }
             }
             match burst.len() {
                 0 => {}
@@ -398,6 +401,47 @@ fn only_idle_gap_framing_has_a_gap() {
     let mut buf = BytesMut::from(&b"pending"[..]);
     assert!(decoder.decode_idle(&mut buf).unwrap().is_none());
     assert_eq!(&buf[..], b"pending");
+}
+
+#[test]
+fn only_idle_gap_framing_wants_an_idle_timer() {
+    let pending = BytesMut::from(&b"pending"[..]);
+    assert!(!Framing::lines().decoder().wants_idle_timer(&pending));
+    assert!(!Framing::raw().decoder().wants_idle_timer(&pending));
+    let custom = Framing::custom(LengthDelimitedCodec::new);
+    assert!(!custom.decoder().wants_idle_timer(&pending));
+}
+
+#[test]
+fn idle_gap_wants_a_timer_while_bytes_are_pending_or_a_burst_is_dropped() {
+    let mut decoder = Framing::idle_gap(Duration::from_millis(1))
+        .max_length(2)
+        .decoder();
+    let mut buf = BytesMut::new();
+    assert!(!decoder.wants_idle_timer(&buf), "nothing to end");
+
+    buf.extend_from_slice(b"ab");
+    assert!(decoder.decode(&mut buf).unwrap().is_none());
+    assert!(decoder.wants_idle_timer(&buf), "a burst is pending");
+    let decoded = decoder.decode_idle(&mut buf).unwrap();
+    assert_eq!(decoded.map(Outcome::from), Some(Outcome::frame("ab")));
+    assert!(!decoder.wants_idle_timer(&buf), "the burst was delivered");
+
+    buf.extend_from_slice(b"abc");
+    let decoded = decoder.decode(&mut buf).unwrap();
+    assert_eq!(
+        decoded.map(Outcome::from),
+        Some(Outcome::TooLarge { length: 3, max: 2 })
+    );
+    assert!(buf.is_empty());
+    assert!(decoder.wants_idle_timer(&buf), "only a gap ends the drop");
+    assert!(decoder.decode_idle(&mut buf).unwrap().is_none());
+    assert!(!decoder.wants_idle_timer(&buf), "the drop is over");
+
+    buf.extend_from_slice(b"ok");
+    assert!(decoder.decode(&mut buf).unwrap().is_none());
+    let decoded = decoder.decode_idle(&mut buf).unwrap();
+    assert_eq!(decoded.map(Outcome::from), Some(Outcome::frame("ok")));
 }
 
 #[test]
@@ -430,13 +474,19 @@ fn corrupt_length_header_is_an_unrecoverable_framing_error() {
 }
 
 #[test]
-fn max_length_is_ignored_by_fixed_framing() {
-    let mut buf = BytesMut::from(&b"abcd"[..]);
-    let decoded = Framing::fixed(4).max_length(1).decoder().decode(&mut buf);
-    assert_eq!(
-        decoded.unwrap().map(Outcome::from),
-        Some(Outcome::frame("abcd"))
-    );
+#[should_panic(
+    expected = "max_length does not apply to Framing::fixed(4): the frame length is the limit"
+)]
+fn max_length_on_fixed_framing_panics() {
+    let _ = Framing::fixed(4).max_length(1);
+}
+
+#[test]
+#[should_panic(
+    expected = "max_length does not apply to Framing::custom(..): a custom codec enforces its own limit"
+)]
+fn max_length_on_custom_framing_panics() {
+    let _ = Framing::custom(LengthDelimitedCodec::new).max_length(1);
 }
 
 #[test]
