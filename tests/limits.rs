@@ -182,6 +182,17 @@ async fn per_ip_cap_refuses_extra_connections() {
 
 /// A client that never reads while the server sends it 16 MiB.
 async fn flood_a_non_reader(policy: SlowConsumerPolicy) -> (Vec<String>, u64) {
+    flood_with(
+        |server| server.slow_consumer(policy),
+        policy == SlowConsumerPolicy::Disconnect,
+    )
+    .await
+}
+
+async fn flood_with(
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    disconnects: bool,
+) -> (Vec<String>, u64) {
     let (events, mut log) = Events::new();
     let sent_errors = events.clone();
     let router =
@@ -198,13 +209,12 @@ async fn flood_a_non_reader(policy: SlowConsumerPolicy) -> (Vec<String>, u64) {
                 events.push("all sent");
             }
         });
-    let running = start(
+    let running = start(configure(
         server()
             .router(router)
             .classifier::<Flood>()
-            .outbound_queue_bytes(1024 * 1024)
-            .slow_consumer(policy),
-    )
+            .outbound_queue_bytes(1024 * 1024),
+    ))
     .await;
     let mut non_reader = LineClient::connect(running.addr).await;
     non_reader.send_line("flood").await;
@@ -219,7 +229,7 @@ async fn flood_a_non_reader(policy: SlowConsumerPolicy) -> (Vec<String>, u64) {
     let mut bystander = LineClient::connect(running.addr).await;
     assert_eq!(bystander.ask("unaffected").await, "unaffected");
     let mut seen = vec![outcome];
-    if policy == SlowConsumerPolicy::Disconnect {
+    if disconnects {
         seen.push(log.next_starting("disconnect").await);
     }
     drop(non_reader);
@@ -308,4 +318,15 @@ async fn handler_timeout_cancels_the_handler_and_the_connection_goes_on() {
     assert!(log.next().await.contains("did not finish within 100ms"));
     assert_eq!(client.ask("next").await, "next");
     running.stop().await;
+}
+
+#[tokio::test]
+async fn slow_consumer_policy_per_client_type() {
+    // The server waits by default, but "flood" peers are disconnected.
+    let (seen, _) = flood_with(
+        |server| server.slow_consumer_for("flood", SlowConsumerPolicy::Disconnect),
+        true,
+    )
+    .await;
+    assert_eq!(seen[1], "disconnect peer does not read (slow consumer)");
 }

@@ -203,22 +203,21 @@ impl Connection {
         self.shared.encoder.encode(&message, &mut frame)?;
         let length = frame.len() as u64;
         let id = self.id();
+        let policy = self.slow_consumer_policy();
         self.shared
             .outbound
-            .push(frame.freeze())
+            .push(frame.freeze(), policy)
             .await
-            .map_err(|refused| match refused {
-                Refused::Closed => Error::ConnectionClosed { id },
-                Refused::Full => {
-                    if self.shared.server.limits.slow_consumer == SlowConsumerPolicy::Disconnect {
-                        self.close_because(DisconnectReason::SlowConsumer);
-                    }
+            .map_err(|refused| match (refused, policy) {
+                (Refused::Closed, _) => Error::ConnectionClosed { id },
+                (Refused::TimedOut, SlowConsumerPolicy::Wait(waited)) => {
+                    Error::SendTimeout { id, waited }
+                }
+                (_, SlowConsumerPolicy::Disconnect) => {
+                    self.close_because(DisconnectReason::SlowConsumer);
                     Error::QueueFull { id }
                 }
-                Refused::TimedOut => match self.shared.server.limits.slow_consumer {
-                    SlowConsumerPolicy::Wait(waited) => Error::SendTimeout { id, waited },
-                    _ => Error::QueueFull { id },
-                },
+                _ => Error::QueueFull { id },
             })?;
         self.shared.messages_out.fetch_add(1, Ordering::Relaxed);
         self.shared.bytes_out.fetch_add(length, Ordering::Relaxed);
@@ -226,6 +225,15 @@ impl Connection {
         Counters::add(&counters.messages_out, 1);
         Counters::add(&counters.bytes_out, length);
         Ok(())
+    }
+
+    /// The slow-consumer policy for this connection's client type.
+    fn slow_consumer_policy(&self) -> SlowConsumerPolicy {
+        let limits = &self.shared.server.limits;
+        self.client_type()
+            .and_then(|client_type| limits.slow_consumer_by_type.get(client_type))
+            .copied()
+            .unwrap_or(limits.slow_consumer)
     }
 
     /// A panic in `before_send` is handled like one in any other handler:

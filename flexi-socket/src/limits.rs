@@ -1,6 +1,9 @@
 //! The protective limits of a server: every knob, its default, and why.
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use crate::classifier::ClientType;
 
 /// What `send` does when a connection's outbound queue is full, which happens
 /// when the peer reads more slowly than the server writes.
@@ -44,6 +47,7 @@ pub(crate) struct Limits {
     pub(crate) outbound_messages: usize,
     pub(crate) outbound_bytes: usize,
     pub(crate) slow_consumer: SlowConsumerPolicy,
+    pub(crate) slow_consumer_by_type: HashMap<ClientType, SlowConsumerPolicy>,
     pub(crate) on_panic: PanicPolicy,
     pub(crate) handler_timeout: Option<Duration>,
     pub(crate) shutdown_timeout: Duration,
@@ -63,6 +67,7 @@ impl Default for Limits {
             outbound_messages: 1024,
             outbound_bytes: 4 * 1024 * 1024,
             slow_consumer: SlowConsumerPolicy::Wait(Duration::from_secs(30)),
+            slow_consumer_by_type: HashMap::new(),
             on_panic: PanicPolicy::Close,
             handler_timeout: None,
             shutdown_timeout: Duration::from_secs(30),

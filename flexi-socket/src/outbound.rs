@@ -26,7 +26,6 @@ pub(crate) enum Refused {
 pub(crate) struct OutboundSender {
     frames: mpsc::Sender<Bytes>,
     budget: Arc<Budget>,
-    policy: SlowConsumerPolicy,
 }
 
 /// The writer's end.
@@ -67,7 +66,6 @@ pub(crate) fn channel(limits: &Limits) -> (OutboundSender, OutboundReceiver) {
         OutboundSender {
             frames: sender,
             budget: Arc::clone(&budget),
-            policy: limits.slow_consumer,
         },
         OutboundReceiver {
             frames: receiver,
@@ -77,12 +75,16 @@ pub(crate) fn channel(limits: &Limits) -> (OutboundSender, OutboundReceiver) {
 }
 
 impl OutboundSender {
-    /// Queues `frame` as the slow-consumer policy says.
-    pub(crate) async fn push(&self, frame: Bytes) -> Result<(), Refused> {
+    /// Queues `frame` as the slow-consumer `policy` says.
+    pub(crate) async fn push(
+        &self,
+        frame: Bytes,
+        policy: SlowConsumerPolicy,
+    ) -> Result<(), Refused> {
         let cost = self.budget.cost(&frame);
         // Counted before queueing so the writer can never count it down first.
         self.budget.pending.fetch_add(1, Ordering::Relaxed);
-        let queued = match self.policy {
+        let queued = match policy {
             SlowConsumerPolicy::Wait(patience) => {
                 tokio::time::timeout(patience, self.push_waiting(frame, cost))
                     .await

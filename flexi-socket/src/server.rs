@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::classifier::{Classifier, ErasedClassifier};
+use crate::classifier::{Classifier, ClientType, ErasedClassifier};
 use crate::connection::Connection;
 use crate::connection_task;
 use crate::connections::Connections;
@@ -191,6 +191,21 @@ impl ServerBuilder {
     #[must_use]
     pub fn slow_consumer(mut self, policy: SlowConsumerPolicy) -> Self {
         self.limits.slow_consumer = policy;
+        self
+    }
+
+    /// The slow-consumer policy for one client type, overriding
+    /// [`slow_consumer`](Self::slow_consumer) for it (e.g. disconnect telemetry
+    /// devices that stop reading, but let operators' consoles wait).
+    #[must_use]
+    pub fn slow_consumer_for(
+        mut self,
+        client_type: impl Into<ClientType>,
+        policy: SlowConsumerPolicy,
+    ) -> Self {
+        self.limits
+            .slow_consumer_by_type
+            .insert(client_type.into(), policy);
         self
     }
 
