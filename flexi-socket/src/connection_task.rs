@@ -12,21 +12,25 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use crate::connection::{Connection, DisconnectReason};
-use crate::dispatch::{invoke, report};
+use crate::deadlines::{Clock, sleep_until};
+use crate::dispatch::report;
 use crate::error::Error;
 use crate::framing::{Decoded, FrameDecoder};
-use crate::handler::{EventContext, panic_message};
-use crate::limits::PanicPolicy;
-use crate::message::Message;
+use crate::handler::panic_message;
 use crate::outbound::OutboundReceiver;
-use crate::server::ServerContext;
+use crate::pipeline::{on_connect, on_disconnect, on_frame};
+
+/// The read half of a connection's byte stream (TCP, TLS, ...).
+pub(crate) trait StreamReader: AsyncRead + Unpin + Send {}
+impl<T: AsyncRead + Unpin + Send> StreamReader for T {}
+
+/// The write half of a connection's byte stream.
+pub(crate) trait StreamWriter: AsyncWrite + Unpin + Send {}
+impl<T: AsyncWrite + Unpin + Send> StreamWriter for T {}
 
 /// How much room each read asks for.
 const READ_CHUNK: usize = 8 * 1024;
@@ -37,11 +41,16 @@ const LATE_DISCONNECT: Duration = Duration::from_secs(1);
 
 /// Serves one accepted connection until it ends; fires on_disconnect exactly
 /// once, even when the shutdown deadline cuts the connection short.
-pub(crate) async fn run(stream: TcpStream, connection: Connection, outbound: OutboundReceiver) {
+pub(crate) async fn run(
+    reader: impl StreamReader,
+    writer: impl StreamWriter,
+    connection: Connection,
+    outbound: OutboundReceiver,
+) {
     let server = Arc::clone(connection.server());
     let disconnected = AtomicBool::new(false);
     tokio::select! {
-        () = serve(stream, &connection, outbound, &disconnected) => {}
+        () = serve(reader, writer, &connection, outbound, &disconnected) => {}
         () = server.abort.cancelled() => {
             let undelivered = connection.queued();
             server.note_aborted(undelivered);
@@ -66,12 +75,12 @@ enum Finish {
 }
 
 async fn serve(
-    stream: TcpStream,
+    mut reader: impl StreamReader,
+    writer: impl StreamWriter,
     connection: &Connection,
     outbound: OutboundReceiver,
     disconnected: &AtomicBool,
 ) {
-    let (mut reader, writer) = stream.into_split();
     let (finish, finish_signal) = oneshot::channel();
     let (written, written_signal) = oneshot::channel::<()>();
     let write_error = Mutex::new(None);
@@ -124,7 +133,7 @@ fn peer_may_still_send(reason: &DisconnectReason) -> bool {
     )
 }
 
-async fn drain_input(reader: &mut OwnedReadHalf, linger: Duration) {
+async fn drain_input(reader: &mut impl StreamReader, linger: Duration) {
     let mut sink = [0_u8; 1024];
     let _ = tokio::time::timeout(linger, async {
         while let Ok(1..) = reader.read(&mut sink).await {}
@@ -132,27 +141,16 @@ async fn drain_input(reader: &mut OwnedReadHalf, linger: Duration) {
     .await;
 }
 
-async fn on_connect(connection: &Connection) -> ControlFlow<DisconnectReason> {
-    let Some(handler) = connection.routes().on_connect.clone() else {
-        return ControlFlow::Continue(());
-    };
-    match invoke(connection, &handler, EventContext::new(connection.clone())).await {
-        Ok(_) => ControlFlow::Continue(()),
-        Err(error) => fail(connection, error).await,
-    }
+/// Before classification the buffer may not grow past the first-message cap,
+/// so a client cannot hold its classification (and our memory) hostage.
+fn first_message_too_long(connection: &Connection, buffer: &BytesMut) -> Option<DisconnectReason> {
+    let server = connection.server();
+    let cap = server.limits.first_message_max_length;
+    (server.classifier.is_some() && connection.is_first_message() && buffer.len() > cap)
+        .then(|| DisconnectReason::Limit(format!("first message longer than {cap} bytes")))
 }
 
-async fn on_disconnect(connection: &Connection, reason: DisconnectReason) {
-    let Some(handler) = connection.routes().on_disconnect.clone() else {
-        return;
-    };
-    let context = EventContext::new(connection.clone()).with_reason(reason);
-    if let Err(error) = invoke(connection, &handler, context).await {
-        report(connection, error).await;
-    }
-}
-
-async fn read_loop(connection: &Connection, reader: &mut OwnedReadHalf) -> DisconnectReason {
+async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> DisconnectReason {
     let server = connection.server();
     let mut decoder = server.framing.decoder();
     let mut buffer = BytesMut::new();
@@ -217,90 +215,10 @@ async fn read_loop(connection: &Connection, reader: &mut OwnedReadHalf) -> Disco
     }
 }
 
-/// Before classification the buffer may not grow past the first-message cap,
-/// so a client cannot hold its classification (and our memory) hostage.
-fn first_message_too_long(connection: &Connection, buffer: &BytesMut) -> Option<DisconnectReason> {
-    let server = connection.server();
-    let cap = server.limits.first_message_max_length;
-    (server.classifier.is_some() && connection.is_first_message() && buffer.len() > cap)
-        .then(|| DisconnectReason::Limit(format!("first message longer than {cap} bytes")))
-}
-
-/// The read deadlines of one connection: first message, partial frame, idle.
-struct Clock {
-    started: Instant,
-    last_read: Instant,
-    partial_since: Option<Instant>,
-    first_message: Option<Duration>,
-    frame: Option<Duration>,
-    idle: Option<Duration>,
-}
-
-impl Clock {
-    fn new(server: &ServerContext) -> Self {
-        let now = Instant::now();
-        let limits = &server.limits;
-        Self {
-            started: now,
-            last_read: now,
-            partial_since: None,
-            // Without a classifier nothing waits for a first message.
-            first_message: limits
-                .first_message_timeout
-                .filter(|_| server.classifier.is_some()),
-            // EOF, raw and idle-gap framings have no partial frames to time out.
-            frame: limits
-                .frame_timeout
-                .filter(|_| server.framing.frame_deadline_applies()),
-            idle: limits.idle_timeout,
-        }
-    }
-
-    fn read_now(&mut self) {
-        self.last_read = Instant::now();
-    }
-
-    /// Starts the frame deadline when a partial frame appears, stops it when none is left.
-    fn pending_bytes(&mut self, partial: bool) {
-        match (partial, self.partial_since) {
-            (true, None) => self.partial_since = Some(Instant::now()),
-            (false, Some(_)) => self.partial_since = None,
-            _ => {}
-        }
-    }
-
-    fn next_deadline(&self, awaiting_first_message: bool) -> (Option<Instant>, DisconnectReason) {
-        let candidates = [
-            self.first_message
-                .filter(|_| awaiting_first_message)
-                .map(|limit| (self.started + limit, DisconnectReason::FirstMessageTimeout)),
-            self.frame
-                .zip(self.partial_since)
-                .map(|(limit, since)| (since + limit, DisconnectReason::FrameTimeout)),
-            self.idle
-                .map(|limit| (self.last_read + limit, DisconnectReason::IdleTimeout)),
-        ];
-        candidates
-            .into_iter()
-            .flatten()
-            .min_by_key(|(at, _)| *at)
-            .map_or((None, DisconnectReason::IdleTimeout), |(at, reason)| {
-                (Some(at), reason)
-            })
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Reads once; `Ok(None)` means the idle gap elapsed (armed only while the
 /// idle-gap framing has a message pending or a burst to discard).
 async fn read_some(
-    reader: &mut OwnedReadHalf,
+    reader: &mut impl StreamReader,
     buffer: &mut BytesMut,
     idle_gap: Option<Duration>,
 ) -> io::Result<Option<usize>> {
@@ -363,79 +281,10 @@ async fn drain(
     }
 }
 
-async fn on_frame(connection: &Connection, frame: Bytes) -> ControlFlow<DisconnectReason> {
-    connection.count_inbound(frame.len());
-    if connection.is_first_message() {
-        if let Err(error) = classify(connection, &frame) {
-            return fail(connection, error).await;
-        }
-    }
-    let flow = deliver(connection, Message::from(frame)).await;
-    connection.first_message_done();
-    flow
-}
-
-/// Runs the classifier (user code: a panic is caught and treated like a
-/// handler's panic).
-fn classify(connection: &Connection, first_frame: &[u8]) -> Result<(), Error> {
-    let Some(classifier) = &connection.server().classifier else {
-        return Ok(());
-    };
-    let client_type =
-        catch_unwind(AssertUnwindSafe(|| classifier.classify(first_frame))).map_err(|payload| {
-            Error::HandlerPanicked {
-                handler: classifier.name,
-                message: panic_message(&*payload),
-            }
-        })?;
-    tracing::Span::current().record("client_type", client_type.as_str());
-    tracing::debug!(%client_type, "classified");
-    connection.classify_as(client_type);
-    Ok(())
-}
-
-async fn deliver(connection: &Connection, mut message: Message) -> ControlFlow<DisconnectReason> {
-    let routes = connection.routes().clone();
-    if let Some(after_receive) = &routes.after_receive {
-        let context = EventContext::new(connection.clone()).with_message(message);
-        match invoke(connection, after_receive, context).await {
-            Ok(Some(kept)) => message = kept,
-            Ok(None) => return ControlFlow::Continue(()),
-            Err(error) => return fail(connection, error).await,
-        }
-    }
-    let Some(on_message) = &routes.on_message else {
-        let client_type = connection
-            .client_type()
-            .cloned()
-            .unwrap_or(crate::ClientType::DEFAULT);
-        report(connection, Error::Unrouted { client_type }).await;
-        return ControlFlow::Continue(());
-    };
-    let context = EventContext::new(connection.clone()).with_message(message);
-    match invoke(connection, on_message, context).await {
-        Ok(_) => ControlFlow::Continue(()),
-        Err(error) => fail(connection, error).await,
-    }
-}
-
-/// Reports a handler's failure; a panic closes the connection unless the
-/// panic policy says to go on.
-async fn fail(connection: &Connection, error: Error) -> ControlFlow<DisconnectReason> {
-    let close = matches!(error, Error::HandlerPanicked { .. })
-        && connection.server().limits.on_panic == PanicPolicy::Close;
-    report(connection, error).await;
-    if close {
-        ControlFlow::Break(DisconnectReason::HandlerPanicked)
-    } else {
-        ControlFlow::Continue(())
-    }
-}
-
 /// Writes queued frames until told to finish; then flushes the rest (bounded
 /// by `flush_timeout`) and sends FIN, or abandons the queue.
 async fn write_loop(
-    mut writer: OwnedWriteHalf,
+    mut writer: impl StreamWriter,
     mut outbound: OutboundReceiver,
     mut finish: oneshot::Receiver<Finish>,
     flush_timeout: Duration,
@@ -474,7 +323,7 @@ async fn write_loop(
 
 /// Writes `first` and every frame ready behind it, in as few writes as possible.
 async fn write_ready(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut impl StreamWriter,
     outbound: &mut OutboundReceiver,
     first: Bytes,
     batch: &mut BytesMut,

@@ -594,7 +594,8 @@ fn admit(
     let span = tracing::info_span!("connection", id, peer = %peer_addr, client_type = tracing::field::Empty);
     tasks.spawn(
         async move {
-            connection_task::run(stream, connection, queue).await;
+            let (reader, writer) = stream.into_split();
+            connection_task::run(reader, writer, connection, queue).await;
             drop(admission);
         }
         .instrument(span),

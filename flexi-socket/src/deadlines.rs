@@ -1,0 +1,83 @@
+//! The read deadlines of a stream connection: first message, partial frame
+//! (slowloris), idle.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::connection::DisconnectReason;
+use crate::server::ServerContext;
+
+/// The read deadlines of one connection: first message, partial frame, idle.
+pub(crate) struct Clock {
+    started: Instant,
+    last_read: Instant,
+    partial_since: Option<Instant>,
+    first_message: Option<Duration>,
+    frame: Option<Duration>,
+    idle: Option<Duration>,
+}
+
+impl Clock {
+    pub(crate) fn new(server: &ServerContext) -> Self {
+        let now = Instant::now();
+        let limits = &server.limits;
+        Self {
+            started: now,
+            last_read: now,
+            partial_since: None,
+            // Without a classifier nothing waits for a first message.
+            first_message: limits
+                .first_message_timeout
+                .filter(|_| server.classifier.is_some()),
+            // EOF, raw and idle-gap framings have no partial frames to time out.
+            frame: limits
+                .frame_timeout
+                .filter(|_| server.framing.frame_deadline_applies()),
+            idle: limits.idle_timeout,
+        }
+    }
+
+    pub(crate) fn read_now(&mut self) {
+        self.last_read = Instant::now();
+    }
+
+    /// Starts the frame deadline when a partial frame appears, stops it when none is left.
+    pub(crate) fn pending_bytes(&mut self, partial: bool) {
+        match (partial, self.partial_since) {
+            (true, None) => self.partial_since = Some(Instant::now()),
+            (false, Some(_)) => self.partial_since = None,
+            _ => {}
+        }
+    }
+
+    pub(crate) fn next_deadline(
+        &self,
+        awaiting_first_message: bool,
+    ) -> (Option<Instant>, DisconnectReason) {
+        let candidates = [
+            self.first_message
+                .filter(|_| awaiting_first_message)
+                .map(|limit| (self.started + limit, DisconnectReason::FirstMessageTimeout)),
+            self.frame
+                .zip(self.partial_since)
+                .map(|(limit, since)| (since + limit, DisconnectReason::FrameTimeout)),
+            self.idle
+                .map(|limit| (self.last_read + limit, DisconnectReason::IdleTimeout)),
+        ];
+        candidates
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
+            .map_or((None, DisconnectReason::IdleTimeout), |(at, reason)| {
+                (Some(at), reason)
+            })
+    }
+}
+
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,107 @@
+//! The events of one connection, whatever carries it (TCP, TLS, UDP):
+//! on_connect, each frame (classify once → after_receive → on_message), and
+//! on_disconnect, with failures reported and the panic policy applied.
+
+use std::ops::ControlFlow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use bytes::Bytes;
+
+use crate::connection::{Connection, DisconnectReason};
+use crate::dispatch::{invoke, report};
+use crate::error::Error;
+use crate::handler::{EventContext, panic_message};
+use crate::limits::PanicPolicy;
+use crate::message::Message;
+
+pub(crate) async fn on_connect(connection: &Connection) -> ControlFlow<DisconnectReason> {
+    let Some(handler) = connection.routes().on_connect.clone() else {
+        return ControlFlow::Continue(());
+    };
+    match invoke(connection, &handler, EventContext::new(connection.clone())).await {
+        Ok(_) => ControlFlow::Continue(()),
+        Err(error) => fail(connection, error).await,
+    }
+}
+
+pub(crate) async fn on_disconnect(connection: &Connection, reason: DisconnectReason) {
+    let Some(handler) = connection.routes().on_disconnect.clone() else {
+        return;
+    };
+    let context = EventContext::new(connection.clone()).with_reason(reason);
+    if let Err(error) = invoke(connection, &handler, context).await {
+        report(connection, error).await;
+    }
+}
+
+pub(crate) async fn on_frame(
+    connection: &Connection,
+    frame: Bytes,
+) -> ControlFlow<DisconnectReason> {
+    connection.count_inbound(frame.len());
+    if connection.is_first_message() {
+        if let Err(error) = classify(connection, &frame) {
+            return fail(connection, error).await;
+        }
+    }
+    let flow = deliver(connection, Message::from(frame)).await;
+    connection.first_message_done();
+    flow
+}
+
+/// Runs the classifier (user code: a panic is caught and treated like a
+/// handler's panic).
+fn classify(connection: &Connection, first_frame: &[u8]) -> Result<(), Error> {
+    let Some(classifier) = &connection.server().classifier else {
+        return Ok(());
+    };
+    let client_type =
+        catch_unwind(AssertUnwindSafe(|| classifier.classify(first_frame))).map_err(|payload| {
+            Error::HandlerPanicked {
+                handler: classifier.name,
+                message: panic_message(&*payload),
+            }
+        })?;
+    tracing::Span::current().record("client_type", client_type.as_str());
+    tracing::debug!(%client_type, "classified");
+    connection.classify_as(client_type);
+    Ok(())
+}
+
+async fn deliver(connection: &Connection, mut message: Message) -> ControlFlow<DisconnectReason> {
+    let routes = connection.routes().clone();
+    if let Some(after_receive) = &routes.after_receive {
+        let context = EventContext::new(connection.clone()).with_message(message);
+        match invoke(connection, after_receive, context).await {
+            Ok(Some(kept)) => message = kept,
+            Ok(None) => return ControlFlow::Continue(()),
+            Err(error) => return fail(connection, error).await,
+        }
+    }
+    let Some(on_message) = &routes.on_message else {
+        let client_type = connection
+            .client_type()
+            .cloned()
+            .unwrap_or(crate::ClientType::DEFAULT);
+        report(connection, Error::Unrouted { client_type }).await;
+        return ControlFlow::Continue(());
+    };
+    let context = EventContext::new(connection.clone()).with_message(message);
+    match invoke(connection, on_message, context).await {
+        Ok(_) => ControlFlow::Continue(()),
+        Err(error) => fail(connection, error).await,
+    }
+}
+
+/// Reports a handler's failure; a panic closes the connection unless the
+/// panic policy says to go on.
+pub(crate) async fn fail(connection: &Connection, error: Error) -> ControlFlow<DisconnectReason> {
+    let close = matches!(error, Error::HandlerPanicked { .. })
+        && connection.server().limits.on_panic == PanicPolicy::Close;
+    report(connection, error).await;
+    if close {
+        ControlFlow::Break(DisconnectReason::HandlerPanicked)
+    } else {
+        ControlFlow::Continue(())
+    }
+}
