@@ -117,3 +117,37 @@ async fn quickstart_runs_to_completion() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn client_identifies_as_001_and_prints_replies() {
+    let server = ExampleServer::start("classifier").await;
+    let mut client = Command::new(example_path("client"))
+        .arg(server.addr.to_string())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("client starts");
+    let mut stdout = tokio::io::BufReader::new(client.stdout.take().unwrap());
+    let mut printed = String::new();
+    within("the client's first lines", async {
+        loop {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).await.unwrap() == 0 {
+                break;
+            }
+            printed.push_str(&line);
+            if line.trim_end() == "Hello from server! You are type 001" {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(printed.starts_with("connected to "), "{printed}");
+    assert!(
+        printed.ends_with("Hello from server! You are type 001\n"),
+        "{printed}"
+    );
+    client.start_kill().expect("kill by PID");
+    within("client exit", client.wait()).await.unwrap();
+    server.stop().await;
+}

@@ -107,6 +107,9 @@ async fn serve(
             report(connection, Error::Io(error)).await;
         }
         tracing::debug!(%reason, "disconnecting");
+        // From now on the connection reports itself closing (a client's
+        // sends then go to its outbox); sends from on_disconnect still work.
+        connection.close_because(reason.clone());
         on_disconnect(connection, reason.clone()).await;
         disconnected.store(true, Ordering::Relaxed);
         let mode = if reason == DisconnectReason::SlowConsumer {

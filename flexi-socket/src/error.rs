@@ -210,6 +210,35 @@ pub enum Error {
     )]
     InsideRuntime,
 
+    /// A client gave up connecting, as its reconnect policy says.
+    #[error("gave up connecting to {addr}: {reason}; is the server running and the address right?")]
+    GaveUp {
+        /// The server's address.
+        addr: String,
+        /// The last failure.
+        reason: String,
+    },
+
+    /// A client is disconnected and its outbox is full.
+    #[error(
+        "not connected to {addr} and the outbox is full; raise `.outbox(n)` or wait for `connected()`"
+    )]
+    NotConnected {
+        /// The server's address.
+        addr: String,
+    },
+
+    /// The client was closed.
+    #[error("the client is closed")]
+    ClientClosed,
+
+    /// No reply came within the request's timeout.
+    #[error("no reply within {after:?}")]
+    RequestTimeout {
+        /// The timeout.
+        after: std::time::Duration,
+    },
+
     /// The connection is closed; nothing more can be sent on it.
     #[error("connection {id} is closed")]
     ConnectionClosed {

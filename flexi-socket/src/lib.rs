@@ -57,6 +57,7 @@
 extern crate self as flexi_socket;
 
 mod classifier;
+mod client;
 mod connection;
 mod connection_task;
 mod connections;
@@ -69,6 +70,7 @@ mod limits;
 mod message;
 mod outbound;
 mod pipeline;
+mod reconnect;
 mod registry;
 mod router;
 mod server;
@@ -76,6 +78,7 @@ mod stats;
 
 pub use bytes::Bytes;
 pub use classifier::{Classifier, ClientType};
+pub use client::{Client, ClientBuilder, OutboxPolicy};
 pub use connection::{Connection, ConnectionStats, DisconnectReason};
 pub use connections::Connections;
 pub use error::{Error, Result};
@@ -83,6 +86,7 @@ pub use framing::Framing;
 pub use handler::State;
 pub use limits::{PanicPolicy, SlowConsumerPolicy};
 pub use message::Message;
+pub use reconnect::Reconnect;
 pub use registry::HandlerKind;
 pub use router::Router;
 pub use server::{FlexiSocket, Server, ServerBuilder, ServerHandle, ShutdownReport};

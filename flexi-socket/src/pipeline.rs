@@ -78,6 +78,13 @@ async fn deliver(connection: &Connection, mut message: Message) -> ControlFlow<D
             Err(error) => return fail(connection, error).await,
         }
     }
+    // Client mode: a reply that a `request` waits for goes there, not to on_message.
+    if let Some(replies) = &connection.server().replies {
+        match replies.offer(message) {
+            Some(unclaimed) => message = unclaimed,
+            None => return ControlFlow::Continue(()),
+        }
+    }
     let Some(on_message) = &routes.on_message else {
         let client_type = connection
             .client_type()

@@ -213,8 +213,9 @@ impl Router {
     pub(crate) fn resolve(
         &self,
         classifier: Option<&ErasedClassifier>,
+        require_handlers: bool,
     ) -> Result<RouteTable, Error> {
-        if self.entries.is_empty() {
+        if require_handlers && self.entries.is_empty() {
             return Err(Error::NoHandlers);
         }
         let mut by_key: HashMap<(HandlerKind, Option<&ClientType>), &Entry> = HashMap::new();

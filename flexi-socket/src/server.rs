@@ -241,7 +241,7 @@ impl ServerBuilder {
     /// could not be bound ([`Error::Bind`]).
     pub async fn bind(self) -> Result<Server> {
         let router = self.router.unwrap_or_else(Router::registered);
-        let routes = router.resolve(self.classifier.as_ref())?;
+        let routes = router.resolve(self.classifier.as_ref(), true)?;
         let listener = TcpListener::bind(&self.addr)
             .await
             .map_err(|source| Error::Bind {
@@ -250,22 +250,14 @@ impl ServerBuilder {
             })?;
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, "listening");
-        let context = Arc::new(ServerContext {
+        let context = ServerContext::new(
             routes,
-            app_state: self.app_state,
-            classifier: self.classifier,
-            framing: self.framing,
-            connections: Connections::new(),
-            shutdown: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            permits: Arc::new(Semaphore::new(self.limits.max_connections)),
-            per_ip: Mutex::new(HashMap::new()),
-            counters: Counters::default(),
-            aborted: AtomicU64::new(0),
-            undelivered: AtomicU64::new(0),
-            limits: self.limits,
-            next_id: AtomicU64::new(1),
-        });
+            self.app_state,
+            self.classifier,
+            self.framing,
+            self.limits,
+            None,
+        );
         Ok(Server {
             listener,
             local_addr,
@@ -343,9 +335,44 @@ pub(crate) struct ServerContext {
     aborted: AtomicU64,
     undelivered: AtomicU64,
     next_id: AtomicU64,
+    /// Client mode only: requests waiting for their reply.
+    pub(crate) replies: Option<Arc<crate::client::Replies>>,
 }
 
 impl ServerContext {
+    /// What a server's (or a client's) connections share.
+    pub(crate) fn new(
+        routes: RouteTable,
+        app_state: Option<Arc<dyn Any + Send + Sync>>,
+        classifier: Option<ErasedClassifier>,
+        framing: Framing,
+        limits: Limits,
+        replies: Option<Arc<crate::client::Replies>>,
+    ) -> Arc<Self> {
+        Arc::new(ServerContext {
+            routes,
+            app_state,
+            classifier,
+            framing,
+            connections: Connections::new(),
+            shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            per_ip: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            aborted: AtomicU64::new(0),
+            undelivered: AtomicU64::new(0),
+            limits,
+            next_id: AtomicU64::new(1),
+            replies,
+        })
+    }
+
+    /// A fresh connection id.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     pub(crate) fn note_aborted(&self, undelivered: u64) {
         self.aborted.fetch_add(1, Ordering::Relaxed);
         self.undelivered.fetch_add(undelivered, Ordering::Relaxed);
@@ -563,7 +590,7 @@ fn admit(
     };
     configure(&stream, &context.limits);
     let local_addr = stream.local_addr().unwrap_or(peer_addr);
-    let id = context.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = context.next_id();
     Counters::add(&context.counters.connections_total, 1);
     let (outbound, queue) = outbound::channel(&context.limits);
     // Creating the connection runs a custom codec's factory: user code that

@@ -42,6 +42,8 @@ impl ExampleServer {
     pub async fn start_command(command: &mut Command, name: &str) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
+            // The examples log to stderr; the tests read what they print.
+            .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("example starts");

@@ -1,0 +1,59 @@
+//! A client for the `classifier` example's protocol: it identifies as type
+//! 001 with a `!!` first message after every (re)connect, prints every line
+//! it receives, sends a ping every two seconds, and reconnects with backoff
+//! when the server goes away and comes back.
+//!
+//! ```text
+//! cargo run --example classifier -- 127.0.0.1:8081 &
+//! cargo run --example client -- 127.0.0.1:8081
+//! ```
+
+use std::time::Duration;
+
+use flexi_socket::{
+    Connection, DisconnectReason, FlexiSocket, Reconnect, on_connect, on_disconnect, on_message,
+};
+
+#[on_connect]
+async fn connected(conn: Connection) {
+    println!("connected to {}", conn.peer_addr());
+}
+
+#[on_message]
+async fn line(msg: String) {
+    println!("{msg}");
+}
+
+#[on_disconnect]
+async fn lost(reason: DisconnectReason) {
+    println!("disconnected: {reason}; reconnecting");
+}
+
+#[tokio::main]
+async fn main() -> flexi_socket::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8081".into());
+    let client = FlexiSocket::client(addr)
+        .handshake("!!hello from the client example")
+        .reconnect(Reconnect::default().max_delay(Duration::from_secs(5)))
+        .spawn()?;
+    let mut ticks = tokio::time::interval(Duration::from_secs(2));
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = ticks.tick() => {
+                // While disconnected this waits in the outbox (or fails when it is full).
+                if let Err(error) = client.send("!!ping").await {
+                    eprintln!("ping not sent: {error}");
+                }
+            }
+        }
+    }
+    client.close().await;
+    Ok(())
+}

@@ -1,0 +1,652 @@
+//! Client mode: the same handlers on a connection we open, reconnecting with
+//! backoff, with an outbox for sends while disconnected and request/reply.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::classifier::{Classifier, ErasedClassifier};
+use crate::connection::Connection;
+use crate::connection_task;
+use crate::error::{Error, Result};
+use crate::framing::Framing;
+use crate::limits::Limits;
+use crate::message::Message;
+use crate::outbound;
+use crate::reconnect::Reconnect;
+use crate::router::Router;
+use crate::server::ServerContext;
+
+impl crate::FlexiSocket {
+    /// Starts building a TCP client that connects to `addr` (e.g.
+    /// `"127.0.0.1:8081"`) and runs the same handlers as a server would.
+    pub fn client(addr: impl ToString) -> ClientBuilder {
+        ClientBuilder::new(addr.to_string())
+    }
+}
+
+/// What `send` does while the client is disconnected and its outbox is full.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxPolicy {
+    /// Wait for room (or a connection) at most this long, then fail with
+    /// [`Error::NotConnected`]. The default, with 10 s.
+    Wait(Duration),
+    /// Fail at once with [`Error::NotConnected`].
+    Fail,
+}
+
+/// Configures a client; finish with [`connect`](Self::connect) or
+/// [`spawn`](Self::spawn).
+pub struct ClientBuilder {
+    addr: String,
+    framing: Framing,
+    classifier: Option<ErasedClassifier>,
+    router: Option<Router>,
+    app_state: Option<Arc<dyn Any + Send + Sync>>,
+    limits: Limits,
+    reconnect: Reconnect,
+    connect_timeout: Duration,
+    outbox_capacity: usize,
+    outbox_policy: OutboxPolicy,
+    handshake: Option<Message>,
+}
+
+impl ClientBuilder {
+    pub(crate) fn new(addr: String) -> Self {
+        let limits = Limits {
+            // A client waits for its server as long as it likes; the server's
+            // limits protect the server.
+            idle_timeout: None,
+            first_message_timeout: None,
+            ..Limits::default()
+        };
+        Self {
+            addr,
+            framing: Framing::default(),
+            classifier: None,
+            router: None,
+            app_state: None,
+            limits,
+            reconnect: Reconnect::default(),
+            connect_timeout: Duration::from_secs(10),
+            outbox_capacity: 1024,
+            outbox_policy: OutboxPolicy::Wait(Duration::from_secs(10)),
+            handshake: None,
+        }
+    }
+
+    /// How bytes become messages. Default: [`Framing::lines`].
+    #[must_use]
+    pub fn framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
+
+    /// Classifies the connection by the server's first message.
+    #[must_use]
+    pub fn classifier<C: Classifier>(mut self) -> Self {
+        self.classifier = Some(ErasedClassifier::of::<C>());
+        self
+    }
+
+    /// Routes with this router instead of the handlers registered by attributes.
+    #[must_use]
+    pub fn router(mut self, router: Router) -> Self {
+        self.router = Some(router);
+        self
+    }
+
+    /// Shared application state; handlers take it as [`State<T>`](crate::State).
+    #[must_use]
+    pub fn state<T: Send + Sync + 'static>(mut self, state: T) -> Self {
+        self.app_state = Some(Arc::new(state));
+        self
+    }
+
+    /// How to reconnect after the connection is lost or cannot be opened
+    /// (default: [`Reconnect::default`], forever with backoff).
+    #[must_use]
+    pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// How long one connection attempt may take (default 10 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The first message on every (re)connection, before anything else:
+    /// the identification many device protocols expect.
+    #[must_use]
+    pub fn handshake(mut self, message: impl Into<Message>) -> Self {
+        self.handshake = Some(message.into());
+        self
+    }
+
+    /// How many messages `send` keeps while disconnected (default 1024); they
+    /// go out in order, after the handshake, once connected.
+    ///
+    /// # Panics
+    ///
+    /// If `messages` is 0.
+    #[must_use]
+    pub fn outbox(mut self, messages: usize) -> Self {
+        assert!(
+            messages > 0,
+            "the outbox needs room for at least one message"
+        );
+        self.outbox_capacity = messages;
+        self
+    }
+
+    /// What `send` does when the outbox is full (default: wait up to 10 s).
+    #[must_use]
+    pub fn outbox_policy(mut self, policy: OutboxPolicy) -> Self {
+        self.outbox_policy = policy;
+        self
+    }
+
+    /// Closes the connection when the server sends nothing for this long
+    /// (default: never); the client then reconnects.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.limits.idle_timeout = timeout.into();
+        self
+    }
+
+    /// Starts the client and waits until it is connected the first time.
+    ///
+    /// # Errors
+    ///
+    /// A start-up check of the handlers failed, or every attempt the
+    /// [`Reconnect`] policy allows failed ([`Error::GaveUp`]).
+    pub async fn connect(self) -> Result<Client> {
+        let client = self.spawn()?;
+        client.connected().await?;
+        Ok(client)
+    }
+
+    /// Starts the client in the background and returns at once; see
+    /// [`Client::connected`].
+    ///
+    /// # Errors
+    ///
+    /// A start-up check of the handlers failed (duplicates, unknown client types).
+    pub fn spawn(self) -> Result<Client> {
+        // A client used only through `request` needs no handlers.
+        let router = self.router.unwrap_or_else(Router::registered);
+        let routes = router.resolve(self.classifier.as_ref(), false)?;
+        let replies = Arc::new(Replies::default());
+        let context = ServerContext::new(
+            routes,
+            self.app_state,
+            self.classifier,
+            self.framing,
+            self.limits,
+            Some(Arc::clone(&replies)),
+        );
+        let (status, _) = watch::channel(Status::Connecting);
+        let shared = Arc::new(Shared {
+            addr: self.addr,
+            context,
+            replies,
+            state: Mutex::new(State {
+                connection: None,
+                outbox: VecDeque::new(),
+            }),
+            outbox_room: Notify::new(),
+            outbox_capacity: self.outbox_capacity,
+            outbox_policy: self.outbox_policy,
+            status,
+        });
+        let settings = Settings {
+            reconnect: self.reconnect,
+            connect_timeout: self.connect_timeout,
+            handshake: self.handshake,
+        };
+        let task = tokio::spawn(keep_connected(Arc::clone(&shared), settings));
+        Ok(Client {
+            shared,
+            task: Arc::new(Mutex::new(Some(task))),
+        })
+    }
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("addr", &self.addr)
+            .field("framing", &self.framing)
+            .field("reconnect", &self.reconnect)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running client. Cheap to clone; every clone is the same client.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+struct Shared {
+    addr: String,
+    context: Arc<ServerContext>,
+    replies: Arc<Replies>,
+    state: Mutex<State>,
+    outbox_room: Notify,
+    outbox_capacity: usize,
+    outbox_policy: OutboxPolicy,
+    status: watch::Sender<Status>,
+}
+
+struct State {
+    connection: Option<Connection>,
+    outbox: VecDeque<Message>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Where the client stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Status {
+    Connecting,
+    Connected,
+    /// The policy gave up; the text says why.
+    GaveUp(String),
+    Closed,
+}
+
+struct Settings {
+    reconnect: Reconnect,
+    connect_timeout: Duration,
+    handshake: Option<Message>,
+}
+
+impl Client {
+    /// Waits until the client is connected.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::GaveUp`] when the reconnect policy gave up, or
+    /// [`Error::ClientClosed`] after [`close`](Self::close).
+    pub async fn connected(&self) -> Result<()> {
+        let mut status = self.shared.status.subscribe();
+        let reached = status
+            .wait_for(|s| !matches!(s, Status::Connecting))
+            .await
+            .map_err(|_| Error::ClientClosed)?;
+        match &*reached {
+            Status::Connected => Ok(()),
+            Status::GaveUp(why) => Err(Error::GaveUp {
+                addr: self.shared.addr.clone(),
+                reason: why.clone(),
+            }),
+            Status::Connecting | Status::Closed => Err(Error::ClientClosed),
+        }
+    }
+
+    /// Whether a connection is open now.
+    pub fn is_connected(&self) -> bool {
+        self.shared.lock().connection.is_some()
+    }
+
+    /// The current connection, if connected.
+    pub fn connection(&self) -> Option<Connection> {
+        self.shared.lock().connection.clone()
+    }
+
+    /// Sends a message: at once when connected (through `before_send`),
+    /// otherwise into the outbox, sent in order after the next (re)connect.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotConnected`] when disconnected and the outbox stays full
+    /// under the outbox policy; [`Error::ClientClosed`] after `close`; any
+    /// error of [`Connection::send`].
+    pub async fn send(&self, message: impl Into<Message>) -> Result<()> {
+        let message = message.into();
+        let patience = match self.shared.outbox_policy {
+            OutboxPolicy::Wait(patience) => patience,
+            OutboxPolicy::Fail => Duration::ZERO,
+        };
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let room = self.shared.outbox_room.notified();
+            let connection = {
+                let mut state = self.shared.lock();
+                if self.is_closed() {
+                    return Err(Error::ClientClosed);
+                }
+                if state
+                    .connection
+                    .as_ref()
+                    .is_some_and(Connection::is_closing)
+                {
+                    state.connection = None;
+                }
+                match &state.connection {
+                    Some(connection) => Some(connection.clone()),
+                    None if state.outbox.len() < self.shared.outbox_capacity => {
+                        state.outbox.push_back(message);
+                        return Ok(());
+                    }
+                    None => None,
+                }
+            };
+            if let Some(connection) = connection {
+                match connection.send(message.clone()).await {
+                    // Lost the connection meanwhile: the outbox takes it.
+                    Err(Error::ConnectionClosed { .. }) => {
+                        self.forget(&connection);
+                        continue;
+                    }
+                    sent => return sent,
+                }
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                return Err(Error::NotConnected {
+                    addr: self.shared.addr.clone(),
+                });
+            }
+        }
+    }
+
+    /// Sends `message` and waits for the next message from the server,
+    /// which goes to the caller instead of `on_message`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RequestTimeout`] when no reply came in time, or any error of
+    /// [`send`](Self::send).
+    pub async fn request(&self, message: impl Into<Message>, timeout: Duration) -> Result<Message> {
+        self.request_matching(message, timeout, |_| true).await
+    }
+
+    /// Like [`request`](Self::request), but the reply is the first message
+    /// for which `is_reply` says yes (e.g. the same sequence number); other
+    /// messages go to `on_message` as usual.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request).
+    pub async fn request_matching(
+        &self,
+        message: impl Into<Message>,
+        timeout: Duration,
+        is_reply: impl Fn(&Message) -> bool + Send + Sync + 'static,
+    ) -> Result<Message> {
+        let (waiter, reply) = self.shared.replies.wait(Box::new(is_reply));
+        // Waiting starts before sending, so a fast reply cannot slip past.
+        let outcome = async {
+            self.send(message).await?;
+            reply.await.map_err(|_| Error::ClientClosed)
+        };
+        let result = tokio::time::timeout(timeout, outcome).await;
+        match result {
+            Ok(reply) => reply,
+            Err(_elapsed) => {
+                self.shared.replies.cancel(waiter);
+                Err(Error::RequestTimeout { after: timeout })
+            }
+        }
+    }
+
+    /// Stops reconnecting, closes the connection gracefully (queued sends
+    /// are flushed) and waits until it is closed. Messages still in the
+    /// outbox are dropped; the number is returned.
+    pub async fn close(&self) -> usize {
+        self.shared.status.send_replace(Status::Closed);
+        self.shared.context.shutdown.cancel();
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        self.shared.outbox_room.notify_waiters();
+        let mut state = self.shared.lock();
+        state.connection = None;
+        std::mem::take(&mut state.outbox).len()
+    }
+
+    fn is_closed(&self) -> bool {
+        *self.shared.status.borrow() == Status::Closed
+    }
+
+    fn forget(&self, lost: &Connection) {
+        let mut state = self.shared.lock();
+        if state
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.id() == lost.id())
+        {
+            state.connection = None;
+        }
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.shared.addr)
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects, serves the connection until it ends, and reconnects as the
+/// policy says, until closed or given up.
+async fn keep_connected(shared: Arc<Shared>, settings: Settings) {
+    let shutdown = shared.context.shutdown.clone();
+    let mut failures = 0_u32;
+    loop {
+        let attempt = tokio::select! {
+            () = shutdown.cancelled() => break,
+            attempt = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(&shared.addr)) => attempt,
+        };
+        let stream = match attempt {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                let why = format!("cannot connect to {}: {error}", shared.addr);
+                if !backoff(&shared, &settings.reconnect, &mut failures, why).await {
+                    break;
+                }
+                continue;
+            }
+            Err(_elapsed) => {
+                let why = format!(
+                    "connecting to {} took longer than {:?}",
+                    shared.addr, settings.connect_timeout
+                );
+                if !backoff(&shared, &settings.reconnect, &mut failures, why).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        failures = 0;
+        serve(&shared, &settings, stream).await;
+        if shutdown.is_cancelled() {
+            break;
+        }
+        shared.status.send_replace(Status::Connecting);
+        tracing::info!(addr = %shared.addr, "connection lost; reconnecting");
+    }
+    if !matches!(*shared.status.borrow(), Status::GaveUp(_)) {
+        shared.status.send_replace(Status::Closed);
+    }
+    // Senders waiting for room learn that nothing will come.
+    shared.outbox_room.notify_waiters();
+}
+
+/// Waits before the next attempt; `false` when the policy gives up (or the
+/// client is closed meanwhile).
+async fn backoff(shared: &Shared, reconnect: &Reconnect, failures: &mut u32, why: String) -> bool {
+    *failures += 1;
+    let Some(delay) = reconnect.delay_after(*failures) else {
+        tracing::warn!(addr = %shared.addr, attempts = *failures, reason = %why, "giving up");
+        shared
+            .status
+            .send_replace(Status::GaveUp(format!("{why} (after {failures} attempts)")));
+        return false;
+    };
+    tracing::debug!(reason = %why, ?delay, "retrying");
+    tokio::select! {
+        () = shared.context.shutdown.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
+}
+
+/// Runs one connection: handshake and outbox first, then the usual
+/// connection task until it ends.
+async fn serve(shared: &Arc<Shared>, settings: &Settings, stream: TcpStream) {
+    let context = &shared.context;
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
+    let (Ok(local_addr), Ok(peer_addr)) = (stream.local_addr(), stream.peer_addr()) else {
+        return;
+    };
+    let (outbound, queue) = outbound::channel(&context.limits);
+    let connection = Connection::new(
+        context.next_id(),
+        peer_addr,
+        local_addr,
+        Arc::clone(context),
+        outbound,
+        context.shutdown.child_token(),
+    );
+    context.connections.insert(connection.clone());
+    let (reader, writer) = stream.into_split();
+    let (flushed, flushed_signal) = oneshot::channel();
+    let handover = async {
+        let ready = hand_over(shared, &connection, settings.handshake.clone()).await;
+        let _ = flushed.send(ready);
+    };
+    let running = connection_task::run(reader, writer, connection.clone(), queue);
+    tokio::join!(running, handover);
+    if let Ok(false) = flushed_signal.await {
+        tracing::debug!("the connection ended before the outbox was flushed");
+    }
+    let mut state = shared.lock();
+    if state
+        .connection
+        .as_ref()
+        .is_some_and(|c| c.id() == connection.id())
+    {
+        state.connection = None;
+    }
+}
+
+/// Sends the handshake and the outbox in order, then makes the connection
+/// the client's current one (so later sends cannot overtake the outbox).
+async fn hand_over(shared: &Shared, connection: &Connection, handshake: Option<Message>) -> bool {
+    if let Some(handshake) = handshake {
+        if connection.send(handshake).await.is_err() {
+            return false;
+        }
+    }
+    loop {
+        let next = {
+            let mut state = shared.lock();
+            match state.outbox.pop_front() {
+                Some(message) => message,
+                None => {
+                    state.connection = Some(connection.clone());
+                    break;
+                }
+            }
+        };
+        shared.outbox_room.notify_waiters();
+        if connection.send(next.clone()).await.is_err() {
+            // Not sent: it stays first in line for the next connection.
+            shared.lock().outbox.push_front(next);
+            return false;
+        }
+    }
+    shared.outbox_room.notify_waiters();
+    shared.status.send_replace(Status::Connected);
+    tracing::info!(addr = %shared.addr, "connected");
+    true
+}
+
+/// Requests waiting for their reply, in the order they were made.
+#[derive(Default)]
+pub(crate) struct Replies {
+    waiting: Mutex<Waiting>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    next_id: u64,
+    list: Vec<Waiter>,
+}
+
+struct Waiter {
+    id: u64,
+    is_reply: Box<dyn Fn(&Message) -> bool + Send + Sync>,
+    reply: oneshot::Sender<Message>,
+}
+
+impl Replies {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait(
+        &self,
+        is_reply: Box<dyn Fn(&Message) -> bool + Send + Sync>,
+    ) -> (u64, oneshot::Receiver<Message>) {
+        let (reply, receiver) = oneshot::channel();
+        let mut waiting = self.lock();
+        waiting.next_id += 1;
+        let id = waiting.next_id;
+        waiting.list.push(Waiter {
+            id,
+            is_reply,
+            reply,
+        });
+        (id, receiver)
+    }
+
+    fn cancel(&self, id: u64) {
+        self.lock().list.retain(|waiter| waiter.id != id);
+    }
+
+    /// Hands `message` to the oldest request it answers; gives it back when
+    /// no request wants it.
+    pub(crate) fn offer(&self, message: Message) -> Option<Message> {
+        let mut waiting = self.lock();
+        let Some(index) = waiting.list.iter().position(|w| (w.is_reply)(&message)) else {
+            return Some(message);
+        };
+        let waiter = waiting.list.remove(index);
+        // If the requester gave up just now, the message is nobody's reply.
+        waiter.reply.send(message).err()
+    }
+}
+
+impl fmt::Debug for Replies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replies")
+            .field("waiting", &self.lock().list.len())
+            .finish()
+    }
+}

@@ -1,0 +1,209 @@
+//! Client mode against real servers on loopback: the same handlers, request
+//! and reply, reconnecting with the handshake and the outbox after the server
+//! comes back on the same port, and clear errors when nothing answers.
+
+mod support;
+
+use std::time::Duration;
+
+use flexi_socket::{
+    Connection, DisconnectReason, Error, FlexiSocket, Message, OutboxPolicy, Reconnect, Router,
+};
+use support::{Events, start, within};
+use tokio::net::TcpListener;
+
+/// A server that says "welcome" on connect, answers "re:<msg>", and reports
+/// every message it gets.
+fn server_router(events: &Events) -> Router {
+    let seen = events.clone();
+    Router::new()
+        .on_connect(|conn: Connection| async move {
+            let _ = conn.send("welcome").await;
+        })
+        .on_message(move |conn: Connection, msg: String| {
+            let seen = seen.clone();
+            async move {
+                seen.push(format!("server got {msg}"));
+                conn.send(format!("re:{msg}")).await
+            }
+        })
+}
+
+/// A client that reports what it receives and when it disconnects.
+fn client_router(events: &Events) -> Router {
+    let received = events.clone();
+    let disconnects = events.clone();
+    Router::new()
+        .on_message(move |_conn: Connection, msg: String| {
+            let received = received.clone();
+            async move { received.push(format!("client got {msg}")) }
+        })
+        .on_disconnect(move |_conn: Connection, reason: DisconnectReason| {
+            let disconnects = disconnects.clone();
+            async move { disconnects.push(format!("client disconnected: {reason}")) }
+        })
+}
+
+fn quick_retries() -> Reconnect {
+    Reconnect::default()
+        .initial_delay(Duration::from_millis(20))
+        .max_delay(Duration::from_millis(100))
+}
+
+#[tokio::test]
+async fn same_handlers_and_request_reply() {
+    let (server_events, _server_log) = Events::new();
+    let running =
+        start(FlexiSocket::server("127.0.0.1:0").router(server_router(&server_events))).await;
+    let (events, mut log) = Events::new();
+    let client = within(
+        "connect",
+        FlexiSocket::client(running.addr)
+            .router(client_router(&events))
+            .connect(),
+    )
+    .await
+    .unwrap();
+    assert!(client.is_connected());
+    assert_eq!(log.next().await, "client got welcome");
+
+    client.send("plain").await.unwrap();
+    assert_eq!(log.next().await, "client got re:plain");
+
+    let reply = client
+        .request("question", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply, Message::from("re:question"));
+    let reply = client
+        .request_matching("second", Duration::from_secs(5), |m| {
+            m.starts_with(b"re:second")
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply, Message::from("re:second"));
+
+    assert_eq!(client.close().await, 0);
+    assert!(log.next().await.starts_with("client disconnected"));
+    assert!(matches!(
+        client.send("late").await,
+        Err(Error::ClientClosed)
+    ));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn reconnects_to_the_same_port_with_handshake_then_outbox_in_order() {
+    let (server_events, mut server_log) = Events::new();
+    let first =
+        start(FlexiSocket::server("127.0.0.1:0").router(server_router(&server_events))).await;
+    let addr = first.addr;
+
+    let (events, mut log) = Events::new();
+    let client = FlexiSocket::client(addr)
+        .router(client_router(&events))
+        .handshake("HELLO")
+        .reconnect(quick_retries())
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(server_log.next().await, "server got HELLO");
+
+    first.stop().await;
+    assert_eq!(
+        log.next_starting("client disconnected").await,
+        "client disconnected: peer closed the connection"
+    );
+    for i in 1..=3 {
+        client.send(format!("queued {i}")).await.unwrap();
+    }
+    assert!(!client.is_connected());
+
+    let second = start(FlexiSocket::server(addr).router(server_router(&server_events))).await;
+    within("reconnect", client.connected()).await.unwrap();
+    for expected in [
+        "server got HELLO",
+        "server got queued 1",
+        "server got queued 2",
+        "server got queued 3",
+    ] {
+        assert_eq!(server_log.next().await, expected);
+    }
+    client.send("after").await.unwrap();
+    assert_eq!(server_log.next().await, "server got after");
+    client.close().await;
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn nothing_listening_gives_up_after_max_attempts() {
+    // Bind then drop: a port on which nothing listens.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let result = within(
+        "giving up",
+        FlexiSocket::client(addr)
+            .router(Router::new())
+            .reconnect(quick_retries().max_attempts(3))
+            .connect(),
+    )
+    .await;
+    let error = result.unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, Error::GaveUp { .. }), "{text}");
+    assert!(
+        text.contains("after 3 attempts") && text.contains("cannot connect"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn server_that_never_answers_times_out_the_request() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let accepting = tokio::spawn(async move {
+        let (socket, _) = silent.accept().await.unwrap();
+        socket
+    });
+    let client = within(
+        "connect",
+        FlexiSocket::client(addr).router(Router::new()).connect(),
+    )
+    .await
+    .unwrap();
+    let _held = within("accept", accepting).await.unwrap();
+    let error = client
+        .request("anyone?", Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::RequestTimeout { .. }), "{error}");
+    client.close().await;
+}
+
+#[tokio::test]
+async fn outbox_policy_fail_refuses_when_full_and_close_reports_dropped() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = FlexiSocket::client(addr)
+        .router(Router::new())
+        .reconnect(quick_retries())
+        .outbox(2)
+        .outbox_policy(OutboxPolicy::Fail)
+        .spawn()
+        .unwrap();
+    client.send("one").await.unwrap();
+    client.send("two").await.unwrap();
+    let error = client.send("three").await.unwrap_err();
+    assert!(matches!(error, Error::NotConnected { .. }), "{error}");
+    assert_eq!(
+        client.close().await,
+        2,
+        "two messages never left the outbox"
+    );
+}
