@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use crate::connection::{Connection, DisconnectReason};
-use crate::deadlines::{Clock, sleep_until};
+use crate::deadlines::{Clock, idle_timer, wait_for};
 use crate::dispatch::report;
 use crate::error::Error;
 use crate::framing::{Decoded, FrameDecoder};
@@ -158,6 +158,8 @@ async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> D
     let mut decoder = server.framing.decoder();
     let mut buffer = BytesMut::new();
     let mut clock = Clock::new(server);
+    let timer = idle_timer();
+    tokio::pin!(timer);
     let close = connection.close_token().clone();
     loop {
         // Every complete frame already read is handled, even after close():
@@ -189,7 +191,7 @@ async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> D
         let read = tokio::select! {
             biased;
             () = close.cancelled() => continue,
-            () = sleep_until(deadline) => {
+            () = wait_for(timer.as_mut(), deadline) => {
                 tracing::info!(reason = %expired, "closing");
                 return expired;
             }

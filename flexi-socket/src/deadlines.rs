@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::pin::Pin;
+
+use tokio::time::{Instant, Sleep};
 
 use crate::connection::DisconnectReason;
 use crate::server::ServerContext;
@@ -75,9 +77,27 @@ impl Clock {
     }
 }
 
-pub(crate) async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+/// A timer armed far in the future, to be passed to [`wait_for`].
+pub(crate) fn idle_timer() -> Sleep {
+    tokio::time::sleep_until(Instant::now() + Duration::from_secs(365 * 24 * 3600))
+}
+
+/// Waits until `deadline` with one long-lived timer. The timer is moved only
+/// when the deadline comes earlier than it; when it fires early (the deadline
+/// moved on, as the idle deadline does with every read) it is re-armed. So a
+/// busy connection costs no timer operation per read.
+pub(crate) async fn wait_for(mut timer: Pin<&mut Sleep>, deadline: Option<Instant>) {
+    let Some(deadline) = deadline else {
+        return std::future::pending().await;
+    };
+    if deadline < timer.deadline() {
+        timer.as_mut().reset(deadline);
+    }
+    loop {
+        timer.as_mut().await;
+        if Instant::now() >= deadline {
+            return;
+        }
+        timer.as_mut().reset(deadline);
     }
 }

@@ -84,13 +84,18 @@ impl OutboundSender {
         let cost = self.budget.cost(&frame);
         // Counted before queueing so the writer can never count it down first.
         self.budget.pending.fetch_add(1, Ordering::Relaxed);
-        let queued = match policy {
-            SlowConsumerPolicy::Wait(patience) => {
-                tokio::time::timeout(patience, self.push_waiting(frame, cost))
-                    .await
-                    .map_err(|_elapsed| Refused::TimedOut)?
-            }
-            SlowConsumerPolicy::Fail | SlowConsumerPolicy::Disconnect => self.push_now(frame, cost),
+        // The common case, room in the queue, costs no timer and no waiting.
+        let queued = match self.try_push(frame, cost) {
+            Ok(()) => Ok(()),
+            Err((Refused::Full, frame)) => match policy {
+                SlowConsumerPolicy::Wait(patience) => {
+                    tokio::time::timeout(patience, self.push_waiting(frame, cost))
+                        .await
+                        .unwrap_or(Err(Refused::TimedOut))
+                }
+                SlowConsumerPolicy::Fail | SlowConsumerPolicy::Disconnect => Err(Refused::Full),
+            },
+            Err((refused, _)) => Err(refused),
         };
         if queued.is_err() {
             self.budget.pending.fetch_sub(1, Ordering::Relaxed);
@@ -112,19 +117,21 @@ impl OutboundSender {
         Ok(())
     }
 
-    fn push_now(&self, frame: Bytes, cost: u32) -> Result<(), Refused> {
-        if self.frames.is_closed() {
-            return Err(Refused::Closed);
-        }
-        let bytes = self
-            .budget
-            .bytes
-            .try_acquire_many(cost)
-            .map_err(|_| Refused::Full)?;
-        let slot = self.frames.try_reserve().map_err(|error| match error {
-            mpsc::error::TrySendError::Full(()) => Refused::Full,
-            mpsc::error::TrySendError::Closed(()) => Refused::Closed,
-        })?;
+    /// Queues `frame` if there is room now; gives it back otherwise.
+    fn try_push(&self, frame: Bytes, cost: u32) -> Result<(), (Refused, Bytes)> {
+        let Ok(bytes) = self.budget.bytes.try_acquire_many(cost) else {
+            let refused = if self.frames.is_closed() {
+                Refused::Closed
+            } else {
+                Refused::Full
+            };
+            return Err((refused, frame));
+        };
+        let slot = match self.frames.try_reserve() {
+            Ok(slot) => slot,
+            Err(mpsc::error::TrySendError::Full(())) => return Err((Refused::Full, frame)),
+            Err(mpsc::error::TrySendError::Closed(())) => return Err((Refused::Closed, frame)),
+        };
         bytes.forget();
         slot.send(frame);
         Ok(())
