@@ -9,6 +9,7 @@ use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -25,8 +26,21 @@ use crate::outbound::OutboundReceiver;
 use crate::pipeline::{on_connect, on_disconnect, on_frame};
 
 /// The read half of a connection's byte stream (TCP, TLS, ...).
-pub(crate) trait StreamReader: AsyncRead + Unpin + Send {}
-impl<T: AsyncRead + Unpin + Send> StreamReader for T {}
+pub(crate) trait StreamReader: AsyncRead + Unpin + Send {
+    /// Waits until a read would find data, without holding a buffer; a
+    /// stream that cannot tell (TLS, through `tokio::io::split`) says "now".
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
+impl StreamReader for tokio::net::tcp::OwnedReadHalf {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        tokio::net::tcp::OwnedReadHalf::readable(self)
+    }
+}
+
+impl<T: AsyncRead + Send> StreamReader for tokio::io::ReadHalf<T> {}
 
 /// The write half of a connection's byte stream.
 pub(crate) trait StreamWriter: AsyncWrite + Unpin + Send {}
@@ -184,7 +198,6 @@ async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> D
         }
         clock.pending_bytes(!buffer.is_empty());
         let (deadline, expired) = clock.next_deadline(connection.is_first_message());
-        buffer.reserve(READ_CHUNK);
         let idle_gap = decoder
             .idle_gap()
             .filter(|_| decoder.wants_idle_timer(&buffer));
@@ -227,12 +240,34 @@ async fn read_some(
     buffer: &mut BytesMut,
     idle_gap: Option<Duration>,
 ) -> io::Result<Option<usize>> {
+    let read = async {
+        if buffer.is_empty() {
+            wait_readable(reader, buffer).await?;
+        }
+        buffer.reserve(READ_CHUNK);
+        reader.read_buf(buffer).await
+    };
     match idle_gap {
-        Some(gap) => match tokio::time::timeout(gap, reader.read_buf(buffer)).await {
+        Some(gap) => match tokio::time::timeout(gap, read).await {
             Ok(read) => read.map(Some),
             Err(_elapsed) => Ok(None),
         },
-        _ => reader.read_buf(buffer).await.map(Some),
+        None => read.await.map(Some),
+    }
+}
+
+/// An idle connection holds no read buffer: when no data is waiting, the
+/// empty buffer's memory goes back and a new one is taken when data arrives.
+async fn wait_readable(reader: &impl StreamReader, buffer: &mut BytesMut) -> io::Result<()> {
+    let readable = reader.readable();
+    tokio::pin!(readable);
+    let now = std::future::poll_fn(|cx| Poll::Ready(readable.as_mut().poll(cx))).await;
+    match now {
+        Poll::Ready(ready) => ready,
+        Poll::Pending => {
+            *buffer = BytesMut::new();
+            readable.await
+        }
     }
 }
 
