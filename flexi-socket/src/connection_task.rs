@@ -8,7 +8,7 @@ use std::io;
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::framing::{Decoded, FrameDecoder};
 use crate::handler::panic_message;
 use crate::outbound::OutboundReceiver;
-use crate::pipeline::{on_connect, on_disconnect, on_frame};
+use crate::pipeline::{on_connect, on_disconnect, on_frame, until_aborted};
 
 /// The read half of a connection's byte stream (TCP, TLS, ...).
 pub(crate) trait StreamReader: AsyncRead + Unpin + Send {
@@ -50,8 +50,6 @@ impl<T: AsyncWrite + Unpin + Send> StreamWriter for T {}
 const READ_CHUNK: usize = 8 * 1024;
 /// Frames ready at once are copied into one buffer up to this size, then written.
 const WRITE_BATCH: usize = 64 * 1024;
-/// How long on_disconnect may take when the shutdown deadline already passed.
-const LATE_DISCONNECT: Duration = Duration::from_secs(1);
 
 /// Serves one accepted connection until it ends; fires on_disconnect exactly
 /// once, even when the shutdown deadline cuts the connection short.
@@ -61,23 +59,9 @@ pub(crate) async fn run(
     connection: Connection,
     outbound: OutboundReceiver,
 ) {
-    let server = Arc::clone(connection.server());
     let disconnected = AtomicBool::new(false);
-    tokio::select! {
-        () = serve(reader, writer, &connection, outbound, &disconnected) => {}
-        () = server.abort.cancelled() => {
-            let undelivered = connection.queued();
-            server.note_aborted(undelivered);
-            tracing::warn!(undelivered, "connection aborted at the shutdown deadline");
-            if !disconnected.load(Ordering::Relaxed) {
-                let late = on_disconnect(&connection, DisconnectReason::Shutdown);
-                let _ = tokio::time::timeout(LATE_DISCONNECT, late).await;
-            }
-        }
-    }
-    // From here on the connection reports itself closing, and sends fail.
-    connection.close_because(DisconnectReason::Closed);
-    server.connections.remove(connection.id());
+    let serve = serve(reader, writer, &connection, outbound, &disconnected);
+    until_aborted(&connection, &disconnected, serve).await;
 }
 
 /// How the writer ends.
@@ -151,7 +135,8 @@ fn peer_may_still_send(reason: &DisconnectReason) -> bool {
 }
 
 async fn drain_input(reader: &mut impl StreamReader, linger: Duration) {
-    let mut sink = [0_u8; 1024];
+    // On the heap: an array here would sit in every connection's task for its whole life.
+    let mut sink = vec![0_u8; 1024];
     let _ = tokio::time::timeout(linger, async {
         while let Ok(1..) = reader.read(&mut sink).await {}
     })

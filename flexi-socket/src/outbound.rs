@@ -1,12 +1,17 @@
 //! A connection's bounded outbound queue: frames waiting for the socket,
-//! limited in messages (the channel) and in bytes (a semaphore the writer
-//! refills as it writes).
+//! limited in messages and in bytes (a frame's bytes count until the writer
+//! has written it).
+//!
+//! A mutex around a `VecDeque` rather than a channel: an idle connection's
+//! empty queue allocates nothing, and the writer can take every ready frame
+//! under one lock.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Notify;
 
 use crate::limits::{Limits, SlowConsumerPolicy};
 
@@ -24,53 +29,82 @@ pub(crate) enum Refused {
 /// The senders' end; shared by every clone of a `Connection`.
 #[derive(Debug)]
 pub(crate) struct OutboundSender {
-    frames: mpsc::Sender<Bytes>,
-    budget: Arc<Budget>,
+    queue: Arc<Queue>,
 }
 
 /// The writer's end.
 #[derive(Debug)]
 pub(crate) struct OutboundReceiver {
-    frames: mpsc::Receiver<Bytes>,
-    budget: Arc<Budget>,
+    queue: Arc<Queue>,
 }
 
-/// Bytes that may still be queued, and frames queued but not yet written.
 #[derive(Debug)]
-struct Budget {
-    bytes: Semaphore,
+struct Queue {
+    state: Mutex<State>,
+    /// Wakes senders waiting for room.
+    room: Notify,
+    /// Wakes the writer waiting for frames.
+    ready: Notify,
+    max_messages: usize,
     max_bytes: usize,
+    /// Frames queued or being written: what is lost if the connection is cut.
     pending: AtomicU64,
 }
 
-impl Budget {
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Bytes>,
+    /// Bytes queued or being written.
+    bytes: usize,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update leaves the state consistent, so a panic elsewhere cannot poison it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// A frame bigger than the whole budget costs the whole budget, so it can
     /// still be sent once the queue is empty.
-    fn cost(&self, frame: &Bytes) -> u32 {
-        u32::try_from(frame.len().min(self.max_bytes)).unwrap_or(u32::MAX)
+    fn cost(&self, frame: &Bytes) -> usize {
+        frame.len().min(self.max_bytes)
+    }
+
+    /// Queues `frame` if there is room now; gives it back otherwise.
+    fn try_push(&self, frame: Bytes) -> Result<(), (Refused, Bytes)> {
+        let cost = self.cost(&frame);
+        let mut state = self.lock();
+        if state.closed {
+            return Err((Refused::Closed, frame));
+        }
+        if state.frames.len() >= self.max_messages
+            || state.bytes.saturating_add(cost) > self.max_bytes
+        {
+            return Err((Refused::Full, frame));
+        }
+        state.frames.push_back(frame);
+        state.bytes += cost;
+        drop(state);
+        self.ready.notify_one();
+        Ok(())
     }
 }
 
 pub(crate) fn channel(limits: &Limits) -> (OutboundSender, OutboundReceiver) {
-    let (sender, receiver) = mpsc::channel(limits.outbound_messages);
-    let max_bytes = limits
-        .outbound_bytes
-        .min(Semaphore::MAX_PERMITS)
-        .min(u32::MAX as usize);
-    let budget = Arc::new(Budget {
-        bytes: Semaphore::new(max_bytes),
-        max_bytes,
+    let queue = Arc::new(Queue {
+        state: Mutex::new(State::default()),
+        room: Notify::new(),
+        ready: Notify::new(),
+        max_messages: limits.outbound_messages,
+        max_bytes: limits.outbound_bytes,
         pending: AtomicU64::new(0),
     });
     (
         OutboundSender {
-            frames: sender,
-            budget: Arc::clone(&budget),
+            queue: Arc::clone(&queue),
         },
-        OutboundReceiver {
-            frames: receiver,
-            budget,
-        },
+        OutboundReceiver { queue },
     )
 }
 
@@ -81,15 +115,14 @@ impl OutboundSender {
         frame: Bytes,
         policy: SlowConsumerPolicy,
     ) -> Result<(), Refused> {
-        let cost = self.budget.cost(&frame);
         // Counted before queueing so the writer can never count it down first.
-        self.budget.pending.fetch_add(1, Ordering::Relaxed);
+        self.queue.pending.fetch_add(1, Ordering::Relaxed);
         // The common case, room in the queue, costs no timer and no waiting.
-        let queued = match self.try_push(frame, cost) {
+        let queued = match self.queue.try_push(frame) {
             Ok(()) => Ok(()),
             Err((Refused::Full, frame)) => match policy {
                 SlowConsumerPolicy::Wait(patience) => {
-                    tokio::time::timeout(patience, self.push_waiting(frame, cost))
+                    tokio::time::timeout(patience, self.push_waiting(frame))
                         .await
                         .unwrap_or(Err(Refused::TimedOut))
                 }
@@ -98,80 +131,84 @@ impl OutboundSender {
             Err((refused, _)) => Err(refused),
         };
         if queued.is_err() {
-            self.budget.pending.fetch_sub(1, Ordering::Relaxed);
+            self.queue.pending.fetch_sub(1, Ordering::Relaxed);
         }
         queued
     }
 
-    async fn push_waiting(&self, frame: Bytes, cost: u32) -> Result<(), Refused> {
-        let bytes = self
-            .budget
-            .bytes
-            .acquire_many(cost)
-            .await
-            .map_err(|_| Refused::Closed)?;
-        let slot = self.frames.reserve().await.map_err(|_| Refused::Closed)?;
-        // The writer gives the bytes back once the frame is on the socket.
-        bytes.forget();
-        slot.send(frame);
-        Ok(())
-    }
-
-    /// Queues `frame` if there is room now; gives it back otherwise.
-    fn try_push(&self, frame: Bytes, cost: u32) -> Result<(), (Refused, Bytes)> {
-        let Ok(bytes) = self.budget.bytes.try_acquire_many(cost) else {
-            let refused = if self.frames.is_closed() {
-                Refused::Closed
-            } else {
-                Refused::Full
-            };
-            return Err((refused, frame));
-        };
-        let slot = match self.frames.try_reserve() {
-            Ok(slot) => slot,
-            Err(mpsc::error::TrySendError::Full(())) => return Err((Refused::Full, frame)),
-            Err(mpsc::error::TrySendError::Closed(())) => return Err((Refused::Closed, frame)),
-        };
-        bytes.forget();
-        slot.send(frame);
-        Ok(())
+    async fn push_waiting(&self, mut frame: Bytes) -> Result<(), Refused> {
+        loop {
+            // Registered before looking, so room made meanwhile is not missed.
+            let room = self.queue.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.queue.try_push(frame) {
+                Err((Refused::Full, unqueued)) => frame = unqueued,
+                other => return other.map_err(|(refused, _)| refused),
+            }
+            room.await;
+        }
     }
 
     /// Frames queued and not yet written.
     pub(crate) fn pending(&self) -> u64 {
-        self.budget.pending.load(Ordering::Relaxed)
+        self.queue.pending.load(Ordering::Relaxed)
     }
 }
 
 impl OutboundReceiver {
     /// The next frame; `None` once closed and empty.
     pub(crate) async fn recv(&mut self) -> Option<Bytes> {
-        self.frames.recv().await
+        loop {
+            let ready = self.queue.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            {
+                let mut state = self.queue.lock();
+                if let Some(frame) = state.frames.pop_front() {
+                    return Some(frame);
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            ready.await;
+        }
     }
 
     /// A frame that is ready now, if any.
     pub(crate) fn try_recv(&mut self) -> Option<Bytes> {
-        self.frames.try_recv().ok()
+        self.queue.lock().frames.pop_front()
     }
 
     /// Whether no frame is ready now.
     pub(crate) fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.queue.lock().frames.is_empty()
     }
 
     /// Refuses further frames; those already queued can still be received.
     pub(crate) fn close(&mut self) {
-        self.frames.close();
+        self.queue.lock().closed = true;
+        // Senders waiting for room learn that none will come.
+        self.queue.room.notify_waiters();
     }
 
     /// What `frame` took from the byte budget.
     pub(crate) fn cost(&self, frame: &Bytes) -> u32 {
-        self.budget.cost(frame)
+        u32::try_from(self.queue.cost(frame)).unwrap_or(u32::MAX)
     }
 
     /// Gives back the budget of `frames` frames that reached the socket.
     pub(crate) fn written(&self, cost: u32, frames: u64) {
-        self.budget.bytes.add_permits(cost as usize);
-        self.budget.pending.fetch_sub(frames, Ordering::Relaxed);
+        {
+            let mut state = self.queue.lock();
+            state.bytes = state.bytes.saturating_sub(cost as usize);
+            if state.frames.is_empty() && state.frames.capacity() > 64 {
+                // A burst is over: an idle connection should not keep its peak.
+                state.frames.shrink_to_fit();
+            }
+        }
+        self.queue.pending.fetch_sub(frames, Ordering::Relaxed);
+        self.queue.room.notify_waiters();
     }
 }
