@@ -9,6 +9,7 @@ use std::process::Stdio;
 
 use support::example::ExampleServer;
 use support::example::example_path;
+use support::udp::UdpClient;
 use support::{LineClient, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::process::Command;
@@ -42,6 +43,18 @@ async fn echo_replies_every_line_unchanged() {
     if let Some(output) = through_nc(server.addr, b"from nc\nand more\n").await {
         assert_eq!(output, "from nc\nand more\n");
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn udp_echo_sends_every_datagram_back_unchanged() {
+    let server = ExampleServer::start("udp_echo").await;
+    let client = UdpClient::connect(server.addr).await;
+    assert_eq!(client.ask("hello").await, "hello");
+    client.send(b"two\nlines\n\0binary").await;
+    assert_eq!(client.recv().await, b"two\nlines\n\0binary");
+    let other = UdpClient::connect(server.addr).await;
+    assert_eq!(other.ask("another peer").await, "another peer");
     server.stop().await;
 }
 

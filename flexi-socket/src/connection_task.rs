@@ -60,8 +60,12 @@ pub(crate) async fn run(
     outbound: OutboundReceiver,
 ) {
     let disconnected = AtomicBool::new(false);
-    let serve = serve(reader, writer, &connection, outbound, &disconnected);
-    until_aborted(&connection, &disconnected, serve).await;
+    until_aborted(
+        &connection,
+        &disconnected,
+        Box::pin(serve(reader, writer, &connection, outbound, &disconnected)),
+    )
+    .await;
 }
 
 /// How the writer ends.
@@ -84,45 +88,47 @@ async fn serve(
     let write_error = Mutex::new(None);
     let flush_timeout = connection.server().limits.shutdown_timeout;
 
-    let writing = async {
-        if let Err(error) = write_loop(writer, outbound, finish_signal, flush_timeout).await {
-            connection.close_because(DisconnectReason::Reset(error.to_string()));
-            *write_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+    // The halves are built inside join!, not as locals first: see `run`.
+    tokio::join!(
+        async {
+            // Cold or occasional steps are boxed: they then take memory only while
+            // they run, not for the whole life of every idle connection's task.
+            let reason = match Box::pin(on_connect(connection)).await {
+                ControlFlow::Continue(()) => read_loop(connection, &mut reader).await,
+                ControlFlow::Break(reason) => reason,
+            };
+            let failed_write = write_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(error) = failed_write {
+                Box::pin(report(connection, Error::Io(error))).await;
+            }
+            tracing::debug!(%reason, "disconnecting");
+            // From now on the connection reports itself closing (a client's
+            // sends then go to its outbox); sends from on_disconnect still work.
+            connection.close_because(reason.clone());
+            Box::pin(on_disconnect(connection, reason.clone())).await;
+            disconnected.store(true, Ordering::Relaxed);
+            let mode = if reason == DisconnectReason::SlowConsumer {
+                Finish::Abandon
+            } else {
+                Finish::Flush
+            };
+            let _ = finish.send(mode);
+            let _ = written_signal.await;
+            if peer_may_still_send(&reason) {
+                Box::pin(drain_input(&mut reader, connection.server().limits.linger)).await;
+            }
+        },
+        async {
+            if let Err(error) = write_loop(writer, outbound, finish_signal, flush_timeout).await {
+                connection.close_because(DisconnectReason::Reset(error.to_string()));
+                *write_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+            }
+            let _ = written.send(());
         }
-        let _ = written.send(());
-    };
-
-    let reading = async {
-        let reason = match on_connect(connection).await {
-            ControlFlow::Continue(()) => read_loop(connection, &mut reader).await,
-            ControlFlow::Break(reason) => reason,
-        };
-        let failed_write = write_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(error) = failed_write {
-            report(connection, Error::Io(error)).await;
-        }
-        tracing::debug!(%reason, "disconnecting");
-        // From now on the connection reports itself closing (a client's
-        // sends then go to its outbox); sends from on_disconnect still work.
-        connection.close_because(reason.clone());
-        on_disconnect(connection, reason.clone()).await;
-        disconnected.store(true, Ordering::Relaxed);
-        let mode = if reason == DisconnectReason::SlowConsumer {
-            Finish::Abandon
-        } else {
-            Finish::Flush
-        };
-        let _ = finish.send(mode);
-        let _ = written_signal.await;
-        if peer_may_still_send(&reason) {
-            drain_input(&mut reader, connection.server().limits.linger).await;
-        }
-    };
-
-    tokio::join!(reading, writing);
+    );
 }
 
 /// After our FIN, the peer's unread bytes would turn close() into a RST that
@@ -164,7 +170,7 @@ async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> D
         // Every complete frame already read is handled, even after close():
         // nothing read is lost.
         if let ControlFlow::Break(reason) =
-            drain(connection, &mut decoder, &mut buffer, Drain::Ready).await
+            Box::pin(drain(connection, &mut decoder, &mut buffer, Drain::Ready)).await
         {
             return reason;
         }
@@ -172,7 +178,7 @@ async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> D
             // Reading stops here: whatever the framing can still make of the
             // buffer is delivered (eof, raw, idle_gap) or reported as truncated.
             if let ControlFlow::Break(reason) =
-                drain(connection, &mut decoder, &mut buffer, Drain::Eof).await
+                Box::pin(drain(connection, &mut decoder, &mut buffer, Drain::Eof)).await
             {
                 return reason;
             }
@@ -204,11 +210,12 @@ async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> D
             Ok(None) => Drain::Idle,
             Err(error) => {
                 let reason = DisconnectReason::Reset(error.to_string());
-                report(connection, Error::Io(error)).await;
+                Box::pin(report(connection, Error::Io(error))).await;
                 return reason;
             }
         };
-        if let ControlFlow::Break(reason) = drain(connection, &mut decoder, &mut buffer, mode).await
+        if let ControlFlow::Break(reason) =
+            Box::pin(drain(connection, &mut decoder, &mut buffer, mode)).await
         {
             return reason;
         }
@@ -225,20 +232,22 @@ async fn read_some(
     buffer: &mut BytesMut,
     idle_gap: Option<Duration>,
 ) -> io::Result<Option<usize>> {
-    let read = async {
-        if buffer.is_empty() {
-            wait_readable(reader, buffer).await?;
-        }
-        buffer.reserve(READ_CHUNK);
-        reader.read_buf(buffer).await
-    };
     match idle_gap {
-        Some(gap) => match tokio::time::timeout(gap, read).await {
+        // Boxed: only idle-gap framing pays for the timer, and only while reading.
+        Some(gap) => match Box::pin(tokio::time::timeout(gap, read_once(reader, buffer))).await {
             Ok(read) => read.map(Some),
             Err(_elapsed) => Ok(None),
         },
-        None => read.await.map(Some),
+        None => read_once(reader, buffer).await.map(Some),
     }
+}
+
+async fn read_once(reader: &mut impl StreamReader, buffer: &mut BytesMut) -> io::Result<usize> {
+    if buffer.is_empty() {
+        wait_readable(reader, buffer).await?;
+    }
+    buffer.reserve(READ_CHUNK);
+    reader.read_buf(buffer).await
 }
 
 /// An idle connection holds no read buffer: when no data is waiting, the
@@ -336,7 +345,8 @@ async fn write_loop(
         }
         writer.shutdown().await
     };
-    tokio::time::timeout(flush_timeout, flush)
+    // Boxed: the timer and the flush take memory only while closing.
+    Box::pin(tokio::time::timeout(flush_timeout, flush))
         .await
         .unwrap_or_else(|_| {
             Err(io::Error::new(
@@ -374,4 +384,57 @@ async fn write_ready(
     batch.clear();
     outbound.written(cost, frames);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::framing::Framing;
+    use crate::limits::Limits;
+    use crate::outbound;
+    use crate::router::Router;
+    use crate::server::ServerContext;
+
+    /// Every idle connection holds this task and its boxed `serve` future:
+    /// together they are most of what an idle connection costs (the target is
+    /// at most 2 KiB per idle connection, RSS included).
+    #[tokio::test]
+    async fn an_idle_connection_task_stays_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let routes = Router::new().resolve(None, false).unwrap();
+        let limits = Limits::default();
+        let context = ServerContext::new(routes, None, None, Framing::lines(), limits, None);
+        let (sender, receiver) = outbound::channel(&context.limits);
+        let peer = client.local_addr().unwrap();
+        let connection = Connection::new(
+            1,
+            peer,
+            peer,
+            Arc::clone(&context),
+            sender,
+            context.shutdown.child_token(),
+        );
+        let flag = AtomicBool::new(false);
+        let (reader, writer) = client.into_split();
+        let (_sender, second) = outbound::channel(&context.limits);
+        let (reader2, writer2) = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap()
+            .into_split();
+        let serve_size =
+            std::mem::size_of_val(&serve(reader2, writer2, &connection, second, &flag));
+        let task_size = std::mem::size_of_val(&run(reader, writer, connection, receiver));
+        eprintln!("connection task {task_size} bytes + serve {serve_size} bytes");
+        assert!(
+            task_size + serve_size <= 2048,
+            "an idle connection's task grew to {task_size} + {serve_size} bytes"
+        );
+    }
 }

@@ -52,6 +52,43 @@ pub enum Error {
         bytes: usize,
     },
 
+    /// A datagram was longer than the server's `max_datagram`. It was dropped
+    /// whole, never delivered cut, and the session goes on.
+    #[error(
+        "discarded a datagram of {length} bytes: the limit is {max} bytes \
+         (raise it with `.max_datagram(n)` if such datagrams are legitimate)"
+    )]
+    DatagramTooLarge {
+        /// How many bytes the datagram had.
+        length: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+
+    /// With a framing over UDP, a datagram ended in the middle of a frame; the
+    /// partial frame was not delivered.
+    #[error(
+        "a datagram ended in the middle of a frame; {bytes} bytes were not delivered \
+         (each datagram is decoded on its own, so a frame cannot span datagrams)"
+    )]
+    DatagramTruncated {
+        /// How many bytes of the unfinished frame the datagram held.
+        bytes: usize,
+    },
+
+    /// Datagrams from this peer were dropped because its session's queue was
+    /// full: its handlers are slower than it sends.
+    #[error(
+        "dropped {count} datagrams from this peer: its session's queue ({capacity} datagrams) \
+         was full; make the handlers faster or raise `.udp_session_queue(n)`"
+    )]
+    DatagramsDropped {
+        /// How many datagrams were dropped since the last report.
+        count: u64,
+        /// The queue's capacity.
+        capacity: usize,
+    },
+
     /// A message could not be framed for sending (for example, longer than a
     /// fixed-length frame).
     #[error("cannot frame the outbound message: {reason}")]
@@ -237,6 +274,22 @@ pub enum Error {
     RequestTimeout {
         /// The timeout.
         after: std::time::Duration,
+    },
+
+    /// A TLS certificate, key or CA could not be used (feature `tls`).
+    #[error("TLS configuration: {reason}")]
+    Tls {
+        /// What is wrong and what to do about it.
+        reason: String,
+    },
+
+    /// A TLS handshake failed or timed out; the connection never opened.
+    #[error("TLS handshake with {peer} failed: {reason}")]
+    TlsHandshake {
+        /// The peer's address.
+        peer: std::net::SocketAddr,
+        /// Why, with the likely cause when it is a common one.
+        reason: String,
     },
 
     /// The connection is closed; nothing more can be sent on it.

@@ -5,7 +5,7 @@
 //!
 //! | piece | what it does |
 //! |---|---|
-//! | [`FlexiSocket`] | entry point: `FlexiSocket::server(addr)` returns a [`ServerBuilder`] |
+//! | [`FlexiSocket`] | entry point: `FlexiSocket::server(addr)` (TCP) or `FlexiSocket::udp(addr)` returns a [`ServerBuilder`] |
 //! | [`Server`] | a bound server: its address, its [`Connections`], `serve*()` |
 //! | [`Connection`] | one peer: addresses, client type, counters, `send`, `close`, typed state |
 //! | [`Connections`] | every open connection, usable from outside handlers: send, broadcast |
@@ -14,6 +14,7 @@
 //! | [`Framing`] | how bytes become messages (lines, separator, fixed, length prefix, ...) |
 //! | [`Message`] | one message: immutable bytes |
 //! | [`enum@Error`] | the one error type; per-connection errors reach `#[on_error]` |
+//! | `TlsServerConfig` | certificate and key for `ServerBuilder::tls` (feature `tls`) |
 //!
 //! Attributes: `#[on_connect]`, `#[on_message]`, `#[after_receive]`, `#[before_send]`,
 //! `#[on_error]`, `#[on_disconnect]`, the last four taking an optional
@@ -75,6 +76,9 @@ mod registry;
 mod router;
 mod server;
 mod stats;
+#[cfg(feature = "tls")]
+mod tls;
+mod udp;
 
 pub use bytes::Bytes;
 pub use classifier::{Classifier, ClientType};
@@ -82,6 +86,9 @@ pub use client::{Client, ClientBuilder, OutboxPolicy};
 pub use connection::{Connection, ConnectionStats, DisconnectReason};
 pub use connections::Connections;
 pub use error::{Error, Result};
+pub use flexi_socket_macros::{
+    Classifier, after_receive, before_send, on_connect, on_disconnect, on_error, on_message,
+};
 pub use framing::Framing;
 pub use handler::State;
 pub use limits::{PanicPolicy, SlowConsumerPolicy};
@@ -91,10 +98,10 @@ pub use registry::HandlerKind;
 pub use router::Router;
 pub use server::{FlexiSocket, Server, ServerBuilder, ServerHandle, ShutdownReport};
 pub use stats::{ErrorCounts, ServerStats};
-
-pub use flexi_socket_macros::{
-    Classifier, after_receive, before_send, on_connect, on_disconnect, on_error, on_message,
-};
+// rustls itself is not re-exported: its `Connection` would make compile
+// errors spell ours out in full (`flexi_socket::Connection`).
+#[cfg(feature = "tls")]
+pub use tls::TlsServerConfig;
 
 // The README's Rust blocks compile as doctests, so the tour stays true.
 #[cfg(doctest)]

@@ -4,6 +4,9 @@
 
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -111,4 +114,42 @@ pub(crate) async fn fail(connection: &Connection, error: Error) -> ControlFlow<D
     } else {
         ControlFlow::Continue(())
     }
+}
+
+/// How long on_disconnect may take when the shutdown deadline already passed.
+const LATE_DISCONNECT: Duration = Duration::from_secs(1);
+
+/// Runs `serve`, a connection's whole life (which sets `disconnected` once
+/// on_disconnect ran), unless the server's shutdown deadline cuts it short:
+/// then what it left queued counts as undelivered and on_disconnect still
+/// fires, once. Either way the connection ends closed and unlisted.
+pub(crate) async fn until_aborted(
+    connection: &Connection,
+    disconnected: &AtomicBool,
+    // Boxed by the caller: an async fn's by-value argument is stored twice in
+    // its state (the argument and the local it moves into), and this one is
+    // the whole connection; boxed, the task holds a pointer instead.
+    mut serve: Pin<Box<impl Future<Output = ()>>>,
+) {
+    let server = connection.server();
+    tokio::select! {
+        () = &mut serve => {
+            if server.shutdown.is_cancelled() {
+                server.note_closed_in_shutdown();
+            }
+        }
+        () = server.abort.cancelled() => {
+            let undelivered = connection.queued();
+            server.note_aborted(undelivered);
+            tracing::warn!(undelivered, "connection aborted at the shutdown deadline");
+            if !disconnected.load(Ordering::Relaxed) {
+                // Boxed: it takes memory only in this rare case, not in every task.
+                let late = Box::pin(on_disconnect(connection, DisconnectReason::Shutdown));
+                let _ = tokio::time::timeout(LATE_DISCONNECT, late).await;
+            }
+        }
+    }
+    // From here on the connection reports itself closing, and sends fail.
+    connection.close_because(DisconnectReason::Closed);
+    server.connections.remove(connection.id());
 }

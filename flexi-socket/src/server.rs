@@ -26,6 +26,7 @@ use crate::limits::{Limits, PanicPolicy, SlowConsumerPolicy};
 use crate::outbound;
 use crate::router::{RouteTable, Router};
 use crate::stats::{Counters, ServerStats};
+use crate::udp::{self, UdpListener, UdpOptions};
 
 /// The entry point: `FlexiSocket::server(addr)`.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +43,9 @@ impl FlexiSocket {
             router: None,
             app_state: None,
             limits: Limits::default(),
+            udp: None,
+            #[cfg(feature = "tls")]
+            tls: crate::tls::TlsSettings::default(),
         }
     }
 }
@@ -55,13 +59,22 @@ pub struct ServerBuilder {
     router: Option<Router>,
     app_state: Option<Arc<dyn Any + Send + Sync>>,
     limits: Limits,
+    /// UDP settings; `None` for TCP.
+    pub(crate) udp: Option<UdpOptions>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: crate::tls::TlsSettings,
 }
 
 impl ServerBuilder {
     /// How bytes become messages. Default: [`Framing::lines`] (64 KiB maximum).
+    /// Over UDP the default is none, each datagram being one message; a
+    /// framing set here splits each datagram on its own.
     #[must_use]
     pub fn framing(mut self, framing: Framing) -> Self {
         self.framing = framing;
+        if let Some(udp) = &mut self.udp {
+            udp.framed = true;
+        }
         self
     }
 
@@ -89,7 +102,9 @@ impl ServerBuilder {
 
     /// Most connections open at once (default 10 000). At the limit the server
     /// stops accepting (new peers wait in the kernel's backlog) instead of
-    /// accepting and dropping; it accepts again as connections close.
+    /// accepting and dropping; it accepts again as connections close. Over UDP
+    /// it caps the sessions: datagrams from new peers are dropped (and
+    /// counted) instead, and live sessions are never evicted for them.
     ///
     /// # Panics
     ///
@@ -132,6 +147,7 @@ impl ServerBuilder {
 
     /// Closes a connection that sent nothing for this long (default 5 minutes;
     /// peers with heartbeats stay). `None` never closes idle connections.
+    /// UDP sessions expire after [`udp_session_idle`](Self::udp_session_idle) instead.
     #[must_use]
     pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.limits.idle_timeout = timeout.into();
@@ -242,22 +258,36 @@ impl ServerBuilder {
     pub async fn bind(self) -> Result<Server> {
         let router = self.router.unwrap_or_else(Router::registered);
         let routes = router.resolve(self.classifier.as_ref(), true)?;
-        let listener = TcpListener::bind(&self.addr)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: self.addr.clone(),
-                source,
-            })?;
+        let bound = match self.udp {
+            None => TcpListener::bind(&self.addr).await.map(Listener::Tcp),
+            Some(udp) => UdpListener::bind(&self.addr, udp).await.map(Listener::Udp),
+        };
+        let listener = bound.map_err(|source| Error::Bind {
+            addr: self.addr.clone(),
+            source,
+        })?;
+        let framing = match self.udp {
+            Some(udp) => udp.framing(self.framing),
+            None => self.framing,
+        };
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, "listening");
         let context = ServerContext::new(
             routes,
             self.app_state,
             self.classifier,
-            self.framing,
+            framing,
             self.limits,
             None,
         );
+        #[cfg(feature = "tls")]
+        let context = {
+            let mut context = context;
+            Arc::get_mut(&mut context)
+                .expect("a fresh context is not shared yet")
+                .tls = self.tls.into_server();
+            context
+        };
         Ok(Server {
             listener,
             local_addr,
@@ -333,10 +363,14 @@ pub(crate) struct ServerContext {
     permits: Arc<Semaphore>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     aborted: AtomicU64,
+    closed_in_shutdown: AtomicU64,
     undelivered: AtomicU64,
     next_id: AtomicU64,
     /// Client mode only: requests waiting for their reply.
     pub(crate) replies: Option<Arc<crate::client::Replies>>,
+    /// With TLS, each accepted stream does its handshake before it becomes a connection.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::TlsServer>,
 }
 
 impl ServerContext {
@@ -361,10 +395,13 @@ impl ServerContext {
             per_ip: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             aborted: AtomicU64::new(0),
+            closed_in_shutdown: AtomicU64::new(0),
             undelivered: AtomicU64::new(0),
             limits,
             next_id: AtomicU64::new(1),
             replies,
+            #[cfg(feature = "tls")]
+            tls: None,
         })
     }
 
@@ -373,9 +410,25 @@ impl ServerContext {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// A connection closed gracefully while the server was shutting down.
+    pub(crate) fn note_closed_in_shutdown(&self) {
+        self.closed_in_shutdown.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn note_aborted(&self, undelivered: u64) {
         self.aborted.fetch_add(1, Ordering::Relaxed);
         self.undelivered.fetch_add(undelivered, Ordering::Relaxed);
+    }
+
+    /// A place under the connection limits without waiting (for a datagram
+    /// session), or `None` at the connection cap or the IP's cap.
+    pub(crate) fn try_admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admission> {
+        let permit = Arc::clone(&self.permits).try_acquire_owned().ok()?;
+        let ip = self.claim_ip(ip)?;
+        Some(Admission {
+            _permit: permit,
+            _ip: ip,
+        })
     }
 
     /// Takes a per-IP slot, or `None` when the address is at its cap.
@@ -397,7 +450,7 @@ impl ServerContext {
 
 /// What an open connection holds: its place under the connection limits.
 #[derive(Debug)]
-struct Admission {
+pub(crate) struct Admission {
     _permit: OwnedSemaphorePermit,
     _ip: IpSlot,
 }
@@ -446,10 +499,26 @@ pub struct ShutdownReport {
     pub undelivered_messages: u64,
 }
 
+/// What a server receives on.
+#[derive(Debug)]
+enum Listener {
+    Tcp(TcpListener),
+    Udp(UdpListener),
+}
+
+impl Listener {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Listener::Tcp(listener) => listener.local_addr(),
+            Listener::Udp(listener) => Ok(listener.local_addr()),
+        }
+    }
+}
+
 /// A bound server, ready to serve.
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    listener: Listener,
     local_addr: SocketAddr,
     context: Arc<ServerContext>,
 }
@@ -514,6 +583,13 @@ impl Server {
         // Dropping this future (e.g. losing a select!) still closes every connection.
         let _close_all_on_drop = shutdown.clone().drop_guard();
         tokio::pin!(signal);
+        let listener = match listener {
+            Listener::Tcp(listener) => listener,
+            Listener::Udp(listener) => {
+                udp::receive(listener, &context, &tasks, signal).await;
+                return Ok(shut_down(&context, tasks).await);
+            }
+        };
         let mut backoff = AcceptBackoff::default();
         loop {
             // The permit comes before accept: at the limit, peers wait in the
@@ -543,27 +619,34 @@ impl Server {
             }
         }
         drop(listener);
-        let open = context.connections.len() as u64;
-        tracing::info!(open, "shutting down");
-        shutdown.cancel();
-        tasks.close();
-        if tokio::time::timeout(context.limits.shutdown_timeout, tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(timeout = ?context.limits.shutdown_timeout, "shutdown deadline passed; cutting the rest");
-            context.abort.cancel();
-            tasks.wait().await;
-        }
-        let aborted = context.aborted.load(Ordering::Relaxed);
-        let report = ShutdownReport {
-            connections_closed: open.saturating_sub(aborted),
-            connections_aborted: aborted,
-            undelivered_messages: context.undelivered.load(Ordering::Relaxed),
-        };
-        tracing::info!(?report, "shut down");
-        Ok(report)
+        Ok(shut_down(&context, tasks).await)
     }
+}
+
+/// Closes every connection gracefully, cutting those still open at the
+/// shutdown deadline, and reports how that went.
+async fn shut_down(context: &ServerContext, tasks: TaskTracker) -> ShutdownReport {
+    tracing::info!(open = context.connections.len(), "shutting down");
+    context.shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(context.limits.shutdown_timeout, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?context.limits.shutdown_timeout, "shutdown deadline passed; cutting the rest");
+        context.abort.cancel();
+        tasks.wait().await;
+    }
+    let aborted = context.aborted.load(Ordering::Relaxed);
+    let report = ShutdownReport {
+        // Counted by the connections themselves: some may already be closing
+        // (their tokens are the shutdown token's children) before this runs.
+        connections_closed: context.closed_in_shutdown.load(Ordering::Relaxed),
+        connections_aborted: aborted,
+        undelivered_messages: context.undelivered.load(Ordering::Relaxed),
+    };
+    tracing::info!(?report, "shut down");
+    report
 }
 
 impl ServerContext {
@@ -613,12 +696,25 @@ fn admit(
             return;
         }
     };
-    context.connections.insert(connection.clone());
     let admission = Admission {
         _permit: permit,
         _ip: ip,
     };
     let span = tracing::info_span!("connection", id, peer = %peer_addr, client_type = tracing::field::Empty);
+    #[cfg(feature = "tls")]
+    if let Some(tls) = context.tls.clone() {
+        // The handshake runs in the connection's task; only a connection whose
+        // handshake succeeded is listed and gets events.
+        tasks.spawn(
+            async move {
+                tls.serve(stream, connection, queue).await;
+                drop(admission);
+            }
+            .instrument(span),
+        );
+        return;
+    }
+    context.connections.insert(connection.clone());
     tasks.spawn(
         async move {
             let (reader, writer) = stream.into_split();

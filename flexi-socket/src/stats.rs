@@ -14,6 +14,13 @@ pub struct ServerStats {
     pub connections_total: u64,
     /// Connections refused by a limit (per-IP cap).
     pub connections_refused: u64,
+    /// UDP: datagrams dropped unhandled, from new peers while the session
+    /// table is full (or their IP at its cap) or for a session whose queue
+    /// was full.
+    pub datagrams_dropped: u64,
+    /// TLS handshakes that failed or timed out; those connections never
+    /// opened (always 0 without the `tls` feature).
+    pub tls_handshakes_failed: u64,
     /// Messages received (decoded frames).
     pub messages_in: u64,
     /// Messages queued for sending.
@@ -32,9 +39,9 @@ pub struct ServerStats {
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ErrorCounts {
-    /// Frames over the framing's limit.
+    /// Frames over the framing's limit, and datagrams over `max_datagram`.
     pub frame_too_large: u64,
-    /// Frames cut by EOF.
+    /// Frames cut by EOF or by the end of their datagram.
     pub frame_truncated: u64,
     /// Messages that were not UTF-8 for a text handler.
     pub invalid_utf8: u64,
@@ -58,6 +65,8 @@ pub(crate) struct Counters {
     pub(crate) connections_open: AtomicU64,
     pub(crate) connections_total: AtomicU64,
     pub(crate) connections_refused: AtomicU64,
+    pub(crate) datagrams_dropped: AtomicU64,
+    pub(crate) tls_handshakes_failed: AtomicU64,
     pub(crate) messages_in: AtomicU64,
     pub(crate) messages_out: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
@@ -72,8 +81,8 @@ impl Counters {
 
     pub(crate) fn count_error(&self, error: &Error) {
         let slot = match error {
-            Error::FrameTooLarge { .. } => 0,
-            Error::FrameTruncated { .. } => 1,
+            Error::FrameTooLarge { .. } | Error::DatagramTooLarge { .. } => 0,
+            Error::FrameTruncated { .. } | Error::DatagramTruncated { .. } => 1,
             Error::InvalidUtf8 { .. } => 2,
             Error::Unrouted { .. } => 3,
             Error::Handler { .. } | Error::HandlerTimeout { .. } => 4,
@@ -92,6 +101,8 @@ impl Counters {
             connections_open: load(&self.connections_open),
             connections_total: load(&self.connections_total),
             connections_refused: load(&self.connections_refused),
+            datagrams_dropped: load(&self.datagrams_dropped),
+            tls_handshakes_failed: load(&self.tls_handshakes_failed),
             messages_in: load(&self.messages_in),
             messages_out: load(&self.messages_out),
             bytes_in: load(&self.bytes_in),

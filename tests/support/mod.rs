@@ -3,6 +3,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod example;
+pub mod tls;
+pub mod udp;
 
 use std::future::Future;
 use std::net::SocketAddr;

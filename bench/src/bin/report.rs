@@ -1,0 +1,220 @@
+//! Prints the table of a benchmark run (medians per server and the ratios of
+//! flexi-socket to each baseline) and writes it beside the records as
+//! `table.md`, `summary.json` and `summary.csv`.
+//!
+//! ```text
+//! report bench/results/runs.jsonl
+//! ```
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use flexi_socket_bench::{Flags, Median, SERVERS, Scenario, Summary, read_records};
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("report: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let flags = Flags::from_env()?;
+    flags.only(&[])?;
+    let [runs] = flags.positional() else {
+        return Err("usage: report <runs.jsonl>".into());
+    };
+    let runs = Path::new(runs);
+    let summary = Summary::of(&read_records(runs)?);
+    let table = table(&summary);
+    print!("{table}");
+    let dir = runs.parent().unwrap_or(Path::new("."));
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write("table.md", table)?;
+    write(
+        "summary.json",
+        serde_json::to_string_pretty(&summary).expect("a summary serializes") + "\n",
+    )?;
+    write("summary.csv", csv(&summary))?;
+    Ok(())
+}
+
+/// What a row shows: a name, how to read it off the medians, how to print it.
+struct Metric {
+    name: &'static str,
+    value: fn(&Median) -> Option<f64>,
+    format: fn(f64) -> String,
+}
+
+const THROUGHPUT: Metric = Metric {
+    name: "messages/s",
+    value: |m| Some(m.messages_per_s),
+    format: rate,
+};
+const P50: Metric = Metric {
+    name: "p50 µs",
+    value: |m| Some(m.p50_us),
+    format: micros,
+};
+const P99: Metric = Metric {
+    name: "p99 µs",
+    value: |m| Some(m.p99_us),
+    format: micros,
+};
+const IDLE: Metric = Metric {
+    name: "KiB per connection",
+    value: |m| m.kib_per_connection,
+    format: |kib| format!("{kib:.2}"),
+};
+
+/// The Markdown table: one row per scenario and metric.
+fn table(summary: &Summary) -> String {
+    let mut out = String::new();
+    let head = ["scenario", "metric"]
+        .into_iter()
+        .chain(SERVERS)
+        .chain(["flexi/minimal", "flexi/batching", "target"])
+        .collect::<Vec<_>>();
+    let _ = writeln!(out, "| {} |", head.join(" | "));
+    let _ = writeln!(out, "|---|---|{}", "---:|".repeat(head.len() - 3) + "---|");
+    for scenario in &summary.scenarios {
+        let metrics: &[Metric] = if scenario.mode == "idle" {
+            &[IDLE]
+        } else {
+            &[THROUGHPUT, P50, P99]
+        };
+        for (i, metric) in metrics.iter().enumerate() {
+            let mut cells = vec![
+                if i == 0 {
+                    title(scenario)
+                } else {
+                    String::new()
+                },
+                metric.name.to_owned(),
+            ];
+            for server in SERVERS {
+                cells.push(
+                    scenario
+                        .server(server)
+                        .and_then(metric.value)
+                        .map_or_else(|| "–".into(), metric.format),
+                );
+            }
+            for baseline in &SERVERS[1..] {
+                cells.push(
+                    scenario
+                        .ratio(baseline, metric.value)
+                        .map_or_else(|| "–".into(), |r| format!("{r:.2}×")),
+                );
+            }
+            cells.push(target(scenario, metric.name).unwrap_or_default());
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+        }
+    }
+    let errors: Vec<String> = summary
+        .scenarios
+        .iter()
+        .flat_map(|s| s.servers.iter().map(move |m| (s, m)))
+        .filter(|(_, m)| m.errors > 0)
+        .map(|(s, m)| format!("{} in {}: {}", m.server, s.name, m.errors))
+        .collect();
+    let runs = summary
+        .scenarios
+        .iter()
+        .flat_map(|s| &s.servers)
+        .map(|m| m.runs)
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "\nMedians of {runs} runs. Errors: {}.",
+        if errors.is_empty() {
+            "none".into()
+        } else {
+            errors.join(", ")
+        }
+    );
+    out
+}
+
+fn title(scenario: &Scenario) -> String {
+    match scenario.mode.as_str() {
+        "pipelined" => format!(
+            "{} ({} conns × {} in flight)",
+            scenario.name, scenario.connections, scenario.depth
+        ),
+        _ => format!("{} ({} conns)", scenario.name, scenario.connections),
+    }
+}
+
+/// The issue's target for this row, and whether this run meets it.
+fn target(scenario: &Scenario, metric: &str) -> Option<String> {
+    let verdict = |ok: bool| if ok { "met" } else { "not met" };
+    let (goal, ok) = match (scenario.name.as_str(), metric) {
+        ("pingpong", "messages/s") => (
+            "≥ 1.0× minimal",
+            scenario.ratio("minimal", THROUGHPUT.value)? >= 1.0,
+        ),
+        ("pipelined", "messages/s") => (
+            "≥ 0.5× batching",
+            scenario.ratio("batching", THROUGHPUT.value)? >= 0.5,
+        ),
+        ("latency", "p99 µs") => (
+            "≤ 1.1× minimal",
+            scenario.ratio("minimal", P99.value)? <= 1.1,
+        ),
+        ("idle", _) => (
+            "≤ 2 KiB",
+            scenario.server(SERVERS[0])?.kib_per_connection? <= 2.0,
+        ),
+        _ => return None,
+    };
+    Some(format!("{goal}: {}", verdict(ok)))
+}
+
+fn csv(summary: &Summary) -> String {
+    let mut out = String::from(
+        "scenario,mode,connections,depth,server,runs,messages_per_s,p50_us,p99_us,p999_us,kib_per_connection,errors\n",
+    );
+    for s in &summary.scenarios {
+        for m in &s.servers {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{:.0},{:.1},{:.1},{:.1},{},{}",
+                s.name,
+                s.mode,
+                s.connections,
+                s.depth,
+                m.server,
+                m.runs,
+                m.messages_per_s,
+                m.p50_us,
+                m.p99_us,
+                m.p999_us,
+                m.kib_per_connection
+                    .map_or_else(String::new, |k| format!("{k:.2}")),
+                m.errors
+            );
+        }
+    }
+    out
+}
+
+fn rate(per_s: f64) -> String {
+    if per_s >= 1e6 {
+        format!("{:.2}M", per_s / 1e6)
+    } else {
+        format!("{:.1}k", per_s / 1e3)
+    }
+}
+
+fn micros(us: f64) -> String {
+    if us >= 100.0 {
+        format!("{us:.0}")
+    } else {
+        format!("{us:.1}")
+    }
+}

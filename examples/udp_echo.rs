@@ -1,0 +1,30 @@
+//! A UDP echo server: every datagram comes back unchanged, to the address it
+//! came from. Each peer address is a session with its own on_connect and
+//! on_disconnect (after 60 s without a datagram).
+//!
+//! ```text
+//! cargo run --example udp_echo -- 127.0.0.1:8082
+//! nc -u 127.0.0.1 8082
+//! ```
+
+use flexi_socket::{Connection, FlexiSocket, Message, on_message};
+
+#[on_message]
+async fn echo(conn: Connection, msg: Message) -> flexi_socket::Result<()> {
+    conn.send(msg).await
+}
+
+#[tokio::main]
+async fn main() -> flexi_socket::Result<()> {
+    // Errors (oversize datagrams, ...) and the routing table, on stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8082".into());
+    let server = FlexiSocket::udp(addr).bind().await?;
+    println!("listening on {}", server.local_addr());
+    server.serve().await?;
+    Ok(())
+}

@@ -1,0 +1,408 @@
+//! TLS for servers (feature `tls`): the certificate configuration users
+//! build, and the handshake that runs in each connection's own task under a
+//! timeout, so a slow or silent peer never holds up the accept loop.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::crypto::{CryptoProvider, ring};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
+
+use crate::connection::Connection;
+use crate::connection_task::{self, StreamReader};
+use crate::error::{Error, Result};
+use crate::outbound::OutboundReceiver;
+use crate::server::ServerBuilder;
+use crate::stats::Counters;
+
+/// The default of [`ServerBuilder::tls_handshake_timeout`].
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS server's identity (certificate chain and private key) and its
+/// client-certificate policy; give it to [`ServerBuilder::tls`].
+///
+/// ```no_run
+/// use flexi_socket::TlsServerConfig;
+///
+/// # fn demo() -> flexi_socket::Result<()> {
+/// let tls = TlsServerConfig::from_pem_files("server.crt", "server.key")?
+///     .require_client_certs(std::fs::read("clients-ca.crt")?)?; // optional: mutual TLS
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TlsServerConfig {
+    config: Arc<ServerConfig>,
+    /// Kept to rebuild `config` with client verification; `None` for [`from_rustls`](Self::from_rustls).
+    identity: Option<Arc<Identity>>,
+    client_certs_required: bool,
+}
+
+struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl TlsServerConfig {
+    /// Reads the certificate chain (leaf first, then intermediates) and the
+    /// private key (PKCS#8, PKCS#1 or SEC1) from PEM files.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] if a file cannot be read, holds no certificate or no
+    /// key, or the key does not belong to the certificate.
+    pub fn from_pem_files(cert_path: impl AsRef<Path>, key_path: impl AsRef<Path>) -> Result<Self> {
+        let (cert_path, key_path) = (cert_path.as_ref(), key_path.as_ref());
+        let read = |path: &Path, what: &str| {
+            std::fs::read(path).map_err(|error| Error::Tls {
+                reason: format!("cannot read the {what} file {}: {error}", path.display()),
+            })
+        };
+        let chain = parse_chain(
+            &read(cert_path, "certificate")?,
+            &format!("certificate file {}", cert_path.display()),
+        )?;
+        let key = parse_key(
+            &read(key_path, "private key")?,
+            &format!("key file {}", key_path.display()),
+        )?;
+        Self::from_identity(Identity { chain, key })
+    }
+
+    /// Takes the certificate chain and the private key as PEM text in memory
+    /// (e.g. from a secret store).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] if the PEM holds no certificate or no key, or the key
+    /// does not belong to the certificate.
+    pub fn from_pem(cert_pem: impl AsRef<[u8]>, key_pem: impl AsRef<[u8]>) -> Result<Self> {
+        let chain = parse_chain(cert_pem.as_ref(), "the certificate PEM")?;
+        let key = parse_key(key_pem.as_ref(), "the key PEM")?;
+        Self::from_identity(Identity { chain, key })
+    }
+
+    /// Uses a ready rustls configuration as it is: certificate resolvers,
+    /// client verification, ALPN, protocol versions, all yours. It is a
+    /// rustls 0.23 `ServerConfig` (add `rustls = "0.23"` to your dependencies).
+    pub fn from_rustls(config: Arc<ServerConfig>) -> Self {
+        Self {
+            config,
+            identity: None,
+            client_certs_required: false,
+        }
+    }
+
+    /// Requires every client to present a certificate issued by one of the
+    /// CA certificates in `roots_pem` (mutual TLS). A client without one, or
+    /// with one from another issuer, fails the handshake and never reaches a
+    /// handler.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] if `roots_pem` holds no usable CA certificate, or if
+    /// this configuration came from [`from_rustls`](Self::from_rustls) (set the
+    /// client verifier on the rustls `ServerConfig` there).
+    pub fn require_client_certs(mut self, roots_pem: impl AsRef<[u8]>) -> Result<Self> {
+        let Some(identity) = self.identity.clone() else {
+            return Err(Error::Tls {
+                reason: "require_client_certs cannot change a configuration given by from_rustls; \
+                         build the rustls ServerConfig with `with_client_cert_verifier(..)` instead"
+                    .into(),
+            });
+        };
+        let mut roots = RootCertStore::empty();
+        for cert in parse_chain(roots_pem.as_ref(), "the client CA PEM")? {
+            roots.add(cert).map_err(|error| Error::Tls {
+                reason: format!("a client CA certificate is not usable as a trust anchor: {error}"),
+            })?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|error| Error::Tls {
+                reason: format!("cannot verify client certificates with these CAs: {error}"),
+            })?;
+        let config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(unsupported_versions)?
+            .with_client_cert_verifier(verifier);
+        self.config = Arc::new(with_identity(config, &identity)?);
+        self.client_certs_required = true;
+        Ok(self)
+    }
+
+    fn from_identity(identity: Identity) -> Result<Self> {
+        let config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(unsupported_versions)?
+            .with_no_client_auth();
+        Ok(Self {
+            config: Arc::new(with_identity(config, &identity)?),
+            identity: Some(Arc::new(identity)),
+            client_certs_required: false,
+        })
+    }
+}
+
+impl fmt::Debug for TlsServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsServerConfig")
+            .field("from_rustls", &self.identity.is_none())
+            .field("client_certs_required", &self.client_certs_required)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One provider, named explicitly: no dependence on a process-wide default
+/// that another crate in the binary may or may not have installed.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+fn unsupported_versions(error: rustls::Error) -> Error {
+    Error::Tls {
+        reason: format!("the ring provider supports no safe TLS version: {error}"),
+    }
+}
+
+fn with_identity(
+    builder: rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>,
+    identity: &Identity,
+) -> Result<ServerConfig> {
+    builder
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+        .map_err(|error| {
+            let hint = match error {
+                rustls::Error::InconsistentKeys(_) => {
+                    "the private key does not fit the certificate; pass the key that was \
+                     generated with this certificate"
+                }
+                _ => "ring supports RSA, ECDSA (P-256, P-384) and Ed25519 keys",
+            };
+            Error::Tls {
+                reason: format!("cannot use this certificate and key ({error}): {hint}"),
+            }
+        })
+}
+
+fn parse_chain(pem: &[u8], source: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|error| Error::Tls {
+            reason: format!("{source} is not valid PEM: {error}"),
+        })?;
+    if chain.is_empty() {
+        let swapped = if PrivateKeyDer::from_pem_slice(pem).is_ok() {
+            " but a private key: are the certificate and the key swapped?"
+        } else {
+            "; expected `-----BEGIN CERTIFICATE-----` sections"
+        };
+        return Err(Error::Tls {
+            reason: format!("{source} holds no certificate{swapped}"),
+        });
+    }
+    Ok(chain)
+}
+
+fn parse_key(pem: &[u8], source: &str) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|error| {
+        let hint = if CertificateDer::pem_slice_iter(pem).any(|cert| cert.is_ok()) {
+            "it holds a certificate: are the certificate and the key swapped?".to_owned()
+        } else {
+            format!(
+                "expected `-----BEGIN PRIVATE KEY-----` (PKCS#8), `RSA PRIVATE KEY` or \
+                 `EC PRIVATE KEY` ({error})"
+            )
+        };
+        Error::Tls {
+            reason: format!("{source} holds no private key: {hint}"),
+        }
+    })
+}
+
+/// What [`ServerBuilder`] holds for TLS until `bind`.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsSettings {
+    config: Option<TlsServerConfig>,
+    handshake_timeout: Duration,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            config: None,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// The server's TLS side, if TLS was configured.
+    pub(crate) fn into_server(self) -> Option<TlsServer> {
+        self.config.map(|config| TlsServer {
+            acceptor: TlsAcceptor::from(config.config),
+            handshake_timeout: self.handshake_timeout,
+        })
+    }
+}
+
+impl ServerBuilder {
+    /// Serves TLS: every connection does a TLS handshake before anything else.
+    /// It runs in the connection's own task (never in the accept loop) and
+    /// only a connection whose handshake succeeded opens: until then it fires
+    /// no event and is not listed in [`Connections`](crate::Connections).
+    /// A failed handshake (timeout, plaintext client, missing client
+    /// certificate) is logged and counted in
+    /// [`ServerStats::tls_handshakes_failed`](crate::ServerStats::tls_handshakes_failed).
+    ///
+    /// A peer that closes without TLS's close_notify ends with an ordinary EOF
+    /// where the framing delimits its frames (a cut frame is reported as
+    /// usual), and with an I/O error under `eof`, `raw` and `idle_gap`
+    /// framings, where the stream may have been truncated by an attacker.
+    ///
+    /// # Panics
+    ///
+    /// On a server made by [`FlexiSocket::udp`](crate::FlexiSocket::udp):
+    /// TLS runs over TCP only (there is no DTLS).
+    #[must_use]
+    #[track_caller]
+    pub fn tls(mut self, config: TlsServerConfig) -> Self {
+        assert!(
+            self.udp.is_none(),
+            "tls() is for TCP servers; UDP servers cannot use TLS (there is no DTLS)"
+        );
+        self.tls.config = Some(config);
+        self
+    }
+
+    /// How long a TLS handshake may take (default 10 s). Until its handshake
+    /// is done a connection holds a place under
+    /// [`max_connections`](Self::max_connections), so peers that connect and
+    /// stay silent (scanners, plaintext clients waiting for a banner) must not
+    /// keep it for long; 10 s still lets a slow mobile or satellite link finish
+    /// the handshake's round trips.
+    #[must_use]
+    pub fn tls_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.tls.handshake_timeout = timeout;
+        self
+    }
+}
+
+/// A server's TLS side, shared by its connections.
+#[derive(Clone)]
+pub(crate) struct TlsServer {
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+}
+
+impl TlsServer {
+    /// Runs the handshake in the calling (connection) task; on success lists
+    /// the connection and serves it, on failure drops it without events.
+    pub(crate) async fn serve(
+        &self,
+        stream: TcpStream,
+        connection: Connection,
+        queue: OutboundReceiver,
+    ) {
+        let server = Arc::clone(connection.server());
+        let handshake = tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream));
+        let outcome = tokio::select! {
+            biased;
+            () = server.shutdown.cancelled() => {
+                tracing::debug!("server shutting down during the TLS handshake; connection dropped");
+                return;
+            }
+            outcome = handshake => outcome,
+        };
+        let reason = match outcome {
+            // A connection that would be told to close at once is not opened.
+            Ok(Ok(_)) if server.shutdown.is_cancelled() => return,
+            Ok(Ok(stream)) => {
+                server.connections.insert(connection.clone());
+                let (reader, writer) = tokio::io::split(stream);
+                let reader = UnnotifiedClose {
+                    inner: reader,
+                    is_eof: server.framing.frame_deadline_applies(),
+                };
+                connection_task::run(reader, writer, connection, queue).await;
+                return;
+            }
+            Ok(Err(error)) => handshake_failure(&error),
+            Err(_elapsed) => format!(
+                "no complete handshake within {:?} (a client that sends nothing, or a \
+                 plaintext client waiting for the server to speak first)",
+                self.handshake_timeout
+            ),
+        };
+        Counters::add(&server.counters.tls_handshakes_failed, 1);
+        let error = Error::TlsHandshake {
+            peer: connection.peer_addr(),
+            reason,
+        };
+        tracing::info!(%error, "connection dropped");
+    }
+}
+
+impl fmt::Debug for TlsServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsServer")
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a TLS stream. A peer that closes without TLS's close_notify (many
+/// do: killed processes, embedded stacks) could be an attacker truncating the
+/// stream. Where the framing itself reports a cut frame (lines, separator,
+/// fixed, length prefix, custom codecs) that is harmless and counts as an
+/// ordinary EOF; where pending bytes at EOF become a message (eof, raw,
+/// idle_gap) it stays an error.
+struct UnnotifiedClose<R> {
+    inner: R,
+    is_eof: bool,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for UnnotifiedClose<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let is_eof = self.is_eof;
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Err(error)) if is_eof && error.kind() == io::ErrorKind::UnexpectedEof => {
+                tracing::debug!(%error, "peer closed without close_notify; taken as EOF");
+                Poll::Ready(Ok(()))
+            }
+            polled => polled,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin + Send> StreamReader for UnnotifiedClose<R> {}
+
+/// The handshake error in words, with the likely cause for the common ones.
+fn handshake_failure(error: &io::Error) -> String {
+    let rustls_error = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
+            format!("{error}: the client does not speak TLS (plaintext on a TLS port?)")
+        }
+        Some(rustls::Error::NoCertificatesPresented) => {
+            format!("{error}: this server requires a client certificate")
+        }
+        _ => error.to_string(),
+    }
+}

@@ -1,0 +1,378 @@
+//! UDP servers: each datagram is a message, and each peer address a session
+//! served like a TCP connection (on_connect, classification by its first
+//! datagram, per-type handlers, typed state, on_disconnect once it goes idle).
+//!
+//! One receive loop reads the socket and hands each datagram to its peer's
+//! session without ever waiting on it; sessions ([`session`]) run their
+//! events in order, each in its own task.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::framing::Framing;
+use crate::outbound;
+use crate::server::{FlexiSocket, ServerBuilder, ServerContext};
+use crate::stats::Counters;
+
+mod session;
+
+use session::{DatagramPeer, Inbound, Inbox, Refused, SessionConfig};
+
+/// The largest UDP payload there is (the length field's limit); receiving
+/// into a buffer longer than this sees every datagram whole.
+const LARGEST_DATAGRAM: usize = 65_535;
+
+impl FlexiSocket {
+    /// Starts building a UDP server that will listen on `addr` (e.g.
+    /// `"0.0.0.0:8082"`, or port 0 for any free port).
+    ///
+    /// Each datagram is one message (set [`framing`](ServerBuilder::framing)
+    /// to split datagrams further), and each peer address is a connection,
+    /// its session: its first datagram runs on_connect, then classifies it;
+    /// replies from `conn.send` go back to it as one datagram each. A session
+    /// ends after [`udp_session_idle`](ServerBuilder::udp_session_idle)
+    /// without a datagram from its peer. At
+    /// [`max_connections`](ServerBuilder::max_connections) sessions,
+    /// datagrams from new peers are dropped and counted
+    /// ([`ServerStats::datagrams_dropped`](crate::ServerStats::datagrams_dropped));
+    /// live sessions are never evicted for them.
+    pub fn udp(addr: impl ToString) -> ServerBuilder {
+        let mut builder = FlexiSocket::server(addr);
+        builder.udp = Some(UdpOptions::default());
+        builder
+    }
+}
+
+impl ServerBuilder {
+    /// UDP: how long a peer's session lives without a datagram from it
+    /// (default 60 s). Then on_disconnect runs with
+    /// [`IdleTimeout`](crate::DisconnectReason::IdleTimeout), and the peer's
+    /// next datagram opens a new session. (Replies do not keep a session alive.)
+    ///
+    /// # Panics
+    ///
+    /// If `idle` is zero, or the server was not made by [`FlexiSocket::udp`].
+    #[must_use]
+    #[track_caller]
+    pub fn udp_session_idle(mut self, idle: Duration) -> Self {
+        assert!(!idle.is_zero(), "udp_session_idle must be longer than zero");
+        self.udp_options("udp_session_idle").session_idle = idle;
+        self
+    }
+
+    /// UDP: the longest datagram accepted, in bytes (default 8 KiB: several
+    /// times what fits one Ethernet frame, which is what UDP protocols use).
+    /// A longer datagram is dropped whole, never delivered cut, and reported
+    /// to its session's on_error as [`Error::DatagramTooLarge`]; the session
+    /// goes on. At most 65 507 bytes fit in an IPv4 datagram.
+    ///
+    /// # Panics
+    ///
+    /// If `bytes` is 0, or the server was not made by [`FlexiSocket::udp`].
+    #[must_use]
+    #[track_caller]
+    pub fn max_datagram(mut self, bytes: usize) -> Self {
+        assert!(bytes > 0, "max_datagram must allow at least one byte");
+        self.udp_options("max_datagram").max_datagram = bytes;
+        self
+    }
+
+    /// UDP: how many datagrams may wait for one session's handlers (default
+    /// 64), which with [`max_datagram`](Self::max_datagram) bounds the memory
+    /// a fast peer can cost. When it is full, further datagrams from that peer
+    /// are dropped, counted, and reported to its on_error as
+    /// [`Error::DatagramsDropped`].
+    ///
+    /// # Panics
+    ///
+    /// If `datagrams` is 0, or the server was not made by [`FlexiSocket::udp`].
+    #[must_use]
+    #[track_caller]
+    pub fn udp_session_queue(mut self, datagrams: usize) -> Self {
+        assert!(
+            datagrams > 0,
+            "udp_session_queue needs room for at least one datagram"
+        );
+        self.udp_options("udp_session_queue").session_queue = datagrams;
+        self
+    }
+
+    #[track_caller]
+    fn udp_options(&mut self, method: &str) -> &mut UdpOptions {
+        self.udp.as_mut().unwrap_or_else(|| {
+            panic!("ServerBuilder::{method} applies to UDP servers (FlexiSocket::udp(..)) only")
+        })
+    }
+}
+
+/// The UDP settings of a server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UdpOptions {
+    session_idle: Duration,
+    max_datagram: usize,
+    session_queue: usize,
+    /// Whether the user chose a framing, which then applies inside datagrams.
+    pub(crate) framed: bool,
+}
+
+impl Default for UdpOptions {
+    fn default() -> Self {
+        Self {
+            session_idle: Duration::from_secs(60),
+            max_datagram: 8 * 1024,
+            session_queue: 64,
+            framed: false,
+        }
+    }
+}
+
+impl UdpOptions {
+    /// The framing the connections use: the user's, or none (a datagram is
+    /// a message, and a reply is sent as is).
+    pub(crate) fn framing(&self, chosen: Framing) -> Framing {
+        if self.framed { chosen } else { Framing::raw() }
+    }
+
+    fn session(&self) -> SessionConfig {
+        SessionConfig {
+            idle: Some(self.session_idle),
+            inbox: self.session_queue,
+            framed: self.framed,
+        }
+    }
+}
+
+/// A bound UDP socket and how to serve it.
+#[derive(Debug)]
+pub(crate) struct UdpListener {
+    socket: Arc<UdpSocket>,
+    local_addr: SocketAddr,
+    options: UdpOptions,
+}
+
+impl UdpListener {
+    pub(crate) async fn bind(addr: &str, options: UdpOptions) -> io::Result<Self> {
+        let socket = UdpSocket::bind(addr).await?;
+        Ok(Self {
+            local_addr: socket.local_addr()?,
+            socket: Arc::new(socket),
+            options,
+        })
+    }
+
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+/// Receives until the server shuts down or `signal` completes, opening a
+/// session (a task in `tasks`) for each new peer. Nothing a peer sends
+/// ends the loop.
+pub(crate) async fn receive(
+    listener: UdpListener,
+    context: &Arc<ServerContext>,
+    tasks: &TaskTracker,
+    signal: impl Future<Output = ()>,
+) {
+    let UdpListener {
+        socket,
+        local_addr,
+        options,
+    } = listener;
+    let mut receiver = Receiver {
+        socket,
+        local_addr,
+        options,
+        context,
+        tasks,
+        sessions: Sessions::default(),
+        refusing: false,
+    };
+    let mut buffer = vec![0; options.max_datagram.max(LARGEST_DATAGRAM) + 1];
+    let mut errors = ReceiveErrors::default();
+    let shutdown = context.shutdown.clone();
+    tokio::pin!(signal);
+    loop {
+        let received = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            () = &mut signal => break,
+            received = receiver.socket.recv_from(&mut buffer) => received,
+        };
+        match received {
+            Ok((length, peer)) => {
+                errors.reset();
+                let inbound = Inbound::received(&buffer[..length], options.max_datagram);
+                receiver.deliver(peer, inbound);
+            }
+            Err(error) => errors.note(context, error).await,
+        }
+    }
+}
+
+/// The receive loop's state.
+struct Receiver<'a> {
+    socket: Arc<UdpSocket>,
+    local_addr: SocketAddr,
+    options: UdpOptions,
+    context: &'a Arc<ServerContext>,
+    tasks: &'a TaskTracker,
+    sessions: Sessions,
+    /// Whether new peers are being turned away (logged once per streak).
+    refusing: bool,
+}
+
+impl Receiver<'_> {
+    /// Hands `inbound` to `peer`'s session, opening one if there is none.
+    fn deliver(&mut self, peer: SocketAddr, inbound: Inbound) {
+        let inbound = match self.sessions.offer(peer, inbound) {
+            Ok(()) => return,
+            Err(Refused::Full) => {
+                // The session reports the drop to its on_error when it catches up.
+                self.dropped(peer, "its session's queue is full");
+                return;
+            }
+            Err(Refused::Ended(inbound)) => inbound,
+        };
+        self.open(peer, inbound);
+    }
+
+    fn open(&mut self, peer: SocketAddr, inbound: Inbound) {
+        let context = self.context;
+        let Some(admission) = context.try_admit(peer.ip()) else {
+            if !self.refusing {
+                tracing::warn!(
+                    max_connections = context.limits.max_connections,
+                    "at the session cap (max_connections or the per-IP cap): dropping datagrams from new peers"
+                );
+                self.refusing = true;
+            }
+            self.dropped(peer, "at the session cap");
+            return;
+        };
+        self.refusing = false;
+        let id = context.next_id();
+        Counters::add(&context.counters.connections_total, 1);
+        let (outbound, queue) = outbound::channel(&context.limits);
+        // Creating the connection runs a custom codec's factory: user code
+        // that must not take the receive loop down with it.
+        let created = catch_unwind(AssertUnwindSafe(|| {
+            Connection::new(
+                id,
+                peer,
+                self.local_addr,
+                Arc::clone(context),
+                outbound,
+                context.shutdown.child_token(),
+            )
+        }));
+        let connection = match created {
+            Ok(connection) => connection,
+            Err(payload) => {
+                let message = crate::handler::panic_message(&*payload);
+                tracing::error!(%peer, %message, "the framing's codec factory panicked; datagram dropped");
+                self.dropped(peer, "the codec factory panicked");
+                return;
+            }
+        };
+        context.connections.insert(connection.clone());
+        let target = DatagramPeer::new(Arc::clone(&self.socket), peer);
+        let (inbox, serve) = session::open(connection, queue, target, self.options.session());
+        // A fresh inbox has room for the datagram that opened it.
+        let _ = inbox.offer(inbound);
+        self.sessions.insert(peer, inbox);
+        let sessions = self.sessions.clone();
+        let span =
+            tracing::info_span!("udp_session", id, %peer, client_type = tracing::field::Empty);
+        self.tasks.spawn(
+            async move {
+                serve.await;
+                sessions.remove(peer, id);
+                drop(admission);
+            }
+            .instrument(span),
+        );
+    }
+
+    fn dropped(&self, peer: SocketAddr, why: &str) {
+        Counters::add(&self.context.counters.datagrams_dropped, 1);
+        tracing::debug!(%peer, why, "datagram dropped");
+    }
+}
+
+/// The open sessions by peer address. A session holds its place under the
+/// connection limits until it has left this table, so the table is bounded
+/// by `max_connections`.
+#[derive(Clone, Default)]
+struct Sessions(Arc<Mutex<HashMap<SocketAddr, Inbox>>>);
+
+impl Sessions {
+    fn lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, Inbox>> {
+        // Inserts and removes cannot leave the map half-updated when a panic poisons it.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn offer(&self, peer: SocketAddr, inbound: Inbound) -> Result<(), Refused> {
+        match self.lock().get(&peer) {
+            Some(inbox) => inbox.offer(inbound),
+            None => Err(Refused::Ended(inbound)),
+        }
+    }
+
+    fn insert(&self, peer: SocketAddr, inbox: Inbox) {
+        self.lock().insert(peer, inbox);
+    }
+
+    /// Removes the session `id` of `peer`, unless a newer one took its place.
+    fn remove(&self, peer: SocketAddr, id: u64) {
+        let mut sessions = self.lock();
+        if sessions.get(&peer).is_some_and(|inbox| inbox.id() == id) {
+            sessions.remove(&peer);
+        }
+    }
+}
+
+/// Receive errors never end the loop. An ICMP refusal (the port an earlier
+/// reply went to was closed; reported by some systems) concerns a datagram
+/// already gone; anything else pauses the loop briefly so a persistent
+/// error cannot spin it.
+#[derive(Debug, Default)]
+struct ReceiveErrors {
+    streak: bool,
+}
+
+impl ReceiveErrors {
+    const PAUSE: Duration = Duration::from_millis(10);
+
+    fn reset(&mut self) {
+        self.streak = false;
+    }
+
+    async fn note(&mut self, context: &ServerContext, error: io::Error) {
+        let refused = matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+        );
+        if refused {
+            tracing::debug!(%error, "an earlier datagram was refused by its peer");
+        } else if !self.streak {
+            tracing::warn!(%error, "receiving a datagram failed; receiving on");
+        }
+        context.counters.count_error(&Error::Io(error));
+        if !refused {
+            self.streak = true;
+            tokio::time::sleep(Self::PAUSE).await;
+        }
+    }
+}

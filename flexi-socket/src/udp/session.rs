@@ -1,0 +1,392 @@
+//! A datagram session: one UDP peer served as a [`Connection`]. Its datagrams
+//! arrive through a bounded inbox and are handled in order, one at a time, by
+//! the shared event pipeline; its replies leave through the connection's
+//! bounded outbound queue, one datagram each. The server opens one session
+//! per peer address; a client has one with its server.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::connection::{Connection, DisconnectReason};
+use crate::deadlines::{idle_timer, wait_for};
+use crate::dispatch::report;
+use crate::error::Error;
+use crate::framing::{Decoded, FrameDecoder};
+use crate::handler::panic_message;
+use crate::outbound::OutboundReceiver;
+use crate::pipeline::{on_connect, on_disconnect, on_frame, until_aborted};
+
+/// Failed sends waiting to be reported to on_error; beyond that they are
+/// only counted and logged.
+const SEND_ERRORS: usize = 16;
+
+/// One received datagram, as its session gets it.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A datagram within the limit: one message, or several with a framing.
+    Datagram(Bytes),
+    /// A datagram over the limit, of which only the length is kept.
+    TooLarge { length: usize, max: usize },
+}
+
+impl Inbound {
+    /// What arrived, read into a buffer longer than `max` so that an
+    /// oversize datagram shows as such instead of arriving cut to size.
+    pub(crate) fn received(datagram: &[u8], max: usize) -> Self {
+        if datagram.len() > max {
+            Inbound::TooLarge {
+                length: datagram.len(),
+                max,
+            }
+        } else {
+            Inbound::Datagram(Bytes::copy_from_slice(datagram))
+        }
+    }
+}
+
+/// Where a session's datagrams go: the peer's address, through a socket
+/// shared with other sessions.
+#[derive(Debug)]
+pub(crate) struct DatagramPeer {
+    socket: Arc<UdpSocket>,
+    addr: SocketAddr,
+}
+
+impl DatagramPeer {
+    pub(crate) fn new(socket: Arc<UdpSocket>, addr: SocketAddr) -> Self {
+        Self { socket, addr }
+    }
+
+    async fn send(&self, datagram: &[u8]) -> io::Result<()> {
+        // UDP sends a datagram whole or not at all.
+        self.socket.send_to(datagram, self.addr).await.map(drop)
+    }
+}
+
+/// How a session behaves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionConfig {
+    /// The session ends after this long without a datagram from the peer.
+    pub(crate) idle: Option<Duration>,
+    /// How many datagrams may wait for the session's handlers.
+    pub(crate) inbox: usize,
+    /// Whether the framing splits each datagram; otherwise a datagram is one message.
+    pub(crate) framed: bool,
+}
+
+/// The receiving side's end of a session: offers datagrams without waiting.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    id: u64,
+    datagrams: mpsc::Sender<Inbound>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Why an inbox did not take a datagram.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The inbox is full: the datagram was dropped, and the session will
+    /// report it to on_error.
+    Full,
+    /// The session has ended or is ending; the datagram is handed back.
+    Ended(Inbound),
+}
+
+impl Inbox {
+    /// The id of the session's connection.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn offer(&self, inbound: Inbound) -> Result<(), Refused> {
+        self.datagrams
+            .try_send(inbound)
+            .map_err(|refused| match refused {
+                TrySendError::Full(_) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    Refused::Full
+                }
+                TrySendError::Closed(inbound) => Refused::Ended(inbound),
+            })
+    }
+}
+
+/// Opens the session of `connection`: the inbox that feeds it, and the
+/// future that serves it until it ends (spawn it). The session ends when
+/// the connection is closed (by `close()`, a panic, the server's shutdown)
+/// or goes idle; it fires on_disconnect once and flushes its replies.
+pub(crate) fn open(
+    connection: Connection,
+    outbound: OutboundReceiver,
+    peer: DatagramPeer,
+    config: SessionConfig,
+) -> (Inbox, impl Future<Output = ()> + Send + 'static) {
+    let (sender, receiver) = mpsc::channel(config.inbox);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let inbox = Inbox {
+        id: connection.id(),
+        datagrams: sender,
+        dropped: Arc::clone(&dropped),
+    };
+    let session = Session {
+        connection,
+        datagrams: receiver,
+        dropped,
+        config,
+    };
+    (inbox, run(session, outbound, peer))
+}
+
+struct Session {
+    connection: Connection,
+    datagrams: mpsc::Receiver<Inbound>,
+    /// Datagrams dropped at a full inbox and not yet reported.
+    dropped: Arc<AtomicU64>,
+    config: SessionConfig,
+}
+
+async fn run(mut session: Session, outbound: OutboundReceiver, peer: DatagramPeer) {
+    let connection = session.connection.clone();
+    let disconnected = AtomicBool::new(false);
+    let serve = serve(&mut session, outbound, peer, &disconnected);
+    until_aborted(&connection, &disconnected, Box::pin(serve)).await;
+}
+
+async fn serve(
+    session: &mut Session,
+    outbound: OutboundReceiver,
+    peer: DatagramPeer,
+    disconnected: &AtomicBool,
+) {
+    let (finish, finish_signal) = oneshot::channel();
+    let (failed_sends, mut send_errors) = mpsc::channel(SEND_ERRORS);
+    let writing = write_loop(
+        session.connection.clone(),
+        peer,
+        outbound,
+        finish_signal,
+        failed_sends,
+    );
+    let handling = async {
+        let connection = session.connection.clone();
+        let reason = match on_connect(&connection).await {
+            ControlFlow::Continue(()) => session.handle_until_closed(&mut send_errors).await,
+            ControlFlow::Break(reason) => reason,
+        };
+        // From here on the connection reports itself closing and the peer's
+        // next datagram opens a new session; sends from on_disconnect still work.
+        connection.close_because(reason.clone());
+        session.datagrams.close();
+        session.report_dropped().await;
+        send_errors.close();
+        while let Some(error) = send_errors.recv().await {
+            report(&connection, Error::Io(error)).await;
+        }
+        tracing::debug!(%reason, "session ends");
+        on_disconnect(&connection, reason.clone()).await;
+        disconnected.store(true, Ordering::Relaxed);
+        let flush = reason != DisconnectReason::SlowConsumer;
+        let _ = finish.send(flush);
+    };
+    tokio::join!(handling, writing);
+}
+
+impl Session {
+    /// Handles datagrams until the connection closes or idles out, then the
+    /// datagrams already received: nothing accepted into the inbox is lost.
+    async fn handle_until_closed(
+        &mut self,
+        send_errors: &mut mpsc::Receiver<io::Error>,
+    ) -> DisconnectReason {
+        let connection = self.connection.clone();
+        let close = connection.close_token().clone();
+        let mut last_heard = Instant::now();
+        let timer = idle_timer();
+        tokio::pin!(timer);
+        loop {
+            let deadline = self.config.idle.map(|idle| last_heard + idle);
+            tokio::select! {
+                biased;
+                () = close.cancelled() => break,
+                Some(error) = send_errors.recv() => report(&connection, Error::Io(error)).await,
+                inbound = self.datagrams.recv() => {
+                    // No sender left: whoever received for this session stopped.
+                    let Some(inbound) = inbound else { break };
+                    last_heard = Instant::now();
+                    if let ControlFlow::Break(reason) = self.handle(inbound).await {
+                        return reason;
+                    }
+                }
+                () = wait_for(timer.as_mut(), deadline) => {
+                    tracing::debug!("session idle");
+                    connection.close_because(DisconnectReason::IdleTimeout);
+                }
+            }
+        }
+        self.datagrams.close();
+        while let Some(inbound) = self.datagrams.recv().await {
+            if let ControlFlow::Break(reason) = self.handle(inbound).await {
+                return reason;
+            }
+        }
+        connection
+            .close_reason()
+            .unwrap_or(DisconnectReason::Closed)
+    }
+
+    async fn handle(&self, inbound: Inbound) -> ControlFlow<DisconnectReason> {
+        self.report_dropped().await;
+        match inbound {
+            Inbound::Datagram(datagram) if self.config.framed => {
+                deframe(&self.connection, datagram).await
+            }
+            Inbound::Datagram(datagram) => on_frame(&self.connection, datagram).await,
+            Inbound::TooLarge { length, max } => {
+                report(&self.connection, Error::DatagramTooLarge { length, max }).await;
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    /// Tells on_error about datagrams dropped at the full inbox since the last time.
+    async fn report_dropped(&self) {
+        let count = self.dropped.swap(0, Ordering::Relaxed);
+        if count > 0 {
+            let capacity = self.config.inbox;
+            report(
+                &self.connection,
+                Error::DatagramsDropped { count, capacity },
+            )
+            .await;
+        }
+    }
+}
+
+/// Decodes one datagram with a fresh decoder, so a frame never spans
+/// datagrams and a framing error costs this datagram only. A frame left
+/// unfinished at the datagram's end is reported, never delivered.
+async fn deframe(connection: &Connection, datagram: Bytes) -> ControlFlow<DisconnectReason> {
+    // A custom codec's factory and decoder are user code: a panic costs this datagram.
+    let decoder = catch_unwind(AssertUnwindSafe(|| connection.server().framing.decoder()));
+    let mut decoder = match decoder {
+        Ok(decoder) => decoder,
+        Err(payload) => {
+            let reason = format!("the codec factory panicked: {}", panic_message(&*payload));
+            report(connection, Error::Framing(reason)).await;
+            return ControlFlow::Continue(());
+        }
+    };
+    let mut buffer = BytesMut::from(datagram);
+    let mut at_end = false;
+    loop {
+        let flow = match decode(&mut decoder, &mut buffer, at_end) {
+            Ok(Some(Decoded::Frame(frame))) => on_frame(connection, frame).await,
+            Ok(Some(Decoded::Discarded(Error::FrameTruncated { bytes }))) => {
+                report(connection, Error::DatagramTruncated { bytes }).await;
+                ControlFlow::Continue(())
+            }
+            Ok(Some(Decoded::Discarded(error))) => {
+                report(connection, error).await;
+                ControlFlow::Continue(())
+            }
+            Ok(None) if !at_end => {
+                at_end = true;
+                ControlFlow::Continue(())
+            }
+            Ok(None) => return ControlFlow::Continue(()),
+            Err(error) => {
+                report(connection, error).await;
+                return ControlFlow::Continue(());
+            }
+        };
+        if flow.is_break() {
+            return flow;
+        }
+    }
+}
+
+fn decode(
+    decoder: &mut FrameDecoder,
+    buffer: &mut BytesMut,
+    at_end: bool,
+) -> Result<Option<Decoded>, Error> {
+    catch_unwind(AssertUnwindSafe(|| {
+        if at_end {
+            decoder.decode_eof(buffer)
+        } else {
+            decoder.decode(buffer)
+        }
+    }))
+    .unwrap_or_else(|payload| {
+        Err(Error::Framing(format!(
+            "the codec panicked: {}",
+            panic_message(&*payload)
+        )))
+    })
+}
+
+/// Sends queued replies, one datagram each, until told to finish; then
+/// sends the rest (bounded by the shutdown timeout) unless told to abandon
+/// them. A failed send is passed to the handling side for on_error and the
+/// session goes on: one refused datagram is no reason to end it.
+async fn write_loop(
+    connection: Connection,
+    peer: DatagramPeer,
+    mut outbound: OutboundReceiver,
+    mut finish: oneshot::Receiver<bool>,
+    failed: mpsc::Sender<io::Error>,
+) {
+    let flush = loop {
+        tokio::select! {
+            biased;
+            frame = outbound.recv() => match frame {
+                Some(frame) => send(&connection, &peer, &outbound, &frame, &failed).await,
+                None => break true,
+            },
+            flush = &mut finish => break flush.unwrap_or(true),
+        }
+    };
+    // No more sends are accepted from here on; what was accepted is sent.
+    outbound.close();
+    if !flush {
+        return;
+    }
+    let flush_timeout = connection.server().limits.shutdown_timeout;
+    let sending = async {
+        while let Some(frame) = outbound.recv().await {
+            send(&connection, &peer, &outbound, &frame, &failed).await;
+        }
+    };
+    if tokio::time::timeout(flush_timeout, sending).await.is_err() {
+        tracing::warn!(timeout = ?flush_timeout, "sending the queued datagrams timed out");
+    }
+}
+
+async fn send(
+    connection: &Connection,
+    peer: &DatagramPeer,
+    outbound: &OutboundReceiver,
+    frame: &Bytes,
+    failed: &mpsc::Sender<io::Error>,
+) {
+    if let Err(error) = peer.send(frame).await {
+        if let Err(TrySendError::Full(error) | TrySendError::Closed(error)) = failed.try_send(error)
+        {
+            tracing::warn!(%error, "sending a datagram failed");
+            connection.server().counters.count_error(&Error::Io(error));
+        }
+    }
+    outbound.written(outbound.cost(frame), 1);
+}

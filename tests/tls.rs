@@ -1,0 +1,424 @@
+//! TLS over loopback: certificates generated at test time (rcgen; nothing
+//! secret is committed), a tokio-rustls client, misbehaving peers (silent,
+//! plaintext, no client certificate), and `openssl s_client` when installed.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use flexi_socket::{
+    Connection, DisconnectReason, Error, FlexiSocket, Framing, Message, Router, ServerBuilder,
+    TlsServerConfig,
+};
+use support::example::ExampleServer;
+use support::tls::{
+    ClientCa, Identity, TempDir, TlsLineClient, client_config, server_identity, through_openssl,
+};
+use support::{Events, LineClient, Running, eventually, start, within};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// An echo server that counts its on_connect events.
+fn counted_echo(opened: &Arc<AtomicUsize>) -> Router {
+    let opened = Arc::clone(opened);
+    Router::new()
+        .on_connect(move |_conn: Connection| {
+            let opened = Arc::clone(&opened);
+            async move {
+                opened.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await })
+}
+
+fn tls_server(identity: &Identity, opened: &Arc<AtomicUsize>) -> ServerBuilder {
+    let tls = TlsServerConfig::from_pem(&identity.cert_pem, &identity.key_pem).unwrap();
+    FlexiSocket::server("127.0.0.1:0")
+        .router(counted_echo(opened))
+        .tls(tls)
+}
+
+async fn failed_handshakes(running: &Running, expected: u64) {
+    let handle = running.handle.clone();
+    eventually("the failed handshake to be counted", || {
+        handle.stats().tls_handshakes_failed == expected
+    })
+    .await;
+}
+
+/// Reads until the server closes (EOF, or a reset / TLS alert as an error).
+async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    let _ = within(
+        "the server to close the connection",
+        stream.read_to_end(&mut received),
+    )
+    .await;
+    received
+}
+
+#[tokio::test]
+async fn echo_round_trip_over_tls() {
+    let identity = server_identity();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let running = start(tls_server(&identity, &opened)).await;
+
+    let mut client = TlsLineClient::connect(running.addr, client_config(&identity.cert_pem, None))
+        .await
+        .expect("handshake");
+    assert_eq!(client.ask("hello over TLS").await, "hello over TLS");
+    assert_eq!(client.ask("second").await, "second");
+    assert_eq!(opened.load(Ordering::SeqCst), 1);
+    assert_eq!(running.connections.len(), 1);
+    assert_eq!(running.handle.stats().tls_handshakes_failed, 0);
+
+    drop(client);
+    let report = running.stop().await;
+    assert_eq!(report.connections_aborted, 0);
+}
+
+#[tokio::test]
+async fn silent_client_is_closed_at_the_handshake_timeout_while_others_are_served() {
+    let identity = server_identity();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let timeout = Duration::from_millis(300);
+    let running = start(tls_server(&identity, &opened).tls_handshake_timeout(timeout)).await;
+
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(running.addr).await.unwrap();
+    let silent_closed = tokio::spawn(async move {
+        let received = until_closed(&mut silent).await;
+        (started.elapsed(), received)
+    });
+
+    // The silent peer's handshake waits in its own task, not in the accept loop.
+    let mut client = TlsLineClient::connect(running.addr, client_config(&identity.cert_pem, None))
+        .await
+        .expect("handshake");
+    assert_eq!(client.ask("meanwhile").await, "meanwhile");
+    assert!(
+        !silent_closed.is_finished(),
+        "the silent client was closed before the handshake timeout"
+    );
+
+    let (after, received) = within("the silent client's close", silent_closed)
+        .await
+        .unwrap();
+    assert!(
+        after >= timeout,
+        "closed after {after:?}, before the {timeout:?} timeout"
+    );
+    assert!(received.is_empty(), "a silent client got {received:?}");
+    failed_handshakes(&running, 1).await;
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        1,
+        "on_connect ran for a failed handshake"
+    );
+    assert_eq!(running.connections.len(), 1);
+
+    assert_eq!(client.ask("still here").await, "still here");
+    drop(client);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn plaintext_client_is_refused_and_the_server_keeps_serving() {
+    let identity = server_identity();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let running = start(tls_server(&identity, &opened)).await;
+
+    let mut plaintext = LineClient::connect(running.addr).await;
+    plaintext.send_line("hello in plaintext").await;
+    let mut received = Vec::new();
+    let _ = within(
+        "the server to close the plaintext connection",
+        plaintext.reader.read_to_end(&mut received),
+    )
+    .await;
+    // At most a TLS alert comes back, never the echo.
+    assert!(
+        !String::from_utf8_lossy(&received).contains("hello"),
+        "plaintext was echoed: {received:?}"
+    );
+    failed_handshakes(&running, 1).await;
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        0,
+        "on_connect ran for a plaintext client"
+    );
+    assert!(running.connections.is_empty());
+
+    let mut client = TlsLineClient::connect(running.addr, client_config(&identity.cert_pem, None))
+        .await
+        .expect("handshake");
+    assert_eq!(client.ask("after plaintext").await, "after plaintext");
+    assert_eq!(opened.load(Ordering::SeqCst), 1);
+    drop(client);
+    running.stop().await;
+}
+
+/// Connects, sends `bytes`, then closes TCP without TLS's close_notify.
+async fn send_and_close_without_notify(addr: SocketAddr, config: Arc<ClientConfig>, bytes: &[u8]) {
+    let tcp = within("connect", TcpStream::connect(addr)).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut stream = within(
+        "TLS handshake",
+        TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+    .unwrap();
+    within("write", stream.write_all(bytes)).await.unwrap();
+    within("flush", stream.flush()).await.unwrap();
+    within("FIN", stream.get_mut().0.shutdown()).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = within("the server's close", stream.read_to_end(&mut rest)).await;
+}
+
+#[tokio::test]
+async fn close_without_close_notify_is_an_eof_unless_the_framing_delivers_at_eof() {
+    let identity = server_identity();
+    let config = client_config(&identity.cert_pem, None);
+    for (framing, delivered_at_eof) in [(Framing::lines(), false), (Framing::eof(), true)] {
+        let (events, mut log) = Events::new();
+        let (messages, errors, disconnects) = (events.clone(), events.clone(), events.clone());
+        let router = Router::new()
+            .on_message(move |_conn: Connection, msg: String| {
+                let events = messages.clone();
+                async move { events.push(format!("message {msg}")) }
+            })
+            .on_error(move |_conn: Connection, error: Error| {
+                let events = errors.clone();
+                async move { events.push(format!("error {error}")) }
+            })
+            .on_disconnect(move |_conn: Connection, reason: DisconnectReason| {
+                let events = disconnects.clone();
+                async move { events.push(format!("disconnect {reason:?}")) }
+            });
+        let tls = TlsServerConfig::from_pem(&identity.cert_pem, &identity.key_pem).unwrap();
+        let server = FlexiSocket::server("127.0.0.1:0")
+            .framing(framing)
+            .router(router)
+            .tls(tls);
+        let running = start(server).await;
+
+        send_and_close_without_notify(running.addr, Arc::clone(&config), b"whole\ncut").await;
+        if delivered_at_eof {
+            // The stream may have been truncated: nothing is delivered, the error is reported.
+            let error = log.next().await;
+            assert!(error.starts_with("error I/O error"), "{error}");
+            assert!(error.contains("close_notify"), "{error}");
+            assert!(log.next().await.starts_with("disconnect Reset"));
+        } else {
+            // Lines frame themselves: the cut line is reported, the close is a plain EOF.
+            assert_eq!(log.next().await, "message whole");
+            assert!(
+                log.next()
+                    .await
+                    .starts_with("error the peer closed the connection in the middle of a frame")
+            );
+            assert_eq!(log.next().await, "disconnect PeerClosed");
+        }
+        running.stop().await;
+    }
+}
+
+/// The client's view of a refused client certificate: in TLS 1.3 its own
+/// handshake may complete before the server's verdict, so the refusal can
+/// arrive on the first read.
+async fn refused(addr: SocketAddr, config: Arc<ClientConfig>) {
+    let Ok(mut client) = TlsLineClient::connect(addr, config).await else {
+        return;
+    };
+    // An error (the server's alert) or EOF; never a reply.
+    if let Ok(Some(reply)) = client.try_ask("let me in").await {
+        panic!("a client without an accepted certificate got {reply:?}");
+    }
+}
+
+#[tokio::test]
+async fn client_certificates_required_and_missing_fail() {
+    let identity = server_identity();
+    let ca = ClientCa::new("trusted clients");
+    let opened = Arc::new(AtomicUsize::new(0));
+    let tls = TlsServerConfig::from_pem(&identity.cert_pem, &identity.key_pem)
+        .unwrap()
+        .require_client_certs(&ca.cert_pem)
+        .unwrap();
+    let running = start(
+        FlexiSocket::server("127.0.0.1:0")
+            .router(counted_echo(&opened))
+            .tls(tls),
+    )
+    .await;
+
+    refused(running.addr, client_config(&identity.cert_pem, None)).await;
+    failed_handshakes(&running, 1).await;
+    // A certificate from another CA is refused as well.
+    let stranger = ClientCa::new("someone else").issue_client();
+    refused(
+        running.addr,
+        client_config(&identity.cert_pem, Some(&stranger)),
+    )
+    .await;
+    failed_handshakes(&running, 2).await;
+    assert_eq!(opened.load(Ordering::SeqCst), 0);
+    assert!(running.connections.is_empty());
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn client_certificates_required_and_present_work() {
+    let identity = server_identity();
+    let ca = ClientCa::new("trusted clients");
+    let opened = Arc::new(AtomicUsize::new(0));
+    let tls = TlsServerConfig::from_pem(&identity.cert_pem, &identity.key_pem)
+        .unwrap()
+        .require_client_certs(&ca.cert_pem)
+        .unwrap();
+    let running = start(
+        FlexiSocket::server("127.0.0.1:0")
+            .router(counted_echo(&opened))
+            .tls(tls),
+    )
+    .await;
+
+    let client_identity = ca.issue_client();
+    let config = client_config(&identity.cert_pem, Some(&client_identity));
+    let mut client = TlsLineClient::connect(running.addr, config)
+        .await
+        .expect("handshake");
+    assert_eq!(client.ask("mutual").await, "mutual");
+    assert_eq!(opened.load(Ordering::SeqCst), 1);
+    assert_eq!(running.handle.stats().tls_handshakes_failed, 0);
+    drop(client);
+    running.stop().await;
+}
+
+#[test]
+fn unusable_certificates_and_keys_are_clear_errors() {
+    let identity = server_identity();
+    let other = server_identity();
+    let reason = |result: flexi_socket::Result<TlsServerConfig>| match result {
+        Err(Error::Tls { reason }) => reason,
+        other => panic!("expected Error::Tls, got {other:?}"),
+    };
+
+    let missing = reason(TlsServerConfig::from_pem_files(
+        "/nonexistent/server.crt",
+        "/nonexistent/server.key",
+    ));
+    assert!(missing.contains("/nonexistent/server.crt"), "{missing}");
+
+    let swapped = reason(TlsServerConfig::from_pem(
+        &identity.key_pem,
+        &identity.cert_pem,
+    ));
+    assert!(swapped.contains("swapped"), "{swapped}");
+
+    let mismatched = reason(TlsServerConfig::from_pem(
+        &identity.cert_pem,
+        &other.key_pem,
+    ));
+    assert!(mismatched.contains("does not fit"), "{mismatched}");
+
+    let no_roots = reason(
+        TlsServerConfig::from_pem(&identity.cert_pem, &identity.key_pem)
+            .unwrap()
+            .require_client_certs("not a PEM file"),
+    );
+    assert!(no_roots.contains("no certificate"), "{no_roots}");
+
+    let rustls_config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap(),
+        PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let from_rustls = reason(
+        TlsServerConfig::from_rustls(Arc::new(rustls_config))
+            .require_client_certs(&identity.cert_pem),
+    );
+    assert!(
+        from_rustls.contains("with_client_cert_verifier"),
+        "{from_rustls}"
+    );
+
+    // The same checks through files, and the happy path.
+    let dir = TempDir::new("files");
+    let cert = dir.write("server.crt", &identity.cert_pem);
+    let key = dir.write("server.key", &identity.key_pem);
+    TlsServerConfig::from_pem_files(&cert, &key).expect("valid files");
+    let swapped = reason(TlsServerConfig::from_pem_files(&key, &cert));
+    assert!(
+        swapped.contains("swapped") && swapped.contains("server.key"),
+        "{swapped}"
+    );
+}
+
+#[test]
+#[should_panic(expected = "there is no DTLS")]
+fn tls_on_a_udp_server_is_refused() {
+    let identity = server_identity();
+    let tls = TlsServerConfig::from_pem(&identity.cert_pem, &identity.key_pem).unwrap();
+    let _ = FlexiSocket::udp("127.0.0.1:0").tls(tls);
+}
+
+#[tokio::test]
+async fn openssl_s_client_interoperates() {
+    let identity = server_identity();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let running = start(tls_server(&identity, &opened)).await;
+    let dir = TempDir::new("openssl");
+    let ca_file = dir.write("server.crt", &identity.cert_pem);
+    if let Some(reply) = through_openssl(running.addr, &ca_file, "hello from openssl").await {
+        assert_eq!(reply, "hello from openssl");
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn tls_echo_example_prints_a_working_openssl_command() {
+    let mut server = ExampleServer::start("tls_echo").await;
+    let mut hint = String::new();
+    within("the connect hint", server.stdout.read_line(&mut hint))
+        .await
+        .unwrap();
+    let expected = format!("openssl s_client -connect {} -quiet -CAfile ", server.addr);
+    let ca_file = PathBuf::from(
+        hint.trim()
+            .split_once(&expected)
+            .unwrap_or_else(|| panic!("the hint {hint:?} lacks {expected:?}"))
+            .1,
+    );
+    let cert_pem = std::fs::read_to_string(&ca_file).expect("the example wrote its certificate");
+
+    let mut client = TlsLineClient::connect(server.addr, client_config(&cert_pem, None))
+        .await
+        .expect("handshake with the example");
+    assert_eq!(client.ask("hello example").await, "hello example");
+    drop(client);
+    if let Some(reply) = through_openssl(server.addr, &ca_file, "via openssl").await {
+        assert_eq!(reply, "via openssl");
+    }
+    server.stop().await;
+    // Killed by PID, the example cannot clean up after itself.
+    let _ = std::fs::remove_file(&ca_file);
+}
