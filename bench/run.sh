@@ -5,11 +5,15 @@
 #   bench/run.sh                      # 5 repetitions, about 4 minutes on 2 cores
 #   REPS=1 DURATION=1 bench/run.sh    # a quick look
 #
-# Environment: REPS (5), DURATION seconds measured per run (3), WARMUP seconds
-# before measuring (1), IDLE_CONNECTIONS (10000), RESULTS directory
-# (bench/results), FLEXI_ECHO (an echo binary to measure instead of this
-# tree's, e.g. one built from an older commit). Writes runs.jsonl (one line per run), table.md,
-# summary.json, summary.csv and chart.svg there; prints the table.
+# Environment:
+#   REPS (5) repetitions; DURATION (3) seconds measured per run, after WARMUP (1)
+#   IDLE_CONNECTIONS (10000) for the memory scenario
+#   RESULTS (bench/results) where machine.txt, runs.jsonl (one line per run),
+#     table.md, summary.json, summary.csv and chart.svg go
+#   FLEXI_ECHO: an echo binary to measure instead of this tree's example
+#   COMPARE_ECHO: a second flexi-socket echo binary (say, built from an older
+#     commit) run as a fourth server named COMPARE_NAME (flexi-before)
+# Prints the table of medians and ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +36,9 @@ servers=(
     "minimal=$bin/baseline_minimal"
     "batching=$bin/baseline_batching"
 )
+if [[ -n ${COMPARE_ECHO:-} ]]; then
+    servers+=("${COMPARE_NAME:-flexi-before}=$COMPARE_ECHO")
+fi
 # name=loadgen arguments
 scenarios=(
     "pingpong=--mode pingpong --connections 16"
@@ -60,6 +67,20 @@ fi
 mkdir -p "$RESULTS"
 runs=$RESULTS/runs.jsonl
 : >"$runs"
+# What was measured and how busy the machine was: numbers mean little without it.
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "tree: $(git describe --always --dirty 2>/dev/null || echo unknown)"
+    echo "flexi-socket server: ${FLEXI_ECHO:-target/release/examples/echo}"
+    if [[ -n ${COMPARE_ECHO:-} ]]; then
+        echo "compared with: ${COMPARE_NAME:-flexi-before}=$COMPARE_ECHO"
+    fi
+    echo "cpus: $(nproc), $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
+    echo "kernel: $(uname -r)"
+    echo "pinning: ${server_cpu[*]:-none} / ${load_cpu[*]:-none}"
+    echo "REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP IDLE_CONNECTIONS=$IDLE_CONNECTIONS"
+    echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$RESULTS/machine.txt"
 server_out=$(mktemp)
 server_pid=
 stop_server() {
@@ -119,10 +140,13 @@ for scenario in "${scenarios[@]}"; do
     done
 done
 
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/machine.txt"
 echo >&2
+cat "$RESULTS/machine.txt"
+echo
 "$bin/report" "$runs"
 "$bin/chart" "$runs" "$RESULTS/chart.svg"
-echo "results: $runs, $RESULTS/table.md, summary.{json,csv}, chart.svg" >&2
+echo "results: $RESULTS/{machine.txt,runs.jsonl,table.md,summary.json,summary.csv,chart.svg}" >&2
 if [[ $failures -gt 0 ]]; then
     echo "$failures runs had errors" >&2
     exit 1

@@ -6,49 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use flexi_socket::{
-    Connection, DisconnectReason, Error, FlexiSocket, Message, OutboxPolicy, Reconnect, Router,
-};
+use flexi_socket::{Error, FlexiSocket, Message, OutboxPolicy, Router};
+use support::client::{client_router, quick_retries, server_router};
 use support::{Events, start, within};
 use tokio::net::TcpListener;
-
-/// A server that says "welcome" on connect, answers "re:<msg>", and reports
-/// every message it gets.
-fn server_router(events: &Events) -> Router {
-    let seen = events.clone();
-    Router::new()
-        .on_connect(|conn: Connection| async move {
-            let _ = conn.send("welcome").await;
-        })
-        .on_message(move |conn: Connection, msg: String| {
-            let seen = seen.clone();
-            async move {
-                seen.push(format!("server got {msg}"));
-                conn.send(format!("re:{msg}")).await
-            }
-        })
-}
-
-/// A client that reports what it receives and when it disconnects.
-fn client_router(events: &Events) -> Router {
-    let received = events.clone();
-    let disconnects = events.clone();
-    Router::new()
-        .on_message(move |_conn: Connection, msg: String| {
-            let received = received.clone();
-            async move { received.push(format!("client got {msg}")) }
-        })
-        .on_disconnect(move |_conn: Connection, reason: DisconnectReason| {
-            let disconnects = disconnects.clone();
-            async move { disconnects.push(format!("client disconnected: {reason}")) }
-        })
-}
-
-fn quick_retries() -> Reconnect {
-    Reconnect::default()
-        .initial_delay(Duration::from_millis(20))
-        .max_delay(Duration::from_millis(100))
-}
 
 #[tokio::test]
 async fn same_handlers_and_request_reply() {
@@ -206,4 +167,43 @@ async fn outbox_policy_fail_refuses_when_full_and_close_reports_dropped() {
         2,
         "two messages never left the outbox"
     );
+}
+
+#[tokio::test]
+async fn connections_that_die_at_once_count_as_failed_attempts() {
+    // A server that accepts and closes at once: without backoff the client
+    // would reconnect in a tight loop forever.
+    let hostile = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hostile.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&accepted);
+    let closing = tokio::spawn(async move {
+        for _ in 0..10 {
+            let (socket, _) = hostile.accept().await.unwrap();
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let client = FlexiSocket::client(addr)
+        .router(Router::new())
+        .reconnect(quick_retries().max_attempts(3))
+        .spawn()
+        .unwrap();
+    let gave_up = within("giving up", async {
+        loop {
+            if let Err(error) = client.connected().await {
+                return error;
+            }
+            // Connected for a moment; wait for the next state change.
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(matches!(gave_up, Error::GaveUp { .. }), "{gave_up}");
+    assert!(
+        gave_up.to_string().contains("after 3 attempts"),
+        "{gave_up}"
+    );
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    closing.abort();
 }

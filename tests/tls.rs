@@ -1,6 +1,8 @@
 //! TLS over loopback: certificates generated at test time (rcgen; nothing
 //! secret is committed), a tokio-rustls client, misbehaving peers (silent,
-//! plaintext, no client certificate), and `openssl s_client` when installed.
+//! plaintext, no client certificate), `openssl s_client` when installed, and
+//! flexi-socket's own TLS client (untrusted or misnamed servers, mutual TLS,
+//! reconnecting).
 
 mod support;
 
@@ -11,14 +13,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use flexi_socket::{
-    Connection, DisconnectReason, Error, FlexiSocket, Framing, Message, Router, ServerBuilder,
-    TlsServerConfig,
+    ClientBuilder, Connection, DisconnectReason, Error, FlexiSocket, Framing, Message, Router,
+    ServerBuilder, TlsClientConfig, TlsServerConfig,
 };
+use support::client::{client_router, quick_retries, server_router};
 use support::example::ExampleServer;
 use support::tls::{
     ClientCa, Identity, TempDir, TlsLineClient, client_config, server_identity, through_openssl,
 };
-use support::{Events, LineClient, Running, eventually, start, within};
+use support::{Events, LineClient, Running, WAIT, eventually, start, within};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -421,4 +424,267 @@ async fn tls_echo_example_prints_a_working_openssl_command() {
     server.stop().await;
     // Killed by PID, the example cannot clean up after itself.
     let _ = std::fs::remove_file(&ca_file);
+}
+
+/// A TLS server at `addr` that greets and answers (see `server_router`).
+fn greeting_tls_server(addr: impl ToString, identity: &Identity, events: &Events) -> ServerBuilder {
+    let tls = TlsServerConfig::from_pem(&identity.cert_pem, &identity.key_pem).unwrap();
+    FlexiSocket::server(addr)
+        .router(server_router(events))
+        .tls(tls)
+}
+
+/// Trusts the self-signed `identity` under the name it is issued for.
+fn trusting(identity: &Identity) -> TlsClientConfig {
+    TlsClientConfig::with_root_pem(&identity.cert_pem)
+        .unwrap()
+        .server_name("localhost")
+        .unwrap()
+}
+
+fn tls_client(addr: SocketAddr, tls: TlsClientConfig, events: &Events) -> ClientBuilder {
+    FlexiSocket::client(addr)
+        .router(client_router(events))
+        .tls(tls)
+}
+
+#[tokio::test]
+async fn tls_client_runs_the_same_handlers_and_request_reply() {
+    let identity = server_identity();
+    let (server_events, mut server_log) = Events::new();
+    let running = start(greeting_tls_server(
+        "127.0.0.1:0",
+        &identity,
+        &server_events,
+    ))
+    .await;
+
+    let (events, mut log) = Events::new();
+    let client = within(
+        "the TLS client to connect",
+        tls_client(running.addr, trusting(&identity), &events).connect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(log.next().await, "client got welcome");
+
+    client.send("plain").await.unwrap();
+    assert_eq!(server_log.next().await, "server got plain");
+    assert_eq!(log.next().await, "client got re:plain");
+    let reply = client.request("question", WAIT).await.unwrap();
+    assert_eq!(reply, Message::from("re:question"));
+    assert_eq!(running.handle.stats().tls_handshakes_failed, 0);
+
+    client.close().await;
+    assert!(log.next().await.starts_with("client disconnected"));
+    running.stop().await;
+}
+
+/// Connects with `tls` under at most two attempts and returns why it gave up.
+async fn gives_up(addr: SocketAddr, tls: TlsClientConfig, events: &Events) -> String {
+    let result = within(
+        "the TLS client to give up",
+        tls_client(addr, tls, events)
+            .reconnect(quick_retries().max_attempts(2))
+            .connect(),
+    )
+    .await;
+    let error = result.expect_err("the handshake should fail");
+    assert!(matches!(error, Error::GaveUp { .. }), "{error}");
+    let text = error.to_string();
+    assert!(
+        text.contains("TLS handshake") && text.contains("after 2 attempts"),
+        "{text}"
+    );
+    text
+}
+
+#[tokio::test]
+async fn tls_client_gives_up_on_a_misnamed_or_untrusted_server_naming_the_problem() {
+    let identity = server_identity();
+    let (server_events, _server_log) = Events::new();
+    let running = start(greeting_tls_server(
+        "127.0.0.1:0",
+        &identity,
+        &server_events,
+    ))
+    .await;
+    let (events, mut log) = Events::new();
+
+    let misnamed = TlsClientConfig::with_root_pem(&identity.cert_pem)
+        .unwrap()
+        .server_name("wrong.example")
+        .unwrap();
+    let text = gives_up(running.addr, misnamed, &events).await;
+    assert!(
+        text.contains("not valid for name \"wrong.example\"") && text.contains("server_name("),
+        "{text}"
+    );
+
+    // The roots hold another CA, then another self-signed certificate with
+    // the same issuer name as the server's (rustls: UnknownIssuer, BadSignature).
+    let other_ca = TlsClientConfig::with_root_pem(ClientCa::new("another CA").cert_pem)
+        .unwrap()
+        .server_name("localhost")
+        .unwrap();
+    let same_name = trusting(&server_identity());
+    for untrusted in [other_ca, same_name] {
+        let text = gives_up(running.addr, untrusted, &events).await;
+        assert!(
+            text.contains("not issued by a CA in the root store") && text.contains("with_root_pem"),
+            "{text}"
+        );
+    }
+
+    // Each refused attempt failed on the server too, and nothing opened.
+    failed_handshakes(&running, 6).await;
+    assert!(running.connections.is_empty());
+    assert!(log.0.try_recv().is_err(), "a handler ran without TLS");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn tls_client_presents_its_certificate_to_a_server_that_requires_one() {
+    let identity = server_identity();
+    let ca = ClientCa::new("trusted clients");
+    let tls = TlsServerConfig::from_pem(&identity.cert_pem, &identity.key_pem)
+        .unwrap()
+        .require_client_certs(&ca.cert_pem)
+        .unwrap();
+    let (server_events, mut server_log) = Events::new();
+    let running = start(
+        FlexiSocket::server("127.0.0.1:0")
+            .router(server_router(&server_events))
+            .tls(tls),
+    )
+    .await;
+
+    let client_identity = ca.issue_client();
+    // No server_name: the host of the address, 127.0.0.1, which the
+    // server's certificate also names.
+    let tls = TlsClientConfig::with_root_pem(&identity.cert_pem)
+        .unwrap()
+        .client_cert_pem(&client_identity.cert_pem, &client_identity.key_pem)
+        .unwrap();
+    let (events, mut log) = Events::new();
+    let client = within(
+        "the mutual-TLS client to connect",
+        tls_client(running.addr, tls, &events).connect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(log.next().await, "client got welcome");
+    let reply = client.request("mutual", WAIT).await.unwrap();
+    assert_eq!(reply, Message::from("re:mutual"));
+    assert_eq!(server_log.next().await, "server got mutual");
+    assert_eq!(running.handle.stats().tls_handshakes_failed, 0);
+
+    client.close().await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn tls_client_reconnects_with_handshake_then_outbox_after_the_server_restarts() {
+    let identity = server_identity();
+    let (server_events, mut server_log) = Events::new();
+    let first = start(greeting_tls_server(
+        "127.0.0.1:0",
+        &identity,
+        &server_events,
+    ))
+    .await;
+    let addr = first.addr;
+
+    let (events, mut log) = Events::new();
+    let client = within(
+        "the TLS client to connect",
+        tls_client(addr, trusting(&identity), &events)
+            .handshake("HELLO")
+            .reconnect(quick_retries())
+            .connect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(server_log.next().await, "server got HELLO");
+
+    first.stop().await;
+    log.next_starting("client disconnected").await;
+    for i in 1..=3 {
+        client.send(format!("queued {i}")).await.unwrap();
+    }
+    assert!(!client.is_connected());
+
+    let second = start(greeting_tls_server(addr, &identity, &server_events)).await;
+    within("the TLS client to reconnect", client.connected())
+        .await
+        .unwrap();
+    for expected in [
+        "server got HELLO",
+        "server got queued 1",
+        "server got queued 2",
+        "server got queued 3",
+    ] {
+        assert_eq!(server_log.next().await, expected);
+    }
+    // "welcome" and the replies to the handshake and the outbox come first.
+    let reply = client
+        .request_matching("after", WAIT, |m| m.starts_with(b"re:after"))
+        .await
+        .unwrap();
+    assert_eq!(reply, Message::from("re:after"));
+    assert_eq!(second.handle.stats().tls_handshakes_failed, 0);
+    client.close().await;
+    second.stop().await;
+}
+
+#[test]
+fn unusable_client_configurations_are_clear_errors() {
+    let identity = server_identity();
+    let reason = |result: flexi_socket::Result<TlsClientConfig>| match result {
+        Err(Error::Tls { reason }) => reason,
+        other => panic!("expected Error::Tls, got {other:?}"),
+    };
+
+    let no_roots = reason(TlsClientConfig::with_root_pem("not a PEM file"));
+    assert!(no_roots.contains("no certificate"), "{no_roots}");
+    let missing = reason(TlsClientConfig::from_root_pem_file("/nonexistent/ca.crt"));
+    assert!(missing.contains("/nonexistent/ca.crt"), "{missing}");
+
+    let bad_name = reason(trusting(&identity).server_name("not a name"));
+    assert!(
+        bad_name.contains("`not a name` is not a TLS server name"),
+        "{bad_name}"
+    );
+
+    let swapped =
+        reason(trusting(&identity).client_cert_pem(&identity.key_pem, &identity.cert_pem));
+    assert!(swapped.contains("swapped"), "{swapped}");
+
+    let rustls_config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(tokio_rustls::rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let from_rustls = reason(
+        TlsClientConfig::from_rustls(Arc::new(rustls_config), "localhost")
+            .and_then(|tls| tls.client_cert_pem(&identity.cert_pem, &identity.key_pem)),
+    );
+    assert!(
+        from_rustls.contains("with_client_auth_cert"),
+        "{from_rustls}"
+    );
+
+    // The root store from a file, and no server name to take from the address.
+    let dir = TempDir::new("client-files");
+    let ca_file = dir.write("ca.crt", &identity.cert_pem);
+    let tls = TlsClientConfig::from_root_pem_file(&ca_file).expect("valid file");
+    let unnamed = FlexiSocket::client("not_a_host!:8443")
+        .router(Router::new())
+        .tls(tls)
+        .spawn()
+        .expect_err("no server name");
+    assert!(
+        matches!(&unnamed, Error::Tls { reason } if reason.contains("server_name(")),
+        "{unnamed}"
+    );
 }

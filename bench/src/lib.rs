@@ -148,6 +148,10 @@ pub struct Record {
     pub max_us: f64,
     /// Failed connects, I/O errors, timeouts, and replies that differ from what was sent.
     pub errors: u64,
+    /// With `--server-pid`: the server's CPU time (user + system) per
+    /// message in the measured window, microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_message: Option<f64>,
     /// Idle mode: the server's `VmRSS` before connecting, KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_before_kib: Option<u64>,
@@ -191,6 +195,8 @@ pub struct Median {
     pub p99_us: f64,
     /// Median of the runs' p99.9, microseconds.
     pub p999_us: f64,
+    /// Median server CPU microseconds per message, where measured.
+    pub server_cpu_us_per_message: Option<f64>,
     /// Median KiB per idle connection (idle mode).
     pub kib_per_connection: Option<f64>,
     /// Errors summed over the runs.
@@ -236,6 +242,20 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Every server of the run: [`SERVERS`] first, then others (e.g. an older
+    /// flexi-socket build) in the order they appear.
+    #[must_use]
+    pub fn servers(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        let all = self.scenarios.iter().flat_map(|s| &s.servers);
+        for name in SERVERS.into_iter().chain(all.map(|m| m.server.as_str())) {
+            if !names.contains(&name) && self.scenarios.iter().any(|s| s.server(name).is_some()) {
+                names.push(name);
+            }
+        }
+        names
+    }
+
     /// Groups `records` by scenario and server and takes medians.
     #[must_use]
     pub fn of(records: &[Record]) -> Self {
@@ -272,7 +292,10 @@ impl Summary {
                     let mine: Vec<&Record> =
                         runs.iter().copied().filter(|r| r.server == name).collect();
                     let of = |field: fn(&Record) -> f64| median(mine.iter().map(|r| field(r)));
-                    let idle: Vec<f64> = mine.iter().filter_map(|r| r.kib_per_connection).collect();
+                    let some = |field: fn(&Record) -> Option<f64>| {
+                        let values: Vec<f64> = mine.iter().filter_map(|r| field(r)).collect();
+                        (!values.is_empty()).then(|| median(values))
+                    };
                     Median {
                         server: name.to_owned(),
                         runs: mine.len(),
@@ -280,7 +303,8 @@ impl Summary {
                         p50_us: of(|r| r.p50_us),
                         p99_us: of(|r| r.p99_us),
                         p999_us: of(|r| r.p999_us),
-                        kib_per_connection: (!idle.is_empty()).then(|| median(idle)),
+                        server_cpu_us_per_message: some(|r| r.server_cpu_us_per_message),
+                        kib_per_connection: some(|r| r.kib_per_connection),
                         errors: mine.iter().map(|r| r.errors).sum(),
                     }
                 })

@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::classifier::{Classifier, ErasedClassifier};
 use crate::connection::Connection;
-use crate::connection_task;
+use crate::connection_task::{self, StreamReader, StreamWriter};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::limits::Limits;
@@ -56,6 +57,8 @@ pub struct ClientBuilder {
     outbox_capacity: usize,
     outbox_policy: OutboxPolicy,
     handshake: Option<Message>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: crate::tls::TlsClientSettings,
 }
 
 impl ClientBuilder {
@@ -79,6 +82,8 @@ impl ClientBuilder {
             outbox_capacity: 1024,
             outbox_policy: OutboxPolicy::Wait(Duration::from_secs(10)),
             handshake: None,
+            #[cfg(feature = "tls")]
+            tls: crate::tls::TlsClientSettings::default(),
         }
     }
 
@@ -181,8 +186,11 @@ impl ClientBuilder {
     ///
     /// # Errors
     ///
-    /// A start-up check of the handlers failed (duplicates, unknown client types).
+    /// A start-up check of the handlers failed (duplicates, unknown client
+    /// types), or TLS cannot take a server name from the address.
     pub fn spawn(self) -> Result<Client> {
+        #[cfg(feature = "tls")]
+        let tls = self.tls.into_client(&self.addr)?;
         // A client used only through `request` needs no handlers.
         let router = self.router.unwrap_or_else(Router::registered);
         let routes = router.resolve(self.classifier.as_ref(), false)?;
@@ -213,6 +221,8 @@ impl ClientBuilder {
             reconnect: self.reconnect,
             connect_timeout: self.connect_timeout,
             handshake: self.handshake,
+            #[cfg(feature = "tls")]
+            tls,
         };
         let task = tokio::spawn(keep_connected(Arc::clone(&shared), settings));
         Ok(Client {
@@ -275,6 +285,8 @@ struct Settings {
     reconnect: Reconnect,
     connect_timeout: Duration,
     handshake: Option<Message>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsClient>,
 }
 
 impl Client {
@@ -453,41 +465,44 @@ impl fmt::Debug for Client {
 
 /// Connects, serves the connection until it ends, and reconnects as the
 /// policy says, until closed or given up.
+/// How long a connection must live for its loss to start the backoff afresh.
+const STABLE_CONNECTION: Duration = Duration::from_secs(1);
+
 async fn keep_connected(shared: Arc<Shared>, settings: Settings) {
     let shutdown = shared.context.shutdown.clone();
     let mut failures = 0_u32;
     loop {
-        let attempt = tokio::select! {
+        let opened = tokio::select! {
             () = shutdown.cancelled() => break,
-            attempt = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(&shared.addr)) => attempt,
+            opened = open(&shared, &settings) => opened,
         };
-        let stream = match attempt {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
-                let why = format!("cannot connect to {}: {error}", shared.addr);
-                if !backoff(&shared, &settings.reconnect, &mut failures, why).await {
-                    break;
-                }
-                continue;
-            }
-            Err(_elapsed) => {
-                let why = format!(
-                    "connecting to {} took longer than {:?}",
-                    shared.addr, settings.connect_timeout
-                );
+        let stream = match opened {
+            Ok(stream) => stream,
+            Err(why) => {
                 if !backoff(&shared, &settings.reconnect, &mut failures, why).await {
                     break;
                 }
                 continue;
             }
         };
-        failures = 0;
+        let opened_at = tokio::time::Instant::now();
         serve(&shared, &settings, stream).await;
         if shutdown.is_cancelled() {
             break;
         }
         shared.status.send_replace(Status::Connecting);
         tracing::info!(addr = %shared.addr, "connection lost; reconnecting");
+        // A connection that lived a while starts the backoff afresh; one that
+        // died at once (a server that accepts and closes, a TLS server that
+        // refuses us after the handshake) counts as one more failed attempt,
+        // so the delays grow instead of reconnecting in a tight loop.
+        if opened_at.elapsed() >= STABLE_CONNECTION {
+            failures = 0;
+        }
+        let why = "the connection was lost".to_owned();
+        if !backoff(&shared, &settings.reconnect, &mut failures, why).await {
+            break;
+        }
     }
     if !matches!(*shared.status.borrow(), Status::GaveUp(_)) {
         shared.status.send_replace(Status::Closed);
@@ -504,7 +519,10 @@ async fn backoff(shared: &Shared, reconnect: &Reconnect, failures: &mut u32, why
         tracing::warn!(addr = %shared.addr, attempts = *failures, reason = %why, "giving up");
         shared
             .status
-            .send_replace(Status::GaveUp(format!("{why} (after {failures} attempts)")));
+            .send_replace(Status::GaveUp(format!(
+                "{why} (after {failures} attempt{})",
+                if *failures == 1 { "" } else { "s" }
+            )));
         return false;
     };
     tracing::debug!(reason = %why, ?delay, "retrying");
@@ -514,16 +532,85 @@ async fn backoff(shared: &Shared, reconnect: &Reconnect, failures: &mut u32, why
     }
 }
 
-/// Runs one connection: handshake and outbox first, then the usual
-/// connection task until it ends.
-async fn serve(shared: &Arc<Shared>, settings: &Settings, stream: TcpStream) {
-    let context = &shared.context;
+/// A connection ready to serve: plain TCP, or TLS once its handshake is done.
+enum Opened {
+    Tcp(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Opened {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Opened::Tcp(stream) => stream,
+            #[cfg(feature = "tls")]
+            Opened::Tls(stream) => stream.get_ref().0,
+        }
+    }
+}
+
+/// One attempt: connects under the connect timeout, then does the TLS
+/// handshake if configured. The error is the sentence for the reconnect log
+/// and [`Error::GaveUp`].
+async fn open(shared: &Shared, settings: &Settings) -> std::result::Result<Opened, String> {
+    let attempt =
+        tokio::time::timeout(settings.connect_timeout, TcpStream::connect(&shared.addr)).await;
+    let stream = match attempt {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            return Err(format!(
+                "cannot connect to {}: {error} (is the server running and the address right?)",
+                shared.addr
+            ));
+        }
+        Err(_elapsed) => {
+            return Err(format!(
+                "connecting to {} took longer than {:?}",
+                shared.addr, settings.connect_timeout
+            ));
+        }
+    };
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "cannot set TCP_NODELAY");
     }
-    let (Ok(local_addr), Ok(peer_addr)) = (stream.local_addr(), stream.peer_addr()) else {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &settings.tls {
+        let stream = tls.handshake(stream).await?;
+        return Ok(Opened::Tls(Box::new(stream)));
+    }
+    Ok(Opened::Tcp(stream))
+}
+
+/// Splits an open connection into the halves its task runs on.
+async fn serve(shared: &Arc<Shared>, settings: &Settings, stream: Opened) {
+    let tcp = stream.tcp();
+    let (Ok(local_addr), Ok(peer_addr)) = (tcp.local_addr(), tcp.peer_addr()) else {
         return;
     };
+    let addrs = (local_addr, peer_addr);
+    match stream {
+        Opened::Tcp(stream) => {
+            let (reader, writer) = stream.into_split();
+            serve_halves(shared, settings, addrs, reader, writer).await;
+        }
+        #[cfg(feature = "tls")]
+        Opened::Tls(stream) => {
+            let (reader, writer) = crate::tls::split(*stream, &shared.context.framing);
+            serve_halves(shared, settings, addrs, reader, writer).await;
+        }
+    }
+}
+
+/// Runs one connection: handshake and outbox first, then the usual
+/// connection task until it ends.
+async fn serve_halves(
+    shared: &Arc<Shared>,
+    settings: &Settings,
+    (local_addr, peer_addr): (SocketAddr, SocketAddr),
+    reader: impl StreamReader,
+    writer: impl StreamWriter,
+) {
+    let context = &shared.context;
     let (outbound, queue) = outbound::channel(&context.limits);
     let connection = Connection::new(
         context.next_id(),
@@ -534,7 +621,6 @@ async fn serve(shared: &Arc<Shared>, settings: &Settings, stream: TcpStream) {
         context.shutdown.child_token(),
     );
     context.connections.insert(connection.clone());
-    let (reader, writer) = stream.into_split();
     let (flushed, flushed_signal) = oneshot::channel();
     let handover = async {
         let ready = hand_over(shared, &connection, settings.handshake.clone()).await;
@@ -610,7 +696,7 @@ impl Replies {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn wait(
+    pub(crate) fn wait(
         &self,
         is_reply: Box<dyn Fn(&Message) -> bool + Send + Sync>,
     ) -> (u64, oneshot::Receiver<Message>) {
@@ -626,7 +712,7 @@ impl Replies {
         (id, receiver)
     }
 
-    fn cancel(&self, id: u64) {
+    pub(crate) fn cancel(&self, id: u64) {
         self.lock().list.retain(|waiter| waiter.id != id);
     }
 

@@ -248,7 +248,7 @@ pub enum Error {
     InsideRuntime,
 
     /// A client gave up connecting, as its reconnect policy says.
-    #[error("gave up connecting to {addr}: {reason}; is the server running and the address right?")]
+    #[error("gave up connecting to {addr}: {reason}")]
     GaveUp {
         /// The server's address.
         addr: String,

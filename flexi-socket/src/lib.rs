@@ -9,12 +9,14 @@
 //! | [`Server`] | a bound server: its address, its [`Connections`], `serve*()` |
 //! | [`Connection`] | one peer: addresses, client type, counters, `send`, `close`, typed state |
 //! | [`Connections`] | every open connection, usable from outside handlers: send, broadcast |
+//! | [`UdpClient`] | client mode over UDP (`FlexiSocket::udp_client(addr)`): one session with the server; `send`, `request`, `close` |
 //! | [`Router`] | the routing table; built by the attributes or by hand |
 //! | [`Classifier`] | decides a client type from the first frame; usually derived |
 //! | [`Framing`] | how bytes become messages (lines, separator, fixed, length prefix, ...) |
 //! | [`Message`] | one message: immutable bytes |
 //! | [`enum@Error`] | the one error type; per-connection errors reach `#[on_error]` |
 //! | `TlsServerConfig` | certificate and key for `ServerBuilder::tls` (feature `tls`) |
+//! | `TlsClientConfig` | trusted roots, server name, client certificate for `ClientBuilder::tls` (feature `tls`) |
 //!
 //! Attributes: `#[on_connect]`, `#[on_message]`, `#[after_receive]`, `#[before_send]`,
 //! `#[on_error]`, `#[on_disconnect]`, the last four taking an optional
@@ -98,10 +100,11 @@ pub use registry::HandlerKind;
 pub use router::Router;
 pub use server::{FlexiSocket, Server, ServerBuilder, ServerHandle, ShutdownReport};
 pub use stats::{ErrorCounts, ServerStats};
+pub use udp::{UdpClient, UdpClientBuilder};
 // rustls itself is not re-exported: its `Connection` would make compile
 // errors spell ours out in full (`flexi_socket::Connection`).
 #[cfg(feature = "tls")]
-pub use tls::TlsServerConfig;
+pub use tls::{TlsClientConfig, TlsServerConfig};
 
 // The README's Rust blocks compile as doctests, so the tour stays true.
 #[cfg(doctest)]

@@ -2,6 +2,7 @@
 //! every wait under a timeout.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod client;
 pub mod example;
 pub mod tls;
 pub mod udp;

@@ -11,11 +11,12 @@ use flexi_socket_bench::{Flags, Median, Scenario, Summary, read_records};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-/// One color per server, in `SERVERS` order.
-const COLORS: [RGBColor; 3] = [
+/// One color per server, in `SERVERS` order, then any compared build.
+const COLORS: [RGBColor; 4] = [
     RGBColor(0xd9, 0x5f, 0x02),
     RGBColor(0x75, 0x70, 0xb3),
     RGBColor(0x1b, 0x9e, 0x77),
+    RGBColor(0xe6, 0xab, 0x02),
 ];
 
 fn main() {

@@ -13,6 +13,11 @@
 //!   surely holds them, then reports the growth of the server's `VmRSS`
 //!   (`--server-pid`) per connection.
 //!
+//! With `--server-pid`, the ping-pong and pipelined modes also report the
+//! server's CPU time (user + system) per message over the measured window:
+//! a figure that moves much less than messages/s when other work shares the
+//! machine.
+//!
 //! Every reply is compared byte for byte with the line sent (each line carries
 //! its connection and sequence number), so a lost, reordered or corrupted
 //! reply is an error, not a fast result. `--count` is the total number of
@@ -290,6 +295,8 @@ async fn load(options: Options) -> Result<Record, String> {
     tokio::time::sleep(options.warmup).await;
     phase.store(MEASURING, Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_before = options.server_pid.map(cpu_ticks).transpose()?;
+    let mut cpu_ticks_used = None;
     let mut total = Tally::new();
     let mut ended = None;
     let deadline = match options.bound {
@@ -307,6 +314,9 @@ async fn load(options: Options) -> Result<Record, String> {
             () = &mut stop, if ended.is_none() => {
                 phase.store(STOPPING, Ordering::Relaxed);
                 ended = Some(started.elapsed());
+                if let (Some(pid), Some(before)) = (options.server_pid, cpu_before) {
+                    cpu_ticks_used = Some(cpu_ticks(pid)?.saturating_sub(before));
+                }
             }
             joined = drivers.join_next() => match joined {
                 Some(tally) => {
@@ -319,7 +329,11 @@ async fn load(options: Options) -> Result<Record, String> {
             }
         }
     }
+    // A --count run ends when the last connection is done.
     let seconds = ended.unwrap_or_else(|| started.elapsed()).as_secs_f64();
+    if let (None, Some(pid), Some(before)) = (cpu_ticks_used, options.server_pid, cpu_before) {
+        cpu_ticks_used = Some(cpu_ticks(pid)?.saturating_sub(before));
+    }
     let quantile_us = |q: f64| total.histogram.value_at_quantile(q) as f64 / 1000.0;
     Ok(Record {
         messages: total.messages,
@@ -330,6 +344,9 @@ async fn load(options: Options) -> Result<Record, String> {
         p999_us: quantile_us(0.999),
         max_us: total.histogram.max() as f64 / 1000.0,
         errors: total.errors,
+        server_cpu_us_per_message: cpu_ticks_used
+            .filter(|_| total.messages > 0)
+            .map(|ticks| ticks as f64 * 1e6 / USER_HZ / total.messages as f64),
         ..options.record()
     })
 }
@@ -517,6 +534,26 @@ async fn open_and_echo(addr: SocketAddr, lines: &Lines) -> Result<TcpStream, Str
         ));
     }
     Ok(stream)
+}
+
+/// Linux reports CPU time in `/proc` in these ticks per second, whatever the kernel's HZ.
+const USER_HZ: f64 = 100.0;
+
+/// User plus system CPU time of process `pid` (all its threads), in `USER_HZ` ticks.
+fn cpu_ticks(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    // The name in parentheses may hold spaces: count fields after its `)`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15; the state after the name is field 3.
+    let tick = |field: usize| fields.get(field - 3).and_then(|v| v.parse::<u64>().ok());
+    match (tick(14), tick(15)) {
+        (Some(user), Some(system)) => Ok(user + system),
+        _ => Err(format!("{path}: no utime/stime")),
+    }
 }
 
 /// The resident set of process `pid`, KiB, from `/proc/<pid>/status`.

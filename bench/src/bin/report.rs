@@ -64,6 +64,11 @@ const P99: Metric = Metric {
     value: |m| Some(m.p99_us),
     format: micros,
 };
+const CPU: Metric = Metric {
+    name: "server CPU µs/msg",
+    value: |m| m.server_cpu_us_per_message,
+    format: |us| format!("{us:.2}"),
+};
 const IDLE: Metric = Metric {
     name: "KiB per connection",
     value: |m| m.kib_per_connection,
@@ -73,10 +78,17 @@ const IDLE: Metric = Metric {
 /// The Markdown table: one row per scenario and metric.
 fn table(summary: &Summary) -> String {
     let mut out = String::new();
+    let servers = summary.servers();
+    let others = &servers[1.min(servers.len())..];
+    let ratios: Vec<String> = others
+        .iter()
+        .map(|other| format!("flexi/{other}"))
+        .collect();
     let head = ["scenario", "metric"]
         .into_iter()
-        .chain(SERVERS)
-        .chain(["flexi/minimal", "flexi/batching", "target"])
+        .chain(servers.iter().copied())
+        .chain(ratios.iter().map(String::as_str))
+        .chain(["target"])
         .collect::<Vec<_>>();
     let _ = writeln!(out, "| {} |", head.join(" | "));
     let _ = writeln!(out, "|---|---|{}", "---:|".repeat(head.len() - 3) + "---|");
@@ -84,7 +96,7 @@ fn table(summary: &Summary) -> String {
         let metrics: &[Metric] = if scenario.mode == "idle" {
             &[IDLE]
         } else {
-            &[THROUGHPUT, P50, P99]
+            &[THROUGHPUT, P50, P99, CPU]
         };
         for (i, metric) in metrics.iter().enumerate() {
             let mut cells = vec![
@@ -95,7 +107,7 @@ fn table(summary: &Summary) -> String {
                 },
                 metric.name.to_owned(),
             ];
-            for server in SERVERS {
+            for server in &servers {
                 cells.push(
                     scenario
                         .server(server)
@@ -103,7 +115,7 @@ fn table(summary: &Summary) -> String {
                         .map_or_else(|| "–".into(), metric.format),
                 );
             }
-            for baseline in &SERVERS[1..] {
+            for baseline in others {
                 cells.push(
                     scenario
                         .ratio(baseline, metric.value)
@@ -177,13 +189,13 @@ fn target(scenario: &Scenario, metric: &str) -> Option<String> {
 
 fn csv(summary: &Summary) -> String {
     let mut out = String::from(
-        "scenario,mode,connections,depth,server,runs,messages_per_s,p50_us,p99_us,p999_us,kib_per_connection,errors\n",
+        "scenario,mode,connections,depth,server,runs,messages_per_s,p50_us,p99_us,p999_us,server_cpu_us_per_message,kib_per_connection,errors\n",
     );
     for s in &summary.scenarios {
         for m in &s.servers {
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{:.0},{:.1},{:.1},{:.1},{},{}",
+                "{},{},{},{},{},{},{:.0},{:.1},{:.1},{:.1},{},{},{}",
                 s.name,
                 s.mode,
                 s.connections,
@@ -194,6 +206,8 @@ fn csv(summary: &Summary) -> String {
                 m.p50_us,
                 m.p99_us,
                 m.p999_us,
+                m.server_cpu_us_per_message
+                    .map_or_else(String::new, |us| format!("{us:.3}")),
                 m.kib_per_connection
                     .map_or_else(String::new, |k| format!("{k:.2}")),
                 m.errors

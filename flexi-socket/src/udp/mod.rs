@@ -25,8 +25,10 @@ use crate::outbound;
 use crate::server::{FlexiSocket, ServerBuilder, ServerContext};
 use crate::stats::Counters;
 
+mod client;
 mod session;
 
+pub use client::{UdpClient, UdpClientBuilder};
 use session::{DatagramPeer, Inbound, Inbox, Refused, SessionConfig};
 
 /// The largest UDP payload there is (the length field's limit); receiving
@@ -360,10 +362,7 @@ impl ReceiveErrors {
     }
 
     async fn note(&mut self, context: &ServerContext, error: io::Error) {
-        let refused = matches!(
-            error.kind(),
-            io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-        );
+        let refused = is_refusal(&error);
         if refused {
             tracing::debug!(%error, "an earlier datagram was refused by its peer");
         } else if !self.streak {
@@ -375,4 +374,14 @@ impl ReceiveErrors {
             tokio::time::sleep(Self::PAUSE).await;
         }
     }
+}
+
+/// Whether `error` is a peer's ICMP refusal of an earlier datagram, which
+/// the socket reports on a later call (as a refusal on Linux, a reset on
+/// Windows): it says nothing about the call that returned it.
+pub(crate) fn is_refusal(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+    )
 }

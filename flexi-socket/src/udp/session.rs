@@ -39,6 +39,9 @@ pub(crate) enum Inbound {
     Datagram(Bytes),
     /// A datagram over the limit, of which only the length is kept.
     TooLarge { length: usize, max: usize },
+    /// Receiving failed: on a client's connected socket, typically the ICMP
+    /// refusal of an earlier datagram (nothing listens at the server's port).
+    Failed(io::Error),
 }
 
 impl Inbound {
@@ -54,24 +57,42 @@ impl Inbound {
             Inbound::Datagram(Bytes::copy_from_slice(datagram))
         }
     }
+
+    /// Whether this came from the peer, which keeps its session alive.
+    fn is_from_peer(&self) -> bool {
+        !matches!(self, Inbound::Failed(_))
+    }
 }
 
-/// Where a session's datagrams go: the peer's address, through a socket
-/// shared with other sessions.
+/// Where a session's datagrams go.
 #[derive(Debug)]
-pub(crate) struct DatagramPeer {
-    socket: Arc<UdpSocket>,
-    addr: SocketAddr,
+pub(crate) enum DatagramPeer {
+    /// A server's peer: its address, through a socket shared with other sessions.
+    Addressed {
+        socket: Arc<UdpSocket>,
+        addr: SocketAddr,
+    },
+    /// A client's server: the socket is connected to it, so only its
+    /// datagrams arrive and ICMP refusals are reported on the socket.
+    Connected(Arc<UdpSocket>),
 }
 
 impl DatagramPeer {
     pub(crate) fn new(socket: Arc<UdpSocket>, addr: SocketAddr) -> Self {
-        Self { socket, addr }
+        DatagramPeer::Addressed { socket, addr }
+    }
+
+    pub(crate) fn connected(socket: Arc<UdpSocket>) -> Self {
+        DatagramPeer::Connected(socket)
     }
 
     async fn send(&self, datagram: &[u8]) -> io::Result<()> {
         // UDP sends a datagram whole or not at all.
-        self.socket.send_to(datagram, self.addr).await.map(drop)
+        match self {
+            DatagramPeer::Addressed { socket, addr } => socket.send_to(datagram, addr).await,
+            DatagramPeer::Connected(socket) => socket.send(datagram).await,
+        }
+        .map(drop)
     }
 }
 
@@ -114,8 +135,11 @@ impl Inbox {
         self.datagrams
             .try_send(inbound)
             .map_err(|refused| match refused {
-                TrySendError::Full(_) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                TrySendError::Full(inbound) => {
+                    // Only datagrams count as dropped; the caller logs a lost error.
+                    if inbound.is_from_peer() {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                     Refused::Full
                 }
                 TrySendError::Closed(inbound) => Refused::Ended(inbound),
@@ -224,7 +248,9 @@ impl Session {
                 inbound = self.datagrams.recv() => {
                     // No sender left: whoever received for this session stopped.
                     let Some(inbound) = inbound else { break };
-                    last_heard = Instant::now();
+                    if inbound.is_from_peer() {
+                        last_heard = Instant::now();
+                    }
                     if let ControlFlow::Break(reason) = self.handle(inbound).await {
                         return reason;
                     }
@@ -255,6 +281,10 @@ impl Session {
             Inbound::Datagram(datagram) => on_frame(&self.connection, datagram).await,
             Inbound::TooLarge { length, max } => {
                 report(&self.connection, Error::DatagramTooLarge { length, max }).await;
+                ControlFlow::Continue(())
+            }
+            Inbound::Failed(error) => {
+                report(&self.connection, Error::Io(error)).await;
                 ControlFlow::Continue(())
             }
         }
@@ -381,12 +411,28 @@ async fn send(
     frame: &Bytes,
     failed: &mpsc::Sender<io::Error>,
 ) {
-    if let Err(error) = peer.send(frame).await {
-        if let Err(TrySendError::Full(error) | TrySendError::Closed(error)) = failed.try_send(error)
-        {
-            tracing::warn!(%error, "sending a datagram failed");
-            connection.server().counters.count_error(&Error::Io(error));
-        }
+    let mut sent = peer.send(frame).await;
+    if let Err(error) = sent {
+        sent = if super::is_refusal(&error) {
+            // A refusal here is the ICMP answer to an earlier datagram, left
+            // on the socket; this one was not sent, so it gets one more try.
+            pass_on(connection, failed, error);
+            peer.send(frame).await
+        } else {
+            Err(error)
+        };
+    }
+    if let Err(error) = sent {
+        pass_on(connection, failed, error);
     }
     outbound.written(outbound.cost(frame), 1);
+}
+
+/// Hands a failed send to the handling side for on_error; beyond what it
+/// keeps, the failure is only counted and logged.
+fn pass_on(connection: &Connection, failed: &mpsc::Sender<io::Error>, error: io::Error) {
+    if let Err(TrySendError::Full(error) | TrySendError::Closed(error)) = failed.try_send(error) {
+        tracing::warn!(%error, "sending a datagram failed");
+        connection.server().counters.count_error(&Error::Io(error));
+    }
 }

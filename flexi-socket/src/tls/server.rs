@@ -1,33 +1,27 @@
-//! TLS for servers (feature `tls`): the certificate configuration users
-//! build, and the handshake that runs in each connection's own task under a
-//! timeout, so a slow or silent peer never holds up the accept loop.
+//! The server side: certificate and key, the client-certificate policy, and
+//! the handshake in each accepted connection's task.
 
 use std::fmt;
 use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::crypto::{CryptoProvider, ring};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
+use tokio_rustls::rustls::{self, ServerConfig};
 
+use super::{
+    HANDSHAKE_TIMEOUT, Identity, identity_error, parse_roots, provider, rustls_error,
+    unsupported_versions,
+};
 use crate::connection::Connection;
-use crate::connection_task::{self, StreamReader};
+use crate::connection_task;
 use crate::error::{Error, Result};
 use crate::outbound::OutboundReceiver;
 use crate::server::ServerBuilder;
 use crate::stats::Counters;
-
-/// The default of [`ServerBuilder::tls_handshake_timeout`].
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS server's identity (certificate chain and private key) and its
 /// client-certificate policy; give it to [`ServerBuilder::tls`].
@@ -48,11 +42,6 @@ pub struct TlsServerConfig {
     client_certs_required: bool,
 }
 
-struct Identity {
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-}
-
 impl TlsServerConfig {
     /// Reads the certificate chain (leaf first, then intermediates) and the
     /// private key (PKCS#8, PKCS#1 or SEC1) from PEM files.
@@ -68,15 +57,12 @@ impl TlsServerConfig {
                 reason: format!("cannot read the {what} file {}: {error}", path.display()),
             })
         };
-        let chain = parse_chain(
+        Self::from_identity(Identity::from_pem(
             &read(cert_path, "certificate")?,
             &format!("certificate file {}", cert_path.display()),
-        )?;
-        let key = parse_key(
             &read(key_path, "private key")?,
             &format!("key file {}", key_path.display()),
-        )?;
-        Self::from_identity(Identity { chain, key })
+        )?)
     }
 
     /// Takes the certificate chain and the private key as PEM text in memory
@@ -87,9 +73,12 @@ impl TlsServerConfig {
     /// [`Error::Tls`] if the PEM holds no certificate or no key, or the key
     /// does not belong to the certificate.
     pub fn from_pem(cert_pem: impl AsRef<[u8]>, key_pem: impl AsRef<[u8]>) -> Result<Self> {
-        let chain = parse_chain(cert_pem.as_ref(), "the certificate PEM")?;
-        let key = parse_key(key_pem.as_ref(), "the key PEM")?;
-        Self::from_identity(Identity { chain, key })
+        Self::from_identity(Identity::from_pem(
+            cert_pem.as_ref(),
+            "the certificate PEM",
+            key_pem.as_ref(),
+            "the key PEM",
+        )?)
     }
 
     /// Uses a ready rustls configuration as it is: certificate resolvers,
@@ -121,12 +110,7 @@ impl TlsServerConfig {
                     .into(),
             });
         };
-        let mut roots = RootCertStore::empty();
-        for cert in parse_chain(roots_pem.as_ref(), "the client CA PEM")? {
-            roots.add(cert).map_err(|error| Error::Tls {
-                reason: format!("a client CA certificate is not usable as a trust anchor: {error}"),
-            })?;
-        }
+        let roots = parse_roots(roots_pem.as_ref(), "the client CA PEM")?;
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|error| Error::Tls {
@@ -163,71 +147,13 @@ impl fmt::Debug for TlsServerConfig {
     }
 }
 
-/// One provider, named explicitly: no dependence on a process-wide default
-/// that another crate in the binary may or may not have installed.
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(ring::default_provider())
-}
-
-fn unsupported_versions(error: rustls::Error) -> Error {
-    Error::Tls {
-        reason: format!("the ring provider supports no safe TLS version: {error}"),
-    }
-}
-
 fn with_identity(
     builder: rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>,
     identity: &Identity,
 ) -> Result<ServerConfig> {
     builder
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())
-        .map_err(|error| {
-            let hint = match error {
-                rustls::Error::InconsistentKeys(_) => {
-                    "the private key does not fit the certificate; pass the key that was \
-                     generated with this certificate"
-                }
-                _ => "ring supports RSA, ECDSA (P-256, P-384) and Ed25519 keys",
-            };
-            Error::Tls {
-                reason: format!("cannot use this certificate and key ({error}): {hint}"),
-            }
-        })
-}
-
-fn parse_chain(pem: &[u8], source: &str) -> Result<Vec<CertificateDer<'static>>> {
-    let chain = CertificateDer::pem_slice_iter(pem)
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|error| Error::Tls {
-            reason: format!("{source} is not valid PEM: {error}"),
-        })?;
-    if chain.is_empty() {
-        let swapped = if PrivateKeyDer::from_pem_slice(pem).is_ok() {
-            " but a private key: are the certificate and the key swapped?"
-        } else {
-            "; expected `-----BEGIN CERTIFICATE-----` sections"
-        };
-        return Err(Error::Tls {
-            reason: format!("{source} holds no certificate{swapped}"),
-        });
-    }
-    Ok(chain)
-}
-
-fn parse_key(pem: &[u8], source: &str) -> Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_slice(pem).map_err(|error| {
-        let hint = if CertificateDer::pem_slice_iter(pem).any(|cert| cert.is_ok()) {
-            "it holds a certificate: are the certificate and the key swapped?".to_owned()
-        } else {
-            format!(
-                "expected `-----BEGIN PRIVATE KEY-----` (PKCS#8), `RSA PRIVATE KEY` or \
-                 `EC PRIVATE KEY` ({error})"
-            )
-        };
-        Error::Tls {
-            reason: format!("{source} holds no private key: {hint}"),
-        }
-    })
+        .map_err(|error| identity_error(&error))
 }
 
 /// What [`ServerBuilder`] holds for TLS until `bind`.
@@ -329,11 +255,7 @@ impl TlsServer {
             Ok(Ok(_)) if server.shutdown.is_cancelled() => return,
             Ok(Ok(stream)) => {
                 server.connections.insert(connection.clone());
-                let (reader, writer) = tokio::io::split(stream);
-                let reader = UnnotifiedClose {
-                    inner: reader,
-                    is_eof: server.framing.frame_deadline_applies(),
-                };
+                let (reader, writer) = super::split(stream, &server.framing);
                 connection_task::run(reader, writer, connection, queue).await;
                 return;
             }
@@ -361,42 +283,9 @@ impl fmt::Debug for TlsServer {
     }
 }
 
-/// Reads a TLS stream. A peer that closes without TLS's close_notify (many
-/// do: killed processes, embedded stacks) could be an attacker truncating the
-/// stream. Where the framing itself reports a cut frame (lines, separator,
-/// fixed, length prefix, custom codecs) that is harmless and counts as an
-/// ordinary EOF; where pending bytes at EOF become a message (eof, raw,
-/// idle_gap) it stays an error.
-struct UnnotifiedClose<R> {
-    inner: R,
-    is_eof: bool,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for UnnotifiedClose<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let is_eof = self.is_eof;
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Err(error)) if is_eof && error.kind() == io::ErrorKind::UnexpectedEof => {
-                tracing::debug!(%error, "peer closed without close_notify; taken as EOF");
-                Poll::Ready(Ok(()))
-            }
-            polled => polled,
-        }
-    }
-}
-
-impl<R: AsyncRead + Unpin + Send> StreamReader for UnnotifiedClose<R> {}
-
 /// The handshake error in words, with the likely cause for the common ones.
 fn handshake_failure(error: &io::Error) -> String {
-    let rustls_error = error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    match rustls_error {
+    match rustls_error(error) {
         Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
             format!("{error}: the client does not speak TLS (plaintext on a TLS port?)")
         }
