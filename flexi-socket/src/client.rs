@@ -517,12 +517,10 @@ async fn backoff(shared: &Shared, reconnect: &Reconnect, failures: &mut u32, why
     *failures += 1;
     let Some(delay) = reconnect.delay_after(*failures) else {
         tracing::warn!(addr = %shared.addr, attempts = *failures, reason = %why, "giving up");
-        shared
-            .status
-            .send_replace(Status::GaveUp(format!(
-                "{why} (after {failures} attempt{})",
-                if *failures == 1 { "" } else { "s" }
-            )));
+        shared.status.send_replace(Status::GaveUp(format!(
+            "{why} (after {failures} attempt{})",
+            if *failures == 1 { "" } else { "s" }
+        )));
         return false;
     };
     tracing::debug!(reason = %why, ?delay, "retrying");
