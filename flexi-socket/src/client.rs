@@ -402,20 +402,11 @@ impl Client {
         timeout: Duration,
         is_reply: impl Fn(&Message) -> bool + Send + Sync + 'static,
     ) -> Result<Message> {
-        let (waiter, reply) = self.shared.replies.wait(Box::new(is_reply));
-        // Waiting starts before sending, so a fast reply cannot slip past.
-        let outcome = async {
-            self.send(message).await?;
-            reply.await.map_err(|_| Error::ClientClosed)
-        };
-        let result = tokio::time::timeout(timeout, outcome).await;
-        match result {
-            Ok(reply) => reply,
-            Err(_elapsed) => {
-                self.shared.replies.cancel(waiter);
-                Err(Error::RequestTimeout { after: timeout })
-            }
-        }
+        let closed = self.shared.context.shutdown.cancelled();
+        self.shared
+            .replies
+            .ask(Box::new(is_reply), timeout, self.send(message), closed)
+            .await
     }
 
     /// Stops reconnecting, closes the connection gracefully (queued sends
@@ -708,6 +699,36 @@ impl Replies {
             reply,
         });
         (id, receiver)
+    }
+
+    /// Sends with `send` and waits for the first message `is_reply` accepts,
+    /// at most `timeout`, or until `closed` completes. The one request/reply
+    /// routine of TCP and UDP client modes.
+    pub(crate) async fn ask(
+        &self,
+        is_reply: Box<dyn Fn(&Message) -> bool + Send + Sync>,
+        timeout: Duration,
+        send: impl Future<Output = Result<()>>,
+        closed: impl Future<Output = ()>,
+    ) -> Result<Message> {
+        // Waiting starts before sending, so a fast reply cannot slip past.
+        let (waiter, reply) = self.wait(is_reply);
+        let outcome = async {
+            send.await?;
+            tokio::select! {
+                biased;
+                reply = reply => reply.map_err(|_| Error::ClientClosed),
+                () = closed => Err(Error::ClientClosed),
+            }
+        };
+        let outcome = tokio::time::timeout(timeout, outcome)
+            .await
+            .unwrap_or(Err(Error::RequestTimeout { after: timeout }));
+        if outcome.is_err() {
+            // Otherwise a later message would go to a request no one waits for.
+            self.cancel(waiter);
+        }
+        outcome
     }
 
     pub(crate) fn cancel(&self, id: u64) {

@@ -25,7 +25,8 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// Reading from or writing to a socket failed; the connection ends.
+    /// Reading from or writing to a socket failed. A stream connection ends;
+    /// a UDP session reports it and goes on.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
 

@@ -365,26 +365,11 @@ impl UdpClient {
         timeout: Duration,
         is_reply: impl Fn(&Message) -> bool + Send + Sync + 'static,
     ) -> Result<Message> {
-        let replies = &self.shared.replies;
-        let (waiter, reply) = replies.wait(Box::new(is_reply));
-        let closed = self.shared.connection.close_token();
-        // Waiting starts before sending, so a fast reply cannot slip past.
-        let outcome = async {
-            self.send(message).await?;
-            tokio::select! {
-                biased;
-                reply = reply => reply.map_err(|_| Error::ClientClosed),
-                () = closed.cancelled() => Err(Error::ClientClosed),
-            }
-        };
-        let outcome = tokio::time::timeout(timeout, outcome)
+        let closed = self.shared.connection.close_token().cancelled();
+        self.shared
+            .replies
+            .ask(Box::new(is_reply), timeout, self.send(message), closed)
             .await
-            .unwrap_or(Err(Error::RequestTimeout { after: timeout }));
-        if outcome.is_err() {
-            // Otherwise a later message would go to a request no one waits for.
-            replies.cancel(waiter);
-        }
-        outcome
     }
 
     /// Ends the client: receiving stops, datagrams already received are

@@ -4,7 +4,8 @@
 //!
 //! One receive loop reads the socket and hands each datagram to its peer's
 //! session without ever waiting on it; sessions ([`session`]) run their
-//! events in order, each in its own task.
+//! events in order, each in its own task. A UDP client ([`client`]) is one
+//! such session, with its server, on a connected socket.
 
 use std::collections::HashMap;
 use std::future::Future;
