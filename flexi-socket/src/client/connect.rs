@@ -1,0 +1,224 @@
+//! The client's task: connect (and TLS), hand over the handshake and the
+//! outbox, serve the connection, and reconnect with backoff.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use super::{Settings, Shared, Status};
+use crate::connection::Connection;
+use crate::connection_task::{self, StreamReader, StreamWriter};
+use crate::message::Message;
+use crate::outbound;
+use crate::reconnect::Reconnect;
+
+/// How long a connection must live for its loss to start the backoff afresh.
+const STABLE_CONNECTION: Duration = Duration::from_secs(1);
+
+/// Connects, serves the connection until it ends, and reconnects as the
+/// policy says, until closed or given up.
+pub(super) async fn keep_connected(shared: Arc<Shared>, settings: Settings) {
+    let shutdown = shared.context.shutdown.clone();
+    let mut failures = 0_u32;
+    loop {
+        let opened = tokio::select! {
+            () = shutdown.cancelled() => break,
+            opened = open(&shared, &settings) => opened,
+        };
+        let stream = match opened {
+            Ok(stream) => stream,
+            Err(why) => {
+                if !backoff(&shared, &settings.reconnect, &mut failures, why).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let opened_at = tokio::time::Instant::now();
+        serve(&shared, &settings, stream).await;
+        if shutdown.is_cancelled() {
+            break;
+        }
+        shared.status.send_replace(Status::Connecting);
+        tracing::info!(addr = %shared.addr, "connection lost; reconnecting");
+        // A connection that lived a while starts the backoff afresh; one that
+        // died at once (a server that accepts and closes, a TLS server that
+        // refuses us after the handshake) counts as one more failed attempt,
+        // so the delays grow instead of reconnecting in a tight loop.
+        if opened_at.elapsed() >= STABLE_CONNECTION {
+            failures = 0;
+        }
+        let why = "the connection was lost".to_owned();
+        if !backoff(&shared, &settings.reconnect, &mut failures, why).await {
+            break;
+        }
+    }
+    if !matches!(*shared.status.borrow(), Status::GaveUp(_)) {
+        shared.status.send_replace(Status::Closed);
+    }
+    // Senders waiting for room learn that nothing will come.
+    shared.outbox_room.notify_waiters();
+}
+
+/// Waits before the next attempt; `false` when the policy gives up (or the
+/// client is closed meanwhile).
+async fn backoff(shared: &Shared, reconnect: &Reconnect, failures: &mut u32, why: String) -> bool {
+    *failures += 1;
+    let Some(delay) = reconnect.delay_after(*failures) else {
+        tracing::warn!(addr = %shared.addr, attempts = *failures, reason = %why, "giving up");
+        shared.status.send_replace(Status::GaveUp(format!(
+            "{why} (after {failures} attempt{})",
+            if *failures == 1 { "" } else { "s" }
+        )));
+        return false;
+    };
+    tracing::debug!(reason = %why, ?delay, "retrying");
+    tokio::select! {
+        () = shared.context.shutdown.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
+}
+
+/// A connection ready to serve: plain TCP, or TLS once its handshake is done.
+enum Opened {
+    Tcp(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Opened {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Opened::Tcp(stream) => stream,
+            #[cfg(feature = "tls")]
+            Opened::Tls(stream) => stream.get_ref().0,
+        }
+    }
+}
+
+/// One attempt: connects under the connect timeout, then does the TLS
+/// handshake if configured. The error is the sentence for the reconnect log
+/// and [`Error::GaveUp`].
+async fn open(shared: &Shared, settings: &Settings) -> std::result::Result<Opened, String> {
+    let attempt =
+        tokio::time::timeout(settings.connect_timeout, TcpStream::connect(&shared.addr)).await;
+    let stream = match attempt {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            return Err(format!(
+                "cannot connect to {}: {error} (is the server running and the address right?)",
+                shared.addr
+            ));
+        }
+        Err(_elapsed) => {
+            return Err(format!(
+                "connecting to {} took longer than {:?}",
+                shared.addr, settings.connect_timeout
+            ));
+        }
+    };
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &settings.tls {
+        let stream = tls.handshake(stream).await?;
+        return Ok(Opened::Tls(Box::new(stream)));
+    }
+    Ok(Opened::Tcp(stream))
+}
+
+/// Splits an open connection into the halves its task runs on.
+async fn serve(shared: &Arc<Shared>, settings: &Settings, stream: Opened) {
+    let tcp = stream.tcp();
+    let (Ok(local_addr), Ok(peer_addr)) = (tcp.local_addr(), tcp.peer_addr()) else {
+        return;
+    };
+    let addrs = (local_addr, peer_addr);
+    match stream {
+        Opened::Tcp(stream) => {
+            let (reader, writer) = stream.into_split();
+            serve_halves(shared, settings, addrs, reader, writer).await;
+        }
+        #[cfg(feature = "tls")]
+        Opened::Tls(stream) => {
+            let (reader, writer) = crate::tls::split(*stream, &shared.context.framing);
+            serve_halves(shared, settings, addrs, reader, writer).await;
+        }
+    }
+}
+
+/// Runs one connection: handshake and outbox first, then the usual
+/// connection task until it ends.
+async fn serve_halves(
+    shared: &Arc<Shared>,
+    settings: &Settings,
+    (local_addr, peer_addr): (SocketAddr, SocketAddr),
+    reader: impl StreamReader,
+    writer: impl StreamWriter,
+) {
+    let context = &shared.context;
+    let (outbound, queue) = outbound::channel(&context.limits);
+    let connection = Connection::new(
+        context.next_id(),
+        peer_addr,
+        local_addr,
+        Arc::clone(context),
+        outbound,
+        context.shutdown.child_token(),
+    );
+    context.connections.insert(connection.clone());
+    let (flushed, flushed_signal) = oneshot::channel();
+    let handover = async {
+        let ready = hand_over(shared, &connection, settings.handshake.clone()).await;
+        let _ = flushed.send(ready);
+    };
+    let running = connection_task::run(reader, writer, connection.clone(), queue);
+    tokio::join!(running, handover);
+    if let Ok(false) = flushed_signal.await {
+        tracing::debug!("the connection ended before the outbox was flushed");
+    }
+    let mut state = shared.lock();
+    if state
+        .connection
+        .as_ref()
+        .is_some_and(|c| c.id() == connection.id())
+    {
+        state.connection = None;
+    }
+}
+
+/// Sends the handshake and the outbox in order, then makes the connection
+/// the client's current one (so later sends cannot overtake the outbox).
+async fn hand_over(shared: &Shared, connection: &Connection, handshake: Option<Message>) -> bool {
+    if let Some(handshake) = handshake {
+        if connection.send(handshake).await.is_err() {
+            return false;
+        }
+    }
+    loop {
+        let next = {
+            let mut state = shared.lock();
+            match state.outbox.pop_front() {
+                Some(message) => message,
+                None => {
+                    state.connection = Some(connection.clone());
+                    break;
+                }
+            }
+        };
+        shared.outbox_room.notify_waiters();
+        if connection.send(next.clone()).await.is_err() {
+            // Not sent: it stays first in line for the next connection.
+            shared.lock().outbox.push_front(next);
+            return false;
+        }
+    }
+    shared.outbox_room.notify_waiters();
+    shared.status.send_replace(Status::Connected);
+    tracing::info!(addr = %shared.addr, "connected");
+    true
+}

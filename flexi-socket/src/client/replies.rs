@@ -1,0 +1,105 @@
+//! Request/reply: requests waiting for their reply, and the one routine
+//! both client modes use to ask.
+
+use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::message::Message;
+
+/// Requests waiting for their reply, in the order they were made.
+#[derive(Default)]
+pub(crate) struct Replies {
+    waiting: Mutex<Waiting>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    next_id: u64,
+    list: Vec<Waiter>,
+}
+
+struct Waiter {
+    id: u64,
+    is_reply: Box<dyn Fn(&Message) -> bool + Send + Sync>,
+    reply: oneshot::Sender<Message>,
+}
+
+impl Replies {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn wait(
+        &self,
+        is_reply: Box<dyn Fn(&Message) -> bool + Send + Sync>,
+    ) -> (u64, oneshot::Receiver<Message>) {
+        let (reply, receiver) = oneshot::channel();
+        let mut waiting = self.lock();
+        waiting.next_id += 1;
+        let id = waiting.next_id;
+        waiting.list.push(Waiter {
+            id,
+            is_reply,
+            reply,
+        });
+        (id, receiver)
+    }
+
+    /// Sends with `send` and waits for the first message `is_reply` accepts,
+    /// at most `timeout`, or until `closed` completes. The one request/reply
+    /// routine of TCP and UDP client modes.
+    pub(crate) async fn ask(
+        &self,
+        is_reply: Box<dyn Fn(&Message) -> bool + Send + Sync>,
+        timeout: Duration,
+        send: impl Future<Output = Result<()>>,
+        closed: impl Future<Output = ()>,
+    ) -> Result<Message> {
+        // Waiting starts before sending, so a fast reply cannot slip past.
+        let (waiter, reply) = self.wait(is_reply);
+        let outcome = async {
+            send.await?;
+            tokio::select! {
+                biased;
+                reply = reply => reply.map_err(|_| Error::ClientClosed),
+                () = closed => Err(Error::ClientClosed),
+            }
+        };
+        let outcome = tokio::time::timeout(timeout, outcome)
+            .await
+            .unwrap_or(Err(Error::RequestTimeout { after: timeout }));
+        if outcome.is_err() {
+            // Otherwise a later message would go to a request no one waits for.
+            self.cancel(waiter);
+        }
+        outcome
+    }
+
+    pub(crate) fn cancel(&self, id: u64) {
+        self.lock().list.retain(|waiter| waiter.id != id);
+    }
+
+    /// Hands `message` to the oldest request it answers; gives it back when
+    /// no request wants it.
+    pub(crate) fn offer(&self, message: Message) -> Option<Message> {
+        let mut waiting = self.lock();
+        let Some(index) = waiting.list.iter().position(|w| (w.is_reply)(&message)) else {
+            return Some(message);
+        };
+        let waiter = waiting.list.remove(index);
+        // If the requester gave up just now, the message is nobody's reply.
+        waiter.reply.send(message).err()
+    }
+}
+
+impl fmt::Debug for Replies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replies")
+            .field("waiting", &self.lock().list.len())
+            .finish()
+    }
+}
