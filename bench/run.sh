@@ -2,7 +2,7 @@
 # The benchmark: flexi-socket's echo example against two hand-written tokio
 # echo servers, every scenario interleaved, medians of REPS runs.
 #
-#   bench/run.sh                      # 5 repetitions, about 4 minutes on 2 cores
+#   bench/run.sh                      # 5 repetitions, 3-4 minutes on 2 cores
 #   REPS=1 DURATION=1 bench/run.sh    # a quick look
 #
 # Environment:

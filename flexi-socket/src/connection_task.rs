@@ -9,11 +9,10 @@ use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use crate::connection::{Connection, DisconnectReason};
@@ -24,30 +23,8 @@ use crate::framing::{Decoded, FrameDecoder};
 use crate::handler::panic_message;
 use crate::outbound::OutboundReceiver;
 use crate::pipeline::{on_connect, on_disconnect, on_frame, until_aborted};
+use crate::stream::{StreamReader, StreamWriter};
 
-/// The read half of a connection's byte stream (TCP, TLS, ...).
-pub(crate) trait StreamReader: AsyncRead + Unpin + Send {
-    /// Waits until a read would find data, without holding a buffer; a
-    /// stream that cannot tell (TLS, through `tokio::io::split`) says "now".
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        std::future::ready(Ok(()))
-    }
-}
-
-impl StreamReader for tokio::net::tcp::OwnedReadHalf {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        tokio::net::tcp::OwnedReadHalf::readable(self)
-    }
-}
-
-impl<T: AsyncRead + Send> StreamReader for tokio::io::ReadHalf<T> {}
-
-/// The write half of a connection's byte stream.
-pub(crate) trait StreamWriter: AsyncWrite + Unpin + Send {}
-impl<T: AsyncWrite + Unpin + Send> StreamWriter for T {}
-
-/// How much room each read asks for.
-const READ_CHUNK: usize = 8 * 1024;
 /// Frames ready at once are copied into one buffer up to this size, then written.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -234,34 +211,11 @@ async fn read_some(
 ) -> io::Result<Option<usize>> {
     match idle_gap {
         // Boxed: only idle-gap framing pays for the timer, and only while reading.
-        Some(gap) => match Box::pin(tokio::time::timeout(gap, read_once(reader, buffer))).await {
+        Some(gap) => match Box::pin(tokio::time::timeout(gap, reader.read_lazily(buffer))).await {
             Ok(read) => read.map(Some),
             Err(_elapsed) => Ok(None),
         },
-        None => read_once(reader, buffer).await.map(Some),
-    }
-}
-
-async fn read_once(reader: &mut impl StreamReader, buffer: &mut BytesMut) -> io::Result<usize> {
-    if buffer.is_empty() {
-        wait_readable(reader, buffer).await?;
-    }
-    buffer.reserve(READ_CHUNK);
-    reader.read_buf(buffer).await
-}
-
-/// An idle connection holds no read buffer: when no data is waiting, the
-/// empty buffer's memory goes back and a new one is taken when data arrives.
-async fn wait_readable(reader: &impl StreamReader, buffer: &mut BytesMut) -> io::Result<()> {
-    let readable = reader.readable();
-    tokio::pin!(readable);
-    let now = std::future::poll_fn(|cx| Poll::Ready(readable.as_mut().poll(cx))).await;
-    match now {
-        Poll::Ready(ready) => ready,
-        Poll::Pending => {
-            *buffer = BytesMut::new();
-            readable.await
-        }
+        None => reader.read_lazily(buffer).await.map(Some),
     }
 }
 

@@ -78,6 +78,7 @@ mod registry;
 mod router;
 mod server;
 mod stats;
+mod stream;
 #[cfg(feature = "tls")]
 mod tls;
 mod udp;

@@ -700,7 +700,9 @@ fn admit(
         _permit: permit,
         _ip: ip,
     };
-    let span = tracing::info_span!("connection", id, peer = %peer_addr, client_type = tracing::field::Empty);
+    // Debug level: at the usual INFO filter the span costs nothing per poll;
+    // with RUST_LOG=flexi_socket=debug every event carries id, peer and type.
+    let span = tracing::debug_span!("connection", id, peer = %peer_addr, client_type = tracing::field::Empty);
     #[cfg(feature = "tls")]
     if let Some(tls) = context.tls.clone() {
         // The handshake runs in the connection's task; only a connection whose

@@ -10,10 +10,11 @@ use tokio::sync::oneshot;
 
 use super::{Settings, Shared, Status};
 use crate::connection::Connection;
-use crate::connection_task::{self, StreamReader, StreamWriter};
+use crate::connection_task;
 use crate::message::Message;
 use crate::outbound;
 use crate::reconnect::Reconnect;
+use crate::stream::{StreamReader, StreamWriter};
 
 /// How long a connection must live for its loss to start the backoff afresh.
 const STABLE_CONNECTION: Duration = Duration::from_secs(1);

@@ -24,9 +24,9 @@ pub(crate) use client::{TlsClient, TlsClientSettings};
 pub use server::TlsServerConfig;
 pub(crate) use server::{TlsServer, TlsSettings};
 
-use crate::connection_task::StreamReader;
 use crate::error::{Error, Result};
 use crate::framing::Framing;
+use crate::stream::StreamReader;
 
 /// The default of both sides' `tls_handshake_timeout`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,83 @@
+//! The byte streams a connection runs on (TCP, TLS halves) and how they read
+//! without making idle connections hold a read buffer.
+
+use std::cell::RefCell;
+use std::io;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::tcp::OwnedReadHalf;
+
+/// How much room each read asks for.
+pub(crate) const READ_CHUNK: usize = 8 * 1024;
+
+/// The read half of a connection's byte stream.
+pub(crate) trait StreamReader: AsyncRead + Unpin + Send {
+    /// Reads into `buffer`. A stream that can wait for data without a buffer
+    /// does so when `buffer` is empty, so an idle connection holds none.
+    fn read_lazily<'a>(
+        &'a mut self,
+        buffer: &'a mut BytesMut,
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
+        buffer.reserve(READ_CHUNK);
+        self.read_buf(buffer)
+    }
+}
+
+impl StreamReader for OwnedReadHalf {
+    async fn read_lazily(&mut self, buffer: &mut BytesMut) -> io::Result<usize> {
+        if !buffer.is_empty() {
+            // A partial frame is waiting for its rest: keep reading into it.
+            buffer.reserve(READ_CHUNK);
+            return self.read_buf(buffer).await;
+        }
+        loop {
+            self.readable().await?;
+            spare::take(buffer);
+            buffer.reserve(READ_CHUNK);
+            match self.try_read_buf(buffer) {
+                Ok(read) => return Ok(read),
+                // Readiness was stale: give the buffer back before waiting.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => spare::give_back(buffer),
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+/// TLS through `tokio::io::split` cannot wait without reading: eager buffer.
+impl<T: AsyncRead + Send> StreamReader for tokio::io::ReadHalf<T> {}
+
+/// The write half of a connection's byte stream.
+pub(crate) trait StreamWriter: AsyncWrite + Unpin + Send {}
+impl<T: AsyncWrite + Unpin + Send> StreamWriter for T {}
+
+/// One spare read buffer per worker thread. Connections on a thread read one
+/// at a time, so the buffer an idle connection gives back is the one the next
+/// busy connection takes: no allocation per read, and none held while idle.
+mod spare {
+    use super::{BytesMut, RefCell};
+
+    thread_local! {
+        static SPARE: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    }
+
+    /// Moves the thread's spare buffer into `buffer` if `buffer` has no room.
+    pub(super) fn take(buffer: &mut BytesMut) {
+        if buffer.capacity() == 0 {
+            SPARE.with_borrow_mut(|spare| std::mem::swap(spare, buffer));
+        }
+    }
+
+    /// Moves the empty `buffer` back to the thread's spare, keeping the
+    /// larger of the two allocations.
+    pub(super) fn give_back(buffer: &mut BytesMut) {
+        debug_assert!(buffer.is_empty());
+        SPARE.with_borrow_mut(|spare| {
+            if spare.capacity() < buffer.capacity() {
+                std::mem::swap(spare, buffer);
+            }
+        });
+        *buffer = BytesMut::new();
+    }
+}
