@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bytes::BytesMut;
 use tokio_util::sync::CancellationToken;
 
 use crate::classifier::ClientType;
@@ -15,10 +14,9 @@ use crate::framing::FrameEncoder;
 use crate::handler::EventContext;
 use crate::limits::SlowConsumerPolicy;
 use crate::message::Message;
-use crate::outbound::{OutboundSender, Refused};
+use crate::outbound::{OutboundSender, Refused, encode_frame};
 use crate::router::Routes;
 use crate::server::ServerContext;
-use crate::stats::Counters;
 
 /// Why a connection ended; `on_disconnect` handlers can take it as an argument.
 #[non_exhaustive]
@@ -189,24 +187,22 @@ impl Connection {
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
         let mut message = message.into();
         if let Some(before_send) = self.routes().before_send.clone() {
-            let context = EventContext::new(self.clone()).with_message(message);
-            match crate::dispatch::invoke(self, &before_send, context).await {
-                Ok(Some(rewritten)) => message = rewritten,
-                Ok(None) => return Ok(()),
-                Err(error) => {
-                    self.after_panic(&error).await;
-                    return Err(error);
-                }
+            // Boxed: every handler's future embeds this one, and only
+            // connections with a before_send should pay for its size.
+            match Box::pin(self.before_send(&before_send, message)).await? {
+                Some(rewritten) => message = rewritten,
+                None => return Ok(()),
             }
         }
-        let mut frame = BytesMut::with_capacity(message.len() + 8);
-        self.shared.encoder.encode(&message, &mut frame)?;
+        let frame = encode_frame(message.len(), |dst| {
+            self.shared.encoder.encode(&message, dst)
+        })?;
         let length = frame.len() as u64;
         let id = self.id();
         let policy = self.slow_consumer_policy();
         self.shared
             .outbound
-            .push(frame.freeze(), policy)
+            .push(frame, policy)
             .await
             .map_err(|refused| match (refused, policy) {
                 (Refused::Closed, _) => Error::ConnectionClosed { id },
@@ -221,10 +217,21 @@ impl Connection {
             })?;
         self.shared.messages_out.fetch_add(1, Ordering::Relaxed);
         self.shared.bytes_out.fetch_add(length, Ordering::Relaxed);
-        let counters = &self.shared.server.counters;
-        Counters::add(&counters.messages_out, 1);
-        Counters::add(&counters.bytes_out, length);
         Ok(())
+    }
+
+    /// Runs `before_send`; `None` means it dropped the message.
+    async fn before_send(
+        &self,
+        handler: &crate::handler::Handler,
+        message: Message,
+    ) -> Result<Option<Message>, Error> {
+        let context = EventContext::new(self.clone()).with_message(message);
+        let outcome = crate::dispatch::invoke(self, handler, context).await;
+        if let Err(error) = &outcome {
+            self.after_panic(error).await;
+        }
+        outcome
     }
 
     /// The slow-consumer policy for this connection's client type.
@@ -355,9 +362,6 @@ impl Connection {
         self.shared
             .bytes_in
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        let counters = &self.shared.server.counters;
-        Counters::add(&counters.messages_in, 1);
-        Counters::add(&counters.bytes_in, bytes as u64);
     }
 
     pub(crate) fn first_message_done(&self) {

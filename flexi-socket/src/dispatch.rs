@@ -25,7 +25,8 @@ pub(crate) async fn invoke(
         }
     };
     let outcome = match connection.server().limits.handler_timeout {
-        Some(after) => tokio::time::timeout(after, run)
+        // Boxed: the timer would otherwise sit in every handler call's future.
+        Some(after) => Box::pin(tokio::time::timeout(after, run))
             .await
             .map_err(|_elapsed| Error::HandlerTimeout {
                 handler: handler.name,

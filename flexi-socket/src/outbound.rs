@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use crate::limits::{Limits, SlowConsumerPolicy};
@@ -121,8 +121,9 @@ impl OutboundSender {
         let queued = match self.queue.try_push(frame) {
             Ok(()) => Ok(()),
             Err((Refused::Full, frame)) => match policy {
+                // Boxed: the waiting machinery sits in every send's future otherwise.
                 SlowConsumerPolicy::Wait(patience) => {
-                    tokio::time::timeout(patience, self.push_waiting(frame))
+                    Box::pin(tokio::time::timeout(patience, self.push_waiting(frame)))
                         .await
                         .unwrap_or(Err(Refused::TimedOut))
                 }
@@ -211,4 +212,26 @@ impl OutboundReceiver {
         self.queue.pending.fetch_sub(frames, Ordering::Relaxed);
         self.queue.room.notify_waiters();
     }
+}
+
+/// Encodes one outbound frame into the worker thread's encode arena and
+/// splits it off: frames share larger allocations instead of allocating one
+/// each, and an idle connection holds none.
+pub(crate) fn encode_frame<E>(
+    length_hint: usize,
+    encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<Bytes, E> {
+    /// Each fresh arena allocation serves many small frames.
+    const ARENA_CHUNK: usize = 16 * 1024;
+    thread_local! {
+        static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    }
+    ARENA.with_borrow_mut(|arena| {
+        if arena.capacity() < length_hint + 16 {
+            *arena = BytesMut::with_capacity(ARENA_CHUNK.max(length_hint + 16));
+        }
+        let encoded = encode(arena);
+        let frame = arena.split().freeze();
+        encoded.map(|()| frame)
+    })
 }

@@ -151,5 +151,8 @@ pub(crate) async fn until_aborted(
     }
     // From here on the connection reports itself closing, and sends fail.
     connection.close_because(DisconnectReason::Closed);
+    // Server-wide traffic counters are per connection while it is open (no
+    // shared cache line per message) and folded into the totals when it closes.
+    server.counters.absorb(&connection.stats());
     server.connections.remove(connection.id());
 }

@@ -654,7 +654,14 @@ impl ServerContext {
         let mut stats = self.counters.snapshot();
         let open = self.connections.list();
         stats.connections_open = open.len() as u64;
-        stats.queued_messages = open.iter().map(Connection::queued).sum();
+        for connection in &open {
+            let traffic = connection.stats();
+            stats.messages_in += traffic.messages_in;
+            stats.messages_out += traffic.messages_out;
+            stats.bytes_in += traffic.bytes_in;
+            stats.bytes_out += traffic.bytes_out;
+            stats.queued_messages += connection.queued();
+        }
         stats
     }
 }

@@ -79,6 +79,14 @@ impl Counters {
         counter.fetch_add(amount, Ordering::Relaxed);
     }
 
+    /// Adds a closed connection's traffic to the totals.
+    pub(crate) fn absorb(&self, closed: &crate::ConnectionStats) {
+        Self::add(&self.messages_in, closed.messages_in);
+        Self::add(&self.messages_out, closed.messages_out);
+        Self::add(&self.bytes_in, closed.bytes_in);
+        Self::add(&self.bytes_out, closed.bytes_out);
+    }
+
     pub(crate) fn count_error(&self, error: &Error) {
         let slot = match error {
             Error::FrameTooLarge { .. } | Error::DatagramTooLarge { .. } => 0,

@@ -8,7 +8,9 @@
 //!
 //! - `pingpong`: one line in flight per connection.
 //! - `pipelined`: `--depth` lines in flight per connection; whenever replies
-//!   arrive, the window is refilled in one write.
+//!   arrive, the window is refilled in one write. Each connection writes
+//!   before it reads, so keep `depth × size` well below the kernel's socket
+//!   buffers (hundreds of KiB; the default window is 2 KiB).
 //! - `idle`: opens `--connections` connections, one echo on each so the server
 //!   surely holds them, then reports the growth of the server's `VmRSS`
 //!   (`--server-pid`) per connection.
