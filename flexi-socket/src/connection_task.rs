@@ -66,7 +66,10 @@ async fn serve(
     let flush_timeout = connection.server().limits.shutdown_timeout;
 
     // The halves are built inside join!, not as locals first: see `run`.
+    // Biased, reader first: replies a handler just queued are written in
+    // the same poll, without waiting for another turn of the task.
     tokio::join!(
+        biased;
         async {
             // Cold or occasional steps are boxed: they then take memory only while
             // they run, not for the whole life of every idle connection's task.
@@ -277,6 +280,7 @@ async fn write_loop(
     mut finish: oneshot::Receiver<Finish>,
     flush_timeout: Duration,
 ) -> io::Result<()> {
+    outbound.polled_after_senders_in_this_task();
     let mut batch = BytesMut::new();
     let mode = loop {
         tokio::select! {

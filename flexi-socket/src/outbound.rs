@@ -8,7 +8,8 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -49,6 +50,10 @@ struct Queue {
     max_bytes: usize,
     /// Frames queued or being written: what is lost if the connection is cut.
     pending: AtomicU64,
+    /// The task that runs the writer, once known. Its own pushes need no
+    /// wake-up: it polls the writer right after the reader (a biased join),
+    /// and waking a running task would only cost it another turn.
+    writer_task: OnceLock<tokio::task::Id>,
 }
 
 #[derive(Debug, Default)]
@@ -86,7 +91,13 @@ impl Queue {
         state.frames.push_back(frame);
         state.bytes += cost;
         drop(state);
-        self.ready.notify_one();
+        let from_writer_task = self
+            .writer_task
+            .get()
+            .is_some_and(|writer| tokio::task::try_id() == Some(*writer));
+        if !from_writer_task {
+            self.ready.notify_one();
+        }
         Ok(())
     }
 }
@@ -99,6 +110,7 @@ pub(crate) fn channel(limits: &Limits) -> (OutboundSender, OutboundReceiver) {
         max_messages: limits.outbound_messages,
         max_bytes: limits.outbound_bytes,
         pending: AtomicU64::new(0),
+        writer_task: OnceLock::new(),
     });
     (
         OutboundSender {
@@ -158,23 +170,39 @@ impl OutboundSender {
 }
 
 impl OutboundReceiver {
+    /// Declares that the current task polls this writer after every poll of
+    /// the code that sends (see `Queue::writer_task`).
+    pub(crate) fn polled_after_senders_in_this_task(&self) {
+        if let Some(task) = tokio::task::try_id() {
+            let _ = self.queue.writer_task.set(task);
+        }
+    }
+
     /// The next frame; `None` once closed and empty.
     pub(crate) async fn recv(&mut self) -> Option<Bytes> {
-        loop {
-            let ready = self.queue.ready.notified();
-            tokio::pin!(ready);
-            ready.as_mut().enable();
-            {
-                let mut state = self.queue.lock();
-                if let Some(frame) = state.frames.pop_front() {
-                    return Some(frame);
+        let queue = &self.queue;
+        let ready = queue.ready.notified();
+        tokio::pin!(ready);
+        // The queue is looked at on every poll, not only after a wake-up: the
+        // writer's own task queues frames without waking it.
+        std::future::poll_fn(|cx| {
+            loop {
+                {
+                    let mut state = queue.lock();
+                    if let Some(frame) = state.frames.pop_front() {
+                        return Poll::Ready(Some(frame));
+                    }
+                    if state.closed {
+                        return Poll::Ready(None);
+                    }
                 }
-                if state.closed {
-                    return None;
+                match ready.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => ready.set(queue.ready.notified()),
                 }
             }
-            ready.await;
-        }
+        })
+        .await
     }
 
     /// A frame that is ready now, if any.

@@ -178,7 +178,9 @@ async fn serve_halves(
         let _ = flushed.send(ready);
     };
     let running = connection_task::run(reader, writer, connection.clone(), queue);
-    tokio::join!(running, handover);
+    // Biased, handover first: its sends are then always followed by a poll
+    // of the connection's writer in the same turn (see outbound::Queue).
+    tokio::join!(biased; handover, running);
     if let Ok(false) = flushed_signal.await {
         tracing::debug!("the connection ended before the outbox was flushed");
     }
