@@ -330,3 +330,86 @@ async fn slow_consumer_policy_per_client_type() {
     .await;
     assert_eq!(seen[1], "disconnect peer does not read (slow consumer)");
 }
+
+#[tokio::test]
+async fn closing_a_connection_whose_peer_stopped_reading_ends_within_the_flush_timeout() {
+    let (events, mut log) = Events::new();
+    let router = observed_echo(&events).on_message_for(
+        "flood",
+        |conn: Connection, _m: Message| async move {
+            // Fill the queue and the socket buffers of a peer that never reads, then close.
+            let chunk = vec![b'z'; 64 * 1024];
+            for _ in 0..512 {
+                if conn.send(chunk.clone()).await.is_err() {
+                    break;
+                }
+            }
+            conn.close();
+        },
+    );
+    let running = start(
+        server()
+            .router(router)
+            .classifier::<Flood>()
+            .outbound_queue_bytes(256 * 1024)
+            .slow_consumer(SlowConsumerPolicy::Wait(Duration::from_millis(100)))
+            .shutdown_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    let mut non_reader = LineClient::connect(running.addr).await;
+    non_reader.send_line("flood").await;
+    assert_eq!(
+        log.next_starting("disconnect").await,
+        "disconnect closed by the application"
+    );
+    // The writer is blocked on a full socket; the task still ends, bounded by
+    // the flush timeout and the linger, while the peer holds its socket open.
+    let connections = running.connections.clone();
+    support::eventually("the connection task to end", || connections.is_empty()).await;
+    drop(non_reader);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_busy_stream_whose_reads_end_mid_frame_is_not_a_slowloris() {
+    let (events, mut log) = Events::new();
+    let running = start(
+        server()
+            .router(observed_echo(&events))
+            .frame_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    let mut client = TcpStream::connect(running.addr).await.unwrap();
+    // 40 writes, 20 ms apart (800 ms in all, four frame timeouts), each
+    // finishing one line and starting the next: never a complete buffer.
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    client.write_all(b"li").await.unwrap();
+    for i in 0..40 {
+        ticker.tick().await;
+        client
+            .write_all(format!("ne {i}\nli").as_bytes())
+            .await
+            .unwrap();
+    }
+    client.write_all(b"ne end\n").await.unwrap();
+    let mut reader = tokio::io::BufReader::new(client);
+    let mut echoed = 0;
+    let mut line = String::new();
+    while within(
+        "an echo",
+        tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut line),
+    )
+    .await
+    .unwrap()
+        > 0
+    {
+        echoed += 1;
+        if line == "line end\n" {
+            break;
+        }
+        line.clear();
+    }
+    assert_eq!(echoed, 41);
+    assert!(log.0.try_recv().is_err(), "no disconnect, no error");
+    running.stop().await;
+}

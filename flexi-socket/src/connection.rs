@@ -185,7 +185,16 @@ impl Connection {
     /// [`Error::Encode`] if the framing refuses the message, or the error of a
     /// failing `before_send` handler.
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
-        let mut message = message.into();
+        self.send_as(message.into(), self.slow_consumer_policy())
+            .await
+    }
+
+    /// [`send`](Self::send) under a given slow-consumer policy.
+    pub(crate) async fn send_as(
+        &self,
+        mut message: Message,
+        policy: SlowConsumerPolicy,
+    ) -> Result<(), Error> {
         if let Some(before_send) = self.routes().before_send.clone() {
             // Boxed: every handler's future embeds this one, and only
             // connections with a before_send should pay for its size.
@@ -199,7 +208,6 @@ impl Connection {
         })?;
         let length = frame.len() as u64;
         let id = self.id();
-        let policy = self.slow_consumer_policy();
         self.shared
             .outbound
             .push(frame, policy)
@@ -235,7 +243,7 @@ impl Connection {
     }
 
     /// The slow-consumer policy for this connection's client type.
-    fn slow_consumer_policy(&self) -> SlowConsumerPolicy {
+    pub(crate) fn slow_consumer_policy(&self) -> SlowConsumerPolicy {
         let limits = &self.shared.server.limits;
         self.client_type()
             .and_then(|client_type| limits.slow_consumer_by_type.get(client_type))

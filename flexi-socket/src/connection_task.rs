@@ -149,11 +149,13 @@ async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> D
     loop {
         // Every complete frame already read is handled, even after close():
         // nothing read is lost.
+        let buffered = buffer.len();
         if let ControlFlow::Break(reason) =
             Box::pin(drain(connection, &mut decoder, &mut buffer, Drain::Ready)).await
         {
             return reason;
         }
+        let framed_some = buffer.len() < buffered;
         if let Some(reason) = connection.close_reason() {
             // Reading stops here: whatever the framing can still make of the
             // buffer is delivered (eof, raw, idle_gap) or reported as truncated.
@@ -167,7 +169,7 @@ async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> D
         if let Some(reason) = first_message_too_long(connection, &buffer) {
             return reason;
         }
-        clock.pending_bytes(!buffer.is_empty());
+        clock.pending_bytes(!buffer.is_empty(), framed_some);
         let (deadline, expired) = clock.next_deadline(connection.is_first_message());
         let idle_gap = decoder
             .idle_gap()
@@ -286,7 +288,28 @@ async fn write_loop(
         tokio::select! {
             biased;
             frame = outbound.recv() => match frame {
-                Some(frame) => write_ready(&mut writer, &mut outbound, frame, &mut batch).await?,
+                Some(frame) => {
+                    // A peer that stops reading blocks this write: `finish`
+                    // must still be heard, or closing would wait forever.
+                    let write = write_ready(&mut writer, &mut outbound, frame, &mut batch);
+                    tokio::pin!(write);
+                    let finished = tokio::select! {
+                        biased;
+                        written = &mut write => {
+                            written?;
+                            None
+                        }
+                        mode = &mut finish => Some(mode.unwrap_or(Finish::Flush)),
+                    };
+                    match finished {
+                        None => {}
+                        Some(Finish::Abandon) => return Ok(()),
+                        Some(Finish::Flush) => {
+                            within_flush_timeout(flush_timeout, write).await?;
+                            break Finish::Flush;
+                        }
+                    }
+                }
                 None => break Finish::Flush,
             },
             mode = &mut finish => break mode.unwrap_or(Finish::Flush),
@@ -305,6 +328,21 @@ async fn write_loop(
     };
     // Boxed: the timer and the flush take memory only while closing.
     Box::pin(tokio::time::timeout(flush_timeout, flush))
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "flushing the outbound queue timed out",
+            ))
+        })
+}
+
+/// Finishes a write the closing connection waits for, at most `flush_timeout`.
+async fn within_flush_timeout(
+    flush_timeout: Duration,
+    write: impl Future<Output = io::Result<()>>,
+) -> io::Result<()> {
+    tokio::time::timeout(flush_timeout, write)
         .await
         .unwrap_or_else(|_| {
             Err(io::Error::new(
@@ -340,6 +378,10 @@ async fn write_ready(
     }
     writer.write_all(batch).await?;
     batch.clear();
+    if outbound.is_empty() {
+        // The burst is over: a quiet connection should not keep its peak buffer.
+        *batch = BytesMut::new();
+    }
     outbound.written(cost, frames);
     Ok(())
 }

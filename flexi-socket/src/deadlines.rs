@@ -45,9 +45,13 @@ impl Clock {
     }
 
     /// Starts the frame deadline when a partial frame appears, stops it when none is left.
-    pub(crate) fn pending_bytes(&mut self, partial: bool) {
+    /// `partial`: bytes of an unfinished frame are buffered; `framed_some`:
+    /// the decoder just took complete frames off the buffer. The deadline
+    /// covers one frame: a busy stream whose reads end mid-frame is not slow.
+    pub(crate) fn pending_bytes(&mut self, partial: bool, framed_some: bool) {
         match (partial, self.partial_since) {
             (true, None) => self.partial_since = Some(Instant::now()),
+            (true, Some(_)) if framed_some => self.partial_since = Some(Instant::now()),
             (false, Some(_)) => self.partial_since = None,
             _ => {}
         }

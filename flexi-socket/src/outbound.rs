@@ -88,6 +88,9 @@ impl Queue {
         {
             return Err((Refused::Full, frame));
         }
+        // Counted under the lock, before the writer can see the frame, and
+        // only once it is really queued (a cancelled send leaves no trace).
+        self.pending.fetch_add(1, Ordering::Relaxed);
         state.frames.push_back(frame);
         state.bytes += cost;
         drop(state);
@@ -127,10 +130,8 @@ impl OutboundSender {
         frame: Bytes,
         policy: SlowConsumerPolicy,
     ) -> Result<(), Refused> {
-        // Counted before queueing so the writer can never count it down first.
-        self.queue.pending.fetch_add(1, Ordering::Relaxed);
         // The common case, room in the queue, costs no timer and no waiting.
-        let queued = match self.queue.try_push(frame) {
+        match self.queue.try_push(frame) {
             Ok(()) => Ok(()),
             Err((Refused::Full, frame)) => match policy {
                 // Boxed: the waiting machinery sits in every send's future otherwise.
@@ -142,11 +143,7 @@ impl OutboundSender {
                 SlowConsumerPolicy::Fail | SlowConsumerPolicy::Disconnect => Err(Refused::Full),
             },
             Err((refused, _)) => Err(refused),
-        };
-        if queued.is_err() {
-            self.queue.pending.fetch_sub(1, Ordering::Relaxed);
         }
-        queued
     }
 
     async fn push_waiting(&self, mut frame: Bytes) -> Result<(), Refused> {
@@ -262,4 +259,13 @@ pub(crate) fn encode_frame<E>(
         let frame = arena.split().freeze();
         encoded.map(|()| frame)
     })
+}
+
+/// A writer that goes away (an I/O error, a connection cut at the shutdown
+/// deadline) closes the queue: later sends fail with `ConnectionClosed`
+/// instead of being accepted and lost, and waiting senders wake up.
+impl Drop for OutboundReceiver {
+    fn drop(&mut self) {
+        self.close();
+    }
 }

@@ -139,14 +139,17 @@ pub(crate) async fn until_aborted(
             }
         }
         () = server.abort.cancelled() => {
-            let undelivered = connection.queued();
-            server.note_aborted(undelivered);
-            tracing::warn!(undelivered, "connection aborted at the shutdown deadline");
+            // `serve` is dropped: the queue is closed, so the late
+            // on_disconnect's sends fail instead of being lost uncounted.
+            drop(serve);
             if !disconnected.load(Ordering::Relaxed) {
                 // Boxed: it takes memory only in this rare case, not in every task.
                 let late = Box::pin(on_disconnect(connection, DisconnectReason::Shutdown));
                 let _ = tokio::time::timeout(LATE_DISCONNECT, late).await;
             }
+            let undelivered = connection.queued();
+            server.note_aborted(undelivered);
+            tracing::warn!(undelivered, "connection aborted at the shutdown deadline");
         }
     }
     // From here on the connection reports itself closing, and sends fail.

@@ -32,6 +32,11 @@ impl StreamReader for OwnedReadHalf {
             return self.read_buf(buffer).await;
         }
         loop {
+            // Nothing buffered: the allocation goes back to the thread's spare
+            // before waiting, so an idle connection holds no read buffer.
+            if buffer.capacity() > 0 {
+                spare::give_back(buffer);
+            }
             self.readable().await?;
             spare::take(buffer);
             buffer.reserve(READ_CHUNK);

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use super::{Settings, Shared, Status};
 use crate::connection::Connection;
 use crate::connection_task;
+use crate::limits::SlowConsumerPolicy;
 use crate::message::Message;
 use crate::outbound;
 use crate::reconnect::Reconnect;
@@ -197,8 +198,11 @@ async fn serve_halves(
 /// Sends the handshake and the outbox in order, then makes the connection
 /// the client's current one (so later sends cannot overtake the outbox).
 async fn hand_over(shared: &Shared, connection: &Connection, handshake: Option<Message>) -> bool {
+    // The handshake and the outbox may be more than the outbound queue holds
+    // at once: they wait for room whatever the policy for later sends says.
+    let patience = SlowConsumerPolicy::Wait(shared.context.limits.shutdown_timeout);
     if let Some(handshake) = handshake {
-        if connection.send(handshake).await.is_err() {
+        if connection.send_as(handshake, patience).await.is_err() {
             return false;
         }
     }
@@ -214,7 +218,7 @@ async fn hand_over(shared: &Shared, connection: &Connection, handshake: Option<M
             }
         };
         shared.outbox_room.notify_waiters();
-        if connection.send(next.clone()).await.is_err() {
+        if connection.send_as(next.clone(), patience).await.is_err() {
             // Not sent: it stays first in line for the next connection.
             shared.lock().outbox.push_front(next);
             return false;

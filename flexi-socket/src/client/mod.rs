@@ -421,8 +421,13 @@ impl Client {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(task) = task {
-            let _ = task.await;
+        if let Some(mut task) = task {
+            // Like a server's shutdown: graceful first, cut at the deadline.
+            let deadline = self.shared.context.limits.shutdown_timeout;
+            if tokio::time::timeout(deadline, &mut task).await.is_err() {
+                self.shared.context.abort.cancel();
+                let _ = task.await;
+            }
         }
         self.shared.outbox_room.notify_waiters();
         let mut state = self.shared.lock();
