@@ -240,20 +240,29 @@ impl OutboundReceiver {
 }
 
 /// Encodes one outbound frame into the worker thread's encode arena and
-/// splits it off: frames share larger allocations instead of allocating one
-/// each, and an idle connection holds none.
+/// splits it off: small frames share larger allocations instead of
+/// allocating one each, and an idle connection holds none. A queued frame
+/// keeps its whole arena chunk alive, so chunks are small (4 KiB) and only
+/// small frames use them: a slow consumer's full queue pins at most about
+/// `outbound_queue` × 4 KiB, not much more than its byte budget.
 pub(crate) fn encode_frame<E>(
     length_hint: usize,
     encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
 ) -> Result<Bytes, E> {
     /// Each fresh arena allocation serves many small frames.
-    const ARENA_CHUNK: usize = 16 * 1024;
+    const ARENA_CHUNK: usize = 4 * 1024;
+    /// Larger frames get an allocation of their own.
+    const SMALL_FRAME: usize = 512;
+    if length_hint >= SMALL_FRAME {
+        let mut frame = BytesMut::with_capacity(length_hint + 16);
+        return encode(&mut frame).map(|()| frame.freeze());
+    }
     thread_local! {
         static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
     }
     ARENA.with_borrow_mut(|arena| {
         if arena.capacity() < length_hint + 16 {
-            *arena = BytesMut::with_capacity(ARENA_CHUNK.max(length_hint + 16));
+            *arena = BytesMut::with_capacity(ARENA_CHUNK);
         }
         let encoded = encode(arena);
         let frame = arena.split().freeze();

@@ -382,6 +382,10 @@ impl Client {
     /// Sends `message` and waits for the next message from the server,
     /// which goes to the caller instead of `on_message`.
     ///
+    /// Call it from ordinary code, not from this client's own handlers:
+    /// replies are handed over by the same connection task that runs the
+    /// handler, so a request made inside one can only time out.
+    ///
     /// # Errors
     ///
     /// [`Error::RequestTimeout`] when no reply came in time, or any error of
