@@ -14,6 +14,7 @@
 //! | [`Classifier`] | decides a client type from the first frame; usually derived |
 //! | [`Framing`] | how bytes become messages (lines, separator, fixed, length prefix, ...) |
 //! | [`Message`] | one message: immutable bytes |
+//! | [`checksum`] | CRC-16/ARC, CRC-16/CCITT-FALSE, CRC-32, XOR and sums, binary or hex, for `after_receive`/`before_send` |
 //! | [`enum@Error`] | the one error type; per-connection errors reach `#[on_error]` |
 //! | `TlsServerConfig` | certificate and key for `ServerBuilder::tls` (feature `tls`) |
 //! | `TlsClientConfig` | trusted roots, server name, client certificate for `ClientBuilder::tls` (feature `tls`) |
@@ -59,6 +60,7 @@
 // Lets the macros' `::flexi_socket::...` paths work inside this crate's own tests.
 extern crate self as flexi_socket;
 
+pub mod checksum;
 mod classifier;
 mod client;
 mod connection;
