@@ -190,3 +190,25 @@ async fn custom_tokio_util_codec() {
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn stx_etx_frames_skip_junk_and_restart_on_a_second_start() {
+    let (running, mut log) = bracket_server(Framing::delimited("\x02", "\x03")).await;
+    let mut stream = connect(&running).await;
+    stream.write_all(b"junk\x02hel").await.unwrap();
+    stream.write_all(b"lo\x03\x02cut\x02ne").await.unwrap();
+    stream.write_all(b"w\x03").await.unwrap();
+    assert_eq!(
+        read_exact(&mut stream, 16).await,
+        b"\x02<hello>\x03\x02<new>\x03"
+    );
+    // The stray bytes, then the frame cut by the second start.
+    for bytes in [4, 3] {
+        let error = log.next().await;
+        assert!(
+            error.contains(&format!("{bytes} bytes were not delivered")),
+            "{error}"
+        );
+    }
+    running.stop().await;
+}

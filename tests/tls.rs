@@ -227,7 +227,7 @@ async fn close_without_close_notify_is_an_eof_unless_the_framing_delivers_at_eof
             assert!(
                 log.next()
                     .await
-                    .starts_with("error the peer closed the connection in the middle of a frame")
+                    .starts_with("error discarded an incomplete frame")
             );
             assert_eq!(log.next().await, "disconnect PeerClosed");
         }

@@ -43,10 +43,12 @@ pub enum Error {
         max: usize,
     },
 
-    /// The peer closed the connection in the middle of a frame; the partial
-    /// frame was not delivered.
+    /// Bytes that did not make a complete frame were discarded: the peer
+    /// closed in the middle of a frame, or (start/end framing) sent bytes
+    /// outside any frame or restarted a frame.
     #[error(
-        "the peer closed the connection in the middle of a frame; {bytes} bytes were not delivered"
+        "discarded an incomplete frame: {bytes} bytes were not delivered \
+         (the peer closed in the middle of a frame, or sent bytes outside any frame)"
     )]
     FrameTruncated {
         /// How many bytes of the unfinished frame were buffered.

@@ -11,8 +11,8 @@ use tokio_util::codec::Decoder;
 
 use super::custom::{CustomDecoder, CustomEncoder, CustomFraming};
 use super::{
-    Decoded, EofCodec, FixedLengthCodec, IdleGapCodec, LengthPrefixedCodec, LineCodec, RawCodec,
-    SeparatorCodec,
+    Decoded, DelimitedCodec, EofCodec, FixedLengthCodec, IdleGapCodec, LengthPrefixedCodec,
+    LineCodec, RawCodec, SeparatorCodec,
 };
 use crate::error::Error;
 
@@ -21,6 +21,7 @@ use crate::error::Error;
 pub(super) enum Builtin {
     Lines(LineCodec),
     Separator(SeparatorCodec),
+    Delimited(DelimitedCodec),
     Fixed(FixedLengthCodec),
     LengthPrefixed(LengthPrefixedCodec),
     Eof(EofCodec),
@@ -34,6 +35,7 @@ macro_rules! with_codec {
         match $builtin {
             Builtin::Lines($codec) => $body,
             Builtin::Separator($codec) => $body,
+            Builtin::Delimited($codec) => $body,
             Builtin::Fixed($codec) => $body,
             Builtin::LengthPrefixed($codec) => $body,
             Builtin::Eof($codec) => $body,
@@ -54,6 +56,7 @@ impl Builtin {
         match self {
             Builtin::Lines(codec) => Builtin::Lines(codec.with_max_length(max)),
             Builtin::Separator(codec) => Builtin::Separator(codec.with_max_length(max)),
+            Builtin::Delimited(codec) => Builtin::Delimited(codec.with_max_length(max)),
             Builtin::Fixed(codec) => panic!(
                 "Framing::max_length does not apply to Framing::fixed({}): the frame length is the limit",
                 codec.length()
@@ -69,6 +72,7 @@ impl Builtin {
         match self {
             Builtin::Lines(_) => "lines()",
             Builtin::Separator(_) => "separator(..)",
+            Builtin::Delimited(_) => "delimited(..)",
             Builtin::Fixed(_) => "fixed(..)",
             Builtin::LengthPrefixed(_) => "length_prefixed()",
             Builtin::Eof(_) => "eof()",

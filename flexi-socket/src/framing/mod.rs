@@ -8,6 +8,7 @@
 //! |---|---|---|---|
 //! | [`Framing::lines`] | [`LineCodec`] | a line ended by `"\n"` (`"\r\n"` tolerated) | 64 KiB |
 //! | [`Framing::separator`] | [`SeparatorCodec`] | bytes ended by a separator | 64 KiB |
+//! | [`Framing::delimited`] | [`DelimitedCodec`] | bytes from a start sequence to an end sequence | 64 KiB |
 //! | [`Framing::fixed`] | [`FixedLengthCodec`] | exactly `len` bytes | `len` |
 //! | [`Framing::length_prefixed`] | [`LengthPrefixedCodec`] | a length header and that many bytes | 8 MiB |
 //! | [`Framing::eof`] | [`EofCodec`] | the whole stream until EOF | 8 MiB |
@@ -24,7 +25,8 @@
 //!   [`Decoded::Discarded`] with [`Error::FrameTooLarge`], and the next frame
 //!   is read normally. A frame of exactly the limit is accepted.
 //! - A frame cut by EOF is not delivered: it is reported as
-//!   [`Error::FrameTruncated`]. Where EOF itself ends a message (`eof`, `raw`,
+//!   [`Error::FrameTruncated`] (as are, in `delimited`, bytes before a start
+//!   and a frame cut short by a new start). Where EOF itself ends a message (`eof`, `raw`,
 //!   `idle_gap`) the pending bytes are delivered.
 //! - Recoverable problems are items ([`Decoded::Discarded`]), never decoder
 //!   errors, so a `Framed` stream does not end on them.
@@ -40,6 +42,7 @@ use crate::error::Error;
 
 mod codec;
 mod custom;
+mod delimited;
 mod eof;
 mod fixed;
 mod idle_gap;
@@ -51,6 +54,7 @@ mod separator;
 mod tests;
 
 pub(crate) use codec::{FrameDecoder, FrameEncoder};
+pub use delimited::DelimitedCodec;
 pub use eof::EofCodec;
 pub use fixed::FixedLengthCodec;
 pub use idle_gap::IdleGapCodec;
@@ -82,7 +86,8 @@ pub enum Decoded {
 /// let records = Framing::fixed(80).pad(b' ').trim_padding(true);
 /// let binary = Framing::length_prefixed().prefix_len(2).little_endian();
 /// let sia = Framing::separator("\r");
-/// # let _ = (text, records, binary, sia);
+/// let stx_etx = Framing::delimited("\x02", "\x03").max_length(1024);
+/// # let _ = (text, records, binary, sia, stx_etx);
 /// ```
 #[derive(Clone)]
 pub struct Framing {
@@ -108,6 +113,19 @@ impl Framing {
     /// If `separator` is empty.
     pub fn separator(separator: impl Into<Bytes>) -> Self {
         Self::builtin(Builtin::Separator(SeparatorCodec::new(separator)))
+    }
+
+    /// Messages that run from `start` to `end`, one or more bytes each (STX/ETX,
+    /// `"\n"`/`"\r"`, ...). Bytes before a start are dropped and reported once
+    /// per run, and a start inside a frame restarts it (the partial frame is
+    /// reported); see [`DelimitedCodec`]. Encoding wraps the message in `start`
+    /// and `end`. Messages are limited to 64 KiB.
+    ///
+    /// # Panics
+    ///
+    /// If `start` or `end` is empty.
+    pub fn delimited(start: impl Into<Bytes>, end: impl Into<Bytes>) -> Self {
+        Self::builtin(Builtin::Delimited(DelimitedCodec::new(start, end)))
     }
 
     /// Frames of exactly `len` bytes. Decoding yields the `len` bytes untouched
@@ -180,8 +198,8 @@ impl Framing {
     }
 
     /// Sets the largest accepted message in bytes, delimiter or header
-    /// excluded. Defaults: 64 KiB for `lines`, `separator`, `raw` and
-    /// `idle_gap` (text and bursts), 8 MiB for `length_prefixed` and `eof`
+    /// excluded. Defaults: 64 KiB for `lines`, `separator`, `delimited`, `raw`
+    /// and `idle_gap` (text and bursts), 8 MiB for `length_prefixed` and `eof`
     /// (whole binary payloads).
     ///
     /// # Panics

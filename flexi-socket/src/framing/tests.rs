@@ -87,6 +87,11 @@ where
 enum Case {
     Lines(usize),
     Separator(Vec<u8>, usize),
+    Delimited {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        max: usize,
+    },
     Fixed {
         len: usize,
         trim: bool,
@@ -109,6 +114,9 @@ impl Case {
             Case::Lines(max) => Framing::lines().max_length(*max),
             Case::Separator(separator, max) => {
                 Framing::separator(separator.clone()).max_length(*max)
+            }
+            Case::Delimited { start, end, max } => {
+                Framing::delimited(start.clone(), end.clone()).max_length(*max)
             }
             Case::Fixed { len, trim } => Framing::fixed(*len).trim_padding(*trim),
             Case::LengthPrefixed {
@@ -142,6 +150,7 @@ impl Case {
         match self {
             Case::Lines(max) => max + 2,
             Case::Separator(separator, max) => max + separator.len(),
+            Case::Delimited { start, end, max } => max + start.len().max(end.len()),
             Case::Fixed { len, .. } => *len,
             Case::LengthPrefixed { prefix, max, .. } => max + prefix,
             Case::Eof(max) | Case::IdleGap(max) => *max,
@@ -165,6 +174,20 @@ impl Case {
                 let first = wire.windows(separator.len()).position(|w| w == separator);
                 (fits(*max) && first == Some(message.len())).then(|| message.to_vec())
             }
+            Case::Delimited { start, end, max } => {
+                // Conservative: nothing in the message or the end may match,
+                // or begin, either sequence before the end itself.
+                let mut rest = message.to_vec();
+                rest.extend_from_slice(end);
+                let clean = (0..message.len()).all(|at| {
+                    let tail = &rest[at..];
+                    [start, end].into_iter().all(|sequence| {
+                        let n = tail.len().min(sequence.len());
+                        tail[..n] != sequence[..n]
+                    })
+                });
+                (fits(*max) && clean).then(|| message.to_vec())
+            }
             Case::Fixed { len, trim } => {
                 let mut frame = message.to_vec();
                 frame.resize(*len, b' ');
@@ -184,6 +207,12 @@ fn case() -> impl Strategy<Value = Case> {
         (0usize..12).prop_map(Case::Lines),
         (vec(select(&b"ab\n"[..]), 1..=3), 0usize..12)
             .prop_map(|(separator, max)| Case::Separator(separator, max)),
+        (
+            vec(select(&b"ab\n"[..]), 1..=3),
+            vec(select(&b"ab\r"[..]), 1..=3),
+            0usize..12
+        )
+            .prop_map(|(start, end, max)| Case::Delimited { start, end, max }),
         (1usize..8, any::<bool>()).prop_map(|(len, trim)| Case::Fixed { len, trim }),
         (
             select(&[1usize, 2, 3, 4, 8][..]),
