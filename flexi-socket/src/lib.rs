@@ -79,6 +79,7 @@ mod reconnect;
 mod registry;
 mod router;
 mod server;
+mod setup;
 mod stats;
 mod stream;
 #[cfg(feature = "tls")]

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::classifier::{Classifier, ClientType, ErasedClassifier};
+use crate::classifier::{ClientType, ErasedClassifier};
 use crate::connection::Connection;
 use crate::connection_task;
 use crate::connections::Connections;
@@ -24,7 +24,8 @@ use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::limits::{Limits, PanicPolicy, SlowConsumerPolicy};
 use crate::outbound;
-use crate::router::{RouteTable, Router};
+use crate::router::RouteTable;
+use crate::setup::{HandlerSetup, handler_setup_methods};
 use crate::stats::{Counters, ServerStats};
 use crate::udp::{self, UdpListener, UdpOptions};
 
@@ -39,9 +40,7 @@ impl FlexiSocket {
         ServerBuilder {
             addr: addr.to_string(),
             framing: Framing::default(),
-            classifier: None,
-            router: None,
-            app_state: None,
+            setup: HandlerSetup::default(),
             limits: Limits::default(),
             udp: None,
             #[cfg(feature = "tls")]
@@ -55,9 +54,7 @@ impl FlexiSocket {
 pub struct ServerBuilder {
     addr: String,
     framing: Framing,
-    classifier: Option<ErasedClassifier>,
-    router: Option<Router>,
-    app_state: Option<Arc<dyn Any + Send + Sync>>,
+    setup: HandlerSetup,
     limits: Limits,
     /// UDP settings; `None` for TCP.
     pub(crate) udp: Option<UdpOptions>,
@@ -66,6 +63,8 @@ pub struct ServerBuilder {
 }
 
 impl ServerBuilder {
+    handler_setup_methods!();
+
     /// How bytes become messages. Default: [`Framing::lines`] (64 KiB maximum).
     /// Over UDP the default is none, each datagram being one message; a
     /// framing set here splits each datagram on its own.
@@ -75,28 +74,6 @@ impl ServerBuilder {
         if let Some(udp) = &mut self.udp {
             udp.framed = true;
         }
-        self
-    }
-
-    /// Classifies each connection by its first message. Default: none; every
-    /// connection uses the handlers without `client_type`.
-    #[must_use]
-    pub fn classifier<C: Classifier>(mut self) -> Self {
-        self.classifier = Some(ErasedClassifier::of::<C>());
-        self
-    }
-
-    /// Routes with this router instead of the handlers registered by attributes.
-    #[must_use]
-    pub fn router(mut self, router: Router) -> Self {
-        self.router = Some(router);
-        self
-    }
-
-    /// Shared application state; handlers take it as [`State<T>`](crate::State).
-    #[must_use]
-    pub fn state<T: Send + Sync + 'static>(mut self, state: T) -> Self {
-        self.app_state = Some(Arc::new(state));
         self
     }
 
@@ -256,8 +233,11 @@ impl ServerBuilder {
     /// [`Error::UnknownClientType`], [`Error::NoClassifier`]) or the address
     /// could not be bound ([`Error::Bind`]).
     pub async fn bind(self) -> Result<Server> {
-        let router = self.router.unwrap_or_else(Router::registered);
-        let routes = router.resolve(self.classifier.as_ref(), true)?;
+        let framing = match self.udp {
+            Some(udp) => udp.framing(self.framing),
+            None => self.framing,
+        };
+        let context = self.setup.context(framing, self.limits, true, None)?;
         let bound = match self.udp {
             None => TcpListener::bind(&self.addr).await.map(Listener::Tcp),
             Some(udp) => UdpListener::bind(&self.addr, udp).await.map(Listener::Udp),
@@ -266,20 +246,8 @@ impl ServerBuilder {
             addr: self.addr.clone(),
             source,
         })?;
-        let framing = match self.udp {
-            Some(udp) => udp.framing(self.framing),
-            None => self.framing,
-        };
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, "listening");
-        let context = ServerContext::new(
-            routes,
-            self.app_state,
-            self.classifier,
-            framing,
-            self.limits,
-            None,
-        );
         #[cfg(feature = "tls")]
         let context = {
             let mut context = context;
@@ -341,8 +309,7 @@ impl fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("addr", &self.addr)
             .field("framing", &self.framing)
-            .field("classifier", &self.classifier)
-            .field("router", &self.router)
+            .field("setup", &self.setup)
             .finish_non_exhaustive()
     }
 }

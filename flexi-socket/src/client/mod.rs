@@ -1,7 +1,6 @@
 //! Client mode: the same handlers on a connection we open, reconnecting with
 //! backoff, with an outbox for sends while disconnected and request/reply.
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -10,15 +9,14 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::classifier::{Classifier, ErasedClassifier};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::limits::Limits;
 use crate::message::Message;
 use crate::reconnect::Reconnect;
-use crate::router::Router;
 use crate::server::ServerContext;
+use crate::setup::{HandlerSetup, handler_setup_methods};
 
 mod connect;
 mod replies;
@@ -49,9 +47,7 @@ pub enum OutboxPolicy {
 pub struct ClientBuilder {
     addr: String,
     framing: Framing,
-    classifier: Option<ErasedClassifier>,
-    router: Option<Router>,
-    app_state: Option<Arc<dyn Any + Send + Sync>>,
+    setup: HandlerSetup,
     limits: Limits,
     reconnect: Reconnect,
     connect_timeout: Duration,
@@ -63,6 +59,8 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
+    handler_setup_methods!();
+
     pub(crate) fn new(addr: String) -> Self {
         let limits = Limits {
             // A client waits for its server as long as it likes; the server's
@@ -74,9 +72,7 @@ impl ClientBuilder {
         Self {
             addr,
             framing: Framing::default(),
-            classifier: None,
-            router: None,
-            app_state: None,
+            setup: HandlerSetup::default(),
             limits,
             reconnect: Reconnect::default(),
             connect_timeout: Duration::from_secs(10),
@@ -92,27 +88,6 @@ impl ClientBuilder {
     #[must_use]
     pub fn framing(mut self, framing: Framing) -> Self {
         self.framing = framing;
-        self
-    }
-
-    /// Classifies the connection by the server's first message.
-    #[must_use]
-    pub fn classifier<C: Classifier>(mut self) -> Self {
-        self.classifier = Some(ErasedClassifier::of::<C>());
-        self
-    }
-
-    /// Routes with this router instead of the handlers registered by attributes.
-    #[must_use]
-    pub fn router(mut self, router: Router) -> Self {
-        self.router = Some(router);
-        self
-    }
-
-    /// Shared application state; handlers take it as [`State<T>`](crate::State).
-    #[must_use]
-    pub fn state<T: Send + Sync + 'static>(mut self, state: T) -> Self {
-        self.app_state = Some(Arc::new(state));
         self
     }
 
@@ -192,18 +167,10 @@ impl ClientBuilder {
     pub fn spawn(self) -> Result<Client> {
         #[cfg(feature = "tls")]
         let tls = self.tls.into_client(&self.addr)?;
-        // A client used only through `request` needs no handlers.
-        let router = self.router.unwrap_or_else(Router::registered);
-        let routes = router.resolve(self.classifier.as_ref(), false)?;
         let replies = Arc::new(Replies::default());
-        let context = ServerContext::new(
-            routes,
-            self.app_state,
-            self.classifier,
-            self.framing,
-            self.limits,
-            Some(Arc::clone(&replies)),
-        );
+        let context =
+            self.setup
+                .context(self.framing, self.limits, false, Some(Arc::clone(&replies)))?;
         let (status, _) = watch::channel(Status::Connecting);
         let shared = Arc::new(Shared {
             addr: self.addr,

@@ -1,7 +1,6 @@
 //! Client mode over UDP: a socket connected to one server, served as one
 //! session with the same handlers and request/reply as a TCP client.
 
-use std::any::Any;
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -15,7 +14,6 @@ use tracing::Instrument;
 
 use super::session::{self, DatagramPeer, Inbound, Inbox, Refused};
 use super::{LARGEST_DATAGRAM, ReceiveErrors, UdpOptions, is_refusal};
-use crate::classifier::{Classifier, ErasedClassifier};
 use crate::client::Replies;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
@@ -23,8 +21,8 @@ use crate::framing::Framing;
 use crate::limits::Limits;
 use crate::message::Message;
 use crate::outbound;
-use crate::router::Router;
 use crate::server::{FlexiSocket, ServerContext};
+use crate::setup::{HandlerSetup, handler_setup_methods};
 
 impl FlexiSocket {
     /// Starts building a UDP client that talks to the server at `addr`
@@ -43,22 +41,20 @@ impl FlexiSocket {
 pub struct UdpClientBuilder {
     addr: String,
     framing: Framing,
-    classifier: Option<ErasedClassifier>,
-    router: Option<Router>,
-    app_state: Option<Arc<dyn Any + Send + Sync>>,
+    setup: HandlerSetup,
     options: UdpOptions,
     idle: Option<Duration>,
     handshake: Option<Message>,
 }
 
 impl UdpClientBuilder {
+    handler_setup_methods!();
+
     fn new(addr: String) -> Self {
         Self {
             addr,
             framing: Framing::default(),
-            classifier: None,
-            router: None,
-            app_state: None,
+            setup: HandlerSetup::default(),
             options: UdpOptions::default(),
             idle: None,
             handshake: None,
@@ -71,27 +67,6 @@ impl UdpClientBuilder {
     pub fn framing(mut self, framing: Framing) -> Self {
         self.framing = framing;
         self.options.framed = true;
-        self
-    }
-
-    /// Classifies the client by the server's first datagram.
-    #[must_use]
-    pub fn classifier<C: Classifier>(mut self) -> Self {
-        self.classifier = Some(ErasedClassifier::of::<C>());
-        self
-    }
-
-    /// Routes with this router instead of the handlers registered by attributes.
-    #[must_use]
-    pub fn router(mut self, router: Router) -> Self {
-        self.router = Some(router);
-        self
-    }
-
-    /// Shared application state; handlers take it as [`State<T>`](crate::State).
-    #[must_use]
-    pub fn state<T: Send + Sync + 'static>(mut self, state: T) -> Self {
-        self.app_state = Some(Arc::new(state));
         self
     }
 
@@ -150,9 +125,6 @@ impl UdpClientBuilder {
     /// ([`Error::Io`]); the handshake could not be sent (an error of
     /// [`Connection::send`]).
     pub async fn connect(self) -> Result<UdpClient> {
-        // A client used only through `request` needs no handlers.
-        let router = self.router.unwrap_or_else(Router::registered);
-        let routes = router.resolve(self.classifier.as_ref(), false)?;
         let socket = Arc::new(open_socket(&self.addr).await?);
         let (server_addr, local_addr) = (socket.peer_addr()?, socket.local_addr()?);
         let replies = Arc::new(Replies::default());
@@ -162,14 +134,12 @@ impl UdpClientBuilder {
             first_message_timeout: None,
             ..Limits::default()
         };
-        let context = ServerContext::new(
-            routes,
-            self.app_state,
-            self.classifier,
+        let context = self.setup.context(
             self.options.framing(self.framing),
             limits,
+            false,
             Some(Arc::clone(&replies)),
-        );
+        )?;
         let id = context.next_id();
         let (outbound, queue) = outbound::channel(&context.limits);
         let connection = Connection::new(
