@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::classifier::ClientType;
 use crate::error::Error;
-use crate::framing::FrameEncoder;
+use crate::framing::{FrameEncoder, Framing};
 use crate::handler::EventContext;
 use crate::limits::SlowConsumerPolicy;
 use crate::message::Message;
@@ -100,6 +100,9 @@ struct Shared {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     encoder: FrameEncoder,
+    /// The client type's own encoder, once classified (see `framing_for`);
+    /// boxed, so connections without one pay a pointer.
+    own_encoder: OnceLock<Box<FrameEncoder>>,
     outbound: OutboundSender,
     close: CancellationToken,
     close_reason: OnceLock<DisconnectReason>,
@@ -130,6 +133,7 @@ impl Connection {
                 bytes_in: AtomicU64::new(0),
                 bytes_out: AtomicU64::new(0),
                 encoder,
+                own_encoder: OnceLock::new(),
                 outbound,
                 close,
                 close_reason: OnceLock::new(),
@@ -203,9 +207,7 @@ impl Connection {
                 None => return Ok(()),
             }
         }
-        let frame = encode_frame(message.len(), |dst| {
-            self.shared.encoder.encode(&message, dst)
-        })?;
+        let frame = encode_frame(message.len(), |dst| self.encoder().encode(&message, dst))?;
         let length = frame.len() as u64;
         let id = self.id();
         self.shared
@@ -356,6 +358,32 @@ impl Connection {
             .routes
             .get()
             .unwrap_or_else(|| self.shared.server.routes.default_routes())
+    }
+
+    /// The framing this connection's bytes are decoded with now: its client
+    /// type's own, once classified, or the server's.
+    pub(crate) fn framing(&self) -> &Framing {
+        self.own_framing().unwrap_or(&self.shared.server.framing)
+    }
+
+    /// The framing of this connection's client type, if it has its own.
+    pub(crate) fn own_framing(&self) -> Option<&Framing> {
+        self.shared
+            .server
+            .client_framing
+            .for_type(self.client_type()?)
+    }
+
+    fn encoder(&self) -> &FrameEncoder {
+        self.shared
+            .own_encoder
+            .get()
+            .map_or(&self.shared.encoder, |own| own)
+    }
+
+    /// Frames outbound messages with `encoder` from now on (set once, when classified).
+    pub(crate) fn use_encoder(&self, encoder: FrameEncoder) {
+        let _ = self.shared.own_encoder.set(Box::new(encoder));
     }
 
     pub(crate) fn classify_as(&self, client_type: ClientType) {

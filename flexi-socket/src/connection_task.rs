@@ -16,10 +16,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use crate::connection::{Connection, DisconnectReason};
+use crate::connection_decoder::ConnectionDecoder;
 use crate::deadlines::{Clock, idle_timer, wait_for};
 use crate::dispatch::report;
 use crate::error::Error;
-use crate::framing::{Decoded, FrameDecoder};
+use crate::framing::Decoded;
 use crate::handler::panic_message;
 use crate::outbound::OutboundReceiver;
 use crate::pipeline::{on_connect, on_disconnect, on_frame, until_aborted};
@@ -140,7 +141,7 @@ fn first_message_too_long(connection: &Connection, buffer: &BytesMut) -> Option<
 
 async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> DisconnectReason {
     let server = connection.server();
-    let mut decoder = server.framing.decoder();
+    let mut decoder = ConnectionDecoder::new(connection);
     let mut buffer = BytesMut::new();
     let mut clock = Clock::new(server);
     let timer = idle_timer();
@@ -172,8 +173,9 @@ async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> D
         clock.pending_bytes(!buffer.is_empty(), framed_some);
         let (deadline, expired) = clock.next_deadline(connection.is_first_message());
         let idle_gap = decoder
+            .get()
             .idle_gap()
-            .filter(|_| decoder.wants_idle_timer(&buffer));
+            .filter(|_| decoder.get().wants_idle_timer(&buffer));
         let read = tokio::select! {
             biased;
             () = close.cancelled() => continue,
@@ -239,11 +241,16 @@ enum Drain {
 /// error ends the connection; recoverable ones are reported and skipped.
 async fn drain(
     connection: &Connection,
-    decoder: &mut FrameDecoder,
+    decoder: &mut ConnectionDecoder,
     buffer: &mut BytesMut,
     mode: Drain,
 ) -> ControlFlow<DisconnectReason> {
     loop {
+        let at_end = matches!(mode, Drain::Eof);
+        if !decoder.prepare(connection, buffer, at_end).await? {
+            return ControlFlow::Continue(());
+        }
+        let decoder = decoder.get();
         // A custom codec is user code: its panic ends this connection only.
         let decoded = catch_unwind(AssertUnwindSafe(|| match mode {
             Drain::Ready => decoder.decode(buffer),
@@ -393,6 +400,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::client_framing::ClientFraming;
     use crate::framing::Framing;
     use crate::limits::Limits;
     use crate::outbound;
@@ -410,7 +418,15 @@ mod tests {
             .unwrap();
         let routes = Router::new().resolve(None, false).unwrap();
         let limits = Limits::default();
-        let context = ServerContext::new(routes, None, None, Framing::lines(), limits, None);
+        let context = ServerContext::new(
+            routes,
+            None,
+            None,
+            Framing::lines(),
+            ClientFraming::default(),
+            limits,
+            None,
+        );
         let (sender, receiver) = outbound::channel(&context.limits);
         let peer = client.local_addr().unwrap();
         let connection = Connection::new(

@@ -186,6 +186,28 @@ pub enum Error {
         client_type: ClientType,
     },
 
+    /// `classify_raw` or `framing_for` was set on a builder without a classifier.
+    #[error(
+        "`.{method}(..)` decides by client type, but no classifier is set; \
+         call `.classifier::<YourClassifier>()` on the builder"
+    )]
+    NoClassifierFor {
+        /// The builder method that needs one.
+        method: &'static str,
+    },
+
+    /// `framing_for` names a client type that the classifier can never produce.
+    #[error(
+        "`.framing_for({client_type:?}, ..)` names a client type the classifier never produces \
+         (it produces: {known}); fix the client type or the classifier"
+    )]
+    UnknownFramingClientType {
+        /// The client type given to `framing_for`.
+        client_type: ClientType,
+        /// The client types the classifier can produce, comma separated.
+        known: String,
+    },
+
     /// No handler at all was found.
     #[error(
         "no handlers are registered: mark async fns with #[on_message] (and friends) or pass \

@@ -42,9 +42,10 @@ pub(crate) async fn on_frame(
     frame: Bytes,
 ) -> ControlFlow<DisconnectReason> {
     connection.count_inbound(frame.len());
-    if connection.is_first_message() {
-        if let Err(error) = classify(connection, &frame) {
-            return fail(connection, error).await;
+    // Not yet classified (by a raw first unit): the first frame classifies.
+    if connection.is_first_message() && connection.client_type().is_none() {
+        if let Err(flow) = classify(connection, &frame).await {
+            return flow;
         }
     }
     let flow = deliver(connection, Message::from(frame)).await;
@@ -52,21 +53,41 @@ pub(crate) async fn on_frame(
     flow
 }
 
-/// Runs the classifier (user code: a panic is caught and treated like a
-/// handler's panic).
-fn classify(connection: &Connection, first_frame: &[u8]) -> Result<(), Error> {
+/// Runs the classifier on the first frame or raw first unit, and gives the
+/// connection its client type's encoder if that has its own framing.
+///
+/// `Err` when it could not classify: the flow says whether the connection
+/// goes on (unclassified). The classifier is user code: its panic is
+/// treated like a handler's.
+pub(crate) async fn classify(
+    connection: &Connection,
+    first: &[u8],
+) -> Result<(), ControlFlow<DisconnectReason>> {
     let Some(classifier) = &connection.server().classifier else {
         return Ok(());
     };
-    let client_type =
-        catch_unwind(AssertUnwindSafe(|| classifier.classify(first_frame))).map_err(|payload| {
-            Error::HandlerPanicked {
+    let client_type = match catch_unwind(AssertUnwindSafe(|| classifier.classify(first))) {
+        Ok(client_type) => client_type,
+        Err(payload) => {
+            let error = Error::HandlerPanicked {
                 handler: classifier.name,
                 message: panic_message(&*payload),
-            }
-        })?;
+            };
+            return Err(fail(connection, error).await);
+        }
+    };
     tracing::Span::current().record("client_type", client_type.as_str());
     tracing::debug!(%client_type, "classified");
+    let own_framing = connection.server().client_framing.for_type(&client_type);
+    if let Some(framing) = own_framing {
+        match framing.try_encoder() {
+            Ok(encoder) => connection.use_encoder(encoder),
+            Err(error) => {
+                report(connection, error).await;
+                return Err(ControlFlow::Break(DisconnectReason::FramingFailed));
+            }
+        }
+    }
     connection.classify_as(client_type);
     Ok(())
 }

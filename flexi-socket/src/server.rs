@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::classifier::{ClientType, ErasedClassifier};
+use crate::client_framing::{ClientFraming, FirstUnit};
 use crate::connection::Connection;
 use crate::connection_task;
 use crate::connections::Connections;
@@ -40,6 +41,7 @@ impl FlexiSocket {
         ServerBuilder {
             addr: addr.to_string(),
             framing: Framing::default(),
+            client_framing: ClientFraming::default(),
             setup: HandlerSetup::default(),
             limits: Limits::default(),
             udp: None,
@@ -54,6 +56,7 @@ impl FlexiSocket {
 pub struct ServerBuilder {
     addr: String,
     framing: Framing,
+    client_framing: ClientFraming,
     setup: HandlerSetup,
     limits: Limits,
     /// UDP settings; `None` for TCP.
@@ -74,6 +77,48 @@ impl ServerBuilder {
         if let Some(udp) = &mut self.udp {
             udp.framed = true;
         }
+        self
+    }
+
+    /// Gives connections of `client_type` their own framing: once a
+    /// connection is classified, the bytes it sent after what classified it
+    /// (or, with [`classify_raw`](Self::classify_raw), all of them) are
+    /// decoded with `framing`, and its outbound messages are framed with it.
+    /// Client types without one keep [`framing`](Self::framing)'s. Over UDP
+    /// the framing splits each datagram.
+    ///
+    /// ```no_run
+    /// use flexi_socket::{FirstUnit, FlexiSocket, Framing};
+    /// # #[derive(flexi_socket::Classifier)] enum Device { #[client_type = "panel"] #[classify(prefix = "\n")] Panel, #[client_type = "other"] #[classify(default)] Other }
+    ///
+    /// let server = FlexiSocket::server("0.0.0.0:9000")
+    ///     .classifier::<Device>()
+    ///     .classify_raw(FirstUnit::until_any(b"\r\n").max_length(64))
+    ///     .framing_for("panel", Framing::separator("\r"))
+    ///     .framing_for("other", Framing::raw());
+    /// # let _ = server;
+    /// ```
+    ///
+    /// At start-up, [`Error::NoClassifierFor`] without a classifier and
+    /// [`Error::UnknownFramingClientType`] for a client type the classifier
+    /// never produces.
+    #[must_use]
+    pub fn framing_for(mut self, client_type: impl Into<ClientType>, framing: Framing) -> Self {
+        self.client_framing.set(client_type.into(), framing);
+        self
+    }
+
+    /// Classifies each connection by the raw bytes of its first `unit`,
+    /// before any framing, instead of by its first frame: for servers whose
+    /// clients differ in framing itself (one ends frames with CR, another
+    /// with DC4, a third speaks binary). The unit is not consumed: the client
+    /// type's framing (see [`framing_for`](Self::framing_for)) then decodes
+    /// the connection's bytes from the first one. Over UDP the first
+    /// datagram is cut the same way. The wait is bounded by the unit's
+    /// length and by [`first_message_timeout`](Self::first_message_timeout).
+    #[must_use]
+    pub fn classify_raw(mut self, unit: FirstUnit) -> Self {
+        self.client_framing.first_unit = Some(unit);
         self
     }
 
@@ -237,7 +282,9 @@ impl ServerBuilder {
             Some(udp) => udp.framing(self.framing),
             None => self.framing,
         };
-        let context = self.setup.context(framing, self.limits, true, None)?;
+        let context = self
+            .setup
+            .context(framing, self.client_framing, self.limits, true, None)?;
         let bound = match self.udp {
             None => TcpListener::bind(&self.addr).await.map(Listener::Tcp),
             Some(udp) => UdpListener::bind(&self.addr, udp).await.map(Listener::Udp),
@@ -319,7 +366,9 @@ pub(crate) struct ServerContext {
     pub(crate) routes: RouteTable,
     pub(crate) app_state: Option<Arc<dyn Any + Send + Sync>>,
     pub(crate) classifier: Option<ErasedClassifier>,
+    /// The framing until a connection is classified, and of every client type without its own.
     pub(crate) framing: Framing,
+    pub(crate) client_framing: ClientFraming,
     pub(crate) connections: Connections,
     /// Tells connections to close gracefully.
     pub(crate) shutdown: CancellationToken,
@@ -347,6 +396,7 @@ impl ServerContext {
         app_state: Option<Arc<dyn Any + Send + Sync>>,
         classifier: Option<ErasedClassifier>,
         framing: Framing,
+        client_framing: ClientFraming,
         limits: Limits,
         replies: Option<Arc<crate::client::Replies>>,
     ) -> Arc<Self> {
@@ -355,6 +405,7 @@ impl ServerContext {
             app_state,
             classifier,
             framing,
+            client_framing,
             connections: Connections::new(),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::classifier::ErasedClassifier;
 use crate::client::Replies;
+use crate::client_framing::ClientFraming;
 use crate::error::Error;
 use crate::framing::Framing;
 use crate::limits::Limits;
@@ -28,17 +29,20 @@ impl HandlerSetup {
     pub(crate) fn context(
         self,
         framing: Framing,
+        client_framing: ClientFraming,
         limits: Limits,
         require_handlers: bool,
         replies: Option<Arc<Replies>>,
     ) -> Result<Arc<ServerContext>, Error> {
         let router = self.router.unwrap_or_else(Router::registered);
         let routes = router.resolve(self.classifier.as_ref(), require_handlers)?;
+        client_framing.check(self.classifier.as_ref())?;
         Ok(ServerContext::new(
             routes,
             self.app_state,
             self.classifier,
             framing,
+            client_framing,
             limits,
             replies,
         ))

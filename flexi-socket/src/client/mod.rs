@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::client_framing::ClientFraming;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::framing::Framing;
@@ -168,9 +169,13 @@ impl ClientBuilder {
         #[cfg(feature = "tls")]
         let tls = self.tls.into_client(&self.addr)?;
         let replies = Arc::new(Replies::default());
-        let context =
-            self.setup
-                .context(self.framing, self.limits, false, Some(Arc::clone(&replies)))?;
+        let context = self.setup.context(
+            self.framing,
+            ClientFraming::default(),
+            self.limits,
+            false,
+            Some(Arc::clone(&replies)),
+        )?;
         let (status, _) = watch::channel(Status::Connecting);
         let shared = Arc::new(Shared {
             addr: self.addr,

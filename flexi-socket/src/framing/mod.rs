@@ -92,6 +92,8 @@ pub enum Decoded {
 #[derive(Clone)]
 pub struct Framing {
     kind: FramingKind,
+    /// Frames outbound messages instead of `kind`, when set (see [`Framing::outbound`]).
+    outbound: Option<Box<FramingKind>>,
 }
 
 impl Framing {
@@ -194,6 +196,7 @@ impl Framing {
     {
         Framing {
             kind: FramingKind::Custom(CustomFraming::new(make)),
+            outbound: None,
         }
     }
 
@@ -210,7 +213,10 @@ impl Framing {
     #[must_use]
     pub fn max_length(self, max: usize) -> Self {
         match self.kind {
-            FramingKind::Builtin(codec) => Self::builtin(codec.with_max_length(max)),
+            FramingKind::Builtin(codec) => Framing {
+                kind: FramingKind::Builtin(codec.with_max_length(max)),
+                outbound: self.outbound,
+            },
             FramingKind::Custom(_) => panic!(
                 "Framing::max_length does not apply to Framing::custom(..): a custom codec enforces its own limit"
             ),
@@ -285,6 +291,28 @@ impl Framing {
         })
     }
 
+    /// Decodes inbound bytes with this framing but frames outbound messages
+    /// with `framing`, for protocols whose two directions differ: say,
+    /// requests ended by DC4 answered with one bare byte,
+    /// `Framing::separator("\x14").outbound(Framing::raw())`.
+    /// Builder calls after this one still set the inbound side.
+    ///
+    /// ```
+    /// use flexi_socket::Framing;
+    ///
+    /// // Lines in, length-prefixed replies out.
+    /// let framing = Framing::lines().outbound(Framing::length_prefixed().prefix_len(2));
+    /// # let _ = framing;
+    /// ```
+    #[must_use]
+    pub fn outbound(self, framing: Framing) -> Self {
+        let encoder_side = framing.outbound.map_or(framing.kind, |kind| *kind);
+        Framing {
+            kind: self.kind,
+            outbound: Some(Box::new(encoder_side)),
+        }
+    }
+
     /// Whether a partial frame means "the rest is on its way", so a frame
     /// deadline makes sense. In `eof`, `raw` and `idle_gap` framings pending
     /// bytes are the normal state, not a stalled frame.
@@ -302,12 +330,23 @@ impl Framing {
 
     /// The encoder of one connection, to be shared by all its senders.
     pub(crate) fn encoder(&self) -> FrameEncoder {
-        self.kind.encoder()
+        self.outbound.as_deref().unwrap_or(&self.kind).encoder()
+    }
+
+    /// [`decoder`](Self::decoder), with a custom codec factory's panic caught.
+    pub(crate) fn try_decoder(&self) -> Result<FrameDecoder, Error> {
+        catch_factory_panic(|| self.decoder())
+    }
+
+    /// [`encoder`](Self::encoder), with a custom codec factory's panic caught.
+    pub(crate) fn try_encoder(&self) -> Result<FrameEncoder, Error> {
+        catch_factory_panic(|| self.encoder())
     }
 
     fn builtin(codec: Builtin) -> Self {
         Framing {
             kind: FramingKind::Builtin(codec),
+            outbound: None,
         }
     }
 
@@ -317,9 +356,10 @@ impl Framing {
         set: impl FnOnce(FixedLengthCodec) -> FixedLengthCodec,
     ) -> Self {
         match self.kind {
-            FramingKind::Builtin(Builtin::Fixed(codec)) => {
-                Self::builtin(Builtin::Fixed(set(codec)))
-            }
+            FramingKind::Builtin(Builtin::Fixed(codec)) => Framing {
+                kind: FramingKind::Builtin(Builtin::Fixed(set(codec))),
+                outbound: self.outbound,
+            },
             other => panic!(
                 "Framing::{method} applies to Framing::fixed(..) only, not to Framing::{}",
                 Self::name(&other)
@@ -333,9 +373,10 @@ impl Framing {
         set: impl FnOnce(LengthPrefixedCodec) -> LengthPrefixedCodec,
     ) -> Self {
         match self.kind {
-            FramingKind::Builtin(Builtin::LengthPrefixed(codec)) => {
-                Self::builtin(Builtin::LengthPrefixed(set(codec)))
-            }
+            FramingKind::Builtin(Builtin::LengthPrefixed(codec)) => Framing {
+                kind: FramingKind::Builtin(Builtin::LengthPrefixed(set(codec))),
+                outbound: self.outbound,
+            },
             other => panic!(
                 "Framing::{method} applies to Framing::length_prefixed() only, not to Framing::{}",
                 Self::name(&other)
@@ -351,6 +392,17 @@ impl Framing {
     }
 }
 
+/// A custom codec's factory is user code: its panic must cost one
+/// connection (or datagram), not the task or loop that asked for a codec.
+fn catch_factory_panic<T>(make: impl FnOnce() -> T) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)).map_err(|payload| {
+        Error::Framing(format!(
+            "the codec factory panicked: {}",
+            crate::handler::panic_message(&*payload)
+        ))
+    })
+}
+
 impl Default for Framing {
     /// [`Framing::lines`].
     fn default() -> Self {
@@ -360,9 +412,19 @@ impl Default for Framing {
 
 impl fmt::Debug for Framing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            FramingKind::Builtin(codec) => fmt::Debug::fmt(codec, f),
-            FramingKind::Custom(custom) => fmt::Debug::fmt(custom, f),
+        fn kind(kind: &FramingKind) -> &dyn fmt::Debug {
+            match kind {
+                FramingKind::Builtin(codec) => codec,
+                FramingKind::Custom(custom) => custom,
+            }
+        }
+        match &self.outbound {
+            None => kind(&self.kind).fmt(f),
+            Some(outbound) => f
+                .debug_struct("Framing")
+                .field("inbound", kind(&self.kind))
+                .field("outbound", kind(outbound))
+                .finish(),
         }
     }
 }

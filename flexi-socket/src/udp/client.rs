@@ -15,6 +15,7 @@ use tracing::Instrument;
 use super::session::{self, DatagramPeer, Inbound, Inbox, Refused};
 use super::{LARGEST_DATAGRAM, ReceiveErrors, UdpOptions, is_refusal};
 use crate::client::Replies;
+use crate::client_framing::ClientFraming;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::framing::Framing;
@@ -136,6 +137,7 @@ impl UdpClientBuilder {
         };
         let context = self.setup.context(
             self.options.framing(self.framing),
+            ClientFraming::default(),
             limits,
             false,
             Some(Arc::clone(&replies)),

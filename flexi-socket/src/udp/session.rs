@@ -26,7 +26,7 @@ use crate::error::Error;
 use crate::framing::{Decoded, FrameDecoder};
 use crate::handler::panic_message;
 use crate::outbound::OutboundReceiver;
-use crate::pipeline::{on_connect, on_disconnect, on_frame, until_aborted};
+use crate::pipeline::{classify, on_connect, on_disconnect, on_frame, until_aborted};
 
 /// Failed sends waiting to be reported to on_error; beyond that they are
 /// only counted and logged.
@@ -275,10 +275,14 @@ impl Session {
     async fn handle(&self, inbound: Inbound) -> ControlFlow<DisconnectReason> {
         self.report_dropped().await;
         match inbound {
-            Inbound::Datagram(datagram) if self.config.framed => {
-                deframe(&self.connection, datagram).await
+            Inbound::Datagram(datagram) => {
+                classify_raw(&self.connection, &datagram).await?;
+                if self.config.framed || self.connection.own_framing().is_some() {
+                    deframe(&self.connection, datagram).await
+                } else {
+                    on_frame(&self.connection, datagram).await
+                }
             }
-            Inbound::Datagram(datagram) => on_frame(&self.connection, datagram).await,
             Inbound::TooLarge { length, max } => {
                 report(&self.connection, Error::DatagramTooLarge { length, max }).await;
                 ControlFlow::Continue(())
@@ -304,17 +308,32 @@ impl Session {
     }
 }
 
+/// With `classify_raw`, the first datagram's first unit classifies the
+/// session before any framing; unclassified, the session goes on with the
+/// server's framing unless the panic policy says otherwise.
+async fn classify_raw(connection: &Connection, datagram: &[u8]) -> ControlFlow<DisconnectReason> {
+    if !connection.is_first_message() || connection.client_type().is_some() {
+        return ControlFlow::Continue(());
+    }
+    let server = connection.server();
+    let first_unit = server.client_framing.first_unit.as_ref();
+    match first_unit.and_then(|unit| unit.cut(datagram, true)) {
+        Some(unit) => classify(connection, unit)
+            .await
+            .map_or_else(|flow| flow, ControlFlow::Continue),
+        None => ControlFlow::Continue(()),
+    }
+}
+
 /// Decodes one datagram with a fresh decoder, so a frame never spans
 /// datagrams and a framing error costs this datagram only. A frame left
 /// unfinished at the datagram's end is reported, never delivered.
 async fn deframe(connection: &Connection, datagram: Bytes) -> ControlFlow<DisconnectReason> {
     // A custom codec's factory and decoder are user code: a panic costs this datagram.
-    let decoder = catch_unwind(AssertUnwindSafe(|| connection.server().framing.decoder()));
-    let mut decoder = match decoder {
+    let mut decoder = match connection.framing().try_decoder() {
         Ok(decoder) => decoder,
-        Err(payload) => {
-            let reason = format!("the codec factory panicked: {}", panic_message(&*payload));
-            report(connection, Error::Framing(reason)).await;
+        Err(error) => {
+            report(connection, error).await;
             return ControlFlow::Continue(());
         }
     };
