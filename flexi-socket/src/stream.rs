@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::io;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Interest};
 use tokio::net::tcp::OwnedReadHalf;
 
 /// How much room each read asks for.
@@ -40,13 +40,38 @@ impl StreamReader for OwnedReadHalf {
             self.readable().await?;
             spare::take(buffer);
             buffer.reserve(READ_CHUNK);
-            match self.try_read_buf(buffer) {
+            match try_read_draining(self, buffer) {
                 Ok(read) => return Ok(read),
                 // Readiness was stale: give the buffer back before waiting.
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => spare::give_back(buffer),
                 Err(error) => return Err(error),
             }
         }
+    }
+}
+
+/// Reads what is there without waiting. A short read means the socket's
+/// queue is drained, so readiness is cleared as well, the way tokio's own
+/// `poll_read` does it: otherwise the next `readable()` returns at once on
+/// stale readiness and costs a read that fails with `WouldBlock`, one wasted
+/// syscall per message in request/response traffic.
+fn try_read_draining(half: &OwnedReadHalf, buffer: &mut BytesMut) -> io::Result<usize> {
+    let room = buffer.capacity() - buffer.len();
+    let mut read = None;
+    let outcome = half.as_ref().try_io(Interest::READABLE, || {
+        let n = half.try_read_buf(buffer)?;
+        read = Some(n);
+        if 0 < n && n < room {
+            // Not an error: `try_io` clears readiness on `WouldBlock` only.
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    });
+    match read {
+        Some(n) => Ok(n),
+        // The read itself failed: `outcome` holds its error.
+        None => outcome.map(|()| 0),
     }
 }
 
