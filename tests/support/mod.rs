@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod client;
+pub mod dc09;
 pub mod example;
 pub mod tls;
 pub mod udp;

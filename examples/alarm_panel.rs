@@ -1,0 +1,286 @@
+//! A SIA DC-09 alarm panel: sends a link test (NULL), a SIA-DCS burglary
+//! alarm and an ADM-CID (Contact ID) burglary alarm, in turn, with increasing
+//! sequence numbers, and waits for each reply. A NAK or no reply sends the
+//! same sequence again (a NAK's timestamp also sets the panel's clock to the
+//! receiver's); a DUH means the receiver will never take it. Exits with 0
+//! when every event was acknowledged.
+//!
+//! ```text
+//! cargo run --example alarm_receiver -- 127.0.0.1:9000 --accounts 1234
+//! cargo run --example alarm_panel -- 127.0.0.1:9000 --account 1234
+//! ```
+//!
+//! Options: `--count n` events (default 3), `--udp`, `--timeout s` per
+//! reply (default 5), `--attempts n` per event (default 3).
+
+#[path = "alarm/dc09.rs"]
+mod dc09;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use flexi_socket::{
+    Client, Error, FlexiSocket, Framing, Message, Reconnect, UdpClient, after_receive, before_send,
+    on_message,
+};
+
+use dc09::Header;
+
+const USAGE: &str = "usage: alarm_panel <receiver address> [--account 1234] [--count 3] [--udp] \
+                     [--timeout 5] [--attempts 3]";
+
+/// Seconds to add to our clock for the receiver's, learnt from its NAKs.
+static CLOCK_OFFSET: AtomicI64 = AtomicI64::new(0);
+
+/// A reply is the body after its last LF, with a right CRC and length;
+/// anything else is ignored, as if it never came.
+#[after_receive]
+async fn open_reply(msg: Message) -> Option<Message> {
+    let start = msg.iter().rposition(|&b| b == dc09::LF)? + 1;
+    let Some(body) = dc09::open(&msg[start..]) else {
+        tracing::warn!("ignored a reply with a bad CRC or length: {msg:?}");
+        return None;
+    };
+    Some(Message::new(body.to_vec()))
+}
+
+/// What no request waits for: a late reply to an earlier attempt.
+#[on_message]
+async fn unexpected(reply: Message) {
+    tracing::info!("reply to no pending request: {reply:?}");
+}
+
+#[before_send]
+async fn envelope(body: Message) -> Message {
+    Message::new(dc09::seal(&body))
+}
+
+/// The events a panel sends, in turn.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    LinkTest,
+    SiaBurglary,
+    ContactIdBurglary,
+}
+
+impl Kind {
+    const ALL: [Self; 3] = [Self::LinkTest, Self::SiaBurglary, Self::ContactIdBurglary];
+
+    /// The token and the data between the brackets.
+    fn content(self, account: &str) -> (&'static str, String) {
+        match self {
+            Self::LinkTest => ("NULL", String::new()),
+            // New burglary alarm in area 1, zone 01.
+            Self::SiaBurglary => ("SIA-DCS", format!("#{account}|Nri1/BA01")),
+            // New (1) burglary (130) in group 01, zone 003.
+            Self::ContactIdBurglary => ("ADM-CID", format!("#{account}|1130 01 003")),
+        }
+    }
+}
+
+/// What came back for one attempt.
+enum Answer {
+    Ack,
+    /// With the receiver's time, when it sent one.
+    Nak(Option<i64>),
+    Duh,
+}
+
+impl Answer {
+    /// The answer in a reply body, if it is one to `sequence` (a NAK
+    /// carries no sequence: it answers whatever was sent last).
+    fn of(body: &[u8], sequence: &str) -> Option<Self> {
+        let (token, rest) = dc09::split_token(body)?;
+        let echoes = || Header::parse(rest).is_some_and(|(header, _)| header.sequence == sequence);
+        match token {
+            b"NAK" => {
+                let time = rest.len().checked_sub(20).map(|at| &rest[at..]);
+                Some(Self::Nak(time.and_then(dc09::parse_timestamp)))
+            }
+            b"ACK" if echoes() => Some(Self::Ack),
+            b"DUH" if echoes() => Some(Self::Duh),
+            _ => None,
+        }
+    }
+}
+
+/// The connection to the receiver, over TCP or UDP.
+enum Link {
+    Tcp(Client),
+    Udp(UdpClient),
+}
+
+impl Link {
+    async fn open(options: &Options) -> flexi_socket::Result<Self> {
+        let framing = Framing::separator("\r").max_length(dc09::MAX_FRAME - 1);
+        if options.udp {
+            let client = FlexiSocket::udp_client(&options.addr)
+                .framing(framing)
+                .connect()
+                .await?;
+            return Ok(Self::Udp(client));
+        }
+        let reconnect = Reconnect::default()
+            .initial_delay(Duration::from_millis(200))
+            .max_delay(Duration::from_secs(2))
+            .max_attempts(5);
+        let client = FlexiSocket::client(&options.addr)
+            .framing(framing)
+            .reconnect(reconnect)
+            .connect_timeout(options.timeout)
+            .connect()
+            .await?;
+        Ok(Self::Tcp(client))
+    }
+
+    /// Sends `body` and waits for the answer to `sequence`.
+    async fn ask(
+        &self,
+        body: String,
+        sequence: &str,
+        timeout: Duration,
+    ) -> flexi_socket::Result<Answer> {
+        let owned = sequence.to_owned();
+        let is_answer = move |reply: &Message| Answer::of(reply, &owned).is_some();
+        let reply = match self {
+            Self::Tcp(client) => client.request_matching(body, timeout, is_answer).await?,
+            Self::Udp(client) => client.request_matching(body, timeout, is_answer).await?,
+        };
+        Ok(Answer::of(&reply, sequence).expect("matched as an answer"))
+    }
+
+    async fn close(&self) {
+        match self {
+            Self::Tcp(client) => drop(client.close().await),
+            Self::Udp(client) => client.close().await,
+        }
+    }
+}
+
+/// Sends event number `index` until it is acknowledged, refused or out of
+/// attempts; returns whether it was acknowledged.
+async fn deliver(link: &Link, options: &Options, index: usize) -> bool {
+    let kind = Kind::ALL[index % Kind::ALL.len()];
+    let sequence = format!("{:04}", index % 9999 + 1);
+    let (token, data) = kind.content(&options.account);
+    let header = Header {
+        sequence: &sequence,
+        receiver: None,
+        line: "0",
+        account: &options.account,
+    };
+    for attempt in 1..=options.attempts {
+        let now = dc09::unix_now() + CLOCK_OFFSET.load(Ordering::Relaxed);
+        let body = format!("\"{token}\"{header}[{data}]{}", dc09::timestamp(now));
+        let what = format!("{token} sequence {sequence} attempt {attempt}");
+        match link.ask(body, &sequence, options.timeout).await {
+            Ok(Answer::Ack) => {
+                println!("acknowledged: {what}");
+                return true;
+            }
+            Ok(Answer::Duh) => {
+                println!("refused (DUH): {what}; not sending it again");
+                return false;
+            }
+            Ok(Answer::Nak(receiver_time)) => {
+                if let Some(time) = receiver_time {
+                    CLOCK_OFFSET.store(time - dc09::unix_now(), Ordering::Relaxed);
+                }
+                println!("NAK: {what}");
+            }
+            Err(Error::RequestTimeout { .. }) => println!("no reply: {what}"),
+            Err(error) => println!("not sent: {what}: {error}"),
+        }
+    }
+    println!("gave up: {token} sequence {sequence}");
+    false
+}
+
+struct Options {
+    addr: String,
+    account: String,
+    count: usize,
+    udp: bool,
+    timeout: Duration,
+    attempts: u32,
+}
+
+fn options() -> Result<Options, String> {
+    let mut options = Options {
+        addr: String::new(),
+        account: "1234".into(),
+        count: Kind::ALL.len(),
+        udp: false,
+        timeout: Duration::from_secs(5),
+        attempts: 3,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--account" => options.account = value()?.to_ascii_uppercase(),
+            "--count" => options.count = value()?.parse().map_err(|_| "--count: a number")?,
+            "--udp" => options.udp = true,
+            "--timeout" => {
+                let seconds: f64 = value()?.parse().map_err(|_| "--timeout: seconds")?;
+                options.timeout =
+                    Duration::try_from_secs_f64(seconds).map_err(|_| "--timeout: seconds")?;
+            }
+            "--attempts" => {
+                options.attempts = value()?.parse().map_err(|_| "--attempts: a number")?;
+            }
+            _ if arg.starts_with("--") || !options.addr.is_empty() => {
+                return Err(format!("unexpected argument {arg:?}"));
+            }
+            _ => options.addr = arg,
+        }
+    }
+    let account_ok = (3..=16).contains(&options.account.len())
+        && options.account.bytes().all(|b| b.is_ascii_hexdigit());
+    if options.addr.is_empty() {
+        Err("the receiver address is missing".into())
+    } else if !account_ok {
+        Err("--account: 3 to 16 hex digits".into())
+    } else {
+        Ok(options)
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // Warnings only (RUST_LOG overrides): stdout is the report, stderr stays quiet.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let options = match options() {
+        Ok(options) => options,
+        Err(problem) => {
+            eprintln!("{problem}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let link = match Link::open(&options).await {
+        Ok(link) => link,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut acknowledged = 0;
+    for index in 0..options.count {
+        if deliver(&link, &options, index).await {
+            acknowledged += 1;
+        }
+    }
+    link.close().await;
+    println!("{acknowledged} of {} events acknowledged", options.count);
+    if acknowledged == options.count {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,250 @@
+//! An alarm receiver: SIA DC-09 panels (TCP, or UDP with `--udp`) and
+//! Sur-Gard MLR2-style automation links on one port, told apart by their
+//! first bytes. Every accepted event is one line on stdout (`--json` for JSON
+//! lines); every frame is answered and the connection stays open.
+//!
+//! ```text
+//! cargo run --example alarm_receiver -- 127.0.0.1:9000 --accounts 1234,ABC
+//! cargo run --example alarm_panel -- 127.0.0.1:9000 --account 1234
+//! printf '1011           @    \x14' | nc -q 1 127.0.0.1 9000 | xxd   # Sur-Gard heartbeat: 06
+//! ```
+//!
+//! The first unit a client sends (up to CR or DC4, at most 64 bytes) decides:
+//!
+//! | first unit | client type | framing |
+//! |---|---|---|
+//! | starts with LF | `dc09` | LF ... CR, at most 4105 bytes |
+//! | 8 hex digits and `"` (a DC-09 frame that lost its LF) | `dc09` | the same: it gets a NAK |
+//! | a digit ... DC4 | `surgard` | ... DC4 in, one bare byte out |
+//! | anything else (HTTP, a TLS hello, binary) | `unknown` | closed without a reply |
+//!
+//! The checks of a DC-09 frame and their replies are in `alarm/verdict.rs`,
+//! the Sur-Gard lines in `alarm/surgard.rs`.
+
+#[path = "alarm/dc09.rs"]
+mod dc09;
+#[path = "alarm/event.rs"]
+mod event;
+#[path = "alarm/surgard.rs"]
+mod surgard;
+#[path = "alarm/verdict.rs"]
+mod verdict;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use flexi_socket::{
+    Classifier, ClientType, Connection, Error, FirstUnit, FlexiSocket, Framing, Message, State,
+    after_receive, before_send, on_error, on_message,
+};
+
+use event::Event;
+use verdict::{Accounts, Verdict};
+
+const USAGE: &str = "usage: alarm_receiver <listen address> --accounts 1234,ABC [--udp] [--json]";
+
+/// What a client is, from the first bytes it sends.
+enum Device {
+    Dc09,
+    SurGard,
+    Unknown,
+}
+
+impl Classifier for Device {
+    fn classify(first_unit: &[u8]) -> Self {
+        let lost_lf = first_unit.len() > 8
+            && first_unit[..8].iter().all(u8::is_ascii_hexdigit)
+            && first_unit[8] == b'"';
+        match first_unit {
+            [dc09::LF, ..] => Self::Dc09,
+            [b'0'..=b'9', .., 0x14] => Self::SurGard,
+            _ if lost_lf => Self::Dc09,
+            _ => Self::Unknown,
+        }
+    }
+
+    fn client_type(&self) -> ClientType {
+        match self {
+            Self::Dc09 => "dc09".into(),
+            Self::SurGard => "surgard".into(),
+            Self::Unknown => "unknown".into(),
+        }
+    }
+
+    fn client_types() -> Option<Vec<ClientType>> {
+        Some(vec!["dc09".into(), "surgard".into(), "unknown".into()])
+    }
+}
+
+/// Shared with every handler: whom we serve and how we print.
+#[derive(Clone)]
+struct Receiver {
+    accounts: Arc<Accounts>,
+    json: bool,
+}
+
+impl Receiver {
+    fn print(&self, event: Event, conn: &Connection) {
+        let event = event.with("peer", conn.peer_addr().to_string());
+        if self.json {
+            println!("{}", event.json_line());
+        } else {
+            println!("{}", event.text_line());
+        }
+    }
+}
+
+/// A frame is what follows its last LF: bytes before it are line noise or
+/// a frame the panel abandoned and restarted. Without an LF nothing is
+/// left, which the checks answer with a NAK.
+#[after_receive(client_type = "dc09")]
+async fn frame_start(msg: Message) -> Message {
+    let start = msg
+        .iter()
+        .rposition(|&b| b == dc09::LF)
+        .map_or(msg.len(), |lf| lf + 1);
+    Message::new(msg.into_bytes().slice(start..))
+}
+
+#[on_message(client_type = "dc09")]
+async fn dc09_frame(
+    conn: Connection,
+    frame: &[u8],
+    receiver: State<Receiver>,
+) -> flexi_socket::Result<()> {
+    let now = dc09::unix_now();
+    let verdict = verdict::judge(frame, &receiver.accounts, now);
+    match &verdict {
+        Verdict::Ack(accepted) => receiver.print(accepted.event(), &conn),
+        Verdict::Nak(why) => tracing::info!(peer = %conn.peer_addr(), "NAK: {why}"),
+        Verdict::Duh(_, why) => tracing::info!(peer = %conn.peer_addr(), "DUH: {why}"),
+    }
+    conn.send(verdict.reply(now)).await
+}
+
+/// LF, CRC and length around every reply body; the framing adds the CR.
+#[before_send(client_type = "dc09")]
+async fn envelope(body: Message) -> Message {
+    Message::new(dc09::seal(&body))
+}
+
+#[on_message(client_type = "surgard")]
+async fn surgard_line(
+    conn: Connection,
+    line: &[u8],
+    receiver: State<Receiver>,
+) -> flexi_socket::Result<()> {
+    let reply = match surgard::Line::parse(line) {
+        Some(line) => {
+            receiver.print(line.event(), &conn);
+            surgard::ACK
+        }
+        None => {
+            tracing::info!(peer = %conn.peer_addr(), "NAK: unknown Sur-Gard line");
+            surgard::NAK
+        }
+    };
+    conn.send(vec![reply]).await
+}
+
+/// Neither protocol: not worth a reply.
+#[on_message(client_type = "unknown")]
+async fn stranger(conn: Connection, first: &[u8]) {
+    tracing::info!(peer = %conn.peer_addr(), bytes = first.len(), "not an alarm device: closing");
+    conn.close();
+}
+
+#[on_error]
+async fn trouble(conn: Connection, error: Error) {
+    tracing::warn!(peer = %conn.peer_addr(), "{error}");
+    // No end byte within the longest legitimate frame: garbage, not a device.
+    if matches!(error, Error::FrameTooLarge { .. }) {
+        conn.close();
+    }
+}
+
+struct Options {
+    addr: String,
+    accounts: Accounts,
+    udp: bool,
+    json: bool,
+}
+
+fn options() -> Result<Options, String> {
+    let mut args = std::env::args().skip(1);
+    let mut addr = None;
+    let mut accounts = None;
+    let (mut udp, mut json) = (false, false);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--accounts" => {
+                let list = args.next().ok_or("--accounts needs a list")?;
+                accounts = Some(Accounts::from_list(&list));
+            }
+            "--udp" => udp = true,
+            "--json" => json = true,
+            _ if arg.starts_with("--") || addr.is_some() => {
+                return Err(format!("unexpected argument {arg:?}"));
+            }
+            _ => addr = Some(arg),
+        }
+    }
+    Ok(Options {
+        addr: addr.ok_or("the listen address is missing")?,
+        accounts: accounts.ok_or("--accounts is missing")?,
+        udp,
+        json,
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    let options = match options() {
+        Ok(options) => options,
+        Err(problem) => {
+            eprintln!("{problem}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(options).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(options: Options) -> flexi_socket::Result<()> {
+    let builder = if options.udp {
+        FlexiSocket::udp(&options.addr)
+    } else {
+        FlexiSocket::server(&options.addr)
+    };
+    let server = builder
+        .classifier::<Device>()
+        .classify_raw(FirstUnit::until_any(b"\r\x14").max_length(64))
+        .framing_for(
+            "dc09",
+            Framing::separator("\r").max_length(dc09::MAX_FRAME - 1),
+        )
+        .framing_for(
+            "surgard",
+            Framing::separator("\x14")
+                .max_length(256)
+                .outbound(Framing::raw()),
+        )
+        .framing_for("unknown", Framing::raw())
+        .state(Receiver {
+            accounts: Arc::new(options.accounts),
+            json: options.json,
+        })
+        .bind()
+        .await?;
+    println!("listening on {}", server.local_addr());
+    server.serve().await?;
+    Ok(())
+}
