@@ -5,11 +5,12 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use flexi_socket::{
     Classifier, ClientType, Connection, DisconnectReason, Error, FirstUnit, FlexiSocket, Framing,
-    Message, Router, ServerBuilder,
+    Message, PanicPolicy, Router, ServerBuilder,
 };
 use support::udp::UdpClient;
 use support::{EventLog, Events, Running, start, within};
@@ -149,10 +150,11 @@ async fn a_unit_cut_at_its_limit_still_classifies_and_the_frame_stays_whole() {
 async fn outbound_framing_differs_from_inbound_one_bare_byte_per_line() {
     let (running, _log) = device_server().await;
     let mut stream = connect(&running).await;
-    stream
-        .write_all(b"1011    @    \x145 18\x14")
-        .await
-        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    // Only the DC4 makes this unit a link's: cut any earlier, it would be "other".
+    stream.write_all(b"1011").await.unwrap();
+    stream.flush().await.unwrap();
+    stream.write_all(b"    @    \x145 18\x14").await.unwrap();
     stream.write_all(b"3\x14").await.unwrap();
     stream.shutdown().await.unwrap();
     // Three lines, three ACK bytes, and no DC4 appended to any of them.
@@ -204,31 +206,153 @@ async fn a_unit_that_never_ends_is_bounded_by_the_first_message_timeout() {
 }
 
 #[tokio::test]
-async fn framing_switches_after_the_first_frame_without_losing_the_rest_of_the_read() {
-    /// The first line names the protocol of the rest.
-    struct Hello(&'static str);
-    impl Classifier for Hello {
-        fn classify(first_frame: &[u8]) -> Self {
-            Hello(if first_frame == b"BIN" {
-                "binary"
-            } else {
-                "text"
-            })
+async fn an_idle_gap_ends_a_short_first_unit() {
+    let (events, mut log) = Events::new();
+    let running = start(
+        FlexiSocket::server("127.0.0.1:0")
+            .framing(Framing::idle_gap(Duration::from_millis(50)))
+            .classifier::<Device>()
+            .classify_raw(FirstUnit::first_bytes(8))
+            .router(device_router(&events)),
+    )
+    .await;
+    let mut stream = connect(&running).await;
+    stream.write_all(b"ab").await.unwrap();
+    // Two bytes of the eight, then silence: the gap ends the unit.
+    assert_eq!(read_to_end(&mut stream).await, b"");
+    assert_eq!(log.next().await, r#"other "ab""#);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn the_frame_deadline_follows_the_framing_switched_to() {
+    let (events, mut log) = Events::new();
+    let running = start(
+        FlexiSocket::server("127.0.0.1:0")
+            // raw() has no partial frames, so no frame deadline; a panel's framing has.
+            .framing(Framing::raw())
+            .frame_timeout(Duration::from_millis(200))
+            .classifier::<Device>()
+            .classify_raw(FirstUnit::first_bytes(1))
+            .framing_for("panel", Framing::separator("\r"))
+            .router(device_router(&events)),
+    )
+    .await;
+    let mut stream = connect(&running).await;
+    stream.write_all(b"\nhalf a frame").await.unwrap();
+    assert_eq!(read_to_end(&mut stream).await, b"");
+    assert_eq!(log.next().await, "closed: frame not finished in time");
+    running.stop().await;
+}
+
+/// Panics on units starting with `!`, counting its calls on them.
+struct Fragile;
+
+static FRAGILE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+impl Classifier for Fragile {
+    fn classify(first: &[u8]) -> Self {
+        if first.starts_with(b"!") {
+            FRAGILE_CALLS.fetch_add(1, Ordering::SeqCst);
+            panic!("cannot classify {first:?}");
         }
-        fn client_type(&self) -> ClientType {
-            self.0.into()
-        }
+        Fragile
     }
+    fn client_type(&self) -> ClientType {
+        "fine".into()
+    }
+}
+
+#[tokio::test]
+async fn a_classifier_that_panicked_on_the_raw_unit_is_not_asked_again() {
+    let (events, mut log) = Events::new();
+    let seen = events.clone();
+    let running = start(
+        FlexiSocket::server("127.0.0.1:0")
+            .on_panic(PanicPolicy::Continue)
+            .classifier::<Fragile>()
+            .classify_raw(FirstUnit::first_bytes(2))
+            .router(
+                Router::new()
+                    .on_message(move |conn: Connection, msg: String| {
+                        let events = seen.clone();
+                        async move {
+                            events.push(format!("{msg} as {:?}", conn.client_type()));
+                        }
+                    })
+                    .on_error(move |_conn: Connection, error: Error| {
+                        let events = events.clone();
+                        async move { events.push(format!("error {error}")) }
+                    }),
+            ),
+    )
+    .await;
+    let mut stream = connect(&running).await;
+    stream.write_all(b"!one\n!two\n").await.unwrap();
+    let error = log.next().await;
+    assert!(error.contains("panicked: cannot classify"), "{error}");
+    // Unclassified for good: the lines go to the default handler, and the
+    // classifier never sees the first line as a frame.
+    assert_eq!(log.next().await, "!one as None");
+    assert_eq!(log.next().await, "!two as None");
+    assert_eq!(FRAGILE_CALLS.load(Ordering::SeqCst), 1);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_codec_factory_that_panics_at_the_switch_closes_that_connection_only() {
+    let (events, mut log) = Events::new();
+    let broken = Framing::custom(|| -> tokio_util::codec::BytesCodec { panic!("no codec today") });
+    let running =
+        start(devices(FlexiSocket::server("127.0.0.1:0"), &events).framing_for("link", broken))
+            .await;
+    let mut link = connect(&running).await;
+    link.write_all(b"1011 @ \x14").await.unwrap();
+    assert_eq!(read_to_end(&mut link).await, b"");
+    let error = log.next().await;
+    assert!(
+        error.starts_with("error framing failed: the codec factory panicked: no codec today"),
+        "{error}"
+    );
+    assert_eq!(log.next().await, "closed: framing failed");
+    // The server goes on.
+    let mut panel = connect(&running).await;
+    panel.write_all(b"\nok\r").await.unwrap();
+    assert_eq!(read_exact(&mut panel, 6).await, b"<\nok>\r");
+    running.stop().await;
+}
+
+/// The first line names the protocol of the rest.
+struct Hello(&'static str);
+
+impl Classifier for Hello {
+    fn classify(first_frame: &[u8]) -> Self {
+        Hello(if first_frame == b"BIN" {
+            "binary"
+        } else {
+            "text"
+        })
+    }
+    fn client_type(&self) -> ClientType {
+        self.0.into()
+    }
+}
+
+/// Lines until the hello classifies; "binary" clients then switch to
+/// one-byte length prefixes. Every message is answered `<message>`.
+fn hello_server(builder: ServerBuilder) -> ServerBuilder {
     let echo = |conn: Connection, msg: Message| async move {
         conn.send([b"<", msg.as_bytes(), b">"].concat()).await
     };
-    let running = start(
-        FlexiSocket::server("127.0.0.1:0")
-            .classifier::<Hello>()
-            .framing_for("binary", Framing::length_prefixed().prefix_len(1))
-            .router(Router::new().on_message(echo)),
-    )
-    .await;
+    builder
+        .classifier::<Hello>()
+        .framing_for("binary", Framing::length_prefixed().prefix_len(1))
+        .router(Router::new().on_message(echo))
+}
+
+#[tokio::test]
+async fn framing_switches_after_the_first_frame_without_losing_the_rest_of_the_read() {
+    let running = start(hello_server(FlexiSocket::server("127.0.0.1:0"))).await;
     let mut stream = connect(&running).await;
     // The hello and two binary frames in one write: the bytes after the
     // hello were read with it, before the switch.
@@ -240,6 +364,20 @@ async fn framing_switches_after_the_first_frame_without_losing_the_rest_of_the_r
     text.write_all(b"hi\nthere\n").await.unwrap();
     let expected = b"<hi>\n<there>\n";
     assert_eq!(read_exact(&mut text, expected.len()).await, expected);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn over_udp_the_rest_of_the_classifying_datagram_is_the_client_types() {
+    let running = start(hello_server(
+        FlexiSocket::udp("127.0.0.1:0").framing(Framing::lines()),
+    ))
+    .await;
+    let client = UdpClient::connect(running.addr).await;
+    client.send(b"BIN\n\x03abc\x02de").await;
+    for reply in [&b"\x05<BIN>"[..], b"\x05<abc>", b"\x04<de>"] {
+        assert_eq!(client.recv().await, reply);
+    }
     running.stop().await;
 }
 
@@ -287,6 +425,20 @@ async fn start_up_rejects_per_type_framing_without_a_classifier_or_for_an_unknow
             })
         ),
         "{raw_without:?}"
+    );
+    let too_long = FlexiSocket::server("127.0.0.1:0")
+        .classifier::<Device>()
+        .classify_raw(FirstUnit::first_bytes(100))
+        .first_message_max_length(64)
+        .router(router())
+        .bind()
+        .await;
+    assert!(
+        matches!(
+            too_long,
+            Err(Error::FirstUnitOverCap { unit: 100, cap: 64 })
+        ),
+        "{too_long:?}"
     );
     let unknown = FlexiSocket::server("127.0.0.1:0")
         .classifier::<Device>()

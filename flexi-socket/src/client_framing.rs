@@ -4,6 +4,7 @@
 use crate::classifier::{ClientType, ErasedClassifier};
 use crate::error::Error;
 use crate::framing::Framing;
+use crate::limits::Limits;
 
 /// The raw bytes a classifier sees when it classifies before any framing
 /// (see [`ServerBuilder::classify_raw`](crate::ServerBuilder::classify_raw)).
@@ -105,7 +106,22 @@ impl ClientFraming {
 
     /// Start-up check: both features need a classifier, and a framing for a
     /// client type the classifier never produces is a typo waiting to bite.
-    pub(crate) fn check(&self, classifier: Option<&ErasedClassifier>) -> Result<(), Error> {
+    pub(crate) fn check(
+        &self,
+        classifier: Option<&ErasedClassifier>,
+        limits: &Limits,
+    ) -> Result<(), Error> {
+        let cap = limits.first_message_max_length;
+        if let Some(unit) = self
+            .first_unit
+            .as_ref()
+            .filter(|unit| unit.max_length > cap)
+        {
+            return Err(Error::FirstUnitOverCap {
+                unit: unit.max_length,
+                cap,
+            });
+        }
         let needs = if self.first_unit.is_some() {
             Some("classify_raw")
         } else {

@@ -92,17 +92,17 @@ struct Shared {
     peer_addr: SocketAddr,
     local_addr: SocketAddr,
     server: Arc<ServerContext>,
-    client_type: OnceLock<ClientType>,
-    routes: OnceLock<Arc<Routes>>,
+    /// Set once, when classified: what the client type decides, together,
+    /// so no send ever mixes one type's routes with another's framing.
+    classified: OnceLock<Classified>,
+    /// Classification ran (or needs not run): it runs at most once.
+    classification_done: AtomicBool,
     first_message: AtomicBool,
     messages_in: AtomicU64,
     messages_out: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     encoder: FrameEncoder,
-    /// The client type's own encoder, once classified (see `framing_for`);
-    /// boxed, so connections without one pay a pointer.
-    own_encoder: OnceLock<Box<FrameEncoder>>,
     outbound: OutboundSender,
     close: CancellationToken,
     close_reason: OnceLock<DisconnectReason>,
@@ -119,21 +119,21 @@ impl Connection {
         close: CancellationToken,
     ) -> Self {
         let encoder = server.framing.encoder();
+        let classification_done = AtomicBool::new(server.classifier.is_none());
         Self {
             shared: Arc::new(Shared {
                 id,
                 peer_addr,
                 local_addr,
                 server,
-                client_type: OnceLock::new(),
-                routes: OnceLock::new(),
+                classified: OnceLock::new(),
+                classification_done,
                 first_message: AtomicBool::new(true),
                 messages_in: AtomicU64::new(0),
                 messages_out: AtomicU64::new(0),
                 bytes_in: AtomicU64::new(0),
                 bytes_out: AtomicU64::new(0),
                 encoder,
-                own_encoder: OnceLock::new(),
                 outbound,
                 close,
                 close_reason: OnceLock::new(),
@@ -160,7 +160,10 @@ impl Connection {
     /// The client type, once the first message classified the connection;
     /// `None` before that or when the server has no classifier.
     pub fn client_type(&self) -> Option<&ClientType> {
-        self.shared.client_type.get()
+        self.shared
+            .classified
+            .get()
+            .map(|classified| &classified.client_type)
     }
 
     /// Whether the message being handled is the connection's first one (the
@@ -199,7 +202,13 @@ impl Connection {
         mut message: Message,
         policy: SlowConsumerPolicy,
     ) -> Result<(), Error> {
-        if let Some(before_send) = self.routes().before_send.clone() {
+        // Routes and encoder from one look: classification may happen meanwhile.
+        let classified = self.shared.classified.get();
+        let routes = classified.map_or_else(|| self.default_routes(), |c| &c.routes);
+        let encoder = classified
+            .and_then(|c| c.encoder.as_deref())
+            .unwrap_or(&self.shared.encoder);
+        if let Some(before_send) = routes.before_send.clone() {
             // Boxed: every handler's future embeds this one, and only
             // connections with a before_send should pay for its size.
             match Box::pin(self.before_send(&before_send, message)).await? {
@@ -207,7 +216,7 @@ impl Connection {
                 None => return Ok(()),
             }
         }
-        let frame = encode_frame(message.len(), |dst| self.encoder().encode(&message, dst))?;
+        let frame = encode_frame(message.len(), |dst| encoder.encode(&message, dst))?;
         let length = frame.len() as u64;
         let id = self.id();
         self.shared
@@ -355,9 +364,13 @@ impl Connection {
     /// The routes for this connection's client type (the defaults until classified).
     pub(crate) fn routes(&self) -> &Arc<Routes> {
         self.shared
-            .routes
+            .classified
             .get()
-            .unwrap_or_else(|| self.shared.server.routes.default_routes())
+            .map_or_else(|| self.default_routes(), |classified| &classified.routes)
+    }
+
+    fn default_routes(&self) -> &Arc<Routes> {
+        self.shared.server.routes.default_routes()
     }
 
     /// The framing this connection's bytes are decoded with now: its client
@@ -374,23 +387,31 @@ impl Connection {
             .for_type(self.client_type()?)
     }
 
-    fn encoder(&self) -> &FrameEncoder {
-        self.shared
-            .own_encoder
-            .get()
-            .map_or(&self.shared.encoder, |own| own)
+    /// Whether classification ran and is over, whatever its outcome (it may
+    /// have failed and left the connection unclassified for good).
+    pub(crate) fn classification_over(&self) -> bool {
+        self.shared.classification_done.load(Ordering::Relaxed)
     }
 
-    /// Frames outbound messages with `encoder` from now on (set once, when classified).
-    pub(crate) fn use_encoder(&self, encoder: FrameEncoder) {
-        let _ = self.shared.own_encoder.set(Box::new(encoder));
+    /// Whether classification is still to run; true once at most, for the
+    /// caller that is to run it.
+    pub(crate) fn take_classification(&self) -> bool {
+        !self
+            .shared
+            .classification_done
+            .swap(true, Ordering::Relaxed)
     }
 
-    pub(crate) fn classify_as(&self, client_type: ClientType) {
+    /// Gives the connection its client type, that type's routes and, if the
+    /// type has its own framing, that framing's `encoder`.
+    pub(crate) fn classify_as(&self, client_type: ClientType, encoder: Option<FrameEncoder>) {
         let routes = Arc::clone(self.shared.server.routes.routes_for(&client_type));
-        // Classification happens once, on the connection's own task: these cannot be set twice.
-        let _ = self.shared.routes.set(routes);
-        let _ = self.shared.client_type.set(client_type);
+        // Classification runs once (take_classification): this cannot be set twice.
+        let _ = self.shared.classified.set(Classified {
+            client_type,
+            routes,
+            encoder: encoder.map(Box::new),
+        });
     }
 
     pub(crate) fn count_inbound(&self, bytes: usize) {
@@ -407,6 +428,15 @@ impl Connection {
     pub(crate) fn close_token(&self) -> &CancellationToken {
         &self.shared.close
     }
+}
+
+/// What classification decided for a connection.
+struct Classified {
+    client_type: ClientType,
+    routes: Arc<Routes>,
+    /// The client type's own encoder (see `framing_for`); boxed, so
+    /// connections without one pay a pointer.
+    encoder: Option<Box<FrameEncoder>>,
 }
 
 impl fmt::Debug for Connection {

@@ -9,12 +9,15 @@ use bytes::BytesMut;
 
 use crate::connection::{Connection, DisconnectReason};
 use crate::dispatch::report;
-use crate::framing::FrameDecoder;
-use crate::pipeline::classify;
+use crate::framing::{FrameDecoder, Framing};
+use crate::pipeline::classify_first_unit;
 
 pub(crate) struct ConnectionDecoder {
     decoder: FrameDecoder,
     stage: Stage,
+    /// Whether pending bytes are a partial frame that the frame deadline
+    /// (slowloris) applies to; it depends on the framing in use.
+    frame_deadline_applies: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -27,61 +30,82 @@ enum Stage {
     Settled,
 }
 
+/// What [`ConnectionDecoder::prepare`] found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prepared {
+    /// The decoder may decode the buffer.
+    Ready,
+    /// Nothing can be decoded until more bytes arrive (the first unit is incomplete).
+    NeedsBytes,
+}
+
 impl ConnectionDecoder {
     /// The decoder of the server's framing, in the stage its settings ask for.
     pub(crate) fn new(connection: &Connection) -> Self {
         let server = connection.server();
-        let decoder = server.framing.decoder();
         let stage = match (&server.classifier, &server.client_framing) {
             (None, _) => Stage::Settled,
             (Some(_), framing) if framing.first_unit.is_some() => Stage::AwaitingFirstUnit,
             (Some(_), framing) if framing.switches() => Stage::AwaitingClientType,
             (Some(_), _) => Stage::Settled,
         };
-        Self { decoder, stage }
+        Self {
+            decoder: server.framing.decoder(),
+            stage,
+            frame_deadline_applies: server.framing.frame_deadline_applies(),
+        }
     }
 
-    /// The decoder to use now.
-    pub(crate) fn get(&mut self) -> &mut FrameDecoder {
+    /// The decoder in use.
+    pub(crate) fn current(&mut self) -> &mut FrameDecoder {
         &mut self.decoder
     }
 
+    pub(crate) fn frame_deadline_applies(&self) -> bool {
+        self.frame_deadline_applies
+    }
+
     /// Readies the decoder for `buffer`: classifies by the raw first unit
-    /// once it is complete (`at_end`: no more bytes will come), and switches
-    /// to the client type's framing once classified. `Continue(false)` means
-    /// nothing can be decoded until more bytes arrive.
+    /// once it is complete (`at_end`: no more bytes will come, or the idle
+    /// gap ended them), and switches to the client type's framing once
+    /// classified.
     pub(crate) async fn prepare(
         &mut self,
         connection: &Connection,
         buffer: &BytesMut,
         at_end: bool,
-    ) -> ControlFlow<DisconnectReason, bool> {
+    ) -> ControlFlow<DisconnectReason, Prepared> {
         if self.stage == Stage::AwaitingFirstUnit {
-            let server = connection.server();
-            let first_unit = server.client_framing.first_unit.as_ref();
-            let Some(unit) = first_unit.and_then(|unit| unit.cut(buffer, at_end)) else {
-                return ControlFlow::Continue(false);
-            };
-            if let Err(flow) = classify(connection, unit).await {
-                // Unclassified, the connection goes on with the server's framing.
-                flow?;
-                self.stage = Stage::Settled;
-                return ControlFlow::Continue(true);
+            match classify_first_unit(connection, buffer, at_end).await {
+                None => return ControlFlow::Continue(Prepared::NeedsBytes),
+                Some(flow) => flow?,
             }
             self.stage = Stage::AwaitingClientType;
         }
-        if self.stage == Stage::AwaitingClientType && connection.client_type().is_some() {
+        if self.stage == Stage::AwaitingClientType && connection.classification_over() {
             self.stage = Stage::Settled;
             if let Some(framing) = connection.own_framing() {
-                match framing.try_decoder() {
-                    Ok(decoder) => self.decoder = decoder,
-                    Err(error) => {
-                        report(connection, error).await;
-                        return ControlFlow::Break(DisconnectReason::FramingFailed);
-                    }
-                }
+                self.switch_to(connection, framing).await?;
             }
         }
-        ControlFlow::Continue(true)
+        ControlFlow::Continue(Prepared::Ready)
+    }
+
+    async fn switch_to(
+        &mut self,
+        connection: &Connection,
+        framing: &Framing,
+    ) -> ControlFlow<DisconnectReason> {
+        match framing.try_decoder() {
+            Ok(decoder) => {
+                self.decoder = decoder;
+                self.frame_deadline_applies = framing.frame_deadline_applies();
+                ControlFlow::Continue(())
+            }
+            Err(error) => {
+                report(connection, error).await;
+                ControlFlow::Break(DisconnectReason::FramingFailed)
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use crate::connection::{Connection, DisconnectReason};
-use crate::connection_decoder::ConnectionDecoder;
+use crate::connection_decoder::{ConnectionDecoder, Prepared};
 use crate::deadlines::{Clock, idle_timer, wait_for};
 use crate::dispatch::report;
 use crate::error::Error;
@@ -170,12 +170,13 @@ async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> D
         if let Some(reason) = first_message_too_long(connection, &buffer) {
             return reason;
         }
-        clock.pending_bytes(!buffer.is_empty(), framed_some);
+        let partial_frame = !buffer.is_empty() && decoder.frame_deadline_applies();
+        clock.pending_bytes(partial_frame, framed_some);
         let (deadline, expired) = clock.next_deadline(connection.is_first_message());
         let idle_gap = decoder
-            .get()
+            .current()
             .idle_gap()
-            .filter(|_| decoder.get().wants_idle_timer(&buffer));
+            .filter(|_| decoder.current().wants_idle_timer(&buffer));
         let read = tokio::select! {
             biased;
             () = close.cancelled() => continue,
@@ -246,11 +247,12 @@ async fn drain(
     mode: Drain,
 ) -> ControlFlow<DisconnectReason> {
     loop {
-        let at_end = matches!(mode, Drain::Eof);
-        if !decoder.prepare(connection, buffer, at_end).await? {
+        // A gap of silence ends a first unit as surely as EOF does.
+        let at_end = matches!(mode, Drain::Eof | Drain::Idle);
+        if decoder.prepare(connection, buffer, at_end).await? == Prepared::NeedsBytes {
             return ControlFlow::Continue(());
         }
-        let decoder = decoder.get();
+        let decoder = decoder.current();
         // A custom codec is user code: its panic ends this connection only.
         let decoded = catch_unwind(AssertUnwindSafe(|| match mode {
             Drain::Ready => decoder.decode(buffer),

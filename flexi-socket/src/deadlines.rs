@@ -32,10 +32,9 @@ impl Clock {
             first_message: limits
                 .first_message_timeout
                 .filter(|_| server.classifier.is_some()),
-            // EOF, raw and idle-gap framings have no partial frames to time out.
-            frame: limits
-                .frame_timeout
-                .filter(|_| server.framing.frame_deadline_applies()),
+            // Whether pending bytes are a partial frame is the framing's call:
+            // the reader says so in `pending_bytes`.
+            frame: limits.frame_timeout,
             idle: limits.idle_timeout,
         }
     }

@@ -208,6 +208,19 @@ pub enum Error {
         known: String,
     },
 
+    /// The first unit of `classify_raw` may be longer than a first message may be.
+    #[error(
+        "the first unit may be {unit} bytes but a first message at most {cap}, so a long unit \
+         would close the connection before it classifies; lower `FirstUnit::max_length` or \
+         raise `.first_message_max_length(..)`"
+    )]
+    FirstUnitOverCap {
+        /// `FirstUnit::max_length`.
+        unit: usize,
+        /// The server's first-message cap.
+        cap: usize,
+    },
+
     /// No handler at all was found.
     #[error(
         "no handlers are registered: mark async fns with #[on_message] (and friends) or pass \

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crate::connection::{Connection, DisconnectReason};
 use crate::dispatch::{invoke, report};
 use crate::error::Error;
+use crate::framing::Framing;
 use crate::handler::{EventContext, panic_message};
 use crate::limits::PanicPolicy;
 use crate::message::Message;
@@ -42,23 +43,22 @@ pub(crate) async fn on_frame(
     frame: Bytes,
 ) -> ControlFlow<DisconnectReason> {
     connection.count_inbound(frame.len());
-    // Not yet classified (by a raw first unit): the first frame classifies.
-    if connection.is_first_message() && connection.client_type().is_none() {
-        if let Err(flow) = classify(connection, &frame).await {
-            return flow;
-        }
+    // Unless a raw first unit did, the first frame classifies.
+    if let Err(flow) = classify(connection, &frame).await {
+        return flow;
     }
     let flow = deliver(connection, Message::from(frame)).await;
     connection.first_message_done();
     flow
 }
 
-/// Runs the classifier on the first frame or raw first unit, and gives the
+/// Runs the classifier on the first frame or raw first unit, once per
+/// connection (a no-op afterwards, and without a classifier), and gives the
 /// connection its client type's encoder if that has its own framing.
 ///
 /// `Err` when it could not classify: the flow says whether the connection
-/// goes on (unclassified). The classifier is user code: its panic is
-/// treated like a handler's.
+/// goes on, unclassified for good. The classifier is user code: its panic
+/// is treated like a handler's.
 pub(crate) async fn classify(
     connection: &Connection,
     first: &[u8],
@@ -66,6 +66,9 @@ pub(crate) async fn classify(
     let Some(classifier) = &connection.server().classifier else {
         return Ok(());
     };
+    if !connection.take_classification() {
+        return Ok(());
+    }
     let client_type = match catch_unwind(AssertUnwindSafe(|| classifier.classify(first))) {
         Ok(client_type) => client_type,
         Err(payload) => {
@@ -79,17 +82,32 @@ pub(crate) async fn classify(
     tracing::Span::current().record("client_type", client_type.as_str());
     tracing::debug!(%client_type, "classified");
     let own_framing = connection.server().client_framing.for_type(&client_type);
-    if let Some(framing) = own_framing {
-        match framing.try_encoder() {
-            Ok(encoder) => connection.use_encoder(encoder),
-            Err(error) => {
-                report(connection, error).await;
-                return Err(ControlFlow::Break(DisconnectReason::FramingFailed));
-            }
+    let encoder = match own_framing.map(Framing::try_encoder).transpose() {
+        Ok(encoder) => encoder,
+        Err(error) => {
+            report(connection, error).await;
+            return Err(ControlFlow::Break(DisconnectReason::FramingFailed));
         }
-    }
-    connection.classify_as(client_type);
+    };
+    connection.classify_as(client_type, encoder);
     Ok(())
+}
+
+/// With `classify_raw`, classifies the connection by the raw first unit at
+/// the start of `bytes` once that unit is complete (`at_end`: no more bytes
+/// will come). `None` while the unit is incomplete or when there is
+/// nothing to do; otherwise whether the connection goes on.
+pub(crate) async fn classify_first_unit(
+    connection: &Connection,
+    bytes: &[u8],
+    at_end: bool,
+) -> Option<ControlFlow<DisconnectReason>> {
+    let first_unit = connection.server().client_framing.first_unit.as_ref()?;
+    let unit = first_unit.cut(bytes, at_end)?;
+    Some(match classify(connection, unit).await {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(flow) => flow,
+    })
 }
 
 async fn deliver(connection: &Connection, mut message: Message) -> ControlFlow<DisconnectReason> {

@@ -36,7 +36,7 @@ impl HandlerSetup {
     ) -> Result<Arc<ServerContext>, Error> {
         let router = self.router.unwrap_or_else(Router::registered);
         let routes = router.resolve(self.classifier.as_ref(), require_handlers)?;
-        client_framing.check(self.classifier.as_ref())?;
+        client_framing.check(self.classifier.as_ref(), &limits)?;
         Ok(ServerContext::new(
             routes,
             self.app_state,

@@ -50,12 +50,30 @@ impl StreamReader for OwnedReadHalf {
     }
 }
 
-/// Reads what is there without waiting. A short read means the socket's
-/// queue is drained, so readiness is cleared as well, the way tokio's own
-/// `poll_read` does it: otherwise the next `readable()` returns at once on
-/// stale readiness and costs a read that fails with `WouldBlock`, one wasted
-/// syscall per message in request/response traffic.
+/// Reads what is there without waiting. With an edge-triggered selector
+/// (epoll, kqueue) a short read means the socket's queue is drained, so
+/// readiness is cleared as well, the way tokio's own `poll_read` does it on
+/// the same systems (tokio issue #5866): otherwise the next `readable()`
+/// returns at once on stale readiness and costs a read that fails with
+/// `WouldBlock`, one wasted syscall per message in request/response traffic.
+/// Clearing is safe: tokio clears only if no new readiness arrived since,
+/// and never clears the closed state. Level-triggered selectors (Windows,
+/// `poll`) re-arm only on a real `WouldBlock`: there, a plain read.
 fn try_read_draining(half: &OwnedReadHalf, buffer: &mut BytesMut) -> io::Result<usize> {
+    const EDGE_TRIGGERED: bool = cfg!(any(
+        target_os = "android",
+        target_os = "illumos",
+        target_os = "linux",
+        target_os = "dragonfly",
+        target_os = "freebsd",
+        target_os = "ios",
+        target_os = "macos",
+        target_os = "netbsd",
+        target_os = "openbsd",
+    ));
+    if !EDGE_TRIGGERED {
+        return half.try_read_buf(buffer);
+    }
     let room = buffer.capacity() - buffer.len();
     let mut read = None;
     let outcome = half.as_ref().try_io(Interest::READABLE, || {

@@ -26,7 +26,7 @@ use crate::error::Error;
 use crate::framing::{Decoded, FrameDecoder};
 use crate::handler::panic_message;
 use crate::outbound::OutboundReceiver;
-use crate::pipeline::{classify, on_connect, on_disconnect, on_frame, until_aborted};
+use crate::pipeline::{classify_first_unit, on_connect, on_disconnect, on_frame, until_aborted};
 
 /// Failed sends waiting to be reported to on_error; beyond that they are
 /// only counted and logged.
@@ -276,7 +276,12 @@ impl Session {
         self.report_dropped().await;
         match inbound {
             Inbound::Datagram(datagram) => {
-                classify_raw(&self.connection, &datagram).await?;
+                // With `classify_raw`, the datagram's first unit classifies before any framing.
+                if let Some(ControlFlow::Break(reason)) =
+                    classify_first_unit(&self.connection, &datagram, true).await
+                {
+                    return ControlFlow::Break(reason);
+                }
                 if self.config.framed || self.connection.own_framing().is_some() {
                     deframe(&self.connection, datagram).await
                 } else {
@@ -308,23 +313,6 @@ impl Session {
     }
 }
 
-/// With `classify_raw`, the first datagram's first unit classifies the
-/// session before any framing; unclassified, the session goes on with the
-/// server's framing unless the panic policy says otherwise.
-async fn classify_raw(connection: &Connection, datagram: &[u8]) -> ControlFlow<DisconnectReason> {
-    if !connection.is_first_message() || connection.client_type().is_some() {
-        return ControlFlow::Continue(());
-    }
-    let server = connection.server();
-    let first_unit = server.client_framing.first_unit.as_ref();
-    match first_unit.and_then(|unit| unit.cut(datagram, true)) {
-        Some(unit) => classify(connection, unit)
-            .await
-            .map_or_else(|flow| flow, ControlFlow::Continue),
-        None => ControlFlow::Continue(()),
-    }
-}
-
 /// Decodes one datagram with a fresh decoder, so a frame never spans
 /// datagrams and a framing error costs this datagram only. A frame left
 /// unfinished at the datagram's end is reported, never delivered.
@@ -339,9 +327,26 @@ async fn deframe(connection: &Connection, datagram: Bytes) -> ControlFlow<Discon
     };
     let mut buffer = BytesMut::from(datagram);
     let mut at_end = false;
+    let mut switch_pending = !connection.classification_over();
     loop {
         let flow = match decode(&mut decoder, &mut buffer, at_end) {
-            Ok(Some(Decoded::Frame(frame))) => on_frame(connection, frame).await,
+            Ok(Some(Decoded::Frame(frame))) => {
+                let flow = on_frame(connection, frame).await;
+                // Classified by this frame: the rest of the datagram is the client type's.
+                if switch_pending && connection.classification_over() {
+                    switch_pending = false;
+                    if let Some(framing) = connection.own_framing() {
+                        match framing.try_decoder() {
+                            Ok(own) => decoder = own,
+                            Err(error) => {
+                                report(connection, error).await;
+                                return ControlFlow::Continue(());
+                            }
+                        }
+                    }
+                }
+                flow
+            }
             Ok(Some(Decoded::Discarded(Error::FrameTruncated { bytes }))) => {
                 report(connection, Error::DatagramTruncated { bytes }).await;
                 ControlFlow::Continue(())
