@@ -95,6 +95,8 @@ impl Answer {
         let echoes = || Header::parse(rest).is_some_and(|(header, _)| header.sequence == sequence);
         match token {
             b"NAK" => {
+                // A NAK carries no sequence number, so a late one to an earlier,
+                // timed-out attempt can cost one extra retry, which DC-09 allows.
                 let time = rest.len().checked_sub(20).map(|at| &rest[at..]);
                 Some(Self::Nak(time.and_then(dc09::parse_timestamp)))
             }
