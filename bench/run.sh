@@ -1,50 +1,107 @@
 #!/usr/bin/env bash
-# The benchmark: flexi-socket's echo example against two hand-written tokio
-# echo servers, every scenario interleaved, medians of REPS runs.
+# The benchmark: flexi-socket against hand-written tokio counterparts, every
+# scenario interleaved, medians of REPS runs. The TCP echo example against two
+# tokio echo servers; the UDP echo example against a tokio UDP echo; and in
+# client mode, flexi-socket's TCP client against a plain tokio client, both
+# driving the same tokio echo server.
 #
-#   bench/run.sh                      # 5 repetitions, 3-4 minutes on 2 cores
+#   bench/run.sh                      # 5 repetitions, about 5 minutes on 2 cores
 #   REPS=1 DURATION=1 bench/run.sh    # a quick look
+#   SCENARIOS="udp client" bench/run.sh
 #
 # Environment:
 #   REPS (5) repetitions; DURATION (3) seconds measured per run, after WARMUP (1)
+#   SCENARIOS (all): a subset of pingpong pipelined latency idle udp client
 #   IDLE_CONNECTIONS (10000) for the memory scenario
 #   RESULTS (bench/results) where machine.txt, runs.jsonl (one line per run),
 #     table.md, summary.json, summary.csv and chart.svg go
-#   FLEXI_ECHO: an echo binary to measure instead of this tree's example
-#   COMPARE_ECHO: a second flexi-socket echo binary (say, built from an older
-#     commit) run as a fourth server named COMPARE_NAME (flexi-before)
-# Prints the table of medians and ratios.
+#   FLEXI_ECHO, FLEXI_UDP_ECHO: echo binaries to measure instead of this
+#     tree's examples
+#   COMPARE_ECHO: a second flexi-socket TCP echo binary (say, built from an
+#     older commit) run as a fourth server named COMPARE_NAME (flexi-before)
+#     in the TCP scenarios
+# Prints the tables of medians and ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 REPS=${REPS:-5}
 DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-1}
+SCENARIOS=${SCENARIOS:-pingpong pipelined latency idle udp client}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 RESULTS=${RESULTS:-bench/results}
 
-echo "building (release)..." >&2
-if [[ -z ${FLEXI_ECHO:-} ]]; then
-    cargo build --release --quiet --example echo
-fi
-cargo build --release --quiet -p flexi-socket-bench --bins
-bin=target/release
+# name|who runs|load generator arguments
+all_scenarios=(
+    "pingpong|tcp|--mode pingpong --connections 16"
+    "pipelined|tcp|--mode pipelined --connections 16 --depth 64"
+    "latency|tcp|--mode pingpong --connections 256"
+    "idle|tcp|--mode idle --connections $IDLE_CONNECTIONS"
+    "udp|udp|--mode udp --connections 16"
+    "client|client|--mode client --connections 16"
+)
+scenarios=()
+for wanted in $SCENARIOS; do
+    found=
+    for scenario in "${all_scenarios[@]}"; do
+        if [[ ${scenario%%|*} == "$wanted" ]]; then
+            scenarios+=("$scenario")
+            found=1
+        fi
+    done
+    if [[ -z $found ]]; then
+        echo "error: SCENARIOS: no scenario named $wanted" >&2
+        exit 2
+    fi
+done
 
-# name=binary; the first one is the server under test.
-servers=(
-    "flexi-socket=${FLEXI_ECHO:-$bin/examples/echo}"
-    "minimal=$bin/baseline_minimal"
-    "batching=$bin/baseline_batching"
+echo "building (release)..." >&2
+examples=()
+if [[ -z ${FLEXI_ECHO:-} ]]; then
+    examples+=(--example echo)
+fi
+if [[ -z ${FLEXI_UDP_ECHO:-} ]]; then
+    examples+=(--example udp_echo)
+fi
+if [[ ${#examples[@]} -gt 0 ]]; then
+    examples=(-p flexi-socket-suite "${examples[@]}")
+fi
+# One cargo call: the examples and the benchmark's client share one build of
+# flexi-socket.
+cargo build --release --quiet "${examples[@]}" -p flexi-socket-bench --bins
+# Run copies, so that a build in the same target directory while the
+# benchmark runs cannot swap a binary between repetitions.
+bin=$(mktemp -d)
+trap 'rm -rf "$bin"' EXIT
+for program in loadgen flexi_client_load baseline_minimal baseline_batching baseline_udp report chart; do
+    cp target/release/$program "$bin/"
+done
+for example in echo udp_echo; do
+    if [[ -x target/release/examples/$example ]]; then
+        cp target/release/examples/$example "$bin/"
+    fi
+done
+flexi_echo=${FLEXI_ECHO:-$bin/echo}
+flexi_udp_echo=${FLEXI_UDP_ECHO:-$bin/udp_echo}
+
+# Who runs in each kind of scenario, as name|server|load generator; the first
+# is the one under test.
+tcp=(
+    "flexi-socket|$flexi_echo|$bin/loadgen"
+    "minimal|$bin/baseline_minimal|$bin/loadgen"
+    "batching|$bin/baseline_batching|$bin/loadgen"
 )
 if [[ -n ${COMPARE_ECHO:-} ]]; then
-    servers+=("${COMPARE_NAME:-flexi-before}=$COMPARE_ECHO")
+    tcp+=("${COMPARE_NAME:-flexi-before}|$COMPARE_ECHO|$bin/loadgen")
 fi
-# name=loadgen arguments
-scenarios=(
-    "pingpong=--mode pingpong --connections 16"
-    "pipelined=--mode pipelined --connections 16 --depth 64"
-    "latency=--mode pingpong --connections 256"
-    "idle=--mode idle --connections $IDLE_CONNECTIONS"
+udp=(
+    "flexi-socket|$flexi_udp_echo|$bin/loadgen"
+    "tokio|$bin/baseline_udp|$bin/loadgen"
+)
+# Client mode measures the clients: the server is the same for both.
+client=(
+    "flexi-socket|$bin/baseline_minimal|$bin/flexi_client_load"
+    "tokio|$bin/baseline_minimal|$bin/loadgen"
 )
 
 # Server on CPU 0, load generator on CPU 1, so neither steals the other's core.
@@ -71,7 +128,7 @@ runs=$RESULTS/runs.jsonl
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "tree: $(git describe --always --dirty 2>/dev/null || echo unknown)"
-    echo "flexi-socket server: ${FLEXI_ECHO:-target/release/examples/echo}"
+    echo "flexi-socket servers: ${FLEXI_ECHO:-examples/echo}, ${FLEXI_UDP_ECHO:-examples/udp_echo} (built from the tree unless given)"
     if [[ -n ${COMPARE_ECHO:-} ]]; then
         echo "compared with: ${COMPARE_NAME:-flexi-before}=$COMPARE_ECHO"
     fi
@@ -79,6 +136,7 @@ runs=$RESULTS/runs.jsonl
     echo "kernel: $(uname -r)"
     echo "pinning: ${server_cpu[*]:-none} / ${load_cpu[*]:-none}"
     echo "REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP IDLE_CONNECTIONS=$IDLE_CONNECTIONS"
+    echo "SCENARIOS=$SCENARIOS"
     echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$RESULTS/machine.txt"
 server_out=$(mktemp)
@@ -90,7 +148,7 @@ stop_server() {
         server_pid=
     fi
 }
-trap 'stop_server; rm -f "$server_out"' EXIT
+trap 'stop_server; rm -f "$server_out"; rm -rf "$bin"' EXIT
 
 # Starts server $1 (a binary) on a free port; sets server_pid and server_addr.
 start_server() {
@@ -109,31 +167,43 @@ start_server() {
     return 1
 }
 
+# Sets `who` to the runners of scenario $1 (name|who|arguments).
+runners_of() {
+    local group
+    IFS='|' read -r _ group _ <<<"$1"
+    local -n runners=$group
+    who=("${runners[@]}")
+}
+
 failures=0
-total=$(( ${#scenarios[@]} * REPS * ${#servers[@]} ))
+total=0
+for scenario in "${scenarios[@]}"; do
+    runners_of "$scenario"
+    total=$((total + REPS * ${#who[@]}))
+done
 done_runs=0
 for scenario in "${scenarios[@]}"; do
-    name=${scenario%%=*}
-    read -ra args <<<"${scenario#*=}"
+    IFS='|' read -r name _ arguments <<<"$scenario"
+    read -ra args <<<"$arguments"
+    runners_of "$scenario"
     if [[ $name == idle ]]; then
         bound=()
     else
         bound=(--duration "$DURATION" --warmup "$WARMUP")
     fi
     for rep in $(seq "$REPS"); do
-        # Interleaved, and each repetition starts with a different server so
+        # Interleaved, and each repetition starts with a different runner so
         # that none is always the one running right after another's teardown.
-        for i in $(seq 0 $(( ${#servers[@]} - 1 ))); do
-            server=${servers[$(( (i + rep - 1) % ${#servers[@]} ))]}
-            server_name=${server%%=*}
+        for i in $(seq 0 $(( ${#who[@]} - 1 ))); do
+            IFS='|' read -r runner server load <<<"${who[$(( (i + rep - 1) % ${#who[@]} ))]}"
             done_runs=$((done_runs + 1))
-            printf '[%d/%d] %-9s %-12s rep %d\n' "$done_runs" "$total" "$name" "$server_name" "$rep" >&2
-            start_server "${server#*=}"
-            if ! "${load_cpu[@]}" "$bin/loadgen" --addr "$server_addr" "${args[@]}" "${bound[@]}" \
-                --server-pid "$server_pid" --scenario "$name" --server-name "$server_name" \
+            printf '[%d/%d] %-9s %-12s rep %d\n' "$done_runs" "$total" "$name" "$runner" "$rep" >&2
+            start_server "$server"
+            if ! "${load_cpu[@]}" "$load" --addr "$server_addr" "${args[@]}" "${bound[@]}" \
+                --server-pid "$server_pid" --scenario "$name" --server-name "$runner" \
                 >>"$runs"; then
                 failures=$((failures + 1))
-                echo "warning: loadgen reported errors (recorded in $runs)" >&2
+                echo "warning: $runner reported errors (recorded in $runs)" >&2
             fi
             stop_server
         done

@@ -1,14 +1,18 @@
-//! flexi-socket's benchmark: a load generator, two hand-written tokio
-//! baselines, and the report that compares them. Not published; `bench/run.sh`
-//! builds and runs everything (see `BENCHMARKS.md`).
+//! flexi-socket's benchmark: load generators, hand-written tokio baselines,
+//! and the report that compares them. Not published; `bench/run.sh` builds
+//! and runs everything (see `BENCHMARKS.md`).
 //!
-//! - `loadgen` (binary): drives a line echo server and prints one [`Record`]
-//!   as a JSON line.
-//! - `baseline_minimal`, `baseline_batching` (binaries): the hand-written
-//!   echo servers flexi-socket's `echo` example is compared with.
+//! - `loadgen` (binary): drives a line echo server over TCP, or a datagram
+//!   echo server over UDP, and prints one [`Record`] as a JSON line.
+//! - `flexi_client_load` (binary): the same ping-pong as `loadgen --mode
+//!   client`, driven by flexi-socket's TCP client instead of plain tokio.
+//! - `baseline_minimal`, `baseline_batching`, `baseline_udp` (binaries): the
+//!   hand-written echo servers flexi-socket's `echo` and `udp_echo` examples
+//!   are compared with.
 //! - `report`, `chart` (binaries): read the records of a run, print the table
 //!   of medians and ratios ([`Summary`]) and draw it.
-//! - [`Flags`]: the `--name value` command lines of those binaries.
+//! - [`load`]: what the load generators share; [`Flags`]: the `--name value`
+//!   command lines of all of them.
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -17,8 +21,12 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// The servers a run compares, in table order: the first is the one under test.
-pub const SERVERS: [&str; 3] = ["flexi-socket", "minimal", "batching"];
+pub mod load;
+
+/// The implementations a run compares, in table order: the first is the one
+/// under test (a server, or in client mode the client); `tokio` is the
+/// hand-written counterpart in the UDP and client-mode scenarios.
+pub const SERVERS: [&str; 4] = ["flexi-socket", "minimal", "batching", "tokio"];
 
 /// Parsed `--name value` flags; anything else is an error naming the flag.
 #[derive(Debug, Default)]
@@ -122,11 +130,12 @@ impl Flags {
 pub struct Record {
     /// The scenario's name given with `--scenario` (`pingpong`, `idle`, ...).
     pub scenario: String,
-    /// The server's name given with `--server-name`.
+    /// The name given with `--server-name`: the server measured, or in
+    /// client mode the client.
     pub server: String,
-    /// `pingpong`, `pipelined` or `idle`.
+    /// `pingpong`, `pipelined`, `idle`, `udp` or `client`.
     pub mode: String,
-    /// Connections held open.
+    /// Connections held open (UDP: sockets).
     pub connections: usize,
     /// Messages in flight per connection.
     pub depth: usize,
@@ -152,6 +161,14 @@ pub struct Record {
     /// message in the measured window, microseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_cpu_us_per_message: Option<f64>,
+    /// The load generator's own CPU time per message in the measured window,
+    /// microseconds: the figure of client mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cpu_us_per_message: Option<f64>,
+    /// UDP: datagrams that got no reply within the loss timeout, over the
+    /// whole run (warm-up included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<u64>,
     /// Idle mode: the server's `VmRSS` before connecting, KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_before_kib: Option<u64>,
@@ -161,6 +178,26 @@ pub struct Record {
     /// Idle mode: RSS growth divided by the connections, KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kib_per_connection: Option<f64>,
+}
+
+impl Record {
+    /// Prints a load generator's outcome as its one JSON line and exits:
+    /// 0 for a clean run, 1 if any reply was wrong or the run failed.
+    pub fn print_and_exit(tool: &str, outcome: Result<Record, String>) -> ! {
+        match outcome {
+            Ok(record) => {
+                println!(
+                    "{}",
+                    serde_json::to_string(&record).expect("a record serializes")
+                );
+                std::process::exit(i32::from(record.errors > 0));
+            }
+            Err(error) => {
+                eprintln!("{tool}: {error}");
+                std::process::exit(1);
+            }
+        }
+    }
 }
 
 /// Reads the JSON lines a run wrote; blank lines are skipped.
@@ -197,10 +234,14 @@ pub struct Median {
     pub p999_us: f64,
     /// Median server CPU microseconds per message, where measured.
     pub server_cpu_us_per_message: Option<f64>,
+    /// Median load generator CPU microseconds per message, where measured.
+    pub client_cpu_us_per_message: Option<f64>,
     /// Median KiB per idle connection (idle mode).
     pub kib_per_connection: Option<f64>,
     /// Errors summed over the runs.
     pub errors: u64,
+    /// UDP: lost datagrams summed over the runs.
+    pub lost: Option<u64>,
 }
 
 /// One scenario of a run: its parameters and each server's medians.
@@ -242,18 +283,20 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Every server of the run: [`SERVERS`] first, then others (e.g. an older
-    /// flexi-socket build) in the order they appear.
+    /// The scenarios grouped by the servers they compare (in order), each
+    /// group in run order: the TCP servers in one, UDP and client mode
+    /// against their tokio counterparts in another. One table each.
     #[must_use]
-    pub fn servers(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = Vec::new();
-        let all = self.scenarios.iter().flat_map(|s| &s.servers);
-        for name in SERVERS.into_iter().chain(all.map(|m| m.server.as_str())) {
-            if !names.contains(&name) && self.scenarios.iter().any(|s| s.server(name).is_some()) {
-                names.push(name);
+    pub fn groups(&self) -> Vec<(Vec<&str>, Vec<&Scenario>)> {
+        let mut groups: Vec<(Vec<&str>, Vec<&Scenario>)> = Vec::new();
+        for scenario in &self.scenarios {
+            let servers: Vec<&str> = scenario.servers.iter().map(|m| m.server.as_str()).collect();
+            match groups.iter_mut().find(|(names, _)| *names == servers) {
+                Some((_, scenarios)) => scenarios.push(scenario),
+                None => groups.push((servers, vec![scenario])),
             }
         }
-        names
+        groups
     }
 
     /// Groups `records` by scenario and server and takes medians.
@@ -304,8 +347,10 @@ impl Summary {
                         p99_us: of(|r| r.p99_us),
                         p999_us: of(|r| r.p999_us),
                         server_cpu_us_per_message: some(|r| r.server_cpu_us_per_message),
+                        client_cpu_us_per_message: some(|r| r.client_cpu_us_per_message),
                         kib_per_connection: some(|r| r.kib_per_connection),
                         errors: mine.iter().map(|r| r.errors).sum(),
+                        lost: mine.iter().filter_map(|r| r.lost).reduce(|a, b| a + b),
                     }
                 })
                 .collect();
@@ -375,6 +420,40 @@ mod tests {
             scenario
                 .ratio("batching", |m| Some(m.messages_per_s))
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn scenarios_comparing_the_same_servers_share_a_group() {
+        let record = |scenario: &str, server: &str| Record {
+            scenario: scenario.into(),
+            server: server.into(),
+            ..Record::default()
+        };
+        let records = [
+            record("pingpong", "minimal"),
+            record("pingpong", "flexi-socket"),
+            record("udp", "tokio"),
+            record("udp", "flexi-socket"),
+            record("idle", "flexi-socket"),
+            record("idle", "minimal"),
+            record("client", "flexi-socket"),
+            record("client", "tokio"),
+        ];
+        let summary = Summary::of(&records);
+        let groups: Vec<(Vec<&str>, Vec<&str>)> = summary
+            .groups()
+            .into_iter()
+            .map(|(servers, scenarios)| {
+                (servers, scenarios.iter().map(|s| s.name.as_str()).collect())
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                (vec!["flexi-socket", "minimal"], vec!["pingpong", "idle"]),
+                (vec!["flexi-socket", "tokio"], vec!["udp", "client"]),
+            ]
         );
     }
 }

@@ -1,5 +1,6 @@
 //! Draws a benchmark run as an SVG: per scenario, throughput and p99 (or KiB
-//! per idle connection) of each server, medians of the runs.
+//! per idle connection) of each server (in client mode, each client), medians
+//! of the runs.
 //!
 //! ```text
 //! chart bench/results/runs.jsonl bench/results/chart.svg
@@ -11,7 +12,9 @@ use flexi_socket_bench::{Flags, Median, Scenario, Summary, read_records};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-/// One color per server, in `SERVERS` order, then any compared build.
+/// One color per position in a panel: the server under test, then its
+/// baselines in `SERVERS` order (tokio, alone, takes the second), then any
+/// compared build.
 const COLORS: [RGBColor; 4] = [
     RGBColor(0xd9, 0x5f, 0x02),
     RGBColor(0x75, 0x70, 0xb3),
@@ -59,6 +62,7 @@ fn panels(scenario: &Scenario) -> [Option<Panel<'_>>; 2] {
             "{}, {}×{}",
             scenario.name, scenario.connections, scenario.depth
         ),
+        "udp" => format!("{}, {} sockets", scenario.name, scenario.connections),
         _ => format!("{}, {} conns", scenario.name, scenario.connections),
     };
     if scenario.mode == "idle" {
@@ -98,7 +102,7 @@ fn draw(summary: &Summary, path: &Path) -> Result<(), Box<dyn std::error::Error>
     root.fill(&WHITE)?;
     let (caption, body) = root.split_vertically(40);
     caption.draw(&Text::new(
-        "flexi-socket echo vs hand-written tokio echo servers (medians; higher messages/s and lower p99 are better)",
+        "flexi-socket vs hand-written tokio: TCP and UDP echo servers, TCP client (medians; higher messages/s and lower p99 are better)",
         (10, 12),
         ("sans-serif", 16).into_font(),
     ))?;
@@ -126,7 +130,10 @@ fn draw(summary: &Summary, path: &Path) -> Result<(), Box<dyn std::error::Error>
             "Server on CPU 0, load generator on CPU 1, loopback.".to_owned(),
             "minimal: tokio Framed + LinesCodec, one send per line.".to_owned(),
             "batching: one write per read, no idle buffers.".to_owned(),
-            "flexi-socket: the echo example.".to_owned(),
+            "flexi-socket: the echo and udp_echo examples.".to_owned(),
+            "udp: tokio = one UdpSocket, recv_from + send_to.".to_owned(),
+            "client: Client::request vs a plain tokio client,".to_owned(),
+            "both against the minimal echo.".to_owned(),
         ];
         for (i, note) in notes.iter().enumerate() {
             let y = 40 + 18 * i32::try_from(i).unwrap_or(0);

@@ -1,6 +1,7 @@
-//! Prints the table of a benchmark run (medians per server and the ratios of
-//! flexi-socket to each baseline) and writes it beside the records as
-//! `table.md`, `summary.json` and `summary.csv`.
+//! Prints the tables of a benchmark run (medians per server and the ratios of
+//! flexi-socket to each baseline; one table per set of servers compared) and
+//! writes them beside the records as `table.md`, `summary.json` and
+//! `summary.csv`.
 //!
 //! ```text
 //! report bench/results/runs.jsonl
@@ -69,62 +70,27 @@ const CPU: Metric = Metric {
     value: |m| m.server_cpu_us_per_message,
     format: |us| format!("{us:.2}"),
 };
+const CLIENT_CPU: Metric = Metric {
+    name: "client CPU µs/msg",
+    value: |m| m.client_cpu_us_per_message,
+    format: |us| format!("{us:.2}"),
+};
 const IDLE: Metric = Metric {
     name: "KiB per connection",
     value: |m| m.kib_per_connection,
     format: |kib| format!("{kib:.2}"),
 };
 
-/// The Markdown table: one row per scenario and metric.
+/// The Markdown tables: one per set of servers compared (the TCP servers;
+/// UDP and client mode against their tokio counterparts), one row per
+/// scenario and metric.
 fn table(summary: &Summary) -> String {
     let mut out = String::new();
-    let servers = summary.servers();
-    let others = &servers[1.min(servers.len())..];
-    let ratios: Vec<String> = others
-        .iter()
-        .map(|other| format!("flexi/{other}"))
-        .collect();
-    let head = ["scenario", "metric"]
-        .into_iter()
-        .chain(servers.iter().copied())
-        .chain(ratios.iter().map(String::as_str))
-        .chain(["target"])
-        .collect::<Vec<_>>();
-    let _ = writeln!(out, "| {} |", head.join(" | "));
-    let _ = writeln!(out, "|---|---|{}", "---:|".repeat(head.len() - 3) + "---|");
-    for scenario in &summary.scenarios {
-        let metrics: &[Metric] = if scenario.mode == "idle" {
-            &[IDLE]
-        } else {
-            &[THROUGHPUT, P50, P99, CPU]
-        };
-        for (i, metric) in metrics.iter().enumerate() {
-            let mut cells = vec![
-                if i == 0 {
-                    title(scenario)
-                } else {
-                    String::new()
-                },
-                metric.name.to_owned(),
-            ];
-            for server in &servers {
-                cells.push(
-                    scenario
-                        .server(server)
-                        .and_then(metric.value)
-                        .map_or_else(|| "–".into(), metric.format),
-                );
-            }
-            for baseline in others {
-                cells.push(
-                    scenario
-                        .ratio(baseline, metric.value)
-                        .map_or_else(|| "–".into(), |r| format!("{r:.2}×")),
-                );
-            }
-            cells.push(target(scenario, metric.name).unwrap_or_default());
-            let _ = writeln!(out, "| {} |", cells.join(" | "));
+    for (servers, scenarios) in summary.groups() {
+        if !out.is_empty() {
+            out.push('\n');
         }
+        group_table(&mut out, &servers, &scenarios);
     }
     let errors: Vec<String> = summary
         .scenarios
@@ -133,6 +99,19 @@ fn table(summary: &Summary) -> String {
         .filter(|(_, m)| m.errors > 0)
         .map(|(s, m)| format!("{} in {}: {}", m.server, s.name, m.errors))
         .collect();
+    // Only UDP runs count losses; of those, the servers that lost any.
+    let udp = summary
+        .scenarios
+        .iter()
+        .flat_map(|s| &s.servers)
+        .any(|m| m.lost.is_some());
+    let lost: Vec<String> = summary
+        .scenarios
+        .iter()
+        .flat_map(|s| s.servers.iter().map(move |m| (s, m)))
+        .filter(|(_, m)| m.lost.is_some_and(|lost| lost > 0))
+        .map(|(s, m)| format!("{} in {}: {}", m.server, s.name, m.lost.unwrap_or(0)))
+        .collect();
     let runs = summary
         .scenarios
         .iter()
@@ -140,7 +119,7 @@ fn table(summary: &Summary) -> String {
         .map(|m| m.runs)
         .max()
         .unwrap_or(0);
-    let _ = writeln!(
+    let _ = write!(
         out,
         "\nMedians of {runs} runs. Errors: {}.",
         if errors.is_empty() {
@@ -149,7 +128,89 @@ fn table(summary: &Summary) -> String {
             errors.join(", ")
         }
     );
+    if udp {
+        let _ = write!(
+            out,
+            " UDP datagrams lost: {}.",
+            if lost.is_empty() {
+                "none".into()
+            } else {
+                lost.join(", ")
+            }
+        );
+    }
+    out.push('\n');
     out
+}
+
+/// One table: `servers` side by side, then flexi-socket's ratio to each of
+/// the others, then the issue's target where there is one.
+fn group_table(out: &mut String, servers: &[&str], scenarios: &[&Scenario]) {
+    let others = &servers[1.min(servers.len())..];
+    let ratios: Vec<String> = others
+        .iter()
+        .map(|other| format!("flexi/{other}"))
+        .collect();
+    let rows: Vec<(&Scenario, &Metric)> = scenarios
+        .iter()
+        .flat_map(|scenario| {
+            let metrics: &[Metric] = match scenario.mode.as_str() {
+                "idle" => &[IDLE],
+                "client" => &[THROUGHPUT, P50, P99, CLIENT_CPU, CPU],
+                _ => &[THROUGHPUT, P50, P99, CPU],
+            };
+            metrics.iter().map(move |metric| (*scenario, metric))
+        })
+        .collect();
+    let targets = rows
+        .iter()
+        .any(|(scenario, metric)| target(scenario, metric.name).is_some());
+    let head = ["scenario", "metric"]
+        .into_iter()
+        .chain(servers.iter().copied())
+        .chain(ratios.iter().map(String::as_str))
+        .chain(targets.then_some("target"))
+        .collect::<Vec<_>>();
+    let numbers = servers.len() + ratios.len();
+    let _ = writeln!(
+        out,
+        "| {} |\n|---|---|{}{}",
+        head.join(" | "),
+        "---:|".repeat(numbers),
+        if targets { "---|" } else { "" }
+    );
+    let mut previous = None;
+    for (scenario, metric) in rows {
+        let first = previous != Some(&scenario.name);
+        previous = Some(&scenario.name);
+        let mut cells = vec![
+            if first {
+                title(scenario)
+            } else {
+                String::new()
+            },
+            metric.name.to_owned(),
+        ];
+        for server in servers {
+            cells.push(
+                scenario
+                    .server(server)
+                    .and_then(metric.value)
+                    .map_or_else(|| "–".into(), metric.format),
+            );
+        }
+        for baseline in others {
+            cells.push(
+                scenario
+                    .ratio(baseline, metric.value)
+                    .map_or_else(|| "–".into(), |r| format!("{r:.2}×")),
+            );
+        }
+        if targets {
+            cells.push(target(scenario, metric.name).unwrap_or_default());
+        }
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
 }
 
 fn title(scenario: &Scenario) -> String {
@@ -158,6 +219,7 @@ fn title(scenario: &Scenario) -> String {
             "{} ({} conns × {} in flight)",
             scenario.name, scenario.connections, scenario.depth
         ),
+        "udp" => format!("{} ({} sockets)", scenario.name, scenario.connections),
         _ => format!("{} ({} conns)", scenario.name, scenario.connections),
     }
 }
@@ -189,13 +251,13 @@ fn target(scenario: &Scenario, metric: &str) -> Option<String> {
 
 fn csv(summary: &Summary) -> String {
     let mut out = String::from(
-        "scenario,mode,connections,depth,server,runs,messages_per_s,p50_us,p99_us,p999_us,server_cpu_us_per_message,kib_per_connection,errors\n",
+        "scenario,mode,connections,depth,server,runs,messages_per_s,p50_us,p99_us,p999_us,server_cpu_us_per_message,kib_per_connection,errors,client_cpu_us_per_message,lost\n",
     );
     for s in &summary.scenarios {
         for m in &s.servers {
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{:.0},{:.1},{:.1},{:.1},{},{},{}",
+                "{},{},{},{},{},{},{:.0},{:.1},{:.1},{:.1},{},{},{},{},{}",
                 s.name,
                 s.mode,
                 s.connections,
@@ -210,7 +272,10 @@ fn csv(summary: &Summary) -> String {
                     .map_or_else(String::new, |us| format!("{us:.3}")),
                 m.kib_per_connection
                     .map_or_else(String::new, |k| format!("{k:.2}")),
-                m.errors
+                m.errors,
+                m.client_cpu_us_per_message
+                    .map_or_else(String::new, |us| format!("{us:.3}")),
+                m.lost.map_or_else(String::new, |lost| lost.to_string()),
             );
         }
     }

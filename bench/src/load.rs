@@ -1,0 +1,511 @@
+//! What the load generators share (`loadgen` and `flexi_client_load`): the
+//! command line, the messages, the measured window, and what `/proc` says
+//! about a process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::task::JoinSet;
+
+use crate::{Flags, Record};
+
+/// How long a run lasts.
+#[derive(Debug, Clone, Copy)]
+pub enum Bound {
+    /// Measure this long (after the warm-up).
+    Duration(Duration),
+    /// Total messages over all connections.
+    Count(u64),
+}
+
+/// The flags every load generator takes.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// Connections (or UDP sockets), each with one driver task.
+    pub connections: usize,
+    /// Message length in bytes, newline included.
+    pub size: usize,
+    /// How long the run lasts.
+    pub bound: Bound,
+    /// Before measuring, this long under load.
+    pub warmup: Duration,
+    /// The server process, to read its CPU time and memory.
+    pub server_pid: Option<u32>,
+    /// Names copied into the [`Record`].
+    pub scenario: String,
+    /// See [`Record::server`].
+    pub server_name: String,
+}
+
+impl LoadOptions {
+    /// The flags [`parse`](Self::parse) reads.
+    pub const FLAGS: [&str; 9] = [
+        "addr",
+        "connections",
+        "size",
+        "duration",
+        "count",
+        "warmup",
+        "server-pid",
+        "scenario",
+        "server-name",
+    ];
+
+    /// Reads [`FLAGS`](Self::FLAGS) from `flags`.
+    ///
+    /// # Errors
+    ///
+    /// A value that does not parse, a missing `--addr`, or values out of range.
+    pub fn parse(flags: &Flags) -> Result<Self, String> {
+        let bound = match (flags.get::<f64>("duration")?, flags.get::<u64>("count")?) {
+            (Some(_), Some(_)) => return Err("give --duration or --count, not both".into()),
+            (None, Some(count)) => Bound::Count(count),
+            (duration, None) => Bound::Duration(seconds(duration.unwrap_or(3.0), "duration")?),
+        };
+        let options = Self {
+            addr: flags
+                .get("addr")?
+                .ok_or("--addr is required (the server's listen address)")?,
+            connections: flags.get_or("connections", 16)?,
+            size: flags.get_or("size", 32)?,
+            bound,
+            warmup: seconds(flags.get_or("warmup", 0.0)?, "warmup")?,
+            server_pid: flags.get("server-pid")?,
+            scenario: flags.get_or("scenario", String::new())?,
+            server_name: flags.get_or("server-name", String::new())?,
+        };
+        if options.connections == 0 {
+            return Err("--connections must be at least 1".into());
+        }
+        if options.size < 2 {
+            return Err("--size must be at least 2 (one byte and the newline)".into());
+        }
+        Ok(options)
+    }
+
+    /// The messages connection `id` sends with a `--count` bound (its share
+    /// of the total), or `None` when the run is timed.
+    #[must_use]
+    pub fn share(&self, id: usize) -> Option<u64> {
+        match self.bound {
+            Bound::Count(count) => {
+                let n = self.connections as u64;
+                Some(count / n + u64::from((id as u64) < count % n))
+            }
+            Bound::Duration(_) => None,
+        }
+    }
+
+    /// A record of this run's parameters, figures left at zero.
+    #[must_use]
+    pub fn record(&self, mode: &str, depth: usize) -> Record {
+        Record {
+            scenario: self.scenario.clone(),
+            server: self.server_name.clone(),
+            mode: mode.to_owned(),
+            connections: self.connections,
+            depth,
+            size: self.size,
+            ..Record::default()
+        }
+    }
+}
+
+fn seconds(value: f64, name: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value).map_err(|e| format!("--{name} {value}: {e}"))
+}
+
+/// The messages of one connection: `size - 1` bytes then `\n`; the first
+/// bytes spell the connection and sequence number in hex, the rest is a fixed
+/// filler. So a lost, reordered or corrupted reply never matches.
+#[derive(Debug)]
+pub struct Lines {
+    template: Vec<u8>,
+    connection: u64,
+}
+
+/// Bits of the id that hold the sequence number (the rest: the connection).
+const SEQ_BITS: u32 = 40;
+/// Hex digits of the id at the start of a message, when it is long enough.
+const ID_DIGITS: usize = 16;
+
+impl Lines {
+    /// The messages of connection `connection`, each `size` bytes (at least 2).
+    #[must_use]
+    pub fn new(size: usize, connection: usize) -> Self {
+        let mut template: Vec<u8> = (0..size - 1)
+            .map(|i| b"abcdefghijklmnopqrstuvwxyz"[i % 26])
+            .collect();
+        template.push(b'\n');
+        Self {
+            template,
+            connection: connection as u64,
+        }
+    }
+
+    /// Appends message number `seq` to `out`.
+    pub fn write(&self, seq: u64, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&self.template);
+        let id = (self.connection << SEQ_BITS) | (seq & ((1 << SEQ_BITS) - 1));
+        let digits = &mut out[start..start + (self.template.len() - 1).min(ID_DIGITS)];
+        for (i, digit) in digits.iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[((id >> (60 - 4 * i)) & 0xf) as usize];
+        }
+    }
+
+    /// The sequence number of `message` if it is exactly one of this
+    /// connection's messages (which needs a `size` of at least 17 to hold
+    /// the whole id), whatever its number.
+    #[must_use]
+    pub fn seq_of(&self, message: &[u8]) -> Option<u64> {
+        if message.len() != self.len() || message.len() <= ID_DIGITS {
+            return None;
+        }
+        let digits = std::str::from_utf8(&message[..ID_DIGITS]).ok()?;
+        let id = u64::from_str_radix(digits, 16).ok()?;
+        if id >> SEQ_BITS != self.connection {
+            return None;
+        }
+        let seq = id & ((1 << SEQ_BITS) - 1);
+        let mut expected = Vec::with_capacity(self.len());
+        self.write(seq, &mut expected);
+        (expected == message).then_some(seq)
+    }
+
+    /// Bytes per message, newline included.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.template.len()
+    }
+
+    /// Never: a message holds at least its newline.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.template.is_empty()
+    }
+
+    /// The connection these messages belong to.
+    #[must_use]
+    pub fn connection(&self) -> u64 {
+        self.connection
+    }
+}
+
+/// Where a run is: replies count only while [`Stage::Measuring`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Under load, not counted.
+    Warmup,
+    /// Replies are counted.
+    Measuring,
+    /// Drivers finish the messages in flight and return.
+    Stopping,
+}
+
+/// The run's [`Stage`], shared by the driver tasks.
+#[derive(Debug)]
+pub struct Phase(AtomicU8);
+
+impl Phase {
+    /// Starts in [`Stage::Warmup`], or [`Stage::Measuring`] without a warm-up.
+    #[must_use]
+    pub fn new(warmup: Duration) -> Arc<Self> {
+        let stage = if warmup.is_zero() {
+            Stage::Measuring
+        } else {
+            Stage::Warmup
+        };
+        Arc::new(Self(AtomicU8::new(stage as u8)))
+    }
+
+    /// The stage now.
+    #[must_use]
+    pub fn get(&self) -> Stage {
+        match self.0.load(Ordering::Relaxed) {
+            0 => Stage::Warmup,
+            1 => Stage::Measuring,
+            _ => Stage::Stopping,
+        }
+    }
+
+    fn set(&self, stage: Stage) {
+        self.0.store(stage as u8, Ordering::Relaxed);
+    }
+}
+
+/// What one driver task measured.
+#[derive(Debug)]
+pub struct Tally {
+    /// Round trips in the measured window, nanoseconds.
+    pub histogram: Histogram<u64>,
+    /// Replies received and verified in the measured window.
+    pub messages: u64,
+    /// See [`Record::errors`].
+    pub errors: u64,
+    /// UDP: datagrams without a reply in time, over the whole run.
+    pub lost: u64,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            // Nanoseconds, 1 ns to 1 min, 3 significant digits.
+            histogram: Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                .expect("valid histogram bounds"),
+            messages: 0,
+            errors: 0,
+            lost: 0,
+        }
+    }
+}
+
+impl Tally {
+    /// Counts a reply to a message sent at `sent` that arrived at `arrived`.
+    pub fn reply(&mut self, sent: Instant, arrived: Instant) {
+        let nanos = u64::try_from((arrived - sent).as_nanos()).unwrap_or(u64::MAX);
+        self.histogram.saturating_record(nanos.max(1));
+        self.messages += 1;
+    }
+
+    fn add(&mut self, other: &Tally) {
+        self.histogram
+            .add(&other.histogram)
+            .expect("same histogram bounds");
+        self.messages += other.messages;
+        self.errors += other.errors;
+        self.lost += other.lost;
+    }
+}
+
+/// A run's figures, before they go into a [`Record`].
+#[derive(Debug)]
+pub struct Measured {
+    tally: Tally,
+    seconds: f64,
+    /// Spent in the measured window.
+    cpu: CpuTime,
+}
+
+impl Measured {
+    /// Fills `record`'s figures.
+    #[must_use]
+    pub fn fill(self, record: Record) -> Record {
+        let Self {
+            tally,
+            seconds,
+            cpu,
+        } = self;
+        let quantile_us = |q: f64| tally.histogram.value_at_quantile(q) as f64 / 1000.0;
+        let per_message = |ticks: Option<u64>| {
+            ticks
+                .filter(|_| tally.messages > 0)
+                .map(|ticks| ticks as f64 * 1e6 / USER_HZ / tally.messages as f64)
+        };
+        Record {
+            messages: tally.messages,
+            seconds,
+            messages_per_s: tally.messages as f64 / seconds,
+            p50_us: quantile_us(0.5),
+            p99_us: quantile_us(0.99),
+            p999_us: quantile_us(0.999),
+            max_us: tally.histogram.max() as f64 / 1000.0,
+            errors: tally.errors,
+            server_cpu_us_per_message: per_message(cpu.server),
+            client_cpu_us_per_message: per_message(Some(cpu.own)),
+            ..record
+        }
+    }
+
+    /// Datagrams lost over the whole run (UDP).
+    #[must_use]
+    pub fn lost(&self) -> u64 {
+        self.tally.lost
+    }
+}
+
+/// Warms up, measures, and collects the drivers' tallies: the drivers
+/// (one task per connection) run until `phase` says stop, or until their
+/// share of a `--count` bound is done; the window then ends when the last
+/// one is. The server's CPU time (with `--server-pid`) and this process's
+/// are read at the window's ends.
+///
+/// # Errors
+///
+/// A driver task panicked, or `/proc` could not be read.
+pub async fn measure(
+    options: &LoadOptions,
+    phase: &Phase,
+    mut drivers: JoinSet<Tally>,
+) -> Result<Measured, String> {
+    tokio::time::sleep(options.warmup).await;
+    phase.set(Stage::Measuring);
+    let started = Instant::now();
+    let before = CpuTime::now(options.server_pid)?;
+    let mut ended = None;
+    let mut total = Tally::default();
+    let deadline = match options.bound {
+        Bound::Duration(duration) => Some(tokio::time::Instant::now() + duration),
+        Bound::Count(_) => None,
+    };
+    let mut stop = std::pin::pin!(async move {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    });
+    loop {
+        tokio::select! {
+            () = &mut stop, if ended.is_none() => {
+                phase.set(Stage::Stopping);
+                ended = Some((started.elapsed(), CpuTime::now(options.server_pid)?));
+            }
+            joined = drivers.join_next() => match joined {
+                Some(tally) => {
+                    total.add(&tally.map_err(|e| format!("a driver task failed: {e}"))?);
+                }
+                None => break,
+            }
+        }
+    }
+    // A --count run ends when the last driver is done.
+    let (elapsed, after) = match ended {
+        Some(ended) => ended,
+        None => (started.elapsed(), CpuTime::now(options.server_pid)?),
+    };
+    Ok(Measured {
+        tally: total,
+        seconds: elapsed.as_secs_f64(),
+        cpu: after.since(before),
+    })
+}
+
+/// CPU time (user + system) of the server, when its PID is known, and of
+/// this process, in `USER_HZ` ticks.
+#[derive(Debug, Clone, Copy)]
+struct CpuTime {
+    server: Option<u64>,
+    own: u64,
+}
+
+impl CpuTime {
+    fn now(server_pid: Option<u32>) -> Result<Self, String> {
+        Ok(Self {
+            server: server_pid.map(cpu_ticks).transpose()?,
+            own: cpu_ticks(std::process::id())?,
+        })
+    }
+
+    /// What was spent from `before` to `self`.
+    fn since(self, before: Self) -> Self {
+        Self {
+            server: self
+                .server
+                .zip(before.server)
+                .map(|(now, then)| now.saturating_sub(then)),
+            own: self.own.saturating_sub(before.own),
+        }
+    }
+}
+
+/// Linux reports CPU time in `/proc` in these ticks per second, whatever the kernel's HZ.
+const USER_HZ: f64 = 100.0;
+
+/// User plus system CPU time of process `pid` (all its threads), in `USER_HZ` ticks.
+///
+/// # Errors
+///
+/// `/proc/<pid>/stat` cannot be read or parsed.
+pub fn cpu_ticks(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    // The name in parentheses may hold spaces: count fields after its `)`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15; the state after the name is field 3.
+    let tick = |field: usize| fields.get(field - 3).and_then(|v| v.parse::<u64>().ok());
+    match (tick(14), tick(15)) {
+        (Some(user), Some(system)) => Ok(user + system),
+        _ => Err(format!("{path}: no utime/stime")),
+    }
+}
+
+/// The resident set of process `pid`, KiB, from `/proc/<pid>/status`.
+///
+/// # Errors
+///
+/// `/proc/<pid>/status` cannot be read or has no `VmRSS` line.
+pub fn rss_kib(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("{path}: no VmRSS line"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_have_the_size_and_differ_by_connection_and_sequence() {
+        let lines = Lines::new(32, 3);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        lines.write(7, &mut a);
+        lines.write(8, &mut b);
+        assert_eq!(a.len(), 32);
+        assert_eq!(a.last(), Some(&b'\n'));
+        assert_ne!(a, b);
+        assert!(a.starts_with(b"0000030000000007"));
+        let mut other = Vec::new();
+        Lines::new(32, 4).write(7, &mut other);
+        assert_ne!(a, other);
+        let mut tiny = Vec::new();
+        Lines::new(2, 0).write(1, &mut tiny);
+        assert_eq!(tiny, b"0\n");
+    }
+
+    #[test]
+    fn seq_of_knows_only_this_connection_s_intact_messages() {
+        let lines = Lines::new(32, 3);
+        let mut message = Vec::new();
+        lines.write(41, &mut message);
+        assert_eq!(lines.seq_of(&message), Some(41));
+        assert_eq!(Lines::new(32, 4).seq_of(&message), None);
+        message[20] ^= 1;
+        assert_eq!(lines.seq_of(&message), None);
+        assert_eq!(lines.seq_of(b"short"), None);
+        let short = Lines::new(16, 0);
+        let mut message = Vec::new();
+        short.write(1, &mut message);
+        assert_eq!(short.seq_of(&message), None);
+    }
+
+    #[test]
+    fn a_count_is_shared_out_over_the_connections() {
+        let flags = Flags::parse(
+            [
+                "--addr",
+                "127.0.0.1:1",
+                "--count",
+                "10",
+                "--connections",
+                "4",
+            ]
+            .map(String::from),
+        )
+        .unwrap();
+        let options = LoadOptions::parse(&flags).unwrap();
+        let shares: Vec<_> = (0..4).map(|id| options.share(id).unwrap()).collect();
+        assert_eq!(shares, [3, 3, 2, 2]);
+    }
+}
