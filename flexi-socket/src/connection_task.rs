@@ -146,7 +146,9 @@ async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> D
     let mut clock = Clock::new(server);
     let timer = idle_timer();
     tokio::pin!(timer);
-    let close = connection.close_token().clone();
+    // Made once, not per read: each new one registers with the token anew.
+    let closed = connection.close_token().cancelled();
+    tokio::pin!(closed);
     loop {
         // Every complete frame already read is handled, even after close():
         // nothing read is lost.
@@ -179,7 +181,7 @@ async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> D
             .filter(|_| decoder.current().wants_idle_timer(&buffer));
         let read = tokio::select! {
             biased;
-            () = close.cancelled() => continue,
+            () = &mut closed => continue,
             () = wait_for(timer.as_mut(), deadline) => {
                 tracing::info!(reason = %expired, "closing");
                 return expired;

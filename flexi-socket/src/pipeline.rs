@@ -111,7 +111,7 @@ pub(crate) async fn classify_first_unit(
 }
 
 async fn deliver(connection: &Connection, mut message: Message) -> ControlFlow<DisconnectReason> {
-    let routes = connection.routes().clone();
+    let routes = connection.routes();
     if let Some(after_receive) = &routes.after_receive {
         let context = EventContext::new(connection.clone()).with_message(message);
         match invoke(connection, after_receive, context).await {

@@ -8,7 +8,6 @@
 //! such session, with its server, on a connected socket.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -184,10 +183,10 @@ impl UdpListener {
 /// ends the loop.
 pub(crate) async fn receive(
     listener: UdpListener,
-    context: &Arc<ServerContext>,
-    tasks: &TaskTracker,
-    signal: impl Future<Output = ()>,
+    context: Arc<ServerContext>,
+    tasks: TaskTracker,
 ) {
+    let (context, tasks) = (&context, &tasks);
     let UdpListener {
         socket,
         local_addr,
@@ -205,12 +204,10 @@ pub(crate) async fn receive(
     let mut buffer = vec![0; options.max_datagram.max(LARGEST_DATAGRAM) + 1];
     let mut errors = ReceiveErrors::default();
     let shutdown = context.shutdown.clone();
-    tokio::pin!(signal);
     loop {
         let received = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            () = &mut signal => break,
             received = receiver.socket.recv_from(&mut buffer) => received,
         };
         match received {
