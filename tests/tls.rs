@@ -172,14 +172,7 @@ async fn plaintext_client_is_refused_and_the_server_keeps_serving() {
 
 /// Connects, sends `bytes`, then closes TCP without TLS's close_notify.
 async fn send_and_close_without_notify(addr: SocketAddr, config: Arc<ClientConfig>, bytes: &[u8]) {
-    let tcp = within("connect", TcpStream::connect(addr)).await.unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let mut stream = within(
-        "TLS handshake",
-        TlsConnector::from(config).connect(name, tcp),
-    )
-    .await
-    .unwrap();
+    let mut stream = tls_connect(addr, config).await;
     within("write", stream.write_all(bytes)).await.unwrap();
     within("flush", stream.flush()).await.unwrap();
     within("FIN", stream.get_mut().0.shutdown()).await.unwrap();
@@ -233,6 +226,75 @@ async fn close_without_close_notify_is_an_eof_unless_the_framing_delivers_at_eof
         }
         running.stop().await;
     }
+}
+
+/// Links end lines with DC4; everyone else sends text lines.
+struct LinkOrLine(bool);
+
+impl flexi_socket::Classifier for LinkOrLine {
+    fn classify(first_unit: &[u8]) -> Self {
+        LinkOrLine(first_unit.ends_with(b"\x14"))
+    }
+    fn client_type(&self) -> flexi_socket::ClientType {
+        if self.0 { "link" } else { "line" }.into()
+    }
+}
+
+/// Connects over TLS and returns the decrypted stream.
+async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = within("connect", TcpStream::connect(addr)).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    within(
+        "TLS handshake",
+        TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn per_client_type_framing_sees_the_decrypted_first_unit() {
+    let identity = server_identity();
+    let tls = TlsServerConfig::from_pem(&identity.cert_pem, &identity.key_pem).unwrap();
+    let router = Router::new()
+        .on_message_for("link", |conn: Connection, _line: Message| async move {
+            conn.send(&b"\x06"[..]).await
+        })
+        .on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await });
+    let running = start(
+        FlexiSocket::server("127.0.0.1:0")
+            .classifier::<LinkOrLine>()
+            .classify_raw(flexi_socket::FirstUnit::until_any(b"\n\x14"))
+            .framing_for("link", Framing::separator("\x14").outbound(Framing::raw()))
+            .router(router)
+            .tls(tls),
+    )
+    .await;
+    let config = client_config(&identity.cert_pem, None);
+
+    let mut link = tls_connect(running.addr, Arc::clone(&config)).await;
+    link.write_all(b"1011").await.unwrap();
+    link.flush().await.unwrap();
+    link.write_all(b" @ \x145 18\x14").await.unwrap();
+    link.flush().await.unwrap();
+    let mut acks = [0; 2];
+    within("two ACK bytes", link.read_exact(&mut acks))
+        .await
+        .unwrap();
+    assert_eq!(acks, *b"\x06\x06");
+
+    let mut line = tls_connect(running.addr, config).await;
+    line.write_all(b"hello\n").await.unwrap();
+    line.flush().await.unwrap();
+    let mut echo = [0; 6];
+    within("the echo", line.read_exact(&mut echo))
+        .await
+        .unwrap();
+    assert_eq!(echo, *b"hello\n");
+    running.stop().await;
 }
 
 /// The client's view of a refused client certificate: in TLS 1.3 its own
