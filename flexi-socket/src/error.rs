@@ -44,14 +44,25 @@ pub enum Error {
     },
 
     /// Bytes that did not make a complete frame were discarded: the peer
-    /// closed in the middle of a frame, or (start/end framing) sent bytes
-    /// outside any frame or restarted a frame.
+    /// closed in the middle of a frame, or (start/end framing) started a new
+    /// frame before ending this one.
     #[error(
         "discarded an incomplete frame: {bytes} bytes were not delivered \
-         (the peer closed in the middle of a frame, or sent bytes outside any frame)"
+         (the peer closed in the middle of a frame, or started a new one before ending it)"
     )]
     FrameTruncated {
         /// How many bytes of the unfinished frame were buffered.
+        bytes: usize,
+    },
+
+    /// Start/end framing: bytes outside any frame (before a start sequence)
+    /// were discarded. Reported once per run of such bytes.
+    #[error(
+        "discarded {bytes} bytes outside any frame: a frame begins with its start sequence \
+         (line noise, or a peer that does not speak this framing?)"
+    )]
+    Unframed {
+        /// How many bytes were discarded.
         bytes: usize,
     },
 

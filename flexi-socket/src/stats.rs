@@ -41,7 +41,7 @@ pub struct ServerStats {
 pub struct ErrorCounts {
     /// Frames over the framing's limit, and datagrams over `max_datagram`.
     pub frame_too_large: u64,
-    /// Frames cut by EOF or by the end of their datagram.
+    /// Frames cut by EOF or by the end of their datagram, and bytes outside any frame.
     pub frame_truncated: u64,
     /// Messages that were not UTF-8 for a text handler.
     pub invalid_utf8: u64,
@@ -90,7 +90,9 @@ impl Counters {
     pub(crate) fn count_error(&self, error: &Error) {
         let slot = match error {
             Error::FrameTooLarge { .. } | Error::DatagramTooLarge { .. } => 0,
-            Error::FrameTruncated { .. } | Error::DatagramTruncated { .. } => 1,
+            Error::FrameTruncated { .. }
+            | Error::DatagramTruncated { .. }
+            | Error::Unframed { .. } => 1,
             Error::InvalidUtf8 { .. } => 2,
             Error::Unrouted { .. } => 3,
             Error::Handler { .. } | Error::HandlerTimeout { .. } => 4,

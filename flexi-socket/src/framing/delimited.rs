@@ -16,7 +16,7 @@ use crate::error::Error;
 /// Neither sequence is part of the message. The decoder holds to these rules:
 ///
 /// - Bytes before a start are dropped and reported once per run as
-///   [`Decoded::Discarded`] with [`Error::FrameTruncated`].
+///   [`Decoded::Discarded`] with [`Error::Unframed`].
 /// - A start inside a frame restarts the frame: the partial frame is reported
 ///   as [`Error::FrameTruncated`], and the message is what follows the new
 ///   start.
@@ -170,8 +170,7 @@ impl DelimitedCodec {
             }
         };
         self.state = next;
-        (dropped > 0 && !reported)
-            .then_some(Decoded::Discarded(Error::FrameTruncated { bytes: dropped }))
+        (dropped > 0 && !reported).then_some(Decoded::Discarded(Error::Unframed { bytes: dropped }))
     }
 
     pub(super) fn encode_message(&self, message: &[u8], dst: &mut BytesMut) -> io::Result<()> {
@@ -253,14 +252,15 @@ impl Decoder for DelimitedCodec {
         }
         let bytes = buf.len();
         buf.clear();
-        let unreported = match mem::replace(&mut self.state, HUNTING) {
+        Ok(match mem::replace(&mut self.state, HUNTING) {
             // An opened frame is reported even when empty: its start was sent.
-            State::InFrame { .. } => true,
-            State::Hunting { reported } => bytes > 0 && !reported,
+            State::InFrame { .. } => Some(Decoded::Discarded(Error::FrameTruncated { bytes })),
+            State::Hunting { reported } => {
+                (bytes > 0 && !reported).then_some(Decoded::Discarded(Error::Unframed { bytes }))
+            }
             // The rest of an oversize frame was already reported.
-            State::Discarding => false,
-        };
-        Ok(unreported.then_some(Decoded::Discarded(Error::FrameTruncated { bytes })))
+            State::Discarding => None,
+        })
     }
 }
 
@@ -325,7 +325,7 @@ mod tests {
         let out = feed(&mut codec("<<", ">>", 16), &[b"<", b"x<<a>b>>"]);
         assert_eq!(
             out,
-            vec![Outcome::Truncated { bytes: 2 }, Outcome::frame("a>b")]
+            vec![Outcome::Unframed { bytes: 2 }, Outcome::frame("a>b")]
         );
     }
 
@@ -338,9 +338,9 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                Outcome::Truncated { bytes: 4 },
+                Outcome::Unframed { bytes: 4 },
                 Outcome::frame("a"),
-                Outcome::Truncated { bytes: 2 },
+                Outcome::Unframed { bytes: 2 },
                 Outcome::frame("b"),
                 Outcome::frame("c"),
             ]
@@ -352,7 +352,7 @@ mod tests {
         let out = feed(&mut codec("<", ">", 16), &[b"a>b<c>"]);
         assert_eq!(
             out,
-            vec![Outcome::Truncated { bytes: 3 }, Outcome::frame("c")]
+            vec![Outcome::Unframed { bytes: 3 }, Outcome::frame("c")]
         );
     }
 
@@ -377,7 +377,7 @@ mod tests {
         let out = feed(&mut codec("abc", "ab", 16), &[b"abcx", b"a", b"bc"]);
         assert_eq!(
             out,
-            vec![Outcome::frame("x"), Outcome::Truncated { bytes: 1 }]
+            vec![Outcome::frame("x"), Outcome::Unframed { bytes: 1 }]
         );
     }
 
@@ -463,9 +463,9 @@ mod tests {
     #[test]
     fn eof_after_junk_reports_it_once() {
         let out = feed(&mut codec("<<", ">", 16), &[b"ab", b"<"]);
-        assert_eq!(out, vec![Outcome::Truncated { bytes: 2 }]);
+        assert_eq!(out, vec![Outcome::Unframed { bytes: 2 }]);
         let out = feed(&mut codec("<<", ">", 16), &[b"<"]);
-        assert_eq!(out, vec![Outcome::Truncated { bytes: 1 }]);
+        assert_eq!(out, vec![Outcome::Unframed { bytes: 1 }]);
     }
 
     #[test]

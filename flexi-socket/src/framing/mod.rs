@@ -25,8 +25,8 @@
 //!   [`Decoded::Discarded`] with [`Error::FrameTooLarge`], and the next frame
 //!   is read normally. A frame of exactly the limit is accepted.
 //! - A frame cut by EOF is not delivered: it is reported as
-//!   [`Error::FrameTruncated`] (as are, in `delimited`, bytes before a start
-//!   and a frame cut short by a new start). Where EOF itself ends a message (`eof`, `raw`,
+//!   [`Error::FrameTruncated`] (as is, in `delimited`, a frame cut short by a
+//!   new start; bytes before a start are [`Error::Unframed`]). Where EOF itself ends a message (`eof`, `raw`,
 //!   `idle_gap`) the pending bytes are delivered.
 //! - Recoverable problems are items ([`Decoded::Discarded`]), never decoder
 //!   errors, so a `Framed` stream does not end on them.
@@ -72,7 +72,8 @@ pub enum Decoded {
     /// A complete message, delimiter excluded.
     Frame(Bytes),
     /// Bytes that were dropped for a recoverable reason, either
-    /// [`Error::FrameTooLarge`] or [`Error::FrameTruncated`]; decoding goes on.
+    /// [`Error::FrameTooLarge`], [`Error::FrameTruncated`] or (`delimited`)
+    /// [`Error::Unframed`]; decoding goes on.
     Discarded(Error),
 }
 

@@ -23,6 +23,9 @@ pub(super) enum Outcome {
     Truncated {
         bytes: usize,
     },
+    Unframed {
+        bytes: usize,
+    },
     /// An unrecoverable error, or a `Discarded` with an unexpected error.
     Failed(String),
 }
@@ -45,6 +48,7 @@ impl Outcome {
                 max: *max,
             },
             Outcome::Truncated { .. } => Outcome::Truncated { bytes: 0 },
+            Outcome::Unframed { .. } => Outcome::Unframed { bytes: 0 },
             other => other.clone(),
         }
     }
@@ -58,6 +62,7 @@ impl From<Decoded> for Outcome {
                 Outcome::TooLarge { length, max }
             }
             Decoded::Discarded(Error::FrameTruncated { bytes }) => Outcome::Truncated { bytes },
+            Decoded::Discarded(Error::Unframed { bytes }) => Outcome::Unframed { bytes },
             Decoded::Discarded(other) => Outcome::Failed(other.to_string()),
         }
     }
