@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --example alarm_receiver -- 127.0.0.1:9000 --accounts 1234,ABC
 //! cargo run --example alarm_panel -- 127.0.0.1:9000 --account 1234
-//! printf '1011           @    \x14' | nc -q 1 127.0.0.1 9000 | xxd   # Sur-Gard heartbeat: 06
+//! printf '1011           @    \024' | nc -q 1 127.0.0.1 9000 | xxd   # Sur-Gard heartbeat: 06
 //! ```
 //!
 //! The first unit a client sends (up to CR or DC4, at most 64 bytes) decides:

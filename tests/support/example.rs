@@ -20,7 +20,8 @@ pub fn example_path(name: &str) -> PathBuf {
     let path = dir.join("examples").join(name);
     assert!(
         path.exists(),
-        "{} is missing: run the whole suite (`cargo test`), which builds the examples",
+        "{} is missing: run the whole suite (`cargo test`), which builds the examples, \
+         or `cargo build --examples` before running single test files",
         path.display()
     );
     path
