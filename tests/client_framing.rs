@@ -13,9 +13,8 @@ use flexi_socket::{
     Message, PanicPolicy, Router, ServerBuilder,
 };
 use support::udp::UdpClient;
-use support::{EventLog, Events, Running, start, within};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use support::{EventLog, Events, Running, read_exact, read_to_end, start};
+use tokio::io::AsyncWriteExt;
 
 /// Panels start with LF and end frames with CR; links start with a digit
 /// and end lines with DC4; anything else is "other".
@@ -94,30 +93,10 @@ async fn device_server() -> (Running, EventLog) {
     (running, log)
 }
 
-async fn connect(running: &Running) -> TcpStream {
-    within("connect", TcpStream::connect(running.addr))
-        .await
-        .unwrap()
-}
-
-async fn read_exact(stream: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut bytes = vec![0; n];
-    within("reply bytes", stream.read_exact(&mut bytes))
-        .await
-        .unwrap();
-    bytes
-}
-
-async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    within("EOF", stream.read_to_end(&mut bytes)).await.unwrap();
-    bytes
-}
-
 #[tokio::test]
 async fn the_first_unit_sent_byte_by_byte_is_part_of_the_first_frame() {
     let (running, mut log) = device_server().await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     for byte in b"\nAB" {
         stream.write_all(&[*byte]).await.unwrap();
         stream.flush().await.unwrap();
@@ -133,7 +112,7 @@ async fn the_first_unit_sent_byte_by_byte_is_part_of_the_first_frame() {
 #[tokio::test]
 async fn a_unit_cut_at_its_limit_still_classifies_and_the_frame_stays_whole() {
     let (running, mut log) = device_server().await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     // 1 + 25 bytes before the CR: past the unit's 16-byte limit.
     let frame = format!("\n{}\r", "x".repeat(25));
     stream.write_all(frame.as_bytes()).await.unwrap();
@@ -149,7 +128,7 @@ async fn a_unit_cut_at_its_limit_still_classifies_and_the_frame_stays_whole() {
 #[tokio::test]
 async fn outbound_framing_differs_from_inbound_one_bare_byte_per_line() {
     let (running, _log) = device_server().await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream.set_nodelay(true).unwrap();
     // Only the DC4 makes this unit a link's: cut any earlier, it would be "other".
     stream.write_all(b"1011").await.unwrap();
@@ -165,7 +144,7 @@ async fn outbound_framing_differs_from_inbound_one_bare_byte_per_line() {
 #[tokio::test]
 async fn anything_else_is_classified_on_its_raw_bytes_and_gets_its_own_framing() {
     let (running, mut log) = device_server().await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -179,7 +158,7 @@ async fn anything_else_is_classified_on_its_raw_bytes_and_gets_its_own_framing()
 #[tokio::test]
 async fn a_peer_closing_before_the_unit_ends_is_classified_on_what_it_sent() {
     let (running, mut log) = device_server().await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream.write_all(b"\nab").await.unwrap();
     stream.shutdown().await.unwrap();
     assert_eq!(read_to_end(&mut stream).await, b"");
@@ -198,7 +177,7 @@ async fn a_unit_that_never_ends_is_bounded_by_the_first_message_timeout() {
     let builder =
         FlexiSocket::server("127.0.0.1:0").first_message_timeout(Duration::from_millis(200));
     let running = start(devices(builder, &events)).await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream.write_all(b"\nabc").await.unwrap();
     assert_eq!(read_to_end(&mut stream).await, b"");
     assert_eq!(log.next().await, "closed: no first message in time");
@@ -216,7 +195,7 @@ async fn an_idle_gap_ends_a_short_first_unit() {
             .router(device_router(&events)),
     )
     .await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream.write_all(b"ab").await.unwrap();
     // Two bytes of the eight, then silence: the gap ends the unit.
     assert_eq!(read_to_end(&mut stream).await, b"");
@@ -238,7 +217,7 @@ async fn the_frame_deadline_follows_the_framing_switched_to() {
             .router(device_router(&events)),
     )
     .await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream.write_all(b"\nhalf a frame").await.unwrap();
     assert_eq!(read_to_end(&mut stream).await, b"");
     assert_eq!(log.next().await, "closed: frame not finished in time");
@@ -287,7 +266,7 @@ async fn a_classifier_that_panicked_on_the_raw_unit_is_not_asked_again() {
             ),
     )
     .await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream.write_all(b"!one\n!two\n").await.unwrap();
     let error = log.next().await;
     assert!(error.contains("panicked: cannot classify"), "{error}");
@@ -306,7 +285,7 @@ async fn a_codec_factory_that_panics_at_the_switch_closes_that_connection_only()
     let running =
         start(devices(FlexiSocket::server("127.0.0.1:0"), &events).framing_for("link", broken))
             .await;
-    let mut link = connect(&running).await;
+    let mut link = running.connect().await;
     link.write_all(b"1011 @ \x14").await.unwrap();
     assert_eq!(read_to_end(&mut link).await, b"");
     let error = log.next().await;
@@ -316,7 +295,7 @@ async fn a_codec_factory_that_panics_at_the_switch_closes_that_connection_only()
     );
     assert_eq!(log.next().await, "closed: framing failed");
     // The server goes on.
-    let mut panel = connect(&running).await;
+    let mut panel = running.connect().await;
     panel.write_all(b"\nok\r").await.unwrap();
     assert_eq!(read_exact(&mut panel, 6).await, b"<\nok>\r");
     running.stop().await;
@@ -353,14 +332,14 @@ fn hello_server(builder: ServerBuilder) -> ServerBuilder {
 #[tokio::test]
 async fn framing_switches_after_the_first_frame_without_losing_the_rest_of_the_read() {
     let running = start(hello_server(FlexiSocket::server("127.0.0.1:0"))).await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     // The hello and two binary frames in one write: the bytes after the
     // hello were read with it, before the switch.
     stream.write_all(b"BIN\n\x03abc\x02de").await.unwrap();
     // Every reply, the first one included, is framed as binary.
     let expected = b"\x05<BIN>\x05<abc>\x04<de>";
     assert_eq!(read_exact(&mut stream, expected.len()).await, expected);
-    let mut text = connect(&running).await;
+    let mut text = running.connect().await;
     text.write_all(b"hi\nthere\n").await.unwrap();
     let expected = b"<hi>\n<there>\n";
     assert_eq!(read_exact(&mut text, expected.len()).await, expected);

@@ -7,9 +7,8 @@ mod support;
 use std::time::Duration;
 
 use flexi_socket::{Connection, Error, FlexiSocket, Framing, Message, Router};
-use support::{EventLog, Events, Running, start, within};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use support::{EventLog, Events, Running, read_exact, read_to_end, start};
+use tokio::io::AsyncWriteExt;
 
 /// Replies `<message>` to every message and reports errors to the log.
 async fn bracket_server(framing: Framing) -> (Running, EventLog) {
@@ -32,30 +31,10 @@ async fn bracket_server(framing: Framing) -> (Running, EventLog) {
     (running, log)
 }
 
-async fn connect(running: &Running) -> TcpStream {
-    within("connect", TcpStream::connect(running.addr))
-        .await
-        .unwrap()
-}
-
-async fn read_exact(stream: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut bytes = vec![0; n];
-    within("reply bytes", stream.read_exact(&mut bytes))
-        .await
-        .unwrap();
-    bytes
-}
-
-async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    within("EOF", stream.read_to_end(&mut bytes)).await.unwrap();
-    bytes
-}
-
 #[tokio::test]
 async fn separator_of_several_bytes_split_across_writes() {
     let (running, _log) = bracket_server(Framing::separator("\r\n\r\n")).await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream.write_all(b"one\r\n").await.unwrap();
     stream.write_all(b"\r\ntwo\r").await.unwrap();
     stream.write_all(b"\n\r\n").await.unwrap();
@@ -69,7 +48,7 @@ async fn separator_of_several_bytes_split_across_writes() {
 #[tokio::test]
 async fn fixed_length_frames_and_padded_replies() {
     let (running, mut log) = bracket_server(Framing::fixed(6)).await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream.write_all(b"abcdefghij").await.unwrap();
     // "<abcdef>" is 8 bytes: longer than a frame, so the send fails and
     // nothing is written; "ghij" stays buffered until two more bytes arrive.
@@ -96,7 +75,7 @@ async fn fixed_length_frames_and_padded_replies() {
             .router(router),
     )
     .await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream.write_all(b"abcd  xyz123").await.unwrap();
     // "abcd" is padded back to six bytes with spaces.
     assert_eq!(read_exact(&mut stream, 12).await, b"abcd  xyz123");
@@ -107,7 +86,7 @@ async fn fixed_length_frames_and_padded_replies() {
 async fn length_prefixed_recovers_after_an_oversize_frame() {
     let framing = Framing::length_prefixed().prefix_len(2).max_length(8);
     let (running, mut log) = bracket_server(framing).await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     let mut input = vec![0, 20];
     input.extend([b'x'; 20]);
     input.extend([0, 3, b'a', b'b', b'c']);
@@ -127,7 +106,7 @@ async fn length_prefixed_recovers_after_an_oversize_frame() {
 #[tokio::test]
 async fn eof_framing_delivers_the_whole_stream_and_replies_before_closing() {
     let (running, _log) = bracket_server(Framing::eof()).await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream.write_all(b"the whole\nstream").await.unwrap();
     stream.shutdown().await.unwrap();
     assert_eq!(read_to_end(&mut stream).await, b"<the whole\nstream>");
@@ -137,7 +116,7 @@ async fn eof_framing_delivers_the_whole_stream_and_replies_before_closing() {
 #[tokio::test]
 async fn raw_delivers_chunks_as_they_arrive() {
     let (running, _log) = bracket_server(Framing::raw()).await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream.write_all(b"chunk").await.unwrap();
     assert_eq!(read_exact(&mut stream, 7).await, b"<chunk>");
     running.stop().await;
@@ -146,7 +125,7 @@ async fn raw_delivers_chunks_as_they_arrive() {
 #[tokio::test]
 async fn idle_gap_ends_a_message_after_silence() {
     let (running, _log) = bracket_server(Framing::idle_gap(Duration::from_millis(50))).await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream.write_all(b"first ").await.unwrap();
     stream.write_all(b"burst").await.unwrap();
     // The reply only comes once the server has seen 50 ms of silence.
@@ -160,7 +139,7 @@ async fn idle_gap_ends_a_message_after_silence() {
 async fn idle_gap_recovers_after_an_oversize_burst() {
     let gap = Duration::from_millis(50);
     let (running, mut log) = bracket_server(Framing::idle_gap(gap).max_length(8)).await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream.write_all(&[b'x'; 20]).await.unwrap();
     // Reported as soon as the burst goes over the limit, before its gap.
     let error = log.next().await;
@@ -182,7 +161,7 @@ async fn custom_tokio_util_codec() {
             .new_codec()
     });
     let (running, _log) = bracket_server(framing).await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream.write_all(&[2, b'h', b'i']).await.unwrap();
     assert_eq!(
         read_exact(&mut stream, 5).await,
@@ -194,7 +173,7 @@ async fn custom_tokio_util_codec() {
 #[tokio::test]
 async fn stx_etx_frames_skip_junk_and_restart_on_a_second_start() {
     let (running, mut log) = bracket_server(Framing::delimited("\x02", "\x03")).await;
-    let mut stream = connect(&running).await;
+    let mut stream = running.connect().await;
     stream.write_all(b"junk\x02hel").await.unwrap();
     stream.write_all(b"lo\x03\x02cut\x02ne").await.unwrap();
     stream.write_all(b"w\x03").await.unwrap();

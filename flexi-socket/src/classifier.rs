@@ -130,6 +130,19 @@ impl ErasedClassifier {
     pub(crate) fn classify(&self, first_frame: &[u8]) -> ClientType {
         (self.classify)(first_frame)
     }
+
+    /// If this classifier can never produce `client_type`, the client types
+    /// it can produce, comma separated, for the start-up error that says so.
+    pub(crate) fn never_produces(&self, client_type: &ClientType) -> Option<String> {
+        let known = self.client_types.as_ref()?;
+        (!known.contains(client_type)).then(|| {
+            known
+                .iter()
+                .map(ClientType::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    }
 }
 
 impl fmt::Debug for ErasedClassifier {

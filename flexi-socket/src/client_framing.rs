@@ -133,20 +133,15 @@ impl ClientFraming {
                 None => Ok(()),
             };
         };
-        let Some(known) = &classifier.client_types else {
-            return Ok(());
-        };
-        match self.by_type.iter().find(|(ct, _)| !known.contains(ct)) {
-            Some((client_type, _)) => Err(Error::UnknownFramingClientType {
-                client_type: client_type.clone(),
-                known: known
-                    .iter()
-                    .map(ClientType::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
-            None => Ok(()),
+        for (client_type, _) in &self.by_type {
+            if let Some(known) = classifier.never_produces(client_type) {
+                return Err(Error::UnknownFramingClientType {
+                    client_type: client_type.clone(),
+                    known,
+                });
+            }
         }
+        Ok(())
     }
 }
 

@@ -286,17 +286,13 @@ fn check_client_type(
             client_type: client_type.clone(),
         });
     };
-    match &classifier.client_types {
-        Some(known) if !known.contains(client_type) => Err(Error::UnknownClientType {
+    match classifier.never_produces(client_type) {
+        Some(known) => Err(Error::UnknownClientType {
             handler: entry.handler.name,
             client_type: client_type.clone(),
-            known: known
-                .iter()
-                .map(ClientType::as_str)
-                .collect::<Vec<_>>()
-                .join(", "),
+            known,
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 

@@ -604,19 +604,12 @@ impl Server {
         let listener = match listener {
             Listener::Tcp(listener) => listener,
             Listener::Udp(listener) => {
-                // A task of its own, on a worker: run in this future it would
-                // be on the caller's thread (often main, under block_on), and
-                // every datagram would cross threads to reach its session.
-                let receive = udp::receive(listener, Arc::clone(&context), tasks.clone());
-                let receiving = tokio::spawn(receive);
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = &mut signal => shutdown.cancel(),
+                let panicked = udp::serve(listener, &context, &tasks, signal).await;
+                let report = shut_down(&context, tasks).await;
+                if let Some(payload) = panicked {
+                    std::panic::resume_unwind(payload);
                 }
-                if let Err(error) = receiving.await {
-                    tracing::error!(%error, "the UDP receive loop failed");
-                }
-                return Ok(shut_down(&context, tasks).await);
+                return Ok(report);
             }
         };
         let mut backoff = AcceptBackoff::default();

@@ -49,6 +49,13 @@ pub struct Running {
 }
 
 impl Running {
+    /// A plain TCP connection to the server.
+    pub async fn connect(&self) -> TcpStream {
+        within("connect", TcpStream::connect(self.addr))
+            .await
+            .unwrap()
+    }
+
     /// Shuts the server down and waits until it has.
     pub async fn stop(self) -> ShutdownReport {
         self.handle.shutdown();
@@ -57,6 +64,22 @@ impl Running {
             .expect("server task panicked")
             .expect("server failed")
     }
+}
+
+/// Reads exactly `n` bytes.
+pub async fn read_exact(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut bytes = vec![0; n];
+    within("reply bytes", stream.read_exact(&mut bytes))
+        .await
+        .unwrap();
+    bytes
+}
+
+/// Reads until the server closes.
+pub async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    within("EOF", stream.read_to_end(&mut bytes)).await.unwrap();
+    bytes
 }
 
 /// Binds `builder` (which must listen on 127.0.0.1:0) and serves it in the background.

@@ -234,10 +234,13 @@ async fn open_socket(addr: &str) -> io::Result<UdpSocket> {
 /// server's port) goes to the session's on_error and receiving goes on.
 async fn receive(socket: Arc<UdpSocket>, inbox: Inbox, max: usize, closed: CancellationToken) {
     let mut buffer = vec![0; max.max(LARGEST_DATAGRAM) + 1];
+    // Made once, not per datagram: each new one registers with the token anew.
+    let closed = closed.cancelled_owned();
+    tokio::pin!(closed);
     loop {
         let received = tokio::select! {
             biased;
-            () = closed.cancelled() => break,
+            () = &mut closed => break,
             received = socket.recv(&mut buffer) => received,
         };
         let (inbound, pause) = match received {
@@ -256,7 +259,7 @@ async fn receive(socket: Arc<UdpSocket>, inbox: Inbox, max: usize, closed: Cance
         }
         if pause {
             tokio::select! {
-                () = closed.cancelled() => break,
+                () = &mut closed => break,
                 () = tokio::time::sleep(ReceiveErrors::PAUSE) => {}
             }
         }

@@ -7,10 +7,12 @@
 //! events in order, each in its own task. A UDP client ([`client`]) is one
 //! such session, with its server, on a connected socket.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -178,14 +180,44 @@ impl UdpListener {
     }
 }
 
-/// Receives until the server shuts down or `signal` completes, opening a
-/// session (a task in `tasks`) for each new peer. Nothing a peer sends
-/// ends the loop.
-pub(crate) async fn receive(
+/// Serves `listener` until `signal` completes or the server shuts down;
+/// the server's shutdown is then started. The receive loop runs as a task
+/// of its own, on a worker: run in this future it would be on the caller's
+/// thread (often main, under `block_on`), and every datagram would cross
+/// threads to reach its session. Returns the loop's panic, if it panicked,
+/// for the caller to resume once the sessions are shut down.
+pub(crate) async fn serve(
     listener: UdpListener,
-    context: Arc<ServerContext>,
-    tasks: TaskTracker,
-) {
+    context: &Arc<ServerContext>,
+    tasks: &TaskTracker,
+    signal: Pin<&mut impl Future<Output = ()>>,
+) -> Option<Box<dyn Any + Send>> {
+    let receive = receive(listener, Arc::clone(context), tasks.clone());
+    let mut receiving = tokio::spawn(receive.in_current_span());
+    let shutdown = &context.shutdown;
+    let ended_early = tokio::select! {
+        () = shutdown.cancelled() => None,
+        () = signal => None,
+        joined = &mut receiving => Some(joined),
+    };
+    shutdown.cancel();
+    let joined = match ended_early {
+        Some(joined) => joined,
+        None => receiving.await,
+    };
+    match joined {
+        Ok(()) => None,
+        Err(error) if error.is_panic() => Some(error.into_panic()),
+        Err(error) => {
+            tracing::error!(%error, "the UDP receive loop was cancelled");
+            None
+        }
+    }
+}
+
+/// Receives until the server shuts down, opening a session (a task in
+/// `tasks`) for each new peer. Nothing a peer sends ends the loop.
+async fn receive(listener: UdpListener, context: Arc<ServerContext>, tasks: TaskTracker) {
     let (context, tasks) = (&context, &tasks);
     let UdpListener {
         socket,
@@ -203,11 +235,13 @@ pub(crate) async fn receive(
     };
     let mut buffer = vec![0; options.max_datagram.max(LARGEST_DATAGRAM) + 1];
     let mut errors = ReceiveErrors::default();
-    let shutdown = context.shutdown.clone();
+    // Made once, not per datagram: each new one registers with the token anew.
+    let shutdown = context.shutdown.cancelled();
+    tokio::pin!(shutdown);
     loop {
         let received = tokio::select! {
             biased;
-            () = shutdown.cancelled() => break,
+            () = &mut shutdown => break,
             received = receiver.socket.recv_from(&mut buffer) => received,
         };
         match received {
@@ -250,6 +284,11 @@ impl Receiver<'_> {
 
     fn open(&mut self, peer: SocketAddr, inbound: Inbound) {
         let context = self.context;
+        // The loop may be mid-datagram when shutdown starts: no new sessions then.
+        if context.shutdown.is_cancelled() {
+            self.dropped(peer, "the server is shutting down");
+            return;
+        }
         let Some(admission) = context.try_admit(peer.ip()) else {
             if !self.refusing {
                 tracing::warn!(

@@ -235,15 +235,16 @@ impl Session {
         send_errors: &mut mpsc::Receiver<io::Error>,
     ) -> DisconnectReason {
         let connection = self.connection.clone();
-        let close = connection.close_token().clone();
+        // Made once, not per datagram: each new one registers with the token anew.
+        let closed = connection.close_token().clone().cancelled_owned();
         let mut last_heard = Instant::now();
         let timer = idle_timer();
-        tokio::pin!(timer);
+        tokio::pin!(closed, timer);
         loop {
             let deadline = self.config.idle.map(|idle| last_heard + idle);
             tokio::select! {
                 biased;
-                () = close.cancelled() => break,
+                () = &mut closed => break,
                 Some(error) = send_errors.recv() => report(&connection, Error::Io(error)).await,
                 inbound = self.datagrams.recv() => {
                     // No sender left: whoever received for this session stopped.
