@@ -1,0 +1,190 @@
+//! What every connection of one server shares, and the admission of a
+//! new connection under the connection limits.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::classifier::ErasedClassifier;
+use crate::client_framing::ClientFraming;
+use crate::connections::Connections;
+use crate::framing::Framing;
+use crate::limits::Limits;
+use crate::router::RouteTable;
+use crate::stats::{Counters, ServerStats};
+
+/// What every connection of one server shares.
+pub(crate) struct ServerContext {
+    pub(crate) routes: RouteTable,
+    pub(crate) app_state: Option<Arc<dyn Any + Send + Sync>>,
+    pub(crate) classifier: Option<ErasedClassifier>,
+    /// The framing until a connection is classified, and of every client type without its own.
+    pub(crate) framing: Framing,
+    pub(crate) client_framing: ClientFraming,
+    pub(crate) connections: Connections,
+    /// Tells connections to close gracefully.
+    pub(crate) shutdown: CancellationToken,
+    /// Cuts connections still open at the shutdown deadline.
+    pub(crate) abort: CancellationToken,
+    pub(crate) limits: Limits,
+    pub(crate) counters: Counters,
+    pub(super) permits: Arc<Semaphore>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pub(super) aborted: AtomicU64,
+    pub(super) closed_in_shutdown: AtomicU64,
+    pub(super) undelivered: AtomicU64,
+    next_id: AtomicU64,
+    /// Client mode only: requests waiting for their reply.
+    pub(crate) replies: Option<Arc<crate::client::Replies>>,
+    /// With TLS, each accepted stream does its handshake before it becomes a connection.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::TlsServer>,
+}
+
+impl ServerContext {
+    /// What a server's (or a client's) connections share.
+    pub(crate) fn new(
+        routes: RouteTable,
+        app_state: Option<Arc<dyn Any + Send + Sync>>,
+        classifier: Option<ErasedClassifier>,
+        framing: Framing,
+        client_framing: ClientFraming,
+        limits: Limits,
+        replies: Option<Arc<crate::client::Replies>>,
+    ) -> Arc<Self> {
+        Arc::new(ServerContext {
+            routes,
+            app_state,
+            classifier,
+            framing,
+            client_framing,
+            connections: Connections::new(),
+            shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            per_ip: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            aborted: AtomicU64::new(0),
+            closed_in_shutdown: AtomicU64::new(0),
+            undelivered: AtomicU64::new(0),
+            limits,
+            next_id: AtomicU64::new(1),
+            replies,
+            #[cfg(feature = "tls")]
+            tls: None,
+        })
+    }
+
+    /// A fresh connection id.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A connection closed gracefully while the server was shutting down.
+    pub(crate) fn note_closed_in_shutdown(&self) {
+        self.closed_in_shutdown.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn note_aborted(&self, undelivered: u64) {
+        self.aborted.fetch_add(1, Ordering::Relaxed);
+        self.undelivered.fetch_add(undelivered, Ordering::Relaxed);
+    }
+
+    /// A place under the connection limits without waiting (for a datagram
+    /// session), or `None` at the connection cap or the IP's cap.
+    pub(crate) fn try_admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admission> {
+        let permit = Arc::clone(&self.permits).try_acquire_owned().ok()?;
+        let ip = self.claim_ip(ip)?;
+        Some(Admission {
+            _permit: permit,
+            _ip: ip,
+        })
+    }
+
+    /// Takes a per-IP slot, or `None` when the address is at its cap.
+    pub(super) fn claim_ip(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        if let Some(cap) = self.limits.max_connections_per_ip {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            let open = per_ip.entry(ip).or_insert(0);
+            if *open >= cap {
+                return None;
+            }
+            *open += 1;
+        }
+        Some(IpSlot {
+            context: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+/// What an open connection holds: its place under the connection limits.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    pub(super) _permit: OwnedSemaphorePermit,
+    pub(super) _ip: IpSlot,
+}
+
+/// One connection's share of its IP's cap, given back on drop.
+pub(super) struct IpSlot {
+    context: Arc<ServerContext>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if self.context.limits.max_connections_per_ip.is_none() {
+            return;
+        }
+        let mut per_ip = self
+            .context
+            .per_ip
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = per_ip.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for IpSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpSlot").field("ip", &self.ip).finish()
+    }
+}
+
+impl ServerContext {
+    pub(super) fn stats(&self) -> ServerStats {
+        let mut stats = self.counters.snapshot();
+        let open = self.connections.list();
+        stats.connections_open = open.len() as u64;
+        for connection in &open {
+            let traffic = connection.stats();
+            stats.messages_in += traffic.messages_in;
+            stats.messages_out += traffic.messages_out;
+            stats.bytes_in += traffic.bytes_in;
+            stats.bytes_out += traffic.bytes_out;
+            stats.queued_messages += connection.queued();
+        }
+        stats
+    }
+}
+
+impl fmt::Debug for ServerContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerContext")
+            .field("framing", &self.framing)
+            .field("classifier", &self.classifier)
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
+}
