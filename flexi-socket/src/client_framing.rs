@@ -10,7 +10,8 @@ use crate::limits::Limits;
 /// (see [`ServerBuilder::classify_raw`](crate::ServerBuilder::classify_raw)).
 ///
 /// The unit ends at the first end byte (included), or after
-/// [`max_length`](Self::max_length) bytes, or where the peer closed: a
+/// [`max_length`](Self::max_length) bytes, or where the peer closed, or (with
+/// [`Framing::idle_gap`] as the server's framing) at a gap of silence: a
 /// classifier always gets an answer within a bounded number of bytes, and
 /// the first-message timeout bounds the wait.
 ///
