@@ -396,10 +396,13 @@ impl Connection {
     /// Whether classification is still to run; true once at most, for the
     /// caller that is to run it.
     pub(crate) fn take_classification(&self) -> bool {
-        !self
-            .shared
-            .classification_done
-            .swap(true, Ordering::Relaxed)
+        // Asked for every inbound frame: a plain load answers all but the
+        // first, without a locked read-modify-write per message.
+        !self.classification_over()
+            && !self
+                .shared
+                .classification_done
+                .swap(true, Ordering::Relaxed)
     }
 
     /// Gives the connection its client type, that type's routes and, if the
