@@ -171,6 +171,35 @@ async fn custom_tokio_util_codec() {
 }
 
 #[tokio::test]
+async fn a_codec_factory_that_panics_costs_one_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio_util::codec::BytesCodec;
+    // Called once for each connection's encoder, then once for its decoder:
+    // the 1st call fails the first connection before it exists, the 3rd the
+    // second connection's decoder.
+    let calls = AtomicUsize::new(0);
+    let framing = Framing::custom(move || {
+        let call = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(call != 1 && call != 3, "factory call {call} fails");
+        BytesCodec::new()
+    });
+    let (running, mut log) = bracket_server(framing).await;
+    let mut never_opened = running.connect().await;
+    assert_eq!(read_to_end(&mut never_opened).await, b"");
+    let mut no_decoder = running.connect().await;
+    assert_eq!(read_to_end(&mut no_decoder).await, b"");
+    let error = log.next().await;
+    assert!(
+        error.starts_with("framing failed: the codec factory panicked: factory call 3 fails"),
+        "{error}"
+    );
+    let mut served = running.connect().await;
+    served.write_all(b"hi").await.unwrap();
+    assert_eq!(read_exact(&mut served, 4).await, b"<hi>");
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn stx_etx_frames_skip_junk_and_restart_on_a_second_start() {
     let (running, mut log) = bracket_server(Framing::delimited("\x02", "\x03")).await;
     let mut stream = running.connect().await;

@@ -110,6 +110,12 @@ struct Shared {
 }
 
 impl Connection {
+    /// A new connection of `server`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Framing`] if a custom codec's factory panicked building the
+    /// connection's encoder: user code, which costs this connection only.
     pub(crate) fn new(
         id: u64,
         peer_addr: SocketAddr,
@@ -117,10 +123,10 @@ impl Connection {
         server: Arc<ServerContext>,
         outbound: OutboundSender,
         close: CancellationToken,
-    ) -> Self {
-        let encoder = server.framing.encoder();
+    ) -> Result<Self, Error> {
+        let encoder = server.framing.try_encoder()?;
         let classification_done = AtomicBool::new(server.classifier.is_none());
-        Self {
+        Ok(Self {
             shared: Arc::new(Shared {
                 id,
                 peer_addr,
@@ -139,7 +145,7 @@ impl Connection {
                 close_reason: OnceLock::new(),
                 state: Mutex::new(Vec::new()),
             }),
-        }
+        })
     }
 
     /// The server-wide unique id of this connection.

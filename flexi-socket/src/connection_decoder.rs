@@ -9,6 +9,7 @@ use bytes::BytesMut;
 
 use crate::connection::{Connection, DisconnectReason};
 use crate::dispatch::report;
+use crate::error::Error;
 use crate::framing::{FrameDecoder, Framing};
 use crate::pipeline::classify_first_unit;
 
@@ -41,7 +42,11 @@ pub(crate) enum Prepared {
 
 impl ConnectionDecoder {
     /// The decoder of the server's framing, in the stage its settings ask for.
-    pub(crate) fn new(connection: &Connection) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Framing`] if a custom codec's factory panicked.
+    pub(crate) fn new(connection: &Connection) -> Result<Self, Error> {
         let server = connection.server();
         let stage = match (&server.classifier, &server.client_framing) {
             (None, _) => Stage::Settled,
@@ -49,11 +54,11 @@ impl ConnectionDecoder {
             (Some(_), framing) if framing.switches() => Stage::AwaitingClientType,
             (Some(_), _) => Stage::Settled,
         };
-        Self {
-            decoder: server.framing.decoder(),
+        Ok(Self {
+            decoder: server.framing.try_decoder()?,
             stage,
             frame_deadline_applies: server.framing.frame_deadline_applies(),
-        }
+        })
     }
 
     /// The decoder in use.

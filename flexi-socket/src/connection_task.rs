@@ -141,7 +141,13 @@ fn first_message_too_long(connection: &Connection, buffer: &BytesMut) -> Option<
 
 async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> DisconnectReason {
     let server = connection.server();
-    let mut decoder = ConnectionDecoder::new(connection);
+    let mut decoder = match ConnectionDecoder::new(connection) {
+        Ok(decoder) => decoder,
+        Err(error) => {
+            Box::pin(report(connection, error)).await;
+            return DisconnectReason::FramingFailed;
+        }
+    };
     let mut buffer = BytesMut::new();
     let mut clock = Clock::new(server);
     let timer = idle_timer();
@@ -440,7 +446,8 @@ mod tests {
             Arc::clone(&context),
             sender,
             context.shutdown.child_token(),
-        );
+        )
+        .unwrap();
         let flag = AtomicBool::new(false);
         let (reader, writer) = client.into_split();
         let (_sender, second) = outbound::channel(&context.limits);

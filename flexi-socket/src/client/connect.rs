@@ -164,7 +164,7 @@ async fn serve_halves(
 ) {
     let context = &shared.context;
     let (outbound, queue) = outbound::channel(&context.limits);
-    let connection = Connection::new(
+    let created = Connection::new(
         context.next_id(),
         peer_addr,
         local_addr,
@@ -172,6 +172,14 @@ async fn serve_halves(
         outbound,
         context.shutdown.child_token(),
     );
+    let connection = match created {
+        Ok(connection) => connection,
+        Err(error) => {
+            // Dropping the stream closes it; the reconnect policy decides what follows.
+            tracing::error!(%error, "connection dropped");
+            return;
+        }
+    };
     context.connections.insert(connection.clone());
     let (flushed, flushed_signal) = oneshot::channel();
     let handover = async {

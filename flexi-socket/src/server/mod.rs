@@ -210,23 +210,18 @@ fn admit(
     let id = context.next_id();
     Counters::add(&context.counters.connections_total, 1);
     let (outbound, queue) = outbound::channel(&context.limits);
-    // Creating the connection runs a custom codec's factory: user code that
-    // must not take the accept loop down with it.
-    let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        Connection::new(
-            id,
-            peer_addr,
-            local_addr,
-            Arc::clone(context),
-            outbound,
-            context.shutdown.child_token(),
-        )
-    }));
+    let created = Connection::new(
+        id,
+        peer_addr,
+        local_addr,
+        Arc::clone(context),
+        outbound,
+        context.shutdown.child_token(),
+    );
     let connection = match created {
         Ok(connection) => connection,
-        Err(payload) => {
-            let message = crate::handler::panic_message(&*payload);
-            tracing::error!(peer = %peer_addr, %message, "the framing's codec factory panicked; connection dropped");
+        Err(error) => {
+            tracing::error!(peer = %peer_addr, %error, "connection dropped");
             return;
         }
     };

@@ -151,7 +151,7 @@ impl UdpClientBuilder {
             Arc::clone(&context),
             outbound,
             context.shutdown.child_token(),
-        );
+        )?;
         context.connections.insert(connection.clone());
         // Queued before the session starts, so it leaves first.
         if let Some(handshake) = self.handshake {

@@ -11,7 +11,6 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -304,23 +303,18 @@ impl Receiver<'_> {
         let id = context.next_id();
         Counters::add(&context.counters.connections_total, 1);
         let (outbound, queue) = outbound::channel(&context.limits);
-        // Creating the connection runs a custom codec's factory: user code
-        // that must not take the receive loop down with it.
-        let created = catch_unwind(AssertUnwindSafe(|| {
-            Connection::new(
-                id,
-                peer,
-                self.local_addr,
-                Arc::clone(context),
-                outbound,
-                context.shutdown.child_token(),
-            )
-        }));
+        let created = Connection::new(
+            id,
+            peer,
+            self.local_addr,
+            Arc::clone(context),
+            outbound,
+            context.shutdown.child_token(),
+        );
         let connection = match created {
             Ok(connection) => connection,
-            Err(payload) => {
-                let message = crate::handler::panic_message(&*payload);
-                tracing::error!(%peer, %message, "the framing's codec factory panicked; datagram dropped");
+            Err(error) => {
+                tracing::error!(%peer, %error, "datagram dropped");
                 self.dropped(peer, "the codec factory panicked");
                 return;
             }
