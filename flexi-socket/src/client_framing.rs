@@ -128,11 +128,8 @@ impl ClientFraming {
         } else {
             self.by_type.first().map(|_| "framing_for")
         };
-        let (Some(classifier), Some(_)) = (classifier, needs) else {
-            return match needs {
-                Some(method) => Err(Error::NoClassifierFor { method }),
-                None => Ok(()),
-            };
+        let Some(classifier) = classifier else {
+            return needs.map_or(Ok(()), |method| Err(Error::NoClassifierFor { method }));
         };
         for (client_type, _) in &self.by_type {
             if let Some(known) = classifier.never_produces(client_type) {

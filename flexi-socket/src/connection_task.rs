@@ -344,17 +344,10 @@ async fn write_loop(
         writer.shutdown().await
     };
     // Boxed: the timer and the flush take memory only while closing.
-    Box::pin(tokio::time::timeout(flush_timeout, flush))
-        .await
-        .unwrap_or_else(|_| {
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "flushing the outbound queue timed out",
-            ))
-        })
+    Box::pin(within_flush_timeout(flush_timeout, flush)).await
 }
 
-/// Finishes a write the closing connection waits for, at most `flush_timeout`.
+/// Runs a write the closing connection waits for, at most `flush_timeout`.
 async fn within_flush_timeout(
     flush_timeout: Duration,
     write: impl Future<Output = io::Result<()>>,
