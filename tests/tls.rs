@@ -314,21 +314,27 @@ async fn refused(addr: SocketAddr, config: Arc<ClientConfig>) {
     }
 }
 
+/// The counted echo over TLS, requiring client certificates issued by `ca`.
+fn mutual_tls_server(
+    identity: &Identity,
+    ca: &ClientCa,
+    opened: &Arc<AtomicUsize>,
+) -> ServerBuilder {
+    let tls = TlsServerConfig::from_pem(&identity.cert_pem, &identity.key_pem)
+        .unwrap()
+        .require_client_certs(&ca.cert_pem)
+        .unwrap();
+    FlexiSocket::server("127.0.0.1:0")
+        .router(counted_echo(opened))
+        .tls(tls)
+}
+
 #[tokio::test]
 async fn client_certificates_required_and_missing_fail() {
     let identity = server_identity();
     let ca = ClientCa::new("trusted clients");
     let opened = Arc::new(AtomicUsize::new(0));
-    let tls = TlsServerConfig::from_pem(&identity.cert_pem, &identity.key_pem)
-        .unwrap()
-        .require_client_certs(&ca.cert_pem)
-        .unwrap();
-    let running = start(
-        FlexiSocket::server("127.0.0.1:0")
-            .router(counted_echo(&opened))
-            .tls(tls),
-    )
-    .await;
+    let running = start(mutual_tls_server(&identity, &ca, &opened)).await;
 
     refused(running.addr, client_config(&identity.cert_pem, None)).await;
     failed_handshakes(&running, 1).await;
@@ -350,16 +356,7 @@ async fn client_certificates_required_and_present_work() {
     let identity = server_identity();
     let ca = ClientCa::new("trusted clients");
     let opened = Arc::new(AtomicUsize::new(0));
-    let tls = TlsServerConfig::from_pem(&identity.cert_pem, &identity.key_pem)
-        .unwrap()
-        .require_client_certs(&ca.cert_pem)
-        .unwrap();
-    let running = start(
-        FlexiSocket::server("127.0.0.1:0")
-            .router(counted_echo(&opened))
-            .tls(tls),
-    )
-    .await;
+    let running = start(mutual_tls_server(&identity, &ca, &opened)).await;
 
     let client_identity = ca.issue_client();
     let config = client_config(&identity.cert_pem, Some(&client_identity));
