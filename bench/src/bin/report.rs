@@ -92,26 +92,12 @@ fn table(summary: &Summary) -> String {
         }
         group_table(&mut out, &servers, &scenarios);
     }
-    let errors: Vec<String> = summary
-        .scenarios
-        .iter()
-        .flat_map(|s| s.servers.iter().map(move |m| (s, m)))
-        .filter(|(_, m)| m.errors > 0)
-        .map(|(s, m)| format!("{} in {}: {}", m.server, s.name, m.errors))
-        .collect();
-    // Only UDP runs count losses; of those, the servers that lost any.
+    // Only UDP runs count losses.
     let udp = summary
         .scenarios
         .iter()
         .flat_map(|s| &s.servers)
         .any(|m| m.lost.is_some());
-    let lost: Vec<String> = summary
-        .scenarios
-        .iter()
-        .flat_map(|s| s.servers.iter().map(move |m| (s, m)))
-        .filter(|(_, m)| m.lost.is_some_and(|lost| lost > 0))
-        .map(|(s, m)| format!("{} in {}: {}", m.server, s.name, m.lost.unwrap_or(0)))
-        .collect();
     let runs = summary
         .scenarios
         .iter()
@@ -119,25 +105,11 @@ fn table(summary: &Summary) -> String {
         .map(|m| m.runs)
         .max()
         .unwrap_or(0);
-    let _ = write!(
-        out,
-        "\nMedians of {runs} runs. Errors: {}.",
-        if errors.is_empty() {
-            "none".into()
-        } else {
-            errors.join(", ")
-        }
-    );
+    let errors = nonzero(summary, |m| m.errors);
+    let _ = write!(out, "\nMedians of {runs} runs. Errors: {errors}.");
     if udp {
-        let _ = write!(
-            out,
-            " UDP datagrams lost: {}.",
-            if lost.is_empty() {
-                "none".into()
-            } else {
-                lost.join(", ")
-            }
-        );
+        let lost = nonzero(summary, |m| m.lost.unwrap_or(0));
+        let _ = write!(out, " UDP datagrams lost: {lost}.");
     }
     out.push('\n');
     out
@@ -295,5 +267,22 @@ fn micros(us: f64) -> String {
         format!("{us:.0}")
     } else {
         format!("{us:.1}")
+    }
+}
+
+/// "server in scenario: n" for every measurement whose `count` is above 0,
+/// comma separated, or "none".
+fn nonzero(summary: &Summary, count: impl Fn(&Median) -> u64) -> String {
+    let listed: Vec<String> = summary
+        .scenarios
+        .iter()
+        .flat_map(|s| s.servers.iter().map(move |m| (s, m)))
+        .filter(|(_, m)| count(m) > 0)
+        .map(|(s, m)| format!("{} in {}: {}", m.server, s.name, count(m)))
+        .collect();
+    if listed.is_empty() {
+        "none".into()
+    } else {
+        listed.join(", ")
     }
 }
