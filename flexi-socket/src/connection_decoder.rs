@@ -66,6 +66,12 @@ impl ConnectionDecoder {
         &mut self.decoder
     }
 
+    /// Whether the decoder stays as it is: [`prepare`](Self::prepare) has
+    /// nothing left to do.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.stage == Stage::Settled
+    }
+
     pub(crate) fn frame_deadline_applies(&self) -> bool {
         self.frame_deadline_applies
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
@@ -22,12 +22,9 @@ use crate::dispatch::report;
 use crate::error::Error;
 use crate::framing::Decoded;
 use crate::handler::panic_message;
-use crate::outbound::OutboundReceiver;
+use crate::outbound::{Frames, OutboundReceiver};
 use crate::pipeline::{on_connect, on_disconnect, on_frame, until_aborted};
 use crate::stream::{StreamReader, StreamWriter};
-
-/// Frames ready at once are copied into one buffer up to this size, then written.
-const WRITE_BATCH: usize = 64 * 1024;
 
 /// Serves one accepted connection until it ends; fires on_disconnect exactly
 /// once, even when the shutdown deadline cuts the connection short.
@@ -257,7 +254,10 @@ async fn drain(
     loop {
         // A gap of silence ends a first unit as surely as EOF does.
         let at_end = matches!(mode, Drain::Eof | Drain::Idle);
-        if decoder.prepare(connection, buffer, at_end).await? == Prepared::NeedsBytes {
+        // Boxed: only a connection not yet classified has work to do here.
+        if !decoder.is_settled()
+            && Box::pin(decoder.prepare(connection, buffer, at_end)).await? == Prepared::NeedsBytes
+        {
             return ControlFlow::Continue(());
         }
         let decoder = decoder.current();
@@ -300,35 +300,35 @@ async fn write_loop(
     flush_timeout: Duration,
 ) -> io::Result<()> {
     outbound.polled_after_senders_in_this_task();
-    let mut batch = BytesMut::new();
+    let mut frames = Frames::default();
     let mode = loop {
         tokio::select! {
             biased;
-            frame = outbound.recv() => match frame {
-                Some(frame) => {
-                    // A peer that stops reading blocks this write: `finish`
-                    // must still be heard, or closing would wait forever.
-                    let write = write_ready(&mut writer, &mut outbound, frame, &mut batch);
-                    tokio::pin!(write);
-                    let finished = tokio::select! {
-                        biased;
-                        written = &mut write => {
-                            written?;
-                            None
-                        }
-                        mode = &mut finish => Some(mode.unwrap_or(Finish::Flush)),
-                    };
-                    match finished {
-                        None => {}
-                        Some(Finish::Abandon) => return Ok(()),
-                        Some(Finish::Flush) => {
-                            within_flush_timeout(flush_timeout, write).await?;
-                            break Finish::Flush;
-                        }
+            more = outbound.take(&mut frames) => {
+                if !more {
+                    break Finish::Flush;
+                }
+                // A peer that stops reading blocks this write: `finish`
+                // must still be heard, or closing would wait forever.
+                let write = write(&mut writer, &outbound, &mut frames);
+                tokio::pin!(write);
+                let finished = tokio::select! {
+                    biased;
+                    written = &mut write => {
+                        written?;
+                        None
+                    }
+                    mode = &mut finish => Some(mode.unwrap_or(Finish::Flush)),
+                };
+                match finished {
+                    None => {}
+                    Some(Finish::Abandon) => return Ok(()),
+                    Some(Finish::Flush) => {
+                        within_flush_timeout(flush_timeout, write).await?;
+                        break Finish::Flush;
                     }
                 }
-                None => break Finish::Flush,
-            },
+            }
             mode = &mut finish => break mode.unwrap_or(Finish::Flush),
         }
     };
@@ -338,8 +338,8 @@ async fn write_loop(
         return Ok(());
     }
     let flush = async {
-        while let Some(frame) = outbound.recv().await {
-            write_ready(&mut writer, &mut outbound, frame, &mut batch).await?;
+        while outbound.take(&mut frames).await {
+            write(&mut writer, &outbound, &mut frames).await?;
         }
         writer.shutdown().await
     };
@@ -362,37 +362,14 @@ async fn within_flush_timeout(
         })
 }
 
-/// Writes `first` and every frame ready behind it, in as few writes as possible.
-async fn write_ready(
+/// Writes `frames`, taken from the queue, in one write.
+async fn write(
     writer: &mut impl StreamWriter,
-    outbound: &mut OutboundReceiver,
-    first: Bytes,
-    batch: &mut BytesMut,
+    outbound: &OutboundReceiver,
+    frames: &mut Frames,
 ) -> io::Result<()> {
-    let mut cost = outbound.cost(&first);
-    if outbound.is_empty() {
-        // A lone reply goes out at once, without a copy.
-        writer.write_all(&first).await?;
-        outbound.written(cost, 1);
-        return Ok(());
-    }
-    let mut frames = 1;
-    batch.extend_from_slice(&first);
-    while batch.len() < WRITE_BATCH {
-        let Some(frame) = outbound.try_recv() else {
-            break;
-        };
-        cost += outbound.cost(&frame);
-        frames += 1;
-        batch.extend_from_slice(&frame);
-    }
-    writer.write_all(batch).await?;
-    batch.clear();
-    if outbound.is_empty() {
-        // The burst is over: a quiet connection should not keep its peak buffer.
-        *batch = BytesMut::new();
-    }
-    outbound.written(cost, frames);
+    writer.write_all(frames.bytes()).await?;
+    outbound.written(frames);
     Ok(())
 }
 
@@ -406,7 +383,7 @@ mod tests {
     use crate::client_framing::ClientFraming;
     use crate::framing::Framing;
     use crate::limits::Limits;
-    use crate::outbound;
+    use crate::outbound::{self, Transport};
     use crate::router::Router;
     use crate::server::ServerContext;
 
@@ -430,7 +407,7 @@ mod tests {
             limits,
             None,
         );
-        let (sender, receiver) = outbound::channel(&context.limits);
+        let (sender, receiver) = outbound::channel(&context.limits, Transport::Stream);
         let peer = client.local_addr().unwrap();
         let connection = Connection::new(
             1,
@@ -443,7 +420,7 @@ mod tests {
         .unwrap();
         let flag = AtomicBool::new(false);
         let (reader, writer) = client.into_split();
-        let (_sender, second) = outbound::channel(&context.limits);
+        let (_sender, second) = outbound::channel(&context.limits, Transport::Stream);
         let (reader2, writer2) = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap()

@@ -1,46 +1,116 @@
 //! Running one handler: panics caught, failures named, time bounded,
 //! blocking handlers kept off the async workers; errors reported.
 
-use std::future::poll_fn;
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::handler::{EventContext, Handler, HandlerError, HandlerOutput, panic_message};
+use crate::handler::{
+    EventContext, Handler, HandlerError, HandlerFuture, HandlerOutput, panic_message,
+};
 use crate::message::Message;
 
 /// Runs `handler` for `connection`, turning its failure, panic or timeout
 /// into an [`Error`] that names it.
-pub(crate) async fn invoke(
+///
+/// A plain function returning a small hand-written future, not an `async
+/// fn`: it runs for every message, and every future that awaits it embeds it.
+pub(crate) fn invoke<'a>(
     connection: &Connection,
-    handler: &Handler,
+    handler: &'a Handler,
     context: EventContext,
-) -> Result<Option<Message>, Error> {
-    let run = async {
-        if handler.blocking {
-            run_blocking(handler, context).await
-        } else {
-            run_here(handler, context).await
+) -> Invocation<'a> {
+    let timeout = connection.server().limits.handler_timeout;
+    let call = if handler.blocking {
+        Call::Elsewhere(Box::pin(run_blocking(handler, context)))
+    } else {
+        start(handler, context)
+    };
+    let call = match timeout {
+        Some(after) => Call::Elsewhere(Box::pin(within(after, handler, call))),
+        None => call,
+    };
+    Invocation { handler, call }
+}
+
+/// A handler call in progress; see [`invoke`].
+pub(crate) struct Invocation<'a> {
+    handler: &'a Handler,
+    call: Call<'a>,
+}
+
+enum Call<'a> {
+    /// Polled on this task, panics caught at every poll.
+    Here(HandlerFuture),
+    /// On the blocking pool, or under the handler timeout.
+    Elsewhere(BoxFuture<'a, Result<HandlerOutput, Error>>),
+    /// Building the future panicked; taken once polled.
+    Failed(Option<Error>),
+}
+
+/// Builds the handler's future. That runs user code too: a hand-written
+/// closure may panic before returning its future.
+fn start(handler: &Handler, context: EventContext) -> Call<'static> {
+    match catch_unwind(AssertUnwindSafe(|| handler.call(context))) {
+        Ok(future) => Call::Here(future),
+        Err(payload) => Call::Failed(Some(panicked(handler, &*payload))),
+    }
+}
+
+impl Call<'_> {
+    fn poll_call(
+        &mut self,
+        handler: &Handler,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<HandlerOutput, Error>> {
+        match self {
+            Call::Here(future) => match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)))
+            {
+                Ok(Poll::Pending) => Poll::Pending,
+                Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+                Err(payload) => Poll::Ready(Err(panicked(handler, &*payload))),
+            },
+            Call::Elsewhere(future) => future.as_mut().poll(cx),
+            Call::Failed(error) => Poll::Ready(Err(error
+                .take()
+                .expect("a handler call is not polled after it completed"))),
         }
-    };
-    let outcome = match connection.server().limits.handler_timeout {
-        // Boxed: the timer would otherwise sit in every handler call's future.
-        Some(after) => Box::pin(tokio::time::timeout(after, run))
-            .await
-            .map_err(|_elapsed| Error::HandlerTimeout {
+    }
+}
+
+impl Future for Invocation<'_> {
+    type Output = Result<Option<Message>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let handler = this.handler;
+        let outcome = ready!(this.call.poll_call(handler, cx));
+        Poll::Ready(outcome?.map_err(|error| match error {
+            HandlerError::Argument(error) => error,
+            HandlerError::Failed(message) => Error::Handler {
                 handler: handler.name,
-                after,
-            })??,
-        None => run.await?,
-    };
-    outcome.map_err(|error| match error {
-        HandlerError::Argument(error) => error,
-        HandlerError::Failed(message) => Error::Handler {
+                message,
+            },
+        }))
+    }
+}
+
+/// Runs `call` for at most `after` (the handler timeout).
+async fn within(
+    after: std::time::Duration,
+    handler: &Handler,
+    mut call: Call<'_>,
+) -> Result<HandlerOutput, Error> {
+    let run = std::future::poll_fn(|cx| call.poll_call(handler, cx));
+    tokio::time::timeout(after, run)
+        .await
+        .map_err(|_elapsed| Error::HandlerTimeout {
             handler: handler.name,
-            message,
-        },
-    })
+            after,
+        })?
 }
 
 fn panicked(handler: &Handler, payload: &(dyn std::any::Any + Send)) -> Error {
@@ -48,22 +118,6 @@ fn panicked(handler: &Handler, payload: &(dyn std::any::Any + Send)) -> Error {
         handler: handler.name,
         message: panic_message(payload),
     }
-}
-
-/// Polls the handler on this task, catching panics at every poll.
-async fn run_here(handler: &Handler, context: EventContext) -> Result<HandlerOutput, Error> {
-    // Building the future runs user code too: a hand-written closure may
-    // panic before returning its future.
-    let mut future = catch_unwind(AssertUnwindSafe(|| handler.call(context)))
-        .map_err(|payload| panicked(handler, &*payload))?;
-    poll_fn(
-        |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Err(payload) => Poll::Ready(Err(panicked(handler, &*payload))),
-        },
-    )
-    .await
 }
 
 /// Runs a handler marked `blocking` on tokio's blocking pool, so a handler
@@ -84,20 +138,28 @@ async fn run_blocking(handler: &Handler, context: EventContext) -> Result<Handle
 
 /// Tells tracing, the server's error counters and the connection's `on_error`
 /// handler about `error`.
-pub(crate) async fn report(connection: &Connection, error: Error) {
-    connection.server().counters.count_error(&error);
-    tracing::warn!(
-        connection = connection.id(),
-        peer = %connection.peer_addr(),
-        client_type = connection.client_type().map(|t| t.as_str()),
-        %error,
-        "connection error"
-    );
-    let Some(on_error) = connection.routes().on_error.clone() else {
-        return;
-    };
-    let context = EventContext::new(connection.clone()).with_error(error);
-    if let Err(failure) = invoke(connection, &on_error, context).await {
-        tracing::error!(connection = connection.id(), error = %failure, "on_error handler failed");
-    }
+///
+/// Boxed: errors are rare, and an inline future would make every caller's
+/// future (the per-message ones among them) as large as this one.
+pub(crate) fn report(connection: &Connection, error: Error) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        connection.server().counters.count_error(&error);
+        tracing::warn!(
+            connection = connection.id(),
+            peer = %connection.peer_addr(),
+            client_type = connection.client_type().map(|t| t.as_str()),
+            %error,
+            "connection error"
+        );
+        let Some(on_error) = connection.routes().on_error.clone() else {
+            return;
+        };
+        let context = EventContext::new(connection.clone()).with_error(error);
+        if let Err(failure) = invoke(connection, &on_error, context).await {
+            tracing::error!(connection = connection.id(), error = %failure, "on_error handler failed");
+        }
+    })
 }
+
+/// A boxed future of the runtime's own (not a handler's).
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

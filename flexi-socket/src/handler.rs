@@ -44,43 +44,54 @@ impl From<Error> for HandlerError {
 }
 
 /// Everything one event carries; handler arguments are taken from it.
+///
+/// Small on purpose: it is moved into every handler call's future.
 #[derive(Debug)]
 pub struct EventContext {
     pub(crate) connection: Connection,
-    pub(crate) message: Option<Message>,
-    pub(crate) error: Option<Error>,
-    pub(crate) reason: Option<DisconnectReason>,
+    payload: Payload,
+}
+
+/// What an event carries besides its connection: at most one of these.
+#[derive(Debug)]
+enum Payload {
+    Nothing,
+    Message(Message),
+    // Boxed: errors are rare and large, messages are frequent and small.
+    Error(Box<Error>),
+    Reason(DisconnectReason),
 }
 
 impl EventContext {
     pub(crate) fn new(connection: Connection) -> Self {
         Self {
             connection,
-            message: None,
-            error: None,
-            reason: None,
+            payload: Payload::Nothing,
         }
     }
 
     pub(crate) fn with_message(mut self, message: Message) -> Self {
-        self.message = Some(message);
+        self.payload = Payload::Message(message);
         self
     }
 
     pub(crate) fn with_error(mut self, error: Error) -> Self {
-        self.error = Some(error);
+        self.payload = Payload::Error(Box::new(error));
         self
     }
 
     pub(crate) fn with_reason(mut self, reason: DisconnectReason) -> Self {
-        self.reason = Some(reason);
+        self.payload = Payload::Reason(reason);
         self
     }
 
     fn message(&self) -> Message {
         // Handlers for events without a message cannot take a message argument
         // (the macros reject it), so an empty message only reaches Router-built closures.
-        self.message.clone().unwrap_or_default()
+        match &self.payload {
+            Payload::Message(message) => message.clone(),
+            _ => Message::default(),
+        }
     }
 }
 
@@ -143,18 +154,24 @@ impl FromEvent for Error {
     fn from_event(context: &mut EventContext) -> Result<Self, Error> {
         // The attribute macros only allow this argument on on_error; a
         // Router-built closure elsewhere gets an error instead of a made-up value.
-        context
-            .error
-            .take()
-            .ok_or(Error::NotInThisEvent { argument: "Error" })
+        match std::mem::replace(&mut context.payload, Payload::Nothing) {
+            Payload::Error(error) => Ok(*error),
+            other => {
+                context.payload = other;
+                Err(Error::NotInThisEvent { argument: "Error" })
+            }
+        }
     }
 }
 
 impl FromEvent for DisconnectReason {
     fn from_event(context: &mut EventContext) -> Result<Self, Error> {
-        context.reason.clone().ok_or(Error::NotInThisEvent {
-            argument: "DisconnectReason",
-        })
+        match &context.payload {
+            Payload::Reason(reason) => Ok(reason.clone()),
+            _ => Err(Error::NotInThisEvent {
+                argument: "DisconnectReason",
+            }),
+        }
     }
 }
 

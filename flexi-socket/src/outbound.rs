@@ -1,13 +1,16 @@
-//! A connection's bounded outbound queue: frames waiting for the socket,
-//! limited in messages and in bytes (a frame's bytes count until the writer
+//! A connection's bounded outbound queue: encoded frames waiting for the
+//! socket, limited in frames and in bytes (a frame counts until the writer
 //! has written it).
 //!
-//! A mutex around a `VecDeque` rather than a channel: an idle connection's
-//! empty queue allocates nothing, and the writer can take every ready frame
-//! under one lock.
+//! Frames are copied back to back into one byte buffer that the writer
+//! takes whole: no allocation and no reference count per frame, and all
+//! that is ready goes out in one write. A datagram queue also keeps each
+//! frame's length, so every frame is still sent on its own. Buffers come
+//! from a per-thread spare and go back to it once written, so an idle
+//! connection's queue holds none.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Poll;
 
@@ -27,10 +30,20 @@ pub(crate) enum Refused {
     Closed,
 }
 
+/// Whether frame boundaries survive the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// A byte stream (TCP, TLS): frames may leave in one write.
+    Stream,
+    /// Datagrams (UDP): every frame is sent on its own.
+    Datagrams,
+}
+
 /// The senders' end; shared by every clone of a `Connection`.
 #[derive(Debug)]
 pub(crate) struct OutboundSender {
     queue: Arc<Queue>,
+    transport: Transport,
 }
 
 /// The writer's end.
@@ -48,8 +61,6 @@ struct Queue {
     ready: Notify,
     max_messages: usize,
     max_bytes: usize,
-    /// Frames queued or being written: what is lost if the connection is cut.
-    pending: AtomicU64,
     /// The task that runs the writer, once known. Its own pushes need no
     /// wake-up: it polls the writer right after the reader (a biased join),
     /// and waking a running task would only cost it another turn.
@@ -58,10 +69,47 @@ struct Queue {
 
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Bytes>,
-    /// Bytes queued or being written.
-    bytes: usize,
+    /// The frames waiting for the writer, back to back.
+    waiting: Frames,
+    /// Frames taken by the writer and not yet written.
+    writing_frames: u64,
+    /// Budget of the frames taken by the writer and not yet written.
+    writing_cost: usize,
     closed: bool,
+    /// Frames and bytes ever queued: the connection's outbound counters.
+    queued_frames: u64,
+    queued_bytes: u64,
+}
+
+/// Frames back to back, with their count and byte budget; the unit that
+/// moves from the queue to the writer.
+#[derive(Debug, Default)]
+pub(crate) struct Frames {
+    bytes: BytesMut,
+    /// Datagram queues only: the length of each frame, in order.
+    lengths: VecDeque<usize>,
+    count: u64,
+    cost: usize,
+}
+
+impl Frames {
+    /// All frames, back to back.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Each frame on its own (datagram queues only).
+    pub(crate) fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
+        self.lengths.iter().scan(0, |start, &length| {
+            let frame = &self.bytes[*start..*start + length];
+            *start += length;
+            Some(frame)
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
 }
 
 impl Queue {
@@ -72,27 +120,34 @@ impl Queue {
 
     /// A frame bigger than the whole budget costs the whole budget, so it can
     /// still be sent once the queue is empty.
-    fn cost(&self, frame: &Bytes) -> usize {
+    fn cost(&self, frame: &[u8]) -> usize {
         frame.len().min(self.max_bytes)
     }
 
-    /// Queues `frame` if there is room now; gives it back otherwise.
-    fn try_push(&self, frame: Bytes) -> Result<(), (Refused, Bytes)> {
-        let cost = self.cost(&frame);
+    /// Copies `frame` into the queue if there is room now.
+    fn try_push(&self, frame: &[u8], transport: Transport) -> Result<(), Refused> {
+        let cost = self.cost(frame);
         let mut state = self.lock();
         if state.closed {
-            return Err((Refused::Closed, frame));
+            return Err(Refused::Closed);
         }
-        if state.frames.len() >= self.max_messages
-            || state.bytes.saturating_add(cost) > self.max_bytes
-        {
-            return Err((Refused::Full, frame));
+        let used = state.waiting.cost + state.writing_cost;
+        let frames = state.waiting.count + state.writing_frames;
+        if frames >= self.max_messages as u64 || used.saturating_add(cost) > self.max_bytes {
+            return Err(Refused::Full);
         }
-        // Counted under the lock, before the writer can see the frame, and
-        // only once it is really queued (a cancelled send leaves no trace).
-        self.pending.fetch_add(1, Ordering::Relaxed);
-        state.frames.push_back(frame);
-        state.bytes += cost;
+        let waiting = &mut state.waiting;
+        if waiting.bytes.capacity() == 0 {
+            spare::take(&mut waiting.bytes);
+        }
+        waiting.bytes.extend_from_slice(frame);
+        if transport == Transport::Datagrams {
+            waiting.lengths.push_back(frame.len());
+        }
+        waiting.count += 1;
+        waiting.cost += cost;
+        state.queued_frames += 1;
+        state.queued_bytes += frame.len() as u64;
         drop(state);
         let from_writer_task = self
             .writer_task
@@ -105,56 +160,55 @@ impl Queue {
     }
 }
 
-pub(crate) fn channel(limits: &Limits) -> (OutboundSender, OutboundReceiver) {
+/// A queue for one connection over `transport`.
+pub(crate) fn channel(limits: &Limits, transport: Transport) -> (OutboundSender, OutboundReceiver) {
     let queue = Arc::new(Queue {
         state: Mutex::new(State::default()),
         room: Notify::new(),
         ready: Notify::new(),
         max_messages: limits.outbound_messages,
         max_bytes: limits.outbound_bytes,
-        pending: AtomicU64::new(0),
         writer_task: OnceLock::new(),
     });
-    (
-        OutboundSender {
-            queue: Arc::clone(&queue),
-        },
-        OutboundReceiver { queue },
-    )
+    let sender = OutboundSender {
+        queue: Arc::clone(&queue),
+        transport,
+    };
+    (sender, OutboundReceiver { queue })
 }
 
 impl OutboundSender {
-    /// Queues `frame` as the slow-consumer `policy` says.
-    pub(crate) async fn push(
+    /// Queues `frame` if there is room now.
+    pub(crate) fn try_push(&self, frame: &[u8]) -> Result<(), Refused> {
+        self.queue.try_push(frame, self.transport)
+    }
+
+    /// Queues `frame`, which [`try_push`](Self::try_push) found no room for,
+    /// as the slow-consumer `policy` says.
+    pub(crate) async fn push_when_full(
         &self,
         frame: Bytes,
         policy: SlowConsumerPolicy,
     ) -> Result<(), Refused> {
-        // The common case, room in the queue, costs no timer and no waiting.
-        match self.queue.try_push(frame) {
-            Ok(()) => Ok(()),
-            Err((Refused::Full, frame)) => match policy {
-                // Boxed: the waiting machinery sits in every send's future otherwise.
-                SlowConsumerPolicy::Wait(patience) => {
-                    Box::pin(tokio::time::timeout(patience, self.push_waiting(frame)))
-                        .await
-                        .unwrap_or(Err(Refused::TimedOut))
-                }
-                SlowConsumerPolicy::Fail | SlowConsumerPolicy::Disconnect => Err(Refused::Full),
-            },
-            Err((refused, _)) => Err(refused),
+        match policy {
+            SlowConsumerPolicy::Wait(patience) => {
+                tokio::time::timeout(patience, self.push_waiting(&frame))
+                    .await
+                    .unwrap_or(Err(Refused::TimedOut))
+            }
+            SlowConsumerPolicy::Fail | SlowConsumerPolicy::Disconnect => Err(Refused::Full),
         }
     }
 
-    async fn push_waiting(&self, mut frame: Bytes) -> Result<(), Refused> {
+    async fn push_waiting(&self, frame: &[u8]) -> Result<(), Refused> {
         loop {
             // Registered before looking, so room made meanwhile is not missed.
             let room = self.queue.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.queue.try_push(frame) {
-                Err((Refused::Full, unqueued)) => frame = unqueued,
-                other => return other.map_err(|(refused, _)| refused),
+            match self.try_push(frame) {
+                Err(Refused::Full) => {}
+                other => return other,
             }
             room.await;
         }
@@ -162,7 +216,14 @@ impl OutboundSender {
 
     /// Frames queued and not yet written.
     pub(crate) fn pending(&self) -> u64 {
-        self.queue.pending.load(Ordering::Relaxed)
+        let state = self.queue.lock();
+        state.waiting.count + state.writing_frames
+    }
+
+    /// Frames and bytes queued so far (framing included).
+    pub(crate) fn queued(&self) -> (u64, u64) {
+        let state = self.queue.lock();
+        (state.queued_frames, state.queued_bytes)
     }
 }
 
@@ -175,8 +236,11 @@ impl OutboundReceiver {
         }
     }
 
-    /// The next frame; `None` once closed and empty.
-    pub(crate) async fn recv(&mut self) -> Option<Bytes> {
+    /// Waits for frames and moves all that are waiting into `frames`, which
+    /// must be empty (see [`written`](Self::written)); `false` once the queue
+    /// is closed and empty.
+    pub(crate) async fn take(&mut self, frames: &mut Frames) -> bool {
+        debug_assert!(frames.is_empty());
         let queue = &self.queue;
         let ready = queue.ready.notified();
         tokio::pin!(ready);
@@ -186,11 +250,14 @@ impl OutboundReceiver {
             loop {
                 {
                     let mut state = queue.lock();
-                    if let Some(frame) = state.frames.pop_front() {
-                        return Poll::Ready(Some(frame));
+                    if !state.waiting.is_empty() {
+                        std::mem::swap(&mut state.waiting, frames);
+                        state.writing_frames = frames.count;
+                        state.writing_cost = frames.cost;
+                        return Poll::Ready(true);
                     }
                     if state.closed {
-                        return Poll::Ready(None);
+                        return Poll::Ready(false);
                     }
                 }
                 match ready.as_mut().poll(cx) {
@@ -202,72 +269,31 @@ impl OutboundReceiver {
         .await
     }
 
-    /// A frame that is ready now, if any.
-    pub(crate) fn try_recv(&mut self) -> Option<Bytes> {
-        self.queue.lock().frames.pop_front()
-    }
-
-    /// Whether no frame is ready now.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.queue.lock().frames.is_empty()
-    }
-
-    /// Refuses further frames; those already queued can still be received.
+    /// Refuses further frames; those already queued can still be taken.
     pub(crate) fn close(&mut self) {
         self.queue.lock().closed = true;
         // Senders waiting for room learn that none will come.
         self.queue.room.notify_waiters();
     }
 
-    /// What `frame` took from the byte budget.
-    pub(crate) fn cost(&self, frame: &Bytes) -> u32 {
-        u32::try_from(self.queue.cost(frame)).unwrap_or(u32::MAX)
-    }
-
-    /// Gives back the budget of `frames` frames that reached the socket.
-    pub(crate) fn written(&self, cost: u32, frames: u64) {
+    /// Gives back the budget of `frames`, which reached the socket, and
+    /// empties it for the next [`take`](Self::take).
+    pub(crate) fn written(&self, frames: &mut Frames) {
         {
             let mut state = self.queue.lock();
-            state.bytes = state.bytes.saturating_sub(cost as usize);
-            if state.frames.is_empty() && state.frames.capacity() > 64 {
-                // A burst is over: an idle connection should not keep its peak.
-                state.frames.shrink_to_fit();
-            }
+            state.writing_frames = 0;
+            state.writing_cost = 0;
         }
-        self.queue.pending.fetch_sub(frames, Ordering::Relaxed);
+        frames.count = 0;
+        frames.cost = 0;
+        frames.lengths.clear();
+        if frames.lengths.capacity() > 64 {
+            // A burst is over: a quiet connection should not keep its peak.
+            frames.lengths.shrink_to_fit();
+        }
+        spare::give_back(&mut frames.bytes);
         self.queue.room.notify_waiters();
     }
-}
-
-/// Encodes one outbound frame into the worker thread's encode arena and
-/// splits it off: small frames share larger allocations instead of
-/// allocating one each, and an idle connection holds none. A queued frame
-/// keeps its whole arena chunk alive, so chunks are small (4 KiB) and only
-/// small frames use them: a slow consumer's full queue pins at most about
-/// `outbound_queue` × 4 KiB, not much more than its byte budget.
-pub(crate) fn encode_frame<E>(
-    length_hint: usize,
-    encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
-) -> Result<Bytes, E> {
-    /// Each fresh arena allocation serves many small frames.
-    const ARENA_CHUNK: usize = 4 * 1024;
-    /// Larger frames get an allocation of their own.
-    const SMALL_FRAME: usize = 512;
-    if length_hint >= SMALL_FRAME {
-        let mut frame = BytesMut::with_capacity(length_hint + 16);
-        return encode(&mut frame).map(|()| frame.freeze());
-    }
-    thread_local! {
-        static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
-    }
-    ARENA.with_borrow_mut(|arena| {
-        if arena.capacity() < length_hint + 16 {
-            *arena = BytesMut::with_capacity(ARENA_CHUNK);
-        }
-        let encoded = encode(arena);
-        let frame = arena.split().freeze();
-        encoded.map(|()| frame)
-    })
 }
 
 /// A writer that goes away (an I/O error, a connection cut at the shutdown
@@ -276,5 +302,59 @@ pub(crate) fn encode_frame<E>(
 impl Drop for OutboundReceiver {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Encodes one outbound frame into the worker thread's scratch buffer and
+/// hands it to `queue`, which copies what it keeps: no allocation per frame.
+/// The encoder is user code for custom codecs, so it runs outside any lock.
+pub(crate) fn with_encoded<E, T>(
+    encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    queue: impl FnOnce(&[u8]) -> T,
+) -> Result<T, E> {
+    thread_local! {
+        static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    }
+    SCRATCH.with_borrow_mut(|scratch| {
+        // Left dirty only if a custom encoder panicked halfway.
+        scratch.clear();
+        let queued = encode(scratch).map(|()| queue(scratch));
+        if scratch.capacity() > spare::KEPT {
+            *scratch = BytesMut::new();
+        }
+        queued
+    })
+}
+
+/// One spare write buffer per worker thread: the buffer a writer is done
+/// with is the one the next connection's first frame goes into.
+mod spare {
+    use super::{BytesMut, RefCell};
+
+    /// Larger buffers are freed rather than kept: one burst should not pin
+    /// its peak on a thread for good.
+    pub(super) const KEPT: usize = 64 * 1024;
+
+    thread_local! {
+        static SPARE: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    }
+
+    /// Moves the thread's spare buffer into the empty, unallocated `buffer`.
+    pub(super) fn take(buffer: &mut BytesMut) {
+        SPARE.with_borrow_mut(|spare| std::mem::swap(spare, buffer));
+    }
+
+    /// Empties `buffer` and keeps its allocation as the thread's spare if
+    /// that is larger than the spare it has (up to [`KEPT`]).
+    pub(super) fn give_back(buffer: &mut BytesMut) {
+        buffer.clear();
+        let buffer = std::mem::take(buffer);
+        if buffer.capacity() <= KEPT {
+            SPARE.with_borrow_mut(|spare| {
+                if spare.capacity() < buffer.capacity() {
+                    *spare = buffer;
+                }
+            });
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::connection::{Connection, DisconnectReason};
-use crate::dispatch::{invoke, report};
+use crate::dispatch::{BoxFuture, invoke, report};
 use crate::error::Error;
 use crate::framing::Framing;
 use crate::handler::{EventContext, panic_message};
@@ -43,9 +43,12 @@ pub(crate) async fn on_frame(
     frame: Bytes,
 ) -> ControlFlow<DisconnectReason> {
     connection.count_inbound(frame.len());
-    // Unless a raw first unit did, the first frame classifies.
-    if let Err(flow) = classify(connection, &frame).await {
-        return flow;
+    // Unless a raw first unit did, the first frame classifies. Boxed: it
+    // runs once per connection, the rest of this for every message.
+    if !connection.classification_over() {
+        if let Err(flow) = Box::pin(classify(connection, &frame)).await {
+            return flow;
+        }
     }
     let flow = deliver(connection, Message::from(frame)).await;
     connection.first_message_done();
@@ -147,16 +150,21 @@ async fn deliver(connection: &Connection, mut message: Message) -> ControlFlow<D
 }
 
 /// Reports a handler's failure; a panic closes the connection unless the
-/// panic policy says to go on.
-pub(crate) async fn fail(connection: &Connection, error: Error) -> ControlFlow<DisconnectReason> {
-    let close = matches!(error, Error::HandlerPanicked { .. })
-        && connection.server().limits.on_panic == PanicPolicy::Close;
-    report(connection, error).await;
-    if close {
-        ControlFlow::Break(DisconnectReason::HandlerPanicked)
-    } else {
-        ControlFlow::Continue(())
-    }
+/// panic policy says to go on. Boxed, like [`report`].
+pub(crate) fn fail(
+    connection: &Connection,
+    error: Error,
+) -> BoxFuture<'_, ControlFlow<DisconnectReason>> {
+    Box::pin(async move {
+        let close = matches!(error, Error::HandlerPanicked { .. })
+            && connection.server().limits.on_panic == PanicPolicy::Close;
+        report(connection, error).await;
+        if close {
+            ControlFlow::Break(DisconnectReason::HandlerPanicked)
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
 }
 
 /// How long on_disconnect may take when the shutdown deadline already passed.

@@ -13,7 +13,7 @@ use crate::connection::Connection;
 use crate::connection_task;
 use crate::limits::SlowConsumerPolicy;
 use crate::message::Message;
-use crate::outbound;
+use crate::outbound::{self, Transport};
 use crate::reconnect::Reconnect;
 use crate::stream::{StreamReader, StreamWriter};
 
@@ -163,7 +163,7 @@ async fn serve_halves(
     writer: impl StreamWriter,
 ) {
     let context = &shared.context;
-    let (outbound, queue) = outbound::channel(&context.limits);
+    let (outbound, queue) = outbound::channel(&context.limits, Transport::Stream);
     let created = Connection::new(
         context.next_id(),
         peer_addr,

@@ -168,21 +168,13 @@ impl<T: AsRef<[u8]>> Encoder<T> for SeparatorCodec {
 }
 
 /// Index of the first occurrence of `needle` (not empty) in `haystack`.
+///
+/// Vectorised (memchr): this search runs over every byte a connection reads.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, rest) = needle.split_first()?;
-    let mut from = 0;
-    while let Some(offset) = haystack[from..].iter().position(|&byte| byte == first) {
-        let start = from + offset;
-        let end = start + needle.len();
-        if end > haystack.len() {
-            return None;
-        }
-        if haystack[start + 1..end] == *rest {
-            return Some(start);
-        }
-        from = start + 1;
+    match needle {
+        [byte] => memchr::memchr(*byte, haystack),
+        _ => memchr::memmem::find(haystack, needle),
     }
-    None
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::connection_task;
 use crate::connections::Connections;
 use crate::error::Result;
 use crate::limits::Limits;
-use crate::outbound;
+use crate::outbound::{self, Transport};
 use crate::stats::{Counters, ServerStats};
 use crate::udp::{self, UdpListener};
 
@@ -209,7 +209,7 @@ fn admit(
     let local_addr = stream.local_addr().unwrap_or(peer_addr);
     let id = context.next_id();
     Counters::add(&context.counters.connections_total, 1);
-    let (outbound, queue) = outbound::channel(&context.limits);
+    let (outbound, queue) = outbound::channel(&context.limits, Transport::Stream);
     let created = Connection::new(
         id,
         peer_addr,

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::limits::Limits;
 use crate::message::Message;
-use crate::outbound;
+use crate::outbound::{self, Transport};
 use crate::server::{FlexiSocket, ServerContext};
 use crate::setup::{HandlerSetup, handler_setup_methods};
 
@@ -143,7 +143,7 @@ impl UdpClientBuilder {
             Some(Arc::clone(&replies)),
         )?;
         let id = context.next_id();
-        let (outbound, queue) = outbound::channel(&context.limits);
+        let (outbound, queue) = outbound::channel(&context.limits, Transport::Datagrams);
         let connection = Connection::new(
             id,
             server_addr,

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::framing::Framing;
-use crate::outbound;
+use crate::outbound::{self, Transport};
 use crate::server::{FlexiSocket, ServerBuilder, ServerContext};
 use crate::stats::Counters;
 
@@ -302,7 +302,7 @@ impl Receiver<'_> {
         self.refusing = false;
         let id = context.next_id();
         Counters::add(&context.counters.connections_total, 1);
-        let (outbound, queue) = outbound::channel(&context.limits);
+        let (outbound, queue) = outbound::channel(&context.limits, Transport::Datagrams);
         let created = Connection::new(
             id,
             peer,

@@ -25,7 +25,7 @@ use crate::dispatch::report;
 use crate::error::Error;
 use crate::framing::{Decoded, FrameDecoder};
 use crate::handler::panic_message;
-use crate::outbound::OutboundReceiver;
+use crate::outbound::{Frames, OutboundReceiver};
 use crate::pipeline::{classify_first_unit, on_connect, on_disconnect, on_frame, until_aborted};
 
 /// Failed sends waiting to be reported to on_error; beyond that they are
@@ -403,13 +403,16 @@ async fn write_loop(
     mut finish: oneshot::Receiver<bool>,
     failed: mpsc::Sender<io::Error>,
 ) {
+    let mut frames = Frames::default();
     let flush = loop {
         tokio::select! {
             biased;
-            frame = outbound.recv() => match frame {
-                Some(frame) => send(&connection, &peer, &outbound, &frame, &failed).await,
-                None => break true,
-            },
+            more = outbound.take(&mut frames) => {
+                if !more {
+                    break true;
+                }
+                send(&connection, &peer, &outbound, &mut frames, &failed).await;
+            }
             flush = &mut finish => break flush.unwrap_or(true),
         }
     };
@@ -420,8 +423,8 @@ async fn write_loop(
     }
     let flush_timeout = connection.server().limits.shutdown_timeout;
     let sending = async {
-        while let Some(frame) = outbound.recv().await {
-            send(&connection, &peer, &outbound, &frame, &failed).await;
+        while outbound.take(&mut frames).await {
+            send(&connection, &peer, &outbound, &mut frames, &failed).await;
         }
     };
     if tokio::time::timeout(flush_timeout, sending).await.is_err() {
@@ -429,28 +432,31 @@ async fn write_loop(
     }
 }
 
+/// Sends each of `frames` as a datagram of its own.
 async fn send(
     connection: &Connection,
     peer: &DatagramPeer,
     outbound: &OutboundReceiver,
-    frame: &Bytes,
+    frames: &mut Frames,
     failed: &mpsc::Sender<io::Error>,
 ) {
-    let mut sent = peer.send(frame).await;
-    if let Err(error) = sent {
-        sent = if super::is_refusal(&error) {
-            // A refusal here is the ICMP answer to an earlier datagram, left
-            // on the socket; this one was not sent, so it gets one more try.
+    for frame in frames.datagrams() {
+        let mut sent = peer.send(frame).await;
+        if let Err(error) = sent {
+            sent = if super::is_refusal(&error) {
+                // A refusal here is the ICMP answer to an earlier datagram, left
+                // on the socket; this one was not sent, so it gets one more try.
+                pass_on(connection, failed, error);
+                peer.send(frame).await
+            } else {
+                Err(error)
+            };
+        }
+        if let Err(error) = sent {
             pass_on(connection, failed, error);
-            peer.send(frame).await
-        } else {
-            Err(error)
-        };
+        }
     }
-    if let Err(error) = sent {
-        pass_on(connection, failed, error);
-    }
-    outbound.written(outbound.cost(frame), 1);
+    outbound.written(frames);
 }
 
 /// Hands a failed send to the handling side for on_error; beyond what it

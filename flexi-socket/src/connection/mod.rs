@@ -1,5 +1,7 @@
 //! [`Connection`]: the handle to one peer that handlers receive.
 
+mod send;
+
 use std::any::{Any, TypeId};
 use std::fmt;
 use std::net::SocketAddr;
@@ -11,10 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::classifier::ClientType;
 use crate::error::Error;
 use crate::framing::{FrameEncoder, Framing};
-use crate::handler::EventContext;
-use crate::limits::SlowConsumerPolicy;
-use crate::message::Message;
-use crate::outbound::{OutboundSender, Refused, encode_frame};
+use crate::outbound::OutboundSender;
 use crate::router::Routes;
 use crate::server::ServerContext;
 
@@ -99,9 +98,7 @@ struct Shared {
     classification_done: AtomicBool,
     first_message: AtomicBool,
     messages_in: AtomicU64,
-    messages_out: AtomicU64,
     bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
     encoder: FrameEncoder,
     outbound: OutboundSender,
     close: CancellationToken,
@@ -136,9 +133,7 @@ impl Connection {
                 classification_done,
                 first_message: AtomicBool::new(true),
                 messages_in: AtomicU64::new(0),
-                messages_out: AtomicU64::new(0),
                 bytes_in: AtomicU64::new(0),
-                bytes_out: AtomicU64::new(0),
                 encoder,
                 outbound,
                 close,
@@ -180,107 +175,12 @@ impl Connection {
 
     /// Message and byte counters.
     pub fn stats(&self) -> ConnectionStats {
+        let (messages_out, bytes_out) = self.shared.outbound.queued();
         ConnectionStats {
             messages_in: self.shared.messages_in.load(Ordering::Relaxed),
-            messages_out: self.shared.messages_out.load(Ordering::Relaxed),
+            messages_out,
             bytes_in: self.shared.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.shared.bytes_out.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Sends a message: `before_send` runs first, then the framing encodes
-    /// the result and it is queued for the socket. When this returns `Ok`, the
-    /// bytes will be written before the connection closes.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::ConnectionClosed`] once the connection is closing,
-    /// [`Error::Encode`] if the framing refuses the message, or the error of a
-    /// failing `before_send` handler.
-    pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
-        self.send_as(message.into(), self.slow_consumer_policy())
-            .await
-    }
-
-    /// [`send`](Self::send) under a given slow-consumer policy.
-    pub(crate) async fn send_as(
-        &self,
-        mut message: Message,
-        policy: SlowConsumerPolicy,
-    ) -> Result<(), Error> {
-        // Routes and encoder from one look: classification may happen meanwhile.
-        let classified = self.shared.classified.get();
-        let routes = classified.map_or_else(|| self.default_routes(), |c| &c.routes);
-        let encoder = classified
-            .and_then(|c| c.encoder.as_deref())
-            .unwrap_or(&self.shared.encoder);
-        if let Some(before_send) = routes.before_send.clone() {
-            // Boxed: every handler's future embeds this one, and only
-            // connections with a before_send should pay for its size.
-            match Box::pin(self.before_send(&before_send, message)).await? {
-                Some(rewritten) => message = rewritten,
-                None => return Ok(()),
-            }
-        }
-        let frame = encode_frame(message.len(), |dst| encoder.encode(&message, dst))?;
-        let length = frame.len() as u64;
-        let id = self.id();
-        self.shared
-            .outbound
-            .push(frame, policy)
-            .await
-            .map_err(|refused| match (refused, policy) {
-                (Refused::Closed, _) => Error::ConnectionClosed { id },
-                (Refused::TimedOut, SlowConsumerPolicy::Wait(waited)) => {
-                    Error::SendTimeout { id, waited }
-                }
-                (_, SlowConsumerPolicy::Disconnect) => {
-                    self.close_because(DisconnectReason::SlowConsumer);
-                    Error::QueueFull { id }
-                }
-                _ => Error::QueueFull { id },
-            })?;
-        self.shared.messages_out.fetch_add(1, Ordering::Relaxed);
-        self.shared.bytes_out.fetch_add(length, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Runs `before_send`; `None` means it dropped the message.
-    async fn before_send(
-        &self,
-        handler: &crate::handler::Handler,
-        message: Message,
-    ) -> Result<Option<Message>, Error> {
-        let context = EventContext::new(self.clone()).with_message(message);
-        let outcome = crate::dispatch::invoke(self, handler, context).await;
-        if let Err(error) = &outcome {
-            self.after_panic(error).await;
-        }
-        outcome
-    }
-
-    /// The slow-consumer policy for this connection's client type.
-    pub(crate) fn slow_consumer_policy(&self) -> SlowConsumerPolicy {
-        let limits = &self.shared.server.limits;
-        self.client_type()
-            .and_then(|client_type| limits.slow_consumer_by_type.get(client_type))
-            .copied()
-            .unwrap_or(limits.slow_consumer)
-    }
-
-    /// A panic in `before_send` is handled like one in any other handler:
-    /// reported to `on_error`, and the connection closed if the policy says so.
-    async fn after_panic(&self, error: &Error) {
-        let Error::HandlerPanicked { handler, message } = error else {
-            return;
-        };
-        let reported = Error::HandlerPanicked {
-            handler,
-            message: message.clone(),
-        };
-        crate::dispatch::report(self, reported).await;
-        if self.shared.server.limits.on_panic == crate::limits::PanicPolicy::Close {
-            self.close_because(DisconnectReason::HandlerPanicked);
+            bytes_out,
         }
     }
 
@@ -423,11 +323,16 @@ impl Connection {
         });
     }
 
+    /// Counts one inbound message. Only the connection's own task calls this,
+    /// so a plain load and store do, without a locked add per message.
     pub(crate) fn count_inbound(&self, bytes: usize) {
-        self.shared.messages_in.fetch_add(1, Ordering::Relaxed);
-        self.shared
+        let shared = &self.shared;
+        let messages = shared.messages_in.load(Ordering::Relaxed);
+        shared.messages_in.store(messages + 1, Ordering::Relaxed);
+        let total = shared.bytes_in.load(Ordering::Relaxed);
+        shared
             .bytes_in
-            .fetch_add(bytes as u64, Ordering::Relaxed);
+            .store(total + bytes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn first_message_done(&self) {

@@ -1,0 +1,237 @@
+//! Sending: `before_send`, the framing, then the bounded outbound queue.
+//!
+//! Every reply goes through here, so the common case (no `before_send`, room
+//! in the queue) completes in one poll of a small hand-written future,
+//! with nothing boxed; only the rest of the cases pay for an `async` body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use super::{Connection, DisconnectReason};
+use crate::dispatch::{BoxFuture, invoke, report};
+use crate::error::Error;
+use crate::framing::FrameEncoder;
+use crate::handler::{EventContext, Handler};
+use crate::limits::{PanicPolicy, SlowConsumerPolicy};
+use crate::message::Message;
+use crate::outbound::{Refused, with_encoded};
+
+impl Connection {
+    /// Sends a message: `before_send` runs first, then the framing encodes
+    /// the result and it is queued for the socket. When this returns `Ok`, the
+    /// bytes will be written before the connection closes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConnectionClosed`] once the connection is closing,
+    /// [`Error::Encode`] if the framing refuses the message, or the error of a
+    /// failing `before_send` handler.
+    pub fn send(
+        &self,
+        message: impl Into<Message>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + '_ {
+        Sending {
+            connection: self,
+            policy: None,
+            step: Step::Start(message.into()),
+        }
+    }
+
+    /// [`send`](Self::send) under a given slow-consumer policy.
+    pub(crate) fn send_as(
+        &self,
+        message: Message,
+        policy: SlowConsumerPolicy,
+    ) -> impl Future<Output = Result<(), Error>> + Send + '_ {
+        Sending {
+            connection: self,
+            policy: Some(policy),
+            step: Step::Start(message),
+        }
+    }
+
+    /// Frames and queues `message` if nothing needs waiting for; otherwise
+    /// the boxed rest of the work.
+    fn try_send(
+        &self,
+        message: Message,
+        policy: Option<SlowConsumerPolicy>,
+    ) -> Result<Result<(), Error>, BoxFuture<'_, Result<(), Error>>> {
+        // Routes and encoder from one look: classification may happen meanwhile.
+        let classified = self.shared.classified.get();
+        let routes = classified.map_or_else(|| self.default_routes(), |c| &c.routes);
+        let encoder = classified
+            .and_then(|c| c.encoder.as_deref())
+            .unwrap_or(&self.shared.encoder);
+        if let Some(before_send) = &routes.before_send {
+            return Err(Box::pin(self.send_filtered(
+                before_send,
+                encoder,
+                message,
+                policy,
+            )));
+        }
+        match self.queue(encoder, &message) {
+            Ok(None) => Ok(Ok(())),
+            Ok(Some(frame)) => Err(Box::pin(self.queue_when_full(frame, policy))),
+            Err(error) => Ok(Err(self.refused(error, policy))),
+        }
+    }
+
+    /// Runs `before_send`, then frames and queues what it returns.
+    async fn send_filtered(
+        &self,
+        before_send: &Handler,
+        encoder: &FrameEncoder,
+        message: Message,
+        policy: Option<SlowConsumerPolicy>,
+    ) -> Result<(), Error> {
+        let Some(message) = self.before_send(before_send, message).await? else {
+            return Ok(());
+        };
+        match self.queue(encoder, &message) {
+            Ok(None) => Ok(()),
+            Ok(Some(frame)) => self.queue_when_full(frame, policy).await,
+            Err(error) => Err(self.refused(error, policy)),
+        }
+    }
+
+    /// Frames `message` and queues it if the queue has room; `Some(frame)`
+    /// when it has none.
+    fn queue(&self, encoder: &FrameEncoder, message: &Message) -> Result<Option<Bytes>, Unsent> {
+        let outbound = &self.shared.outbound;
+        with_encoded(
+            |dst| encoder.encode(message, dst),
+            |frame| match outbound.try_push(frame) {
+                Ok(()) => Ok(None),
+                Err(Refused::Full) => Ok(Some(Bytes::copy_from_slice(frame))),
+                Err(refused) => Err(Unsent::Refused(refused)),
+            },
+        )
+        .map_err(Unsent::Encode)?
+    }
+
+    /// Queues `frame` once the queue has room, as the slow-consumer policy says.
+    async fn queue_when_full(
+        &self,
+        frame: Bytes,
+        policy: Option<SlowConsumerPolicy>,
+    ) -> Result<(), Error> {
+        let patience = policy.unwrap_or_else(|| self.slow_consumer_policy());
+        self.shared
+            .outbound
+            .push_when_full(frame, patience)
+            .await
+            .map_err(|refused| self.refused(Unsent::Refused(refused), policy))
+    }
+
+    /// The error for a message that was not queued under `policy`.
+    fn refused(&self, unsent: Unsent, policy: Option<SlowConsumerPolicy>) -> Error {
+        let refused = match unsent {
+            Unsent::Encode(error) => return error,
+            Unsent::Refused(refused) => refused,
+        };
+        let id = self.id();
+        match (
+            refused,
+            policy.unwrap_or_else(|| self.slow_consumer_policy()),
+        ) {
+            (Refused::Closed, _) => Error::ConnectionClosed { id },
+            (Refused::TimedOut, SlowConsumerPolicy::Wait(waited)) => {
+                Error::SendTimeout { id, waited }
+            }
+            (_, SlowConsumerPolicy::Disconnect) => {
+                self.close_because(DisconnectReason::SlowConsumer);
+                Error::QueueFull { id }
+            }
+            _ => Error::QueueFull { id },
+        }
+    }
+
+    /// Runs `before_send`; `None` means it dropped the message.
+    async fn before_send(
+        &self,
+        handler: &Handler,
+        message: Message,
+    ) -> Result<Option<Message>, Error> {
+        let context = EventContext::new(self.clone()).with_message(message);
+        let outcome = invoke(self, handler, context).await;
+        if let Err(error) = &outcome {
+            self.after_panic(error).await;
+        }
+        outcome
+    }
+
+    /// The slow-consumer policy for this connection's client type.
+    pub(crate) fn slow_consumer_policy(&self) -> SlowConsumerPolicy {
+        let limits = &self.shared.server.limits;
+        self.client_type()
+            .and_then(|client_type| limits.slow_consumer_by_type.get(client_type))
+            .copied()
+            .unwrap_or(limits.slow_consumer)
+    }
+
+    /// A panic in `before_send` is handled like one in any other handler:
+    /// reported to `on_error`, and the connection closed if the policy says so.
+    async fn after_panic(&self, error: &Error) {
+        let Error::HandlerPanicked { handler, message } = error else {
+            return;
+        };
+        let reported = Error::HandlerPanicked {
+            handler,
+            message: message.clone(),
+        };
+        report(self, reported).await;
+        if self.shared.server.limits.on_panic == PanicPolicy::Close {
+            self.close_because(DisconnectReason::HandlerPanicked);
+        }
+    }
+}
+
+/// Why a message was not queued.
+enum Unsent {
+    Encode(Error),
+    Refused(Refused),
+}
+
+/// The future of [`Connection::send`].
+struct Sending<'a> {
+    connection: &'a Connection,
+    policy: Option<SlowConsumerPolicy>,
+    step: Step<'a>,
+}
+
+enum Step<'a> {
+    /// Not polled yet: nothing happens before the first poll.
+    Start(Message),
+    /// `before_send` or a full queue: the boxed rest of the work.
+    Waiting(BoxFuture<'a, Result<(), Error>>),
+    Done,
+}
+
+impl Future for Sending<'_> {
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match std::mem::replace(&mut this.step, Step::Done) {
+                Step::Start(message) => match this.connection.try_send(message, this.policy) {
+                    Ok(result) => return Poll::Ready(result),
+                    Err(rest) => this.step = Step::Waiting(rest),
+                },
+                Step::Waiting(mut rest) => {
+                    let Poll::Ready(result) = rest.as_mut().poll(cx) else {
+                        this.step = Step::Waiting(rest);
+                        return Poll::Pending;
+                    };
+                    return Poll::Ready(result);
+                }
+                Step::Done => panic!("a send is not polled after it completed"),
+            }
+        }
+    }
+}
