@@ -23,37 +23,53 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
     let sig = &handler.item.sig;
     let ident = &sig.ident;
 
+    // Arguments are taken from the event before the handler's future is
+    // boxed, so the box holds them and the handler's future, not the event:
+    // all but the last are copied out of it, the last takes what is left.
+    let inputs: Vec<Input<'_>> = handler
+        .inputs()
+        .filter(|input| !matches!(input, Input::Receiver(_)))
+        .collect();
     let mut bindings = Vec::new();
     let mut call_args = Vec::new();
-    for (index, input) in handler.inputs().enumerate() {
+    for (index, input) in inputs.iter().enumerate() {
         let binding = format_ident!("__arg{index}");
-        let (extracted, call_arg) = match input {
+        let last = index + 1 == inputs.len();
+        let (ty, owned, call_arg) = match input {
             // Rejected by validation; nothing is generated for a rejected handler.
             Input::Receiver(_) => continue,
             Input::Owned { ty, .. } => {
                 let runtime = private(at(ty.span()));
-                let extracted = quote_spanned!(at(ty.span())=>
-                    <#ty as #runtime::FromEvent>::from_event(&mut __ctx)?
-                );
-                (extracted, quote!(#binding))
+                let owned = quote_spanned!(at(ty.span())=> <#ty as #runtime::FromEvent>);
+                (ty, owned, quote!(#binding))
             }
             Input::Borrowed { ty, reference, .. } => {
                 let runtime = private(at(ty.span()));
                 let elem = &reference.elem;
-                let extracted = quote_spanned!(at(ty.span())=>
-                    <<#elem as #runtime::BorrowedArg>::Owned as #runtime::FromEvent>::from_event(&mut __ctx)?
+                let owned = quote_spanned!(at(ty.span())=>
+                    <<#elem as #runtime::BorrowedArg>::Owned as #runtime::FromEvent>
                 );
-                (extracted, quote!(&*#binding))
+                (ty, owned, quote!(&*#binding))
             }
         };
-        bindings.push(quote!(let #binding = #extracted;));
+        let extracted = if last {
+            quote_spanned!(at(ty.span())=> #owned::from_event_owned(__ctx))
+        } else {
+            quote_spanned!(at(ty.span())=> #owned::from_event(&mut __ctx))
+        };
+        bindings.push(quote! {
+            let #binding = match #extracted {
+                #runtime::Ok(value) => value,
+                #runtime::Err(error) => return #runtime::rejected(error),
+            };
+        });
         call_args.push(call_arg);
     }
-    // With no arguments the context is not needed; naming it would warn.
-    let context = if bindings.is_empty() {
-        quote!(_: #runtime::EventContext)
-    } else {
-        quote!(mut __ctx: #runtime::EventContext)
+    // Only name the context as far as it is used: unused names would warn.
+    let context = match inputs.len() {
+        0 => quote!(_: #runtime::EventContext),
+        1 => quote!(__ctx: #runtime::EventContext),
+        _ => quote!(mut __ctx: #runtime::EventContext),
     };
 
     // The Send check is reported at the handler's name ("future returned by `x` is
@@ -114,8 +130,8 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
             }
 
             fn __flexi_call(#context) -> #runtime::HandlerFuture {
+                #(#bindings)*
                 #runtime::Box::pin(async move {
-                    #(#bindings)*
                     #call
                     #convert
                 })

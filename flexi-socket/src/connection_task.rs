@@ -6,7 +6,6 @@
 
 use std::io;
 use std::ops::ControlFlow;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -21,7 +20,6 @@ use crate::deadlines::{Clock, idle_timer, wait_for};
 use crate::dispatch::report;
 use crate::error::Error;
 use crate::framing::Decoded;
-use crate::handler::panic_message;
 use crate::outbound::{Frames, OutboundReceiver};
 use crate::pipeline::{on_connect, on_disconnect, on_frame, until_aborted};
 use crate::stream::{StreamReader, StreamWriter};
@@ -261,27 +259,20 @@ async fn drain(
             return ControlFlow::Continue(());
         }
         let decoder = decoder.current();
-        // A custom codec is user code: its panic ends this connection only.
-        let decoded = catch_unwind(AssertUnwindSafe(|| match mode {
+        let decoded = match mode {
             Drain::Ready => decoder.decode(buffer),
             Drain::Idle => decoder.decode_idle(buffer),
             Drain::Eof => decoder.decode_eof(buffer),
-        }))
-        .unwrap_or_else(|payload| {
-            Err(Error::Framing(format!(
-                "the codec panicked: {}",
-                panic_message(&*payload)
-            )))
-        });
+        };
         let flow = match decoded {
             Ok(Some(Decoded::Frame(frame))) => on_frame(connection, frame).await,
             Ok(Some(Decoded::Discarded(error))) => {
-                report(connection, error).await;
+                report(connection, *error).await;
                 ControlFlow::Continue(())
             }
             Ok(None) => return ControlFlow::Continue(()),
             Err(error) => {
-                report(connection, error).await;
+                report(connection, *error).await;
                 ControlFlow::Break(DisconnectReason::FramingFailed)
             }
         };

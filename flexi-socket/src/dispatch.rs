@@ -47,8 +47,9 @@ enum Call<'a> {
     Here(HandlerFuture),
     /// On the blocking pool, or under the handler timeout.
     Elsewhere(BoxFuture<'a, Result<HandlerOutput, Error>>),
-    /// Building the future panicked; taken once polled.
-    Failed(Option<Error>),
+    /// Building the future panicked; taken once polled (boxed: rare, and
+    /// this type is in every message's future).
+    Failed(Option<Box<Error>>),
 }
 
 /// Builds the handler's future. That runs user code too: a hand-written
@@ -56,7 +57,7 @@ enum Call<'a> {
 fn start(handler: &Handler, context: EventContext) -> Call<'static> {
     match catch_unwind(AssertUnwindSafe(|| handler.call(context))) {
         Ok(future) => Call::Here(future),
-        Err(payload) => Call::Failed(Some(panicked(handler, &*payload))),
+        Err(payload) => Call::Failed(Some(Box::new(panicked(handler, &*payload)))),
     }
 }
 
@@ -74,7 +75,7 @@ impl Call<'_> {
                 Err(payload) => Poll::Ready(Err(panicked(handler, &*payload))),
             },
             Call::Elsewhere(future) => future.as_mut().poll(cx),
-            Call::Failed(error) => Poll::Ready(Err(error
+            Call::Failed(error) => Poll::Ready(Err(*error
                 .take()
                 .expect("a handler call is not polled after it completed"))),
         }

@@ -93,6 +93,21 @@ impl EventContext {
             _ => Message::default(),
         }
     }
+
+    /// The message, taken rather than cloned: for the last argument.
+    fn into_message(self) -> Message {
+        match self.payload {
+            Payload::Message(message) => message,
+            _ => Message::default(),
+        }
+    }
+}
+
+/// The future of a handler whose argument could not be produced: it
+/// resolves at once to that error. Not public API.
+#[doc(hidden)]
+pub fn rejected(error: Error) -> HandlerFuture {
+    Box::pin(std::future::ready(Err(HandlerError::Argument(error))))
 }
 
 /// A value a handler can take as an argument.
@@ -109,11 +124,26 @@ pub trait FromEvent: Sized {
     /// When the event cannot be viewed as `Self` (e.g. [`Error::InvalidUtf8`]);
     /// the error goes to `on_error` and the handler does not run.
     fn from_event(context: &mut EventContext) -> Result<Self, Error>;
+
+    /// Takes the argument out of the event when no other argument needs the
+    /// event after it (the last one); the default clones as
+    /// [`from_event`](Self::from_event) does.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_event`](Self::from_event).
+    fn from_event_owned(mut context: EventContext) -> Result<Self, Error> {
+        Self::from_event(&mut context)
+    }
 }
 
 impl FromEvent for Connection {
     fn from_event(context: &mut EventContext) -> Result<Self, Error> {
         Ok(context.connection.clone())
+    }
+
+    fn from_event_owned(context: EventContext) -> Result<Self, Error> {
+        Ok(context.connection)
     }
 }
 
@@ -121,11 +151,19 @@ impl FromEvent for Message {
     fn from_event(context: &mut EventContext) -> Result<Self, Error> {
         Ok(context.message())
     }
+
+    fn from_event_owned(context: EventContext) -> Result<Self, Error> {
+        Ok(context.into_message())
+    }
 }
 
 impl FromEvent for Bytes {
     fn from_event(context: &mut EventContext) -> Result<Self, Error> {
         Ok(context.message().into_bytes())
+    }
+
+    fn from_event_owned(context: EventContext) -> Result<Self, Error> {
+        Ok(context.into_message().into_bytes())
     }
 }
 
@@ -144,9 +182,11 @@ impl FromEvent for String {
 #[diagnostic::do_not_recommend]
 impl FromEvent for Text {
     fn from_event(context: &mut EventContext) -> Result<Self, Error> {
-        let message = context.message();
-        message.to_str()?;
-        Ok(Text(message.into_bytes()))
+        Text::checked(context.message())
+    }
+
+    fn from_event_owned(context: EventContext) -> Result<Self, Error> {
+        Text::checked(context.into_message())
     }
 }
 
@@ -208,8 +248,13 @@ impl<T: Clone + Send + Sync + 'static> FromEvent for State<T> {
 pub struct Text(Bytes);
 
 impl Text {
+    fn checked(message: Message) -> Result<Self, Error> {
+        message.to_str()?;
+        Ok(Text(message.into_bytes()))
+    }
+
     fn as_str(&self) -> &str {
-        // SAFETY: a `Text` is only built by `from_event` right after
+        // SAFETY: a `Text` is only built by `checked` right after
         // `Message::to_str` checked these very bytes, and `Bytes` is immutable.
         unsafe { std::str::from_utf8_unchecked(&self.0) }
     }

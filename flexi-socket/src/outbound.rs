@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Poll;
 
@@ -118,36 +119,44 @@ impl Queue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A frame bigger than the whole budget costs the whole budget, so it can
-    /// still be sent once the queue is empty.
-    fn cost(&self, frame: &[u8]) -> usize {
-        frame.len().min(self.max_bytes)
-    }
-
-    /// Copies `frame` into the queue if there is room now.
-    fn try_push(&self, frame: &[u8], transport: Transport) -> Result<(), Refused> {
-        let cost = self.cost(frame);
+    /// Adds one frame, written by `append` at the end of the waiting
+    /// frames, if the queue has room for it; otherwise nothing is added.
+    fn try_append<E>(
+        &self,
+        transport: Transport,
+        append: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<(), Unqueued<E>> {
         let mut state = self.lock();
         if state.closed {
-            return Err(Refused::Closed);
+            return Err(Unqueued::Refused(Refused::Closed));
+        }
+        if state.waiting.count + state.writing_frames >= self.max_messages as u64 {
+            return Err(Unqueued::Refused(Refused::Full));
         }
         let used = state.waiting.cost + state.writing_cost;
-        let frames = state.waiting.count + state.writing_frames;
-        if frames >= self.max_messages as u64 || used.saturating_add(cost) > self.max_bytes {
-            return Err(Refused::Full);
-        }
         let waiting = &mut state.waiting;
         if waiting.bytes.capacity() == 0 {
             spare::take(&mut waiting.bytes);
         }
-        waiting.bytes.extend_from_slice(frame);
+        let start = waiting.bytes.len();
+        let appended = append(&mut waiting.bytes);
+        let length = waiting.bytes.len() - start;
+        // A frame bigger than the whole budget costs the whole budget, so it
+        // can still be sent once the queue is empty.
+        let cost = length.min(self.max_bytes);
+        if appended.is_err() || used.saturating_add(cost) > self.max_bytes {
+            waiting.bytes.truncate(start);
+            return Err(
+                appended.map_or_else(Unqueued::Append, |()| Unqueued::Refused(Refused::Full))
+            );
+        }
         if transport == Transport::Datagrams {
-            waiting.lengths.push_back(frame.len());
+            waiting.lengths.push_back(length);
         }
         waiting.count += 1;
         waiting.cost += cost;
         state.queued_frames += 1;
-        state.queued_bytes += frame.len() as u64;
+        state.queued_bytes += length as u64;
         drop(state);
         let from_writer_task = self
             .writer_task
@@ -158,6 +167,15 @@ impl Queue {
         }
         Ok(())
     }
+}
+
+/// Why [`OutboundSender::try_append`] added nothing.
+#[derive(Debug)]
+pub(crate) enum Unqueued<E> {
+    /// The queue refused the frame.
+    Refused(Refused),
+    /// Writing the frame failed.
+    Append(E),
 }
 
 /// A queue for one connection over `transport`.
@@ -180,7 +198,25 @@ pub(crate) fn channel(limits: &Limits, transport: Transport) -> (OutboundSender,
 impl OutboundSender {
     /// Queues `frame` if there is room now.
     pub(crate) fn try_push(&self, frame: &[u8]) -> Result<(), Refused> {
-        self.queue.try_push(frame, self.transport)
+        self.queue
+            .try_append(self.transport, |waiting| {
+                waiting.extend_from_slice(frame);
+                Ok::<(), Infallible>(())
+            })
+            .map_err(|unqueued| match unqueued {
+                Unqueued::Refused(refused) => refused,
+                Unqueued::Append(never) => match never {},
+            })
+    }
+
+    /// Queues the frame that `append` writes, straight into the queue, if
+    /// there is room for it now. `append` runs under the queue's lock, so it
+    /// must be the runtime's own code, and must add nothing when it fails.
+    pub(crate) fn try_append<E>(
+        &self,
+        append: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<(), Unqueued<E>> {
+        self.queue.try_append(self.transport, append)
     }
 
     /// Queues `frame`, which [`try_push`](Self::try_push) found no room for,

@@ -17,6 +17,7 @@ use crate::framing::Framing;
 use crate::handler::{EventContext, panic_message};
 use crate::limits::PanicPolicy;
 use crate::message::Message;
+use crate::router::Routes;
 
 pub(crate) async fn on_connect(connection: &Connection) -> ControlFlow<DisconnectReason> {
     let Some(handler) = connection.routes().on_connect.clone() else {
@@ -43,16 +44,69 @@ pub(crate) async fn on_frame(
     frame: Bytes,
 ) -> ControlFlow<DisconnectReason> {
     connection.count_inbound(frame.len());
-    // Unless a raw first unit did, the first frame classifies. Boxed: it
-    // runs once per connection, the rest of this for every message.
-    if !connection.classification_over() {
-        if let Err(flow) = Box::pin(classify(connection, &frame)).await {
-            return flow;
-        }
-    }
-    let flow = deliver(connection, Message::from(frame)).await;
+    let routes = connection.routes();
+    // Every message comes here: the usual one, classified and without an
+    // after_receive, goes straight to its route with nothing boxed.
+    let flow = if connection.classification_over() && routes.after_receive.is_none() {
+        route(connection, routes, Message::from(frame)).await
+    } else {
+        Box::pin(classify_and_filter(connection, frame)).await
+    };
     connection.first_message_done();
     flow
+}
+
+/// The first frame classifies (unless a raw first unit did), then
+/// after_receive may rewrite or drop the message before it is routed.
+async fn classify_and_filter(
+    connection: &Connection,
+    frame: Bytes,
+) -> ControlFlow<DisconnectReason> {
+    if let Err(flow) = classify(connection, &frame).await {
+        return flow;
+    }
+    let routes = connection.routes();
+    let mut message = Message::from(frame);
+    if let Some(after_receive) = &routes.after_receive {
+        let context = EventContext::new(connection.clone()).with_message(message);
+        match invoke(connection, after_receive, context).await {
+            Ok(Some(kept)) => message = kept,
+            Ok(None) => return ControlFlow::Continue(()),
+            Err(error) => return fail(connection, error).await,
+        }
+    }
+    route(connection, routes, message).await
+}
+
+/// Hands `message` to a waiting `request` (client mode), or to the client
+/// type's on_message handler; a message with neither is reported, never
+/// dropped in silence.
+async fn route(
+    connection: &Connection,
+    routes: &Routes,
+    mut message: Message,
+) -> ControlFlow<DisconnectReason> {
+    if let Some(replies) = &connection.server().replies {
+        match replies.offer(message) {
+            Some(unclaimed) => message = unclaimed,
+            None => return ControlFlow::Continue(()),
+        }
+    }
+    let Some(on_message) = &routes.on_message else {
+        let client_type = connection
+            .client_type()
+            .cloned()
+            .unwrap_or(crate::ClientType::DEFAULT);
+        report(connection, Error::Unrouted { client_type }).await;
+        return ControlFlow::Continue(());
+    };
+    let context = EventContext::new(connection.clone()).with_message(message);
+    // Not a `match` on the outcome: its large error would then stay in this
+    // future, which runs for every message, while `fail` runs.
+    let Err(error) = invoke(connection, on_message, context).await else {
+        return ControlFlow::Continue(());
+    };
+    fail(connection, error).await
 }
 
 /// Runs the classifier on the first frame or raw first unit, once per
@@ -115,38 +169,6 @@ pub(crate) async fn classify_first_unit(
         Ok(()) => ControlFlow::Continue(()),
         Err(flow) => flow,
     })
-}
-
-async fn deliver(connection: &Connection, mut message: Message) -> ControlFlow<DisconnectReason> {
-    let routes = connection.routes();
-    if let Some(after_receive) = &routes.after_receive {
-        let context = EventContext::new(connection.clone()).with_message(message);
-        match invoke(connection, after_receive, context).await {
-            Ok(Some(kept)) => message = kept,
-            Ok(None) => return ControlFlow::Continue(()),
-            Err(error) => return fail(connection, error).await,
-        }
-    }
-    // Client mode: a reply that a `request` waits for goes there, not to on_message.
-    if let Some(replies) = &connection.server().replies {
-        match replies.offer(message) {
-            Some(unclaimed) => message = unclaimed,
-            None => return ControlFlow::Continue(()),
-        }
-    }
-    let Some(on_message) = &routes.on_message else {
-        let client_type = connection
-            .client_type()
-            .cloned()
-            .unwrap_or(crate::ClientType::DEFAULT);
-        report(connection, Error::Unrouted { client_type }).await;
-        return ControlFlow::Continue(());
-    };
-    let context = EventContext::new(connection.clone()).with_message(message);
-    match invoke(connection, on_message, context).await {
-        Ok(_) => ControlFlow::Continue(()),
-        Err(error) => fail(connection, error).await,
-    }
 }
 
 /// Reports a handler's failure; a panic closes the connection unless the

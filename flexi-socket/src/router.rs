@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::classifier::{ClientType, ErasedClassifier};
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::handler::{EventContext, FromEvent, Handler, IntoFiltered, IntoHandlerResult};
+use crate::handler::{EventContext, FromEvent, Handler, IntoFiltered, IntoHandlerResult, rejected};
 use crate::registry::{self, HandlerKind};
 
 /// The routing table, built by the attribute macros ([`Router::registered`]) or
@@ -183,13 +183,14 @@ impl Router {
         M: FromEvent + Send + 'static,
         Fut: Future + Send + 'static,
     {
-        let handler = Arc::new(handler);
         let call = move |mut context: EventContext| {
-            let handler = Arc::clone(&handler);
-            Box::pin(async move {
-                let argument = M::from_event(&mut context)?;
-                convert(handler(context.connection, argument).await)
-            }) as _
+            let argument = match M::from_event(&mut context) {
+                Ok(argument) => argument,
+                Err(error) => return rejected(error),
+            };
+            // Called here, not in the box: the box then holds its future only.
+            let future = handler(context.connection, argument);
+            Box::pin(async move { convert(future.await) }) as _
         };
         self.push(kind, client_type, Handler::new(handler_name::<F>(), call))
     }

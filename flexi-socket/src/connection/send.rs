@@ -8,7 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{Connection, DisconnectReason};
 use crate::dispatch::{BoxFuture, invoke, report};
@@ -17,7 +17,7 @@ use crate::framing::FrameEncoder;
 use crate::handler::{EventContext, Handler};
 use crate::limits::{PanicPolicy, SlowConsumerPolicy};
 use crate::message::Message;
-use crate::outbound::{Refused, with_encoded};
+use crate::outbound::{Refused, Unqueued, with_encoded};
 
 impl Connection {
     /// Sends a message: `before_send` runs first, then the framing encodes
@@ -103,15 +103,31 @@ impl Connection {
     /// when it has none.
     fn queue(&self, encoder: &FrameEncoder, message: &Message) -> Result<Option<Bytes>, Unsent> {
         let outbound = &self.shared.outbound;
-        with_encoded(
-            |dst| encoder.encode(message, dst),
-            |frame| match outbound.try_push(frame) {
-                Ok(()) => Ok(None),
-                Err(Refused::Full) => Ok(Some(Bytes::copy_from_slice(frame))),
-                Err(refused) => Err(Unsent::Refused(refused)),
-            },
-        )
-        .map_err(Unsent::Encode)?
+        if encoder.runs_user_code() {
+            // Not under the queue's lock: encoded aside first, then copied in.
+            return with_encoded(
+                |dst| encoder.encode(message, dst),
+                |frame| match outbound.try_push(frame) {
+                    Ok(()) => Ok(None),
+                    Err(Refused::Full) => Ok(Some(Bytes::copy_from_slice(frame))),
+                    Err(refused) => Err(Unsent::Refused(refused)),
+                },
+            )
+            .map_err(Unsent::Encode)?;
+        }
+        match outbound.try_append(|dst| encoder.encode(message, dst)) {
+            Ok(()) => Ok(None),
+            Err(Unqueued::Refused(Refused::Full)) => {
+                // The frame waits for room on its own.
+                let mut frame = BytesMut::new();
+                encoder
+                    .encode(message, &mut frame)
+                    .map_err(Unsent::Encode)?;
+                Ok(Some(frame.freeze()))
+            }
+            Err(Unqueued::Refused(refused)) => Err(Unsent::Refused(refused)),
+            Err(Unqueued::Append(error)) => Err(Unsent::Encode(error)),
+        }
     }
 
     /// Queues `frame` once the queue has room, as the slow-consumer policy says.

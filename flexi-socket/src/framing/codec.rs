@@ -115,18 +115,24 @@ enum DecoderKind {
     Custom(CustomDecoder),
 }
 
+/// What a [`FrameDecoder`] made of the buffer: an item, `None` until more
+/// bytes arrive, or an error after which the connection cannot go on. Small
+/// (the error is boxed): every frame of every connection passes through it.
+pub(crate) type Decoding = Result<Option<Decoded>, Box<Error>>;
+
 /// Built-in codecs report recoverable problems as items; an error from one
 /// means the stream cannot be followed any more (a corrupt length header).
-fn unrecoverable(err: io::Error) -> Error {
-    Error::Framing(err.to_string())
+fn unrecoverable(err: io::Error) -> Box<Error> {
+    Box::new(Error::Framing(err.to_string()))
 }
 
 impl FrameDecoder {
     /// The next item from `buf`, or `None` until more bytes arrive.
     ///
     /// Recoverable problems are `Ok(Some(Decoded::Discarded(..)))`; `Err` means
-    /// the connection cannot go on.
-    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+    /// the connection cannot go on. Never panics: a custom codec's panic is
+    /// an `Err`.
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Decoding {
         match &mut self.0 {
             DecoderKind::Builtin(builtin) => {
                 with_codec!(builtin, codec => codec.decode(buf)).map_err(unrecoverable)
@@ -140,7 +146,7 @@ impl FrameDecoder {
     /// An unfinished frame is reported once as [`Error::FrameTruncated`], not
     /// delivered, except where EOF ends a message (`eof()`, `raw()`,
     /// `idle_gap(..)`).
-    pub(crate) fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+    pub(crate) fn decode_eof(&mut self, buf: &mut BytesMut) -> Decoding {
         match &mut self.0 {
             DecoderKind::Builtin(builtin) => {
                 with_codec!(builtin, codec => codec.decode_eof(buf)).map_err(unrecoverable)
@@ -171,7 +177,7 @@ impl FrameDecoder {
 
     /// The pending message after [`idle_gap`](Self::idle_gap) of silence; a
     /// no-op for every other framing.
-    pub(crate) fn decode_idle(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+    pub(crate) fn decode_idle(&mut self, buf: &mut BytesMut) -> Decoding {
         match &mut self.0 {
             DecoderKind::Builtin(Builtin::IdleGap(codec)) => Ok(codec.decode_idle(buf)),
             _ => Ok(None),
@@ -190,6 +196,12 @@ enum EncoderKind {
 }
 
 impl FrameEncoder {
+    /// Whether encoding runs user code (a custom codec), which may panic or
+    /// append bytes before it fails; built-in codecs do neither.
+    pub(crate) fn runs_user_code(&self) -> bool {
+        matches!(self.0, EncoderKind::Custom(_))
+    }
+
     /// Appends `message`, framed, to `dst`; on error nothing is appended by a
     /// built-in codec.
     pub(crate) fn encode(&self, message: &[u8], dst: &mut BytesMut) -> Result<(), Error> {

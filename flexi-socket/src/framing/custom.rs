@@ -1,13 +1,16 @@
 //! A user's own tokio-util codec, erased so every connection can hold one.
 
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::Decoded;
+use super::codec::Decoding;
 use crate::error::Error;
+use crate::handler::panic_message;
 
 /// What the runtime needs of a user codec; errors are already text, as the
 /// connection only reports them.
@@ -83,18 +86,26 @@ impl fmt::Debug for CustomFraming {
 pub(super) struct CustomDecoder(Box<dyn ErasedCodec>);
 
 impl CustomDecoder {
-    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
-        self.0
-            .decode(buf)
-            .map(|frame| frame.map(Decoded::Frame))
-            .map_err(Error::Framing)
+    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Decoding {
+        guarded(|| self.0.decode(buf))
     }
 
-    pub(super) fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
-        self.0
-            .decode_eof(buf)
+    pub(super) fn decode_eof(&mut self, buf: &mut BytesMut) -> Decoding {
+        guarded(|| self.0.decode_eof(buf))
+    }
+}
+
+/// Runs a custom codec's decode, which is user code: its panic becomes an
+/// unrecoverable framing error, which costs its connection only.
+fn guarded(decode: impl FnOnce() -> Result<Option<Bytes>, String>) -> Decoding {
+    match catch_unwind(AssertUnwindSafe(decode)) {
+        Ok(decoded) => decoded
             .map(|frame| frame.map(Decoded::Frame))
-            .map_err(Error::Framing)
+            .map_err(|reason| Box::new(Error::Framing(reason))),
+        Err(payload) => Err(Box::new(Error::Framing(format!(
+            "the codec panicked: {}",
+            panic_message(&*payload)
+        )))),
     }
 }
 
@@ -155,7 +166,7 @@ mod tests {
         let mut buf = BytesMut::from(&b"\x05hello"[..]);
         let err = framing.decoder().decode(&mut buf).unwrap_err();
         assert!(
-            matches!(err, Error::Framing(ref text) if text.contains("frame size")),
+            matches!(*err, Error::Framing(ref text) if text.contains("frame size")),
             "{err}"
         );
     }
@@ -169,7 +180,7 @@ mod tests {
         });
         let mut buf = BytesMut::from(&b"\x05he"[..]);
         let err = framing.decoder().decode_eof(&mut buf).unwrap_err();
-        assert!(matches!(err, Error::Framing(_)), "{err}");
+        assert!(matches!(*err, Error::Framing(_)), "{err}");
     }
 
     #[test]

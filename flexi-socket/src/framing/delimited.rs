@@ -170,7 +170,7 @@ impl DelimitedCodec {
             }
         };
         self.state = next;
-        (dropped > 0 && !reported).then_some(Decoded::Discarded(Error::Unframed { bytes: dropped }))
+        (dropped > 0 && !reported).then_some(Decoded::discarded(Error::Unframed { bytes: dropped }))
     }
 
     pub(super) fn encode_message(&self, message: &[u8], dst: &mut BytesMut) -> io::Result<()> {
@@ -209,11 +209,11 @@ impl Decoder for DelimitedCodec {
                             };
                             match delimiter {
                                 _ if at > max => {
-                                    Decoded::Discarded(Error::FrameTooLarge { length: at, max })
+                                    Decoded::discarded(Error::FrameTooLarge { length: at, max })
                                 }
                                 Delimiter::End => Decoded::Frame(payload),
                                 Delimiter::Start => {
-                                    Decoded::Discarded(Error::FrameTruncated { bytes: at })
+                                    Decoded::discarded(Error::FrameTruncated { bytes: at })
                                 }
                             }
                         }
@@ -225,7 +225,7 @@ impl Decoder for DelimitedCodec {
                             // No delimiter within the first `max + 1` bytes: oversize.
                             buf.advance(at);
                             self.state = State::Discarding;
-                            Decoded::Discarded(Error::FrameTooLarge { length: at, max })
+                            Decoded::discarded(Error::FrameTooLarge { length: at, max })
                         }
                     }));
                 }
@@ -254,9 +254,9 @@ impl Decoder for DelimitedCodec {
         buf.clear();
         Ok(match mem::replace(&mut self.state, HUNTING) {
             // An opened frame is reported even when empty: its start was sent.
-            State::InFrame { .. } => Some(Decoded::Discarded(Error::FrameTruncated { bytes })),
+            State::InFrame { .. } => Some(Decoded::discarded(Error::FrameTruncated { bytes })),
             State::Hunting { reported } => {
-                (bytes > 0 && !reported).then_some(Decoded::Discarded(Error::Unframed { bytes }))
+                (bytes > 0 && !reported).then_some(Decoded::discarded(Error::Unframed { bytes }))
             }
             // The rest of an oversize frame was already reported.
             State::Discarding => None,

@@ -78,7 +78,7 @@ impl Decoder for EofCodec {
     fn decode_eof(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
         self.decode(buf)?;
         if let Some(length) = self.discarded.take() {
-            return Ok(Some(Decoded::Discarded(Error::FrameTooLarge {
+            return Ok(Some(Decoded::discarded(Error::FrameTooLarge {
                 length,
                 max: self.max_length,
             })));

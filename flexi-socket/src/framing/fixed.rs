@@ -112,7 +112,7 @@ impl Decoder for FixedLengthCodec {
         }
         let bytes = buf.len();
         buf.clear();
-        Ok(Some(Decoded::Discarded(Error::FrameTruncated { bytes })))
+        Ok(Some(Decoded::discarded(Error::FrameTruncated { bytes })))
     }
 }
 

@@ -90,7 +90,7 @@ impl IdleGapCodec {
     }
 
     fn too_large(&self, length: usize) -> Decoded {
-        Decoded::Discarded(Error::FrameTooLarge {
+        Decoded::discarded(Error::FrameTooLarge {
             length,
             max: self.max_length,
         })

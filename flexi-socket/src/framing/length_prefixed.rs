@@ -201,7 +201,7 @@ impl Decoder for LengthPrefixedCodec {
                         Ok(len) if len <= self.max_length => self.state = State::Body(len),
                         too_large => {
                             self.state = State::Skip(declared);
-                            return Ok(Some(Decoded::Discarded(Error::FrameTooLarge {
+                            return Ok(Some(Decoded::discarded(Error::FrameTooLarge {
                                 length: too_large.unwrap_or(usize::MAX),
                                 max: self.max_length,
                             })));
@@ -234,7 +234,7 @@ impl Decoder for LengthPrefixedCodec {
         if unfinished == 0 {
             return Ok(None);
         }
-        Ok(Some(Decoded::Discarded(Error::FrameTruncated {
+        Ok(Some(Decoded::discarded(Error::FrameTruncated {
             bytes: unfinished,
         })))
     }
@@ -321,10 +321,10 @@ mod tests {
     fn skipping_does_not_buffer() {
         let mut codec = codec(3).with_prefix_len(2);
         let mut buf = BytesMut::from(&b"\x01\x00"[..]);
-        assert!(matches!(
-            codec.decode(&mut buf).unwrap(),
-            Some(Decoded::Discarded(Error::FrameTooLarge { length: 256, .. }))
-        ));
+        let Some(Decoded::Discarded(error)) = codec.decode(&mut buf).unwrap() else {
+            panic!("expected a discarded frame");
+        };
+        assert!(matches!(*error, Error::FrameTooLarge { length: 256, .. }));
         for _ in 0..25 {
             buf.extend_from_slice(&[0; 10]);
             assert!(codec.decode(&mut buf).unwrap().is_none());

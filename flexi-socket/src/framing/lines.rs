@@ -52,20 +52,19 @@ impl LineCodec {
                     line.truncate(line.len() - 1);
                 }
                 if line.len() > self.max_length {
-                    return Decoded::Discarded(Error::FrameTooLarge {
+                    return Decoded::discarded(Error::FrameTooLarge {
                         length: line.len(),
                         max: self.max_length,
                     });
                 }
                 Decoded::Frame(line)
             }
-            Decoded::Discarded(Error::FrameTooLarge { length, .. }) => {
-                Decoded::Discarded(Error::FrameTooLarge {
-                    length,
-                    max: self.max_length,
-                })
+            Decoded::Discarded(mut error) => {
+                if let Error::FrameTooLarge { max, .. } = &mut *error {
+                    *max = self.max_length;
+                }
+                Decoded::Discarded(error)
             }
-            other => other,
         }
     }
 

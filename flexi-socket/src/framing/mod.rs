@@ -53,7 +53,7 @@ mod separator;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use codec::{FrameDecoder, FrameEncoder};
+pub(crate) use codec::{Decoding, FrameDecoder, FrameEncoder};
 pub use delimited::DelimitedCodec;
 pub use eof::EofCodec;
 pub use fixed::FixedLengthCodec;
@@ -73,8 +73,15 @@ pub enum Decoded {
     Frame(Bytes),
     /// Bytes that were dropped for a recoverable reason, either
     /// [`Error::FrameTooLarge`], [`Error::FrameTruncated`] or (`delimited`)
-    /// [`Error::Unframed`]; decoding goes on.
-    Discarded(Error),
+    /// [`Error::Unframed`]; decoding goes on. Boxed: every frame moves
+    /// through this type, and errors are rare.
+    Discarded(Box<Error>),
+}
+
+impl Decoded {
+    pub(crate) fn discarded(error: Error) -> Self {
+        Decoded::Discarded(Box::new(error))
+    }
 }
 
 /// How bytes on the wire become messages: the choice of codec and its

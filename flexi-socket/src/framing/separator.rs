@@ -120,10 +120,12 @@ impl Decoder for SeparatorCodec {
         let window = buf.len().min(limit);
         let start = self.next_index.min(window);
         if let Some(offset) = find(&buf[start..window], &self.separator) {
-            let frame = buf.split_to(start + offset).freeze();
-            buf.advance(separator_len);
+            let length = start + offset;
+            // One split takes the frame and its separator off the buffer.
+            let mut frame = buf.split_to(length + separator_len);
+            frame.truncate(length);
             self.next_index = 0;
-            return Ok(Some(Decoded::Frame(frame)));
+            return Ok(Some(Decoded::Frame(frame.freeze())));
         }
         self.next_index = (window + 1).saturating_sub(separator_len).max(start);
         if buf.len() < limit {
@@ -136,7 +138,7 @@ impl Decoder for SeparatorCodec {
             .skip_oversize(buf)
             // Otherwise at least the bytes that cannot be part of a separator.
             .unwrap_or(buffered + 1 - separator_len);
-        Ok(Some(Decoded::Discarded(Error::FrameTooLarge {
+        Ok(Some(Decoded::discarded(Error::FrameTooLarge {
             length,
             max: self.max_length,
         })))
@@ -155,7 +157,7 @@ impl Decoder for SeparatorCodec {
         if bytes == 0 || was_discarding {
             return Ok(None);
         }
-        Ok(Some(Decoded::Discarded(Error::FrameTruncated { bytes })))
+        Ok(Some(Decoded::discarded(Error::FrameTruncated { bytes })))
     }
 }
 

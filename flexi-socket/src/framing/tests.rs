@@ -58,12 +58,12 @@ impl From<Decoded> for Outcome {
     fn from(decoded: Decoded) -> Self {
         match decoded {
             Decoded::Frame(frame) => Outcome::Frame(frame.to_vec()),
-            Decoded::Discarded(Error::FrameTooLarge { length, max }) => {
-                Outcome::TooLarge { length, max }
-            }
-            Decoded::Discarded(Error::FrameTruncated { bytes }) => Outcome::Truncated { bytes },
-            Decoded::Discarded(Error::Unframed { bytes }) => Outcome::Unframed { bytes },
-            Decoded::Discarded(other) => Outcome::Failed(other.to_string()),
+            Decoded::Discarded(error) => match *error {
+                Error::FrameTooLarge { length, max } => Outcome::TooLarge { length, max },
+                Error::FrameTruncated { bytes } => Outcome::Truncated { bytes },
+                Error::Unframed { bytes } => Outcome::Unframed { bytes },
+                other => Outcome::Failed(other.to_string()),
+            },
         }
     }
 }
@@ -504,7 +504,7 @@ fn corrupt_length_header_is_an_unrecoverable_framing_error() {
         .decoder()
         .decode(&mut BytesMut::from(&b"\0"[..]))
         .unwrap_err();
-    assert!(matches!(err, Error::Framing(_)), "{err}");
+    assert!(matches!(*err, Error::Framing(_)), "{err}");
 }
 
 #[test]

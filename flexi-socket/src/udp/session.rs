@@ -8,7 +8,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,8 +22,7 @@ use crate::connection::{Connection, DisconnectReason};
 use crate::deadlines::{idle_timer, wait_for};
 use crate::dispatch::report;
 use crate::error::Error;
-use crate::framing::{Decoded, FrameDecoder};
-use crate::handler::panic_message;
+use crate::framing::{Decoded, Decoding, FrameDecoder};
 use crate::outbound::{Frames, OutboundReceiver};
 use crate::pipeline::{classify_first_unit, on_connect, on_disconnect, on_frame, until_aborted};
 
@@ -348,11 +346,11 @@ async fn deframe(connection: &Connection, datagram: Bytes) -> ControlFlow<Discon
                 }
                 flow
             }
-            Ok(Some(Decoded::Discarded(Error::FrameTruncated { bytes }))) => {
-                report(connection, Error::DatagramTruncated { bytes }).await;
-                ControlFlow::Continue(())
-            }
             Ok(Some(Decoded::Discarded(error))) => {
+                let error = match *error {
+                    Error::FrameTruncated { bytes } => Error::DatagramTruncated { bytes },
+                    other => other,
+                };
                 report(connection, error).await;
                 ControlFlow::Continue(())
             }
@@ -362,7 +360,7 @@ async fn deframe(connection: &Connection, datagram: Bytes) -> ControlFlow<Discon
             }
             Ok(None) => return ControlFlow::Continue(()),
             Err(error) => {
-                report(connection, error).await;
+                report(connection, *error).await;
                 return ControlFlow::Continue(());
             }
         };
@@ -372,24 +370,12 @@ async fn deframe(connection: &Connection, datagram: Bytes) -> ControlFlow<Discon
     }
 }
 
-fn decode(
-    decoder: &mut FrameDecoder,
-    buffer: &mut BytesMut,
-    at_end: bool,
-) -> Result<Option<Decoded>, Error> {
-    catch_unwind(AssertUnwindSafe(|| {
-        if at_end {
-            decoder.decode_eof(buffer)
-        } else {
-            decoder.decode(buffer)
-        }
-    }))
-    .unwrap_or_else(|payload| {
-        Err(Error::Framing(format!(
-            "the codec panicked: {}",
-            panic_message(&*payload)
-        )))
-    })
+fn decode(decoder: &mut FrameDecoder, buffer: &mut BytesMut, at_end: bool) -> Decoding {
+    if at_end {
+        decoder.decode_eof(buffer)
+    } else {
+        decoder.decode(buffer)
+    }
 }
 
 /// Sends queued replies, one datagram each, until told to finish; then
