@@ -60,7 +60,7 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
         bindings.push(quote! {
             let #binding = match #extracted {
                 #runtime::Ok(value) => value,
-                #runtime::Err(error) => return #runtime::rejected(error),
+                #runtime::Err(error) => return __slot.reject(error),
             };
         });
         call_args.push(call_arg);
@@ -129,12 +129,12 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
                 future
             }
 
-            fn __flexi_call(#context) -> #runtime::HandlerFuture {
+            fn __flexi_call(#context, __slot: &mut #runtime::HandlerSlot) {
                 #(#bindings)*
-                #runtime::Box::pin(async move {
+                __slot.start(async move {
                     #call
                     #convert
-                })
+                });
             }
 
             #client_type_fn

@@ -20,6 +20,7 @@ use crate::deadlines::{Clock, idle_timer, wait_for};
 use crate::dispatch::report;
 use crate::error::Error;
 use crate::framing::Decoded;
+use crate::handler::HandlerSlot;
 use crate::outbound::{Frames, OutboundReceiver};
 use crate::pipeline::{on_connect, on_disconnect, on_frame, until_aborted};
 use crate::stream::{StreamReader, StreamWriter};
@@ -249,6 +250,9 @@ async fn drain(
     buffer: &mut BytesMut,
     mode: Drain,
 ) -> ControlFlow<DisconnectReason> {
+    // The frames of one read share it: their handler futures take turns in
+    // one allocation, freed when the buffer is drained.
+    let mut slot = HandlerSlot::default();
     loop {
         // A gap of silence ends a first unit as surely as EOF does.
         let at_end = matches!(mode, Drain::Eof | Drain::Idle);
@@ -265,7 +269,7 @@ async fn drain(
             Drain::Eof => decoder.decode_eof(buffer),
         };
         let flow = match decoded {
-            Ok(Some(Decoded::Frame(frame))) => on_frame(connection, frame).await,
+            Ok(Some(Decoded::Frame(frame))) => on_frame(connection, frame, &mut slot).await,
             Ok(Some(Decoded::Discarded(error))) => {
                 report(connection, *error).await;
                 ControlFlow::Continue(())

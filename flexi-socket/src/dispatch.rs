@@ -9,12 +9,13 @@ use std::task::{Context, Poll, ready};
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::handler::{
-    EventContext, Handler, HandlerError, HandlerFuture, HandlerOutput, panic_message,
+    EventContext, Handler, HandlerError, HandlerOutput, HandlerSlot, panic_message,
 };
 use crate::message::Message;
 
 /// Runs `handler` for `connection`, turning its failure, panic or timeout
-/// into an [`Error`] that names it.
+/// into an [`Error`] that names it. The handler's future lives in `slot`,
+/// which a caller that calls handlers often keeps from one call to the next.
 ///
 /// A plain function returning a small hand-written future, not an `async
 /// fn`: it runs for every message, and every future that awaits it embeds it.
@@ -22,12 +23,13 @@ pub(crate) fn invoke<'a>(
     connection: &Connection,
     handler: &'a Handler,
     context: EventContext,
+    slot: &'a mut HandlerSlot,
 ) -> Invocation<'a> {
     let timeout = connection.server().limits.handler_timeout;
     let call = if handler.blocking {
         Call::Elsewhere(Box::pin(run_blocking(handler, context)))
     } else {
-        start(handler, context)
+        start(handler, context, slot)
     };
     let call = match timeout {
         Some(after) => Call::Elsewhere(Box::pin(within(after, handler, call))),
@@ -43,20 +45,20 @@ pub(crate) struct Invocation<'a> {
 }
 
 enum Call<'a> {
-    /// Polled on this task, panics caught at every poll.
-    Here(HandlerFuture),
+    /// The future in this slot, polled on this task, panics caught at every poll.
+    Here(&'a mut HandlerSlot),
     /// On the blocking pool, or under the handler timeout.
     Elsewhere(BoxFuture<'a, Result<HandlerOutput, Error>>),
-    /// Building the future panicked; taken once polled (boxed: rare, and
+    /// Starting the handler panicked; taken once polled (boxed: rare, and
     /// this type is in every message's future).
     Failed(Option<Box<Error>>),
 }
 
-/// Builds the handler's future. That runs user code too: a hand-written
-/// closure may panic before returning its future.
-fn start(handler: &Handler, context: EventContext) -> Call<'static> {
-    match catch_unwind(AssertUnwindSafe(|| handler.call(context))) {
-        Ok(future) => Call::Here(future),
+/// Starts the handler's future in `slot`. That runs user code too: a
+/// hand-written closure may panic before returning its future.
+fn start<'a>(handler: &Handler, context: EventContext, slot: &'a mut HandlerSlot) -> Call<'a> {
+    match catch_unwind(AssertUnwindSafe(|| handler.call(context, slot))) {
+        Ok(()) => Call::Here(slot),
         Err(payload) => Call::Failed(Some(Box::new(panicked(handler, &*payload)))),
     }
 }
@@ -68,8 +70,11 @@ impl Call<'_> {
         cx: &mut Context<'_>,
     ) -> Poll<Result<HandlerOutput, Error>> {
         match self {
-            Call::Here(future) => match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)))
-            {
+            Call::Here(slot) => match catch_unwind(AssertUnwindSafe(|| {
+                slot.future()
+                    .expect("a started handler has a future")
+                    .poll(cx)
+            })) {
                 Ok(Poll::Pending) => Poll::Pending,
                 Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
                 Err(payload) => Poll::Ready(Err(panicked(handler, &*payload))),
@@ -124,7 +129,9 @@ fn panicked(handler: &Handler, payload: &(dyn std::any::Any + Send)) -> Error {
 /// Runs a handler marked `blocking` on tokio's blocking pool, so a handler
 /// that blocks its thread stalls no other connection.
 async fn run_blocking(handler: &Handler, context: EventContext) -> Result<HandlerOutput, Error> {
-    let future = handler.call(context);
+    let mut slot = HandlerSlot::default();
+    handler.call(context, &mut slot);
+    let future = slot.take().expect("a started handler has a future");
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || runtime.block_on(future))
         .await
@@ -156,7 +163,8 @@ pub(crate) fn report(connection: &Connection, error: Error) -> BoxFuture<'_, ()>
             return;
         };
         let context = EventContext::new(connection.clone()).with_error(error);
-        if let Err(failure) = invoke(connection, &on_error, context).await {
+        let mut slot = HandlerSlot::default();
+        if let Err(failure) = invoke(connection, &on_error, context, &mut slot).await {
             tracing::error!(connection = connection.id(), error = %failure, "on_error handler failed");
         }
     })

@@ -124,12 +124,11 @@ pub mod __private {
     pub use crate::classifier::{Classifier, ClientType};
     pub use crate::connection::Connection;
     pub use crate::handler::{
-        BorrowedArg, EventContext, FromEvent, HandlerError, HandlerFuture, HandlerOutput,
-        IntoFiltered, IntoHandlerResult, rejected,
+        BorrowedArg, EventContext, FromEvent, HandlerError, HandlerOutput, HandlerSlot,
+        IntoFiltered, IntoHandlerResult,
     };
     pub use crate::registry::{HandlerKind, Registration};
     pub use inventory;
-    pub use std::boxed::Box;
     pub use std::option::Option::{None, Some};
     pub use std::result::Result::{Err, Ok};
     pub use std::vec::Vec;

@@ -14,7 +14,7 @@ use crate::connection::{Connection, DisconnectReason};
 use crate::dispatch::{BoxFuture, invoke, report};
 use crate::error::Error;
 use crate::framing::Framing;
-use crate::handler::{EventContext, panic_message};
+use crate::handler::{EventContext, HandlerSlot, panic_message};
 use crate::limits::PanicPolicy;
 use crate::message::Message;
 use crate::router::Routes;
@@ -23,7 +23,8 @@ pub(crate) async fn on_connect(connection: &Connection) -> ControlFlow<Disconnec
     let Some(handler) = connection.routes().on_connect.clone() else {
         return ControlFlow::Continue(());
     };
-    match invoke(connection, &handler, EventContext::new(connection.clone())).await {
+    let context = EventContext::new(connection.clone());
+    match invoke(connection, &handler, context, &mut HandlerSlot::default()).await {
         Ok(_) => ControlFlow::Continue(()),
         Err(error) => fail(connection, error).await,
     }
@@ -34,23 +35,26 @@ pub(crate) async fn on_disconnect(connection: &Connection, reason: DisconnectRea
         return;
     };
     let context = EventContext::new(connection.clone()).with_reason(reason);
-    if let Err(error) = invoke(connection, &handler, context).await {
+    if let Err(error) = invoke(connection, &handler, context, &mut HandlerSlot::default()).await {
         report(connection, error).await;
     }
 }
 
+/// Handles one inbound frame. `slot` keeps the on_message handler's future
+/// from one frame to the next (see [`HandlerSlot`]).
 pub(crate) async fn on_frame(
     connection: &Connection,
     frame: Bytes,
+    slot: &mut HandlerSlot,
 ) -> ControlFlow<DisconnectReason> {
     connection.count_inbound(frame.len());
     let routes = connection.routes();
     // Every message comes here: the usual one, classified and without an
     // after_receive, goes straight to its route with nothing boxed.
     let flow = if connection.classification_over() && routes.after_receive.is_none() {
-        route(connection, routes, Message::from(frame)).await
+        route(connection, routes, Message::from(frame), slot).await
     } else {
-        Box::pin(classify_and_filter(connection, frame)).await
+        Box::pin(classify_and_filter(connection, frame, slot)).await
     };
     connection.first_message_done();
     flow
@@ -61,6 +65,7 @@ pub(crate) async fn on_frame(
 async fn classify_and_filter(
     connection: &Connection,
     frame: Bytes,
+    slot: &mut HandlerSlot,
 ) -> ControlFlow<DisconnectReason> {
     if let Err(flow) = classify(connection, &frame).await {
         return flow;
@@ -69,13 +74,20 @@ async fn classify_and_filter(
     let mut message = Message::from(frame);
     if let Some(after_receive) = &routes.after_receive {
         let context = EventContext::new(connection.clone()).with_message(message);
-        match invoke(connection, after_receive, context).await {
+        match invoke(
+            connection,
+            after_receive,
+            context,
+            &mut HandlerSlot::default(),
+        )
+        .await
+        {
             Ok(Some(kept)) => message = kept,
             Ok(None) => return ControlFlow::Continue(()),
             Err(error) => return fail(connection, error).await,
         }
     }
-    route(connection, routes, message).await
+    route(connection, routes, message, slot).await
 }
 
 /// Hands `message` to a waiting `request` (client mode), or to the client
@@ -85,6 +97,7 @@ async fn route(
     connection: &Connection,
     routes: &Routes,
     mut message: Message,
+    slot: &mut HandlerSlot,
 ) -> ControlFlow<DisconnectReason> {
     if let Some(replies) = &connection.server().replies {
         match replies.offer(message) {
@@ -103,7 +116,7 @@ async fn route(
     let context = EventContext::new(connection.clone()).with_message(message);
     // Not a `match` on the outcome: its large error would then stay in this
     // future, which runs for every message, while `fail` runs.
-    let Err(error) = invoke(connection, on_message, context).await else {
+    let Err(error) = invoke(connection, on_message, context, slot).await else {
         return ControlFlow::Continue(());
     };
     fail(connection, error).await

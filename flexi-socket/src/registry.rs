@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::classifier::ClientType;
-use crate::handler::{EventContext, HandlerFuture};
+use crate::handler::{EventContext, HandlerSlot};
 
 /// The event a handler is for.
 #[non_exhaustive]
@@ -54,8 +54,8 @@ pub struct Registration {
     pub client_type: Option<fn() -> ClientType>,
     /// `module::function`.
     pub name: &'static str,
-    /// The erased call.
-    pub call: fn(EventContext) -> HandlerFuture,
+    /// The erased call: starts the handler's future in the slot.
+    pub call: fn(EventContext, &mut HandlerSlot),
     /// Whether to run it on the blocking pool.
     pub blocking: bool,
 }

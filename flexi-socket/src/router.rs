@@ -8,7 +8,9 @@ use std::sync::Arc;
 use crate::classifier::{ClientType, ErasedClassifier};
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::handler::{EventContext, FromEvent, Handler, IntoFiltered, IntoHandlerResult, rejected};
+use crate::handler::{
+    EventContext, FromEvent, Handler, HandlerSlot, IntoFiltered, IntoHandlerResult,
+};
 use crate::registry::{self, HandlerKind};
 
 /// The routing table, built by the attribute macros ([`Router::registered`]) or
@@ -163,9 +165,9 @@ impl Router {
         Fut: Future + Send + 'static,
         Fut::Output: IntoHandlerResult,
     {
-        let call = move |context: EventContext| {
+        let call = move |context: EventContext, slot: &mut HandlerSlot| {
             let future = handler(context.connection);
-            Box::pin(async move { future.await.into_handler_result() }) as _
+            slot.start(async move { future.await.into_handler_result() });
         };
         self.push(kind, client_type, Handler::new(handler_name::<F>(), call))
     }
@@ -183,14 +185,14 @@ impl Router {
         M: FromEvent + Send + 'static,
         Fut: Future + Send + 'static,
     {
-        let call = move |mut context: EventContext| {
+        let call = move |mut context: EventContext, slot: &mut HandlerSlot| {
             let argument = match M::from_event(&mut context) {
                 Ok(argument) => argument,
-                Err(error) => return rejected(error),
+                Err(error) => return slot.reject(error),
             };
-            // Called here, not in the box: the box then holds its future only.
+            // Called here, not in the slot: the slot then holds its future only.
             let future = handler(context.connection, argument);
-            Box::pin(async move { convert(future.await) }) as _
+            slot.start(async move { convert(future.await) });
         };
         self.push(kind, client_type, Handler::new(handler_name::<F>(), call))
     }

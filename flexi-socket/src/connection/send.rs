@@ -14,7 +14,7 @@ use super::{Connection, DisconnectReason};
 use crate::dispatch::{BoxFuture, invoke, report};
 use crate::error::Error;
 use crate::framing::FrameEncoder;
-use crate::handler::{EventContext, Handler};
+use crate::handler::{EventContext, Handler, HandlerSlot};
 use crate::limits::{PanicPolicy, SlowConsumerPolicy};
 use crate::message::Message;
 use crate::outbound::{Refused, Unqueued, with_encoded};
@@ -174,7 +174,7 @@ impl Connection {
         message: Message,
     ) -> Result<Option<Message>, Error> {
         let context = EventContext::new(self.clone()).with_message(message);
-        let outcome = invoke(self, handler, context).await;
+        let outcome = invoke(self, handler, context, &mut HandlerSlot::default()).await;
         if let Err(error) = &outcome {
             self.after_panic(error).await;
         }

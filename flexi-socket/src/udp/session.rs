@@ -23,6 +23,7 @@ use crate::deadlines::{idle_timer, wait_for};
 use crate::dispatch::report;
 use crate::error::Error;
 use crate::framing::{Decoded, Decoding, FrameDecoder};
+use crate::handler::HandlerSlot;
 use crate::outbound::{Frames, OutboundReceiver};
 use crate::pipeline::{classify_first_unit, on_connect, on_disconnect, on_frame, until_aborted};
 
@@ -284,7 +285,7 @@ impl Session {
                 if self.config.framed || self.connection.own_framing().is_some() {
                     deframe(&self.connection, datagram).await
                 } else {
-                    on_frame(&self.connection, datagram).await
+                    on_frame(&self.connection, datagram, &mut HandlerSlot::default()).await
                 }
             }
             Inbound::TooLarge { length, max } => {
@@ -327,10 +328,11 @@ async fn deframe(connection: &Connection, datagram: Bytes) -> ControlFlow<Discon
     let mut buffer = BytesMut::from(datagram);
     let mut at_end = false;
     let mut switch_pending = !connection.classification_over();
+    let mut slot = HandlerSlot::default();
     loop {
         let flow = match decode(&mut decoder, &mut buffer, at_end) {
             Ok(Some(Decoded::Frame(frame))) => {
-                let flow = on_frame(connection, frame).await;
+                let flow = on_frame(connection, frame, &mut slot).await;
                 // Classified by this frame: the rest of the datagram is the client type's.
                 if switch_pending && connection.classification_over() {
                     switch_pending = false;

@@ -1,32 +1,32 @@
 //! The handler contract, written down once.
 //!
 //! Every handler, whether registered by an attribute or by [`Router`](crate::Router)
-//! methods, becomes a [`Handler`]: a name and a function from an [`EventContext`]
-//! to a boxed `Send + 'static` future. Arguments are pulled out of the context by
+//! methods, becomes a [`Handler`]: a name and a function that takes an
+//! [`EventContext`] and starts a `Send + 'static` future in a [`HandlerSlot`]
+//! (reused from one call to the next). Arguments are pulled out of the context by
 //! [`FromEvent`]; return values are turned into a [`HandlerOutput`] by
 //! [`IntoHandlerResult`] (event handlers) or [`IntoFiltered`] (`after_receive`,
 //! `before_send`).
 
 use std::any::Any;
 use std::fmt::{self, Display};
-use std::future::Future;
 use std::ops::Deref;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::connection::{Connection, DisconnectReason};
+
+mod slot;
+
 use crate::error::Error;
 use crate::message::Message;
+pub use slot::HandlerSlot;
 
 /// What a handler's future resolves to: `Some(message)` is the (possibly
 /// rewritten) message for filters, `None` means "nothing" (or "drop it" for
 /// filters).
 pub type HandlerOutput = Result<Option<Message>, HandlerError>;
-
-/// The boxed future every handler returns.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerOutput> + Send + 'static>>;
 
 /// Why a handler did not complete normally.
 #[derive(Debug)]
@@ -101,13 +101,6 @@ impl EventContext {
             _ => Message::default(),
         }
     }
-}
-
-/// The future of a handler whose argument could not be produced: it
-/// resolves at once to that error. Not public API.
-#[doc(hidden)]
-pub fn rejected(error: Error) -> HandlerFuture {
-    Box::pin(std::future::ready(Err(HandlerError::Argument(error))))
 }
 
 /// A value a handler can take as an argument.
@@ -341,7 +334,7 @@ impl<T: IntoFiltered, E: Display> IntoFiltered for Result<T, E> {
     }
 }
 
-type ErasedCall = dyn Fn(EventContext) -> HandlerFuture + Send + Sync;
+type ErasedCall = dyn Fn(EventContext, &mut HandlerSlot) + Send + Sync;
 
 /// A registered handler: its name and its erased call.
 #[derive(Clone)]
@@ -355,7 +348,7 @@ pub(crate) struct Handler {
 impl Handler {
     pub(crate) fn new(
         name: &'static str,
-        call: impl Fn(EventContext) -> HandlerFuture + Send + Sync + 'static,
+        call: impl Fn(EventContext, &mut HandlerSlot) + Send + Sync + 'static,
     ) -> Self {
         Self {
             name,
@@ -364,8 +357,9 @@ impl Handler {
         }
     }
 
-    pub(crate) fn call(&self, context: EventContext) -> HandlerFuture {
-        (self.call)(context)
+    /// Starts the handler for `context`: its future goes into `slot`.
+    pub(crate) fn call(&self, context: EventContext, slot: &mut HandlerSlot) {
+        (self.call)(context, slot);
     }
 }
 
