@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use crate::connection::{Connection, DisconnectReason};
+use crate::connection::{Connection, DisconnectReason, Stage};
 use crate::connection_decoder::{ConnectionDecoder, Prepared};
 use crate::deadlines::{Clock, idle_timer, wait_for};
 use crate::dispatch::report;
@@ -148,8 +148,7 @@ async fn read_loop(connection: &Connection, reader: &mut impl StreamReader) -> D
     let mut clock = Clock::new(server);
     let timer = idle_timer();
     tokio::pin!(timer);
-    // Made once, not per read: each new one registers with the token anew.
-    let closed = connection.close_token().cancelled();
+    let closed = connection.close_signal().reached_by_driver(Stage::Closing);
     tokio::pin!(closed);
     loop {
         // Every complete frame already read is handled, even after close():
@@ -404,15 +403,7 @@ mod tests {
         );
         let (sender, receiver) = outbound::channel(&context.limits, Transport::Stream);
         let peer = client.local_addr().unwrap();
-        let connection = Connection::new(
-            1,
-            peer,
-            peer,
-            Arc::clone(&context),
-            sender,
-            context.shutdown.child_token(),
-        )
-        .unwrap();
+        let connection = Connection::new(1, peer, peer, Arc::clone(&context), sender).unwrap();
         let flag = AtomicBool::new(false);
         let (reader, writer) = client.into_split();
         let (_sender, second) = outbound::channel(&context.limits, Transport::Stream);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::connection::{Connection, DisconnectReason};
+use crate::connection::{Connection, DisconnectReason, Stage};
 use crate::dispatch::{BoxFuture, invoke, report};
 use crate::error::Error;
 use crate::framing::Framing;
@@ -224,7 +224,7 @@ pub(crate) async fn until_aborted(
                 server.note_closed_in_shutdown();
             }
         }
-        () = server.abort.cancelled() => {
+        () = connection.close_signal().reached_by_driver(Stage::Aborted) => {
             // `serve` is dropped: the queue is closed, so the late
             // on_disconnect's sends fail instead of being lost uncounted.
             drop(serve);

@@ -170,7 +170,6 @@ async fn serve_halves(
         local_addr,
         Arc::clone(context),
         outbound,
-        context.shutdown.child_token(),
     );
     let connection = match created {
         Ok(connection) => connection,
@@ -180,7 +179,7 @@ async fn serve_halves(
             return;
         }
     };
-    context.connections.insert(connection.clone());
+    context.register(&connection);
     let (flushed, flushed_signal) = oneshot::channel();
     let handover = async {
         let ready = hand_over(shared, &connection, settings.handshake.clone()).await;

@@ -391,7 +391,7 @@ impl Client {
     /// outbox are dropped; the number is returned.
     pub async fn close(&self) -> usize {
         self.shared.status.send_replace(Status::Closed);
-        self.shared.context.shutdown.cancel();
+        self.shared.context.begin_shutdown();
         let task = self
             .task
             .lock()
@@ -401,7 +401,7 @@ impl Client {
             // Like a server's shutdown: graceful first, cut at the deadline.
             let deadline = self.shared.context.limits.shutdown_timeout;
             if tokio::time::timeout(deadline, &mut task).await.is_err() {
-                self.shared.context.abort.cancel();
+                self.shared.context.cut_connections();
                 let _ = task.await;
             }
         }

@@ -1,14 +1,16 @@
 //! [`Connection`]: the handle to one peer that handlers receive.
 
+mod close;
 mod send;
+
+use close::CloseSignal;
+pub(crate) use close::Stage;
 
 use std::any::{Any, TypeId};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-
-use tokio_util::sync::CancellationToken;
 
 use crate::classifier::ClientType;
 use crate::error::Error;
@@ -101,8 +103,7 @@ struct Shared {
     bytes_in: AtomicU64,
     encoder: FrameEncoder,
     outbound: OutboundSender,
-    close: CancellationToken,
-    close_reason: OnceLock<DisconnectReason>,
+    close: CloseSignal,
     state: Mutex<Vec<(TypeId, Box<dyn Any + Send>)>>,
 }
 
@@ -119,7 +120,6 @@ impl Connection {
         local_addr: SocketAddr,
         server: Arc<ServerContext>,
         outbound: OutboundSender,
-        close: CancellationToken,
     ) -> Result<Self, Error> {
         let encoder = server.framing.try_encoder()?;
         let classification_done = AtomicBool::new(server.classifier.is_none());
@@ -136,8 +136,7 @@ impl Connection {
                 bytes_in: AtomicU64::new(0),
                 encoder,
                 outbound,
-                close,
-                close_reason: OnceLock::new(),
+                close: CloseSignal::default(),
                 state: Mutex::new(Vec::new()),
             }),
         })
@@ -193,18 +192,23 @@ impl Connection {
 
     /// Closes with `reason` unless the connection is already closing for another.
     pub(crate) fn close_because(&self, reason: DisconnectReason) {
-        let _ = self.shared.close_reason.set(reason);
-        self.shared.close.cancel();
+        self.shared.close.close(reason);
+    }
+
+    /// Cuts the connection at the shutdown deadline: its task stops where
+    /// it is (see `pipeline::until_aborted`).
+    pub(crate) fn abort(&self) {
+        self.shared.close.abort();
     }
 
     /// Why the connection is closing, once it is.
     pub(crate) fn close_reason(&self) -> Option<DisconnectReason> {
-        if !self.shared.close.is_cancelled() {
-            return None;
-        }
-        let reason = self.shared.close_reason.get().cloned();
-        // A cancelled token without a reason is the server's shutdown (a child token).
-        Some(reason.unwrap_or(DisconnectReason::Shutdown))
+        self.shared.close.reason()
+    }
+
+    /// The close signal, for the connection's own task and its waiters.
+    pub(crate) fn close_signal(&self) -> &CloseSignal {
+        &self.shared.close
     }
 
     /// Frames sent and not yet written to the socket.
@@ -214,7 +218,7 @@ impl Connection {
 
     /// Whether the connection is closing or closed, for whatever reason.
     pub fn is_closing(&self) -> bool {
-        self.shared.close.is_cancelled()
+        self.shared.close.reached(Stage::Closing)
     }
 
     /// Stores typed per-connection state, replacing any earlier value of the type.
@@ -337,10 +341,6 @@ impl Connection {
 
     pub(crate) fn first_message_done(&self) {
         self.shared.first_message.store(false, Ordering::Relaxed);
-    }
-
-    pub(crate) fn close_token(&self) -> &CancellationToken {
-        &self.shared.close
     }
 }
 

@@ -5,7 +5,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::classifier::ErasedClassifier;
 use crate::client_framing::ClientFraming;
+use crate::connection::Connection;
 use crate::connections::Connections;
 use crate::framing::Framing;
 use crate::limits::Limits;
@@ -28,10 +29,11 @@ pub(crate) struct ServerContext {
     pub(crate) framing: Framing,
     pub(crate) client_framing: ClientFraming,
     pub(crate) connections: Connections,
-    /// Tells connections to close gracefully.
+    /// Tells the accept loop and the reconnect loop to stop; see
+    /// [`begin_shutdown`](Self::begin_shutdown).
     pub(crate) shutdown: CancellationToken,
-    /// Cuts connections still open at the shutdown deadline.
-    pub(crate) abort: CancellationToken,
+    /// The shutdown deadline passed: connections still open are cut.
+    cutting: AtomicBool,
     pub(crate) limits: Limits,
     pub(crate) counters: Counters,
     pub(super) permits: Arc<Semaphore>,
@@ -66,7 +68,7 @@ impl ServerContext {
             client_framing,
             connections: Connections::new(),
             shutdown: CancellationToken::new(),
-            abort: CancellationToken::new(),
+            cutting: AtomicBool::new(false),
             permits: Arc::new(Semaphore::new(limits.max_connections)),
             per_ip: Mutex::new(HashMap::new()),
             counters: Counters::default(),
@@ -84,6 +86,37 @@ impl ServerContext {
     /// A fresh connection id.
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Lists `connection` among the open ones, where shutdown reaches it.
+    /// One listed while shutdown is under way is told at once: shutdown
+    /// sets its flag before it goes through the list, so a connection is
+    /// either in the list when it does, or sees the flag here.
+    pub(crate) fn register(&self, connection: &Connection) {
+        self.connections.insert(connection.clone());
+        if self.shutdown.is_cancelled() {
+            connection.close_because(crate::DisconnectReason::Shutdown);
+        }
+        if self.cutting.load(Ordering::Acquire) {
+            connection.abort();
+        }
+    }
+
+    /// Stops accepting (or reconnecting) and tells every open connection to
+    /// close gracefully.
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+        for connection in self.connections.list() {
+            connection.close_because(crate::DisconnectReason::Shutdown);
+        }
+    }
+
+    /// Cuts every connection still open (the shutdown deadline passed).
+    pub(crate) fn cut_connections(&self) {
+        self.cutting.store(true, Ordering::Release);
+        for connection in self.connections.list() {
+            connection.abort();
+        }
     }
 
     /// A connection closed gracefully while the server was shutting down.

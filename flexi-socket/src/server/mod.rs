@@ -122,7 +122,7 @@ impl Server {
         let tasks = TaskTracker::new();
         let shutdown = context.shutdown.clone();
         // Dropping this future (e.g. losing a select!) still closes every connection.
-        let _close_all_on_drop = shutdown.clone().drop_guard();
+        let _close_all_on_drop = ShutdownOnDrop(Arc::clone(&context));
         tokio::pin!(signal);
         let listener = match listener {
             Listener::Tcp(listener) => listener,
@@ -172,14 +172,14 @@ impl Server {
 /// shutdown deadline, and reports how that went.
 async fn shut_down(context: &ServerContext, tasks: TaskTracker) -> ShutdownReport {
     tracing::info!(open = context.connections.len(), "shutting down");
-    context.shutdown.cancel();
+    context.begin_shutdown();
     tasks.close();
     if tokio::time::timeout(context.limits.shutdown_timeout, tasks.wait())
         .await
         .is_err()
     {
         tracing::warn!(timeout = ?context.limits.shutdown_timeout, "shutdown deadline passed; cutting the rest");
-        context.abort.cancel();
+        context.cut_connections();
         tasks.wait().await;
     }
     let aborted = context.aborted.load(Ordering::Relaxed);
@@ -210,14 +210,7 @@ fn admit(
     let id = context.next_id();
     Counters::add(&context.counters.connections_total, 1);
     let (outbound, queue) = outbound::channel(&context.limits, Transport::Stream);
-    let created = Connection::new(
-        id,
-        peer_addr,
-        local_addr,
-        Arc::clone(context),
-        outbound,
-        context.shutdown.child_token(),
-    );
+    let created = Connection::new(id, peer_addr, local_addr, Arc::clone(context), outbound);
     let connection = match created {
         Ok(connection) => connection,
         Err(error) => {
@@ -245,7 +238,7 @@ fn admit(
         );
         return;
     }
-    context.connections.insert(connection.clone());
+    context.register(&connection);
     tasks.spawn(
         async move {
             let (reader, writer) = stream.into_split();
@@ -267,6 +260,15 @@ fn configure(stream: &TcpStream, limits: &Limits) {
         if let Err(error) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
             tracing::debug!(%error, "cannot set TCP keepalive");
         }
+    }
+}
+
+/// Starts a server's shutdown when dropped.
+struct ShutdownOnDrop(Arc<ServerContext>);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        self.0.begin_shutdown();
     }
 }
 
@@ -304,7 +306,7 @@ pub struct ServerHandle {
 impl ServerHandle {
     /// Starts a graceful shutdown (see [`Server::serve_with_shutdown`]).
     pub fn shutdown(&self) {
-        self.context.shutdown.cancel();
+        self.context.begin_shutdown();
     }
 
     /// The server's counters now.

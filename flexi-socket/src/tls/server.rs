@@ -254,7 +254,7 @@ impl TlsServer {
             // A connection that would be told to close at once is not opened.
             Ok(Ok(_)) if server.shutdown.is_cancelled() => return,
             Ok(Ok(stream)) => {
-                server.connections.insert(connection.clone());
+                server.register(&connection);
                 let (reader, writer) = super::split(stream, &server.framing);
                 connection_task::run(reader, writer, connection, queue).await;
                 return;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -16,7 +15,7 @@ use super::session::{self, DatagramPeer, Inbound, Inbox, Refused};
 use super::{LARGEST_DATAGRAM, ReceiveErrors, UdpOptions, is_refusal};
 use crate::client::Replies;
 use crate::client_framing::ClientFraming;
-use crate::connection::Connection;
+use crate::connection::{Connection, Stage};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::limits::Limits;
@@ -144,15 +143,9 @@ impl UdpClientBuilder {
         )?;
         let id = context.next_id();
         let (outbound, queue) = outbound::channel(&context.limits, Transport::Datagrams);
-        let connection = Connection::new(
-            id,
-            server_addr,
-            local_addr,
-            Arc::clone(&context),
-            outbound,
-            context.shutdown.child_token(),
-        )?;
-        context.connections.insert(connection.clone());
+        let connection =
+            Connection::new(id, server_addr, local_addr, Arc::clone(&context), outbound)?;
+        context.register(&connection);
         // Queued before the session starts, so it leaves first.
         if let Some(handshake) = self.handshake {
             connection.send(handshake).await?;
@@ -163,12 +156,7 @@ impl UdpClientBuilder {
         };
         let peer = DatagramPeer::connected(Arc::clone(&socket));
         let (inbox, serve) = session::open(connection.clone(), queue, peer, config);
-        let receiving = receive(
-            socket,
-            inbox,
-            self.options.max_datagram,
-            connection.close_token().clone(),
-        );
+        let receiving = receive(socket, inbox, self.options.max_datagram, connection.clone());
         let tasks = TaskTracker::new();
         let span = tracing::info_span!("udp_client", id, server = %server_addr, client_type = tracing::field::Empty);
         tasks.spawn(
@@ -232,10 +220,10 @@ async fn open_socket(addr: &str) -> io::Result<UdpSocket> {
 /// Receives the server's datagrams into the session until the connection
 /// closes. A receive error (an ICMP refusal: nothing listens at the
 /// server's port) goes to the session's on_error and receiving goes on.
-async fn receive(socket: Arc<UdpSocket>, inbox: Inbox, max: usize, closed: CancellationToken) {
+async fn receive(socket: Arc<UdpSocket>, inbox: Inbox, max: usize, connection: Connection) {
     let mut buffer = vec![0; max.max(LARGEST_DATAGRAM) + 1];
-    // Made once, not per datagram: each new one registers with the token anew.
-    let closed = closed.cancelled_owned();
+    // This loop runs in the connection's own task (joined with its session).
+    let closed = connection.close_signal().reached_by_driver(Stage::Closing);
     tokio::pin!(closed);
     loop {
         let received = tokio::select! {
@@ -340,7 +328,11 @@ impl UdpClient {
         timeout: Duration,
         is_reply: impl Fn(&Message) -> bool + Send + Sync + 'static,
     ) -> Result<Message> {
-        let closed = self.shared.connection.close_token().cancelled();
+        let closed = self
+            .shared
+            .connection
+            .close_signal()
+            .reached_by(Stage::Closing);
         self.shared
             .replies
             .ask(Box::new(is_reply), timeout, self.send(message), closed)
@@ -360,7 +352,7 @@ impl UdpClient {
             .is_err()
         {
             tracing::warn!(timeout = ?deadline, "closing the UDP client timed out; cutting it");
-            shared.context.abort.cancel();
+            shared.context.cut_connections();
             shared.tasks.wait().await;
         }
     }

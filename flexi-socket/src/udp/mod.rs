@@ -303,14 +303,7 @@ impl Receiver<'_> {
         let id = context.next_id();
         Counters::add(&context.counters.connections_total, 1);
         let (outbound, queue) = outbound::channel(&context.limits, Transport::Datagrams);
-        let created = Connection::new(
-            id,
-            peer,
-            self.local_addr,
-            Arc::clone(context),
-            outbound,
-            context.shutdown.child_token(),
-        );
+        let created = Connection::new(id, peer, self.local_addr, Arc::clone(context), outbound);
         let connection = match created {
             Ok(connection) => connection,
             Err(error) => {
@@ -319,7 +312,7 @@ impl Receiver<'_> {
                 return;
             }
         };
-        context.connections.insert(connection.clone());
+        context.register(&connection);
         let target = DatagramPeer::new(Arc::clone(&self.socket), peer);
         let (inbox, serve) = session::open(connection, queue, target, self.options.session());
         // A fresh inbox has room for the datagram that opened it.

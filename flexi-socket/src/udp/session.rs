@@ -18,7 +18,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::connection::{Connection, DisconnectReason};
+use crate::connection::{Connection, DisconnectReason, Stage};
 use crate::deadlines::{idle_timer, wait_for};
 use crate::dispatch::report;
 use crate::error::Error;
@@ -234,8 +234,8 @@ impl Session {
         send_errors: &mut mpsc::Receiver<io::Error>,
     ) -> DisconnectReason {
         let connection = self.connection.clone();
-        // Made once, not per datagram: each new one registers with the token anew.
-        let closed = connection.close_token().clone().cancelled_owned();
+        // Made once, not per datagram. The session's task is the connection's own.
+        let closed = connection.close_signal().reached_by_driver(Stage::Closing);
         let mut last_heard = Instant::now();
         let timer = idle_timer();
         tokio::pin!(closed, timer);

@@ -1,0 +1,163 @@
+//! [`CloseSignal`]: how a connection learns that it is to close, and, at
+//! the shutdown deadline, that it is cut.
+//!
+//! The connection's own task looks at it on every wake-up, so that look is
+//! one atomic load, and its waker sits in a slot of its own. Other tasks
+//! that wait for the close (a UDP receive loop, a pending request) wait on
+//! a `Notify`, which costs more per poll but lets any number wait.
+
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::Notify;
+
+use super::DisconnectReason;
+
+/// How far a connection is from open (its stage is 0 while open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub(crate) enum Stage {
+    /// Closing gracefully: reading stops, what was read is handled, the
+    /// queue is flushed.
+    Closing = 1,
+    /// Cut at the shutdown deadline: nothing more is awaited.
+    Aborted = 2,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct CloseSignal {
+    stage: AtomicU8,
+    reason: OnceLock<DisconnectReason>,
+    /// The connection's own task.
+    driver: Mutex<Option<Waker>>,
+    /// Everyone else.
+    others: Notify,
+}
+
+impl CloseSignal {
+    /// Starts closing for `reason`, unless closing already started (the
+    /// first reason stays).
+    pub(crate) fn close(&self, reason: DisconnectReason) {
+        let _ = self.reason.set(reason);
+        self.advance(Stage::Closing);
+    }
+
+    /// Cuts the connection (see [`Stage::Aborted`]).
+    pub(crate) fn abort(&self) {
+        let _ = self.reason.set(DisconnectReason::Shutdown);
+        self.advance(Stage::Aborted);
+    }
+
+    fn advance(&self, stage: Stage) {
+        if self.stage.fetch_max(stage as u8, Ordering::AcqRel) >= stage as u8 {
+            return;
+        }
+        let driver = self
+            .driver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(waker) = driver {
+            waker.wake();
+        }
+        self.others.notify_waiters();
+    }
+
+    pub(crate) fn reached(&self, stage: Stage) -> bool {
+        self.stage.load(Ordering::Acquire) >= stage as u8
+    }
+
+    /// Why the connection is closing, once it is.
+    pub(crate) fn reason(&self) -> Option<DisconnectReason> {
+        if !self.reached(Stage::Closing) {
+            return None;
+        }
+        self.reason.get().cloned()
+    }
+
+    /// For the connection's own task: ready once `stage` is reached.
+    pub(crate) fn poll_reached(&self, stage: Stage, cx: &mut Context<'_>) -> Poll<()> {
+        if self.reached(stage) {
+            return Poll::Ready(());
+        }
+        {
+            let mut driver = self.driver.lock().unwrap_or_else(PoisonError::into_inner);
+            match &mut *driver {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+        }
+        // Advanced meanwhile: the waker may have been taken before it was put.
+        if self.reached(stage) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// For tasks other than the connection's own: resolves once `stage` is
+    /// reached.
+    pub(crate) async fn reached_by(&self, stage: Stage) {
+        loop {
+            let notified = self.others.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so an advance meanwhile is not missed.
+            notified.as_mut().enable();
+            if self.reached(stage) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// [`poll_reached`](Self::poll_reached) as a future.
+    pub(crate) async fn reached_by_driver(&self, stage: Stage) {
+        poll_fn(|cx| self.poll_reached(stage, cx)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_first_reason_stays() {
+        let signal = CloseSignal::default();
+        assert_eq!(signal.reason(), None);
+        signal.close(DisconnectReason::IdleTimeout);
+        signal.close(DisconnectReason::Closed);
+        signal.abort();
+        assert_eq!(signal.reason(), Some(DisconnectReason::IdleTimeout));
+        assert!(signal.reached(Stage::Aborted));
+    }
+
+    #[tokio::test]
+    async fn both_kinds_of_waiters_wake() {
+        let signal = Arc::new(CloseSignal::default());
+        let driver = tokio::spawn({
+            let signal = Arc::clone(&signal);
+            async move { signal.reached_by_driver(Stage::Closing).await }
+        });
+        let other = tokio::spawn({
+            let signal = Arc::clone(&signal);
+            async move { signal.reached_by(Stage::Aborted).await }
+        });
+        tokio::task::yield_now().await;
+        signal.close(DisconnectReason::Closed);
+        tokio::time::timeout(Duration::from_secs(5), driver)
+            .await
+            .expect("the driver wakes on close")
+            .unwrap();
+        assert!(!other.is_finished(), "closing is not aborting");
+        signal.abort();
+        tokio::time::timeout(Duration::from_secs(5), other)
+            .await
+            .expect("others wake on abort")
+            .unwrap();
+    }
+}
