@@ -38,6 +38,12 @@ impl Connections {
         self.lock().remove(&id);
     }
 
+    /// Runs `f` on every open connection, under the list's lock (so `f`
+    /// must be quick and must not touch the list).
+    pub(crate) fn for_each(&self, f: impl FnMut(&Connection)) {
+        self.lock().values().for_each(f);
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Connection>> {
         // Inserts and removes cannot leave the map half-updated when a panic poisons it.
         self.open.lock().unwrap_or_else(PoisonError::into_inner)

@@ -1,106 +1,292 @@
-//! The read deadlines of a stream connection: first message, partial frame
-//! (slowloris), idle.
+//! The read deadlines of stream connections (first message, partial frame,
+//! idle), kept by one sweeper per server instead of a timer per connection.
+//!
+//! A connection's task records what happens to it (a read, a partial frame
+//! pending since) in ticks of the server's coarse clock: an atomic load and
+//! store per read. The sweeper advances that clock and closes each
+//! connection whose deadline passed, so no connection carries a timer, and
+//! none pays for one on every read. A deadline fires after at least its
+//! duration and at most two ticks more; a tick is a sixteenth of the
+//! shortest deadline (from 5 ms to 1 s).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use std::pin::Pin;
-
-use tokio::time::{Instant, Sleep};
-
-use crate::connection::DisconnectReason;
+use crate::connection::{Connection, DisconnectReason};
+use crate::limits::Limits;
 use crate::server::ServerContext;
 
-/// The read deadlines of one connection: first message, partial frame, idle.
-pub(crate) struct Clock {
-    started: Instant,
-    last_read: Instant,
-    partial_since: Option<Instant>,
-    first_message: Option<Duration>,
-    frame: Option<Duration>,
-    idle: Option<Duration>,
+/// The deadlines of one server's (or client's) stream connections, and the
+/// coarse clock they are measured in.
+#[derive(Debug)]
+pub(crate) struct Deadlines {
+    tick: Duration,
+    /// Ticks since the server started; starts at 1, so 0 means "never".
+    now: AtomicU64,
+    first_message: Option<u64>,
+    frame: Option<u64>,
+    idle: Option<u64>,
 }
 
-impl Clock {
-    pub(crate) fn new(server: &ServerContext) -> Self {
-        let now = Instant::now();
-        let limits = &server.limits;
+const SHORTEST_TICK: Duration = Duration::from_millis(5);
+const LONGEST_TICK: Duration = Duration::from_secs(1);
+
+impl Deadlines {
+    /// The deadlines of `limits`; the first-message deadline only applies
+    /// when there is a classifier to wait for.
+    pub(crate) fn new(limits: &Limits, classifies: bool) -> Self {
+        let first_message = limits.first_message_timeout.filter(|_| classifies);
+        let all = [first_message, limits.frame_timeout, limits.idle_timeout];
+        let shortest = all.iter().flatten().min().copied();
+        let tick = shortest
+            .map_or(LONGEST_TICK, |shortest| shortest / 16)
+            .clamp(SHORTEST_TICK, LONGEST_TICK);
+        let in_ticks = |limit: Duration| limit.as_nanos().div_ceil(tick.as_nanos()) as u64;
         Self {
-            started: now,
-            last_read: now,
-            partial_since: None,
-            // Without a classifier nothing waits for a first message.
-            first_message: limits
-                .first_message_timeout
-                .filter(|_| server.classifier.is_some()),
-            // Whether pending bytes are a partial frame is the framing's call:
-            // the reader says so in `pending_bytes`.
-            frame: limits.frame_timeout,
-            idle: limits.idle_timeout,
+            tick,
+            now: AtomicU64::new(1),
+            first_message: first_message.map(in_ticks),
+            frame: limits.frame_timeout.map(in_ticks),
+            idle: limits.idle_timeout.map(in_ticks),
         }
     }
 
-    pub(crate) fn read_now(&mut self) {
-        self.last_read = Instant::now();
+    /// Whether any deadline is set, so that a sweeper has work to do.
+    pub(crate) fn any(&self) -> bool {
+        self.first_message.is_some() || self.frame.is_some() || self.idle.is_some()
     }
 
-    /// Starts the frame deadline when a partial frame appears, stops it when none is left.
-    /// `partial`: bytes of an unfinished frame are buffered; `framed_some`:
-    /// the decoder just took complete frames off the buffer. The deadline
-    /// covers one frame: a busy stream whose reads end mid-frame is not slow.
-    pub(crate) fn pending_bytes(&mut self, partial: bool, framed_some: bool) {
-        match (partial, self.partial_since) {
-            (true, None) => self.partial_since = Some(Instant::now()),
-            (true, Some(_)) if framed_some => self.partial_since = Some(Instant::now()),
-            (false, Some(_)) => self.partial_since = None,
-            _ => {}
-        }
+    /// The coarse time now, in ticks.
+    pub(crate) fn now(&self) -> u64 {
+        self.now.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn next_deadline(
+    /// Which deadline of a connection with `activity` passed, if any: the
+    /// one that passed first. Measured from one tick after the event, as
+    /// the event may have happened at the very end of its tick.
+    fn expired(
         &self,
+        activity: &Activity,
         awaiting_first_message: bool,
-    ) -> (Option<Instant>, DisconnectReason) {
+    ) -> Option<DisconnectReason> {
+        let now = self.now();
+        let since = |start: u64, limit: Option<u64>| {
+            let limit = limit?;
+            (start != 0 && now > start + limit).then_some(start + limit)
+        };
         let candidates = [
-            self.first_message
+            since(activity.started.load(Ordering::Relaxed), self.first_message)
                 .filter(|_| awaiting_first_message)
-                .map(|limit| (self.started + limit, DisconnectReason::FirstMessageTimeout)),
-            self.frame
-                .zip(self.partial_since)
-                .map(|(limit, since)| (since + limit, DisconnectReason::FrameTimeout)),
-            self.idle
-                .map(|limit| (self.last_read + limit, DisconnectReason::IdleTimeout)),
+                .map(|at| (at, DisconnectReason::FirstMessageTimeout)),
+            since(activity.partial_since.load(Ordering::Relaxed), self.frame)
+                .map(|at| (at, DisconnectReason::FrameTimeout)),
+            since(activity.last_read.load(Ordering::Relaxed), self.idle)
+                .map(|at| (at, DisconnectReason::IdleTimeout)),
         ];
         candidates
             .into_iter()
             .flatten()
             .min_by_key(|(at, _)| *at)
-            .map_or((None, DisconnectReason::IdleTimeout), |(at, reason)| {
-                (Some(at), reason)
-            })
+            .map(|(_, reason)| reason)
     }
 }
 
-/// A timer armed far in the future, to be passed to [`wait_for`].
-pub(crate) fn idle_timer() -> Sleep {
-    tokio::time::sleep_until(Instant::now() + Duration::from_secs(365 * 24 * 3600))
+/// What a stream connection's task records for the sweeper, in ticks.
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    /// The connection's task keeps this up to date (datagram sessions have
+    /// deadlines of their own and leave it alone).
+    tracked: AtomicBool,
+    started: AtomicU64,
+    last_read: AtomicU64,
+    /// Since when a partial frame is pending; 0 when none is.
+    partial_since: AtomicU64,
 }
 
-/// Waits until `deadline` with one long-lived timer. The timer is moved only
-/// when the deadline comes earlier than it; when it fires early (the deadline
-/// moved on, as the idle deadline does with every read) it is re-armed. So a
-/// busy connection costs no timer operation per read.
-pub(crate) async fn wait_for(mut timer: Pin<&mut Sleep>, deadline: Option<Instant>) {
-    let Some(deadline) = deadline else {
-        return std::future::pending().await;
-    };
-    if deadline < timer.deadline() {
-        timer.as_mut().reset(deadline);
+impl Activity {
+    /// Starts tracking: the connection counts as started and read just now.
+    pub(crate) fn track(&self, deadlines: &Deadlines) {
+        let now = deadlines.now();
+        self.started.store(now, Ordering::Relaxed);
+        self.last_read.store(now, Ordering::Relaxed);
+        self.tracked.store(true, Ordering::Release);
     }
-    loop {
-        timer.as_mut().await;
-        if Instant::now() >= deadline {
-            return;
+
+    /// Bytes arrived.
+    pub(crate) fn read(&self, deadlines: &Deadlines) {
+        self.last_read.store(deadlines.now(), Ordering::Relaxed);
+    }
+
+    /// Starts the frame deadline when a partial frame appears, stops it when
+    /// none is left. `partial`: bytes of an unfinished frame are buffered;
+    /// `framed_some`: complete frames were just taken off the buffer. The
+    /// deadline covers one frame: a busy stream whose reads end mid-frame
+    /// is not slow.
+    pub(crate) fn pending_bytes(&self, deadlines: &Deadlines, partial: bool, framed_some: bool) {
+        let since = self.partial_since.load(Ordering::Relaxed);
+        let next = match (partial, since) {
+            (true, 0) => deadlines.now(),
+            (true, _) if framed_some => deadlines.now(),
+            (true, _) => since,
+            (false, _) => 0,
+        };
+        if next != since {
+            self.partial_since.store(next, Ordering::Relaxed);
         }
-        timer.as_mut().reset(deadline);
+    }
+}
+
+/// Advances `context`'s clock every tick and closes the connections whose
+/// deadline passed, until the server shuts down.
+pub(crate) async fn sweep(context: Arc<ServerContext>) {
+    let deadlines = &context.deadlines;
+    let mut ticks = tokio::time::interval(deadlines.tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick of an interval is immediate.
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            () = context.shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        deadlines.now.fetch_add(1, Ordering::Relaxed);
+        context
+            .connections
+            .for_each(|connection| close_if_expired(deadlines, connection));
+    }
+}
+
+/// Runs `future` with `context`'s sweeper beside it, until `future` ends.
+pub(crate) async fn swept<T>(context: Arc<ServerContext>, future: impl Future<Output = T>) -> T {
+    if !context.deadlines.any() {
+        return future.await;
+    }
+    tokio::pin!(future);
+    let sweeper = sweep(context);
+    tokio::pin!(sweeper);
+    tokio::select! {
+        biased;
+        output = &mut future => output,
+        // The sweeper stops at shutdown; what it swept for still ends.
+        () = &mut sweeper => future.await,
+    }
+}
+
+fn close_if_expired(deadlines: &Deadlines, connection: &Connection) {
+    let activity = connection.activity();
+    if !activity.tracked.load(Ordering::Acquire) || connection.is_closing() {
+        return;
+    }
+    let awaiting_first_message = connection.is_first_message();
+    if let Some(reason) = deadlines.expired(activity, awaiting_first_message) {
+        tracing::info!(connection = connection.id(), peer = %connection.peer_addr(), %reason, "closing");
+        connection.close_because(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(first: u64, frame: u64, idle: u64) -> Limits {
+        let millis = |ms| (ms > 0).then(|| Duration::from_millis(ms));
+        Limits {
+            first_message_timeout: millis(first),
+            frame_timeout: millis(frame),
+            idle_timeout: millis(idle),
+            ..Limits::default()
+        }
+    }
+
+    fn advance(deadlines: &Deadlines, ticks: u64) {
+        deadlines.now.fetch_add(ticks, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn the_tick_is_a_sixteenth_of_the_shortest_deadline_within_bounds() {
+        assert_eq!(
+            Deadlines::new(&limits(0, 0, 320), false).tick,
+            Duration::from_millis(20)
+        );
+        assert_eq!(Deadlines::new(&limits(0, 0, 10), false).tick, SHORTEST_TICK);
+        assert_eq!(Deadlines::new(&Limits::default(), false).tick, LONGEST_TICK);
+        let none = Deadlines::new(&limits(0, 0, 0), true);
+        assert!(!none.any());
+    }
+
+    #[test]
+    fn a_deadline_fires_after_its_duration_and_one_tick() {
+        let deadlines = Deadlines::new(&limits(0, 0, 320), false);
+        let activity = Activity::default();
+        activity.track(&deadlines);
+        advance(&deadlines, 16);
+        assert_eq!(deadlines.expired(&activity, false), None);
+        advance(&deadlines, 1);
+        assert_eq!(
+            deadlines.expired(&activity, false),
+            Some(DisconnectReason::IdleTimeout)
+        );
+        activity.read(&deadlines);
+        assert_eq!(
+            deadlines.expired(&activity, false),
+            None,
+            "a read restarts it"
+        );
+    }
+
+    #[test]
+    fn the_first_message_deadline_needs_a_classifier_and_a_first_message() {
+        let activity = Activity::default();
+        let unclassified = Deadlines::new(&limits(160, 0, 0), false);
+        activity.track(&unclassified);
+        advance(&unclassified, 100);
+        assert_eq!(unclassified.expired(&activity, true), None);
+        let classifying = Deadlines::new(&limits(160, 0, 0), true);
+        activity.track(&classifying);
+        advance(&classifying, 17);
+        assert_eq!(classifying.expired(&activity, false), None, "it came");
+        assert_eq!(
+            classifying.expired(&activity, true),
+            Some(DisconnectReason::FirstMessageTimeout)
+        );
+    }
+
+    #[test]
+    fn the_frame_deadline_covers_one_frame() {
+        let deadlines = Deadlines::new(&limits(0, 160, 1600), false);
+        let activity = Activity::default();
+        activity.track(&deadlines);
+        activity.pending_bytes(&deadlines, true, false);
+        advance(&deadlines, 10);
+        // Frames keep completing while a partial one is pending: not slow.
+        activity.read(&deadlines);
+        activity.pending_bytes(&deadlines, true, true);
+        advance(&deadlines, 10);
+        assert_eq!(deadlines.expired(&activity, false), None);
+        activity.pending_bytes(&deadlines, true, false);
+        advance(&deadlines, 7);
+        assert_eq!(
+            deadlines.expired(&activity, false),
+            Some(DisconnectReason::FrameTimeout)
+        );
+        activity.pending_bytes(&deadlines, false, true);
+        assert_eq!(deadlines.expired(&activity, false), None, "nothing pending");
+    }
+
+    #[test]
+    fn the_deadline_that_passed_first_is_the_reason() {
+        let deadlines = Deadlines::new(&limits(0, 160, 320), false);
+        let activity = Activity::default();
+        activity.track(&deadlines);
+        advance(&deadlines, 20);
+        activity.pending_bytes(&deadlines, true, false);
+        advance(&deadlines, 40);
+        assert_eq!(
+            deadlines.expired(&activity, false),
+            Some(DisconnectReason::IdleTimeout),
+            "10-ms ticks: idle passed at tick 33, the frame deadline at tick 37"
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -58,8 +58,6 @@ struct Queue {
     state: Mutex<State>,
     /// Wakes senders waiting for room.
     room: Notify,
-    /// Wakes the writer waiting for frames.
-    ready: Notify,
     max_messages: usize,
     max_bytes: usize,
     /// The task that runs the writer, once known. Its own pushes need no
@@ -77,6 +75,8 @@ struct State {
     /// Budget of the frames taken by the writer and not yet written.
     writing_cost: usize,
     closed: bool,
+    /// The writer, while it waits for frames.
+    writer: Option<Waker>,
     /// Frames and bytes ever queued: the connection's outbound counters.
     queued_frames: u64,
     queued_bytes: u64,
@@ -108,7 +108,7 @@ impl Frames {
         })
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.count == 0
     }
 }
@@ -157,15 +157,19 @@ impl Queue {
         waiting.cost += cost;
         state.queued_frames += 1;
         state.queued_bytes += length as u64;
+        let wake = state.writer.is_some() && !self.sent_by_writer_task();
+        let writer = if wake { state.writer.take() } else { None };
         drop(state);
-        let from_writer_task = self
-            .writer_task
-            .get()
-            .is_some_and(|writer| tokio::task::try_id() == Some(*writer));
-        if !from_writer_task {
-            self.ready.notify_one();
+        if let Some(writer) = writer {
+            writer.wake();
         }
         Ok(())
+    }
+
+    fn sent_by_writer_task(&self) -> bool {
+        self.writer_task
+            .get()
+            .is_some_and(|task| tokio::task::try_id() == Some(*task))
     }
 }
 
@@ -183,7 +187,6 @@ pub(crate) fn channel(limits: &Limits, transport: Transport) -> (OutboundSender,
     let queue = Arc::new(Queue {
         state: Mutex::new(State::default()),
         room: Notify::new(),
-        ready: Notify::new(),
         max_messages: limits.outbound_messages,
         max_bytes: limits.outbound_bytes,
         writer_task: OnceLock::new(),
@@ -272,37 +275,31 @@ impl OutboundReceiver {
         }
     }
 
-    /// Waits for frames and moves all that are waiting into `frames`, which
-    /// must be empty (see [`written`](Self::written)); `false` once the queue
-    /// is closed and empty.
-    pub(crate) async fn take(&mut self, frames: &mut Frames) -> bool {
+    /// Moves all frames that are waiting into `frames`, which must be empty
+    /// (see [`written`](Self::written)); `Ready(false)` once the queue is
+    /// closed and empty. Pending until a frame is queued.
+    pub(crate) fn poll_take(&mut self, cx: &mut Context<'_>, frames: &mut Frames) -> Poll<bool> {
         debug_assert!(frames.is_empty());
-        let queue = &self.queue;
-        let ready = queue.ready.notified();
-        tokio::pin!(ready);
-        // The queue is looked at on every poll, not only after a wake-up: the
-        // writer's own task queues frames without waking it.
-        std::future::poll_fn(|cx| {
-            loop {
-                {
-                    let mut state = queue.lock();
-                    if !state.waiting.is_empty() {
-                        std::mem::swap(&mut state.waiting, frames);
-                        state.writing_frames = frames.count;
-                        state.writing_cost = frames.cost;
-                        return Poll::Ready(true);
-                    }
-                    if state.closed {
-                        return Poll::Ready(false);
-                    }
-                }
-                match ready.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(()) => ready.set(queue.ready.notified()),
-                }
-            }
-        })
-        .await
+        let mut state = self.queue.lock();
+        if !state.waiting.is_empty() {
+            std::mem::swap(&mut state.waiting, frames);
+            state.writing_frames = frames.count;
+            state.writing_cost = frames.cost;
+            return Poll::Ready(true);
+        }
+        if state.closed {
+            return Poll::Ready(false);
+        }
+        match &state.writer {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => state.writer = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// [`poll_take`](Self::poll_take) as a future.
+    pub(crate) async fn take(&mut self, frames: &mut Frames) -> bool {
+        std::future::poll_fn(|cx| self.poll_take(cx, frames)).await
     }
 
     /// Refuses further frames; those already queued can still be taken.

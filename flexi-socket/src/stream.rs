@@ -3,10 +3,13 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Interest};
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::net::tcp::OwnedReadHalf;
+use tokio_util::io::poll_read_buf;
 
 /// How much room each read asks for.
 pub(crate) const READ_CHUNK: usize = 8 * 1024;
@@ -15,21 +18,26 @@ pub(crate) const READ_CHUNK: usize = 8 * 1024;
 pub(crate) trait StreamReader: AsyncRead + Unpin + Send {
     /// Reads into `buffer`. A stream that can wait for data without a buffer
     /// does so when `buffer` is empty, so an idle connection holds none.
-    fn read_lazily<'a>(
-        &'a mut self,
-        buffer: &'a mut BytesMut,
-    ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
+    fn poll_read_lazily(
+        &mut self,
+        cx: &mut Context<'_>,
+        buffer: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
         buffer.reserve(READ_CHUNK);
-        self.read_buf(buffer)
+        poll_read_buf(Pin::new(self), cx, buffer)
     }
 }
 
 impl StreamReader for OwnedReadHalf {
-    async fn read_lazily(&mut self, buffer: &mut BytesMut) -> io::Result<usize> {
+    fn poll_read_lazily(
+        &mut self,
+        cx: &mut Context<'_>,
+        buffer: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
         if !buffer.is_empty() {
             // A partial frame is waiting for its rest: keep reading into it.
             buffer.reserve(READ_CHUNK);
-            return self.read_buf(buffer).await;
+            return poll_read_buf(Pin::new(self), cx, buffer);
         }
         loop {
             // Nothing buffered: the allocation goes back to the thread's spare
@@ -37,14 +45,14 @@ impl StreamReader for OwnedReadHalf {
             if buffer.capacity() > 0 {
                 spare::give_back(buffer);
             }
-            self.readable().await?;
+            ready!(self.as_ref().poll_read_ready(cx))?;
             spare::take(buffer);
             buffer.reserve(READ_CHUNK);
             match try_read_draining(self, buffer) {
-                Ok(read) => return Ok(read),
-                // Readiness was stale: give the buffer back before waiting.
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => spare::give_back(buffer),
-                Err(error) => return Err(error),
+                Ok(read) => return Poll::Ready(Ok(read)),
+                // Readiness was stale (and is now cleared): wait again.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Poll::Ready(Err(error)),
             }
         }
     }

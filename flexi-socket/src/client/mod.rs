@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::client_framing::ClientFraming;
 use crate::connection::Connection;
+use crate::deadlines;
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::limits::Limits;
@@ -197,7 +198,10 @@ impl ClientBuilder {
             #[cfg(feature = "tls")]
             tls,
         };
-        let task = tokio::spawn(connect::keep_connected(Arc::clone(&shared), settings));
+        let context = Arc::clone(&shared.context);
+        let running = connect::keep_connected(Arc::clone(&shared), settings);
+        // The read deadlines are kept while the client runs.
+        let task = tokio::spawn(deadlines::swept(context, running));
         Ok(Client {
             shared,
             task: Arc::new(Mutex::new(Some(task))),

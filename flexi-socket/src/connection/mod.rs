@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::classifier::ClientType;
+use crate::deadlines::Activity;
 use crate::error::Error;
 use crate::framing::{FrameEncoder, Framing};
 use crate::outbound::OutboundSender;
@@ -104,6 +105,8 @@ struct Shared {
     encoder: FrameEncoder,
     outbound: OutboundSender,
     close: CloseSignal,
+    /// For the deadline sweeper.
+    activity: Activity,
     state: Mutex<Vec<(TypeId, Box<dyn Any + Send>)>>,
 }
 
@@ -137,6 +140,7 @@ impl Connection {
                 encoder,
                 outbound,
                 close: CloseSignal::default(),
+                activity: Activity::default(),
                 state: Mutex::new(Vec::new()),
             }),
         })
@@ -204,6 +208,11 @@ impl Connection {
     /// Why the connection is closing, once it is.
     pub(crate) fn close_reason(&self) -> Option<DisconnectReason> {
         self.shared.close.reason()
+    }
+
+    /// What the deadline sweeper needs to know of this connection.
+    pub(crate) fn activity(&self) -> &Activity {
+        &self.shared.activity
     }
 
     /// The close signal, for the connection's own task and its waiters.

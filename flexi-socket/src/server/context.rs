@@ -15,6 +15,7 @@ use crate::classifier::ErasedClassifier;
 use crate::client_framing::ClientFraming;
 use crate::connection::Connection;
 use crate::connections::Connections;
+use crate::deadlines::Deadlines;
 use crate::framing::Framing;
 use crate::limits::Limits;
 use crate::router::RouteTable;
@@ -35,6 +36,8 @@ pub(crate) struct ServerContext {
     /// The shutdown deadline passed: connections still open are cut.
     cutting: AtomicBool,
     pub(crate) limits: Limits,
+    /// The read deadlines of stream connections, kept by `deadlines::sweep`.
+    pub(crate) deadlines: Deadlines,
     pub(crate) counters: Counters,
     pub(super) permits: Arc<Semaphore>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -60,6 +63,7 @@ impl ServerContext {
         limits: Limits,
         replies: Option<Arc<crate::client::Replies>>,
     ) -> Arc<Self> {
+        let deadlines = Deadlines::new(&limits, classifier.is_some());
         Arc::new(ServerContext {
             routes,
             app_state,
@@ -75,6 +79,7 @@ impl ServerContext {
             aborted: AtomicU64::new(0),
             closed_in_shutdown: AtomicU64::new(0),
             undelivered: AtomicU64::new(0),
+            deadlines,
             limits,
             next_id: AtomicU64::new(1),
             replies,

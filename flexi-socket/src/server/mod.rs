@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::connection::Connection;
 use crate::connection_task;
 use crate::connections::Connections;
+use crate::deadlines;
 use crate::error::Result;
 use crate::limits::Limits;
 use crate::outbound::{self, Transport};
@@ -135,6 +136,9 @@ impl Server {
                 return Ok(report);
             }
         };
+        if context.deadlines.any() {
+            tasks.spawn(deadlines::sweep(Arc::clone(&context)));
+        }
         let mut backoff = AcceptBackoff::default();
         loop {
             // The permit comes before accept: at the limit, peers wait in the

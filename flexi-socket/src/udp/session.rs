@@ -8,6 +8,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,10 +17,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::connection::{Connection, DisconnectReason, Stage};
-use crate::deadlines::{idle_timer, wait_for};
 use crate::dispatch::report;
 use crate::error::Error;
 use crate::framing::{Decoded, Decoding, FrameDecoder};
@@ -453,5 +453,30 @@ fn pass_on(connection: &Connection, failed: &mpsc::Sender<io::Error>, error: io:
     if let Err(TrySendError::Full(error) | TrySendError::Closed(error)) = failed.try_send(error) {
         tracing::warn!(%error, "sending a datagram failed");
         connection.server().counters.count_error(&Error::Io(error));
+    }
+}
+
+/// A timer armed far in the future, to be passed to [`wait_for`].
+fn idle_timer() -> Sleep {
+    tokio::time::sleep_until(Instant::now() + Duration::from_secs(365 * 24 * 3600))
+}
+
+/// Waits until `deadline` with one long-lived timer. The timer is moved only
+/// when the deadline comes earlier than it; when it fires early (the deadline
+/// moved on, as the idle deadline does with every read) it is re-armed. So a
+/// busy connection costs no timer operation per read.
+async fn wait_for(mut timer: Pin<&mut Sleep>, deadline: Option<Instant>) {
+    let Some(deadline) = deadline else {
+        return std::future::pending().await;
+    };
+    if deadline < timer.deadline() {
+        timer.as_mut().reset(deadline);
+    }
+    loop {
+        timer.as_mut().await;
+        if Instant::now() >= deadline {
+            return;
+        }
+        timer.as_mut().reset(deadline);
     }
 }
