@@ -10,7 +10,6 @@
 //! connection's queue holds none.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -88,9 +87,8 @@ struct State {
 pub(crate) struct Frames {
     bytes: BytesMut,
     /// Datagram queues only: the length of each frame, in order.
-    lengths: VecDeque<usize>,
+    lengths: Vec<u32>,
     count: u64,
-    cost: usize,
 }
 
 impl Frames {
@@ -102,6 +100,7 @@ impl Frames {
     /// Each frame on its own (datagram queues only).
     pub(crate) fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
         self.lengths.iter().scan(0, |start, &length| {
+            let length = length as usize;
             let frame = &self.bytes[*start..*start + length];
             *start += length;
             Some(frame)
@@ -110,6 +109,13 @@ impl Frames {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// What these frames take from a byte budget of `max`. A frame bigger
+    /// than the whole budget is only queued alone (see `try_append`), so
+    /// this is their length, or `max` for such a frame.
+    fn cost(&self, max: usize) -> usize {
+        self.bytes.len().min(max)
     }
 }
 
@@ -133,7 +139,7 @@ impl Queue {
         if state.waiting.count + state.writing_frames >= self.max_messages as u64 {
             return Err(Unqueued::Refused(Refused::Full));
         }
-        let used = state.waiting.cost + state.writing_cost;
+        let used = state.waiting.cost(self.max_bytes) + state.writing_cost;
         let waiting = &mut state.waiting;
         if waiting.bytes.capacity() == 0 {
             spare::take(&mut waiting.bytes);
@@ -151,10 +157,10 @@ impl Queue {
             );
         }
         if transport == Transport::Datagrams {
-            waiting.lengths.push_back(length);
+            // Datagrams are far smaller than 4 GiB.
+            waiting.lengths.push(length as u32);
         }
         waiting.count += 1;
-        waiting.cost += cost;
         state.queued_frames += 1;
         state.queued_bytes += length as u64;
         let wake = state.writer.is_some() && !self.sent_by_writer_task();
@@ -284,7 +290,7 @@ impl OutboundReceiver {
         if !state.waiting.is_empty() {
             std::mem::swap(&mut state.waiting, frames);
             state.writing_frames = frames.count;
-            state.writing_cost = frames.cost;
+            state.writing_cost = frames.cost(self.queue.max_bytes);
             return Poll::Ready(true);
         }
         if state.closed {
@@ -318,7 +324,6 @@ impl OutboundReceiver {
             state.writing_cost = 0;
         }
         frames.count = 0;
-        frames.cost = 0;
         frames.lengths.clear();
         if frames.lengths.capacity() > 64 {
             // A burst is over: a quiet connection should not keep its peak.

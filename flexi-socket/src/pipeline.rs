@@ -2,10 +2,12 @@
 //! on_connect, each frame (classify once → after_receive → on_message), and
 //! on_disconnect, with failures reported and the panic policy applied.
 
+use std::future::poll_fn;
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -205,6 +207,18 @@ pub(crate) fn fail(
 /// How long on_disconnect may take when the shutdown deadline already passed.
 const LATE_DISCONNECT: Duration = Duration::from_secs(1);
 
+/// Fires on_disconnect if the cut connection did not, and counts what it
+/// left undelivered.
+pub(crate) async fn after_abort(connection: &Connection, disconnected: bool) {
+    if !disconnected {
+        let late = on_disconnect(connection, DisconnectReason::Shutdown);
+        let _ = tokio::time::timeout(LATE_DISCONNECT, late).await;
+    }
+    let undelivered = connection.queued();
+    connection.server().note_aborted(undelivered);
+    tracing::warn!(undelivered, "connection aborted at the shutdown deadline");
+}
+
 /// Runs `serve`, a connection's whole life (which sets `disconnected` once
 /// on_disconnect ran), unless the server's shutdown deadline cuts it short:
 /// then what it left queued counts as undelivered and on_disconnect still
@@ -217,28 +231,36 @@ pub(crate) async fn until_aborted(
     // the whole connection; boxed, the task holds a pointer instead.
     mut serve: Pin<Box<impl Future<Output = ()>>>,
 ) {
-    let server = connection.server();
-    tokio::select! {
-        () = &mut serve => {
-            if server.shutdown.is_cancelled() {
-                server.note_closed_in_shutdown();
-            }
-        }
-        () = connection.close_signal().reached_by_driver(Stage::Aborted) => {
-            // `serve` is dropped: the queue is closed, so the late
-            // on_disconnect's sends fail instead of being lost uncounted.
-            drop(serve);
-            if !disconnected.load(Ordering::Relaxed) {
-                // Boxed: it takes memory only in this rare case, not in every task.
-                let late = Box::pin(on_disconnect(connection, DisconnectReason::Shutdown));
-                let _ = tokio::time::timeout(LATE_DISCONNECT, late).await;
-            }
-            let undelivered = connection.queued();
-            server.note_aborted(undelivered);
-            tracing::warn!(undelivered, "connection aborted at the shutdown deadline");
-        }
+    // Not a select!: this runs on every wake-up of the connection's task.
+    let aborted = poll_fn(|cx| match serve.as_mut().poll(cx) {
+        Poll::Ready(()) => Poll::Ready(false),
+        Poll::Pending => connection
+            .close_signal()
+            .poll_reached(Stage::Aborted, cx)
+            .map(|()| true),
+    })
+    .await;
+    if aborted {
+        // `serve` is dropped: the queue is closed, so the late
+        // on_disconnect's sends fail instead of being lost uncounted.
+        drop(serve);
+        // Boxed: it takes memory only in this rare case, not in every task.
+        Box::pin(after_abort(
+            connection,
+            disconnected.load(Ordering::Relaxed),
+        ))
+        .await;
     }
-    // From here on the connection reports itself closing, and sends fail.
+    finished(connection, aborted);
+}
+
+/// The end of every connection: it reports itself closed (sends fail from
+/// now on), its traffic joins the server's totals, and it leaves the list.
+pub(crate) fn finished(connection: &Connection, aborted: bool) {
+    let server = connection.server();
+    if !aborted && server.shutdown.is_cancelled() {
+        server.note_closed_in_shutdown();
+    }
     connection.close_because(DisconnectReason::Closed);
     // Server-wide traffic counters are per connection while it is open (no
     // shared cache line per message) and folded into the totals when it closes.

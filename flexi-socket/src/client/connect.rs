@@ -185,7 +185,7 @@ async fn serve_halves(
         let ready = hand_over(shared, &connection, settings.handshake.clone()).await;
         let _ = flushed.send(ready);
     };
-    let running = connection_task::run(reader, writer, connection.clone(), queue);
+    let running = connection_task::run(reader, writer, connection.clone(), queue, ());
     // Biased, handover first: its sends are then always followed by a poll
     // of the connection's writer in the same turn (see outbound::Queue).
     tokio::join!(biased; handover, running);

@@ -102,7 +102,9 @@ struct Shared {
     first_message: AtomicBool,
     messages_in: AtomicU64,
     bytes_in: AtomicU64,
-    encoder: FrameEncoder,
+    /// This connection's own encoder, for a custom codec (a built-in codec's
+    /// is shared: see `ServerContext::encoder`).
+    encoder: Option<Box<FrameEncoder>>,
     outbound: OutboundSender,
     close: CloseSignal,
     /// For the deadline sweeper.
@@ -124,7 +126,10 @@ impl Connection {
         server: Arc<ServerContext>,
         outbound: OutboundSender,
     ) -> Result<Self, Error> {
-        let encoder = server.framing.try_encoder()?;
+        let encoder = match server.encoder {
+            Some(_) => None,
+            None => Some(Box::new(server.framing.try_encoder()?)),
+        };
         let classification_done = AtomicBool::new(server.classifier.is_none());
         Ok(Self {
             shared: Arc::new(Shared {
@@ -286,6 +291,19 @@ impl Connection {
             .classified
             .get()
             .map_or_else(|| self.default_routes(), |classified| &classified.routes)
+    }
+
+    /// The encoder until classified, and for client types without their own framing.
+    fn default_encoder(&self) -> &FrameEncoder {
+        match &self.shared.encoder {
+            Some(own) => own,
+            None => self
+                .shared
+                .server
+                .encoder
+                .as_ref()
+                .expect("a connection without an encoder of its own shares the server's"),
+        }
     }
 
     fn default_routes(&self) -> &Arc<Routes> {

@@ -65,7 +65,7 @@ impl Connection {
         let routes = classified.map_or_else(|| self.default_routes(), |c| &c.routes);
         let encoder = classified
             .and_then(|c| c.encoder.as_deref())
-            .unwrap_or(&self.shared.encoder);
+            .unwrap_or_else(|| self.default_encoder());
         if let Some(before_send) = &routes.before_send {
             return Err(Box::pin(self.send_filtered(
                 before_send,

@@ -1,96 +1,250 @@
 //! The reading side of a connection's task: wait for bytes, read them into
 //! the buffer, and hand every frame the framing makes of them to the
 //! pipeline, one at a time, until the connection closes.
+//!
+//! A state machine polled by the driver rather than an `async fn`: waiting
+//! is what every idle connection does, and this way the wait holds only
+//! the decoder and the (empty) buffer. What runs handlers (on_connect, the
+//! frames of one read) is a boxed future that lives while it runs.
 
-use std::future::{Future, poll_fn};
-use std::io;
+use std::future::Future;
 use std::ops::ControlFlow;
-use std::task::Poll;
-use std::time::Duration;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
+use tokio::time::Sleep;
 
 use crate::connection::{Connection, DisconnectReason, Stage};
 use crate::connection_decoder::{ConnectionDecoder, Prepared};
-use crate::dispatch::report;
+use crate::dispatch::{BoxFuture, report};
 use crate::error::Error;
 use crate::framing::Decoded;
 use crate::handler::HandlerSlot;
-use crate::pipeline::on_frame;
+use crate::pipeline::{on_connect, on_frame};
 use crate::stream::StreamReader;
 
-/// Reads and handles frames until the connection closes; returns why.
-pub(super) async fn read_loop(
-    connection: &Connection,
-    reader: &mut impl StreamReader,
-) -> DisconnectReason {
-    let deadlines = &connection.server().deadlines;
-    let activity = connection.activity();
-    let mut decoder = match ConnectionDecoder::new(connection) {
-        Ok(decoder) => decoder,
-        Err(error) => {
-            report(connection, error).await;
-            return DisconnectReason::FramingFailed;
+/// The reading side's state.
+pub(super) struct Reading {
+    step: Step,
+    /// Not here while a drain has it.
+    decoder: Option<ConnectionDecoder>,
+    buffer: BytesMut,
+}
+
+enum Step {
+    /// on_connect runs.
+    Connecting(BoxFuture<'static, ControlFlow<DisconnectReason>>),
+    /// Waiting for bytes, the close, or (idle-gap framing) a gap.
+    Waiting {
+        gap: Option<Pin<Box<Sleep>>>,
+    },
+    /// Handling the frames in the buffer.
+    Draining {
+        mode: Drain,
+        future: BoxFuture<'static, Drained>,
+    },
+    /// Reporting why reading ended; then it has, for the reason it gives.
+    Reporting(BoxFuture<'static, DisconnectReason>),
+    Done,
+}
+
+/// What a drain gives back: the decoder and the buffer, what the pipeline
+/// said, and whether frames were taken off the buffer.
+type Drained = (
+    ConnectionDecoder,
+    BytesMut,
+    ControlFlow<DisconnectReason>,
+    bool,
+);
+
+/// What the framing is asked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// Complete frames in the buffer.
+    Ready,
+    /// The idle gap elapsed: the pending bytes are a message.
+    Idle,
+    /// The peer sent FIN: whatever the framing can still make of the buffer.
+    Eof,
+    /// The connection is closing: the same as at EOF, then reading ends.
+    Closing,
+}
+
+impl Reading {
+    /// Starts with on_connect.
+    pub(super) fn new(connection: &Connection) -> Self {
+        let connection = connection.clone();
+        Self {
+            step: Step::Connecting(Box::pin(async move { on_connect(&connection).await })),
+            decoder: None,
+            buffer: BytesMut::new(),
         }
-    };
-    let mut buffer = BytesMut::new();
-    activity.track(deadlines);
-    loop {
-        // Every complete frame already read is handled, even after close():
-        // nothing read is lost.
-        let buffered = buffer.len();
-        if let ControlFlow::Break(reason) =
-            Box::pin(drain(connection, &mut decoder, &mut buffer, Drain::Ready)).await
-        {
-            return reason;
+    }
+
+    /// Reads and handles frames; `Ready` with the reason once reading ended.
+    pub(super) fn poll(
+        &mut self,
+        connection: &Connection,
+        reader: &mut impl StreamReader,
+        cx: &mut Context<'_>,
+    ) -> Poll<DisconnectReason> {
+        loop {
+            match &mut self.step {
+                Step::Connecting(future) => match ready!(future.as_mut().poll(cx)) {
+                    ControlFlow::Continue(()) => self.open(connection),
+                    ControlFlow::Break(reason) => return self.end(reason),
+                },
+                Step::Waiting { gap } => {
+                    if connection
+                        .close_signal()
+                        .poll_reached(Stage::Closing, cx)
+                        .is_ready()
+                    {
+                        // Complete frames were handled before waiting: what
+                        // is left for the closing drain is in `after_drain`.
+                        self.drain(connection, Drain::Ready);
+                        continue;
+                    }
+                    if let Poll::Ready(read) = reader.poll_read_lazily(cx, &mut self.buffer) {
+                        match read {
+                            Ok(0) => self.drain(connection, Drain::Eof),
+                            Ok(_) => {
+                                connection.activity().read(&connection.server().deadlines);
+                                self.drain(connection, Drain::Ready);
+                            }
+                            Err(error) => {
+                                let reason = DisconnectReason::Reset(error.to_string());
+                                self.step = reporting(connection, Error::Io(error), reason);
+                            }
+                        }
+                        continue;
+                    }
+                    match gap.as_mut().map(|gap| gap.as_mut().poll(cx)) {
+                        Some(Poll::Ready(())) => self.drain(connection, Drain::Idle),
+                        _ => return Poll::Pending,
+                    }
+                }
+                Step::Draining { mode, future } => {
+                    let mode = *mode;
+                    let (decoder, buffer, flow, framed_some) = ready!(future.as_mut().poll(cx));
+                    self.decoder = Some(decoder);
+                    self.buffer = buffer;
+                    if let ControlFlow::Break(reason) = flow {
+                        return self.end(reason);
+                    }
+                    if let Some(reason) = self.after_drain(connection, mode, framed_some) {
+                        return self.end(reason);
+                    }
+                }
+                Step::Reporting(future) => {
+                    let reason = ready!(future.as_mut().poll(cx));
+                    return self.end(reason);
+                }
+                Step::Done => panic!("the reading side is not polled after it ended"),
+            }
         }
-        let framed_some = buffer.len() < buffered;
+    }
+
+    /// on_connect let the connection in: decoding starts.
+    fn open(&mut self, connection: &Connection) {
+        match ConnectionDecoder::new(connection) {
+            Ok(decoder) => {
+                self.decoder = Some(decoder);
+                connection.activity().track(&connection.server().deadlines);
+                self.drain(connection, Drain::Ready);
+            }
+            Err(error) => {
+                self.step = reporting(connection, error, DisconnectReason::FramingFailed);
+            }
+        }
+    }
+
+    /// Hands the frames of the buffer (as `mode` asks) to a boxed drain that
+    /// owns the decoder and the buffer until it gives them back.
+    fn drain(&mut self, connection: &Connection, mode: Drain) {
+        let connection = connection.clone();
+        let mut decoder = self
+            .decoder
+            .take()
+            .expect("the decoder is back from the last drain");
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let future = Box::pin(async move {
+            let buffered = buffer.len();
+            let flow = drain(&connection, &mut decoder, &mut buffer, mode).await;
+            let framed_some = buffer.len() < buffered;
+            (decoder, buffer, flow, framed_some)
+        });
+        self.step = Step::Draining { mode, future };
+    }
+
+    /// What follows a drain in `mode`: another drain, a wait, or the end.
+    fn after_drain(
+        &mut self,
+        connection: &Connection,
+        mode: Drain,
+        framed_some: bool,
+    ) -> Option<DisconnectReason> {
+        match mode {
+            Drain::Eof => return Some(DisconnectReason::PeerClosed),
+            Drain::Closing => {
+                return Some(
+                    connection
+                        .close_reason()
+                        .unwrap_or(DisconnectReason::Closed),
+                );
+            }
+            Drain::Ready | Drain::Idle => {}
+        }
         if let Some(reason) = connection.close_reason() {
             if timed_out(&reason) {
                 // A deadline cut the stream short: its unfinished rest is dropped.
-                return reason;
+                return Some(reason);
             }
             // Reading stops here: whatever the framing can still make of the
             // buffer is delivered (eof, raw, idle_gap) or reported as truncated.
-            if let ControlFlow::Break(reason) =
-                Box::pin(drain(connection, &mut decoder, &mut buffer, Drain::Eof)).await
-            {
-                return reason;
-            }
-            return reason;
+            self.drain(connection, Drain::Closing);
+            return None;
         }
-        if let Some(reason) = first_message_too_long(connection, &buffer) {
-            return reason;
+        if let Some(reason) = first_message_too_long(connection, &self.buffer) {
+            return Some(reason);
         }
-        let partial_frame = !buffer.is_empty() && decoder.frame_deadline_applies();
-        activity.pending_bytes(deadlines, partial_frame, framed_some);
-        let idle_gap = decoder
+        let decoder = self.decoder.as_mut().expect("the decoder is back");
+        let partial_frame = !self.buffer.is_empty() && decoder.frame_deadline_applies();
+        let framed_some = mode == Drain::Ready && framed_some;
+        connection.activity().pending_bytes(
+            &connection.server().deadlines,
+            partial_frame,
+            framed_some,
+        );
+        let gap = decoder
             .current()
             .idle_gap()
-            .filter(|_| decoder.current().wants_idle_timer(&buffer));
-        let mode = match wait_and_read(connection, reader, &mut buffer, idle_gap).await {
-            Waited::Closing => continue,
-            Waited::Read(Ok(0)) => Drain::Eof,
-            Waited::Read(Ok(_)) => {
-                activity.read(deadlines);
-                continue;
-            }
-            Waited::Gap => Drain::Idle,
-            Waited::Read(Err(error)) => {
-                let reason = DisconnectReason::Reset(error.to_string());
-                report(connection, Error::Io(error)).await;
-                return reason;
-            }
-        };
-        if let ControlFlow::Break(reason) =
-            Box::pin(drain(connection, &mut decoder, &mut buffer, mode)).await
-        {
-            return reason;
-        }
-        if matches!(mode, Drain::Eof) {
-            return DisconnectReason::PeerClosed;
-        }
+            .filter(|_| decoder.current().wants_idle_timer(&self.buffer))
+            // Boxed: only idle-gap framing pays for a timer, and only while it waits.
+            .map(|gap| Box::pin(tokio::time::sleep(gap)));
+        self.step = Step::Waiting { gap };
+        None
     }
+
+    /// Drops whatever runs (the connection is cut).
+    pub(super) fn stop(&mut self) {
+        self.step = Step::Done;
+    }
+
+    fn end(&mut self, reason: DisconnectReason) -> Poll<DisconnectReason> {
+        self.step = Step::Done;
+        Poll::Ready(reason)
+    }
+}
+
+/// The step that reports `error`, after which reading ends for `reason`.
+fn reporting(connection: &Connection, error: Error, reason: DisconnectReason) -> Step {
+    let connection = connection.clone();
+    Step::Reporting(Box::pin(async move {
+        report(&connection, error).await;
+        reason
+    }))
 }
 
 /// Whether `reason` is a read deadline (see `deadlines`).
@@ -112,57 +266,6 @@ fn first_message_too_long(connection: &Connection, buffer: &BytesMut) -> Option<
         .then(|| DisconnectReason::Limit(format!("first message longer than {cap} bytes")))
 }
 
-/// What ended a wait for bytes.
-enum Waited {
-    /// The connection is closing.
-    Closing,
-    /// A read: the number of bytes, 0 at EOF.
-    Read(io::Result<usize>),
-    /// The idle gap elapsed (idle-gap framing only).
-    Gap,
-}
-
-/// Waits until the connection closes, bytes arrive (and reads them) or,
-/// with `idle_gap`, that much silence passes. One poll looks at all three,
-/// with no state of its own: this wait is what every idle connection does.
-async fn wait_and_read(
-    connection: &Connection,
-    reader: &mut impl StreamReader,
-    buffer: &mut BytesMut,
-    idle_gap: Option<Duration>,
-) -> Waited {
-    // Boxed: only idle-gap framing pays for a timer, and only while it waits.
-    let mut gap = idle_gap.map(|gap| Box::pin(tokio::time::sleep(gap)));
-    poll_fn(|cx| {
-        if connection
-            .close_signal()
-            .poll_reached(Stage::Closing, cx)
-            .is_ready()
-        {
-            return Poll::Ready(Waited::Closing);
-        }
-        if let Poll::Ready(read) = reader.poll_read_lazily(cx, buffer) {
-            return Poll::Ready(Waited::Read(read));
-        }
-        match gap.as_mut().map(|gap| gap.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Waited::Gap),
-            _ => Poll::Pending,
-        }
-    })
-    .await
-}
-
-/// What the framing is asked for.
-#[derive(Clone, Copy)]
-enum Drain {
-    /// Complete frames in the buffer.
-    Ready,
-    /// The idle gap elapsed: the pending bytes are a message.
-    Idle,
-    /// The peer sent FIN: whatever the framing can still make of the buffer.
-    Eof,
-}
-
 /// Handles every frame the decoder yields in `mode`. An unrecoverable framing
 /// error ends the connection; recoverable ones are reported and skipped.
 async fn drain(
@@ -176,7 +279,7 @@ async fn drain(
     let mut slot = HandlerSlot::default();
     loop {
         // A gap of silence ends a first unit as surely as EOF does.
-        let at_end = matches!(mode, Drain::Eof | Drain::Idle);
+        let at_end = !matches!(mode, Drain::Ready);
         // Boxed: only a connection not yet classified has work to do here.
         if !decoder.is_settled()
             && Box::pin(decoder.prepare(connection, buffer, at_end)).await? == Prepared::NeedsBytes
@@ -187,7 +290,7 @@ async fn drain(
         let decoded = match mode {
             Drain::Ready => decoder.decode(buffer),
             Drain::Idle => decoder.decode_idle(buffer),
-            Drain::Eof => decoder.decode_eof(buffer),
+            Drain::Eof | Drain::Closing => decoder.decode_eof(buffer),
         };
         let flow = match decoded {
             Ok(Some(Decoded::Frame(frame))) => on_frame(connection, frame, &mut slot).await,

@@ -1,116 +1,157 @@
 //! The writing side of a connection's task: all frames queued at a moment
 //! leave in one write, as soon as they are queued, until the reading side
-//! says to finish; then the rest is flushed (within the shutdown timeout)
-//! and FIN sent or, for a peer that does not read, abandoned.
+//! says to finish; then the rest is flushed and FIN sent (within the
+//! shutdown timeout) or, for a peer that does not read, abandoned.
 
-use std::future::poll_fn;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::time::Sleep;
 
-use super::Finish;
 use crate::outbound::{Frames, OutboundReceiver};
 use crate::stream::StreamWriter;
 
-/// Writes queued frames until `finish` says to stop; then flushes the rest
-/// (bounded by `flush_timeout`) and sends FIN, or abandons the queue.
-pub(super) async fn write_loop(
-    mut writer: impl StreamWriter,
-    mut outbound: OutboundReceiver,
-    finish: &Finish,
-    flush_timeout: Duration,
-) -> io::Result<()> {
-    outbound.polled_after_senders_in_this_task();
-    let mut frames = Frames::default();
-    // How much of `frames` is written already.
-    let mut written = 0;
-    let flush = poll_fn(|cx| {
+/// How the writing side ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Finish {
+    /// Write everything queued, then FIN.
+    Flush,
+    /// The peer does not read: give up on the queue.
+    Abandon,
+}
+
+/// The writing side's state: what every connection's task holds for it.
+pub(super) struct Writing<W> {
+    writer: W,
+    outbound: OutboundReceiver,
+    /// Frames taken from the queue and not yet all written.
+    frames: Frames,
+    /// How much of `frames` is written already.
+    written: usize,
+    stage: Stage,
+}
+
+enum Stage {
+    /// Writing frames as they are queued.
+    Running,
+    /// Told to finish: writing what is left, then FIN, before the deadline.
+    Flushing(Pin<Box<Sleep>>),
+    ShuttingDown(Pin<Box<Sleep>>),
+    Done,
+}
+
+impl<W: StreamWriter> Writing<W> {
+    pub(super) fn new(writer: W, outbound: OutboundReceiver) -> Self {
+        // Sends from this task need not wake the writer: it is polled after them.
+        outbound.polled_after_senders_in_this_task();
+        Self {
+            writer,
+            outbound,
+            frames: Frames::default(),
+            written: 0,
+            stage: Stage::Running,
+        }
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        matches!(self.stage, Stage::Done)
+    }
+
+    /// From now on no more sends are accepted; `Flush` writes what was
+    /// accepted (within `flush_timeout`), `Abandon` drops it.
+    pub(super) fn finish(&mut self, finish: Finish, flush_timeout: Duration) {
+        if !matches!(self.stage, Stage::Running) {
+            return;
+        }
+        self.outbound.close();
+        self.stage = match finish {
+            Finish::Flush => Stage::Flushing(Box::pin(tokio::time::sleep(flush_timeout))),
+            Finish::Abandon => Stage::Done,
+        };
+    }
+
+    /// Stops writing at once (the connection is cut).
+    pub(super) fn abandon(&mut self) {
+        self.outbound.close();
+        self.stage = Stage::Done;
+    }
+
+    /// Makes what progress it can; `Ready` once done. A write that fails
+    /// ends the writing side with its error.
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = match &mut self.stage {
+            Stage::Running => self.poll_queue(cx),
+            Stage::Flushing(deadline) => {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Err(flush_timed_out()))
+                } else {
+                    self.poll_queue(cx)
+                }
+            }
+            Stage::ShuttingDown(deadline) => {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Err(flush_timed_out()))
+                } else {
+                    Pin::new(&mut self.writer).poll_shutdown(cx)
+                }
+            }
+            Stage::Done => return Poll::Ready(Ok(())),
+        };
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(error)) => {
+                self.abandon();
+                Poll::Ready(Err(error))
+            }
+            Poll::Ready(Ok(())) => {
+                self.stage = match std::mem::replace(&mut self.stage, Stage::Done) {
+                    Stage::Flushing(deadline) => Stage::ShuttingDown(deadline),
+                    _ => Stage::Done,
+                };
+                if self.is_done() {
+                    Poll::Ready(Ok(()))
+                } else {
+                    self.poll(cx)
+                }
+            }
+        }
+    }
+
+    /// Writes frames as they are queued, until the queue is closed and
+    /// empty (while running, it is closed only when the writing side ends).
+    fn poll_queue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            if finish.abandoning() {
-                return Poll::Ready(Ok(false));
+            if !self.frames.is_empty() {
+                ready!(self.poll_write(cx))?;
             }
-            if !frames.is_empty() {
-                match poll_write(&mut writer, cx, &frames, &mut written) {
-                    Poll::Ready(Ok(())) => {
-                        outbound.written(&mut frames);
-                        written = 0;
-                        continue;
-                    }
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                    // A peer that stops reading blocks this write: a finish
-                    // must still be heard, or closing would wait forever.
-                    Poll::Pending if finish.flushing() => return Poll::Ready(Ok(true)),
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-            if finish.flushing() {
-                return Poll::Ready(Ok(true));
-            }
-            match outbound.poll_take(cx, &mut frames) {
-                Poll::Ready(true) => {}
-                Poll::Ready(false) => return Poll::Ready(Ok(true)),
-                Poll::Pending => return Poll::Pending,
+            if !ready!(self.outbound.poll_take(cx, &mut self.frames)) {
+                return Poll::Ready(Ok(()));
             }
         }
-    })
-    .await?;
-    // No more sends are accepted from here on; what was accepted is written.
-    outbound.close();
-    if !flush {
-        return Ok(());
     }
-    let rest = async {
-        poll_fn(|cx| {
-            loop {
-                if !frames.is_empty() {
-                    ready!(poll_write(&mut writer, cx, &frames, &mut written))?;
-                    outbound.written(&mut frames);
-                    written = 0;
-                }
-                if !ready!(outbound.poll_take(cx, &mut frames)) {
-                    return Poll::Ready(Ok::<(), io::Error>(()));
-                }
+
+    /// Writes the rest of `frames`, then gives them back to the queue.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let bytes = self.frames.bytes();
+        while self.written < bytes.len() {
+            match ready!(Pin::new(&mut self.writer).poll_write(cx, &bytes[self.written..])) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.written += n,
+                Err(error) => return Poll::Ready(Err(error)),
             }
-        })
-        .await?;
-        writer.shutdown().await
-    };
-    // Boxed: the timer and the flush take memory only while closing.
-    Box::pin(within_flush_timeout(flush_timeout, rest)).await
-}
-
-/// Writes what is left of `frames` after its first `written` bytes.
-fn poll_write(
-    writer: &mut impl StreamWriter,
-    cx: &mut Context<'_>,
-    frames: &Frames,
-    written: &mut usize,
-) -> Poll<io::Result<()>> {
-    let bytes = frames.bytes();
-    while *written < bytes.len() {
-        match ready!(Pin::new(&mut *writer).poll_write(cx, &bytes[*written..])) {
-            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Ok(n) => *written += n,
-            Err(error) => return Poll::Ready(Err(error)),
         }
+        self.outbound.written(&mut self.frames);
+        self.written = 0;
+        Poll::Ready(Ok(()))
     }
-    Poll::Ready(Ok(()))
 }
 
-/// Runs a write the closing connection waits for, at most `flush_timeout`.
-async fn within_flush_timeout(
-    flush_timeout: Duration,
-    write: impl Future<Output = io::Result<()>>,
-) -> io::Result<()> {
-    tokio::time::timeout(flush_timeout, write)
-        .await
-        .unwrap_or_else(|_| {
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "flushing the outbound queue timed out",
-            ))
-        })
+fn flush_timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "flushing the outbound queue timed out",
+    )
 }

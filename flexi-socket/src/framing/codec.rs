@@ -21,7 +21,8 @@ use crate::error::Error;
 pub(super) enum Builtin {
     Lines(LineCodec),
     Separator(SeparatorCodec),
-    Delimited(DelimitedCodec),
+    // Boxed: the largest codec by far; every connection holds a decoder.
+    Delimited(Box<DelimitedCodec>),
     Fixed(FixedLengthCodec),
     LengthPrefixed(LengthPrefixedCodec),
     Eof(EofCodec),
@@ -56,7 +57,7 @@ impl Builtin {
         match self {
             Builtin::Lines(codec) => Builtin::Lines(codec.with_max_length(max)),
             Builtin::Separator(codec) => Builtin::Separator(codec.with_max_length(max)),
-            Builtin::Delimited(codec) => Builtin::Delimited(codec.with_max_length(max)),
+            Builtin::Delimited(codec) => Builtin::Delimited(Box::new(codec.with_max_length(max))),
             Builtin::Fixed(codec) => panic!(
                 "Framing::max_length does not apply to Framing::fixed({}): the frame length is the limit",
                 codec.length()

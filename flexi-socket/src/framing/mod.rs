@@ -135,7 +135,9 @@ impl Framing {
     ///
     /// If `start` or `end` is empty.
     pub fn delimited(start: impl Into<Bytes>, end: impl Into<Bytes>) -> Self {
-        Self::builtin(Builtin::Delimited(DelimitedCodec::new(start, end)))
+        Self::builtin(Builtin::Delimited(Box::new(DelimitedCodec::new(
+            start, end,
+        ))))
     }
 
     /// Frames of exactly `len` bytes. Decoding yields the `len` bytes untouched
@@ -339,6 +341,17 @@ impl Framing {
     /// The encoder of one connection, to be shared by all its senders.
     pub(crate) fn encoder(&self) -> FrameEncoder {
         self.outbound.as_deref().unwrap_or(&self.kind).encoder()
+    }
+
+    /// The encoder every connection can share: a built-in codec's, which
+    /// holds no state; `None` for a custom codec (one per connection).
+    pub(crate) fn shared_encoder(&self) -> Option<FrameEncoder> {
+        // Not by building one and looking: a custom codec's factory is user
+        // code, called only where its panic costs one connection.
+        match self.outbound.as_deref().unwrap_or(&self.kind) {
+            kind @ FramingKind::Builtin(_) => Some(kind.encoder()),
+            FramingKind::Custom(_) => None,
+        }
     }
 
     /// [`decoder`](Self::decoder), with a custom codec factory's panic caught.

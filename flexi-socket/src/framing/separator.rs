@@ -30,7 +30,8 @@ pub(super) const DEFAULT_DELIMITED_MAX: usize = 64 * 1024;
 /// several messages in one write is a legitimate use).
 #[derive(Clone, Debug)]
 pub struct SeparatorCodec {
-    separator: Bytes,
+    // Not `Bytes`: every connection's decoder holds one, and this is half the size.
+    separator: Box<[u8]>,
     max_length: usize,
     // Where the next search starts: no separator starts before this index.
     next_index: usize,
@@ -46,7 +47,7 @@ impl SeparatorCodec {
     /// If `separator` is empty: an empty separator would end a frame at every
     /// byte position.
     pub fn new(separator: impl Into<Bytes>) -> Self {
-        let separator = separator.into();
+        let separator: Box<[u8]> = separator.into().as_ref().into();
         assert!(
             !separator.is_empty(),
             "the framing separator must be at least one byte long"

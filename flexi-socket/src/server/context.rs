@@ -16,7 +16,7 @@ use crate::client_framing::ClientFraming;
 use crate::connection::Connection;
 use crate::connections::Connections;
 use crate::deadlines::Deadlines;
-use crate::framing::Framing;
+use crate::framing::{FrameEncoder, Framing};
 use crate::limits::Limits;
 use crate::router::RouteTable;
 use crate::stats::{Counters, ServerStats};
@@ -28,6 +28,8 @@ pub(crate) struct ServerContext {
     pub(crate) classifier: Option<ErasedClassifier>,
     /// The framing until a connection is classified, and of every client type without its own.
     pub(crate) framing: Framing,
+    /// That framing's encoder, when connections can share it (built-in codecs).
+    pub(crate) encoder: Option<FrameEncoder>,
     pub(crate) client_framing: ClientFraming,
     pub(crate) connections: Connections,
     /// Tells the accept loop and the reconnect loop to stop; see
@@ -64,11 +66,13 @@ impl ServerContext {
         replies: Option<Arc<crate::client::Replies>>,
     ) -> Arc<Self> {
         let deadlines = Deadlines::new(&limits, classifier.is_some());
+        let encoder = framing.shared_encoder();
         Arc::new(ServerContext {
             routes,
             app_state,
             classifier,
             framing,
+            encoder,
             client_framing,
             connections: Connections::new(),
             shutdown: CancellationToken::new(),

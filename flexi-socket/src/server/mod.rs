@@ -233,24 +233,32 @@ fn admit(
     if let Some(tls) = context.tls.clone() {
         // The handshake runs in the connection's task; only a connection whose
         // handshake succeeded is listed and gets events.
-        tasks.spawn(
-            async move {
-                tls.serve(stream, connection, queue).await;
-                drop(admission);
-            }
-            .instrument(span),
-        );
+        let task = async move {
+            tls.serve(stream, connection, queue).await;
+            drop(admission);
+        };
+        spawn_in(tasks, span, task);
         return;
     }
     context.register(&connection);
-    tasks.spawn(
-        async move {
-            let (reader, writer) = stream.into_split();
-            connection_task::run(reader, writer, connection, queue).await;
-            drop(admission);
-        }
-        .instrument(span),
-    );
+    let (reader, writer) = stream.into_split();
+    let task = connection_task::run(reader, writer, connection, queue, admission);
+    spawn_in(tasks, span, task);
+}
+
+/// Spawns a connection's task in `span`. A disabled span (the usual case:
+/// it is at debug level) is left out: it would still take memory in every
+/// connection's task.
+fn spawn_in(
+    tasks: &TaskTracker,
+    span: tracing::Span,
+    task: impl Future<Output = ()> + Send + 'static,
+) {
+    if span.is_disabled() {
+        tasks.spawn(task);
+    } else {
+        tasks.spawn(task.instrument(span));
+    }
 }
 
 fn configure(stream: &TcpStream, limits: &Limits) {

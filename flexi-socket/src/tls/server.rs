@@ -256,7 +256,7 @@ impl TlsServer {
             Ok(Ok(stream)) => {
                 server.register(&connection);
                 let (reader, writer) = super::split(stream, &server.framing);
-                connection_task::run(reader, writer, connection, queue).await;
+                connection_task::run(reader, writer, connection, queue, ()).await;
                 return;
             }
             Ok(Err(error)) => handshake_failure(&error),

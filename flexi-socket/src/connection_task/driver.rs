@@ -1,0 +1,228 @@
+//! [`Driver`]: the future of one stream connection's task. It polls the
+//! reading side first and the writing side right after, so replies a
+//! handler just queued leave in the same poll; then it runs the close:
+//! on_disconnect, flush, FIN, and a while of reading what the peer still
+//! sends. The shutdown deadline can cut it short at any point.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::ReadBuf;
+use tokio::time::Sleep;
+
+use super::reading::Reading;
+use super::writing::{Finish, Writing};
+use crate::connection::{Connection, DisconnectReason, Stage};
+use crate::dispatch::{BoxFuture, report};
+use crate::error::Error;
+use crate::outbound::OutboundReceiver;
+use crate::pipeline::{after_abort, finished, on_disconnect};
+use crate::stream::{StreamReader, StreamWriter};
+
+pub(super) struct Driver<R, W, H> {
+    connection: Connection,
+    reader: R,
+    reading: Reading,
+    writing: Writing<W>,
+    step: Step,
+    /// How the close goes on, once reading ended (see `disconnect`).
+    finish: Finish,
+    linger: bool,
+    /// A write that failed before reading ended, to report then.
+    write_error: Option<io::Error>,
+    /// Dropped with the driver (a place under the connection limits, say).
+    _held: H,
+}
+
+enum Step {
+    /// Reading and writing.
+    Serving,
+    /// Reading ended: a failed write is reported, then on_disconnect runs
+    /// (the writing side goes on meanwhile).
+    Disconnecting(BoxFuture<'static, ()>),
+    /// The writing side flushes what was queued (or gives it up).
+    Flushing,
+    /// After our FIN, the peer's unread bytes would turn close() into a RST
+    /// that destroys our last replies in flight; so they are read and
+    /// dropped for a while.
+    Lingering(Linger),
+    /// Cut at the shutdown deadline: a late on_disconnect, and accounting.
+    Aborting(BoxFuture<'static, ()>),
+    Done,
+}
+
+impl<R: StreamReader, W: StreamWriter, H> Driver<R, W, H> {
+    pub(super) fn new(
+        reader: R,
+        writer: W,
+        connection: Connection,
+        outbound: OutboundReceiver,
+        held: H,
+    ) -> Self {
+        Self {
+            reading: Reading::new(&connection),
+            writing: Writing::new(writer, outbound),
+            connection,
+            reader,
+            step: Step::Serving,
+            finish: Finish::Flush,
+            linger: false,
+            write_error: None,
+            _held: held,
+        }
+    }
+
+    /// Reading ended for `reason`: the close begins.
+    fn disconnect(&mut self, reason: DisconnectReason) {
+        let connection = self.connection.clone();
+        let failed_write = self.write_error.take();
+        if reason == DisconnectReason::SlowConsumer {
+            // The peer does not read: what is queued is given up.
+            self.finish = Finish::Abandon;
+        }
+        self.linger = peer_may_still_send(&reason);
+        self.step = Step::Disconnecting(Box::pin(async move {
+            if let Some(error) = failed_write {
+                report(&connection, Error::Io(error)).await;
+            }
+            tracing::debug!(%reason, "disconnecting");
+            // From now on the connection reports itself closing (a client's
+            // sends then go to its outbox); sends from on_disconnect still work.
+            connection.close_because(reason.clone());
+            on_disconnect(&connection, reason).await;
+        }));
+    }
+
+    /// on_disconnect ran: no more sends are accepted, what was is written.
+    fn flush(&mut self) {
+        let flush_timeout = self.connection.server().limits.shutdown_timeout;
+        self.writing.finish(self.finish, flush_timeout);
+        self.step = Step::Flushing;
+    }
+
+    /// Writes what it can; a failed write closes the connection.
+    fn poll_writing(&mut self, cx: &mut Context<'_>) {
+        if let Poll::Ready(Err(error)) = self.writing.poll(cx) {
+            self.connection
+                .close_because(DisconnectReason::Reset(error.to_string()));
+            self.write_error = Some(error);
+        }
+    }
+
+    /// The shutdown deadline passed: everything stops where it is.
+    fn abort(&mut self) {
+        let disconnected = matches!(self.step, Step::Flushing | Step::Lingering(_) | Step::Done);
+        self.reading.stop();
+        // The queue closes: the late on_disconnect's sends fail instead of
+        // being lost uncounted.
+        self.writing.abandon();
+        let connection = self.connection.clone();
+        self.step = Step::Aborting(Box::pin(async move {
+            after_abort(&connection, disconnected).await;
+        }));
+    }
+}
+
+impl<R: StreamReader, W: StreamWriter, H: Unpin> Future for Driver<R, W, H> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if !matches!(this.step, Step::Aborting(_) | Step::Done)
+            && this
+                .connection
+                .close_signal()
+                .poll_reached(Stage::Aborted, cx)
+                .is_ready()
+        {
+            this.abort();
+        }
+        loop {
+            match &mut this.step {
+                Step::Serving => {
+                    let read = this.reading.poll(&this.connection, &mut this.reader, cx);
+                    if let Poll::Ready(reason) = read {
+                        this.disconnect(reason);
+                        continue;
+                    }
+                    this.poll_writing(cx);
+                    return Poll::Pending;
+                }
+                Step::Disconnecting(future) => {
+                    if future.as_mut().poll(cx).is_ready() {
+                        this.flush();
+                        continue;
+                    }
+                    this.poll_writing(cx);
+                    return Poll::Pending;
+                }
+                Step::Flushing => {
+                    this.poll_writing(cx);
+                    if !this.writing.is_done() {
+                        return Poll::Pending;
+                    }
+                    this.step = if this.linger {
+                        Step::Lingering(Linger::new(this.connection.server().limits.linger))
+                    } else {
+                        Step::Done
+                    };
+                }
+                Step::Lingering(linger) => {
+                    ready!(linger.poll(&mut this.reader, cx));
+                    this.step = Step::Done;
+                }
+                Step::Aborting(future) => {
+                    ready!(future.as_mut().poll(cx));
+                    finished(&this.connection, true);
+                    this.step = Step::Done;
+                    return Poll::Ready(());
+                }
+                Step::Done => {
+                    finished(&this.connection, false);
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+}
+
+/// Whether the peer may still send after our FIN (it did not close or fail).
+fn peer_may_still_send(reason: &DisconnectReason) -> bool {
+    !matches!(
+        reason,
+        DisconnectReason::PeerClosed | DisconnectReason::Reset(_)
+    )
+}
+
+/// Reads and drops what the peer sends, until it closes or `linger` passes.
+struct Linger {
+    deadline: Pin<Box<Sleep>>,
+    // On the heap, and only while lingering: not in every connection's task.
+    sink: Box<[u8]>,
+}
+
+impl Linger {
+    fn new(linger: Duration) -> Self {
+        Self {
+            deadline: Box::pin(tokio::time::sleep(linger)),
+            sink: vec![0; 1024].into_boxed_slice(),
+        }
+    }
+
+    fn poll(&mut self, reader: &mut impl StreamReader, cx: &mut Context<'_>) -> Poll<()> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        loop {
+            let mut sink = ReadBuf::new(&mut self.sink);
+            match ready!(Pin::new(&mut *reader).poll_read(cx, &mut sink)) {
+                Ok(()) if !sink.filled().is_empty() => {}
+                // EOF or an error: the peer is done.
+                _ => return Poll::Ready(()),
+            }
+        }
+    }
+}
