@@ -77,10 +77,8 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
     // The function is taken as a value rather than called by name: handlers must be
     // `async`, so clippy's `unused_async` should not suggest otherwise.
     let send_span = at(ident.span());
-    let call = quote_spanned!(send_span=>
-        let __handler = #ident;
-        let __ret = __flexi_send(__handler(#(#call_args),*)).await;
-    );
+    let handler_value = quote_spanned!(send_span=> let __handler = #ident;);
+    let future = quote_spanned!(send_span=> __flexi_send(__handler(#(#call_args),*)));
 
     let return_span = match &sig.output {
         ReturnType::Type(_, ty) => at(ty.span()),
@@ -92,6 +90,30 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
             quote_spanned!(return_span=> #runtime::IntoFiltered::into_filtered(__ret))
         } else {
             quote_spanned!(return_span=> #runtime::IntoHandlerResult::into_handler_result(__ret))
+        }
+    };
+
+    // With owned arguments only, the handler's own future goes into the slot
+    // as it is, its output converted on the way out; a borrowed argument
+    // must live beside the future that borrows it, in an async block.
+    let borrows = inputs
+        .iter()
+        .any(|input| matches!(input, Input::Borrowed { .. }));
+    let start = if borrows {
+        quote! {
+            #handler_value
+            __slot.start(async move {
+                let __ret = #future.await;
+                #convert
+            });
+        }
+    } else {
+        // Spanned like the call: a handler whose future is not `Send` is
+        // then reported once, at its name, not again at the attribute.
+        let runtime = private(send_span);
+        quote_spanned! {send_span=>
+            #handler_value
+            __slot.start(#runtime::Converted::new(#future, |__ret| #convert));
         }
     };
 
@@ -131,10 +153,7 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
 
             fn __flexi_call(#context, __slot: &mut #runtime::HandlerSlot) {
                 #(#bindings)*
-                __slot.start(async move {
-                    #call
-                    #convert
-                });
+                #start
             }
 
             #client_type_fn

@@ -124,7 +124,7 @@ pub mod __private {
     pub use crate::classifier::{Classifier, ClientType};
     pub use crate::connection::Connection;
     pub use crate::handler::{
-        BorrowedArg, EventContext, FromEvent, HandlerError, HandlerOutput, HandlerSlot,
+        BorrowedArg, Converted, EventContext, FromEvent, HandlerError, HandlerOutput, HandlerSlot,
         IntoFiltered, IntoHandlerResult,
     };
     pub use crate::registry::{HandlerKind, Registration};

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::Decoded;
@@ -45,20 +45,24 @@ impl LineCodec {
     }
 
     /// Strips the `'\r'` and applies the limit the inner codec could not know.
+    #[inline]
+    fn line(&self, mut line: Bytes) -> Decoded {
+        if line.last() == Some(&b'\r') {
+            line.truncate(line.len() - 1);
+        }
+        if line.len() > self.max_length {
+            return Decoded::discarded(Error::FrameTooLarge {
+                length: line.len(),
+                max: self.max_length,
+            });
+        }
+        Decoded::Frame(line)
+    }
+
+    /// [`line`](Self::line) for what the inner codec decoded.
     fn finish(&self, decoded: Decoded) -> Decoded {
         match decoded {
-            Decoded::Frame(mut line) => {
-                if line.last() == Some(&b'\r') {
-                    line.truncate(line.len() - 1);
-                }
-                if line.len() > self.max_length {
-                    return Decoded::discarded(Error::FrameTooLarge {
-                        length: line.len(),
-                        max: self.max_length,
-                    });
-                }
-                Decoded::Frame(line)
-            }
+            Decoded::Frame(line) => self.line(line),
             Decoded::Discarded(mut error) => {
                 if let Error::FrameTooLarge { max, .. } = &mut *error {
                     *max = self.max_length;
@@ -68,6 +72,7 @@ impl LineCodec {
         }
     }
 
+    #[inline]
     pub(super) fn encode_message(&self, message: &[u8], dst: &mut BytesMut) -> io::Result<()> {
         self.inner.encode_message(message, dst)
     }
@@ -86,8 +91,16 @@ impl Decoder for LineCodec {
     type Item = Decoded;
     type Error = io::Error;
 
+    #[inline]
     fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
-        Ok(self.inner.decode(buf)?.map(|decoded| self.finish(decoded)))
+        if self.inner.is_discarding() {
+            return Ok(self.inner.decode(buf)?.map(|decoded| self.finish(decoded)));
+        }
+        // The path of every line: straight from the split to the frame.
+        Ok(match self.inner.split_frame(buf) {
+            Some(line) => Some(self.line(line.freeze())),
+            None => self.inner.oversize(buf).map(|decoded| self.finish(decoded)),
+        })
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {

@@ -99,6 +99,57 @@ impl SeparatorCodec {
         }
     }
 
+    /// Whether an oversize frame is being dropped; only then is more than
+    /// [`split_frame`](Self::split_frame) needed to decode.
+    pub(super) fn is_discarding(&self) -> bool {
+        self.discarding
+    }
+
+    /// Takes the next complete frame within the limit off `buf`, separator
+    /// excluded: the common step of decoding, on its own so that the codecs
+    /// built on this one stay lean on the path every message takes.
+    #[inline]
+    pub(super) fn split_frame(&mut self, buf: &mut BytesMut) -> Option<BytesMut> {
+        let separator_len = self.separator.len();
+        // The separator of an acceptable frame ends within this many bytes.
+        let limit = self.max_length.saturating_add(separator_len);
+        let window = buf.len().min(limit);
+        let start = self.next_index.min(window);
+        let Some(offset) = find(&buf[start..window], &self.separator) else {
+            // No separator starts before this index: the next search starts there.
+            self.next_index = (window + 1).saturating_sub(separator_len).max(start);
+            return None;
+        };
+        let length = start + offset;
+        // One split takes the frame and its separator off the buffer.
+        let mut frame = buf.split_to(length + separator_len);
+        frame.truncate(length);
+        self.next_index = 0;
+        Some(frame)
+    }
+
+    /// After [`split_frame`](Self::split_frame) found no frame: `None` until
+    /// more bytes may still end one within the limit; otherwise the oversize
+    /// frame is reported, and dropped up to its separator.
+    pub(super) fn oversize(&mut self, buf: &mut BytesMut) -> Option<Decoded> {
+        let separator_len = self.separator.len();
+        if buf.len() < self.max_length.saturating_add(separator_len) {
+            return None;
+        }
+        // No separator starts within the first `max_length` bytes: oversize.
+        self.discarding = true;
+        let buffered = buf.len();
+        let length = self
+            .skip_oversize(buf)
+            // Otherwise at least the bytes that cannot be part of a separator.
+            .unwrap_or(buffered + 1 - separator_len);
+        Some(Decoded::discarded(Error::FrameTooLarge {
+            length,
+            max: self.max_length,
+        }))
+    }
+
+    #[inline]
     pub(super) fn encode_message(&self, message: &[u8], dst: &mut BytesMut) -> io::Result<()> {
         dst.reserve(message.len() + self.separator.len());
         dst.put_slice(message);
@@ -111,38 +162,15 @@ impl Decoder for SeparatorCodec {
     type Item = Decoded;
     type Error = io::Error;
 
+    #[inline]
     fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
         if self.discarding && self.skip_oversize(buf).is_none() {
             return Ok(None);
         }
-        let separator_len = self.separator.len();
-        // The separator of an acceptable frame ends within this many bytes.
-        let limit = self.max_length.saturating_add(separator_len);
-        let window = buf.len().min(limit);
-        let start = self.next_index.min(window);
-        if let Some(offset) = find(&buf[start..window], &self.separator) {
-            let length = start + offset;
-            // One split takes the frame and its separator off the buffer.
-            let mut frame = buf.split_to(length + separator_len);
-            frame.truncate(length);
-            self.next_index = 0;
-            return Ok(Some(Decoded::Frame(frame.freeze())));
-        }
-        self.next_index = (window + 1).saturating_sub(separator_len).max(start);
-        if buf.len() < limit {
-            return Ok(None);
-        }
-        // No separator starts within the first `max_length` bytes: oversize.
-        self.discarding = true;
-        let buffered = buf.len();
-        let length = self
-            .skip_oversize(buf)
-            // Otherwise at least the bytes that cannot be part of a separator.
-            .unwrap_or(buffered + 1 - separator_len);
-        Ok(Some(Decoded::discarded(Error::FrameTooLarge {
-            length,
-            max: self.max_length,
-        })))
+        Ok(match self.split_frame(buf) {
+            Some(frame) => Some(Decoded::Frame(frame.freeze())),
+            None => self.oversize(buf),
+        })
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
@@ -173,6 +201,7 @@ impl<T: AsRef<[u8]>> Encoder<T> for SeparatorCodec {
 /// Index of the first occurrence of `needle` (not empty) in `haystack`.
 ///
 /// Vectorised (memchr): this search runs over every byte a connection reads.
+#[inline]
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     match needle {
         [byte] => memchr::memchr(*byte, haystack),

@@ -21,7 +21,7 @@ mod slot;
 
 use crate::error::Error;
 use crate::message::Message;
-pub use slot::HandlerSlot;
+pub use slot::{Converted, HandlerSlot};
 
 /// What a handler's future resolves to: `Some(message)` is the (possibly
 /// rewritten) message for filters, `None` means "nothing" (or "drop it" for

@@ -67,6 +67,54 @@ impl HandlerSlot {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A handler's own future, its output converted for the runtime on the
+    /// way out. Not public API: the attribute macros put handlers' futures
+    /// in a slot this way when no argument needs to live beside them.
+    #[doc(hidden)]
+    #[derive(Debug)]
+    pub struct Converted<F, C> {
+        #[pin]
+        future: F,
+        convert: Option<C>,
+    }
+}
+
+impl<F, C> Converted<F, C>
+where
+    F: Future,
+    C: FnOnce(F::Output) -> HandlerOutput,
+{
+    /// `future`, whose output `convert` turns into a [`HandlerOutput`].
+    pub fn new(future: F, convert: C) -> Self {
+        Self {
+            future,
+            convert: Some(convert),
+        }
+    }
+}
+
+impl<F, C> Future for Converted<F, C>
+where
+    F: Future,
+    C: FnOnce(F::Output) -> HandlerOutput,
+{
+    type Output = HandlerOutput;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<HandlerOutput> {
+        let this = self.project();
+        let output = std::task::ready!(this.future.poll(cx));
+        let convert = this
+            .convert
+            .take()
+            .expect("a handler's future is not polled after it completed");
+        std::task::Poll::Ready(convert(output))
+    }
+}
+
 impl std::fmt::Debug for HandlerSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HandlerSlot")

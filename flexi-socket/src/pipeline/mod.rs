@@ -10,16 +10,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use crate::connection::{Connection, DisconnectReason, Stage};
 use crate::dispatch::{BoxFuture, invoke, report};
 use crate::error::Error;
 use crate::framing::Framing;
 use crate::handler::{EventContext, HandlerSlot, panic_message};
 use crate::limits::PanicPolicy;
-use crate::message::Message;
-use crate::router::Routes;
+
+mod delivery;
+
+pub(crate) use delivery::on_frame;
 
 pub(crate) async fn on_connect(connection: &Connection) -> ControlFlow<DisconnectReason> {
     let Some(handler) = connection.routes().on_connect.clone() else {
@@ -40,88 +40,6 @@ pub(crate) async fn on_disconnect(connection: &Connection, reason: DisconnectRea
     if let Err(error) = invoke(connection, &handler, context, &mut HandlerSlot::default()).await {
         report(connection, error).await;
     }
-}
-
-/// Handles one inbound frame. `slot` keeps the on_message handler's future
-/// from one frame to the next (see [`HandlerSlot`]).
-pub(crate) async fn on_frame(
-    connection: &Connection,
-    frame: Bytes,
-    slot: &mut HandlerSlot,
-) -> ControlFlow<DisconnectReason> {
-    connection.count_inbound(frame.len());
-    let routes = connection.routes();
-    // Every message comes here: the usual one, classified and without an
-    // after_receive, goes straight to its route with nothing boxed.
-    let flow = if connection.classification_over() && routes.after_receive.is_none() {
-        route(connection, routes, Message::from(frame), slot).await
-    } else {
-        Box::pin(classify_and_filter(connection, frame, slot)).await
-    };
-    connection.first_message_done();
-    flow
-}
-
-/// The first frame classifies (unless a raw first unit did), then
-/// after_receive may rewrite or drop the message before it is routed.
-async fn classify_and_filter(
-    connection: &Connection,
-    frame: Bytes,
-    slot: &mut HandlerSlot,
-) -> ControlFlow<DisconnectReason> {
-    if let Err(flow) = classify(connection, &frame).await {
-        return flow;
-    }
-    let routes = connection.routes();
-    let mut message = Message::from(frame);
-    if let Some(after_receive) = &routes.after_receive {
-        let context = EventContext::new(connection.clone()).with_message(message);
-        match invoke(
-            connection,
-            after_receive,
-            context,
-            &mut HandlerSlot::default(),
-        )
-        .await
-        {
-            Ok(Some(kept)) => message = kept,
-            Ok(None) => return ControlFlow::Continue(()),
-            Err(error) => return fail(connection, error).await,
-        }
-    }
-    route(connection, routes, message, slot).await
-}
-
-/// Hands `message` to a waiting `request` (client mode), or to the client
-/// type's on_message handler; a message with neither is reported, never
-/// dropped in silence.
-async fn route(
-    connection: &Connection,
-    routes: &Routes,
-    mut message: Message,
-    slot: &mut HandlerSlot,
-) -> ControlFlow<DisconnectReason> {
-    if let Some(replies) = &connection.server().replies {
-        match replies.offer(message) {
-            Some(unclaimed) => message = unclaimed,
-            None => return ControlFlow::Continue(()),
-        }
-    }
-    let Some(on_message) = &routes.on_message else {
-        let client_type = connection
-            .client_type()
-            .cloned()
-            .unwrap_or(crate::ClientType::DEFAULT);
-        report(connection, Error::Unrouted { client_type }).await;
-        return ControlFlow::Continue(());
-    };
-    let context = EventContext::new(connection.clone()).with_message(message);
-    // Not a `match` on the outcome: its large error would then stay in this
-    // future, which runs for every message, while `fail` runs.
-    let Err(error) = invoke(connection, on_message, context, slot).await else {
-        return ControlFlow::Continue(());
-    };
-    fail(connection, error).await
 }
 
 /// Runs the classifier on the first frame or raw first unit, once per
