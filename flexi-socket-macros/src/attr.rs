@@ -162,7 +162,7 @@ pub(crate) enum Input<'a> {
 }
 
 impl<'a> Input<'a> {
-    fn from_syn(arg: &'a FnArg) -> Self {
+    pub(crate) fn from_syn(arg: &'a FnArg) -> Self {
         match arg {
             FnArg::Receiver(receiver) => Input::Receiver(receiver),
             FnArg::Typed(typed) => match peel(&typed.ty) {

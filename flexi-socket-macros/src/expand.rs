@@ -6,15 +6,44 @@ use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{LitStr, ReturnType};
+use syn::{LitStr, ReturnType, Type};
 
 use crate::attr::{ClientTypeValue, Handler, Input};
-use crate::private;
+use crate::{private, valid};
 
 /// A span that resolves like the macro's own tokens but is reported at `at`, so
 /// trait errors in generated code land on the user's line.
 fn at(at: Span) -> Span {
     Span::call_site().located_at(at)
+}
+
+/// Whether the first of `inputs` may take its part of the event (the
+/// connection, or the message) instead of copying it: when no argument after
+/// it reads that part. That is so for the last argument, for a `Connection`
+/// followed only by message views, and for a message view followed only by
+/// `Connection`s; anything else (a type the runtime does not know, `State`)
+/// copies, which is always right, only slower by a reference count.
+fn takes_its_part(inputs: &[Input<'_>]) -> bool {
+    fn ty<'a>(input: &Input<'a>) -> Option<&'a Type> {
+        match input {
+            Input::Owned { ty, .. } | Input::Borrowed { ty, .. } => Some(*ty),
+            Input::Receiver(_) => None,
+        }
+    }
+    let Some((first, later)) = inputs.split_first() else {
+        return false;
+    };
+    let Some(first) = ty(first) else {
+        return false;
+    };
+    let later = || later.iter().map(ty);
+    if valid::is_named(first, "Connection") {
+        later().all(|ty| ty.is_some_and(valid::is_message))
+    } else if valid::is_message(first) {
+        later().all(|ty| ty.is_some_and(|ty| valid::is_named(ty, "Connection")))
+    } else {
+        later().next().is_none()
+    }
 }
 
 /// The items registering `handler`; its function itself is emitted by the caller.
@@ -24,8 +53,7 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
     let ident = &sig.ident;
 
     // Arguments are taken from the event before the handler's future is
-    // boxed, so the box holds them and the handler's future, not the event:
-    // all but the last are copied out of it, the last takes what is left.
+    // boxed, so the box holds them and the handler's future, not the event.
     let inputs: Vec<Input<'_>> = handler
         .inputs()
         .filter(|input| !matches!(input, Input::Receiver(_)))
@@ -34,7 +62,7 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
     let mut call_args = Vec::new();
     for (index, input) in inputs.iter().enumerate() {
         let binding = format_ident!("__arg{index}");
-        let last = index + 1 == inputs.len();
+        let take = takes_its_part(&inputs[index..]);
         let (ty, owned, call_arg) = match input {
             // Rejected by validation; nothing is generated for a rejected handler.
             Input::Receiver(_) => continue,
@@ -52,8 +80,8 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
                 (ty, owned, quote!(&*#binding))
             }
         };
-        let extracted = if last {
-            quote_spanned!(at(ty.span())=> #owned::from_event_owned(__ctx))
+        let extracted = if take {
+            quote_spanned!(at(ty.span())=> #owned::take_from_event(&mut __ctx))
         } else {
             quote_spanned!(at(ty.span())=> #owned::from_event(&mut __ctx))
         };
@@ -65,11 +93,11 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
         });
         call_args.push(call_arg);
     }
-    // Only name the context as far as it is used: unused names would warn.
-    let context = match inputs.len() {
-        0 => quote!(_: #runtime::EventContext),
-        1 => quote!(__ctx: #runtime::EventContext),
-        _ => quote!(mut __ctx: #runtime::EventContext),
+    // Only name the context if it is used: an unused name would warn.
+    let context = if inputs.is_empty() {
+        quote!(_: #runtime::EventContext)
+    } else {
+        quote!(mut __ctx: #runtime::EventContext)
     };
 
     // The Send check is reported at the handler's name ("future returned by `x` is
@@ -168,5 +196,44 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
                 }
             }
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use syn::ItemFn;
+
+    use super::*;
+
+    /// For each argument of `handler`, whether it takes its part of the event.
+    fn takes(handler: &str) -> Vec<bool> {
+        let item: ItemFn = syn::parse_str(handler).unwrap();
+        let inputs: Vec<Input<'_>> = item.sig.inputs.iter().map(Input::from_syn).collect();
+        (0..inputs.len())
+            .map(|index| takes_its_part(&inputs[index..]))
+            .collect()
+    }
+
+    #[test]
+    fn an_argument_takes_its_part_only_when_no_later_one_reads_it() {
+        assert_eq!(
+            takes("async fn f(c: Connection, m: String) {}"),
+            [true, true]
+        );
+        assert_eq!(takes("async fn f(m: &str, c: Connection) {}"), [true, true]);
+        assert_eq!(
+            takes("async fn f(c: Connection, m: Bytes, r: Vec<u8>) {}"),
+            [true, false, true]
+        );
+        // `State` reads the connection; an unknown type may read anything.
+        assert_eq!(
+            takes("async fn f(c: Connection, m: Message, s: State<u8>) {}"),
+            [false, false, true]
+        );
+        assert_eq!(takes("async fn f(m: Message, x: Custom) {}"), [false, true]);
+        assert_eq!(
+            takes("async fn f(x: Custom, c: Connection) {}"),
+            [false, true]
+        );
     }
 }

@@ -150,14 +150,14 @@ fn argument(kind: Kind, input: &Input<'_>, errors: &mut Errors) {
 
 /// Whether `ty` is a path ending in `name` (e.g. `flexi_socket::Error`): types are
 /// not resolved yet, so the last segment is all there is to go on.
-fn is_named(ty: &Type, name: &str) -> bool {
+pub(crate) fn is_named(ty: &Type, name: &str) -> bool {
     matches!(ty, Type::Path(path) if path.qself.is_none()
         && path.path.segments.last().is_some_and(|last| last.ident == name))
 }
 
 /// Whether `ty` is one of the message views: `String`, `&str`, `Bytes`, `Vec<u8>`,
 /// `&[u8]` or `Message` (judged by the last path segment, as types are not resolved yet).
-fn is_message(ty: &Type) -> bool {
+pub(crate) fn is_message(ty: &Type) -> bool {
     match peel(ty) {
         Type::Reference(reference) => match peel(&reference.elem) {
             Type::Path(path) => path.qself.is_none() && path.path.is_ident("str"),

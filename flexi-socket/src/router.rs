@@ -165,8 +165,12 @@ impl Router {
         Fut: Future + Send + 'static,
         Fut::Output: IntoHandlerResult,
     {
-        let call = move |context: EventContext, slot: &mut HandlerSlot| {
-            let future = handler(context.connection);
+        let call = move |mut context: EventContext, slot: &mut HandlerSlot| {
+            let connection = match Connection::take_from_event(&mut context) {
+                Ok(connection) => connection,
+                Err(error) => return slot.reject(error),
+            };
+            let future = handler(connection);
             slot.start(async move { future.await.into_handler_result() });
         };
         self.push(kind, client_type, Handler::new(handler_name::<F>(), call))
@@ -186,12 +190,17 @@ impl Router {
         Fut: Future + Send + 'static,
     {
         let call = move |mut context: EventContext, slot: &mut HandlerSlot| {
+            // The argument first, copied: it may need the connection (`State`).
             let argument = match M::from_event(&mut context) {
                 Ok(argument) => argument,
                 Err(error) => return slot.reject(error),
             };
+            let connection = match Connection::take_from_event(&mut context) {
+                Ok(connection) => connection,
+                Err(error) => return slot.reject(error),
+            };
             // Called here, not in the slot: the slot then holds its future only.
-            let future = handler(context.connection, argument);
+            let future = handler(connection, argument);
             slot.start(async move { convert(future.await) });
         };
         self.push(kind, client_type, Handler::new(handler_name::<F>(), call))

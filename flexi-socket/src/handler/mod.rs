@@ -48,7 +48,8 @@ impl From<Error> for HandlerError {
 /// Small on purpose: it is moved into every handler call's future.
 #[derive(Debug)]
 pub struct EventContext {
-    pub(crate) connection: Connection,
+    /// `None` once an argument took it (see [`FromEvent::take_from_event`]).
+    connection: Option<Connection>,
     payload: Payload,
 }
 
@@ -65,9 +66,15 @@ enum Payload {
 impl EventContext {
     pub(crate) fn new(connection: Connection) -> Self {
         Self {
-            connection,
+            connection: Some(connection),
             payload: Payload::Nothing,
         }
+    }
+
+    fn connection(&self) -> Result<&Connection, Error> {
+        self.connection.as_ref().ok_or(Error::NotInThisEvent {
+            argument: "Connection",
+        })
     }
 
     pub(crate) fn with_message(mut self, message: Message) -> Self {
@@ -94,11 +101,14 @@ impl EventContext {
         }
     }
 
-    /// The message, taken rather than cloned: for the last argument.
-    fn into_message(self) -> Message {
-        match self.payload {
+    /// The message, taken rather than cloned (see [`FromEvent::take_from_event`]).
+    fn take_message(&mut self) -> Message {
+        match std::mem::replace(&mut self.payload, Payload::Nothing) {
             Payload::Message(message) => message,
-            _ => Message::default(),
+            other => {
+                self.payload = other;
+                Message::default()
+            }
         }
     }
 }
@@ -118,25 +128,30 @@ pub trait FromEvent: Sized {
     /// the error goes to `on_error` and the handler does not run.
     fn from_event(context: &mut EventContext) -> Result<Self, Error>;
 
-    /// Takes the argument out of the event when no other argument needs the
-    /// event after it (the last one); the default clones as
-    /// [`from_event`](Self::from_event) does.
+    /// Like [`from_event`](Self::from_event), for an argument after which no
+    /// other one needs what this one reads: it may take it out of the event
+    /// instead of copying it (the connection or the message, without a
+    /// reference count each). The attribute macros decide when; the default
+    /// copies.
     ///
     /// # Errors
     ///
     /// As [`from_event`](Self::from_event).
-    fn from_event_owned(mut context: EventContext) -> Result<Self, Error> {
-        Self::from_event(&mut context)
+    #[doc(hidden)]
+    fn take_from_event(context: &mut EventContext) -> Result<Self, Error> {
+        Self::from_event(context)
     }
 }
 
 impl FromEvent for Connection {
     fn from_event(context: &mut EventContext) -> Result<Self, Error> {
-        Ok(context.connection.clone())
+        context.connection().cloned()
     }
 
-    fn from_event_owned(context: EventContext) -> Result<Self, Error> {
-        Ok(context.connection)
+    fn take_from_event(context: &mut EventContext) -> Result<Self, Error> {
+        context.connection.take().ok_or(Error::NotInThisEvent {
+            argument: "Connection",
+        })
     }
 }
 
@@ -145,8 +160,8 @@ impl FromEvent for Message {
         Ok(context.message())
     }
 
-    fn from_event_owned(context: EventContext) -> Result<Self, Error> {
-        Ok(context.into_message())
+    fn take_from_event(context: &mut EventContext) -> Result<Self, Error> {
+        Ok(context.take_message())
     }
 }
 
@@ -155,8 +170,8 @@ impl FromEvent for Bytes {
         Ok(context.message().into_bytes())
     }
 
-    fn from_event_owned(context: EventContext) -> Result<Self, Error> {
-        Ok(context.into_message().into_bytes())
+    fn take_from_event(context: &mut EventContext) -> Result<Self, Error> {
+        Ok(context.take_message().into_bytes())
     }
 }
 
@@ -178,8 +193,8 @@ impl FromEvent for Text {
         Text::checked(context.message())
     }
 
-    fn from_event_owned(context: EventContext) -> Result<Self, Error> {
-        Text::checked(context.into_message())
+    fn take_from_event(context: &mut EventContext) -> Result<Self, Error> {
+        Text::checked(context.take_message())
     }
 }
 
@@ -226,7 +241,7 @@ impl<T> Deref for State<T> {
 impl<T: Clone + Send + Sync + 'static> FromEvent for State<T> {
     fn from_event(context: &mut EventContext) -> Result<Self, Error> {
         context
-            .connection
+            .connection()?
             .app_state::<T>()
             .map(|state| State(state.clone()))
             .ok_or(Error::MissingState {
