@@ -249,7 +249,7 @@ fn admit(
 /// Spawns a connection's task in `span`. A disabled span (the usual case:
 /// it is at debug level) is left out: it would still take memory in every
 /// connection's task.
-fn spawn_in(
+pub(crate) fn spawn_in(
     tasks: &TaskTracker,
     span: tracing::Span,
     task: impl Future<Output = ()> + Send + 'static,

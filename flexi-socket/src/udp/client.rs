@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use super::session::{self, DatagramPeer, Inbound, Inbox, Refused};
 use super::{LARGEST_DATAGRAM, ReceiveErrors, UdpOptions, is_refusal};
@@ -21,7 +20,7 @@ use crate::framing::Framing;
 use crate::limits::Limits;
 use crate::message::Message;
 use crate::outbound::{self, Transport};
-use crate::server::{FlexiSocket, ServerContext};
+use crate::server::{FlexiSocket, ServerContext, spawn_in};
 use crate::setup::{HandlerSetup, handler_setup_methods};
 
 impl FlexiSocket {
@@ -158,13 +157,10 @@ impl UdpClientBuilder {
         let (inbox, serve) = session::open(connection.clone(), queue, peer, config);
         let receiving = receive(socket, inbox, self.options.max_datagram, connection.clone());
         let tasks = TaskTracker::new();
-        let span = tracing::info_span!("udp_client", id, server = %server_addr, client_type = tracing::field::Empty);
-        tasks.spawn(
-            async move {
-                tokio::join!(serve, receiving);
-            }
-            .instrument(span),
-        );
+        let span = tracing::debug_span!("udp_client", id, server = %server_addr, client_type = tracing::field::Empty);
+        spawn_in(&tasks, span, async move {
+            tokio::join!(serve, receiving);
+        });
         tracing::info!(server = %server_addr, %local_addr, "UDP client started");
         Ok(UdpClient {
             shared: Arc::new(Shared {

@@ -23,7 +23,7 @@ use crate::connection::Connection;
 use crate::error::Error;
 use crate::framing::Framing;
 use crate::outbound::{self, Transport};
-use crate::server::{FlexiSocket, ServerBuilder, ServerContext};
+use crate::server::{FlexiSocket, ServerBuilder, ServerContext, spawn_in};
 use crate::stats::Counters;
 
 mod client;
@@ -319,16 +319,16 @@ impl Receiver<'_> {
         let _ = inbox.offer(inbound);
         self.sessions.insert(peer, inbox);
         let sessions = self.sessions.clone();
+        // Debug level, like a TCP connection's: an enabled span costs every
+        // datagram an enter and an exit through the subscriber.
         let span =
-            tracing::info_span!("udp_session", id, %peer, client_type = tracing::field::Empty);
-        self.tasks.spawn(
-            async move {
-                serve.await;
-                sessions.remove(peer, id);
-                drop(admission);
-            }
-            .instrument(span),
-        );
+            tracing::debug_span!("udp_session", id, %peer, client_type = tracing::field::Empty);
+        let task = async move {
+            serve.await;
+            sessions.remove(peer, id);
+            drop(admission);
+        };
+        spawn_in(self.tasks, span, task);
     }
 
     fn dropped(&self, peer: SocketAddr, why: &str) {

@@ -165,6 +165,7 @@ pub(crate) fn open(
     };
     let session = Session {
         connection,
+        slot: HandlerSlot::default(),
         datagrams: receiver,
         dropped,
         config,
@@ -174,6 +175,8 @@ pub(crate) fn open(
 
 struct Session {
     connection: Connection,
+    /// The on_message handler's future, reused from one datagram to the next.
+    slot: HandlerSlot,
     datagrams: mpsc::Receiver<Inbound>,
     /// Datagrams dropped at a full inbox and not yet reported.
     dropped: Arc<AtomicU64>,
@@ -272,20 +275,22 @@ impl Session {
             .unwrap_or(DisconnectReason::Closed)
     }
 
-    async fn handle(&self, inbound: Inbound) -> ControlFlow<DisconnectReason> {
+    async fn handle(&mut self, inbound: Inbound) -> ControlFlow<DisconnectReason> {
         self.report_dropped().await;
         match inbound {
             Inbound::Datagram(datagram) => {
                 // With `classify_raw`, the datagram's first unit classifies before any framing.
-                if let Some(ControlFlow::Break(reason)) =
-                    classify_first_unit(&self.connection, &datagram, true).await
-                {
-                    return ControlFlow::Break(reason);
+                if !self.connection.classification_over() {
+                    if let Some(ControlFlow::Break(reason)) =
+                        classify_first_unit(&self.connection, &datagram, true).await
+                    {
+                        return ControlFlow::Break(reason);
+                    }
                 }
                 if self.config.framed || self.connection.own_framing().is_some() {
                     deframe(&self.connection, datagram).await
                 } else {
-                    on_frame(&self.connection, datagram, &mut HandlerSlot::default()).await
+                    on_frame(&self.connection, datagram, &mut self.slot).await
                 }
             }
             Inbound::TooLarge { length, max } => {
@@ -300,7 +305,7 @@ impl Session {
     }
 
     /// Tells on_error about datagrams dropped at the full inbox since the last time.
-    async fn report_dropped(&self) {
+    async fn report_dropped(&mut self) {
         let count = self.dropped.swap(0, Ordering::Relaxed);
         if count > 0 {
             let capacity = self.config.inbox;
