@@ -580,3 +580,36 @@ async fn server_stats_count_traffic_and_errors_by_kind() {
     assert_eq!(stats.errors.io, 0);
     running.stop().await;
 }
+
+/// Connections are accepted in the task that runs `serve()`: a send made from
+/// that very task must still wake the connection's writer (which runs in the
+/// connection's own task), or the reply would wait for the next wake-up.
+#[tokio::test]
+async fn a_send_from_the_task_that_serves_reaches_the_peer() {
+    let (connected, mut ids) = tokio::sync::mpsc::unbounded_channel();
+    let router = Router::new().on_connect(move |conn: Connection| {
+        let connected = connected.clone();
+        async move {
+            let _ = connected.send(conn.id());
+        }
+    });
+    let server = server().router(router).bind().await.unwrap();
+    let addr = server.local_addr();
+    let connections = server.connections();
+    let handle = server.handle();
+    let serving = tokio::spawn(async move {
+        let sending = async {
+            let id = ids.recv().await.expect("a connection opens");
+            connections.send_to(id, "hello").await
+        };
+        let (served, sent) =
+            tokio::join!(server.serve_with_shutdown(std::future::pending()), sending);
+        (served, sent)
+    });
+    let mut client = LineClient::connect(addr).await;
+    assert_eq!(client.recv_line().await, "hello");
+    handle.shutdown();
+    let (served, sent) = within("the server to stop", serving).await.unwrap();
+    sent.unwrap();
+    served.unwrap();
+}

@@ -141,7 +141,7 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
         let runtime = private(send_span);
         quote_spanned! {send_span=>
             #handler_value
-            __slot.start(#runtime::Converted::new(#future, |__ret| #convert));
+            __slot.start(#runtime::MapOutput::new(#future, |__ret| #convert));
         }
     };
 

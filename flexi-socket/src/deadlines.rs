@@ -70,6 +70,9 @@ impl Deadlines {
         activity: &Activity,
         awaiting_first_message: bool,
     ) -> Option<DisconnectReason> {
+        if activity.handling.load(Ordering::Relaxed) {
+            return None;
+        }
         let now = self.now();
         let since = |start: u64, limit: Option<u64>| {
             let limit = limit?;
@@ -98,6 +101,8 @@ pub(crate) struct Activity {
     /// The connection's task keeps this up to date (datagram sessions have
     /// deadlines of their own and leave it alone).
     tracked: AtomicBool,
+    /// Handlers run: deadlines measure the peer, not them, so they wait.
+    handling: AtomicBool,
     started: AtomicU64,
     last_read: AtomicU64,
     /// Since when a partial frame is pending; 0 when none is.
@@ -111,6 +116,11 @@ impl Activity {
         self.started.store(now, Ordering::Relaxed);
         self.last_read.store(now, Ordering::Relaxed);
         self.tracked.store(true, Ordering::Release);
+    }
+
+    /// Handlers start (`true`) or stopped running for what was read.
+    pub(crate) fn handling(&self, running: bool) {
+        self.handling.store(running, Ordering::Relaxed);
     }
 
     /// Bytes arrived.
@@ -152,9 +162,18 @@ pub(crate) async fn sweep(context: Arc<ServerContext>) {
             _ = ticks.tick() => {}
         }
         deadlines.now.fetch_add(1, Ordering::Relaxed);
-        context
-            .connections
-            .for_each(|connection| close_if_expired(deadlines, connection));
+        // Collected under the list's lock, closed after it: closing wakes
+        // tasks and logs, which the list should not wait for.
+        let mut expired = Vec::new();
+        context.connections.for_each(|connection| {
+            if let Some(reason) = expired_for(deadlines, connection) {
+                expired.push((connection.clone(), reason));
+            }
+        });
+        for (connection, reason) in expired {
+            tracing::info!(connection = connection.id(), peer = %connection.peer_addr(), %reason, "closing");
+            connection.close_because(reason);
+        }
     }
 }
 
@@ -174,16 +193,13 @@ pub(crate) async fn swept<T>(context: Arc<ServerContext>, future: impl Future<Ou
     }
 }
 
-fn close_if_expired(deadlines: &Deadlines, connection: &Connection) {
+/// Why `connection` is to close now, if a deadline of its passed.
+fn expired_for(deadlines: &Deadlines, connection: &Connection) -> Option<DisconnectReason> {
     let activity = connection.activity();
     if !activity.tracked.load(Ordering::Acquire) || connection.is_closing() {
-        return;
+        return None;
     }
-    let awaiting_first_message = connection.is_first_message();
-    if let Some(reason) = deadlines.expired(activity, awaiting_first_message) {
-        tracing::info!(connection = connection.id(), peer = %connection.peer_addr(), %reason, "closing");
-        connection.close_because(reason);
-    }
+    deadlines.expired(activity, connection.is_first_message())
 }
 
 #[cfg(test)]
@@ -273,6 +289,23 @@ mod tests {
         );
         activity.pending_bytes(&deadlines, false, true);
         assert_eq!(deadlines.expired(&activity, false), None, "nothing pending");
+    }
+
+    #[test]
+    fn no_deadline_passes_while_handlers_run() {
+        let deadlines = Deadlines::new(&limits(160, 160, 320), true);
+        let activity = Activity::default();
+        activity.track(&deadlines);
+        activity.pending_bytes(&deadlines, true, false);
+        activity.handling(true);
+        advance(&deadlines, 100);
+        assert_eq!(
+            deadlines.expired(&activity, true),
+            None,
+            "the handler is slow, not the peer"
+        );
+        activity.handling(false);
+        assert!(deadlines.expired(&activity, true).is_some());
     }
 
     #[test]

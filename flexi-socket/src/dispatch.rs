@@ -130,7 +130,9 @@ fn panicked(handler: &Handler, payload: &(dyn std::any::Any + Send)) -> Error {
 /// that blocks its thread stalls no other connection.
 async fn run_blocking(handler: &Handler, context: EventContext) -> Result<HandlerOutput, Error> {
     let mut slot = HandlerSlot::default();
-    handler.call(context, &mut slot);
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| handler.call(context, &mut slot))) {
+        return Err(panicked(handler, &*payload));
+    }
     let future = slot.take().expect("a started handler has a future");
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || runtime.block_on(future))

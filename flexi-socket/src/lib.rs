@@ -82,6 +82,7 @@ mod registry;
 mod router;
 mod server;
 mod setup;
+mod spare;
 mod stats;
 mod stream;
 #[cfg(feature = "tls")]
@@ -124,8 +125,8 @@ pub mod __private {
     pub use crate::classifier::{Classifier, ClientType};
     pub use crate::connection::Connection;
     pub use crate::handler::{
-        BorrowedArg, Converted, EventContext, FromEvent, HandlerError, HandlerOutput, HandlerSlot,
-        IntoFiltered, IntoHandlerResult,
+        BorrowedArg, EventContext, FromEvent, HandlerError, HandlerOutput, HandlerSlot,
+        IntoFiltered, IntoHandlerResult, MapOutput,
     };
     pub use crate::registry::{HandlerKind, Registration};
     pub use inventory;

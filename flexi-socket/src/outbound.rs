@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use crate::limits::{Limits, SlowConsumerPolicy};
+use crate::spare::{self, WRITE_BUFFERS};
 
 /// Why a frame could not be queued.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,8 +61,9 @@ struct Queue {
     max_messages: usize,
     max_bytes: usize,
     /// The task that runs the writer, once known. Its own pushes need no
-    /// wake-up: it polls the writer right after the reader (a biased join),
-    /// and waking a running task would only cost it another turn.
+    /// wake-up: it polls the writer right after what sent them (the
+    /// connection's driver, a UDP session's biased join), and waking a
+    /// running task would only cost it another turn.
     writer_task: OnceLock<tokio::task::Id>,
 }
 
@@ -141,9 +143,7 @@ impl Queue {
         }
         let used = state.waiting.cost(self.max_bytes) + state.writing_cost;
         let waiting = &mut state.waiting;
-        if waiting.bytes.capacity() == 0 {
-            spare::take(&mut waiting.bytes);
-        }
+        WRITE_BUFFERS.take(&mut waiting.bytes);
         let start = waiting.bytes.len();
         let appended = append(&mut waiting.bytes);
         let length = waiting.bytes.len() - start;
@@ -329,7 +329,7 @@ impl OutboundReceiver {
             // A burst is over: a quiet connection should not keep its peak.
             frames.lengths.shrink_to_fit();
         }
-        spare::give_back(&mut frames.bytes);
+        WRITE_BUFFERS.give_back(&mut frames.bytes);
         self.queue.room.notify_waiters();
     }
 }
@@ -362,37 +362,4 @@ pub(crate) fn with_encoded<E, T>(
         }
         queued
     })
-}
-
-/// One spare write buffer per worker thread: the buffer a writer is done
-/// with is the one the next connection's first frame goes into.
-mod spare {
-    use super::{BytesMut, RefCell};
-
-    /// Larger buffers are freed rather than kept: one burst should not pin
-    /// its peak on a thread for good.
-    pub(super) const KEPT: usize = 64 * 1024;
-
-    thread_local! {
-        static SPARE: RefCell<BytesMut> = RefCell::new(BytesMut::new());
-    }
-
-    /// Moves the thread's spare buffer into the empty, unallocated `buffer`.
-    pub(super) fn take(buffer: &mut BytesMut) {
-        SPARE.with_borrow_mut(|spare| std::mem::swap(spare, buffer));
-    }
-
-    /// Empties `buffer` and keeps its allocation as the thread's spare if
-    /// that is larger than the spare it has (up to [`KEPT`]).
-    pub(super) fn give_back(buffer: &mut BytesMut) {
-        buffer.clear();
-        let buffer = std::mem::take(buffer);
-        if buffer.capacity() <= KEPT {
-            SPARE.with_borrow_mut(|spare| {
-                if spare.capacity() < buffer.capacity() {
-                    *spare = buffer;
-                }
-            });
-        }
-    }
 }

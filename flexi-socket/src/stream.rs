@@ -1,7 +1,6 @@
 //! The byte streams a connection runs on (TCP, TLS halves) and how they read
 //! without making idle connections hold a read buffer.
 
-use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -10,6 +9,8 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio_util::io::poll_read_buf;
+
+use crate::spare::READ_BUFFERS;
 
 /// How much room each read asks for.
 pub(crate) const READ_CHUNK: usize = 8 * 1024;
@@ -43,10 +44,10 @@ impl StreamReader for OwnedReadHalf {
             // Nothing buffered: the allocation goes back to the thread's spare
             // before waiting, so an idle connection holds no read buffer.
             if buffer.capacity() > 0 {
-                spare::give_back(buffer);
+                READ_BUFFERS.give_back(buffer);
             }
             ready!(self.as_ref().poll_read_ready(cx))?;
-            spare::take(buffer);
+            READ_BUFFERS.take(buffer);
             buffer.reserve(READ_CHUNK);
             match try_read_draining(self, buffer) {
                 Ok(read) => return Poll::Ready(Ok(read)),
@@ -107,33 +108,3 @@ impl<T: AsyncRead + Send> StreamReader for tokio::io::ReadHalf<T> {}
 /// The write half of a connection's byte stream.
 pub(crate) trait StreamWriter: AsyncWrite + Unpin + Send {}
 impl<T: AsyncWrite + Unpin + Send> StreamWriter for T {}
-
-/// One spare read buffer per worker thread. Connections on a thread read one
-/// at a time, so the buffer an idle connection gives back is the one the next
-/// busy connection takes: no allocation per read, and none held while idle.
-mod spare {
-    use super::{BytesMut, RefCell};
-
-    thread_local! {
-        static SPARE: RefCell<BytesMut> = RefCell::new(BytesMut::new());
-    }
-
-    /// Moves the thread's spare buffer into `buffer` if `buffer` has no room.
-    pub(super) fn take(buffer: &mut BytesMut) {
-        if buffer.capacity() == 0 {
-            SPARE.with_borrow_mut(|spare| std::mem::swap(spare, buffer));
-        }
-    }
-
-    /// Moves the empty `buffer` back to the thread's spare, keeping the
-    /// larger of the two allocations.
-    pub(super) fn give_back(buffer: &mut BytesMut) {
-        debug_assert!(buffer.is_empty());
-        SPARE.with_borrow_mut(|spare| {
-            if spare.capacity() < buffer.capacity() {
-                std::mem::swap(spare, buffer);
-            }
-        });
-        *buffer = BytesMut::new();
-    }
-}

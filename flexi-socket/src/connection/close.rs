@@ -1,10 +1,11 @@
 //! [`CloseSignal`]: how a connection learns that it is to close, and, at
 //! the shutdown deadline, that it is cut.
 //!
-//! The connection's own task looks at it on every wake-up, so that look is
-//! one atomic load, and its waker sits in a slot of its own. Other tasks
-//! that wait for the close (a UDP receive loop, a pending request) wait on
-//! a `Notify`, which costs more per poll but lets any number wait.
+//! The connection's own task looks at it on every wake-up: whether it is
+//! closing is one atomic load, and its waker sits in a slot of its own
+//! (a short lock, not a `Notify` wait list). Other tasks that wait for the
+//! close (a pending request) wait on a `Notify`, which costs more per poll
+//! but lets any number wait.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU8, Ordering};

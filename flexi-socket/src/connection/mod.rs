@@ -205,7 +205,7 @@ impl Connection {
     }
 
     /// Cuts the connection at the shutdown deadline: its task stops where
-    /// it is (see `pipeline::until_aborted`).
+    /// it is (the stream driver's `abort`, or `pipeline::until_aborted`).
     pub(crate) fn abort(&self) {
         self.shared.close.abort();
     }

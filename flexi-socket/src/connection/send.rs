@@ -33,7 +33,7 @@ impl Connection {
         &self,
         message: impl Into<Message>,
     ) -> impl Future<Output = Result<(), Error>> + Send + '_ {
-        Sending {
+        SendFuture {
             connection: self,
             policy: None,
             step: Step::Start(message.into()),
@@ -46,7 +46,7 @@ impl Connection {
         message: Message,
         policy: SlowConsumerPolicy,
     ) -> impl Future<Output = Result<(), Error>> + Send + '_ {
-        Sending {
+        SendFuture {
             connection: self,
             policy: Some(policy),
             step: Step::Start(message),
@@ -214,7 +214,7 @@ enum Unsent {
 }
 
 /// The future of [`Connection::send`].
-struct Sending<'a> {
+struct SendFuture<'a> {
     connection: &'a Connection,
     policy: Option<SlowConsumerPolicy>,
     step: Step<'a>,
@@ -228,7 +228,7 @@ enum Step<'a> {
     Done,
 }
 
-impl Future for Sending<'_> {
+impl Future for SendFuture<'_> {
     type Output = Result<(), Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

@@ -106,15 +106,22 @@ impl<R: StreamReader, W: StreamWriter, H> Driver<R, W, H> {
     /// Writes what it can; a failed write closes the connection.
     fn poll_writing(&mut self, cx: &mut Context<'_>) {
         if let Poll::Ready(Err(error)) = self.writing.poll(cx) {
-            self.connection
-                .close_because(DisconnectReason::Reset(error.to_string()));
-            self.write_error = Some(error);
+            if matches!(self.step, Step::Serving) {
+                self.connection
+                    .close_because(DisconnectReason::Reset(error.to_string()));
+                // Reported once reading ended, before on_disconnect.
+                self.write_error = Some(error);
+            } else {
+                // Closing already: the peer is gone or does not read.
+                tracing::debug!(%error, "writing failed while closing");
+            }
         }
     }
 
     /// The shutdown deadline passed: everything stops where it is.
     fn abort(&mut self) {
-        let disconnected = matches!(self.step, Step::Flushing | Step::Lingering(_) | Step::Done);
+        // on_disconnect runs once: a cut in the middle of it does not run it again.
+        let disconnected = !matches!(self.step, Step::Serving);
         self.reading.stop();
         // The queue closes: the late on_disconnect's sends fail instead of
         // being lost uncounted.

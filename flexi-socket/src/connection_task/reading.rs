@@ -101,9 +101,11 @@ impl Reading {
                         .poll_reached(Stage::Closing, cx)
                         .is_ready()
                     {
-                        // Complete frames were handled before waiting: what
-                        // is left for the closing drain is in `after_drain`.
-                        self.drain(connection, Drain::Ready);
+                        // Complete frames were handled before waiting: the
+                        // close goes on as after any drain.
+                        if let Some(reason) = self.after_drain(connection, Drain::Ready, false) {
+                            return self.end(reason);
+                        }
                         continue;
                     }
                     if let Poll::Ready(read) = reader.poll_read_lazily(cx, &mut self.buffer) {
@@ -128,6 +130,7 @@ impl Reading {
                 Step::Draining { mode, future } => {
                     let mode = *mode;
                     let (decoder, buffer, flow, framed_some) = ready!(future.as_mut().poll(cx));
+                    connection.activity().handling(false);
                     self.decoder = Some(decoder);
                     self.buffer = buffer;
                     if let ControlFlow::Break(reason) = flow {
@@ -169,6 +172,7 @@ impl Reading {
             .take()
             .expect("the decoder is back from the last drain");
         let mut buffer = std::mem::take(&mut self.buffer);
+        connection.activity().handling(true);
         let future = Box::pin(async move {
             let buffered = buffer.len();
             let flow = drain(&connection, &mut decoder, &mut buffer, mode).await;

@@ -31,10 +31,14 @@ pub(super) struct Writing<W> {
     frames: Frames,
     /// How much of `frames` is written already.
     written: usize,
-    stage: Stage,
+    /// Bytes were written since the last flush (TLS buffers what it encrypts).
+    unflushed: bool,
+    /// Whether the queue knows this task as the writer's (see `poll`).
+    bound: bool,
+    phase: Phase,
 }
 
-enum Stage {
+enum Phase {
     /// Writing frames as they are queued.
     Running,
     /// Told to finish: writing what is left, then FIN, before the deadline.
@@ -45,60 +49,66 @@ enum Stage {
 
 impl<W: StreamWriter> Writing<W> {
     pub(super) fn new(writer: W, outbound: OutboundReceiver) -> Self {
-        // Sends from this task need not wake the writer: it is polled after them.
-        outbound.polled_after_senders_in_this_task();
         Self {
             writer,
             outbound,
             frames: Frames::default(),
             written: 0,
-            stage: Stage::Running,
+            unflushed: false,
+            bound: false,
+            phase: Phase::Running,
         }
     }
 
     pub(super) fn is_done(&self) -> bool {
-        matches!(self.stage, Stage::Done)
+        matches!(self.phase, Phase::Done)
     }
 
     /// From now on no more sends are accepted; `Flush` writes what was
     /// accepted (within `flush_timeout`), `Abandon` drops it.
     pub(super) fn finish(&mut self, finish: Finish, flush_timeout: Duration) {
-        if !matches!(self.stage, Stage::Running) {
+        if !matches!(self.phase, Phase::Running) {
             return;
         }
         self.outbound.close();
-        self.stage = match finish {
-            Finish::Flush => Stage::Flushing(Box::pin(tokio::time::sleep(flush_timeout))),
-            Finish::Abandon => Stage::Done,
+        self.phase = match finish {
+            Finish::Flush => Phase::Flushing(Box::pin(tokio::time::sleep(flush_timeout))),
+            Finish::Abandon => Phase::Done,
         };
     }
 
     /// Stops writing at once (the connection is cut).
     pub(super) fn abandon(&mut self) {
         self.outbound.close();
-        self.stage = Stage::Done;
+        self.phase = Phase::Done;
     }
 
     /// Makes what progress it can; `Ready` once done. A write that fails
     /// ends the writing side with its error.
     pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let polled = match &mut self.stage {
-            Stage::Running => self.poll_queue(cx),
-            Stage::Flushing(deadline) => {
+        if !self.bound {
+            // Here, not when built: this runs in the connection's own task.
+            // Its sends then need not wake the writer, which it polls after them.
+            self.outbound.polled_after_senders_in_this_task();
+            self.bound = true;
+        }
+        let polled = match &mut self.phase {
+            Phase::Running => self.poll_queue(cx),
+            Phase::Flushing(deadline) => {
                 if deadline.as_mut().poll(cx).is_ready() {
                     Poll::Ready(Err(flush_timed_out()))
                 } else {
                     self.poll_queue(cx)
                 }
             }
-            Stage::ShuttingDown(deadline) => {
+            Phase::ShuttingDown(deadline) => {
                 if deadline.as_mut().poll(cx).is_ready() {
                     Poll::Ready(Err(flush_timed_out()))
                 } else {
                     Pin::new(&mut self.writer).poll_shutdown(cx)
                 }
             }
-            Stage::Done => return Poll::Ready(Ok(())),
+            Phase::Done => return Poll::Ready(Ok(())),
         };
         match polled {
             Poll::Pending => Poll::Pending,
@@ -107,9 +117,9 @@ impl<W: StreamWriter> Writing<W> {
                 Poll::Ready(Err(error))
             }
             Poll::Ready(Ok(())) => {
-                self.stage = match std::mem::replace(&mut self.stage, Stage::Done) {
-                    Stage::Flushing(deadline) => Stage::ShuttingDown(deadline),
-                    _ => Stage::Done,
+                self.phase = match std::mem::replace(&mut self.phase, Phase::Done) {
+                    Phase::Flushing(deadline) => Phase::ShuttingDown(deadline),
+                    _ => Phase::Done,
                 };
                 if self.is_done() {
                     Poll::Ready(Ok(()))
@@ -127,10 +137,25 @@ impl<W: StreamWriter> Writing<W> {
             if !self.frames.is_empty() {
                 ready!(self.poll_write(cx))?;
             }
-            if !ready!(self.outbound.poll_take(cx, &mut self.frames)) {
-                return Poll::Ready(Ok(()));
+            match self.outbound.poll_take(cx, &mut self.frames) {
+                Poll::Ready(true) => {}
+                Poll::Ready(false) => return self.poll_flush(cx),
+                Poll::Pending => {
+                    // Nothing more to write for now: what a TLS stream still
+                    // holds goes out, or a reply could wait for the next one.
+                    ready!(self.poll_flush(cx))?;
+                    return Poll::Pending;
+                }
             }
         }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.unflushed {
+            ready!(Pin::new(&mut self.writer).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Writes the rest of `frames`, then gives them back to the queue.
@@ -139,7 +164,10 @@ impl<W: StreamWriter> Writing<W> {
         while self.written < bytes.len() {
             match ready!(Pin::new(&mut self.writer).poll_write(cx, &bytes[self.written..])) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.written += n,
+                Ok(n) => {
+                    self.written += n;
+                    self.unflushed = true;
+                }
                 Err(error) => return Poll::Ready(Err(error)),
             }
         }

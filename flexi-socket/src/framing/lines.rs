@@ -44,31 +44,17 @@ impl LineCodec {
         self.max_length
     }
 
-    /// Strips the `'\r'` and applies the limit the inner codec could not know.
-    #[inline]
-    fn line(&self, mut line: Bytes) -> Decoded {
-        if line.last() == Some(&b'\r') {
-            line.truncate(line.len() - 1);
-        }
-        if line.len() > self.max_length {
-            return Decoded::discarded(Error::FrameTooLarge {
-                length: line.len(),
-                max: self.max_length,
-            });
-        }
-        Decoded::Frame(line)
-    }
-
-    /// [`line`](Self::line) for what the inner codec decoded.
-    fn finish(&self, decoded: Decoded) -> Decoded {
+    /// The limit the inner codec could not know, in its report of an
+    /// oversize line.
+    fn with_limit(&self, decoded: Decoded) -> Decoded {
         match decoded {
-            Decoded::Frame(line) => self.line(line),
             Decoded::Discarded(mut error) => {
                 if let Error::FrameTooLarge { max, .. } = &mut *error {
                     *max = self.max_length;
                 }
                 Decoded::Discarded(error)
             }
+            frame @ Decoded::Frame(_) => frame,
         }
     }
 
@@ -93,22 +79,36 @@ impl Decoder for LineCodec {
 
     #[inline]
     fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
-        if self.inner.is_discarding() {
-            return Ok(self.inner.decode(buf)?.map(|decoded| self.finish(decoded)));
-        }
-        // The path of every line: straight from the split to the frame.
-        Ok(match self.inner.split_frame(buf) {
-            Some(line) => Some(self.line(line.freeze())),
-            None => self.inner.oversize(buf).map(|decoded| self.finish(decoded)),
-        })
+        let max_length = self.max_length;
+        let decoded = self
+            .inner
+            .decode_with(buf, |line| line_of(line.freeze(), max_length));
+        Ok(decoded.map(|decoded| self.with_limit(decoded)))
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
-        Ok(self
-            .inner
-            .decode_eof(buf)?
-            .map(|decoded| self.finish(decoded)))
+        Ok(self.inner.decode_eof(buf)?.map(|decoded| match decoded {
+            Decoded::Frame(line) => line_of(line, self.max_length),
+            discarded @ Decoded::Discarded(_) => self.with_limit(discarded),
+        }))
     }
+}
+
+/// A line as a message: without its `'\r'`, if it had one, and dropped if
+/// it is longer than `max_length` (the inner codec allowed one byte more,
+/// for that `'\r'`).
+#[inline]
+fn line_of(mut line: Bytes, max_length: usize) -> Decoded {
+    if line.last() == Some(&b'\r') {
+        line.truncate(line.len() - 1);
+    }
+    if line.len() > max_length {
+        return Decoded::discarded(Error::FrameTooLarge {
+            length: line.len(),
+            max: max_length,
+        });
+    }
+    Decoded::Frame(line)
 }
 
 impl<T: AsRef<[u8]>> Encoder<T> for LineCodec {

@@ -99,17 +99,28 @@ impl SeparatorCodec {
         }
     }
 
-    /// Whether an oversize frame is being dropped; only then is more than
-    /// [`split_frame`](Self::split_frame) needed to decode.
-    pub(super) fn is_discarding(&self) -> bool {
-        self.discarding
+    /// Decodes the next item of `buf`, making a frame into an item with
+    /// `frame`: the codecs built on this one shape their frames there, on
+    /// the path every message takes, with no item made and taken apart.
+    #[inline]
+    pub(super) fn decode_with(
+        &mut self,
+        buf: &mut BytesMut,
+        frame: impl FnOnce(BytesMut) -> Decoded,
+    ) -> Option<Decoded> {
+        if self.discarding && self.skip_oversize(buf).is_none() {
+            return None;
+        }
+        match self.split_frame(buf) {
+            Some(found) => Some(frame(found)),
+            None => self.oversize(buf),
+        }
     }
 
     /// Takes the next complete frame within the limit off `buf`, separator
-    /// excluded: the common step of decoding, on its own so that the codecs
-    /// built on this one stay lean on the path every message takes.
+    /// excluded.
     #[inline]
-    pub(super) fn split_frame(&mut self, buf: &mut BytesMut) -> Option<BytesMut> {
+    fn split_frame(&mut self, buf: &mut BytesMut) -> Option<BytesMut> {
         let separator_len = self.separator.len();
         // The separator of an acceptable frame ends within this many bytes.
         let limit = self.max_length.saturating_add(separator_len);
@@ -131,7 +142,7 @@ impl SeparatorCodec {
     /// After [`split_frame`](Self::split_frame) found no frame: `None` until
     /// more bytes may still end one within the limit; otherwise the oversize
     /// frame is reported, and dropped up to its separator.
-    pub(super) fn oversize(&mut self, buf: &mut BytesMut) -> Option<Decoded> {
+    fn oversize(&mut self, buf: &mut BytesMut) -> Option<Decoded> {
         let separator_len = self.separator.len();
         if buf.len() < self.max_length.saturating_add(separator_len) {
             return None;
@@ -164,13 +175,7 @@ impl Decoder for SeparatorCodec {
 
     #[inline]
     fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
-        if self.discarding && self.skip_oversize(buf).is_none() {
-            return Ok(None);
-        }
-        Ok(match self.split_frame(buf) {
-            Some(frame) => Some(Decoded::Frame(frame.freeze())),
-            None => self.oversize(buf),
-        })
+        Ok(self.decode_with(buf, |frame| Decoded::Frame(frame.freeze())))
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {

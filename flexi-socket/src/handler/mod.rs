@@ -21,7 +21,7 @@ mod slot;
 
 use crate::error::Error;
 use crate::message::Message;
-pub use slot::{Converted, HandlerSlot};
+pub use slot::{HandlerSlot, MapOutput};
 
 /// What a handler's future resolves to: `Some(message)` is the (possibly
 /// rewritten) message for filters, `None` means "nothing" (or "drop it" for
@@ -179,11 +179,19 @@ impl FromEvent for Vec<u8> {
     fn from_event(context: &mut EventContext) -> Result<Self, Error> {
         Ok(context.message().to_vec())
     }
+
+    fn take_from_event(context: &mut EventContext) -> Result<Self, Error> {
+        Ok(context.take_message().to_vec())
+    }
 }
 
 impl FromEvent for String {
     fn from_event(context: &mut EventContext) -> Result<Self, Error> {
         Ok(Text::from_event(context)?.as_str().to_owned())
+    }
+
+    fn take_from_event(context: &mut EventContext) -> Result<Self, Error> {
+        Ok(Text::take_from_event(context)?.as_str().to_owned())
     }
 }
 

@@ -73,14 +73,14 @@ pin_project_lite::pin_project! {
     /// in a slot this way when no argument needs to live beside them.
     #[doc(hidden)]
     #[derive(Debug)]
-    pub struct Converted<F, C> {
+    pub struct MapOutput<F, C> {
         #[pin]
         future: F,
         convert: Option<C>,
     }
 }
 
-impl<F, C> Converted<F, C>
+impl<F, C> MapOutput<F, C>
 where
     F: Future,
     C: FnOnce(F::Output) -> HandlerOutput,
@@ -94,7 +94,7 @@ where
     }
 }
 
-impl<F, C> Future for Converted<F, C>
+impl<F, C> Future for MapOutput<F, C>
 where
     F: Future,
     C: FnOnce(F::Output) -> HandlerOutput,

@@ -137,8 +137,8 @@ pub(crate) async fn after_abort(connection: &Connection, disconnected: bool) {
     tracing::warn!(undelivered, "connection aborted at the shutdown deadline");
 }
 
-/// Runs `serve`, a connection's whole life (which sets `disconnected` once
-/// on_disconnect ran), unless the server's shutdown deadline cuts it short:
+/// Runs `serve`, a connection's whole life (which sets `disconnected` when
+/// on_disconnect starts), unless the server's shutdown deadline cuts it short:
 /// then what it left queued counts as undelivered and on_disconnect still
 /// fires, once. Either way the connection ends closed and unlisted.
 pub(crate) async fn until_aborted(

@@ -188,8 +188,8 @@ async fn shut_down(context: &ServerContext, tasks: TaskTracker) -> ShutdownRepor
     }
     let aborted = context.aborted.load(Ordering::Relaxed);
     let report = ShutdownReport {
-        // Counted by the connections themselves: some may already be closing
-        // (their tokens are the shutdown token's children) before this runs.
+        // Counted by the connections themselves: some may have closed on
+        // their own since shutdown began, before the list was gone through.
         connections_closed: context.closed_in_shutdown.load(Ordering::Relaxed),
         connections_aborted: aborted,
         undelivered_messages: context.undelivered.load(Ordering::Relaxed),

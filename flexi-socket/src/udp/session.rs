@@ -221,8 +221,9 @@ async fn serve(
             report(&connection, Error::Io(error)).await;
         }
         tracing::debug!(%reason, "session ends");
-        on_disconnect(&connection, reason.clone()).await;
+        // Before, not after: a cut in the middle of it does not run it again.
         disconnected.store(true, Ordering::Relaxed);
+        on_disconnect(&connection, reason.clone()).await;
         let flush = reason != DisconnectReason::SlowConsumer;
         let _ = finish.send(flush);
     };
