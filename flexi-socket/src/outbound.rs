@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -58,6 +59,9 @@ struct Queue {
     state: Mutex<State>,
     /// Wakes senders waiting for room.
     room: Notify,
+    /// How many senders wait for room: a write frees room for nobody
+    /// (and costs no `Notify` lock) while none does.
+    waiting_for_room: AtomicUsize,
     max_messages: usize,
     max_bytes: usize,
     /// The task that runs the writer, once known. Its own pushes need no
@@ -193,6 +197,7 @@ pub(crate) fn channel(limits: &Limits, transport: Transport) -> (OutboundSender,
     let queue = Arc::new(Queue {
         state: Mutex::new(State::default()),
         room: Notify::new(),
+        waiting_for_room: AtomicUsize::new(0),
         max_messages: limits.outbound_messages,
         max_bytes: limits.outbound_bytes,
         writer_task: OnceLock::new(),
@@ -246,6 +251,9 @@ impl OutboundSender {
     }
 
     async fn push_waiting(&self, frame: &[u8]) -> Result<(), Refused> {
+        // Counted before looking, and uncounted however this ends (a timed
+        // out send drops it): see `OutboundReceiver::written`.
+        let _waiting = WaitingForRoom::count(&self.queue.waiting_for_room);
         loop {
             // Registered before looking, so room made meanwhile is not missed.
             let room = self.queue.room.notified();
@@ -330,7 +338,28 @@ impl OutboundReceiver {
             frames.lengths.shrink_to_fit();
         }
         WRITE_BUFFERS.give_back(&mut frames.bytes);
-        self.queue.room.notify_waiters();
+        // A sender counts itself before it takes the lock to look for room,
+        // and this looks after freeing room under that lock: a sender that
+        // found none is seen here.
+        if self.queue.waiting_for_room.load(Ordering::SeqCst) > 0 {
+            self.queue.room.notify_waiters();
+        }
+    }
+}
+
+/// A sender waiting for room, counted while it waits.
+struct WaitingForRoom<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingForRoom<'a> {
+    fn count(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        Self(waiting)
+    }
+}
+
+impl Drop for WaitingForRoom<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
