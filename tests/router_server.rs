@@ -613,3 +613,58 @@ async fn a_send_from_the_task_that_serves_reaches_the_peer() {
     sent.unwrap();
     served.unwrap();
 }
+
+/// The frames of one read are handled in the poll that read them while
+/// each handler finishes at once; what has to wait (a handler that awaits,
+/// the report of a failure, a discarded frame's report) goes on elsewhere,
+/// and the frames after it keep their order.
+#[tokio::test]
+async fn frames_after_one_that_waits_keep_their_order() {
+    let (events, mut log) = Events::new();
+    let router = Router::new()
+        .on_message(|conn: Connection, msg: String| async move {
+            if msg.starts_with("wait") {
+                tokio::task::yield_now().await;
+            }
+            if msg == "fail" {
+                return Err("bad input");
+            }
+            conn.send(msg).await.map_err(|_| "send failed")
+        })
+        .on_error(move |_conn: Connection, error: Error| {
+            let events = events.clone();
+            async move {
+                tokio::task::yield_now().await;
+                events.push(error.to_string());
+            }
+        });
+    let running = start(
+        server()
+            .router(router)
+            .framing(Framing::lines().max_length(16)),
+    )
+    .await;
+    let mut client = LineClient::connect(running.addr).await;
+
+    // A failure whose report waits.
+    client.send_raw(b"a\nfail\nb\n").await;
+    assert_eq!(client.recv_line().await, "a");
+    assert_eq!(client.recv_line().await, "b");
+    assert!(log.next().await.contains("failed: bad input"));
+
+    // A frame discarded among complete ones.
+    let mut batch = b"c\n".to_vec();
+    batch.extend_from_slice(&[b'x'; 40]);
+    batch.extend_from_slice(b"\nd\n");
+    client.send_raw(&batch).await;
+    assert_eq!(client.recv_line().await, "c");
+    assert_eq!(client.recv_line().await, "d");
+    assert!(log.next().await.contains("limit is 16 bytes"));
+
+    // A handler that waits, then more frames.
+    client.send_raw(b"e\nwait f\ng\nwait h\ni\n").await;
+    for expected in ["e", "wait f", "g", "wait h", "i"] {
+        assert_eq!(client.recv_line().await, expected);
+    }
+    running.stop().await;
+}

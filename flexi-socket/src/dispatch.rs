@@ -44,6 +44,25 @@ pub(crate) struct Invocation<'a> {
     call: Call<'a>,
 }
 
+impl<'a> Invocation<'a> {
+    /// Whether all of the call's state is in its slot (and this value can
+    /// be dropped and [`resume`](Self::resume)d), rather than in a future
+    /// of its own.
+    pub(crate) fn lives_in_slot(&self) -> bool {
+        matches!(self.call, Call::Here(_))
+    }
+
+    /// Goes on with the call of `handler` whose future is in `slot`, after
+    /// the invocation that started it was dropped while it
+    /// [`lives_in_slot`](Self::lives_in_slot).
+    pub(crate) fn resume(handler: &'a Handler, slot: &'a mut HandlerSlot) -> Self {
+        Self {
+            handler,
+            call: Call::Here(slot),
+        }
+    }
+}
+
 enum Call<'a> {
     /// The future in this slot, polled on this task, panics caught at every poll.
     Here(&'a mut HandlerSlot),

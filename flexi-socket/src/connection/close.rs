@@ -1,14 +1,15 @@
 //! [`CloseSignal`]: how a connection learns that it is to close, and, at
 //! the shutdown deadline, that it is cut.
 //!
-//! The connection's own task looks at it on every wake-up: whether it is
-//! closing is one atomic load, and its waker sits in a slot of its own
-//! (a short lock, not a `Notify` wait list). Other tasks that wait for the
-//! close (a pending request) wait on a `Notify`, which costs more per poll
-//! but lets any number wait.
+//! The connection's own task looks at it several times per message: whether
+//! it is closing is one atomic load, and its waker sits in a slot of its
+//! own (a short lock, not a `Notify` wait list), taken only when the waker
+//! there is not already this task's. Other tasks that wait for the close (a
+//! pending request) wait on a `Notify`, which costs more per poll but lets
+//! any number wait.
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -33,6 +34,9 @@ pub(crate) struct CloseSignal {
     reason: OnceLock<DisconnectReason>,
     /// The connection's own task.
     driver: Mutex<Option<Waker>>,
+    /// The data pointer of the waker in `driver` (null while there is none),
+    /// so that a poll from the task whose waker is there skips the lock.
+    registered: AtomicPtr<()>,
     /// Everyone else.
     others: Notify,
 }
@@ -55,11 +59,12 @@ impl CloseSignal {
         if self.stage.fetch_max(stage as u8, Ordering::AcqRel) >= stage as u8 {
             return;
         }
-        let driver = self
-            .driver
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let driver = {
+            let mut driver = self.driver.lock().unwrap_or_else(PoisonError::into_inner);
+            self.registered
+                .store(std::ptr::null_mut(), Ordering::Release);
+            driver.take()
+        };
         if let Some(waker) = driver {
             waker.wake();
         }
@@ -83,12 +88,21 @@ impl CloseSignal {
         if self.reached(stage) {
             return Poll::Ready(());
         }
+        // This task's waker is in the slot: an advance, which empties the
+        // hint only after taking the waker, has not taken it yet, and will
+        // wake it. (The waker of a task keeps its data pointer, the task;
+        // only the connection's task polls here while it lives.)
+        let data = cx.waker().data().cast_mut();
+        if self.registered.load(Ordering::Acquire) == data {
+            return Poll::Pending;
+        }
         {
             let mut driver = self.driver.lock().unwrap_or_else(PoisonError::into_inner);
             match &mut *driver {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
                 slot => *slot = Some(cx.waker().clone()),
             }
+            self.registered.store(data, Ordering::Release);
         }
         // Advanced meanwhile: the waker may have been taken before it was put.
         if self.reached(stage) {

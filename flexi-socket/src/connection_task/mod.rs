@@ -50,8 +50,8 @@ mod tests {
     /// Every idle connection holds this task's future, and nothing else of
     /// its own but the connection: it is much of what an idle connection
     /// costs (the target is at most 2 KiB per idle connection, RSS included;
-    /// 1.6 KiB measured with this task at 296 bytes plus a server's 48-byte
-    /// `Admission`, in a 512-byte tokio task cell).
+    /// 1.76 KiB measured with this task at 328 bytes plus a server's 48-byte
+    /// `Admission`, and the echo handler's future kept in the slot).
     #[tokio::test]
     async fn an_idle_connection_task_stays_small() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -76,7 +76,7 @@ mod tests {
         let task_size = std::mem::size_of_val(&run(reader, writer, connection, receiver, ()));
         eprintln!("connection task {task_size} bytes");
         assert!(
-            task_size <= 304,
+            task_size <= 336,
             "an idle connection's task grew to {task_size} bytes"
         );
     }

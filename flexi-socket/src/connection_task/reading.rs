@@ -4,8 +4,12 @@
 //!
 //! A state machine polled by the driver rather than an `async fn`: waiting
 //! is what every idle connection does, and this way the wait holds only
-//! the decoder and the (empty) buffer. What runs handlers (on_connect, the
-//! frames of one read) is a boxed future that lives while it runs.
+//! the decoder, the (empty) buffer and the handler slot. The frames of a
+//! read are handled right in the poll that read them while each handler
+//! finishes at once, the usual case (an echo's does): that costs no
+//! allocation. Whatever waits (a handler that awaits, on_connect, a
+//! report, classification) goes on in a boxed future that lives while it
+//! runs.
 
 use std::future::Future;
 use std::ops::ControlFlow;
@@ -19,9 +23,9 @@ use crate::connection::{Connection, DisconnectReason, Stage};
 use crate::connection_decoder::{ConnectionDecoder, Prepared};
 use crate::dispatch::{BoxFuture, report};
 use crate::error::Error;
-use crate::framing::Decoded;
+use crate::framing::{Decoded, Decoding};
 use crate::handler::HandlerSlot;
-use crate::pipeline::{on_connect, on_frame};
+use crate::pipeline::{Suspended, on_connect, on_frame, resume, suspendable};
 use crate::stream::StreamReader;
 
 /// The reading side's state.
@@ -30,6 +34,9 @@ pub(super) struct Reading {
     /// Not here while a drain has it.
     decoder: Option<ConnectionDecoder>,
     buffer: BytesMut,
+    /// The on_message handler's future: its allocation serves message after
+    /// message (see [`HandlerSlot`]). Empty while a drain has it.
+    slot: HandlerSlot,
 }
 
 enum Step {
@@ -49,14 +56,28 @@ enum Step {
     Done,
 }
 
-/// What a drain gives back: the decoder and the buffer, what the pipeline
-/// said, and whether frames were taken off the buffer.
-type Drained = (
-    ConnectionDecoder,
-    BytesMut,
-    ControlFlow<DisconnectReason>,
-    bool,
-);
+/// What a drain gives back.
+struct Drained {
+    decoder: ConnectionDecoder,
+    buffer: BytesMut,
+    slot: HandlerSlot,
+    /// What the pipeline said.
+    flow: ControlFlow<DisconnectReason>,
+    /// Whether frames were taken off the buffer.
+    framed_some: bool,
+}
+
+/// What a boxed drain does first: what the handling in place
+/// ([`Reading::drain_here`]) left when something had to wait.
+enum Leftover {
+    /// Nothing: it starts with the buffer.
+    Nothing,
+    /// A delivery that waits for its handler or its failure's report.
+    Delivery(Suspended),
+    /// What the framing made of the buffer after the last frame handled in
+    /// place: something to report.
+    Decoded(Decoding),
+}
 
 /// What the framing is asked for.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -79,6 +100,7 @@ impl Reading {
             step: Step::Connecting(Box::pin(async move { on_connect(&connection).await })),
             decoder: None,
             buffer: BytesMut::new(),
+            slot: HandlerSlot::default(),
         }
     }
 
@@ -113,7 +135,9 @@ impl Reading {
                             Ok(0) => self.drain(connection, Drain::Eof),
                             Ok(_) => {
                                 connection.activity().read(&connection.server().deadlines);
-                                self.drain(connection, Drain::Ready);
+                                if let Some(reason) = self.drain_here(connection, cx) {
+                                    return self.end(reason);
+                                }
                             }
                             Err(error) => {
                                 let reason = DisconnectReason::Reset(error.to_string());
@@ -129,14 +153,15 @@ impl Reading {
                 }
                 Step::Draining { mode, future } => {
                     let mode = *mode;
-                    let (decoder, buffer, flow, framed_some) = ready!(future.as_mut().poll(cx));
+                    let drained = ready!(future.as_mut().poll(cx));
                     connection.activity().handling(false);
-                    self.decoder = Some(decoder);
-                    self.buffer = buffer;
-                    if let ControlFlow::Break(reason) = flow {
+                    self.decoder = Some(drained.decoder);
+                    self.buffer = drained.buffer;
+                    self.slot = drained.slot;
+                    if let ControlFlow::Break(reason) = drained.flow {
                         return self.end(reason);
                     }
-                    if let Some(reason) = self.after_drain(connection, mode, framed_some) {
+                    if let Some(reason) = self.after_drain(connection, mode, drained.framed_some) {
                         return self.end(reason);
                     }
                 }
@@ -163,21 +188,96 @@ impl Reading {
         }
     }
 
+    /// Handles the complete frames a read brought, right here in its poll,
+    /// as long as each delivery finishes at once; hands what has to wait,
+    /// and the rest of the buffer, to a boxed drain. `Some` when reading
+    /// ends.
+    fn drain_here(
+        &mut self,
+        connection: &Connection,
+        cx: &mut Context<'_>,
+    ) -> Option<DisconnectReason> {
+        let settled = self.decoder.as_ref().is_some_and(|d| d.is_settled());
+        if !settled || !suspendable(connection) {
+            self.drain(connection, Drain::Ready);
+            return None;
+        }
+        let buffered = self.buffer.len();
+        loop {
+            let decoder = self.decoder.as_mut().expect("the decoder is back");
+            let frame = match decoder.current().decode(&mut self.buffer) {
+                Ok(Some(Decoded::Frame(frame))) => frame,
+                Ok(None) => {
+                    let framed_some = self.buffer.len() < buffered;
+                    return self.after_drain(connection, Drain::Ready, framed_some);
+                }
+                reported => {
+                    let leftover = Leftover::Decoded(reported);
+                    self.drain_after(connection, leftover);
+                    return None;
+                }
+            };
+            let mut delivery = on_frame(connection, frame, &mut self.slot);
+            match Pin::new(&mut delivery).poll(cx) {
+                Poll::Ready(ControlFlow::Continue(())) => {}
+                Poll::Ready(ControlFlow::Break(reason)) => return Some(reason),
+                Poll::Pending => {
+                    let leftover = Leftover::Delivery(delivery.suspend());
+                    self.drain_after(connection, leftover);
+                    return None;
+                }
+            }
+        }
+    }
+
     /// Hands the frames of the buffer (as `mode` asks) to a boxed drain that
-    /// owns the decoder and the buffer until it gives them back.
+    /// owns the decoder, the buffer and the slot until it gives them back.
     fn drain(&mut self, connection: &Connection, mode: Drain) {
+        self.boxed_drain(connection, mode, Leftover::Nothing, false);
+    }
+
+    /// Goes on with what [`drain_here`](Self::drain_here) could not finish,
+    /// and the rest of the buffer, in a boxed drain.
+    fn drain_after(&mut self, connection: &Connection, leftover: Leftover) {
+        // Frames were taken off the buffer: the first, at least.
+        self.boxed_drain(connection, Drain::Ready, leftover, true);
+    }
+
+    /// See [`drain`](Self::drain); `leftover` comes first, and
+    /// `framed_already` says whether frames were taken off the buffer before.
+    fn boxed_drain(
+        &mut self,
+        connection: &Connection,
+        mode: Drain,
+        leftover: Leftover,
+        framed_already: bool,
+    ) {
         let connection = connection.clone();
         let mut decoder = self
             .decoder
             .take()
             .expect("the decoder is back from the last drain");
         let mut buffer = std::mem::take(&mut self.buffer);
+        let mut slot = std::mem::take(&mut self.slot);
         connection.activity().handling(true);
         let future = Box::pin(async move {
             let buffered = buffer.len();
-            let flow = drain(&connection, &mut decoder, &mut buffer, mode).await;
-            let framed_some = buffer.len() < buffered;
-            (decoder, buffer, flow, framed_some)
+            let flow = drain(
+                &connection,
+                &mut decoder,
+                &mut buffer,
+                &mut slot,
+                mode,
+                leftover,
+            )
+            .await;
+            Drained {
+                framed_some: framed_already || buffer.len() < buffered,
+                decoder,
+                buffer,
+                slot,
+                flow,
+            }
         });
         self.step = Step::Draining { mode, future };
     }
@@ -221,6 +321,7 @@ impl Reading {
             partial_frame,
             framed_some,
         );
+        self.slot.trim();
         let gap = decoder
             .current()
             .idle_gap()
@@ -270,34 +371,48 @@ fn first_message_too_long(connection: &Connection, buffer: &BytesMut) -> Option<
         .then(|| DisconnectReason::Limit(format!("first message longer than {cap} bytes")))
 }
 
-/// Handles every frame the decoder yields in `mode`. An unrecoverable framing
-/// error ends the connection; recoverable ones are reported and skipped.
+/// Handles `leftover`, then every frame the decoder yields in `mode`. An
+/// unrecoverable framing error ends the connection; recoverable ones are
+/// reported and skipped.
 async fn drain(
     connection: &Connection,
     decoder: &mut ConnectionDecoder,
     buffer: &mut BytesMut,
+    slot: &mut HandlerSlot,
     mode: Drain,
+    leftover: Leftover,
 ) -> ControlFlow<DisconnectReason> {
-    // The frames of one read share it: their handler futures take turns in
-    // one allocation, freed when the buffer is drained.
-    let mut slot = HandlerSlot::default();
-    loop {
-        // A gap of silence ends a first unit as surely as EOF does.
-        let at_end = !matches!(mode, Drain::Ready);
-        // Boxed: only a connection not yet classified has work to do here.
-        if !decoder.is_settled()
-            && Box::pin(decoder.prepare(connection, buffer, at_end)).await? == Prepared::NeedsBytes
-        {
-            return ControlFlow::Continue(());
+    let mut decoded = match leftover {
+        Leftover::Nothing => None,
+        Leftover::Delivery(suspended) => {
+            resume(connection, suspended, slot).await?;
+            None
         }
-        let decoder = decoder.current();
-        let decoded = match mode {
-            Drain::Ready => decoder.decode(buffer),
-            Drain::Idle => decoder.decode_idle(buffer),
-            Drain::Eof | Drain::Closing => decoder.decode_eof(buffer),
+        Leftover::Decoded(decoded) => Some(decoded),
+    };
+    loop {
+        let decoded = match decoded.take() {
+            Some(decoded) => decoded,
+            None => {
+                // A gap of silence ends a first unit as surely as EOF does.
+                let at_end = !matches!(mode, Drain::Ready);
+                // Boxed: only a connection not yet classified has work to do here.
+                if !decoder.is_settled()
+                    && Box::pin(decoder.prepare(connection, buffer, at_end)).await?
+                        == Prepared::NeedsBytes
+                {
+                    return ControlFlow::Continue(());
+                }
+                let decoder = decoder.current();
+                match mode {
+                    Drain::Ready => decoder.decode(buffer),
+                    Drain::Idle => decoder.decode_idle(buffer),
+                    Drain::Eof | Drain::Closing => decoder.decode_eof(buffer),
+                }
+            }
         };
         let flow = match decoded {
-            Ok(Some(Decoded::Frame(frame))) => on_frame(connection, frame, &mut slot).await,
+            Ok(Some(Decoded::Frame(frame))) => on_frame(connection, frame, slot).await,
             Ok(Some(Decoded::Discarded(error))) => {
                 report(connection, *error).await;
                 ControlFlow::Continue(())

@@ -4,7 +4,8 @@
 //! each call's future would cost an allocation and a free per message (a
 //! tenth of the runtime's work per message in a pipelined echo); a slot
 //! keeps the allocation of the last call and puts the next call's future
-//! of the same type into it instead.
+//! of the same type into it instead. A waiting connection keeps its slot
+//! only while the future in it is small (see [`HandlerSlot::trim`]).
 
 use std::any::TypeId;
 use std::future::Future;
@@ -47,6 +48,19 @@ impl HandlerSlot {
                 current.set(future);
             }
             _ => self.future = Some((Box::pin(future), TypeId::of::<F>())),
+        }
+    }
+
+    /// Frees the allocation unless it is small: what a connection keeps
+    /// between messages should not be a handler's large future (one with a
+    /// big buffer in its state, say) times every idle connection.
+    pub(crate) fn trim(&mut self) {
+        /// A typical `async fn` handler's future is a few dozen bytes.
+        const KEPT: usize = 256;
+        if let Some((future, _)) = &self.future
+            && std::mem::size_of_val(&**future) > KEPT
+        {
+            self.future = None;
         }
     }
 
@@ -165,5 +179,23 @@ mod tests {
         ));
         assert!(slot.take().is_some());
         assert!(slot.future().is_none());
+    }
+
+    #[test]
+    fn only_a_small_future_is_kept_by_trim() {
+        let mut slot = HandlerSlot::default();
+        slot.start(call(1));
+        let _ = poll(&mut slot);
+        slot.trim();
+        assert!(slot.future().is_some(), "a small future is kept");
+
+        let large = async {
+            let state = [7u8; 1024];
+            tokio::task::yield_now().await;
+            Ok(Some(crate::Message::from(state.to_vec())))
+        };
+        slot.start(large);
+        slot.trim();
+        assert!(slot.future().is_none(), "a large future is freed");
     }
 }

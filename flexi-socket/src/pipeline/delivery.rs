@@ -46,10 +46,66 @@ pub(crate) struct Delivery<'a> {
 enum Step<'a> {
     /// The on_message handler runs.
     Handler(Invocation<'a>),
+    /// The handler failed: its failure is reported.
+    Failing(BoxFuture<'static, ControlFlow<DisconnectReason>>),
     /// Anything else: classification, after_receive, reporting.
     Other(BoxFuture<'a, ControlFlow<DisconnectReason>>),
     /// Nothing to wait for.
     Done(ControlFlow<DisconnectReason>),
+}
+
+/// Whether every frame's [`Delivery`] on `connection`, until it is next
+/// classified, can be [`suspend`](Delivery::suspend)ed when it waits: it is
+/// routed straight to an on_message handler whose future lives in the slot
+/// (no after_receive, no timeout, not blocking).
+pub(crate) fn suspendable(connection: &Connection) -> bool {
+    let routes = connection.routes();
+    connection.classification_over()
+        && routes.after_receive.is_none()
+        && routes.on_message.as_ref().is_some_and(|h| !h.blocking)
+        && connection.server().limits.handler_timeout.is_none()
+}
+
+/// What a waiting, [`suspendable`] delivery still has to do, owning nothing
+/// borrowed: its caller can keep it and let go of the connection and the
+/// slot until it [`resume`]s.
+pub(crate) enum Suspended {
+    /// The on_message handler, whose future is in the slot, runs.
+    Handler,
+    /// The handler's failure is reported.
+    Failing(BoxFuture<'static, ControlFlow<DisconnectReason>>),
+}
+
+/// Goes on with a [`Suspended`] delivery on `connection`, whose on_message
+/// future (if it runs) is in `slot`.
+pub(crate) fn resume<'a>(
+    connection: &'a Connection,
+    suspended: Suspended,
+    slot: &'a mut HandlerSlot,
+) -> Delivery<'a> {
+    let step = match suspended {
+        Suspended::Handler => {
+            let on_message = connection.routes().on_message.as_ref();
+            let handler = on_message.expect("a suspended handler is the on_message handler");
+            Step::Handler(Invocation::resume(handler, slot))
+        }
+        Suspended::Failing(report) => Step::Failing(report),
+    };
+    Delivery { connection, step }
+}
+
+impl Delivery<'_> {
+    /// Sets this delivery, which waits, aside; see [`suspendable`].
+    ///
+    /// # Panics
+    /// If the delivery is not one of a connection that is `suspendable`.
+    pub(crate) fn suspend(self) -> Suspended {
+        match self.step {
+            Step::Handler(invocation) if invocation.lives_in_slot() => Suspended::Handler,
+            Step::Failing(report) => Suspended::Failing(report),
+            _ => panic!("only a suspendable delivery is suspended"),
+        }
+    }
 }
 
 impl Future for Delivery<'_> {
@@ -61,10 +117,11 @@ impl Future for Delivery<'_> {
             Step::Handler(invocation) => match ready!(Pin::new(invocation).poll(cx)) {
                 Ok(_) => ControlFlow::Continue(()),
                 Err(error) => {
-                    this.step = Step::Other(fail(this.connection, error));
+                    this.step = Step::Failing(fail(this.connection, error));
                     return Pin::new(this).poll(cx);
                 }
             },
+            Step::Failing(future) => ready!(future.as_mut().poll(cx)),
             Step::Other(future) => ready!(future.as_mut().poll(cx)),
             Step::Done(flow) => std::mem::replace(flow, ControlFlow::Continue(())),
         };

@@ -19,7 +19,7 @@ use crate::limits::PanicPolicy;
 
 mod delivery;
 
-pub(crate) use delivery::on_frame;
+pub(crate) use delivery::{Suspended, on_frame, resume, suspendable};
 
 pub(crate) async fn on_connect(connection: &Connection) -> ControlFlow<DisconnectReason> {
     let Some(handler) = connection.routes().on_connect.clone() else {
@@ -105,15 +105,18 @@ pub(crate) async fn classify_first_unit(
 }
 
 /// Reports a handler's failure; a panic closes the connection unless the
-/// panic policy says to go on. Boxed, like [`report`].
+/// panic policy says to go on. Boxed, like [`report`], and owning what it
+/// needs, so that a delivery waiting for it can be set aside (see
+/// `Delivery::suspend`).
 pub(crate) fn fail(
     connection: &Connection,
     error: Error,
-) -> BoxFuture<'_, ControlFlow<DisconnectReason>> {
+) -> BoxFuture<'static, ControlFlow<DisconnectReason>> {
+    let connection = connection.clone();
     Box::pin(async move {
         let close = matches!(error, Error::HandlerPanicked { .. })
             && connection.server().limits.on_panic == PanicPolicy::Close;
-        report(connection, error).await;
+        report(&connection, error).await;
         if close {
             ControlFlow::Break(DisconnectReason::HandlerPanicked)
         } else {
