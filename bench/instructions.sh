@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# User-space instructions per message, counted by valgrind's callgrind while
+# a server answers a fixed number of messages: unlike time on a shared VM,
+# this repeats to within about 1% from run to run, so it shows what a change
+# to the per-message path gave. Kernel work (the system calls themselves,
+# most of a ping-pong message's cost) is not counted.
+#
+#   bench/instructions.sh                      # TCP ping-pong: the echo example and the minimal echo
+#   MODE=pipelined bench/instructions.sh       # 16 connections x 64 lines in flight
+#   MODE=udp bench/instructions.sh             # the udp_echo example and the tokio UDP echo
+#   SERVERS="/tmp/old/echo" bench/instructions.sh
+#
+# Environment:
+#   MODE (pingpong): pingpong, pipelined or udp
+#   MESSAGES (100000): messages the load generator sends, all answered
+#   SERVERS: the server binaries to count (default: the tree's flexi-socket
+#     example for MODE, then its hand-written counterpart)
+#   KEEP: a directory to keep the callgrind.out.* files in (for
+#     callgrind_annotate; build with CARGO_PROFILE_RELEASE_DEBUG=true to see
+#     source lines)
+# Needs valgrind (Debian: apt-get install valgrind). Not part of CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=${MODE:-pingpong}
+MESSAGES=${MESSAGES:-100000}
+
+case $MODE in
+    pingpong) load=(--mode pingpong --connections 16) example=echo baseline=baseline_minimal ;;
+    pipelined) load=(--mode pipelined --connections 16 --depth 64) example=echo baseline=baseline_batching ;;
+    udp) load=(--mode udp --connections 16) example=udp_echo baseline=baseline_udp ;;
+    *)
+        echo "error: MODE=$MODE: expected pingpong, pipelined or udp" >&2
+        exit 2
+        ;;
+esac
+if ! command -v valgrind >/dev/null; then
+    echo "error: valgrind is not installed (Debian: apt-get install valgrind)" >&2
+    exit 2
+fi
+
+cargo build --release --quiet -p flexi-socket-suite --example "$example" -p flexi-socket-bench --bins
+SERVERS=${SERVERS:-target/release/examples/$example target/release/$baseline}
+
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+    if [[ -n $server_pid ]]; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+for server in $SERVERS; do
+    name=$(basename "$server")
+    out=$work/callgrind.out.$name
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$server" 127.0.0.1:0 \
+        >"$work/stdout" 2>"$work/stderr" &
+    server_pid=$!
+    addr=
+    for _ in $(seq 600); do
+        addr=$(sed -n 's/^listening on //p' "$work/stdout")
+        [[ -n $addr ]] && break
+        sleep 0.05
+    done
+    if [[ -z $addr ]]; then
+        echo "error: $server did not print 'listening on' within 30 s under valgrind" >&2
+        exit 1
+    fi
+    target/release/loadgen --addr "$addr" "${load[@]}" --count "$MESSAGES" --warmup 0 \
+        --scenario "$MODE" --server-name "$name" >"$work/load.json"
+    # Ctrl-C: the server shuts down and callgrind writes its counts.
+    kill -INT "$server_pid"
+    for _ in $(seq 100); do
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=
+    total=$(sed -n 's/^totals: //p' "$out")
+    # Start-up and shutdown are in the total too: a few hundred thousand
+    # instructions, under 1% at the default MESSAGES.
+    echo "$name: $((total / MESSAGES)) instructions per message ($total for $MESSAGES)"
+    if [[ -n ${KEEP:-} ]]; then
+        mkdir -p "$KEEP"
+        cp "$out" "$KEEP/"
+    fi
+done
