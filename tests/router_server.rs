@@ -624,7 +624,7 @@ async fn frames_after_one_that_waits_keep_their_order() {
     let router = Router::new()
         .on_message(|conn: Connection, msg: String| async move {
             if msg.starts_with("wait") {
-                tokio::task::yield_now().await;
+                wait_for_another_task().await;
             }
             if msg == "fail" {
                 return Err("bad input");
@@ -634,7 +634,7 @@ async fn frames_after_one_that_waits_keep_their_order() {
         .on_error(move |_conn: Connection, error: Error| {
             let events = events.clone();
             async move {
-                tokio::task::yield_now().await;
+                wait_for_another_task().await;
                 events.push(error.to_string());
             }
         });
@@ -667,4 +667,12 @@ async fn frames_after_one_that_waits_keep_their_order() {
         assert_eq!(client.recv_line().await, expected);
     }
     running.stop().await;
+}
+
+/// Waits until a task just spawned has run: the awaiting future is pending
+/// and woken from elsewhere, as when it waits for I/O or a lock.
+async fn wait_for_another_task() {
+    tokio::spawn(async {})
+        .await
+        .expect("an empty task completes");
 }

@@ -35,7 +35,18 @@ pub(crate) fn invoke<'a>(
         Some(after) => Call::Elsewhere(Box::pin(within(after, handler, call))),
         None => call,
     };
+    debug_assert_eq!(
+        runs_in_slot(connection, handler),
+        !matches!(call, Call::Elsewhere(_)),
+        "runs_in_slot says where invoke puts a call"
+    );
     Invocation { handler, call }
+}
+
+/// Whether [`invoke`] keeps a call of `handler` on `connection` in the slot
+/// it is given ([`Invocation::lives_in_slot`]): not blocking, no timeout.
+pub(crate) fn runs_in_slot(connection: &Connection, handler: &Handler) -> bool {
+    !handler.blocking && connection.server().limits.handler_timeout.is_none()
 }
 
 /// A handler call in progress; see [`invoke`].

@@ -89,11 +89,13 @@ impl CloseSignal {
             return Poll::Ready(());
         }
         // This task's waker is in the slot: an advance, which empties the
-        // hint only after taking the waker, has not taken it yet, and will
-        // wake it. (The waker of a task keeps its data pointer, the task;
-        // only the connection's task polls here while it lives.)
+        // hint and takes the waker under one lock, has not done so yet, and
+        // will wake it. (A task's waker keeps its data pointer, the task,
+        // which the waker in the slot keeps alive; only the connection's
+        // task polls here. A null data pointer, as in `Waker::noop`, says
+        // nothing: such a waker is registered every time.)
         let data = cx.waker().data().cast_mut();
-        if self.registered.load(Ordering::Acquire) == data {
+        if !data.is_null() && self.registered.load(Ordering::Acquire) == data {
             return Poll::Pending;
         }
         {

@@ -67,6 +67,16 @@ struct Drained {
     framed_some: bool,
 }
 
+/// What [`Reading::drain_here`] did with a read.
+enum Handled {
+    /// Reading goes on with the current step.
+    GoOn,
+    /// A boxed drain goes on with a delivery that waits, and was polled.
+    Waits,
+    /// Reading ends.
+    End(DisconnectReason),
+}
+
 /// What a boxed drain does first: what the handling in place
 /// ([`Reading::drain_here`]) left when something had to wait.
 enum Leftover {
@@ -135,8 +145,11 @@ impl Reading {
                             Ok(0) => self.drain(connection, Drain::Eof),
                             Ok(_) => {
                                 connection.activity().read(&connection.server().deadlines);
-                                if let Some(reason) = self.drain_here(connection, cx) {
-                                    return self.end(reason);
+                                match self.drain_here(connection, cx) {
+                                    Handled::GoOn => {}
+                                    // What waits was polled, and will wake the task.
+                                    Handled::Waits => return Poll::Pending,
+                                    Handled::End(reason) => return self.end(reason),
                                 }
                             }
                             Err(error) => {
@@ -190,41 +203,48 @@ impl Reading {
 
     /// Handles the complete frames a read brought, right here in its poll,
     /// as long as each delivery finishes at once; hands what has to wait,
-    /// and the rest of the buffer, to a boxed drain. `Some` when reading
-    /// ends.
-    fn drain_here(
-        &mut self,
-        connection: &Connection,
-        cx: &mut Context<'_>,
-    ) -> Option<DisconnectReason> {
+    /// and the rest of the buffer, to a boxed drain.
+    fn drain_here(&mut self, connection: &Connection, cx: &mut Context<'_>) -> Handled {
         let settled = self.decoder.as_ref().is_some_and(|d| d.is_settled());
         if !settled || !suspendable(connection) {
             self.drain(connection, Drain::Ready);
-            return None;
+            return Handled::GoOn;
         }
+        let activity = connection.activity();
+        // Handlers run: a frame deadline that falls meanwhile is not the
+        // peer's doing (the boxed drain says the same while it runs).
+        activity.handling(true);
         let buffered = self.buffer.len();
         loop {
             let decoder = self.decoder.as_mut().expect("the decoder is back");
             let frame = match decoder.current().decode(&mut self.buffer) {
                 Ok(Some(Decoded::Frame(frame))) => frame,
                 Ok(None) => {
+                    activity.handling(false);
                     let framed_some = self.buffer.len() < buffered;
-                    return self.after_drain(connection, Drain::Ready, framed_some);
+                    break match self.after_drain(connection, Drain::Ready, framed_some) {
+                        Some(reason) => Handled::End(reason),
+                        None => Handled::GoOn,
+                    };
                 }
                 reported => {
-                    let leftover = Leftover::Decoded(reported);
-                    self.drain_after(connection, leftover);
-                    return None;
+                    let framed_some = self.buffer.len() < buffered;
+                    self.drain_after(connection, Leftover::Decoded(reported), framed_some);
+                    // Not polled yet.
+                    break Handled::GoOn;
                 }
             };
             let mut delivery = on_frame(connection, frame, &mut self.slot);
             match Pin::new(&mut delivery).poll(cx) {
                 Poll::Ready(ControlFlow::Continue(())) => {}
-                Poll::Ready(ControlFlow::Break(reason)) => return Some(reason),
+                Poll::Ready(ControlFlow::Break(reason)) => {
+                    activity.handling(false);
+                    break Handled::End(reason);
+                }
                 Poll::Pending => {
                     let leftover = Leftover::Delivery(delivery.suspend());
-                    self.drain_after(connection, leftover);
-                    return None;
+                    self.drain_after(connection, leftover, true);
+                    break Handled::Waits;
                 }
             }
         }
@@ -237,10 +257,10 @@ impl Reading {
     }
 
     /// Goes on with what [`drain_here`](Self::drain_here) could not finish,
-    /// and the rest of the buffer, in a boxed drain.
-    fn drain_after(&mut self, connection: &Connection, leftover: Leftover) {
-        // Frames were taken off the buffer: the first, at least.
-        self.boxed_drain(connection, Drain::Ready, leftover, true);
+    /// and the rest of the buffer, in a boxed drain; `framed_already`: it
+    /// took frames off the buffer.
+    fn drain_after(&mut self, connection: &Connection, leftover: Leftover, framed_already: bool) {
+        self.boxed_drain(connection, Drain::Ready, leftover, framed_already);
     }
 
     /// See [`drain`](Self::drain); `leftover` comes first, and

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::{classify, fail};
 use crate::connection::{Connection, DisconnectReason};
-use crate::dispatch::{BoxFuture, Invocation, invoke, report};
+use crate::dispatch::{BoxFuture, Invocation, invoke, report, runs_in_slot};
 use crate::error::Error;
 use crate::handler::{EventContext, HandlerSlot};
 use crate::message::Message;
@@ -29,7 +29,7 @@ pub(crate) fn on_frame<'a>(
 ) -> Delivery<'a> {
     connection.count_inbound(frame.len());
     let routes = connection.routes();
-    let step = if connection.classification_over() && routes.after_receive.is_none() {
+    let step = if routed_directly(connection) {
         route(connection, routes, Message::from(frame), slot)
     } else {
         Step::Other(Box::pin(classify_and_filter(connection, frame, slot)))
@@ -46,24 +46,32 @@ pub(crate) struct Delivery<'a> {
 enum Step<'a> {
     /// The on_message handler runs.
     Handler(Invocation<'a>),
-    /// The handler failed: its failure is reported.
-    Failing(BoxFuture<'static, ControlFlow<DisconnectReason>>),
-    /// Anything else: classification, after_receive, reporting.
+    /// The handler failed, or there is none: that is reported.
+    Reporting(BoxFuture<'static, ControlFlow<DisconnectReason>>),
+    /// Classification, after_receive.
     Other(BoxFuture<'a, ControlFlow<DisconnectReason>>),
     /// Nothing to wait for.
     Done(ControlFlow<DisconnectReason>),
 }
 
-/// Whether every frame's [`Delivery`] on `connection`, until it is next
-/// classified, can be [`suspend`](Delivery::suspend)ed when it waits: it is
-/// routed straight to an on_message handler whose future lives in the slot
-/// (no after_receive, no timeout, not blocking).
+/// Whether every frame's [`Delivery`] on `connection` can be
+/// [`suspend`](Delivery::suspend)ed when it waits: the connection is
+/// classified for good and a frame goes straight to its route (no
+/// after_receive), which is a waiting `request`, an on_message handler
+/// whose future lives in the slot (no timeout, not blocking), or a report
+/// that there is none.
 pub(crate) fn suspendable(connection: &Connection) -> bool {
-    let routes = connection.routes();
-    connection.classification_over()
-        && routes.after_receive.is_none()
-        && routes.on_message.as_ref().is_some_and(|h| !h.blocking)
-        && connection.server().limits.handler_timeout.is_none()
+    let in_slot = match &connection.routes().on_message {
+        Some(handler) => runs_in_slot(connection, handler),
+        None => true,
+    };
+    routed_directly(connection) && in_slot
+}
+
+/// Whether a frame goes straight to its [`route`]: the connection is
+/// classified for good and has no after_receive.
+fn routed_directly(connection: &Connection) -> bool {
+    connection.classification_over() && connection.routes().after_receive.is_none()
 }
 
 /// What a waiting, [`suspendable`] delivery still has to do, owning nothing
@@ -72,8 +80,8 @@ pub(crate) fn suspendable(connection: &Connection) -> bool {
 pub(crate) enum Suspended {
     /// The on_message handler, whose future is in the slot, runs.
     Handler,
-    /// The handler's failure is reported.
-    Failing(BoxFuture<'static, ControlFlow<DisconnectReason>>),
+    /// The handler's failure, or that there is no handler, is reported.
+    Reporting(BoxFuture<'static, ControlFlow<DisconnectReason>>),
 }
 
 /// Goes on with a [`Suspended`] delivery on `connection`, whose on_message
@@ -89,7 +97,7 @@ pub(crate) fn resume<'a>(
             let handler = on_message.expect("a suspended handler is the on_message handler");
             Step::Handler(Invocation::resume(handler, slot))
         }
-        Suspended::Failing(report) => Step::Failing(report),
+        Suspended::Reporting(report) => Step::Reporting(report),
     };
     Delivery { connection, step }
 }
@@ -102,7 +110,7 @@ impl Delivery<'_> {
     pub(crate) fn suspend(self) -> Suspended {
         match self.step {
             Step::Handler(invocation) if invocation.lives_in_slot() => Suspended::Handler,
-            Step::Failing(report) => Suspended::Failing(report),
+            Step::Reporting(report) => Suspended::Reporting(report),
             _ => panic!("only a suspendable delivery is suspended"),
         }
     }
@@ -117,11 +125,11 @@ impl Future for Delivery<'_> {
             Step::Handler(invocation) => match ready!(Pin::new(invocation).poll(cx)) {
                 Ok(_) => ControlFlow::Continue(()),
                 Err(error) => {
-                    this.step = Step::Failing(fail(this.connection, error));
+                    this.step = Step::Reporting(fail(this.connection, error));
                     return Pin::new(this).poll(cx);
                 }
             },
-            Step::Failing(future) => ready!(future.as_mut().poll(cx)),
+            Step::Reporting(future) => ready!(future.as_mut().poll(cx)),
             Step::Other(future) => ready!(future.as_mut().poll(cx)),
             Step::Done(flow) => std::mem::replace(flow, ControlFlow::Continue(())),
         };
@@ -175,9 +183,9 @@ fn route<'a>(
             .client_type()
             .cloned()
             .unwrap_or(crate::ClientType::DEFAULT);
-        let reporting = report(connection, Error::Unrouted { client_type });
-        return Step::Other(Box::pin(async move {
-            reporting.await;
+        let connection = connection.clone();
+        return Step::Reporting(Box::pin(async move {
+            report(&connection, Error::Unrouted { client_type }).await;
             ControlFlow::Continue(())
         }));
     };
