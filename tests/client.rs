@@ -6,9 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use flexi_socket::{Error, FlexiSocket, Message, OutboxPolicy, Router};
+use flexi_socket::{Error, FlexiSocket, Message, OutboxPolicy, Reconnect, Router};
 use support::client::{client_router, quick_retries, server_router};
 use support::{Events, start, within};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 #[tokio::test]
@@ -141,6 +142,54 @@ async fn server_that_never_answers_times_out_the_request() {
         .await
         .unwrap_err();
     assert!(matches!(error, Error::RequestTimeout { .. }), "{error}");
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_request_still_waiting_when_the_client_closes_ends_with_client_closed() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let accepting = tokio::spawn(async move { silent.accept().await.unwrap().0 });
+    let client = within(
+        "connect",
+        FlexiSocket::client(addr).router(Router::new()).connect(),
+    )
+    .await
+    .unwrap();
+    let mut held = within("accept", accepting).await.unwrap();
+    // Far longer than `within` waits: only the close can end it in time.
+    let request = tokio::spawn({
+        let client = client.clone();
+        async move { client.request("anyone?", Duration::from_secs(600)).await }
+    });
+    let mut line = [0; 8];
+    within("the request", held.read_exact(&mut line))
+        .await
+        .unwrap();
+    assert_eq!(&line, b"anyone?\n");
+    within("close", client.close()).await;
+    let ended = within("the request to end", request).await.unwrap();
+    assert!(matches!(ended, Err(Error::ClientClosed)), "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_client_connection_without_traffic_closes_at_its_idle_timeout() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let accepting = tokio::spawn(async move { silent.accept().await.unwrap().0 });
+    let (events, mut log) = Events::new();
+    let client = within(
+        "connect",
+        FlexiSocket::client(addr)
+            .router(client_router(&events))
+            .reconnect(Reconnect::never())
+            .idle_timeout(Duration::from_millis(200))
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let _held = within("accept", accepting).await.unwrap();
+    assert_eq!(log.next().await, "client disconnected: idle timeout");
     client.close().await;
 }
 

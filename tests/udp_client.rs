@@ -262,6 +262,25 @@ async fn nothing_listening_times_out_and_reports_then_a_server_appears_on_the_po
 }
 
 #[tokio::test]
+async fn a_request_still_waiting_when_the_client_closes_ends_with_client_closed() {
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client = connect(FlexiSocket::udp_client(silent.local_addr().unwrap())).await;
+    // Far longer than `within` waits: only the close can end it in time.
+    let request = tokio::spawn({
+        let client = client.clone();
+        async move { client.request("anyone?", Duration::from_secs(600)).await }
+    });
+    let mut datagram = [0; 16];
+    let length = within("the request", silent.recv(&mut datagram))
+        .await
+        .unwrap();
+    assert_eq!(&datagram[..length], b"anyone?");
+    within("close", client.close()).await;
+    let ended = within("the request to end", request).await.unwrap();
+    assert!(matches!(ended, Err(Error::ClientClosed)), "{ended:?}");
+}
+
+#[tokio::test]
 async fn an_idle_timeout_ends_the_client() {
     let (server_events, _server_log) = Events::new();
     let running = server("127.0.0.1:0", &server_events).await;

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio_util::task::AbortOnDropHandle;
+
 use crate::connection::{Connection, DisconnectReason};
 use crate::limits::Limits;
 use crate::server::ServerContext;
@@ -182,15 +184,11 @@ pub(crate) async fn swept<T>(context: Arc<ServerContext>, future: impl Future<Ou
     if !context.deadlines.any() {
         return future.await;
     }
-    tokio::pin!(future);
-    let sweeper = sweep(context);
-    tokio::pin!(sweeper);
-    tokio::select! {
-        biased;
-        output = &mut future => output,
-        // The sweeper stops at shutdown; what it swept for still ends.
-        () = &mut sweeper => future.await,
-    }
+    // A task of its own: joined with `future` in one task, it would be
+    // polled at every wake-up of the connection, that is, for every message.
+    // It stops at shutdown by itself, and with `future` at the latest.
+    let _sweeper = AbortOnDropHandle::new(tokio::spawn(sweep(context)));
+    future.await
 }
 
 /// Why `connection` is to close now, if a deadline of its passed.

@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -315,8 +316,7 @@ impl Client {
         };
         let deadline = tokio::time::Instant::now() + patience;
         loop {
-            let room = self.shared.outbox_room.notified();
-            let connection = {
+            let next = {
                 let mut state = self.shared.lock();
                 if self.is_closed() {
                     return Err(Error::ClientClosed);
@@ -329,24 +329,26 @@ impl Client {
                     state.connection = None;
                 }
                 match &state.connection {
-                    Some(connection) => Some(connection.clone()),
+                    Some(connection) => Next::Send(connection.clone()),
                     None if state.outbox.len() < self.shared.outbox_capacity => {
                         state.outbox.push_back(message);
                         return Ok(());
                     }
-                    None => None,
+                    // Made under the lock: room made once it is released is not missed.
+                    None => Next::WaitForRoom(self.shared.outbox_room.notified()),
                 }
             };
-            if let Some(connection) = connection {
-                match connection.send(message.clone()).await {
+            let room = match next {
+                Next::Send(connection) => match connection.send(message.clone()).await {
                     // Lost the connection meanwhile: the outbox takes it.
                     Err(Error::ConnectionClosed { .. }) => {
                         self.forget(&connection);
                         continue;
                     }
                     sent => return sent,
-                }
-            }
+                },
+                Next::WaitForRoom(room) => room,
+            };
             if tokio::time::timeout_at(deadline, room).await.is_err() {
                 return Err(Error::NotConnected {
                     addr: self.shared.addr.clone(),
@@ -383,10 +385,9 @@ impl Client {
         timeout: Duration,
         is_reply: impl Fn(&Message) -> bool + Send + Sync + 'static,
     ) -> Result<Message> {
-        let closed = self.shared.context.shutdown.cancelled();
         self.shared
             .replies
-            .ask(Box::new(is_reply), timeout, self.send(message), closed)
+            .ask(Box::new(is_reply), timeout, self.send(message))
             .await
     }
 
@@ -429,6 +430,13 @@ impl Client {
             state.connection = None;
         }
     }
+}
+
+/// What [`Client::send`] does after looking at the client's state.
+enum Next<'a> {
+    Send(Connection),
+    /// The outbox is full: wait until a connection takes from it.
+    WaitForRoom(Notified<'a>),
 }
 
 impl fmt::Debug for Client {

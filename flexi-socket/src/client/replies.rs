@@ -20,6 +20,8 @@ pub(crate) struct Replies {
 struct Waiting {
     next_id: u64,
     list: Vec<Waiter>,
+    /// The client has ended: no reply will come to anyone.
+    closed: bool,
 }
 
 struct Waiter {
@@ -39,6 +41,10 @@ impl Replies {
     ) -> (u64, oneshot::Receiver<Message>) {
         let (reply, receiver) = oneshot::channel();
         let mut waiting = self.lock();
+        if waiting.closed {
+            // Dropping `reply` tells the receiver at once.
+            return (0, receiver);
+        }
         waiting.next_id += 1;
         let id = waiting.next_id;
         waiting.list.push(Waiter {
@@ -50,24 +56,20 @@ impl Replies {
     }
 
     /// Sends with `send` and waits for the first message `is_reply` accepts,
-    /// at most `timeout`, or until `closed` completes. The one request/reply
-    /// routine of TCP and UDP client modes.
+    /// at most `timeout`, or until the client ends ([`close`](Self::close)).
+    /// The one request/reply routine of TCP and UDP client modes.
     pub(crate) async fn ask(
         &self,
         is_reply: Box<dyn Fn(&Message) -> bool + Send + Sync>,
         timeout: Duration,
         send: impl Future<Output = Result<()>>,
-        closed: impl Future<Output = ()>,
     ) -> Result<Message> {
         // Waiting starts before sending, so a fast reply cannot slip past.
         let (waiter, reply) = self.wait(is_reply);
         let outcome = async {
             send.await?;
-            tokio::select! {
-                biased;
-                reply = reply => reply.map_err(|_| Error::ClientClosed),
-                () = closed => Err(Error::ClientClosed),
-            }
+            // The sender is dropped unanswered only when the client ends.
+            reply.await.map_err(|_| Error::ClientClosed)
         };
         let outcome = tokio::time::timeout(timeout, outcome)
             .await
@@ -77,6 +79,15 @@ impl Replies {
             self.cancel(waiter);
         }
         outcome
+    }
+
+    /// Ends every request waiting, and every later one, with
+    /// [`Error::ClientClosed`]: the client has ended. (One signal here, not a
+    /// shutdown future polled beside every request.)
+    pub(crate) fn close(&self) {
+        let mut waiting = self.lock();
+        waiting.closed = true;
+        waiting.list.clear();
     }
 
     pub(crate) fn cancel(&self, id: u64) {

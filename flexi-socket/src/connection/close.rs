@@ -4,16 +4,12 @@
 //! The connection's own task looks at it several times per message: whether
 //! it is closing is one atomic load, and its waker sits in a slot of its
 //! own (a short lock, not a `Notify` wait list), taken only when the waker
-//! there is not already this task's. Other tasks that wait for the close (a
-//! pending request) wait on a `Notify`, which costs more per poll but lets
-//! any number wait.
+//! there is not already this task's. Only that task waits on it.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
-
-use tokio::sync::Notify;
 
 use super::DisconnectReason;
 
@@ -37,8 +33,6 @@ pub(crate) struct CloseSignal {
     /// The data pointer of the waker in `driver` (null while there is none),
     /// so that a poll from the task whose waker is there skips the lock.
     registered: AtomicPtr<()>,
-    /// Everyone else.
-    others: Notify,
 }
 
 impl CloseSignal {
@@ -68,7 +62,6 @@ impl CloseSignal {
         if let Some(waker) = driver {
             waker.wake();
         }
-        self.others.notify_waiters();
     }
 
     pub(crate) fn reached(&self, stage: Stage) -> bool {
@@ -114,21 +107,6 @@ impl CloseSignal {
         }
     }
 
-    /// For tasks other than the connection's own: resolves once `stage` is
-    /// reached.
-    pub(crate) async fn reached_by(&self, stage: Stage) {
-        loop {
-            let notified = self.others.notified();
-            tokio::pin!(notified);
-            // Registered before looking, so an advance meanwhile is not missed.
-            notified.as_mut().enable();
-            if self.reached(stage) {
-                return;
-            }
-            notified.await;
-        }
-    }
-
     /// [`poll_reached`](Self::poll_reached) as a future.
     pub(crate) async fn reached_by_driver(&self, stage: Stage) {
         poll_fn(|cx| self.poll_reached(stage, cx)).await;
@@ -154,27 +132,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn both_kinds_of_waiters_wake() {
+    async fn the_driver_wakes_at_each_stage() {
         let signal = Arc::new(CloseSignal::default());
-        let driver = tokio::spawn({
+        let waiting_for = |stage| {
             let signal = Arc::clone(&signal);
-            async move { signal.reached_by_driver(Stage::Closing).await }
-        });
-        let other = tokio::spawn({
-            let signal = Arc::clone(&signal);
-            async move { signal.reached_by(Stage::Aborted).await }
-        });
-        tokio::task::yield_now().await;
+            tokio::spawn(async move { signal.reached_by_driver(stage).await })
+        };
+        let closing = waiting_for(Stage::Closing);
         signal.close(DisconnectReason::Closed);
-        tokio::time::timeout(Duration::from_secs(5), driver)
+        tokio::time::timeout(Duration::from_secs(5), closing)
             .await
             .expect("the driver wakes on close")
             .unwrap();
-        assert!(!other.is_finished(), "closing is not aborting");
+        assert!(!signal.reached(Stage::Aborted), "closing is not aborting");
+        let aborted = waiting_for(Stage::Aborted);
         signal.abort();
-        tokio::time::timeout(Duration::from_secs(5), other)
+        tokio::time::timeout(Duration::from_secs(5), aborted)
             .await
-            .expect("others wake on abort")
+            .expect("the driver wakes on abort")
             .unwrap();
     }
 }

@@ -115,6 +115,10 @@ impl ServerContext {
     /// close gracefully.
     pub(crate) fn begin_shutdown(&self) {
         self.shutdown.cancel();
+        // A client's requests still waiting: no reply will come now.
+        if let Some(replies) = &self.replies {
+            replies.close();
+        }
         for connection in self.connections.list() {
             connection.close_because(crate::DisconnectReason::Shutdown);
         }

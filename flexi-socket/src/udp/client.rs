@@ -248,6 +248,10 @@ async fn receive(socket: Arc<UdpSocket>, inbox: Inbox, max: usize, connection: C
             }
         }
     }
+    // Nothing more is received: requests still waiting get no reply.
+    if let Some(replies) = &connection.server().replies {
+        replies.close();
+    }
 }
 
 /// A running UDP client. Cheap to clone; every clone is the same client.
@@ -324,14 +328,9 @@ impl UdpClient {
         timeout: Duration,
         is_reply: impl Fn(&Message) -> bool + Send + Sync + 'static,
     ) -> Result<Message> {
-        let closed = self
-            .shared
-            .connection
-            .close_signal()
-            .reached_by(Stage::Closing);
         self.shared
             .replies
-            .ask(Box::new(is_reply), timeout, self.send(message), closed)
+            .ask(Box::new(is_reply), timeout, self.send(message))
             .await
     }
 
