@@ -255,6 +255,32 @@ async fn an_oversize_datagram_is_reported_and_not_delivered() {
 }
 
 #[tokio::test]
+async fn a_reply_too_long_to_send_is_reported_and_the_session_goes_on() {
+    let (events, mut log) = Events::new();
+    // A reply over the 65,507 bytes an IPv4 datagram holds: the send fails.
+    let router = Router::new().on_message(|conn: Connection, msg: String| async move {
+        let reply = if msg == "huge" {
+            "x".repeat(70_000)
+        } else {
+            format!("re:{msg}")
+        };
+        conn.send(reply).await
+    });
+    let running = start(server().router(observed(router, &events))).await;
+    let client = UdpClient::connect(running.addr).await;
+    client.send("huge").await;
+    let connect = log.next().await;
+    let id = connect.strip_prefix("connect ").unwrap();
+    let error = log.next().await;
+    assert!(
+        error.starts_with(&format!("error {id} I/O error:")) && error.contains("too long"),
+        "{error}"
+    );
+    assert_eq!(client.ask("next").await, "re:next");
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn a_panicking_handler_ends_only_its_session() {
     let (events, mut log) = Events::new();
     let router = Router::new().on_message(|conn: Connection, msg: String| async move {

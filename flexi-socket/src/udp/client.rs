@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio_util::task::TaskTracker;
 
-use super::session::{self, DatagramPeer, Inbound, Inbox, Refused};
+use super::inbox::{Inbox, Refused};
+use super::session::{self, DatagramPeer, Inbound};
 use super::{LARGEST_DATAGRAM, ReceiveErrors, UdpOptions, is_refusal};
 use crate::client::Replies;
 use crate::client_framing::ClientFraming;

@@ -27,10 +27,13 @@ use crate::server::{FlexiSocket, ServerBuilder, ServerContext, spawn_in};
 use crate::stats::Counters;
 
 mod client;
+mod failed_sends;
+mod inbox;
 mod session;
 
 pub use client::{UdpClient, UdpClientBuilder};
-use session::{DatagramPeer, Inbound, Inbox, Refused, SessionConfig};
+use inbox::{Inbox, Refused};
+use session::{DatagramPeer, Inbound, SessionConfig};
 
 /// The largest UDP payload there is (the length field's limit); receiving
 /// into a buffer longer than this sees every datagram whole.

@@ -10,15 +10,16 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
+use super::failed_sends::FailedSends;
+use super::inbox::{Datagrams, Inbox, inbox};
 use crate::connection::{Connection, DisconnectReason, Stage};
 use crate::dispatch::report;
 use crate::error::Error;
@@ -26,10 +27,6 @@ use crate::framing::{Decoded, Decoding, FrameDecoder};
 use crate::handler::HandlerSlot;
 use crate::outbound::{Frames, OutboundReceiver};
 use crate::pipeline::{classify_first_unit, on_connect, on_disconnect, on_frame, until_aborted};
-
-/// Failed sends waiting to be reported to on_error; beyond that they are
-/// only counted and logged.
-const SEND_ERRORS: usize = 16;
 
 /// One received datagram, as its session gets it.
 #[derive(Debug)]
@@ -58,7 +55,7 @@ impl Inbound {
     }
 
     /// Whether this came from the peer, which keeps its session alive.
-    fn is_from_peer(&self) -> bool {
+    pub(super) fn is_from_peer(&self) -> bool {
         !matches!(self, Inbound::Failed(_))
     }
 }
@@ -106,46 +103,6 @@ pub(crate) struct SessionConfig {
     pub(crate) framed: bool,
 }
 
-/// The receiving side's end of a session: offers datagrams without waiting.
-#[derive(Debug)]
-pub(crate) struct Inbox {
-    id: u64,
-    datagrams: mpsc::Sender<Inbound>,
-    dropped: Arc<AtomicU64>,
-}
-
-/// Why an inbox did not take a datagram.
-#[derive(Debug)]
-pub(crate) enum Refused {
-    /// The inbox is full: the datagram was dropped, and the session will
-    /// report it to on_error.
-    Full,
-    /// The session has ended or is ending; the datagram is handed back.
-    Ended(Inbound),
-}
-
-impl Inbox {
-    /// The id of the session's connection.
-    pub(crate) fn id(&self) -> u64 {
-        self.id
-    }
-
-    pub(crate) fn offer(&self, inbound: Inbound) -> Result<(), Refused> {
-        self.datagrams
-            .try_send(inbound)
-            .map_err(|refused| match refused {
-                TrySendError::Full(inbound) => {
-                    // Only datagrams count as dropped; the caller logs a lost error.
-                    if inbound.is_from_peer() {
-                        self.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Refused::Full
-                }
-                TrySendError::Closed(inbound) => Refused::Ended(inbound),
-            })
-    }
-}
-
 /// Opens the session of `connection`: the inbox that feeds it, and the
 /// future that serves it until it ends (spawn it). The session ends when
 /// the connection is closed (by `close()`, a panic, the server's shutdown)
@@ -156,18 +113,11 @@ pub(crate) fn open(
     peer: DatagramPeer,
     config: SessionConfig,
 ) -> (Inbox, impl Future<Output = ()> + Send + 'static) {
-    let (sender, receiver) = mpsc::channel(config.inbox);
-    let dropped = Arc::new(AtomicU64::new(0));
-    let inbox = Inbox {
-        id: connection.id(),
-        datagrams: sender,
-        dropped: Arc::clone(&dropped),
-    };
+    let (inbox, datagrams) = inbox(connection.id(), config.inbox);
     let session = Session {
         connection,
         slot: HandlerSlot::default(),
-        datagrams: receiver,
-        dropped,
+        datagrams,
         config,
     };
     (inbox, run(session, outbound, peer))
@@ -177,9 +127,7 @@ struct Session {
     connection: Connection,
     /// The on_message handler's future, reused from one datagram to the next.
     slot: HandlerSlot,
-    datagrams: mpsc::Receiver<Inbound>,
-    /// Datagrams dropped at a full inbox and not yet reported.
-    dropped: Arc<AtomicU64>,
+    datagrams: Datagrams,
     config: SessionConfig,
 }
 
@@ -197,18 +145,18 @@ async fn serve(
     disconnected: &AtomicBool,
 ) {
     let (finish, finish_signal) = oneshot::channel();
-    let (failed_sends, mut send_errors) = mpsc::channel(SEND_ERRORS);
+    let failed = FailedSends::default();
     let writing = write_loop(
         session.connection.clone(),
         peer,
         outbound,
         finish_signal,
-        failed_sends,
+        &failed,
     );
     let handling = async {
         let connection = session.connection.clone();
         let reason = match on_connect(&connection).await {
-            ControlFlow::Continue(()) => session.handle_until_closed(&mut send_errors).await,
+            ControlFlow::Continue(()) => session.handle_until_closed(&failed).await,
             ControlFlow::Break(reason) => reason,
         };
         // From here on the connection reports itself closing and the peer's
@@ -216,8 +164,8 @@ async fn serve(
         connection.close_because(reason.clone());
         session.datagrams.close();
         session.report_dropped().await;
-        send_errors.close();
-        while let Some(error) = send_errors.recv().await {
+        failed.close();
+        while let Some(error) = failed.take() {
             report(&connection, Error::Io(error)).await;
         }
         tracing::debug!(%reason, "session ends");
@@ -233,10 +181,7 @@ async fn serve(
 impl Session {
     /// Handles datagrams until the connection closes or idles out, then the
     /// datagrams already received: nothing accepted into the inbox is lost.
-    async fn handle_until_closed(
-        &mut self,
-        send_errors: &mut mpsc::Receiver<io::Error>,
-    ) -> DisconnectReason {
+    async fn handle_until_closed(&mut self, failed: &FailedSends) -> DisconnectReason {
         let connection = self.connection.clone();
         // Made once, not per datagram. The session's task is the connection's own.
         let closed = connection.close_signal().reached_by_driver(Stage::Closing);
@@ -248,7 +193,7 @@ impl Session {
             tokio::select! {
                 biased;
                 () = &mut closed => break,
-                Some(error) = send_errors.recv() => report(&connection, Error::Io(error)).await,
+                error = failed.next() => report(&connection, Error::Io(error)).await,
                 inbound = self.datagrams.recv() => {
                     // No sender left: whoever received for this session stopped.
                     let Some(inbound) = inbound else { break };
@@ -307,7 +252,7 @@ impl Session {
 
     /// Tells on_error about datagrams dropped at the full inbox since the last time.
     async fn report_dropped(&mut self) {
-        let count = self.dropped.swap(0, Ordering::Relaxed);
+        let count = self.datagrams.take_dropped();
         if count > 0 {
             let capacity = self.config.inbox;
             report(
@@ -395,7 +340,7 @@ async fn write_loop(
     peer: DatagramPeer,
     mut outbound: OutboundReceiver,
     mut finish: oneshot::Receiver<bool>,
-    failed: mpsc::Sender<io::Error>,
+    failed: &FailedSends,
 ) {
     let mut frames = Frames::default();
     let flush = loop {
@@ -405,7 +350,7 @@ async fn write_loop(
                 if !more {
                     break true;
                 }
-                send(&connection, &peer, &outbound, &mut frames, &failed).await;
+                send(&connection, &peer, &outbound, &mut frames, failed).await;
             }
             flush = &mut finish => break flush.unwrap_or(true),
         }
@@ -418,7 +363,7 @@ async fn write_loop(
     let flush_timeout = connection.server().limits.shutdown_timeout;
     let sending = async {
         while outbound.take(&mut frames).await {
-            send(&connection, &peer, &outbound, &mut frames, &failed).await;
+            send(&connection, &peer, &outbound, &mut frames, failed).await;
         }
     };
     if tokio::time::timeout(flush_timeout, sending).await.is_err() {
@@ -432,33 +377,31 @@ async fn send(
     peer: &DatagramPeer,
     outbound: &OutboundReceiver,
     frames: &mut Frames,
-    failed: &mpsc::Sender<io::Error>,
+    failed: &FailedSends,
 ) {
+    let mut any_failed = false;
     for frame in frames.datagrams() {
         let mut sent = peer.send(frame).await;
         if let Err(error) = sent {
             sent = if super::is_refusal(&error) {
                 // A refusal here is the ICMP answer to an earlier datagram, left
                 // on the socket; this one was not sent, so it gets one more try.
-                pass_on(connection, failed, error);
+                failed.record(connection, error);
+                any_failed = true;
                 peer.send(frame).await
             } else {
                 Err(error)
             };
         }
         if let Err(error) = sent {
-            pass_on(connection, failed, error);
+            failed.record(connection, error);
+            any_failed = true;
         }
     }
     outbound.written(frames);
-}
-
-/// Hands a failed send to the handling side for on_error; beyond what it
-/// keeps, the failure is only counted and logged.
-fn pass_on(connection: &Connection, failed: &mpsc::Sender<io::Error>, error: io::Error) {
-    if let Err(TrySendError::Full(error) | TrySendError::Closed(error)) = failed.try_send(error) {
-        tracing::warn!(%error, "sending a datagram failed");
-        connection.server().counters.count_error(&Error::Io(error));
+    if any_failed {
+        // The handling side, in this task, reports them on the task's next turn.
+        tokio::task::yield_now().await;
     }
 }
 
