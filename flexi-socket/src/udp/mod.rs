@@ -9,6 +9,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -344,30 +345,53 @@ impl Receiver<'_> {
 /// connection limits until it has left this table, so the table is bounded
 /// by `max_connections`.
 #[derive(Clone, Default)]
-struct Sessions(Arc<Mutex<HashMap<SocketAddr, Inbox>>>);
+struct Sessions(Arc<Mutex<HashMap<Peer, Inbox>>>);
 
 impl Sessions {
-    fn lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, Inbox>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Peer, Inbox>> {
         // Inserts and removes cannot leave the map half-updated when a panic poisons it.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn offer(&self, peer: SocketAddr, inbound: Inbound) -> Result<(), Refused> {
-        match self.lock().get(&peer) {
+        match self.lock().get(&Peer(peer)) {
             Some(inbox) => inbox.offer(inbound),
             None => Err(Refused::Ended(inbound)),
         }
     }
 
     fn insert(&self, peer: SocketAddr, inbox: Inbox) {
-        self.lock().insert(peer, inbox);
+        self.lock().insert(Peer(peer), inbox);
     }
 
     /// Removes the session `id` of `peer`, unless a newer one took its place.
     fn remove(&self, peer: SocketAddr, id: u64) {
         let mut sessions = self.lock();
+        let peer = Peer(peer);
         if sessions.get(&peer).is_some_and(|inbox| inbox.id() == id) {
             sessions.remove(&peer);
+        }
+    }
+}
+
+/// A peer's address as the key of its session, hashed in one or two
+/// writes: `SocketAddr`'s own `Hash` feeds the (keyed, flood-resistant)
+/// hasher field by field, about 230 instructions per datagram against 160.
+/// Equal addresses hash alike, as `Eq` needs; the IPv6 flow label and
+/// scope, left out of the hash, still tell addresses apart in `Eq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Peer(SocketAddr);
+
+impl Hash for Peer {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self.0 {
+            SocketAddr::V4(addr) => {
+                state.write_u64(u64::from(addr.ip().to_bits()) << 16 | u64::from(addr.port()));
+            }
+            SocketAddr::V6(addr) => {
+                state.write_u128(addr.ip().to_bits());
+                state.write_u16(addr.port());
+            }
         }
     }
 }
