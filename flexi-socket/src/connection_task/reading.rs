@@ -216,8 +216,19 @@ impl Reading {
         activity.handling(true);
         let buffered = self.buffer.len();
         loop {
-            let decoder = self.decoder.as_mut().expect("the decoder is back");
-            let frame = match decoder.current().decode(&mut self.buffer) {
+            let decoder = self
+                .decoder
+                .as_mut()
+                .expect("the decoder is back")
+                .current();
+            // Most reads end on a frame boundary: the call that would find
+            // nothing in the empty buffer is skipped where it surely would.
+            let decoded = if self.buffer.is_empty() && decoder.needs_bytes() {
+                Ok(None)
+            } else {
+                decoder.decode(&mut self.buffer)
+            };
+            let frame = match decoded {
                 Ok(Some(Decoded::Frame(frame))) => frame,
                 Ok(None) => {
                     activity.handling(false);

@@ -142,6 +142,14 @@ impl FrameDecoder {
         }
     }
 
+    /// Whether [`decode`](Self::decode) surely makes nothing of an empty
+    /// buffer, whatever its state: true of every built-in codec (the
+    /// property tests in `framing::tests` check it on every framing), not
+    /// known of a custom one.
+    pub(crate) fn needs_bytes(&self) -> bool {
+        matches!(self.0, DecoderKind::Builtin(_))
+    }
+
     /// The next item once the peer closed its side; call until `Ok(None)`.
     ///
     /// An unfinished frame is reported once as [`Error::FrameTruncated`], not

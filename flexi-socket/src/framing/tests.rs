@@ -270,6 +270,15 @@ fn run(framing: &Framing, chunks: &[&[u8]], bound: usize) -> Vec<Outcome> {
     for chunk in chunks {
         buf.extend_from_slice(chunk);
         loop {
+            if buf.is_empty() && decoder.needs_bytes() {
+                // The reader skips this call (`FrameDecoder::needs_bytes`).
+                let decoded = decoder.decode(&mut buf).map(|d| d.map(Outcome::from));
+                assert!(
+                    matches!(decoded, Ok(None)),
+                    "{framing:?} made {decoded:?} of no bytes"
+                );
+                break;
+            }
             match decoder.decode(&mut buf) {
                 Ok(Some(decoded)) => outcomes.push(decoded.into()),
                 Ok(None) => break,
