@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 use crate::connection::{Connection, DisconnectReason};
 use crate::limits::Limits;
@@ -187,7 +188,7 @@ pub(crate) async fn swept<T>(context: Arc<ServerContext>, future: impl Future<Ou
     // A task of its own: joined with `future` in one task, it would be
     // polled at every wake-up of the connection, that is, for every message.
     // It stops at shutdown by itself, and with `future` at the latest.
-    let _sweeper = AbortOnDropHandle::new(tokio::spawn(sweep(context)));
+    let _sweeper = AbortOnDropHandle::new(tokio::spawn(sweep(context).in_current_span()));
     future.await
 }
 

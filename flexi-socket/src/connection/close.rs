@@ -116,7 +116,8 @@ impl CloseSignal {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
 
     use super::*;
 
@@ -131,25 +132,35 @@ mod tests {
         assert!(signal.reached(Stage::Aborted));
     }
 
-    #[tokio::test]
-    async fn the_driver_wakes_at_each_stage() {
-        let signal = Arc::new(CloseSignal::default());
-        let waiting_for = |stage| {
-            let signal = Arc::clone(&signal);
-            tokio::spawn(async move { signal.reached_by_driver(stage).await })
-        };
-        let closing = waiting_for(Stage::Closing);
+    /// A waker that counts its wake-ups.
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_driver_waiting_is_woken_at_each_stage() {
+        let signal = CloseSignal::default();
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        let woken = || counter.0.load(Ordering::SeqCst);
+
+        assert!(signal.poll_reached(Stage::Closing, &mut cx).is_pending());
+        // Polled again by the same task: still waiting, still registered.
+        assert!(signal.poll_reached(Stage::Closing, &mut cx).is_pending());
         signal.close(DisconnectReason::Closed);
-        tokio::time::timeout(Duration::from_secs(5), closing)
-            .await
-            .expect("the driver wakes on close")
-            .unwrap();
-        assert!(!signal.reached(Stage::Aborted), "closing is not aborting");
-        let aborted = waiting_for(Stage::Aborted);
+        assert_eq!(woken(), 1, "woken on close");
+        assert!(signal.poll_reached(Stage::Closing, &mut cx).is_ready());
+
+        assert!(signal.poll_reached(Stage::Aborted, &mut cx).is_pending());
+        signal.close(DisconnectReason::IdleTimeout);
+        assert_eq!(woken(), 1, "closing again is no news");
         signal.abort();
-        tokio::time::timeout(Duration::from_secs(5), aborted)
-            .await
-            .expect("the driver wakes on abort")
-            .unwrap();
+        assert_eq!(woken(), 2, "woken on abort");
+        assert!(signal.poll_reached(Stage::Aborted, &mut cx).is_ready());
     }
 }

@@ -221,9 +221,9 @@ impl Reading {
                 .as_mut()
                 .expect("the decoder is back")
                 .current();
-            // Most reads end on a frame boundary: the call that would find
-            // nothing in the empty buffer is skipped where it surely would.
-            let decoded = if self.buffer.is_empty() && decoder.needs_bytes() {
+            // Most reads end on a frame boundary, and a built-in codec
+            // makes nothing of an empty buffer: no need to ask it.
+            let decoded = if self.buffer.is_empty() && decoder.decodes_nothing_from_empty() {
                 Ok(None)
             } else {
                 decoder.decode(&mut self.buffer)

@@ -142,11 +142,12 @@ impl FrameDecoder {
         }
     }
 
-    /// Whether [`decode`](Self::decode) surely makes nothing of an empty
-    /// buffer, whatever its state: true of every built-in codec (the
+    /// Whether [`decode`](Self::decode) of an empty buffer surely returns
+    /// `Ok(None)` and leaves the decoder as it was, whatever its state, so
+    /// that the call can be skipped: true of every built-in codec (the
     /// property tests in `framing::tests` check it on every framing), not
     /// known of a custom one.
-    pub(crate) fn needs_bytes(&self) -> bool {
+    pub(crate) fn decodes_nothing_from_empty(&self) -> bool {
         matches!(self.0, DecoderKind::Builtin(_))
     }
 

@@ -270,12 +270,18 @@ fn run(framing: &Framing, chunks: &[&[u8]], bound: usize) -> Vec<Outcome> {
     for chunk in chunks {
         buf.extend_from_slice(chunk);
         loop {
-            if buf.is_empty() && decoder.needs_bytes() {
-                // The reader skips this call (`FrameDecoder::needs_bytes`).
+            if buf.is_empty() && decoder.decodes_nothing_from_empty() {
+                // The reader skips this call: it must make nothing and change nothing.
+                let before = format!("{decoder:?}");
                 let decoded = decoder.decode(&mut buf).map(|d| d.map(Outcome::from));
                 assert!(
                     matches!(decoded, Ok(None)),
                     "{framing:?} made {decoded:?} of no bytes"
+                );
+                assert_eq!(
+                    before,
+                    format!("{decoder:?}"),
+                    "{framing:?} changed on no bytes"
                 );
                 break;
             }

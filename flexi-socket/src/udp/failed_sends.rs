@@ -40,9 +40,9 @@ impl FailedSends {
     }
 
     /// Keeps `error` for on_error, or, beyond what is kept or once closed,
-    /// counts and logs it. The caller, the writer, then yields (see the
-    /// module's comment).
-    pub(super) fn record(&self, connection: &Connection, error: io::Error) {
+    /// counts and logs it. `true` when kept: the caller, the writer, then
+    /// yields (see the module's comment).
+    pub(super) fn record(&self, connection: &Connection, error: io::Error) -> bool {
         let unkept = {
             let mut state = self.lock();
             if state.closed || state.errors.len() >= KEPT {
@@ -53,9 +53,13 @@ impl FailedSends {
                 None
             }
         };
-        if let Some(error) = unkept {
-            tracing::warn!(%error, "sending a datagram failed");
-            connection.server().counters.count_error(&Error::Io(error));
+        match unkept {
+            Some(error) => {
+                tracing::warn!(%error, "sending a datagram failed");
+                connection.server().counters.count_error(&Error::Io(error));
+                false
+            }
+            None => true,
         }
     }
 

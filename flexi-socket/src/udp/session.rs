@@ -175,6 +175,8 @@ async fn serve(
         let flush = reason != DisconnectReason::SlowConsumer;
         let _ = finish.send(flush);
     };
+    // One task for both: the writer's failed sends reach the handling side
+    // on the task's next turn, without a waker of their own (failed_sends.rs).
     tokio::join!(handling, writing);
 }
 
@@ -379,27 +381,25 @@ async fn send(
     frames: &mut Frames,
     failed: &FailedSends,
 ) {
-    let mut any_failed = false;
+    let mut kept_any = false;
     for frame in frames.datagrams() {
         let mut sent = peer.send(frame).await;
         if let Err(error) = sent {
             sent = if super::is_refusal(&error) {
                 // A refusal here is the ICMP answer to an earlier datagram, left
                 // on the socket; this one was not sent, so it gets one more try.
-                failed.record(connection, error);
-                any_failed = true;
+                kept_any |= failed.record(connection, error);
                 peer.send(frame).await
             } else {
                 Err(error)
             };
         }
         if let Err(error) = sent {
-            failed.record(connection, error);
-            any_failed = true;
+            kept_any |= failed.record(connection, error);
         }
     }
     outbound.written(frames);
-    if any_failed {
+    if kept_any {
         // The handling side, in this task, reports them on the task's next turn.
         tokio::task::yield_now().await;
     }
