@@ -31,6 +31,22 @@ impl Message {
         }
     }
 
+    /// The message, copied if it is short enough to copy cheaply (up to
+    /// 512 bytes), so that it does not hold on to the buffer it was cut
+    /// from. For messages that leave the connection's task to be kept
+    /// elsewhere: a kept slice pins the whole read buffer, kilobytes, and
+    /// the next read has to allocate a new one.
+    pub(crate) fn detached(self) -> Self {
+        const COPIED_UP_TO: usize = 512;
+        if self.bytes.len() <= COPIED_UP_TO {
+            Self {
+                bytes: Bytes::copy_from_slice(&self.bytes),
+            }
+        } else {
+            self
+        }
+    }
+
     /// The message's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes

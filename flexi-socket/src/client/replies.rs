@@ -102,8 +102,10 @@ impl Replies {
             return Some(message);
         };
         let waiter = waiting.list.remove(index);
+        // The caller keeps its reply as long as it likes, in its own task.
+        let reply = message.detached();
         // If the requester gave up just now, the message is nobody's reply.
-        waiter.reply.send(message).err()
+        waiter.reply.send(reply).err()
     }
 }
 
@@ -112,5 +114,54 @@ impl fmt::Debug for Replies {
         f.debug_struct("Replies")
             .field("waiting", &self.lock().list.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use tokio::sync::oneshot::error::TryRecvError;
+
+    use super::*;
+
+    #[test]
+    fn a_short_reply_reaches_its_request_without_the_read_buffer() {
+        let replies = Replies::default();
+        let (_, mut short_reply) = replies.wait(Box::new(|_| true));
+        let (_, mut long_reply) = replies.wait(Box::new(|_| true));
+        let read_buffer = Bytes::from(vec![b'x'; 8192]);
+        let short = Message::new(read_buffer.slice(..32));
+        let long = Message::new(read_buffer.slice(..1024));
+        assert_eq!(replies.offer(short.clone()), None);
+        assert_eq!(replies.offer(long.clone()), None);
+
+        let got = short_reply.try_recv().unwrap();
+        assert_eq!(got, short);
+        assert_ne!(got.as_bytes().as_ptr(), short.as_bytes().as_ptr(), "copied");
+        // A long one is worth sharing: the buffer is mostly its own.
+        let got = long_reply.try_recv().unwrap();
+        assert_eq!(got.as_bytes().as_ptr(), long.as_bytes().as_ptr());
+    }
+
+    #[test]
+    fn after_close_requests_end_at_once() {
+        let replies = Replies::default();
+        let (_, mut waiting) = replies.wait(Box::new(|_| true));
+        replies.close();
+        assert_eq!(
+            waiting.try_recv(),
+            Err(TryRecvError::Closed),
+            "the waiting request ends"
+        );
+        let (_, mut later) = replies.wait(Box::new(|_| true));
+        assert_eq!(
+            later.try_recv(),
+            Err(TryRecvError::Closed),
+            "a later one ends at once"
+        );
+        assert_eq!(
+            replies.offer(Message::from("late")),
+            Some(Message::from("late"))
+        );
     }
 }
