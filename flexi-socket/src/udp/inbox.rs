@@ -1,7 +1,8 @@
 //! A session's inbox: the bounded queue between whoever receives a peer's
 //! datagrams (the server's receive loop, a client's receive loop) and the
-//! session that handles them. Offering never waits: a full inbox drops the
-//! datagram and counts it, for the session to report.
+//! session that handles them; the session's writer puts its failed sends
+//! in it too. Offering never waits: a full inbox drops the datagram and
+//! counts it, for the session to report.
 //!
 //! A short lock around a `VecDeque` and the session's waker: one lock on
 //! each side per datagram. (A tokio channel cost some 800 instructions per
@@ -9,11 +10,14 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use super::session::Inbound;
+use crate::connection::Connection;
+use crate::error::Error;
 
 /// Opens the inbox of session `id`, which holds at most `capacity`
 /// datagrams: the receiving side's end and the session's end.
@@ -87,17 +91,34 @@ impl Inbox {
     }
 
     pub(crate) fn offer(&self, inbound: Inbound) -> Result<(), Refused> {
-        let session = {
-            let mut state = self.shared.lock();
-            if state.closed {
-                return Err(Refused::Ended(inbound));
+        self.shared.push(inbound).map_err(|rejected| {
+            if rejected.ended {
+                return Refused::Ended(rejected.inbound);
             }
-            if state.waiting.len() >= self.shared.capacity {
-                // Only datagrams count as dropped; the caller logs a lost error.
-                if inbound.is_from_peer() {
-                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                return Err(Refused::Full);
+            // Only datagrams count as dropped; the caller logs a lost error.
+            if rejected.inbound.is_from_peer() {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Refused::Full
+        })
+    }
+}
+
+/// What [`Shared::push`] did not queue, and why.
+struct Rejected {
+    inbound: Inbound,
+    /// The session takes no more; otherwise the inbox is full.
+    ended: bool,
+}
+
+impl Shared {
+    /// Queues `inbound` and wakes the session.
+    fn push(&self, inbound: Inbound) -> Result<(), Rejected> {
+        let session = {
+            let mut state = self.lock();
+            if state.closed || state.waiting.len() >= self.capacity {
+                let ended = state.closed;
+                return Err(Rejected { inbound, ended });
             }
             state.waiting.push_back(inbound);
             state.session.take()
@@ -107,6 +128,30 @@ impl Inbox {
             session.wake();
         }
         Ok(())
+    }
+}
+
+/// The session's own way into its inbox, for its failed sends: reported
+/// to on_error in order with the datagrams, by the same code as a failed
+/// receive. Unlike the [`Inbox`], it is not the receiving side: dropping
+/// it abandons nothing.
+#[derive(Debug)]
+pub(crate) struct SendFailures {
+    shared: Arc<Shared>,
+}
+
+impl SendFailures {
+    /// Queues `error` for on_error; when the inbox is full or the session
+    /// ends, the failure is only counted and logged.
+    pub(crate) fn offer(&self, connection: &Connection, error: io::Error) {
+        if let Err(Rejected {
+            inbound: Inbound::Failed(error),
+            ..
+        }) = self.shared.push(Inbound::Failed(error))
+        {
+            tracing::warn!(%error, "sending a datagram failed");
+            connection.server().counters.count_error(&Error::Io(error));
+        }
     }
 }
 
@@ -126,7 +171,7 @@ impl Drop for Inbox {
 impl Datagrams {
     /// The next datagram; `None` once the inbox is empty and closed, or
     /// empty and abandoned by the receiving side.
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
         let mut state = self.shared.lock();
         if let Some(inbound) = state.waiting.pop_front() {
             return Poll::Ready(Some(inbound));
@@ -143,6 +188,13 @@ impl Datagrams {
 
     pub(crate) async fn recv(&mut self) -> Option<Inbound> {
         poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Where the session's writer puts its failed sends.
+    pub(crate) fn send_failures(&self) -> SendFailures {
+        SendFailures {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Takes no more datagrams; those already in are still received.

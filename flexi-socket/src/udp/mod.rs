@@ -28,7 +28,6 @@ use crate::server::{FlexiSocket, ServerBuilder, ServerContext, spawn_in};
 use crate::stats::Counters;
 
 mod client;
-mod failed_sends;
 mod inbox;
 mod session;
 

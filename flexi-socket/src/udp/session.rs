@@ -18,8 +18,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use super::failed_sends::FailedSends;
-use super::inbox::{Datagrams, Inbox, inbox};
+use super::inbox::{Datagrams, Inbox, SendFailures, inbox};
 use crate::connection::{Connection, DisconnectReason, Stage};
 use crate::dispatch::report;
 use crate::error::Error;
@@ -35,8 +34,9 @@ pub(crate) enum Inbound {
     Datagram(Bytes),
     /// A datagram over the limit, of which only the length is kept.
     TooLarge { length: usize, max: usize },
-    /// Receiving failed: on a client's connected socket, typically the ICMP
-    /// refusal of an earlier datagram (nothing listens at the server's port).
+    /// Receiving failed (on a client's connected socket, typically the ICMP
+    /// refusal of an earlier datagram: nothing listens at the server's
+    /// port), or sending a reply did.
     Failed(io::Error),
 }
 
@@ -145,18 +145,17 @@ async fn serve(
     disconnected: &AtomicBool,
 ) {
     let (finish, finish_signal) = oneshot::channel();
-    let failed = FailedSends::default();
     let writing = write_loop(
         session.connection.clone(),
         peer,
         outbound,
         finish_signal,
-        &failed,
+        session.datagrams.send_failures(),
     );
     let handling = async {
         let connection = session.connection.clone();
         let reason = match on_connect(&connection).await {
-            ControlFlow::Continue(()) => session.handle_until_closed(&failed).await,
+            ControlFlow::Continue(()) => session.handle_until_closed().await,
             ControlFlow::Break(reason) => reason,
         };
         // From here on the connection reports itself closing and the peer's
@@ -164,10 +163,6 @@ async fn serve(
         connection.close_because(reason.clone());
         session.datagrams.close();
         session.report_dropped().await;
-        failed.close();
-        while let Some(error) = failed.take() {
-            report(&connection, Error::Io(error)).await;
-        }
         tracing::debug!(%reason, "session ends");
         // Before, not after: a cut in the middle of it does not run it again.
         disconnected.store(true, Ordering::Relaxed);
@@ -175,15 +170,13 @@ async fn serve(
         let flush = reason != DisconnectReason::SlowConsumer;
         let _ = finish.send(flush);
     };
-    // One task for both: the writer's failed sends reach the handling side
-    // on the task's next turn, without a waker of their own (failed_sends.rs).
     tokio::join!(handling, writing);
 }
 
 impl Session {
     /// Handles datagrams until the connection closes or idles out, then the
     /// datagrams already received: nothing accepted into the inbox is lost.
-    async fn handle_until_closed(&mut self, failed: &FailedSends) -> DisconnectReason {
+    async fn handle_until_closed(&mut self) -> DisconnectReason {
         let connection = self.connection.clone();
         // Made once, not per datagram. The session's task is the connection's own.
         let closed = connection.close_signal().reached_by_driver(Stage::Closing);
@@ -195,7 +188,6 @@ impl Session {
             tokio::select! {
                 biased;
                 () = &mut closed => break,
-                error = failed.next() => report(&connection, Error::Io(error)).await,
                 inbound = self.datagrams.recv() => {
                     // No sender left: whoever received for this session stopped.
                     let Some(inbound) = inbound else { break };
@@ -335,14 +327,14 @@ fn decode(decoder: &mut FrameDecoder, buffer: &mut BytesMut, at_end: bool) -> De
 
 /// Sends queued replies, one datagram each, until told to finish; then
 /// sends the rest (bounded by the shutdown timeout) unless told to abandon
-/// them. A failed send is passed to the handling side for on_error and the
-/// session goes on: one refused datagram is no reason to end it.
+/// them. A failed send goes to the handling side (the inbox) for on_error,
+/// and the session goes on: one refused datagram is no reason to end it.
 async fn write_loop(
     connection: Connection,
     peer: DatagramPeer,
     mut outbound: OutboundReceiver,
     mut finish: oneshot::Receiver<bool>,
-    failed: &FailedSends,
+    failures: SendFailures,
 ) {
     let mut frames = Frames::default();
     let flush = loop {
@@ -352,7 +344,7 @@ async fn write_loop(
                 if !more {
                     break true;
                 }
-                send(&connection, &peer, &outbound, &mut frames, failed).await;
+                send(&connection, &peer, &outbound, &mut frames, &failures).await;
             }
             flush = &mut finish => break flush.unwrap_or(true),
         }
@@ -365,7 +357,7 @@ async fn write_loop(
     let flush_timeout = connection.server().limits.shutdown_timeout;
     let sending = async {
         while outbound.take(&mut frames).await {
-            send(&connection, &peer, &outbound, &mut frames, failed).await;
+            send(&connection, &peer, &outbound, &mut frames, &failures).await;
         }
     };
     if tokio::time::timeout(flush_timeout, sending).await.is_err() {
@@ -379,30 +371,25 @@ async fn send(
     peer: &DatagramPeer,
     outbound: &OutboundReceiver,
     frames: &mut Frames,
-    failed: &FailedSends,
+    failures: &SendFailures,
 ) {
-    let mut kept_any = false;
     for frame in frames.datagrams() {
         let mut sent = peer.send(frame).await;
         if let Err(error) = sent {
             sent = if super::is_refusal(&error) {
                 // A refusal here is the ICMP answer to an earlier datagram, left
                 // on the socket; this one was not sent, so it gets one more try.
-                kept_any |= failed.record(connection, error);
+                failures.offer(connection, error);
                 peer.send(frame).await
             } else {
                 Err(error)
             };
         }
         if let Err(error) = sent {
-            kept_any |= failed.record(connection, error);
+            failures.offer(connection, error);
         }
     }
     outbound.written(frames);
-    if kept_any {
-        // The handling side, in this task, reports them on the task's next turn.
-        tokio::task::yield_now().await;
-    }
 }
 
 /// A timer armed far in the future, to be passed to [`wait_for`].
