@@ -170,7 +170,9 @@ async fn serve(
         let flush = reason != DisconnectReason::SlowConsumer;
         let _ = finish.send(flush);
     };
-    tokio::join!(handling, writing);
+    // Biased: the writer is polled right after every poll of the handlers,
+    // so their sends need not wake this task (see `outbound::Queue`).
+    tokio::join!(biased; handling, writing);
 }
 
 impl Session {
@@ -336,6 +338,8 @@ async fn write_loop(
     mut finish: oneshot::Receiver<bool>,
     failures: SendFailures,
 ) {
+    // Here, in the session's own task, which polls this after its handlers.
+    outbound.polled_after_senders_in_this_task();
     let mut frames = Frames::default();
     let flush = loop {
         tokio::select! {
