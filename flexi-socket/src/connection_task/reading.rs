@@ -216,19 +216,8 @@ impl Reading {
         activity.handling(true);
         let buffered = self.buffer.len();
         loop {
-            let decoder = self
-                .decoder
-                .as_mut()
-                .expect("the decoder is back")
-                .current();
-            // Most reads end on a frame boundary, and a built-in codec
-            // makes nothing of an empty buffer: no need to ask it.
-            let decoded = if self.buffer.is_empty() && decoder.decodes_nothing_from_empty() {
-                Ok(None)
-            } else {
-                decoder.decode(&mut self.buffer)
-            };
-            let frame = match decoded {
+            let decoder = self.decoder.as_mut().expect("the decoder is back");
+            let frame = match decoder.current().decode(&mut self.buffer) {
                 Ok(Some(Decoded::Frame(frame))) => frame,
                 Ok(None) => {
                     activity.handling(false);
