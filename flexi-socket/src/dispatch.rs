@@ -25,21 +25,19 @@ pub(crate) fn invoke<'a>(
     context: EventContext,
     slot: &'a mut HandlerSlot,
 ) -> Invocation<'a> {
-    let timeout = connection.server().limits.handler_timeout;
+    if runs_in_slot(connection, handler) {
+        let call = start(handler, context, slot);
+        return Invocation { handler, call };
+    }
     let call = if handler.blocking {
         Call::Elsewhere(Box::pin(run_blocking(handler, context)))
     } else {
         start(handler, context, slot)
     };
-    let call = match timeout {
+    let call = match connection.server().limits.handler_timeout {
         Some(after) => Call::Elsewhere(Box::pin(within(after, handler, call))),
         None => call,
     };
-    debug_assert_eq!(
-        runs_in_slot(connection, handler),
-        !matches!(call, Call::Elsewhere(_)),
-        "runs_in_slot says where invoke puts a call"
-    );
     Invocation { handler, call }
 }
 
@@ -87,10 +85,20 @@ enum Call<'a> {
 /// Starts the handler's future in `slot`. That runs user code too: a
 /// hand-written closure may panic before returning its future.
 fn start<'a>(handler: &Handler, context: EventContext, slot: &'a mut HandlerSlot) -> Call<'a> {
-    match catch_unwind(AssertUnwindSafe(|| handler.call(context, slot))) {
+    match call_caught(handler, context, slot) {
         Ok(()) => Call::Here(slot),
-        Err(payload) => Call::Failed(Some(Box::new(panicked(handler, &*payload)))),
+        Err(error) => Call::Failed(Some(Box::new(error))),
     }
+}
+
+/// Puts the handler's future in `slot`, its panic caught.
+fn call_caught(
+    handler: &Handler,
+    context: EventContext,
+    slot: &mut HandlerSlot,
+) -> Result<(), Error> {
+    catch_unwind(AssertUnwindSafe(|| handler.call(context, slot)))
+        .map_err(|payload| panicked(handler, &*payload))
 }
 
 impl Call<'_> {
@@ -160,9 +168,7 @@ fn panicked(handler: &Handler, payload: &(dyn std::any::Any + Send)) -> Error {
 /// that blocks its thread stalls no other connection.
 async fn run_blocking(handler: &Handler, context: EventContext) -> Result<HandlerOutput, Error> {
     let mut slot = HandlerSlot::default();
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| handler.call(context, &mut slot))) {
-        return Err(panicked(handler, &*payload));
-    }
+    call_caught(handler, context, &mut slot)?;
     let future = slot.take().expect("a started handler has a future");
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || runtime.block_on(future))

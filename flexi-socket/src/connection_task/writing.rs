@@ -70,11 +70,13 @@ impl<W: StreamWriter> Writing<W> {
         if !matches!(self.phase, Phase::Running) {
             return;
         }
-        self.outbound.close();
-        self.phase = match finish {
-            Finish::Flush => Phase::Flushing(Box::pin(tokio::time::sleep(flush_timeout))),
-            Finish::Abandon => Phase::Done,
-        };
+        match finish {
+            Finish::Flush => {
+                self.outbound.close();
+                self.phase = Phase::Flushing(Box::pin(tokio::time::sleep(flush_timeout)));
+            }
+            Finish::Abandon => self.abandon(),
+        }
     }
 
     /// Stops writing at once (the connection is cut).
