@@ -94,7 +94,7 @@ pub(crate) async fn classify_first_unit(
 ) -> Option<ControlFlow<DisconnectReason>> {
     let first_unit = connection.server().client_framing.first_unit.as_ref()?;
     if connection.classification_over() {
-        // Every later datagram of a UDP session comes here: no cut, no classifier.
+        // Classified already (by a first frame, say): no cut, no classifier.
         return Some(ControlFlow::Continue(()));
     }
     let unit = first_unit.cut(bytes, at_end)?;

@@ -249,8 +249,8 @@ async fn receive(socket: Arc<UdpSocket>, inbox: Inbox, max: usize, connection: C
             }
         }
     }
-    // Nothing more is received: requests still waiting get no reply, unless
-    // one is among the datagrams the session still handles before it ends.
+    // Nothing more is received: requests still waiting end now. A reply
+    // among the datagrams the session still handles goes to on_message.
     if let Some(replies) = &connection.server().replies {
         replies.close();
     }
