@@ -8,10 +8,14 @@
 #   bench/instructions.sh                      # TCP ping-pong: the echo example and the minimal echo
 #   MODE=pipelined bench/instructions.sh       # 16 connections x 64 lines in flight
 #   MODE=udp bench/instructions.sh             # the udp_echo example and the tokio UDP echo
+#   MODE=client bench/instructions.sh          # flexi-socket's client and a plain tokio client
 #   SERVERS="/tmp/old/echo" bench/instructions.sh
 #
 # Environment:
-#   MODE (pingpong): pingpong, pipelined or udp
+#   MODE (pingpong): pingpong, pipelined, udp or client. In client mode the
+#     load generators are counted (flexi_client_load, loadgen --mode client),
+#     both against the minimal echo run without valgrind; each count includes
+#     the load generator's own work (making and checking lines, the histogram)
 #   MESSAGES (100000): messages the load generator sends, all answered
 #   SERVERS: the server binaries to count (default: the tree's flexi-socket
 #     example for MODE, then its hand-written counterpart)
@@ -29,8 +33,9 @@ case $MODE in
     pingpong) load=(--mode pingpong --connections 16) example=echo baseline=baseline_minimal ;;
     pipelined) load=(--mode pipelined --connections 16 --depth 64) example=echo baseline=baseline_batching ;;
     udp) load=(--mode udp --connections 16) example=udp_echo baseline=baseline_udp ;;
+    client) load=(--mode client --connections 16) example=echo baseline=baseline_minimal ;;
     *)
-        echo "error: MODE=$MODE: expected pingpong, pipelined or udp" >&2
+        echo "error: MODE=$MODE: expected pingpong, pipelined, udp or client" >&2
         exit 2
         ;;
 esac
@@ -52,22 +57,52 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Sets `addr` from what the server started in the background prints.
+wait_for_address() {
+    addr=
+    for _ in $(seq 600); do
+        addr=$(sed -n 's/^listening on //p' "$work/stdout")
+        [[ -n $addr ]] && return 0
+        sleep 0.05
+    done
+    echo "error: $1 did not print 'listening on' within 30 s" >&2
+    exit 1
+}
+
+# Prints the count in callgrind output $2 for program $1, per message.
+report() {
+    local total
+    total=$(sed -n 's/^totals: //p' "$2")
+    # Start-up and shutdown are in the total too: a few hundred thousand
+    # instructions, under 1% at the default MESSAGES.
+    echo "$1: $((total / MESSAGES)) instructions per message ($total for $MESSAGES)"
+    if [[ -n ${KEEP:-} ]]; then
+        mkdir -p "$KEEP"
+        cp "$2" "$KEEP/"
+    fi
+}
+
+if [[ $MODE == client ]]; then
+    target/release/$baseline 127.0.0.1:0 >"$work/stdout" 2>/dev/null &
+    server_pid=$!
+    wait_for_address "$baseline"
+    for client in target/release/flexi_client_load target/release/loadgen; do
+        name=$(basename "$client")
+        out=$work/callgrind.out.$name
+        valgrind --tool=callgrind --callgrind-out-file="$out" "$client" --addr "$addr" \
+            "${load[@]}" --count "$MESSAGES" --warmup 0 >"$work/load.json" 2>"$work/stderr"
+        report "$name" "$out"
+    done
+    exit 0
+fi
+
 for server in $SERVERS; do
     name=$(basename "$server")
     out=$work/callgrind.out.$name
     valgrind --tool=callgrind --callgrind-out-file="$out" "$server" 127.0.0.1:0 \
         >"$work/stdout" 2>"$work/stderr" &
     server_pid=$!
-    addr=
-    for _ in $(seq 600); do
-        addr=$(sed -n 's/^listening on //p' "$work/stdout")
-        [[ -n $addr ]] && break
-        sleep 0.05
-    done
-    if [[ -z $addr ]]; then
-        echo "error: $server did not print 'listening on' within 30 s under valgrind" >&2
-        exit 1
-    fi
+    wait_for_address "$server"
     target/release/loadgen --addr "$addr" "${load[@]}" --count "$MESSAGES" --warmup 0 \
         --scenario "$MODE" --server-name "$name" >"$work/load.json"
     # Ctrl-C: the server shuts down and callgrind writes its counts.
@@ -79,12 +114,5 @@ for server in $SERVERS; do
     kill -TERM "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
     server_pid=
-    total=$(sed -n 's/^totals: //p' "$out")
-    # Start-up and shutdown are in the total too: a few hundred thousand
-    # instructions, under 1% at the default MESSAGES.
-    echo "$name: $((total / MESSAGES)) instructions per message ($total for $MESSAGES)"
-    if [[ -n ${KEEP:-} ]]; then
-        mkdir -p "$KEEP"
-        cp "$out" "$KEEP/"
-    fi
+    report "$name" "$out"
 done
