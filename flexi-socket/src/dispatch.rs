@@ -25,6 +25,10 @@ pub(crate) fn invoke<'a>(
     context: EventContext,
     slot: &'a mut HandlerSlot,
 ) -> Invocation<'a> {
+    if runs_in_slot(connection, handler) {
+        let call = start(handler, context, slot);
+        return Invocation { handler, call };
+    }
     let call = if handler.blocking {
         Call::Elsewhere(Box::pin(run_blocking(handler, context)))
     } else {
@@ -34,11 +38,6 @@ pub(crate) fn invoke<'a>(
         Some(after) => Call::Elsewhere(Box::pin(within(after, handler, call))),
         None => call,
     };
-    debug_assert_eq!(
-        runs_in_slot(connection, handler),
-        !matches!(call, Call::Elsewhere(_)),
-        "runs_in_slot says where invoke puts a call"
-    );
     Invocation { handler, call }
 }
 
