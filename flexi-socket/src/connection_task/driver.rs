@@ -19,7 +19,7 @@ use crate::connection::{Connection, DisconnectReason, Stage};
 use crate::dispatch::{BoxFuture, report};
 use crate::error::Error;
 use crate::outbound::OutboundReceiver;
-use crate::pipeline::{after_abort, finished, on_disconnect};
+use crate::pipeline::{after_abort, on_disconnect};
 use crate::stream::{StreamReader, StreamWriter};
 
 pub(super) struct Driver<R, W, H> {
@@ -118,6 +118,13 @@ impl<R: StreamReader, W: StreamWriter, H> Driver<R, W, H> {
         }
     }
 
+    fn ended(&self, aborted: bool) -> Ended {
+        Ended {
+            connection: self.connection.clone(),
+            aborted,
+        }
+    }
+
     /// The shutdown deadline passed: everything stops where it is.
     fn abort(&mut self) {
         // on_disconnect runs once: a cut in the middle of it does not run it again.
@@ -133,10 +140,17 @@ impl<R: StreamReader, W: StreamWriter, H> Driver<R, W, H> {
     }
 }
 
-impl<R: StreamReader, W: StreamWriter, H: Unpin> Future for Driver<R, W, H> {
-    type Output = ();
+/// How a connection's driver ended; what is left to do once it is dropped.
+pub(super) struct Ended {
+    pub(super) connection: Connection,
+    /// Cut at the shutdown deadline.
+    pub(super) aborted: bool,
+}
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+impl<R: StreamReader, W: StreamWriter, H: Unpin> Future for Driver<R, W, H> {
+    type Output = Ended;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
         let this = self.get_mut();
         if !matches!(this.step, Step::Aborting(_) | Step::Done)
             && this
@@ -183,14 +197,10 @@ impl<R: StreamReader, W: StreamWriter, H: Unpin> Future for Driver<R, W, H> {
                 }
                 Step::Aborting(future) => {
                     ready!(future.as_mut().poll(cx));
-                    finished(&this.connection, true);
                     this.step = Step::Done;
-                    return Poll::Ready(());
+                    return Poll::Ready(this.ended(true));
                 }
-                Step::Done => {
-                    finished(&this.connection, false);
-                    return Poll::Ready(());
-                }
+                Step::Done => return Poll::Ready(this.ended(false)),
             }
         }
     }

@@ -15,9 +15,12 @@ mod reading;
 mod writing;
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use crate::connection::Connection;
 use crate::outbound::OutboundReceiver;
+use crate::pipeline::finished;
 use crate::stream::{StreamReader, StreamWriter};
 
 /// Serves one accepted connection until it ends; fires on_disconnect exactly
@@ -30,12 +33,40 @@ pub(crate) fn run(
     outbound: OutboundReceiver,
     held: impl Send + Unpin,
 ) -> impl Future<Output = ()> + Send {
-    driver::Driver::new(reader, writer, connection, outbound, held)
+    Task {
+        driver: Some(driver::Driver::new(
+            reader, writer, connection, outbound, held,
+        )),
+    }
+}
+
+/// A connection's task: its driver, then the connection's end. The driver
+/// (socket, writer, `held`) is dropped before the connection leaves the
+/// server's list, so a connection missing from the list has its socket
+/// closed and its place under the limits given back.
+struct Task<D> {
+    driver: Option<D>,
+}
+
+impl<D: Future<Output = driver::Ended> + Unpin> Future for Task<D> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(driver) = self.driver.as_mut() else {
+            return Poll::Ready(());
+        };
+        let ended = ready!(Pin::new(driver).poll(cx));
+        self.driver = None;
+        finished(&ended.connection, ended.aborted);
+        Poll::Ready(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use tokio::net::{TcpListener, TcpStream};
 
@@ -46,6 +77,19 @@ mod tests {
     use crate::outbound::{self, Transport};
     use crate::router::Router;
     use crate::server::ServerContext;
+
+    fn context() -> Arc<ServerContext> {
+        let routes = Router::new().resolve(None, false).unwrap();
+        ServerContext::new(
+            routes,
+            None,
+            None,
+            Framing::lines(),
+            ClientFraming::default(),
+            Limits::default(),
+            None,
+        )
+    }
 
     /// Every idle connection holds this task's future, and nothing else of
     /// its own but the connection: it is much of what an idle connection
@@ -58,17 +102,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let routes = Router::new().resolve(None, false).unwrap();
-        let limits = Limits::default();
-        let context = ServerContext::new(
-            routes,
-            None,
-            None,
-            Framing::lines(),
-            ClientFraming::default(),
-            limits,
-            None,
-        );
+        let context = context();
         let (sender, receiver) = outbound::channel(&context.limits, Transport::Stream);
         let peer = client.local_addr().unwrap();
         let connection = Connection::new(1, peer, peer, Arc::clone(&context), sender).unwrap();
@@ -79,5 +113,51 @@ mod tests {
             task_size <= 336,
             "an idle connection's task grew to {task_size} bytes"
         );
+    }
+
+    /// Records how many connections the server lists when it is dropped.
+    struct ListedAtDrop {
+        context: Arc<ServerContext>,
+        listed: Arc<AtomicUsize>,
+    }
+
+    impl Drop for ListedAtDrop {
+        fn drop(&mut self) {
+            let listed = self.context.connections.len();
+            self.listed.store(listed, Ordering::SeqCst);
+        }
+    }
+
+    /// A connection missing from the server's list has let go of its socket
+    /// and of what it held (a place under the limits, say): everything the
+    /// driver owns goes before the connection leaves the list.
+    #[tokio::test]
+    async fn a_connection_leaves_the_list_after_its_socket_and_place_are_gone() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, peer) = listener.accept().await.unwrap();
+        let context = context();
+        let (sender, receiver) = outbound::channel(&context.limits, Transport::Stream);
+        let connection = Connection::new(1, peer, peer, Arc::clone(&context), sender).unwrap();
+        context.register(&connection);
+        let listed = Arc::new(AtomicUsize::new(usize::MAX));
+        let held = ListedAtDrop {
+            context: Arc::clone(&context),
+            listed: Arc::clone(&listed),
+        };
+        let (reader, writer) = accepted.into_split();
+        drop(client);
+        let task = run(reader, writer, connection, receiver, held);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the connection ends when the peer closes");
+        assert_eq!(
+            listed.load(Ordering::SeqCst),
+            1,
+            "the connection was still listed when its driver was dropped"
+        );
+        assert!(context.connections.is_empty());
     }
 }

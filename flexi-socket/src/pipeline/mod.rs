@@ -161,10 +161,11 @@ pub(crate) async fn until_aborted(
             .map(|()| true),
     })
     .await;
+    // Dropped before anything else: on abort the queue is closed, so the
+    // late on_disconnect's sends fail instead of being lost uncounted; and
+    // what `serve` holds is gone before the connection leaves the list.
+    drop(serve);
     if aborted {
-        // `serve` is dropped: the queue is closed, so the late
-        // on_disconnect's sends fail instead of being lost uncounted.
-        drop(serve);
         // Boxed: it takes memory only in this rare case, not in every task.
         Box::pin(after_abort(
             connection,
