@@ -162,6 +162,39 @@ async fn an_idle_session_ends_and_the_next_datagram_opens_a_new_one() {
 }
 
 #[tokio::test]
+async fn a_session_that_hears_from_its_peer_stays_open() {
+    const IDLE: Duration = Duration::from_secs(1);
+    let router = Router::new().on_message(|conn: Connection, _msg: Message| async move {
+        conn.send(conn.id().to_string()).await
+    });
+    let running = start(server().router(router).udp_session_idle(IDLE)).await;
+    let client = UdpClient::connect(running.addr).await;
+    let first = client.ask("hello").await;
+    // Three idle periods long, a datagram every tenth of one.
+    let mut pace = tokio::time::interval(IDLE / 10);
+    for _ in 0..30 {
+        pace.tick().await;
+        assert_eq!(client.ask("still here").await, first, "the same session");
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_is_not_idle_while_its_handler_runs() {
+    const IDLE: Duration = Duration::from_millis(200);
+    let router = Router::new().on_message(|conn: Connection, _msg: Message| async move {
+        // The handler's own work, three idle periods long.
+        tokio::time::sleep(IDLE * 3).await;
+        let closing = conn.is_closing();
+        conn.send(format!("closing: {closing}")).await
+    });
+    let running = start(server().router(router).udp_session_idle(IDLE)).await;
+    let client = UdpClient::connect(running.addr).await;
+    assert_eq!(client.ask("slow").await, "closing: false");
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn two_thousand_peers_against_a_cap_of_one_thousand_stay_bounded() {
     const CAP: usize = 1_000;
     const PEERS: usize = 2_000;

@@ -1,5 +1,6 @@
-//! The read deadlines of stream connections (first message, partial frame,
-//! idle), kept by one sweeper per server instead of a timer per connection.
+//! The read deadlines of connections (first message, partial frame, idle;
+//! a datagram session has only the idle one), kept by one sweeper per
+//! server instead of a timer per connection.
 //!
 //! A connection's task records what happens to it (a read, a partial frame
 //! pending since) in ticks of the server's coarse clock: an atomic load and
@@ -20,8 +21,8 @@ use crate::connection::{Connection, DisconnectReason};
 use crate::limits::Limits;
 use crate::server::ServerContext;
 
-/// The deadlines of one server's (or client's) stream connections, and the
-/// coarse clock they are measured in.
+/// The deadlines of one server's (or client's) connections, and the coarse
+/// clock they are measured in.
 #[derive(Debug)]
 pub(crate) struct Deadlines {
     tick: Duration,
@@ -98,11 +99,10 @@ impl Deadlines {
     }
 }
 
-/// What a stream connection's task records for the sweeper, in ticks.
+/// What a connection's task records for the sweeper, in ticks.
 #[derive(Debug, Default)]
 pub(crate) struct Activity {
-    /// The connection's task keeps this up to date (datagram sessions have
-    /// deadlines of their own and leave it alone).
+    /// The connection's task keeps this up to date (from its start).
     tracked: AtomicBool,
     /// Handlers run: deadlines measure the peer, not them, so they wait.
     handling: AtomicBool,

@@ -75,3 +75,17 @@ impl Default for Limits {
         }
     }
 }
+
+impl Limits {
+    /// These limits for datagram sessions: a frame never spans datagrams and
+    /// the first datagram opens the session, so the stream deadlines do not
+    /// apply; the only deadline is the session's `idle` one.
+    pub(crate) fn for_datagrams(self, idle: Option<Duration>) -> Self {
+        Self {
+            first_message_timeout: None,
+            frame_timeout: None,
+            idle_timeout: idle,
+            ..self
+        }
+    }
+}

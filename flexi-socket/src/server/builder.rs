@@ -265,13 +265,13 @@ impl ServerBuilder {
     /// [`Error::UnknownClientType`], [`Error::NoClassifier`]) or the address
     /// could not be bound ([`Error::Bind`]).
     pub async fn bind(self) -> Result<Server> {
-        let framing = match self.udp {
-            Some(udp) => udp.framing(self.framing),
-            None => self.framing,
+        let (framing, limits) = match self.udp {
+            Some(udp) => (udp.framing(self.framing), udp.limits(self.limits)),
+            None => (self.framing, self.limits),
         };
         let context = self
             .setup
-            .context(framing, self.client_framing, self.limits, true, None)?;
+            .context(framing, self.client_framing, limits, true, None)?;
         let bound = match self.udp {
             None => TcpListener::bind(&self.addr).await.map(Listener::Tcp),
             Some(udp) => UdpListener::bind(&self.addr, udp).await.map(Listener::Udp),

@@ -38,7 +38,7 @@ pub(crate) struct ServerContext {
     /// The shutdown deadline passed: connections still open are cut.
     cutting: AtomicBool,
     pub(crate) limits: Limits,
-    /// The read deadlines of stream connections, kept by `deadlines::sweep`.
+    /// The read deadlines of its connections, kept by `deadlines::sweep`.
     pub(crate) deadlines: Deadlines,
     pub(crate) counters: Counters,
     pub(super) permits: Arc<Semaphore>,

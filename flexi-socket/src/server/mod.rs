@@ -125,6 +125,9 @@ impl Server {
         // Dropping this future (e.g. losing a select!) still closes every connection.
         let _close_all_on_drop = ShutdownOnDrop(Arc::clone(&context));
         tokio::pin!(signal);
+        if context.deadlines.any() {
+            tasks.spawn(deadlines::sweep(Arc::clone(&context)));
+        }
         let listener = match listener {
             Listener::Tcp(listener) => listener,
             Listener::Udp(listener) => {
@@ -136,9 +139,6 @@ impl Server {
                 return Ok(report);
             }
         };
-        if context.deadlines.any() {
-            tasks.spawn(deadlines::sweep(Arc::clone(&context)));
-        }
         let mut backoff = AcceptBackoff::default();
         loop {
             // The permit comes before accept: at the limit, peers wait in the

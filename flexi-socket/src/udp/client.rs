@@ -16,6 +16,7 @@ use super::{LARGEST_DATAGRAM, ReceiveErrors, UdpOptions, is_refusal};
 use crate::client::Replies;
 use crate::client_framing::ClientFraming;
 use crate::connection::{Connection, Stage};
+use crate::deadlines;
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::limits::Limits;
@@ -128,12 +129,7 @@ impl UdpClientBuilder {
         let socket = Arc::new(open_socket(&self.addr).await?);
         let (server_addr, local_addr) = (socket.peer_addr()?, socket.local_addr()?);
         let replies = Arc::new(Replies::default());
-        let limits = Limits {
-            // The stream deadlines do not apply to datagrams; the idle one is the session's.
-            idle_timeout: None,
-            first_message_timeout: None,
-            ..Limits::default()
-        };
+        let limits = Limits::default().for_datagrams(self.idle);
         let context = self.setup.context(
             self.options.framing(self.framing),
             ClientFraming::default(),
@@ -150,18 +146,16 @@ impl UdpClientBuilder {
         if let Some(handshake) = self.handshake {
             connection.send(handshake).await?;
         }
-        let config = session::SessionConfig {
-            idle: self.idle,
-            ..self.options.session()
-        };
+        let config = self.options.session();
         let peer = DatagramPeer::connected(Arc::clone(&socket));
         let (inbox, serve) = session::open(connection.clone(), queue, peer, config);
         let receiving = receive(socket, inbox, self.options.max_datagram, connection.clone());
         let tasks = TaskTracker::new();
         let span = tracing::debug_span!("udp_client", id, server = %server_addr, client_type = tracing::field::Empty);
-        spawn_in(&tasks, span, async move {
+        let swept = deadlines::swept(Arc::clone(&context), async move {
             tokio::join!(serve, receiving);
         });
+        spawn_in(&tasks, span, swept);
         tracing::info!(server = %server_addr, %local_addr, "UDP client started");
         Ok(UdpClient {
             shared: Arc::new(Shared {

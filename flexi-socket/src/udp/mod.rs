@@ -23,6 +23,7 @@ use tracing::Instrument;
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::framing::Framing;
+use crate::limits::Limits;
 use crate::outbound::{self, Transport};
 use crate::server::{FlexiSocket, ServerBuilder, ServerContext, spawn_in};
 use crate::stats::Counters;
@@ -65,6 +66,9 @@ impl ServerBuilder {
     /// (default 60 s). Then on_disconnect runs with
     /// [`IdleTimeout`](crate::DisconnectReason::IdleTimeout), and the peer's
     /// next datagram opens a new session. (Replies do not keep a session alive.)
+    /// The server's deadline sweeper checks it, as it does
+    /// [`idle_timeout`](Self::idle_timeout) for TCP: a session ends up to an
+    /// eighth of `idle` late (2 s at most), and never while its handlers run.
     ///
     /// # Panics
     ///
@@ -150,9 +154,14 @@ impl UdpOptions {
         if self.framed { chosen } else { Framing::raw() }
     }
 
+    /// The server's limits as its sessions apply them: idle after
+    /// `udp_session_idle`, no stream deadlines.
+    pub(crate) fn limits(&self, limits: Limits) -> Limits {
+        limits.for_datagrams(Some(self.session_idle))
+    }
+
     fn session(&self) -> SessionConfig {
         SessionConfig {
-            idle: Some(self.session_idle),
             inbox: self.session_queue,
             framed: self.framed,
         }

@@ -8,15 +8,12 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
-use tokio::time::{Instant, Sleep};
 
 use super::inbox::{Datagrams, Inbox, SendFailures, inbox};
 use crate::connection::{Connection, DisconnectReason, Stage};
@@ -95,8 +92,6 @@ impl DatagramPeer {
 /// How a session behaves.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SessionConfig {
-    /// The session ends after this long without a datagram from the peer.
-    pub(crate) idle: Option<Duration>,
     /// How many datagrams may wait for the session's handlers.
     pub(crate) inbox: usize,
     /// Whether the framing splits each datagram; otherwise a datagram is one message.
@@ -182,11 +177,12 @@ impl Session {
         let connection = self.connection.clone();
         // Made once, not per datagram. The session's task is the connection's own.
         let closed = connection.close_signal().reached_by_driver(Stage::Closing);
-        let mut last_heard = Instant::now();
-        let timer = idle_timer();
-        tokio::pin!(closed, timer);
+        tokio::pin!(closed);
+        // The server's deadline sweeper closes the session once it idles out,
+        // as it does a stream connection: no timer here, none per datagram.
+        let (activity, deadlines) = (connection.activity(), &connection.server().deadlines);
+        activity.track(deadlines);
         loop {
-            let deadline = self.config.idle.map(|idle| last_heard + idle);
             tokio::select! {
                 biased;
                 () = &mut closed => break,
@@ -194,15 +190,15 @@ impl Session {
                     // No sender left: whoever received for this session stopped.
                     let Some(inbound) = inbound else { break };
                     if inbound.is_from_peer() {
-                        last_heard = Instant::now();
+                        activity.read(deadlines);
                     }
-                    if let ControlFlow::Break(reason) = self.handle(inbound).await {
+                    // Idle measures the peer, not the handlers.
+                    activity.handling(true);
+                    let flow = self.handle(inbound).await;
+                    activity.handling(false);
+                    if let ControlFlow::Break(reason) = flow {
                         return reason;
                     }
-                }
-                () = wait_for(timer.as_mut(), deadline) => {
-                    tracing::debug!("session idle");
-                    connection.close_because(DisconnectReason::IdleTimeout);
                 }
             }
         }
@@ -394,29 +390,4 @@ async fn send(
         }
     }
     outbound.written(frames);
-}
-
-/// A timer armed far in the future, to be passed to [`wait_for`].
-fn idle_timer() -> Sleep {
-    tokio::time::sleep_until(Instant::now() + Duration::from_secs(365 * 24 * 3600))
-}
-
-/// Waits until `deadline` with one long-lived timer. The timer is moved only
-/// when the deadline comes earlier than it; when it fires early (the deadline
-/// moved on, as the idle deadline does with every read) it is re-armed. So a
-/// busy connection costs no timer operation per read.
-async fn wait_for(mut timer: Pin<&mut Sleep>, deadline: Option<Instant>) {
-    let Some(deadline) = deadline else {
-        return std::future::pending().await;
-    };
-    if deadline < timer.deadline() {
-        timer.as_mut().reset(deadline);
-    }
-    loop {
-        timer.as_mut().await;
-        if Instant::now() >= deadline {
-            return;
-        }
-        timer.as_mut().reset(deadline);
-    }
 }
