@@ -540,6 +540,58 @@ async fn shutdown_flushes_replies_and_reports_the_reason() {
     assert_eq!(log.next().await, "disconnect: server shutdown");
 }
 
+#[tokio::test]
+async fn shutdown_counts_what_a_resetting_peer_left_unwritten() {
+    const REPLIES: usize = 4_096;
+    let (events, mut log) = Events::new();
+    let (queued, disconnected) = (events.clone(), events);
+    let router = Router::new()
+        .on_message(move |conn: Connection, _msg: Bytes| {
+            let queued = queued.clone();
+            async move {
+                // 16 MiB: more than the socket buffers take from a peer that reads nothing.
+                let reply = "x".repeat(4 * 1024);
+                for _ in 0..REPLIES {
+                    conn.send(reply.as_str()).await?;
+                }
+                queued.push("queued");
+                Ok::<(), Error>(())
+            }
+        })
+        .on_disconnect(move |_conn: Connection, reason: DisconnectReason| {
+            let events = disconnected.clone();
+            async move { events.push(format!("disconnect: {reason}")) }
+        });
+    let running = start(
+        server()
+            .router(router)
+            .outbound_queue(REPLIES)
+            .outbound_queue_bytes(32 << 20),
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4 * 1024).unwrap();
+    let mut client = within("connect", socket.connect(running.addr))
+        .await
+        .unwrap();
+    client.write_all(b"go\n").await.unwrap();
+    assert_eq!(log.next().await, "queued");
+    let stop = tokio::spawn(running.stop());
+    assert_eq!(log.next().await, "disconnect: server shutdown");
+    // The peer goes away with a reset: what is still queued cannot be written.
+    client.set_zero_linger().unwrap();
+    drop(client);
+    let report = within("shutdown", stop).await.unwrap();
+    assert_eq!(
+        (report.connections_closed, report.connections_aborted),
+        (1, 0)
+    );
+    assert!(
+        (1..=REPLIES as u64).contains(&report.undelivered_messages),
+        "{report:?}"
+    );
+}
+
 /// "burst" clients get the burst handler; everyone else echoes.
 struct Burst(bool);
 

@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::classifier::ClientType;
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::message::Message;
+use crate::sync;
 
 /// The open connections of one server. Cheap to clone.
 ///
@@ -46,7 +47,7 @@ impl Connections {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Connection>> {
         // Inserts and removes cannot leave the map half-updated when a panic poisons it.
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.open)
     }
 
     /// Number of open connections.

@@ -85,6 +85,7 @@ mod setup;
 mod spare;
 mod stats;
 mod stream;
+mod sync;
 #[cfg(feature = "tls")]
 mod tls;
 mod udp;

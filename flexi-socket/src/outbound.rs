@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 use crate::limits::{Limits, SlowConsumerPolicy};
 use crate::spare::{self, WRITE_BUFFERS};
+use crate::sync;
 
 /// Why a frame could not be queued.
 #[derive(Debug, PartialEq, Eq)]
@@ -128,7 +129,7 @@ impl Frames {
 impl Queue {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every update leaves the state consistent, so a panic elsewhere cannot poison it.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.state)
     }
 
     /// Adds one frame, written by `append` at the end of the waiting
@@ -304,10 +305,7 @@ impl OutboundReceiver {
         if state.closed {
             return Poll::Ready(false);
         }
-        match &state.writer {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => state.writer = Some(cx.waker().clone()),
-        }
+        sync::keep_waker(&mut state.writer, cx);
         Poll::Pending
     }
 

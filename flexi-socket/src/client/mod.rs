@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::futures::Notified;
@@ -20,6 +20,7 @@ use crate::message::Message;
 use crate::reconnect::Reconnect;
 use crate::server::ServerContext;
 use crate::setup::{HandlerSetup, handler_setup_methods};
+use crate::sync;
 
 mod connect;
 mod replies;
@@ -245,7 +246,7 @@ pub(super) struct State {
 
 impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.state)
     }
 }
 
@@ -397,11 +398,7 @@ impl Client {
     pub async fn close(&self) -> usize {
         self.shared.status.send_replace(Status::Closed);
         self.shared.context.begin_shutdown();
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let task = sync::lock(&self.task).take();
         if let Some(mut task) = task {
             // Like a server's shutdown: graceful first, cut at the deadline.
             let deadline = self.shared.context.limits.shutdown_timeout;

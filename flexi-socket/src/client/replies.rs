@@ -2,13 +2,14 @@
 //! both client modes use to ask.
 
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::sync;
 
 /// Requests waiting for their reply, in the order they were made.
 #[derive(Default)]
@@ -32,7 +33,7 @@ struct Waiter {
 
 impl Replies {
     fn lock(&self) -> MutexGuard<'_, Waiting> {
-        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.waiting)
     }
 
     pub(crate) fn wait(

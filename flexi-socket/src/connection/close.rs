@@ -8,10 +8,11 @@
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use super::DisconnectReason;
+use crate::sync;
 
 /// How far a connection is from open (its stage is 0 while open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,7 +55,7 @@ impl CloseSignal {
             return;
         }
         let driver = {
-            let mut driver = self.driver.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut driver = sync::lock(&self.driver);
             self.registered
                 .store(std::ptr::null_mut(), Ordering::Release);
             driver.take()
@@ -92,11 +93,8 @@ impl CloseSignal {
             return Poll::Pending;
         }
         {
-            let mut driver = self.driver.lock().unwrap_or_else(PoisonError::into_inner);
-            match &mut *driver {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
+            let mut driver = sync::lock(&self.driver);
+            sync::keep_waker(&mut driver, cx);
             self.registered.store(data, Ordering::Release);
         }
         // Advanced meanwhile: the waker may have been taken before it was put.

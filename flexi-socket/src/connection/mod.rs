@@ -19,6 +19,7 @@ use crate::framing::{FrameEncoder, Framing};
 use crate::outbound::OutboundSender;
 use crate::router::Routes;
 use crate::server::ServerContext;
+use crate::sync;
 
 /// Why a connection ended; `on_disconnect` handlers can take it as an argument.
 #[non_exhaustive]
@@ -269,10 +270,7 @@ impl Connection {
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, Vec<(TypeId, Box<dyn Any + Send>)>> {
         // A panic while holding the lock cannot leave the Vec half-updated.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        sync::lock(&self.shared.state)
     }
 
     /// The server's shared application state of type `T` (see

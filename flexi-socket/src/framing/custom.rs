@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -11,6 +11,7 @@ use super::Decoded;
 use super::codec::Decoding;
 use crate::error::Error;
 use crate::handler::panic_message;
+use crate::sync;
 
 /// What the runtime needs of a user codec; errors are already text, as the
 /// connection only reports them.
@@ -123,7 +124,7 @@ pub(super) struct CustomEncoder(Arc<Mutex<Box<dyn ErasedCodec>>>);
 impl CustomEncoder {
     pub(super) fn encode(&self, message: &[u8], dst: &mut BytesMut) -> Result<(), Error> {
         // A panic in another sender's encode leaves no invariant of ours broken.
-        let mut codec = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut codec = sync::lock(&self.0);
         codec
             .encode(Bytes::copy_from_slice(message), dst)
             .map_err(|reason| Error::Encode { reason })

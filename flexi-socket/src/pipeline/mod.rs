@@ -180,8 +180,20 @@ pub(crate) async fn until_aborted(
 /// now on), its traffic joins the server's totals, and it leaves the list.
 pub(crate) fn finished(connection: &Connection, aborted: bool) {
     let server = connection.server();
-    if !aborted && server.shutdown.is_cancelled() {
-        server.note_closed_in_shutdown();
+    if !aborted {
+        // Cut connections counted theirs already (`after_abort`). Here,
+        // frames are left when the peer reset, stopped reading until the
+        // flush timed out, or was given up on as a slow consumer.
+        let unsent = connection.queued();
+        if unsent > 0 {
+            tracing::debug!(
+                unsent,
+                "connection closed before its queued messages were written"
+            );
+        }
+        if server.shutdown.is_cancelled() {
+            server.note_closed_in_shutdown(unsent);
+        }
     }
     connection.close_because(DisconnectReason::Closed);
     // Server-wide traffic counters are per connection while it is open (no

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,7 @@ use crate::framing::{FrameEncoder, Framing};
 use crate::limits::Limits;
 use crate::router::RouteTable;
 use crate::stats::{Counters, ServerStats};
+use crate::sync;
 
 /// What every connection of one server shares.
 pub(crate) struct ServerContext {
@@ -132,9 +133,11 @@ impl ServerContext {
         }
     }
 
-    /// A connection closed gracefully while the server was shutting down.
-    pub(crate) fn note_closed_in_shutdown(&self) {
+    /// A connection closed, not cut, while the server was shutting down,
+    /// with `undelivered` frames it could not write.
+    pub(crate) fn note_closed_in_shutdown(&self, undelivered: u64) {
         self.closed_in_shutdown.fetch_add(1, Ordering::Relaxed);
+        self.undelivered.fetch_add(undelivered, Ordering::Relaxed);
     }
 
     pub(crate) fn note_aborted(&self, undelivered: u64) {
@@ -156,7 +159,7 @@ impl ServerContext {
     /// Takes a per-IP slot, or `None` when the address is at its cap.
     pub(super) fn claim_ip(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
         if let Some(cap) = self.limits.max_connections_per_ip {
-            let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut per_ip = sync::lock(&self.per_ip);
             let open = per_ip.entry(ip).or_insert(0);
             if *open >= cap {
                 return None;
@@ -188,11 +191,7 @@ impl Drop for IpSlot {
         if self.context.limits.max_connections_per_ip.is_none() {
             return;
         }
-        let mut per_ip = self
-            .context
-            .per_ip
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut per_ip = sync::lock(&self.context.per_ip);
         if let Some(open) = per_ip.get_mut(&self.ip) {
             *open -= 1;
             if *open == 0 {

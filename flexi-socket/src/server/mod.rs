@@ -36,8 +36,9 @@ pub struct ShutdownReport {
     pub connections_closed: u64,
     /// Connections cut at the shutdown deadline.
     pub connections_aborted: u64,
-    /// Messages that `send` accepted but that never reached the socket
-    /// (only possible on aborted connections).
+    /// Messages that `send` accepted but that never reached the socket: left
+    /// queued on connections cut at the deadline, or on connections whose
+    /// peer reset, or stopped reading until the flush timed out.
     pub undelivered_messages: u64,
 }
 

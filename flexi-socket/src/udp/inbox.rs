@@ -12,12 +12,13 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use super::session::Inbound;
 use crate::connection::Connection;
 use crate::error::Error;
+use crate::sync;
 
 /// Opens the inbox of session `id`, which holds at most `capacity`
 /// datagrams: the receiving side's end and the session's end.
@@ -70,7 +71,7 @@ struct State {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every update leaves the state consistent, so a panic elsewhere cannot poison it.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.state)
     }
 }
 
@@ -179,10 +180,7 @@ impl Datagrams {
         if state.closed || state.abandoned {
             return Poll::Ready(None);
         }
-        match &mut state.session {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
-        }
+        sync::keep_waker(&mut state.session, cx);
         Poll::Pending
     }
 

@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -27,6 +27,7 @@ use crate::limits::Limits;
 use crate::outbound::{self, Transport};
 use crate::server::{FlexiSocket, ServerBuilder, ServerContext, spawn_in};
 use crate::stats::Counters;
+use crate::sync;
 
 mod client;
 mod inbox;
@@ -358,7 +359,7 @@ struct Sessions(Arc<Mutex<HashMap<Peer, Inbox>>>);
 impl Sessions {
     fn lock(&self) -> MutexGuard<'_, HashMap<Peer, Inbox>> {
         // Inserts and removes cannot leave the map half-updated when a panic poisons it.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.0)
     }
 
     fn offer(&self, peer: SocketAddr, inbound: Inbound) -> Result<(), Refused> {
