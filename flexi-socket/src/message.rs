@@ -11,6 +11,11 @@ use crate::error::Error;
 ///
 /// The framing delimiter is never part of a message. Handlers that want a
 /// different view take `String`, `&str`, `Bytes`, `Vec<u8>` or `&[u8]` instead.
+///
+/// A received message is a slice of the buffer its connection read into,
+/// not a copy. Kept after the handler returns (sent to a channel, stored in
+/// a map), it keeps that whole buffer alive, kilobytes for a message of a
+/// few bytes; [`detached`](Self::detached) copies a short one out first.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Message {
     bytes: Bytes,
@@ -33,10 +38,23 @@ impl Message {
 
     /// The message, copied if it is short enough to copy cheaply (up to
     /// 512 bytes), so that it does not hold on to the buffer it was cut
-    /// from. For messages that leave the connection's task to be kept
-    /// elsewhere: a kept slice pins the whole read buffer, kilobytes, and
-    /// the next read has to allocate a new one.
-    pub(crate) fn detached(self) -> Self {
+    /// from. For messages that leave the handler to be kept elsewhere: a
+    /// kept slice pins the connection's whole read buffer, kilobytes, and
+    /// its next read has to allocate a new one. Longer messages are
+    /// returned as they are (they fill much of their buffer anyway).
+    ///
+    /// ```
+    /// use flexi_socket::Message;
+    /// use tokio::sync::mpsc;
+    ///
+    /// async fn keep(msg: Message, log: mpsc::Sender<Message>) {
+    ///     // The log's consumer may be slow: keep a copy, not the read buffer.
+    ///     let _ = log.send(msg.detached()).await;
+    /// }
+    /// # let _ = keep;
+    /// ```
+    #[must_use]
+    pub fn detached(self) -> Self {
         const COPIED_UP_TO: usize = 512;
         if self.bytes.len() <= COPIED_UP_TO {
             Self {
@@ -171,5 +189,20 @@ impl<const N: usize> From<&[u8; N]> for Message {
 impl From<Vec<u8>> for Message {
     fn from(bytes: Vec<u8>) -> Self {
         Self::new(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detached_copies_short_messages_out_of_their_buffer() {
+        let buffer = Bytes::from(vec![b'a'; 8 * 1024]);
+        let short = Message::new(buffer.slice(..16)).detached();
+        assert_eq!(short.as_bytes(), &buffer[..16]);
+        assert_ne!(short.as_bytes().as_ptr(), buffer.as_ptr(), "copied");
+        let long = Message::new(buffer.slice(..4096)).detached();
+        assert_eq!(long.as_bytes().as_ptr(), buffer.as_ptr(), "shared");
     }
 }
