@@ -28,9 +28,6 @@ pub(super) struct Driver<R, W, H> {
     reading: Reading,
     writing: Writing<W>,
     step: Step,
-    /// How the close goes on, once reading ended (see `disconnect`).
-    finish: Finish,
-    linger: bool,
     /// A write that failed before reading ended, to report then.
     write_error: Option<io::Error>,
     /// Dropped with the driver (a place under the connection limits, say).
@@ -41,10 +38,17 @@ enum Step {
     /// Reading and writing.
     Serving,
     /// Reading ended: a failed write is reported, then on_disconnect runs
-    /// (the writing side goes on meanwhile).
-    Disconnecting(BoxFuture<'static, ()>),
-    /// The writing side flushes what was queued (or gives it up).
-    Flushing,
+    /// (the writing side goes on meanwhile); then the close goes on as
+    /// `close` says.
+    Disconnecting {
+        future: BoxFuture<'static, ()>,
+        close: Close,
+    },
+    /// The writing side flushes what was queued (or gives it up); then,
+    /// if `linger`, the peer's leftovers are read.
+    Flushing {
+        linger: bool,
+    },
     /// After our FIN, the peer's unread bytes would turn close() into a RST
     /// that destroys our last replies in flight; so they are read and
     /// dropped for a while.
@@ -52,6 +56,32 @@ enum Step {
     /// Cut at the shutdown deadline: a late on_disconnect, and accounting.
     Aborting(BoxFuture<'static, ()>),
     Done,
+}
+
+/// How a connection's close goes on after on_disconnect, decided by why
+/// reading ended.
+#[derive(Clone, Copy)]
+struct Close {
+    finish: Finish,
+    /// Whether the peer may still send after our FIN (it did not close or fail).
+    linger: bool,
+}
+
+impl Close {
+    fn after(reason: &DisconnectReason) -> Self {
+        Self {
+            // A peer that does not read: what is queued is given up.
+            finish: if *reason == DisconnectReason::SlowConsumer {
+                Finish::Abandon
+            } else {
+                Finish::Flush
+            },
+            linger: !matches!(
+                reason,
+                DisconnectReason::PeerClosed | DisconnectReason::Reset(_)
+            ),
+        }
+    }
 }
 
 impl<R: StreamReader, W: StreamWriter, H> Driver<R, W, H> {
@@ -68,8 +98,6 @@ impl<R: StreamReader, W: StreamWriter, H> Driver<R, W, H> {
             connection,
             reader,
             step: Step::Serving,
-            finish: Finish::Flush,
-            linger: false,
             write_error: None,
             _held: held,
         }
@@ -79,12 +107,8 @@ impl<R: StreamReader, W: StreamWriter, H> Driver<R, W, H> {
     fn disconnect(&mut self, reason: DisconnectReason) {
         let connection = self.connection.clone();
         let failed_write = self.write_error.take();
-        if reason == DisconnectReason::SlowConsumer {
-            // The peer does not read: what is queued is given up.
-            self.finish = Finish::Abandon;
-        }
-        self.linger = peer_may_still_send(&reason);
-        self.step = Step::Disconnecting(Box::pin(async move {
+        let close = Close::after(&reason);
+        let future = Box::pin(async move {
             if let Some(error) = failed_write {
                 report(&connection, Error::Io(error)).await;
             }
@@ -93,14 +117,17 @@ impl<R: StreamReader, W: StreamWriter, H> Driver<R, W, H> {
             // sends then go to its outbox); sends from on_disconnect still work.
             connection.close_because(reason.clone());
             on_disconnect(&connection, reason).await;
-        }));
+        });
+        self.step = Step::Disconnecting { future, close };
     }
 
     /// on_disconnect ran: no more sends are accepted, what was is written.
-    fn flush(&mut self) {
+    fn flush(&mut self, close: Close) {
         let flush_timeout = self.connection.server().limits.shutdown_timeout;
-        self.writing.finish(self.finish, flush_timeout);
-        self.step = Step::Flushing;
+        self.writing.finish(close.finish, flush_timeout);
+        self.step = Step::Flushing {
+            linger: close.linger,
+        };
     }
 
     /// Writes what it can; a failed write closes the connection.
@@ -172,20 +199,21 @@ impl<R: StreamReader, W: StreamWriter, H: Unpin> Future for Driver<R, W, H> {
                     this.poll_writing(cx);
                     return Poll::Pending;
                 }
-                Step::Disconnecting(future) => {
+                Step::Disconnecting { future, close } => {
                     if future.as_mut().poll(cx).is_ready() {
-                        this.flush();
+                        let close = *close;
+                        this.flush(close);
                         continue;
                     }
                     this.poll_writing(cx);
                     return Poll::Pending;
                 }
-                Step::Flushing => {
+                &mut Step::Flushing { linger } => {
                     this.poll_writing(cx);
                     if !this.writing.is_done() {
                         return Poll::Pending;
                     }
-                    this.step = if this.linger {
+                    this.step = if linger {
                         Step::Lingering(Linger::new(this.connection.server().limits.linger))
                     } else {
                         Step::Done
@@ -204,14 +232,6 @@ impl<R: StreamReader, W: StreamWriter, H: Unpin> Future for Driver<R, W, H> {
             }
         }
     }
-}
-
-/// Whether the peer may still send after our FIN (it did not close or fail).
-fn peer_may_still_send(reason: &DisconnectReason) -> bool {
-    !matches!(
-        reason,
-        DisconnectReason::PeerClosed | DisconnectReason::Reset(_)
-    )
 }
 
 /// Reads and drops what the peer sends, until it closes or `linger` passes.
