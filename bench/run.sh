@@ -11,7 +11,9 @@
 #
 # Environment:
 #   REPS (5) repetitions; DURATION (3) seconds measured per run, after WARMUP (1)
-#   SCENARIOS (all): a subset of pingpong pipelined latency idle udp client
+#   SCENARIOS (all): a subset of pingpong duel pipelined latency idle udp client
+#     (duel: the ping-pong of flexi-socket and the minimal echo at the same
+#     time, sharing the server CPU, for a precise ratio; see BENCHMARKS.md)
 #   IDLE_CONNECTIONS (10000) for the memory scenario
 #   RESULTS (bench/results) where machine.txt, runs.jsonl (one line per run),
 #     table.md, summary.json, summary.csv and chart.svg go
@@ -27,13 +29,14 @@ cd "$(dirname "$0")/.."
 REPS=${REPS:-5}
 DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-1}
-SCENARIOS=${SCENARIOS:-pingpong pipelined latency idle udp client}
+SCENARIOS=${SCENARIOS:-pingpong duel pipelined latency idle udp client}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 RESULTS=${RESULTS:-bench/results}
 
 # name|who runs|load generator arguments
 all_scenarios=(
     "pingpong|tcp|--mode pingpong --connections 16"
+    "duel|duel|--mode pingpong --connections 16"
     "pipelined|tcp|--mode pipelined --connections 16 --depth 64"
     "latency|tcp|--mode pingpong --connections 256"
     "idle|tcp|--mode idle --connections $IDLE_CONNECTIONS"
@@ -94,6 +97,13 @@ tcp=(
 if [[ -n ${COMPARE_ECHO:-} ]]; then
     tcp+=("${COMPARE_NAME:-flexi-before}|$COMPARE_ECHO|$bin/loadgen")
 fi
+# Ping-pong again, but both servers at the same time on the server CPU (and
+# both load generators on the load CPU): the machine's ups and downs hit
+# both alike, so each run's ratio is precise where separate runs are not.
+duel=(
+    "flexi-socket|$flexi_echo|$bin/loadgen"
+    "minimal|$bin/baseline_minimal|$bin/loadgen"
+)
 udp=(
     "flexi-socket|$flexi_udp_echo|$bin/loadgen"
     "tokio|$bin/baseline_udp|$bin/loadgen"
@@ -140,15 +150,17 @@ runs=$RESULTS/runs.jsonl
     echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$RESULTS/machine.txt"
 server_out=$(mktemp)
-server_pid=
-stop_server() {
-    if [[ -n $server_pid ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=
-    fi
+# Every server running, to stop after the run (or on exit).
+server_pids=()
+stop_servers() {
+    local pid
+    for pid in "${server_pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    server_pids=()
 }
-trap 'stop_server; rm -f "$server_out"; rm -rf "$bin"' EXIT
+trap 'stop_servers; rm -f "$server_out" "$server_out".*; rm -rf "$bin"' EXIT
 
 # Starts server $1 (a binary) on a free port; sets server_pid and server_addr.
 start_server() {
@@ -157,6 +169,7 @@ start_server() {
     # (tracing) is not part of the measurement.
     "${server_cpu[@]}" "$1" 127.0.0.1:0 >"$server_out" 2>/dev/null &
     server_pid=$!
+    server_pids+=("$server_pid")
     for _ in $(seq 100); do
         server_addr=$(sed -n 's/^listening on //p' "$server_out")
         [[ -n $server_addr ]] && return 0
@@ -165,6 +178,32 @@ start_server() {
     done
     echo "error: $1 did not print 'listening on <addr>'" >&2
     return 1
+}
+
+# Runs every runner of the duel at once, then records them in runner order
+# (the report pairs the n-th record of each). Returns how many had errors.
+run_together() {
+    local i runner server load pids=() addrs=() loads=() failed=0
+    for i in "${!who[@]}"; do
+        IFS='|' read -r runner server load <<<"${who[$i]}"
+        start_server "$server" || exit 1
+        pids+=("$server_pid")
+        addrs+=("$server_addr")
+    done
+    for i in "${!who[@]}"; do
+        IFS='|' read -r runner server load <<<"${who[$i]}"
+        "${load_cpu[@]}" "$load" --addr "${addrs[$i]}" "${args[@]}" "${bound[@]}" \
+            --server-pid "${pids[$i]}" --scenario "$name" --server-name "$runner" \
+            >"$server_out.$i" &
+        loads+=($!)
+    done
+    for i in "${!who[@]}"; do
+        wait "${loads[$i]}" || failed=$((failed + 1))
+        cat "$server_out.$i" >>"$runs"
+        rm -f "$server_out.$i"
+    done
+    stop_servers
+    return "$failed"
 }
 
 # Sets `who` to the runners of scenario $1 (name|who|arguments).
@@ -192,6 +231,15 @@ for scenario in "${scenarios[@]}"; do
         bound=(--duration "$DURATION" --warmup "$WARMUP")
     fi
     for rep in $(seq "$REPS"); do
+        if [[ $name == duel ]]; then
+            done_runs=$((done_runs + ${#who[@]}))
+            printf '[%d/%d] %-9s %-12s rep %d\n' "$done_runs" "$total" "$name" "together" "$rep" >&2
+            run_together || {
+                failures=$((failures + $?))
+                echo "warning: a duel run reported errors (recorded in $runs)" >&2
+            }
+            continue
+        fi
         # Interleaved, and each repetition starts with a different runner so
         # that none is always the one running right after another's teardown.
         for i in $(seq 0 $(( ${#who[@]} - 1 ))); do
@@ -205,7 +253,7 @@ for scenario in "${scenarios[@]}"; do
                 failures=$((failures + 1))
                 echo "warning: $runner reported errors (recorded in $runs)" >&2
             fi
-            stop_server
+            stop_servers
         done
     done
 done

@@ -28,6 +28,13 @@ pub mod load;
 /// hand-written counterpart in the UDP and client-mode scenarios.
 pub const SERVERS: [&str; 4] = ["flexi-socket", "minimal", "batching", "tokio"];
 
+/// The head-to-head scenario: two servers share one core, and their load
+/// generators the other, all at the same time. Whatever slows the machine
+/// down slows both alike, so the ratio of their throughputs in one run says
+/// which needs less CPU per message, to within about 1 %, where separate
+/// runs on this kind of VM differ by 5-10 %. Its runs pair up in order.
+pub const DUEL: &str = "duel";
+
 /// Parsed `--name value` flags; anything else is an error naming the flag.
 #[derive(Debug, Default)]
 pub struct Flags {
@@ -257,6 +264,9 @@ pub struct Scenario {
     pub depth: usize,
     /// Medians per server, in [`SERVERS`] order then any other server.
     pub servers: Vec<Median>,
+    /// In the [`DUEL`]: the server under test's throughput over the other's,
+    /// run by run.
+    pub paired_ratios: Option<Vec<f64>>,
 }
 
 impl Scenario {
@@ -311,6 +321,7 @@ impl Summary {
                     connections: record.connections,
                     depth: record.depth,
                     servers: Vec::new(),
+                    paired_ratios: None,
                 });
             }
         }
@@ -354,9 +365,31 @@ impl Summary {
                     }
                 })
                 .collect();
+            if scenario.name == DUEL {
+                scenario.paired_ratios = paired_ratios(&runs);
+            }
         }
         Self { scenarios }
     }
+}
+
+/// The throughput of the server under test over the other one's, for each
+/// pair of runs that ran together (the n-th run of each); `None` unless
+/// exactly two servers ran, as often each.
+fn paired_ratios(runs: &[&Record]) -> Option<Vec<f64>> {
+    let (ours, theirs): (Vec<&Record>, Vec<&Record>) =
+        runs.iter().partition(|r| r.server == SERVERS[0]);
+    let other = theirs.first()?.server.as_str();
+    if ours.len() != theirs.len() || theirs.iter().any(|r| r.server != other) {
+        return None;
+    }
+    Some(
+        ours.iter()
+            .zip(&theirs)
+            .filter(|(_, theirs)| theirs.messages_per_s > 0.0)
+            .map(|(ours, theirs)| ours.messages_per_s / theirs.messages_per_s)
+            .collect(),
+    )
 }
 
 /// The median; the mean of the middle two for an even count; 0 for none.
@@ -421,6 +454,32 @@ mod tests {
                 .ratio("batching", |m| Some(m.messages_per_s))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn duel_runs_pair_up_in_order() {
+        let record = |scenario: &str, server: &str, rate: f64| Record {
+            scenario: scenario.into(),
+            server: server.into(),
+            messages_per_s: rate,
+            ..Record::default()
+        };
+        let records = [
+            record(DUEL, "flexi-socket", 60.0),
+            record(DUEL, "minimal", 50.0),
+            record(DUEL, "flexi-socket", 30.0),
+            record(DUEL, "minimal", 40.0),
+            record("pingpong", "flexi-socket", 1.0),
+            record("pingpong", "minimal", 1.0),
+        ];
+        let summary = Summary::of(&records);
+        let ratios = summary.scenarios[0].paired_ratios.as_ref().unwrap();
+        assert_eq!(ratios.len(), 2);
+        assert!((ratios[0] - 1.2).abs() < 1e-9 && (ratios[1] - 0.75).abs() < 1e-9);
+        assert!(summary.scenarios[1].paired_ratios.is_none());
+        // Unequal counts do not pair.
+        let unpaired = Summary::of(&records[..3]);
+        assert!(unpaired.scenarios[0].paired_ratios.is_none());
     }
 
     #[test]
