@@ -5,7 +5,7 @@
 # client mode, flexi-socket's TCP client against a plain tokio client, both
 # driving the same tokio echo server.
 #
-#   bench/run.sh                      # 5 repetitions, about 7 minutes on 2 cores after the build
+#   bench/run.sh                      # 5 repetitions, about 8 minutes on 2 cores after the build
 #   REPS=1 DURATION=1 bench/run.sh    # a quick look
 #   SCENARIOS="udp client" bench/run.sh
 #

@@ -124,11 +124,13 @@ async fn raw_delivers_chunks_as_they_arrive() {
 
 #[tokio::test]
 async fn idle_gap_ends_a_message_after_silence() {
-    let (running, _log) = bracket_server(Framing::idle_gap(Duration::from_millis(50))).await;
+    // Long enough that a busy machine pausing between the two writes does
+    // not split the burst.
+    let (running, _log) = bracket_server(Framing::idle_gap(Duration::from_millis(200))).await;
     let mut stream = running.connect().await;
     stream.write_all(b"first ").await.unwrap();
     stream.write_all(b"burst").await.unwrap();
-    // The reply only comes once the server has seen 50 ms of silence.
+    // The reply only comes once the server has seen 200 ms of silence.
     assert_eq!(read_exact(&mut stream, 13).await, b"<first burst>");
     stream.write_all(b"second").await.unwrap();
     assert_eq!(read_exact(&mut stream, 8).await, b"<second>");
