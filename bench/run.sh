@@ -162,16 +162,18 @@ stop_servers() {
 }
 trap 'stop_servers; rm -f "$server_out" "$server_out".*; rm -rf "$bin"' EXIT
 
-# Starts server $1 (a binary) on a free port; sets server_pid and server_addr.
+# Starts server $1 (a binary) on a free port, its stdout to file $2
+# ($server_out); sets server_pid and server_addr.
 start_server() {
-    : >"$server_out"
+    local out=${2:-$server_out}
+    : >"$out"
     # taskset execs the server, so $! is the server's own PID. Its stderr
     # (tracing) is not part of the measurement.
-    "${server_cpu[@]}" "$1" 127.0.0.1:0 >"$server_out" 2>/dev/null &
+    "${server_cpu[@]}" "$1" 127.0.0.1:0 >"$out" 2>/dev/null &
     server_pid=$!
     server_pids+=("$server_pid")
     for _ in $(seq 100); do
-        server_addr=$(sed -n 's/^listening on //p' "$server_out")
+        server_addr=$(sed -n 's/^listening on //p' "$out")
         [[ -n $server_addr ]] && return 0
         kill -0 "$server_pid" 2>/dev/null || break
         sleep 0.05
@@ -180,30 +182,42 @@ start_server() {
     return 1
 }
 
-# Runs every runner of the duel at once, then records them in runner order
-# (the report pairs the n-th record of each). Returns how many had errors.
+# Runs every runner of the duel at once (started in an order that turns
+# with repetition $1), then records them in runner order: the report pairs
+# the n-th record of each, so a repetition is recorded whole or not at all.
+# Adds the runners that reported errors to `failures`.
 run_together() {
-    local i runner server load pids=() addrs=() loads=() failed=0
+    local i j runner server load n=${#who[@]} pids=() addrs=() loads=() complete=1
     for i in "${!who[@]}"; do
         IFS='|' read -r runner server load <<<"${who[$i]}"
-        start_server "$server" || exit 1
+        start_server "$server" "$server_out.server$i"
         pids+=("$server_pid")
         addrs+=("$server_addr")
     done
-    for i in "${!who[@]}"; do
+    for j in $(seq 0 $((n - 1))); do
+        i=$(( (j + $1 - 1) % n ))
         IFS='|' read -r runner server load <<<"${who[$i]}"
         "${load_cpu[@]}" "$load" --addr "${addrs[$i]}" "${args[@]}" "${bound[@]}" \
             --server-pid "${pids[$i]}" --scenario "$name" --server-name "$runner" \
-            >"$server_out.$i" &
-        loads+=($!)
+            >"$server_out.load$i" &
+        loads[i]=$!
     done
     for i in "${!who[@]}"; do
-        wait "${loads[$i]}" || failed=$((failed + 1))
-        cat "$server_out.$i" >>"$runs"
-        rm -f "$server_out.$i"
+        if ! wait "${loads[$i]}"; then
+            failures=$((failures + 1))
+            echo "warning: ${who[$i]%%|*} reported errors in the duel (recorded in $runs)" >&2
+        fi
+        [[ -s $server_out.load$i ]] || complete=
     done
+    if [[ -n $complete ]]; then
+        for i in "${!who[@]}"; do
+            cat "$server_out.load$i" >>"$runs"
+        done
+    else
+        failures=$((failures + 1))
+        echo "warning: a duel runner printed no record; repetition $1 left out" >&2
+    fi
     stop_servers
-    return "$failed"
 }
 
 # Sets `who` to the runners of scenario $1 (name|who|arguments).
@@ -234,10 +248,7 @@ for scenario in "${scenarios[@]}"; do
         if [[ $name == duel ]]; then
             done_runs=$((done_runs + ${#who[@]}))
             printf '[%d/%d] %-9s %-12s rep %d\n' "$done_runs" "$total" "$name" "together" "$rep" >&2
-            run_together || {
-                failures=$((failures + $?))
-                echo "warning: a duel run reported errors (recorded in $runs)" >&2
-            }
+            run_together "$rep"
             continue
         fi
         # Interleaved, and each repetition starts with a different runner so

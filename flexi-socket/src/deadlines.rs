@@ -121,9 +121,18 @@ impl Activity {
         self.tracked.store(true, Ordering::Release);
     }
 
-    /// Handlers start (`true`) or stopped running for what was read.
-    pub(crate) fn handling(&self, running: bool) {
-        self.handling.store(running, Ordering::Relaxed);
+    /// Handlers start running for what was read.
+    pub(crate) fn handlers_started(&self) {
+        self.handling.store(true, Ordering::Relaxed);
+    }
+
+    /// Handlers stopped running. The time they took was not the peer's, so
+    /// the idle deadline counts from now: what the peer sent meanwhile (still
+    /// in the socket, or in a datagram session's inbox) is read next, and a
+    /// sweep in between must not find the connection idle.
+    pub(crate) fn handlers_done(&self, deadlines: &Deadlines) {
+        self.last_read.store(deadlines.now(), Ordering::Relaxed);
+        self.handling.store(false, Ordering::Relaxed);
     }
 
     /// Bytes arrived.
@@ -174,7 +183,13 @@ pub(crate) async fn sweep(context: Arc<ServerContext>) {
             }
         });
         for (connection, reason) in expired {
-            tracing::info!(connection = connection.id(), peer = %connection.peer_addr(), %reason, "closing");
+            let (id, peer) = (connection.id(), connection.peer_addr());
+            if reason == DisconnectReason::IdleTimeout {
+                // Routine: how every UDP session ends, and many quiet peers.
+                tracing::debug!(connection = id, %peer, %reason, "closing");
+            } else {
+                tracing::info!(connection = id, %peer, %reason, "closing");
+            }
             connection.close_because(reason);
         }
     }
@@ -296,15 +311,60 @@ mod tests {
         let activity = Activity::default();
         activity.track(&deadlines);
         activity.pending_bytes(&deadlines, true, false);
-        activity.handling(true);
+        activity.handlers_started();
         advance(&deadlines, 100);
         assert_eq!(
             deadlines.expired(&activity, true),
             None,
             "the handler is slow, not the peer"
         );
-        activity.handling(false);
+        activity.handlers_done(&deadlines);
         assert!(deadlines.expired(&activity, true).is_some());
+    }
+
+    #[test]
+    fn idle_counts_from_when_the_handlers_stopped() {
+        // Idle is 16 ticks of 20 ms.
+        let deadlines = Deadlines::new(&limits(0, 0, 320), false);
+        let activity = Activity::default();
+        activity.track(&deadlines);
+        activity.handlers_started();
+        advance(&deadlines, 100);
+        activity.handlers_done(&deadlines);
+        assert_eq!(
+            deadlines.expired(&activity, false),
+            None,
+            "the peer's next bytes may be waiting to be read"
+        );
+        advance(&deadlines, 17);
+        assert_eq!(
+            deadlines.expired(&activity, false),
+            Some(DisconnectReason::IdleTimeout)
+        );
+    }
+
+    #[test]
+    fn datagram_limits_keep_only_the_idle_deadline() {
+        let limits = limits(160, 160, 320).for_datagrams(Some(Duration::from_millis(480)));
+        let deadlines = Deadlines::new(&limits, true);
+        let activity = Activity::default();
+        activity.track(&deadlines);
+        activity.pending_bytes(&deadlines, true, false);
+        // The tick follows the session's idle time alone: 30 ms.
+        assert_eq!(deadlines.tick, Duration::from_millis(30));
+        advance(&deadlines, 16);
+        assert_eq!(
+            deadlines.expired(&activity, true),
+            None,
+            "no first-message or frame deadline"
+        );
+        advance(&deadlines, 1);
+        assert_eq!(
+            deadlines.expired(&activity, true),
+            Some(DisconnectReason::IdleTimeout)
+        );
+        let never = Limits::default().for_datagrams(None);
+        assert!(!Deadlines::new(&never, true).any());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::outbound::OutboundReceiver;
 use crate::pipeline::{after_abort, on_disconnect};
 use crate::stream::{StreamReader, StreamWriter};
 
-pub(super) struct Driver<R, W, H> {
+pub(super) struct Driver<R, W> {
     connection: Connection,
     reader: R,
     reading: Reading,
@@ -30,8 +30,6 @@ pub(super) struct Driver<R, W, H> {
     step: Step,
     /// A write that failed before reading ended, to report then.
     write_error: Option<io::Error>,
-    /// Dropped with the driver (a place under the connection limits, say).
-    _held: H,
 }
 
 enum Step {
@@ -84,13 +82,12 @@ impl Close {
     }
 }
 
-impl<R: StreamReader, W: StreamWriter, H> Driver<R, W, H> {
+impl<R: StreamReader, W: StreamWriter> Driver<R, W> {
     pub(super) fn new(
         reader: R,
         writer: W,
         connection: Connection,
         outbound: OutboundReceiver,
-        held: H,
     ) -> Self {
         Self {
             reading: Reading::new(&connection),
@@ -99,7 +96,6 @@ impl<R: StreamReader, W: StreamWriter, H> Driver<R, W, H> {
             reader,
             step: Step::Serving,
             write_error: None,
-            _held: held,
         }
     }
 
@@ -174,7 +170,7 @@ pub(super) struct Ended {
     pub(super) aborted: bool,
 }
 
-impl<R: StreamReader, W: StreamWriter, H: Unpin> Future for Driver<R, W, H> {
+impl<R: StreamReader, W: StreamWriter> Future for Driver<R, W> {
     type Output = Ended;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {

@@ -25,7 +25,7 @@ use crate::stream::{StreamReader, StreamWriter};
 
 /// Serves one accepted connection until it ends; fires on_disconnect exactly
 /// once, even when the shutdown deadline cuts the connection short. `held`
-/// (a place under the connection limits, say) is dropped at the end.
+/// (a place under the connection limits, say) is dropped at the very end.
 pub(crate) fn run(
     reader: impl StreamReader,
     writer: impl StreamWriter,
@@ -34,21 +34,23 @@ pub(crate) fn run(
     held: impl Send + Unpin,
 ) -> impl Future<Output = ()> + Send {
     Task {
-        driver: Some(driver::Driver::new(
-            reader, writer, connection, outbound, held,
-        )),
+        driver: Some(driver::Driver::new(reader, writer, connection, outbound)),
+        _held: held,
     }
 }
 
-/// A connection's task: its driver, then the connection's end. The driver
-/// (socket, writer, `held`) is dropped before the connection leaves the
-/// server's list, so a connection missing from the list has its socket
-/// closed and its place under the limits given back.
-struct Task<D> {
+/// A connection's task: its driver, then the connection's end, in this
+/// order: the driver (socket and writer) is dropped, the connection leaves
+/// the server's list, and `held` goes with the task. So a connection missing
+/// from the list has its socket closed, and a place under the limits is
+/// free only once the connection that held it is no longer listed (the
+/// list never shows more connections than the limits allow).
+struct Task<D, H> {
     driver: Option<D>,
+    _held: H,
 }
 
-impl<D: Future<Output = driver::Ended> + Unpin> Future for Task<D> {
+impl<D: Future<Output = driver::Ended> + Unpin, H: Unpin> Future for Task<D, H> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -58,6 +60,7 @@ impl<D: Future<Output = driver::Ended> + Unpin> Future for Task<D> {
         let ended = ready!(Pin::new(driver).poll(cx));
         self.driver = None;
         finished(&ended.connection, ended.aborted);
+        // `held` is dropped with the task, right after this returns.
         Poll::Ready(())
     }
 }
@@ -68,6 +71,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
@@ -121,6 +125,17 @@ mod tests {
         listed: Arc<AtomicUsize>,
     }
 
+    impl ListedAtDrop {
+        fn new(context: &Arc<ServerContext>) -> (Self, Arc<AtomicUsize>) {
+            let listed = Arc::new(AtomicUsize::new(usize::MAX));
+            let recorder = Self {
+                context: Arc::clone(context),
+                listed: Arc::clone(&listed),
+            };
+            (recorder, listed)
+        }
+    }
+
     impl Drop for ListedAtDrop {
         fn drop(&mut self) {
             let listed = self.context.connections.len();
@@ -128,11 +143,51 @@ mod tests {
         }
     }
 
-    /// A connection missing from the server's list has let go of its socket
-    /// and of what it held (a place under the limits, say): everything the
-    /// driver owns goes before the connection leaves the list.
+    /// A socket that records, when it is closed, how many connections the
+    /// server lists.
+    struct ObservedSocket {
+        stream: TcpStream,
+        _closed: ListedAtDrop,
+    }
+
+    impl AsyncRead for ObservedSocket {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.stream).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for ObservedSocket {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.stream).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.stream).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.stream).poll_shutdown(cx)
+        }
+    }
+
+    /// The end of a connection goes in this order: its socket is closed,
+    /// it leaves the server's list, and then what it held (a place under
+    /// the limits) is given back. So a connection missing from the list
+    /// has let go of its socket, and the list never shows more connections
+    /// than the limits allow.
     #[tokio::test]
-    async fn a_connection_leaves_the_list_after_its_socket_and_place_are_gone() {
+    async fn a_connection_is_unlisted_after_its_socket_closes_and_before_its_place_is_free() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -142,22 +197,27 @@ mod tests {
         let (sender, receiver) = outbound::channel(&context.limits, Transport::Stream);
         let connection = Connection::new(1, peer, peer, Arc::clone(&context), sender).unwrap();
         context.register(&connection);
-        let listed = Arc::new(AtomicUsize::new(usize::MAX));
-        let held = ListedAtDrop {
-            context: Arc::clone(&context),
-            listed: Arc::clone(&listed),
+        let (closed, listed_at_close) = ListedAtDrop::new(&context);
+        let (held, listed_at_release) = ListedAtDrop::new(&context);
+        let socket = ObservedSocket {
+            stream: accepted,
+            _closed: closed,
         };
-        let (reader, writer) = accepted.into_split();
+        let (reader, writer) = tokio::io::split(socket);
         drop(client);
         let task = run(reader, writer, connection, receiver, held);
         tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .expect("the connection ends when the peer closes");
         assert_eq!(
-            listed.load(Ordering::SeqCst),
+            listed_at_close.load(Ordering::SeqCst),
             1,
-            "the connection was still listed when its driver was dropped"
+            "the socket closes while the connection is still listed"
         );
-        assert!(context.connections.is_empty());
+        assert_eq!(
+            listed_at_release.load(Ordering::SeqCst),
+            0,
+            "the place is given back once the connection is unlisted"
+        );
     }
 }

@@ -167,7 +167,9 @@ impl Reading {
                 Step::Draining { mode, future } => {
                     let mode = *mode;
                     let drained = ready!(future.as_mut().poll(cx));
-                    connection.activity().handling(false);
+                    connection
+                        .activity()
+                        .handlers_done(&connection.server().deadlines);
                     self.decoder = Some(drained.decoder);
                     self.buffer = drained.buffer;
                     self.slot = drained.slot;
@@ -213,14 +215,14 @@ impl Reading {
         let activity = connection.activity();
         // Handlers run: a frame deadline that falls meanwhile is not the
         // peer's doing (the boxed drain says the same while it runs).
-        activity.handling(true);
+        activity.handlers_started();
         let buffered = self.buffer.len();
         loop {
             let decoder = self.decoder.as_mut().expect("the decoder is back");
             let frame = match decoder.current().decode(&mut self.buffer) {
                 Ok(Some(Decoded::Frame(frame))) => frame,
                 Ok(None) => {
-                    activity.handling(false);
+                    activity.handlers_done(&connection.server().deadlines);
                     let framed_some = self.buffer.len() < buffered;
                     break match self.after_drain(connection, Drain::Ready, framed_some) {
                         Some(reason) => Handled::End(reason),
@@ -238,7 +240,7 @@ impl Reading {
             match Pin::new(&mut delivery).poll(cx) {
                 Poll::Ready(ControlFlow::Continue(())) => {}
                 Poll::Ready(ControlFlow::Break(reason)) => {
-                    activity.handling(false);
+                    activity.handlers_done(&connection.server().deadlines);
                     break Handled::End(reason);
                 }
                 Poll::Pending => {
@@ -279,7 +281,7 @@ impl Reading {
             .expect("the decoder is back from the last drain");
         let mut buffer = std::mem::take(&mut self.buffer);
         let mut slot = std::mem::take(&mut self.slot);
-        connection.activity().handling(true);
+        connection.activity().handlers_started();
         let future = Box::pin(async move {
             let buffered = buffer.len();
             let flow = drain(

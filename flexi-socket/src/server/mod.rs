@@ -37,8 +37,10 @@ pub struct ShutdownReport {
     /// Connections cut at the shutdown deadline.
     pub connections_aborted: u64,
     /// Messages that `send` accepted but that never reached the socket: left
-    /// queued on connections cut at the deadline, or on connections whose
-    /// peer reset, or stopped reading until the flush timed out.
+    /// queued on connections cut at the deadline, or on connections that
+    /// closed during shutdown without writing them all (the peer reset,
+    /// stopped reading until the flush timed out, or was disconnected as a
+    /// slow consumer).
     pub undelivered_messages: u64,
 }
 

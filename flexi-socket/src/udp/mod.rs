@@ -68,8 +68,9 @@ impl ServerBuilder {
     /// [`IdleTimeout`](crate::DisconnectReason::IdleTimeout), and the peer's
     /// next datagram opens a new session. (Replies do not keep a session alive.)
     /// The server's deadline sweeper checks it, as it does
-    /// [`idle_timeout`](Self::idle_timeout) for TCP: a session ends up to an
-    /// eighth of `idle` late (2 s at most), and never while its handlers run.
+    /// [`idle_timeout`](Self::idle_timeout) for TCP, in ticks of a sixteenth
+    /// of `idle` (at least 5 ms, at most 1 s): a session ends up to two ticks
+    /// late, and never while its handlers run (their time does not count).
     ///
     /// # Panics
     ///

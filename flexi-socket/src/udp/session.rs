@@ -193,9 +193,9 @@ impl Session {
                         activity.read(deadlines);
                     }
                     // Idle measures the peer, not the handlers.
-                    activity.handling(true);
+                    activity.handlers_started();
                     let flow = self.handle(inbound).await;
-                    activity.handling(false);
+                    activity.handlers_done(deadlines);
                     if let ControlFlow::Break(reason) = flow {
                         return reason;
                     }
