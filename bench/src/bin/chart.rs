@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use flexi_socket_bench::{Flags, Median, Scenario, Summary, read_records};
+use flexi_socket_bench::{DUEL, Flags, Median, Scenario, Summary, read_records};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -87,7 +87,9 @@ fn panels(scenario: &Scenario) -> [Option<Panel<'_>>; 2] {
                 }
             },
         }),
-        Some(Panel {
+        // The duel's latency is the scheduler's time slices between the
+        // two servers, not either server's: not drawn.
+        (scenario.name != DUEL).then(|| Panel {
             title: format!("{title}: p99 µs"),
             values: of(|m| Some(m.p99_us)),
             label: |v| format!("{v:.0}"),
