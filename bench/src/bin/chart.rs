@@ -136,6 +136,8 @@ fn draw(summary: &Summary, path: &Path) -> Result<(), Box<dyn std::error::Error>
             "udp: tokio = one UdpSocket, recv_from + send_to.".to_owned(),
             "client: Client::request vs a plain tokio client,".to_owned(),
             "both against the minimal echo.".to_owned(),
+            "duel: flexi-socket and minimal at the same time,".to_owned(),
+            "sharing CPU 0 (see BENCHMARKS.md).".to_owned(),
         ];
         for (i, note) in notes.iter().enumerate() {
             let y = 40 + 18 * i32::try_from(i).unwrap_or(0);
