@@ -189,13 +189,17 @@ impl Session {
                 inbound = self.datagrams.recv() => {
                     // No sender left: whoever received for this session stopped.
                     let Some(inbound) = inbound else { break };
-                    if inbound.is_from_peer() {
-                        activity.read(deadlines);
+                    // Only the peer's datagrams keep the session alive (a
+                    // failed send of ours does not), and the time their
+                    // handlers take does not count: idle restarts when they end.
+                    let from_peer = inbound.is_from_peer();
+                    if from_peer {
+                        activity.handlers_started();
                     }
-                    // Idle measures the peer, not the handlers.
-                    activity.handlers_started();
                     let flow = self.handle(inbound).await;
-                    activity.handlers_done(deadlines);
+                    if from_peer {
+                        activity.handlers_done(deadlines);
+                    }
                     if let ControlFlow::Break(reason) = flow {
                         return reason;
                     }
