@@ -100,17 +100,24 @@ mod tests {
     /// costs (the target is at most 2 KiB per idle connection, RSS included;
     /// 1.76 KiB measured with this task at 328 bytes plus a server's 48-byte
     /// `Admission`, and the echo handler's future kept in the slot).
-    #[tokio::test]
-    async fn an_idle_connection_task_stays_small() {
+    /// A client's stream and the server's end of it, over loopback.
+    async fn connected() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        (client, accepted)
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_task_stays_small() {
+        let (_client, accepted) = connected().await;
         let context = context();
         let (sender, receiver) = outbound::channel(&context.limits, Transport::Stream);
-        let peer = client.local_addr().unwrap();
+        let peer = accepted.peer_addr().unwrap();
         let connection = Connection::new(1, peer, peer, Arc::clone(&context), sender).unwrap();
-        let (reader, writer) = client.into_split();
+        let (reader, writer) = accepted.into_split();
         let task_size = std::mem::size_of_val(&run(reader, writer, connection, receiver, ()));
         eprintln!("connection task {task_size} bytes");
         assert!(
@@ -188,11 +195,8 @@ mod tests {
     /// than the limits allow.
     #[tokio::test]
     async fn a_connection_is_unlisted_after_its_socket_closes_and_before_its_place_is_free() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (accepted, peer) = listener.accept().await.unwrap();
+        let (client, accepted) = connected().await;
+        let peer = accepted.peer_addr().unwrap();
         let context = context();
         let (sender, receiver) = outbound::channel(&context.limits, Transport::Stream);
         let connection = Connection::new(1, peer, peer, Arc::clone(&context), sender).unwrap();
