@@ -34,8 +34,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use flexi_socket::{
-    Classifier, ClientType, Connection, Error, FirstUnit, FlexiSocket, Framing, Message, State,
-    after_receive, before_send, on_error, on_message,
+    Classifier, ClientType, Connection, Error, FirstUnit, FlexiSocket, Framing, Message,
+    ServerBuilder, State, after_receive, before_send, on_error, on_message,
 };
 
 use event::Event;
@@ -219,12 +219,25 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(options: Options) -> flexi_socket::Result<()> {
-    let builder = if options.udp {
-        FlexiSocket::udp(&options.addr)
+    // The same receiver over either transport: each builder keeps its own
+    // transport's settings, so the choice is made here, not at run time.
+    let server = if options.udp {
+        receiver(FlexiSocket::udp(&options.addr), options)
+            .bind()
+            .await?
     } else {
-        FlexiSocket::server(&options.addr)
+        receiver(FlexiSocket::server(&options.addr), options)
+            .bind()
+            .await?
     };
-    let server = builder
+    println!("listening on {}", server.local_addr());
+    server.serve().await?;
+    Ok(())
+}
+
+/// The receiver's classification, per-type framing and state, on either transport.
+fn receiver<T>(builder: ServerBuilder<T>, options: Options) -> ServerBuilder<T> {
+    builder
         .classifier::<Device>()
         .classify_raw(FirstUnit::until_any(b"\r\x14").max_length(64))
         .framing_for(
@@ -242,9 +255,4 @@ async fn serve(options: Options) -> flexi_socket::Result<()> {
             accounts: Arc::new(options.accounts),
             json: options.json,
         })
-        .bind()
-        .await?;
-    println!("listening on {}", server.local_addr());
-    server.serve().await?;
-    Ok(())
 }

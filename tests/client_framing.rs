@@ -77,7 +77,7 @@ fn device_router(events: &Events) -> Router {
         })
 }
 
-fn devices(builder: ServerBuilder, events: &Events) -> ServerBuilder {
+fn devices<T>(builder: ServerBuilder<T>, events: &Events) -> ServerBuilder<T> {
     builder
         .classifier::<Device>()
         .classify_raw(FirstUnit::until_any(b"\r\x14").max_length(16))
@@ -319,7 +319,7 @@ impl Classifier for Hello {
 
 /// Lines until the hello classifies; "binary" clients then switch to
 /// one-byte length prefixes. Every message is answered `<message>`.
-fn hello_server(builder: ServerBuilder) -> ServerBuilder {
+fn hello_server<T>(builder: ServerBuilder<T>) -> ServerBuilder<T> {
     let echo = |conn: Connection, msg: Message| async move {
         conn.send([b"<", msg.as_bytes(), b">"].concat()).await
     };

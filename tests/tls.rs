@@ -440,14 +440,6 @@ fn unusable_certificates_and_keys_are_clear_errors() {
     );
 }
 
-#[test]
-#[should_panic(expected = "there is no DTLS")]
-fn tls_on_a_udp_server_is_refused() {
-    let identity = server_identity();
-    let tls = TlsServerConfig::from_pem(&identity.cert_pem, &identity.key_pem).unwrap();
-    let _ = FlexiSocket::udp("127.0.0.1:0").tls(tls);
-}
-
 #[tokio::test]
 async fn openssl_s_client_interoperates() {
     let identity = server_identity();

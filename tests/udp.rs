@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use flexi_socket::{
     Classifier, ClientType, Connection, Connections, DisconnectReason, Error, FlexiSocket, Framing,
-    Message, Router, ServerBuilder,
+    Message, Router, ServerBuilder, Udp,
 };
 use support::udp::UdpClient;
 use support::{Events, eventually, start, within};
 use tokio::sync::Semaphore;
 
-fn server() -> ServerBuilder {
+fn server() -> ServerBuilder<Udp> {
     FlexiSocket::udp("127.0.0.1:0")
 }
 

@@ -60,60 +60,49 @@
 // Lets the macros' `::flexi_socket::...` paths work inside this crate's own tests.
 extern crate self as flexi_socket;
 
+// Leaves: plain types every layer below may use.
 pub mod checksum;
-mod classifier;
-mod client;
-mod client_framing;
-mod connection;
-mod connection_decoder;
-mod connection_task;
-mod connections;
-mod deadlines;
-mod dispatch;
+mod client_type;
+mod config;
 mod error;
-pub mod framing;
-mod handler;
-mod limits;
+mod handler_kind;
 mod message;
-mod outbound;
-mod pipeline;
-mod reconnect;
-mod registry;
-mod router;
-mod server;
-mod setup;
 mod spare;
 mod stats;
-mod stream;
 mod sync;
-#[cfg(feature = "tls")]
-mod tls;
-mod udp;
+
+// Layers, each importing only those above it (handler and connection
+// refer to each other: a handler takes a Connection, a connection runs
+// its before_send).
+mod classify;
+mod client;
+mod connection;
+mod events;
+pub mod framing;
+mod handler;
+mod server;
+mod transport;
 
 pub use bytes::Bytes;
-pub use classifier::{Classifier, ClientType};
-pub use client::{Client, ClientBuilder, OutboxPolicy};
-pub use client_framing::FirstUnit;
-pub use connection::{Connection, ConnectionStats, DisconnectReason};
-pub use connections::Connections;
+pub use classify::FirstUnit;
+pub use client::{Client, ClientBuilder, OutboxPolicy, UdpClient, UdpClientBuilder};
+pub use client_type::{Classifier, ClientType};
+pub use config::{PanicPolicy, Reconnect, SlowConsumerPolicy};
+pub use connection::{Connection, ConnectionStats, Connections, DisconnectReason, ShutdownReport};
 pub use error::{Error, Result};
 pub use flexi_socket_macros::{
     Classifier, after_receive, before_send, on_connect, on_disconnect, on_error, on_message,
 };
 pub use framing::Framing;
-pub use handler::State;
-pub use limits::{PanicPolicy, SlowConsumerPolicy};
+pub use handler::{Router, State};
+pub use handler_kind::HandlerKind;
 pub use message::Message;
-pub use reconnect::Reconnect;
-pub use registry::HandlerKind;
-pub use router::Router;
-pub use server::{FlexiSocket, Server, ServerBuilder, ServerHandle, ShutdownReport};
+pub use server::{FlexiSocket, Server, ServerBuilder, ServerHandle, ServerTransport, Tcp, Udp};
 pub use stats::{ErrorCounts, ServerStats};
-pub use udp::{UdpClient, UdpClientBuilder};
 // rustls itself is not re-exported: its `Connection` would make compile
 // errors spell ours out in full (`flexi_socket::Connection`).
 #[cfg(feature = "tls")]
-pub use tls::{TlsClientConfig, TlsServerConfig};
+pub use transport::tls::{TlsClientConfig, TlsServerConfig};
 
 // The README's Rust blocks compile as doctests, so the tour stays true.
 #[cfg(doctest)]
@@ -123,13 +112,13 @@ struct ReadmeDoctests;
 /// What the macros expand to. Not public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::classifier::{Classifier, ClientType};
+    pub use crate::client_type::{Classifier, ClientType};
     pub use crate::connection::Connection;
     pub use crate::handler::{
         BorrowedArg, EventContext, FromEvent, HandlerError, HandlerOutput, HandlerSlot,
-        IntoFiltered, IntoHandlerResult, MapOutput,
+        IntoFiltered, IntoHandlerResult, MapOutput, Registration,
     };
-    pub use crate::registry::{HandlerKind, Registration};
+    pub use crate::handler_kind::HandlerKind;
     pub use inventory;
     pub use std::option::Option::{None, Some};
     pub use std::result::Result::{Err, Ok};

@@ -12,7 +12,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use flexi_socket::{Connections, Server, ServerBuilder, ServerHandle, ShutdownReport};
+use flexi_socket::{
+    Connections, Server, ServerBuilder, ServerHandle, ServerTransport, ShutdownReport,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -83,7 +85,7 @@ pub async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
 }
 
 /// Binds `builder` (which must listen on 127.0.0.1:0) and serves it in the background.
-pub async fn start(builder: ServerBuilder) -> Running {
+pub async fn start(builder: ServerBuilder<impl ServerTransport>) -> Running {
     let server: Server = builder.bind().await.expect("server should start");
     Running {
         addr: server.local_addr(),

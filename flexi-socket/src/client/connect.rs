@@ -9,13 +9,11 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use super::{Settings, Shared, Status};
+use crate::config::{Reconnect, SlowConsumerPolicy};
 use crate::connection::Connection;
-use crate::connection_task;
-use crate::limits::SlowConsumerPolicy;
+use crate::connection::outbound::Transport;
 use crate::message::Message;
-use crate::outbound::{self, Transport};
-use crate::reconnect::Reconnect;
-use crate::stream::{StreamReader, StreamWriter};
+use crate::transport::stream::{self, StreamReader, StreamWriter};
 
 /// How long a connection must live for its loss to start the backoff afresh.
 const STABLE_CONNECTION: Duration = Duration::from_secs(1);
@@ -23,11 +21,11 @@ const STABLE_CONNECTION: Duration = Duration::from_secs(1);
 /// Connects, serves the connection until it ends, and reconnects as the
 /// policy says, until closed or given up.
 pub(super) async fn keep_connected(shared: Arc<Shared>, settings: Settings) {
-    let shutdown = shared.context.shutdown.clone();
+    let shutdown = &shared.endpoint.shutdown;
     let mut failures = 0_u32;
     loop {
         let opened = tokio::select! {
-            () = shutdown.cancelled() => break,
+            () = shutdown.begun() => break,
             opened = open(&shared, &settings) => opened,
         };
         let stream = match opened {
@@ -41,7 +39,7 @@ pub(super) async fn keep_connected(shared: Arc<Shared>, settings: Settings) {
         };
         let opened_at = tokio::time::Instant::now();
         serve(&shared, &settings, stream).await;
-        if shutdown.is_cancelled() {
+        if shutdown.has_begun() {
             break;
         }
         shared.status.send_replace(Status::Connecting);
@@ -79,7 +77,7 @@ async fn backoff(shared: &Shared, reconnect: &Reconnect, failures: &mut u32, why
     };
     tracing::debug!(reason = %why, ?delay, "retrying");
     tokio::select! {
-        () = shared.context.shutdown.cancelled() => false,
+        () = shared.endpoint.shutdown.begun() => false,
         () = tokio::time::sleep(delay) => true,
     }
 }
@@ -147,7 +145,7 @@ async fn serve(shared: &Arc<Shared>, settings: &Settings, stream: Opened) {
         }
         #[cfg(feature = "tls")]
         Opened::Tls(stream) => {
-            let (reader, writer) = crate::tls::split(*stream, &shared.context.framing);
+            let (reader, writer) = crate::transport::tls::split(*stream, &shared.endpoint.framing);
             serve_halves(shared, settings, addrs, reader, writer).await;
         }
     }
@@ -162,30 +160,22 @@ async fn serve_halves(
     reader: impl StreamReader,
     writer: impl StreamWriter,
 ) {
-    let context = &shared.context;
-    let (outbound, queue) = outbound::channel(&context.limits, Transport::Stream);
-    let created = Connection::new(
-        context.next_id(),
-        peer_addr,
-        local_addr,
-        Arc::clone(context),
-        outbound,
-    );
-    let connection = match created {
-        Ok(connection) => connection,
+    let endpoint = &shared.endpoint;
+    let (connection, queue) = match endpoint.open(peer_addr, local_addr, Transport::Stream) {
+        Ok(opened) => opened,
         Err(error) => {
             // Dropping the stream closes it; the reconnect policy decides what follows.
             tracing::error!(%error, "connection dropped");
             return;
         }
     };
-    context.register(&connection);
+    endpoint.register(&connection);
     let (flushed, flushed_signal) = oneshot::channel();
     let handover = async {
         let ready = hand_over(shared, &connection, settings.handshake.clone()).await;
         let _ = flushed.send(ready);
     };
-    let running = connection_task::run(reader, writer, connection.clone(), queue, ());
+    let running = stream::run(reader, writer, connection.clone(), queue, ());
     // Biased, handover first: its sends are then always followed by a poll
     // of the connection's writer in the same turn (see outbound::Queue).
     tokio::join!(biased; handover, running);
@@ -207,7 +197,7 @@ async fn serve_halves(
 async fn hand_over(shared: &Shared, connection: &Connection, handshake: Option<Message>) -> bool {
     // The handshake and the outbox may be more than the outbound queue holds
     // at once: they wait for room whatever the policy for later sends says.
-    let patience = SlowConsumerPolicy::Wait(shared.context.limits.shutdown_timeout);
+    let patience = SlowConsumerPolicy::Wait(shared.endpoint.limits.shutdown_timeout);
     if let Some(handshake) = handshake {
         if connection.send_as(handshake, patience).await.is_err() {
             return false;

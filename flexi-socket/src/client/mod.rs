@@ -1,5 +1,8 @@
-//! Client mode: the same handlers on a connection we open, reconnecting with
-//! backoff, with an outbox for sends while disconnected and request/reply.
+//! The client layer: the same handlers on a connection we open. A TCP (or
+//! TLS) client reconnects with backoff ([`connect`]) and keeps an outbox for
+//! sends while disconnected; request/reply ([`replies`]) is the hook a
+//! client installs on its endpoint; a UDP client ([`udp`]) is one datagram
+//! session with its server.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -10,24 +13,27 @@ use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::client_framing::ClientFraming;
-use crate::connection::Connection;
-use crate::deadlines;
+use crate::classify::ClientFraming;
+use crate::config::{Limits, Reconnect};
+use crate::connection::deadlines;
+use crate::connection::setup::{HandlerSetup, handler_setup_methods};
+use crate::connection::{Connection, Endpoint};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
-use crate::limits::Limits;
 use crate::message::Message;
-use crate::reconnect::Reconnect;
-use crate::server::ServerContext;
-use crate::setup::{HandlerSetup, handler_setup_methods};
+use crate::server::FlexiSocket;
 use crate::sync;
 
 mod connect;
 mod replies;
+#[cfg(feature = "tls")]
+mod tls;
+mod udp;
 
-pub(crate) use replies::Replies;
+use replies::Replies;
+pub use udp::{UdpClient, UdpClientBuilder};
 
-impl crate::FlexiSocket {
+impl FlexiSocket {
     /// Starts building a TCP client that connects to `addr` (e.g.
     /// `"127.0.0.1:8081"`) and runs the same handlers as a server would.
     pub fn client(addr: impl ToString) -> ClientBuilder {
@@ -59,7 +65,7 @@ pub struct ClientBuilder {
     outbox_policy: OutboxPolicy,
     handshake: Option<Message>,
     #[cfg(feature = "tls")]
-    pub(crate) tls: crate::tls::TlsClientSettings,
+    tls: crate::transport::tls::TlsClientSettings,
 }
 
 impl ClientBuilder {
@@ -84,7 +90,7 @@ impl ClientBuilder {
             outbox_policy: OutboxPolicy::Wait(Duration::from_secs(10)),
             handshake: None,
             #[cfg(feature = "tls")]
-            tls: crate::tls::TlsClientSettings::default(),
+            tls: crate::transport::tls::TlsClientSettings::default(),
         }
     }
 
@@ -172,17 +178,17 @@ impl ClientBuilder {
         #[cfg(feature = "tls")]
         let tls = self.tls.into_client(&self.addr)?;
         let replies = Arc::new(Replies::default());
-        let context = self.setup.context(
+        let endpoint = self.setup.endpoint(
             self.framing,
             ClientFraming::default(),
             self.limits,
             false,
-            Some(Arc::clone(&replies)),
+            Some(Arc::clone(&replies) as _),
         )?;
         let (status, _) = watch::channel(Status::Connecting);
         let shared = Arc::new(Shared {
             addr: self.addr,
-            context,
+            endpoint,
             replies,
             state: Mutex::new(State {
                 connection: None,
@@ -200,10 +206,10 @@ impl ClientBuilder {
             #[cfg(feature = "tls")]
             tls,
         };
-        let context = Arc::clone(&shared.context);
+        let endpoint = Arc::clone(&shared.endpoint);
         let running = connect::keep_connected(Arc::clone(&shared), settings);
         // The read deadlines are kept while the client runs.
-        let task = tokio::spawn(deadlines::swept(context, running));
+        let task = tokio::spawn(deadlines::swept(endpoint, running));
         Ok(Client {
             shared,
             task: Arc::new(Mutex::new(Some(task))),
@@ -230,7 +236,7 @@ pub struct Client {
 
 pub(super) struct Shared {
     pub(super) addr: String,
-    pub(super) context: Arc<ServerContext>,
+    pub(super) endpoint: Arc<Endpoint>,
     pub(super) replies: Arc<Replies>,
     pub(super) state: Mutex<State>,
     pub(super) outbox_room: Notify,
@@ -265,7 +271,7 @@ pub(super) struct Settings {
     pub(super) connect_timeout: Duration,
     pub(super) handshake: Option<Message>,
     #[cfg(feature = "tls")]
-    pub(super) tls: Option<crate::tls::TlsClient>,
+    pub(super) tls: Option<crate::transport::tls::TlsClient>,
 }
 
 impl Client {
@@ -397,16 +403,14 @@ impl Client {
     /// outbox are dropped; the number is returned.
     pub async fn close(&self) -> usize {
         self.shared.status.send_replace(Status::Closed);
-        self.shared.context.begin_shutdown();
         let task = sync::lock(&self.task).take();
-        if let Some(mut task) = task {
-            // Like a server's shutdown: graceful first, cut at the deadline.
-            let deadline = self.shared.context.limits.shutdown_timeout;
-            if tokio::time::timeout(deadline, &mut task).await.is_err() {
-                self.shared.context.cut_connections();
+        // Like a server's shutdown: graceful first, cut at the deadline.
+        let finished = async {
+            if let Some(task) = task {
                 let _ = task.await;
             }
-        }
+        };
+        self.shared.endpoint.drain(finished).await;
         self.shared.outbox_room.notify_waiters();
         let mut state = self.shared.lock();
         state.connection = None;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::connection::ReplyHook;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::sync;
@@ -107,6 +108,16 @@ impl Replies {
         let reply = message.detached();
         // If the requester gave up just now, the message is nobody's reply.
         waiter.reply.send(reply).err()
+    }
+}
+
+impl ReplyHook for Replies {
+    fn offer(&self, message: Message) -> Option<Message> {
+        Replies::offer(self, message)
+    }
+
+    fn close(&self) {
+        Replies::close(self);
     }
 }
 

@@ -1,10 +1,27 @@
-//! [`Connection`]: the handle to one peer that handlers receive.
+//! The connection layer: one peer, whatever carries it. [`Connection`] (the
+//! handle handlers receive) with its sending ([`send`]) and closing
+//! ([`close`]), the bounded outbound queue ([`outbound`]), the list of open
+//! connections ([`list`]), the read deadlines ([`deadlines`]), the
+//! [`Endpoint`](endpoint::Endpoint) its server or client shares, error
+//! reporting ([`report`]), shutdown ([`shutdown`]) and the builders' handler
+//! setup ([`setup`]).
 
 mod close;
+pub(crate) mod deadlines;
+pub(crate) mod endpoint;
+mod list;
+pub(crate) mod outbound;
+mod report;
 mod send;
+pub(crate) mod setup;
+pub(crate) mod shutdown;
 
 use close::CloseSignal;
 pub(crate) use close::Stage;
+pub(crate) use endpoint::{Endpoint, ReplyHook};
+pub use list::Connections;
+pub(crate) use report::report;
+pub use shutdown::ShutdownReport;
 
 use std::any::{Any, TypeId};
 use std::fmt;
@@ -12,14 +29,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::classifier::ClientType;
-use crate::deadlines::Activity;
+use crate::client_type::ClientType;
 use crate::error::Error;
 use crate::framing::{FrameEncoder, Framing};
-use crate::outbound::OutboundSender;
-use crate::router::Routes;
-use crate::server::ServerContext;
+use crate::handler::Routes;
 use crate::sync;
+use deadlines::Activity;
+use outbound::OutboundSender;
 
 /// Why a connection ended; `on_disconnect` handlers can take it as an argument.
 #[non_exhaustive]
@@ -94,7 +110,7 @@ struct Shared {
     id: u64,
     peer_addr: SocketAddr,
     local_addr: SocketAddr,
-    server: Arc<ServerContext>,
+    endpoint: Arc<Endpoint>,
     /// Set once, when classified: what the client type decides, together,
     /// so no send ever mixes one type's routes with another's framing.
     classified: OnceLock<Classified>,
@@ -104,7 +120,7 @@ struct Shared {
     messages_in: AtomicU64,
     bytes_in: AtomicU64,
     /// This connection's own encoder, for a custom codec (a built-in codec's
-    /// is shared: see `ServerContext::encoder`).
+    /// is shared: see `Endpoint::encoder`).
     encoder: Option<Box<FrameEncoder>>,
     outbound: OutboundSender,
     close: CloseSignal,
@@ -114,30 +130,26 @@ struct Shared {
 }
 
 impl Connection {
-    /// A new connection of `server`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Framing`] if a custom codec's factory panicked building the
-    /// connection's encoder: user code, which costs this connection only.
-    pub(crate) fn new(
+    /// A new connection of `endpoint`; [`Endpoint::open`] is the one place
+    /// connections are made.
+    fn new(
         id: u64,
         peer_addr: SocketAddr,
         local_addr: SocketAddr,
-        server: Arc<ServerContext>,
+        endpoint: Arc<Endpoint>,
         outbound: OutboundSender,
     ) -> Result<Self, Error> {
-        let encoder = match server.encoder {
+        let encoder = match endpoint.encoder {
             Some(_) => None,
-            None => Some(Box::new(server.framing.try_encoder()?)),
+            None => Some(Box::new(endpoint.framing.try_encoder()?)),
         };
-        let classification_done = AtomicBool::new(server.classifier.is_none());
+        let classification_done = AtomicBool::new(endpoint.classifier.is_none());
         Ok(Self {
             shared: Arc::new(Shared {
                 id,
                 peer_addr,
                 local_addr,
-                server,
+                endpoint,
                 classified: OnceLock::new(),
                 classification_done,
                 first_message: AtomicBool::new(true),
@@ -276,11 +288,16 @@ impl Connection {
     /// The server's shared application state of type `T` (see
     /// [`ServerBuilder::state`](crate::ServerBuilder::state)), if that is its type.
     pub fn app_state<T: Send + Sync + 'static>(&self) -> Option<&T> {
-        self.shared.server.app_state.as_deref()?.downcast_ref::<T>()
+        self.shared
+            .endpoint
+            .app_state
+            .as_deref()?
+            .downcast_ref::<T>()
     }
 
-    pub(crate) fn server(&self) -> &Arc<ServerContext> {
-        &self.shared.server
+    /// What this connection shares with the others of its server or client.
+    pub(crate) fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.shared.endpoint
     }
 
     /// The routes for this connection's client type (the defaults until classified).
@@ -297,7 +314,7 @@ impl Connection {
             Some(own) => own,
             None => self
                 .shared
-                .server
+                .endpoint
                 .encoder
                 .as_ref()
                 .expect("a connection without an encoder of its own shares the server's"),
@@ -305,19 +322,19 @@ impl Connection {
     }
 
     fn default_routes(&self) -> &Arc<Routes> {
-        self.shared.server.routes.default_routes()
+        self.shared.endpoint.routes.default_routes()
     }
 
     /// The framing this connection's bytes are decoded with now: its client
     /// type's own, once classified, or the server's.
     pub(crate) fn framing(&self) -> &Framing {
-        self.own_framing().unwrap_or(&self.shared.server.framing)
+        self.own_framing().unwrap_or(&self.shared.endpoint.framing)
     }
 
     /// The framing of this connection's client type, if it has its own.
     pub(crate) fn own_framing(&self) -> Option<&Framing> {
         self.shared
-            .server
+            .endpoint
             .client_framing
             .for_type(self.client_type()?)
     }
@@ -343,7 +360,7 @@ impl Connection {
     /// Gives the connection its client type, that type's routes and, if the
     /// type has its own framing, that framing's `encoder`.
     pub(crate) fn classify_as(&self, client_type: ClientType, encoder: Option<FrameEncoder>) {
-        let routes = Arc::clone(self.shared.server.routes.routes_for(&client_type));
+        let routes = Arc::clone(self.shared.endpoint.routes.routes_for(&client_type));
         // Classification runs once (take_classification): this cannot be set twice.
         let _ = self.shared.classified.set(Classified {
             client_type,

@@ -11,13 +11,14 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 
 use super::{Connection, DisconnectReason};
-use crate::dispatch::{BoxFuture, invoke, report};
+use crate::config::{PanicPolicy, SlowConsumerPolicy};
+use crate::connection::outbound::{Refused, Unqueued, with_encoded};
+use crate::connection::report;
 use crate::error::Error;
 use crate::framing::FrameEncoder;
+use crate::handler::{BoxFuture, invoke};
 use crate::handler::{EventContext, Handler, HandlerSlot};
-use crate::limits::{PanicPolicy, SlowConsumerPolicy};
 use crate::message::Message;
-use crate::outbound::{Refused, Unqueued, with_encoded};
 
 impl Connection {
     /// Sends a message: `before_send` runs first, then the framing encodes
@@ -183,7 +184,7 @@ impl Connection {
 
     /// The slow-consumer policy for this connection's client type.
     pub(crate) fn slow_consumer_policy(&self) -> SlowConsumerPolicy {
-        let limits = &self.shared.server.limits;
+        let limits = &self.shared.endpoint.limits;
         self.client_type()
             .and_then(|client_type| limits.slow_consumer_by_type.get(client_type))
             .copied()
@@ -201,7 +202,7 @@ impl Connection {
             message: message.clone(),
         };
         report(self, reported).await;
-        if self.shared.server.limits.on_panic == PanicPolicy::Close {
+        if self.shared.endpoint.limits.on_panic == PanicPolicy::Close {
             self.close_because(DisconnectReason::HandlerPanicked);
         }
     }

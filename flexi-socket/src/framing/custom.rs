@@ -10,7 +10,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use super::Decoded;
 use super::codec::Decoding;
 use crate::error::Error;
-use crate::handler::panic_message;
+use crate::error::panic_message;
 use crate::sync;
 
 /// What the runtime needs of a user codec; errors are already text, as the

@@ -419,7 +419,7 @@ fn catch_factory_panic<T>(make: impl FnOnce() -> T) -> Result<T, Error> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)).map_err(|payload| {
         Error::Framing(format!(
             "the codec factory panicked: {}",
-            crate::handler::panic_message(&*payload)
+            crate::error::panic_message(&*payload)
         ))
     })
 }

@@ -1,3 +1,8 @@
+//! The handler layer: the contract every handler follows (this file), the
+//! future's home ([`slot`]), the routing table ([`router`]), the attribute
+//! registry ([`registry`], the only user of `inventory`), and running one
+//! handler with its panics, timeout and blocking ([`invoke`]).
+//!
 //! The handler contract, written down once.
 //!
 //! Every handler, whether registered by an attribute or by [`Router`](crate::Router)
@@ -8,7 +13,6 @@
 //! [`IntoHandlerResult`] (event handlers) or [`IntoFiltered`] (`after_receive`,
 //! `before_send`).
 
-use std::any::Any;
 use std::fmt::{self, Display};
 use std::ops::Deref;
 use std::sync::Arc;
@@ -16,11 +20,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::connection::{Connection, DisconnectReason};
-
-mod slot;
-
 use crate::error::Error;
 use crate::message::Message;
+
+mod invoke;
+pub(crate) mod registry;
+mod router;
+mod slot;
+
+pub(crate) use invoke::{Invocation, invoke, runs_in_slot};
+pub use registry::Registration;
+pub use router::Router;
+pub(crate) use router::{RouteTable, Routes};
 pub use slot::{HandlerSlot, MapOutput};
 
 /// What a handler's future resolves to: `Some(message)` is the (possibly
@@ -392,13 +403,6 @@ impl fmt::Debug for Handler {
     }
 }
 
-/// Text of a caught panic payload.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        (*text).to_owned()
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
+/// A boxed future of the runtime's own (not a handler's).
+pub(crate) type BoxFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

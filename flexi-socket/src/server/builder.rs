@@ -1,21 +1,23 @@
-//! Configuring a server: `FlexiSocket::server(addr)` and the builder's
-//! settings, then `bind`.
+//! Configuring a server: `FlexiSocket::server(addr)` (TCP) or
+//! `FlexiSocket::udp(addr)`, the settings both share, then `bind`. What only
+//! one transport has lives beside its transport: `tls.rs` for TCP's TLS,
+//! `udp.rs` for UDP's sessions; a setting of the other transport does not
+//! compile.
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::classifier::ClientType;
-use crate::client_framing::{ClientFraming, FirstUnit};
+use super::{Listener, Server};
+use crate::classify::{ClientFraming, FirstUnit};
+use crate::client_type::ClientType;
+use crate::config::{Limits, PanicPolicy, SlowConsumerPolicy};
+use crate::connection::setup::{HandlerSetup, handler_setup_methods};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
-use crate::limits::{Limits, PanicPolicy, SlowConsumerPolicy};
-use crate::setup::{HandlerSetup, handler_setup_methods};
-use crate::udp::{UdpListener, UdpOptions};
-
-use super::{Listener, Server};
 
 /// The entry point: `FlexiSocket::server(addr)`.
 #[derive(Debug, Clone, Copy)]
@@ -25,45 +27,64 @@ impl FlexiSocket {
     /// Starts building a TCP server that will listen on `addr` (e.g.
     /// `"0.0.0.0:8081"`, or port 0 for any free port).
     pub fn server(addr: impl ToString) -> ServerBuilder {
-        ServerBuilder {
-            addr: addr.to_string(),
-            framing: Framing::default(),
-            client_framing: ClientFraming::default(),
-            setup: HandlerSetup::default(),
-            limits: Limits::default(),
-            udp: None,
-            #[cfg(feature = "tls")]
-            tls: crate::tls::TlsSettings::default(),
-        }
+        ServerBuilder::new(addr.to_string(), Tcp::default())
     }
 }
 
-/// Configures a server; finish with [`bind`](Self::bind), [`serve`](Self::serve)
-/// or [`start`](Self::start).
-pub struct ServerBuilder {
-    addr: String,
-    framing: Framing,
-    client_framing: ClientFraming,
-    setup: HandlerSetup,
-    limits: Limits,
-    /// UDP settings; `None` for TCP.
-    pub(crate) udp: Option<UdpOptions>,
-    #[cfg(feature = "tls")]
-    pub(crate) tls: crate::tls::TlsSettings,
+/// What a [`ServerBuilder`] binds: [`Tcp`] or [`Udp`](crate::Udp). Lets code
+/// take either builder (`ServerBuilder<impl ServerTransport>`); sealed.
+pub trait ServerTransport: sealed::Sealed + Sized + Send + 'static {
+    /// Binds `builder`'s listener; see [`ServerBuilder::bind`]. Not public API.
+    #[doc(hidden)]
+    fn bind(builder: ServerBuilder<Self>) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>>;
 }
 
-impl ServerBuilder {
+pub(super) mod sealed {
+    /// Only this crate's transports are server transports.
+    pub trait Sealed {}
+}
+
+/// A [`ServerBuilder`] for TCP (and TLS over TCP): what
+/// [`FlexiSocket::server`] returns.
+#[derive(Debug, Default)]
+pub struct Tcp {
+    #[cfg(feature = "tls")]
+    pub(super) tls: crate::transport::tls::TlsSettings,
+}
+
+/// Configures a server; finish with [`bind`](Self::bind), [`serve`](Self::serve)
+/// or [`start`](Self::start). `T` is the transport, [`Tcp`] or
+/// [`Udp`](crate::Udp), whose own settings only its builder has.
+pub struct ServerBuilder<T = Tcp> {
+    pub(super) addr: String,
+    /// `None`: the transport's default.
+    pub(super) framing: Option<Framing>,
+    pub(super) client_framing: ClientFraming,
+    pub(super) setup: HandlerSetup,
+    pub(super) limits: Limits,
+    pub(super) transport: T,
+}
+
+impl<T> ServerBuilder<T> {
     handler_setup_methods!();
+
+    pub(super) fn new(addr: String, transport: T) -> Self {
+        Self {
+            addr,
+            framing: None,
+            client_framing: ClientFraming::default(),
+            setup: HandlerSetup::default(),
+            limits: Limits::default(),
+            transport,
+        }
+    }
 
     /// How bytes become messages. Default: [`Framing::lines`] (64 KiB maximum).
     /// Over UDP the default is none, each datagram being one message; a
     /// framing set here splits each datagram on its own.
     #[must_use]
     pub fn framing(mut self, framing: Framing) -> Self {
-        self.framing = framing;
-        if let Some(udp) = &mut self.udp {
-            udp.framed = true;
-        }
+        self.framing = Some(framing);
         self
     }
 
@@ -156,7 +177,7 @@ impl ServerBuilder {
 
     /// Closes a connection that sent nothing for this long (default 5 minutes;
     /// peers with heartbeats stay). `None` never closes idle connections.
-    /// UDP sessions expire after [`udp_session_idle`](Self::udp_session_idle) instead.
+    /// UDP sessions expire after their own `udp_session_idle` instead.
     #[must_use]
     pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.limits.idle_timeout = timeout.into();
@@ -256,7 +277,41 @@ impl ServerBuilder {
         self.limits.shutdown_timeout = timeout;
         self
     }
+}
 
+impl sealed::Sealed for Tcp {}
+
+impl ServerTransport for Tcp {
+    fn bind(builder: ServerBuilder<Self>) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>> {
+        Box::pin(async move {
+            let framing = builder.framing.unwrap_or_default();
+            let endpoint = builder.setup.endpoint(
+                framing,
+                builder.client_framing,
+                builder.limits,
+                true,
+                None,
+            )?;
+            let listener =
+                TcpListener::bind(&builder.addr)
+                    .await
+                    .map_err(|source| Error::Bind {
+                        addr: builder.addr.clone(),
+                        source,
+                    })?;
+            #[cfg(feature = "tls")]
+            let tls = builder.transport.tls.into_server();
+            Server::new(
+                Listener::Tcp(listener),
+                endpoint,
+                #[cfg(feature = "tls")]
+                tls,
+            )
+        })
+    }
+}
+
+impl<T: ServerTransport> ServerBuilder<T> {
     /// Checks the handlers and opens the listening socket.
     ///
     /// # Errors
@@ -265,36 +320,7 @@ impl ServerBuilder {
     /// [`Error::UnknownClientType`], [`Error::NoClassifier`]) or the address
     /// could not be bound ([`Error::Bind`]).
     pub async fn bind(self) -> Result<Server> {
-        let (framing, limits) = match self.udp {
-            Some(udp) => (udp.framing(self.framing), udp.limits(self.limits)),
-            None => (self.framing, self.limits),
-        };
-        let context = self
-            .setup
-            .context(framing, self.client_framing, limits, true, None)?;
-        let bound = match self.udp {
-            None => TcpListener::bind(&self.addr).await.map(Listener::Tcp),
-            Some(udp) => UdpListener::bind(&self.addr, udp).await.map(Listener::Udp),
-        };
-        let listener = bound.map_err(|source| Error::Bind {
-            addr: self.addr.clone(),
-            source,
-        })?;
-        let local_addr = listener.local_addr()?;
-        tracing::info!(%local_addr, "listening");
-        #[cfg(feature = "tls")]
-        let context = {
-            let mut context = context;
-            std::sync::Arc::get_mut(&mut context)
-                .expect("a fresh context is not shared yet")
-                .tls = self.tls.into_server();
-            context
-        };
-        Ok(Server {
-            listener,
-            local_addr,
-            context,
-        })
+        T::bind(self).await
     }
 
     /// Binds and serves until Ctrl-C.
@@ -338,7 +364,7 @@ impl ServerBuilder {
     }
 }
 
-impl fmt::Debug for ServerBuilder {
+impl<T> fmt::Debug for ServerBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerBuilder")
             .field("addr", &self.addr)

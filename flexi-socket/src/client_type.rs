@@ -1,0 +1,115 @@
+//! [`ClientType`], the key handlers are routed by, and the [`Classifier`]
+//! contract that produces one. A leaf: errors, limits and the routing table
+//! all name a client type; how classification runs lives in `classify/`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The key handlers are routed by, such as `"001"`.
+///
+/// Cheap to clone; a classifier derive produces `'static` keys without allocating.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientType(Cow<'static, str>);
+
+impl ClientType {
+    /// Stands for "no client type" in errors and logs: the default handlers'
+    /// slot, and connections that are not classified. Shown as `(default)`, so
+    /// it never reads like a real key such as `"default"`.
+    pub const DEFAULT: ClientType = ClientType(Cow::Borrowed("(default)"));
+
+    /// A client type from a static string, usable in `const` context.
+    pub const fn from_static(key: &'static str) -> Self {
+        Self(Cow::Borrowed(key))
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ClientType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&'static str> for ClientType {
+    fn from(key: &'static str) -> Self {
+        Self::from_static(key)
+    }
+}
+
+impl From<String> for ClientType {
+    fn from(key: String) -> Self {
+        Self(Cow::Owned(key))
+    }
+}
+
+impl PartialEq<str> for ClientType {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ClientType {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl ClientType {
+    /// The client type of a classifier's value, e.g. `ClientType::of(&Panel::Alarm)`.
+    pub fn of<C: Classifier>(value: &C) -> Self {
+        value.client_type()
+    }
+}
+
+/// Decides a connection's client type from its first inbound frame.
+///
+/// Usually derived (`#[derive(Classifier)]` on an enum, see the crate docs); a
+/// hand-written implementation may use any logic.
+///
+/// ```
+/// use flexi_socket::{Classifier, ClientType};
+///
+/// struct ByLength(usize);
+///
+/// impl Classifier for ByLength {
+///     fn classify(first_frame: &[u8]) -> Self {
+///         ByLength(first_frame.len())
+///     }
+///     fn client_type(&self) -> ClientType {
+///         if self.0 > 10 { "long".into() } else { "short".into() }
+///     }
+///     fn client_types() -> Option<Vec<ClientType>> {
+///         Some(vec!["long".into(), "short".into()])
+///     }
+/// }
+/// assert_eq!(ByLength::classify(b"hi").client_type(), "short");
+/// ```
+pub trait Classifier: Send + Sync + 'static {
+    /// Classifies a connection by the first frame it sent, as decoded by the
+    /// framing and before `after_receive`.
+    fn classify(first_frame: &[u8]) -> Self
+    where
+        Self: Sized;
+
+    /// The routing key of this value.
+    fn client_type(&self) -> ClientType;
+
+    /// Every client type this classifier can produce, used at start-up to reject
+    /// handlers for a client type that can never occur. `None` skips that check.
+    fn client_types() -> Option<Vec<ClientType>>
+    where
+        Self: Sized,
+    {
+        None
+    }
+}

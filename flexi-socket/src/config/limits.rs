@@ -1,0 +1,91 @@
+//! The protective limits of a server: every knob, its default, and why.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::client_type::ClientType;
+
+/// What `send` does when a connection's outbound queue is full, which happens
+/// when the peer reads more slowly than the server writes.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumerPolicy {
+    /// `send` waits for room, at most this long, then fails with
+    /// [`Error::SendTimeout`](crate::Error::SendTimeout). The default, with 30 s:
+    /// a briefly slow peer is tolerated, a stuck one cannot hold a handler forever.
+    Wait(Duration),
+    /// `send` fails at once with [`Error::QueueFull`](crate::Error::QueueFull);
+    /// the connection stays open.
+    Fail,
+    /// The connection is closed (reason
+    /// [`DisconnectReason::SlowConsumer`](crate::DisconnectReason::SlowConsumer))
+    /// and `send` fails with `QueueFull`.
+    Disconnect,
+}
+
+/// What happens to a connection whose handler panicked.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PanicPolicy {
+    /// Close the connection (the default): its state may be inconsistent.
+    #[default]
+    Close,
+    /// Report the panic and go on with the next message.
+    Continue,
+}
+
+/// Every limit of a server, set through [`ServerBuilder`](crate::ServerBuilder).
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_ip: Option<usize>,
+    pub(crate) first_message_timeout: Option<Duration>,
+    pub(crate) first_message_max_length: usize,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) frame_timeout: Option<Duration>,
+    pub(crate) tcp_keepalive: Option<Duration>,
+    pub(crate) outbound_messages: usize,
+    pub(crate) outbound_bytes: usize,
+    pub(crate) slow_consumer: SlowConsumerPolicy,
+    pub(crate) slow_consumer_by_type: HashMap<ClientType, SlowConsumerPolicy>,
+    pub(crate) on_panic: PanicPolicy,
+    pub(crate) handler_timeout: Option<Duration>,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) linger: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_connections_per_ip: None,
+            first_message_timeout: Some(Duration::from_secs(10)),
+            first_message_max_length: 64 * 1024,
+            idle_timeout: Some(Duration::from_secs(300)),
+            frame_timeout: Some(Duration::from_secs(30)),
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            outbound_messages: 1024,
+            outbound_bytes: 4 * 1024 * 1024,
+            slow_consumer: SlowConsumerPolicy::Wait(Duration::from_secs(30)),
+            slow_consumer_by_type: HashMap::new(),
+            on_panic: PanicPolicy::Close,
+            handler_timeout: None,
+            shutdown_timeout: Duration::from_secs(30),
+            linger: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Limits {
+    /// These limits for datagram sessions: a frame never spans datagrams and
+    /// the first datagram opens the session, so the stream deadlines do not
+    /// apply; the only deadline is the session's `idle` one.
+    pub(crate) fn for_datagrams(self, idle: Option<Duration>) -> Self {
+        Self {
+            first_message_timeout: None,
+            frame_timeout: None,
+            idle_timeout: idle,
+            ..self
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Configuration leaves: the protective limits and policies of a server or
+//! client, and the reconnect backoff. Plain values, read by every layer.
+
+mod limits;
+mod reconnect;
+
+pub(crate) use limits::Limits;
+pub use limits::{PanicPolicy, SlowConsumerPolicy};
+pub use reconnect::Reconnect;

@@ -1,0 +1,155 @@
+//! [`Endpoint`]: what every connection of one server or one client shares
+//! (routes, framing, limits, counters, the connection list, the deadlines,
+//! the shutdown state), and the one place where a connection is created.
+//!
+//! A connection knows its endpoint, never the server or client around it:
+//! what only a server has (accept permits, the per-IP table, listeners, TLS)
+//! stays in `server/`, what only a client has (reconnecting, the outbox) in
+//! `client/`; a client's waiting requests reach inbound messages through
+//! the [`ReplyHook`] it installs here.
+
+use std::any::Any;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Connection;
+use super::deadlines::Deadlines;
+use super::list::Connections;
+use super::outbound::{self, OutboundReceiver, Transport};
+use super::shutdown::Shutdown;
+use crate::classify::{ClientFraming, ErasedClassifier};
+use crate::config::Limits;
+use crate::error::Error;
+use crate::framing::{FrameEncoder, Framing};
+use crate::handler::RouteTable;
+use crate::message::Message;
+use crate::stats::{Counters, ServerStats};
+
+/// Takes inbound messages before `on_message` does: a client's requests
+/// waiting for their reply.
+pub(crate) trait ReplyHook: Send + Sync + fmt::Debug {
+    /// Takes `message` if a waiting request wants it; gives it back otherwise.
+    fn offer(&self, message: Message) -> Option<Message>;
+    /// No reply will come any more: every waiting request ends.
+    fn close(&self);
+}
+
+/// What every connection of one server (or one client) shares.
+pub(crate) struct Endpoint {
+    pub(crate) routes: RouteTable,
+    pub(crate) app_state: Option<Arc<dyn Any + Send + Sync>>,
+    pub(crate) classifier: Option<ErasedClassifier>,
+    /// The framing until a connection is classified, and of every client type without its own.
+    pub(crate) framing: Framing,
+    /// That framing's encoder, when connections can share it (built-in codecs).
+    pub(crate) encoder: Option<FrameEncoder>,
+    pub(crate) client_framing: ClientFraming,
+    pub(crate) connections: Connections,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) limits: Limits,
+    /// The read deadlines of its connections, kept by `deadlines::sweep`.
+    pub(crate) deadlines: Deadlines,
+    pub(crate) counters: Counters,
+    next_id: AtomicU64,
+    /// Client mode only: requests waiting for their reply.
+    pub(crate) replies: Option<Arc<dyn ReplyHook>>,
+}
+
+/// The handler side of an endpoint: what [`Endpoint::new`] is built from.
+pub(crate) struct Handlers {
+    pub(crate) routes: RouteTable,
+    pub(crate) app_state: Option<Arc<dyn Any + Send + Sync>>,
+    pub(crate) classifier: Option<ErasedClassifier>,
+}
+
+impl Endpoint {
+    /// What a server's (or a client's) connections share.
+    pub(crate) fn new(
+        handlers: Handlers,
+        framing: Framing,
+        client_framing: ClientFraming,
+        limits: Limits,
+        replies: Option<Arc<dyn ReplyHook>>,
+    ) -> Arc<Self> {
+        let Handlers {
+            routes,
+            app_state,
+            classifier,
+        } = handlers;
+        let deadlines = Deadlines::new(&limits, classifier.is_some());
+        let encoder = framing.shared_encoder();
+        Arc::new(Endpoint {
+            routes,
+            app_state,
+            classifier,
+            framing,
+            encoder,
+            client_framing,
+            connections: Connections::new(),
+            shutdown: Shutdown::default(),
+            counters: Counters::default(),
+            deadlines,
+            limits,
+            next_id: AtomicU64::new(1),
+            replies,
+        })
+    }
+
+    /// A new connection with `peer_addr` on `local_addr`, and the receiving
+    /// end of its outbound queue, which its transport writes from. Not listed
+    /// yet: see [`register`](Self::register).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Framing`] if a custom codec's factory panicked building the
+    /// connection's encoder: user code, which costs this connection only.
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        peer_addr: SocketAddr,
+        local_addr: SocketAddr,
+        transport: Transport,
+    ) -> Result<(Connection, OutboundReceiver), Error> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Counters::add(&self.counters.connections_total, 1);
+        let (sender, receiver) = outbound::channel(&self.limits, transport);
+        let connection = Connection::new(id, peer_addr, local_addr, Arc::clone(self), sender)?;
+        Ok((connection, receiver))
+    }
+
+    /// Lists `connection` among the open ones, where shutdown reaches it.
+    /// One listed while shutdown is under way is told at once: shutdown
+    /// sets its flag before it goes through the list, so a connection is
+    /// either in the list when it does, or sees the flag here.
+    pub(crate) fn register(&self, connection: &Connection) {
+        self.connections.insert(connection.clone());
+        self.shutdown.tell(connection);
+    }
+
+    /// The endpoint's counters now, its open connections' traffic included.
+    pub(crate) fn stats(&self) -> ServerStats {
+        let mut stats = self.counters.snapshot();
+        let open = self.connections.list();
+        stats.connections_open = open.len() as u64;
+        for connection in &open {
+            let traffic = connection.stats();
+            stats.messages_in += traffic.messages_in;
+            stats.messages_out += traffic.messages_out;
+            stats.bytes_in += traffic.bytes_in;
+            stats.bytes_out += traffic.bytes_out;
+            stats.queued_messages += connection.queued();
+        }
+        stats
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("framing", &self.framing)
+            .field("classifier", &self.classifier)
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,392 @@
+//! A connection's bounded outbound queue: encoded frames waiting for the
+//! socket, limited in frames and in bytes (a frame counts until the writer
+//! has written it).
+//!
+//! Frames are copied back to back into one byte buffer that the writer
+//! takes whole: no allocation and no reference count per frame, and all
+//! that is ready goes out in one write. A datagram queue also keeps each
+//! frame's length, so every frame is still sent on its own. Buffers come
+//! from a per-thread spare and go back to it once written, so an idle
+//! connection's queue holds none.
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::Notify;
+
+use crate::config::{Limits, SlowConsumerPolicy};
+use crate::spare::{self, WRITE_BUFFERS};
+use crate::sync;
+
+/// Why a frame could not be queued.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The queue is full and the policy says not to wait (longer).
+    Full,
+    /// The policy's wait elapsed.
+    TimedOut,
+    /// The connection no longer accepts frames.
+    Closed,
+}
+
+/// Whether frame boundaries survive the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// A byte stream (TCP, TLS): frames may leave in one write.
+    Stream,
+    /// Datagrams (UDP): every frame is sent on its own.
+    Datagrams,
+}
+
+/// The senders' end; shared by every clone of a `Connection`.
+#[derive(Debug)]
+pub(crate) struct OutboundSender {
+    queue: Arc<Queue>,
+    transport: Transport,
+}
+
+/// The writer's end.
+#[derive(Debug)]
+pub(crate) struct OutboundReceiver {
+    queue: Arc<Queue>,
+}
+
+#[derive(Debug)]
+struct Queue {
+    state: Mutex<State>,
+    /// Wakes senders waiting for room.
+    room: Notify,
+    /// How many senders wait for room: a write frees room for nobody
+    /// (and costs no `Notify` lock) while none does.
+    waiting_for_room: AtomicUsize,
+    max_messages: usize,
+    max_bytes: usize,
+    /// The task that runs the writer, once known. Its own pushes need no
+    /// wake-up: it polls the writer right after what sent them (the
+    /// connection's driver, a UDP session's biased join), and waking a
+    /// running task would only cost it another turn.
+    writer_task: OnceLock<tokio::task::Id>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The frames waiting for the writer, back to back.
+    waiting: Frames,
+    /// Frames taken by the writer and not yet written.
+    writing_frames: u64,
+    /// Budget of the frames taken by the writer and not yet written.
+    writing_cost: usize,
+    closed: bool,
+    /// The writer, while it waits for frames.
+    writer: Option<Waker>,
+    /// Frames and bytes ever queued: the connection's outbound counters.
+    queued_frames: u64,
+    queued_bytes: u64,
+}
+
+/// Frames back to back, with their count and byte budget; the unit that
+/// moves from the queue to the writer.
+#[derive(Debug, Default)]
+pub(crate) struct Frames {
+    bytes: BytesMut,
+    /// Datagram queues only: the length of each frame, in order.
+    lengths: Vec<u32>,
+    count: u64,
+}
+
+impl Frames {
+    /// All frames, back to back.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Each frame on its own (datagram queues only).
+    pub(crate) fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
+        self.lengths.iter().scan(0, |start, &length| {
+            let length = length as usize;
+            let frame = &self.bytes[*start..*start + length];
+            *start += length;
+            Some(frame)
+        })
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// What these frames take from a byte budget of `max`. A frame bigger
+    /// than the whole budget is only queued alone (see `try_append`), so
+    /// this is their length, or `max` for such a frame.
+    fn cost(&self, max: usize) -> usize {
+        self.bytes.len().min(max)
+    }
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update leaves the state consistent, so a panic elsewhere cannot poison it.
+        sync::lock(&self.state)
+    }
+
+    /// Adds one frame, written by `append` at the end of the waiting
+    /// frames, if the queue has room for it; otherwise nothing is added.
+    fn try_append<E>(
+        &self,
+        transport: Transport,
+        append: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<(), Unqueued<E>> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(Unqueued::Refused(Refused::Closed));
+        }
+        if state.waiting.count + state.writing_frames >= self.max_messages as u64 {
+            return Err(Unqueued::Refused(Refused::Full));
+        }
+        let used = state.waiting.cost(self.max_bytes) + state.writing_cost;
+        let waiting = &mut state.waiting;
+        WRITE_BUFFERS.take(&mut waiting.bytes);
+        let start = waiting.bytes.len();
+        let appended = append(&mut waiting.bytes);
+        let length = waiting.bytes.len() - start;
+        // A frame bigger than the whole budget costs the whole budget, so it
+        // can still be sent once the queue is empty.
+        let cost = length.min(self.max_bytes);
+        if appended.is_err() || used.saturating_add(cost) > self.max_bytes {
+            waiting.bytes.truncate(start);
+            return Err(
+                appended.map_or_else(Unqueued::Append, |()| Unqueued::Refused(Refused::Full))
+            );
+        }
+        if transport == Transport::Datagrams {
+            // Datagrams are far smaller than 4 GiB.
+            waiting.lengths.push(length as u32);
+        }
+        waiting.count += 1;
+        state.queued_frames += 1;
+        state.queued_bytes += length as u64;
+        let wake = state.writer.is_some() && !self.sent_by_writer_task();
+        let writer = if wake { state.writer.take() } else { None };
+        drop(state);
+        if let Some(writer) = writer {
+            writer.wake();
+        }
+        Ok(())
+    }
+
+    fn sent_by_writer_task(&self) -> bool {
+        self.writer_task
+            .get()
+            .is_some_and(|task| tokio::task::try_id() == Some(*task))
+    }
+}
+
+/// Why [`OutboundSender::try_append`] added nothing.
+#[derive(Debug)]
+pub(crate) enum Unqueued<E> {
+    /// The queue refused the frame.
+    Refused(Refused),
+    /// Writing the frame failed.
+    Append(E),
+}
+
+/// A queue for one connection over `transport`.
+pub(crate) fn channel(limits: &Limits, transport: Transport) -> (OutboundSender, OutboundReceiver) {
+    let queue = Arc::new(Queue {
+        state: Mutex::new(State::default()),
+        room: Notify::new(),
+        waiting_for_room: AtomicUsize::new(0),
+        max_messages: limits.outbound_messages,
+        max_bytes: limits.outbound_bytes,
+        writer_task: OnceLock::new(),
+    });
+    let sender = OutboundSender {
+        queue: Arc::clone(&queue),
+        transport,
+    };
+    (sender, OutboundReceiver { queue })
+}
+
+impl OutboundSender {
+    /// Queues `frame` if there is room now.
+    pub(crate) fn try_push(&self, frame: &[u8]) -> Result<(), Refused> {
+        self.queue
+            .try_append(self.transport, |waiting| {
+                waiting.extend_from_slice(frame);
+                Ok::<(), Infallible>(())
+            })
+            .map_err(|unqueued| match unqueued {
+                Unqueued::Refused(refused) => refused,
+                Unqueued::Append(never) => match never {},
+            })
+    }
+
+    /// Queues the frame that `append` writes, straight into the queue, if
+    /// there is room for it now. `append` runs under the queue's lock, so it
+    /// must be the runtime's own code, and must add nothing when it fails.
+    pub(crate) fn try_append<E>(
+        &self,
+        append: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<(), Unqueued<E>> {
+        self.queue.try_append(self.transport, append)
+    }
+
+    /// Queues `frame`, which [`try_push`](Self::try_push) found no room for,
+    /// as the slow-consumer `policy` says.
+    pub(crate) async fn push_when_full(
+        &self,
+        frame: Bytes,
+        policy: SlowConsumerPolicy,
+    ) -> Result<(), Refused> {
+        match policy {
+            SlowConsumerPolicy::Wait(patience) => {
+                tokio::time::timeout(patience, self.push_waiting(&frame))
+                    .await
+                    .unwrap_or(Err(Refused::TimedOut))
+            }
+            SlowConsumerPolicy::Fail | SlowConsumerPolicy::Disconnect => Err(Refused::Full),
+        }
+    }
+
+    async fn push_waiting(&self, frame: &[u8]) -> Result<(), Refused> {
+        // Counted before looking, and uncounted however this ends (a timed
+        // out send drops it): see `OutboundReceiver::written`.
+        let _waiting = WaitingForRoom::count(&self.queue.waiting_for_room);
+        loop {
+            // Registered before looking, so room made meanwhile is not missed.
+            let room = self.queue.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_push(frame) {
+                Err(Refused::Full) => {}
+                other => return other,
+            }
+            room.await;
+        }
+    }
+
+    /// Frames queued and not yet written.
+    pub(crate) fn pending(&self) -> u64 {
+        let state = self.queue.lock();
+        state.waiting.count + state.writing_frames
+    }
+
+    /// Frames and bytes queued so far (framing included).
+    pub(crate) fn queued(&self) -> (u64, u64) {
+        let state = self.queue.lock();
+        (state.queued_frames, state.queued_bytes)
+    }
+}
+
+impl OutboundReceiver {
+    /// Declares that the current task polls this writer after every poll of
+    /// the code that sends (see `Queue::writer_task`).
+    pub(crate) fn polled_after_senders_in_this_task(&self) {
+        if let Some(task) = tokio::task::try_id() {
+            let _ = self.queue.writer_task.set(task);
+        }
+    }
+
+    /// Moves all frames that are waiting into `frames`, which must be empty
+    /// (see [`written`](Self::written)); `Ready(false)` once the queue is
+    /// closed and empty. Pending until a frame is queued.
+    pub(crate) fn poll_take(&mut self, cx: &mut Context<'_>, frames: &mut Frames) -> Poll<bool> {
+        debug_assert!(frames.is_empty());
+        let mut state = self.queue.lock();
+        if !state.waiting.is_empty() {
+            std::mem::swap(&mut state.waiting, frames);
+            state.writing_frames = frames.count;
+            state.writing_cost = frames.cost(self.queue.max_bytes);
+            return Poll::Ready(true);
+        }
+        if state.closed {
+            return Poll::Ready(false);
+        }
+        sync::keep_waker(&mut state.writer, cx);
+        Poll::Pending
+    }
+
+    /// [`poll_take`](Self::poll_take) as a future.
+    pub(crate) async fn take(&mut self, frames: &mut Frames) -> bool {
+        std::future::poll_fn(|cx| self.poll_take(cx, frames)).await
+    }
+
+    /// Refuses further frames; those already queued can still be taken.
+    pub(crate) fn close(&mut self) {
+        self.queue.lock().closed = true;
+        // Senders waiting for room learn that none will come.
+        self.queue.room.notify_waiters();
+    }
+
+    /// Gives back the budget of `frames`, which reached the socket, and
+    /// empties it for the next [`take`](Self::take).
+    pub(crate) fn written(&self, frames: &mut Frames) {
+        {
+            let mut state = self.queue.lock();
+            state.writing_frames = 0;
+            state.writing_cost = 0;
+        }
+        frames.count = 0;
+        frames.lengths.clear();
+        if frames.lengths.capacity() > 64 {
+            // A burst is over: a quiet connection should not keep its peak.
+            frames.lengths.shrink_to_fit();
+        }
+        WRITE_BUFFERS.give_back(&mut frames.bytes);
+        // A sender counts itself before it takes the lock to look for room,
+        // and this looks after freeing room under that lock: a sender that
+        // found none is seen here.
+        if self.queue.waiting_for_room.load(Ordering::SeqCst) > 0 {
+            self.queue.room.notify_waiters();
+        }
+    }
+}
+
+/// A sender waiting for room, counted while it waits.
+struct WaitingForRoom<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingForRoom<'a> {
+    fn count(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        Self(waiting)
+    }
+}
+
+impl Drop for WaitingForRoom<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A writer that goes away (an I/O error, a connection cut at the shutdown
+/// deadline) closes the queue: later sends fail with `ConnectionClosed`
+/// instead of being accepted and lost, and waiting senders wake up.
+impl Drop for OutboundReceiver {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Encodes one outbound frame into the worker thread's scratch buffer and
+/// hands it to `queue`, which copies what it keeps: no allocation per frame.
+/// The encoder is user code for custom codecs, so it runs outside any lock.
+pub(crate) fn with_encoded<E, T>(
+    encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    queue: impl FnOnce(&[u8]) -> T,
+) -> Result<T, E> {
+    thread_local! {
+        static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    }
+    SCRATCH.with_borrow_mut(|scratch| {
+        // Left dirty only if a custom encoder panicked halfway.
+        scratch.clear();
+        let queued = encode(scratch).map(|()| queue(scratch));
+        if scratch.capacity() > spare::KEPT {
+            *scratch = BytesMut::new();
+        }
+        queued
+    })
+}

@@ -1,0 +1,195 @@
+//! One inbound frame's way to its handler: classification once, then
+//! after_receive, then a waiting `request` or the client type's on_message.
+//!
+//! Every message comes here, so the usual one (classified, no
+//! after_receive) goes through a small hand-written future that just polls
+//! its handler; anything else runs in a boxed `async fn`.
+
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+
+use super::{classify, fail};
+use crate::connection::report;
+use crate::connection::{Connection, DisconnectReason};
+use crate::error::Error;
+use crate::handler::Routes;
+use crate::handler::{BoxFuture, Invocation, invoke, runs_in_slot};
+use crate::handler::{EventContext, HandlerSlot};
+use crate::message::Message;
+
+/// Handles one inbound frame. `slot` keeps the on_message handler's future
+/// from one frame to the next (see [`HandlerSlot`]).
+pub(crate) fn on_frame<'a>(
+    connection: &'a Connection,
+    frame: Bytes,
+    slot: &'a mut HandlerSlot,
+) -> Delivery<'a> {
+    connection.count_inbound(frame.len());
+    let routes = connection.routes();
+    let step = if routed_directly(connection) {
+        route(connection, routes, Message::from(frame), slot)
+    } else {
+        Step::Other(Box::pin(classify_and_filter(connection, frame, slot)))
+    };
+    Delivery { connection, step }
+}
+
+/// The future of [`on_frame`].
+pub(crate) struct Delivery<'a> {
+    connection: &'a Connection,
+    step: Step<'a>,
+}
+
+enum Step<'a> {
+    /// The on_message handler runs.
+    Handler(Invocation<'a>),
+    /// The handler failed, or there is none: that is reported.
+    Reporting(BoxFuture<'static, ControlFlow<DisconnectReason>>),
+    /// Classification, after_receive.
+    Other(BoxFuture<'a, ControlFlow<DisconnectReason>>),
+    /// Nothing to wait for.
+    Done(ControlFlow<DisconnectReason>),
+}
+
+/// Whether every frame's [`Delivery`] on `connection` can be
+/// [`suspend`](Delivery::suspend)ed when it waits: the connection is
+/// classified for good and a frame goes straight to its route (no
+/// after_receive), which is a waiting `request`, an on_message handler
+/// whose future lives in the slot (no timeout, not blocking), or a report
+/// that there is none.
+pub(crate) fn suspendable(connection: &Connection) -> bool {
+    let in_slot = match &connection.routes().on_message {
+        Some(handler) => runs_in_slot(connection, handler),
+        None => true,
+    };
+    routed_directly(connection) && in_slot
+}
+
+/// Whether a frame goes straight to its [`route`]: the connection is
+/// classified for good and has no after_receive.
+fn routed_directly(connection: &Connection) -> bool {
+    connection.classification_over() && connection.routes().after_receive.is_none()
+}
+
+/// What a waiting, [`suspendable`] delivery still has to do, owning nothing
+/// borrowed: its caller can keep it and let go of the connection and the
+/// slot until it [`resume`]s.
+pub(crate) enum Suspended {
+    /// The on_message handler, whose future is in the slot, runs.
+    Handler,
+    /// The handler's failure, or that there is no handler, is reported.
+    Reporting(BoxFuture<'static, ControlFlow<DisconnectReason>>),
+}
+
+/// Goes on with a [`Suspended`] delivery on `connection`, whose on_message
+/// future (if it runs) is in `slot`.
+pub(crate) fn resume<'a>(
+    connection: &'a Connection,
+    suspended: Suspended,
+    slot: &'a mut HandlerSlot,
+) -> Delivery<'a> {
+    let step = match suspended {
+        Suspended::Handler => {
+            let on_message = connection.routes().on_message.as_ref();
+            let handler = on_message.expect("a suspended handler is the on_message handler");
+            Step::Handler(Invocation::resume(handler, slot))
+        }
+        Suspended::Reporting(report) => Step::Reporting(report),
+    };
+    Delivery { connection, step }
+}
+
+impl Delivery<'_> {
+    /// Sets this delivery, which waits, aside; see [`suspendable`].
+    ///
+    /// # Panics
+    /// If the delivery is not one of a connection that is `suspendable`.
+    pub(crate) fn suspend(self) -> Suspended {
+        match self.step {
+            Step::Handler(invocation) if invocation.lives_in_slot() => Suspended::Handler,
+            Step::Reporting(report) => Suspended::Reporting(report),
+            _ => panic!("only a suspendable delivery is suspended"),
+        }
+    }
+}
+
+impl Future for Delivery<'_> {
+    type Output = ControlFlow<DisconnectReason>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let flow = match &mut this.step {
+            Step::Handler(invocation) => match ready!(Pin::new(invocation).poll(cx)) {
+                Ok(_) => ControlFlow::Continue(()),
+                Err(error) => {
+                    this.step = Step::Reporting(fail(this.connection, error));
+                    return Pin::new(this).poll(cx);
+                }
+            },
+            Step::Reporting(future) => ready!(future.as_mut().poll(cx)),
+            Step::Other(future) => ready!(future.as_mut().poll(cx)),
+            Step::Done(flow) => std::mem::replace(flow, ControlFlow::Continue(())),
+        };
+        this.connection.first_message_done();
+        Poll::Ready(flow)
+    }
+}
+
+/// The first frame classifies (unless a raw first unit did), then
+/// after_receive may rewrite or drop the message before it is routed.
+async fn classify_and_filter(
+    connection: &Connection,
+    frame: Bytes,
+    slot: &mut HandlerSlot,
+) -> ControlFlow<DisconnectReason> {
+    if let Err(flow) = classify(connection, &frame).await {
+        return flow;
+    }
+    let routes = connection.routes();
+    let mut message = Message::from(frame);
+    if let Some(after_receive) = &routes.after_receive {
+        let context = EventContext::new(connection.clone()).with_message(message);
+        let mut own_slot = HandlerSlot::default();
+        match invoke(connection, after_receive, context, &mut own_slot).await {
+            Ok(Some(kept)) => message = kept,
+            Ok(None) => return ControlFlow::Continue(()),
+            Err(error) => return fail(connection, error).await,
+        }
+    }
+    let step = route(connection, routes, message, slot);
+    Delivery { connection, step }.await
+}
+
+/// Hands `message` to a waiting `request` (client mode), or to the client
+/// type's on_message handler; a message with neither is reported, never
+/// dropped in silence.
+fn route<'a>(
+    connection: &'a Connection,
+    routes: &'a Routes,
+    mut message: Message,
+    slot: &'a mut HandlerSlot,
+) -> Step<'a> {
+    if let Some(replies) = &connection.endpoint().replies {
+        match replies.offer(message) {
+            Some(unclaimed) => message = unclaimed,
+            None => return Step::Done(ControlFlow::Continue(())),
+        }
+    }
+    let Some(on_message) = &routes.on_message else {
+        let client_type = connection
+            .client_type()
+            .cloned()
+            .unwrap_or(crate::ClientType::DEFAULT);
+        let connection = connection.clone();
+        return Step::Reporting(Box::pin(async move {
+            report(&connection, Error::Unrouted { client_type }).await;
+            ControlFlow::Continue(())
+        }));
+    };
+    let context = EventContext::new(connection.clone()).with_message(message);
+    Step::Handler(invoke(connection, on_message, context, slot))
+}

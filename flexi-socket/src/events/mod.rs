@@ -1,0 +1,203 @@
+//! The events of one connection, whatever carries it (TCP, TLS, UDP):
+//! on_connect, each frame (classify once → after_receive → on_message), and
+//! on_disconnect, with failures reported and the panic policy applied.
+
+use std::future::poll_fn;
+use std::ops::ControlFlow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use crate::config::PanicPolicy;
+use crate::connection::report;
+use crate::connection::{Connection, DisconnectReason, Stage};
+use crate::error::Error;
+use crate::error::panic_message;
+use crate::framing::Framing;
+use crate::handler::{BoxFuture, invoke};
+use crate::handler::{EventContext, HandlerSlot};
+
+mod delivery;
+
+pub(crate) use delivery::{Suspended, on_frame, resume, suspendable};
+
+pub(crate) async fn on_connect(connection: &Connection) -> ControlFlow<DisconnectReason> {
+    let Some(handler) = connection.routes().on_connect.clone() else {
+        return ControlFlow::Continue(());
+    };
+    let context = EventContext::new(connection.clone());
+    match invoke(connection, &handler, context, &mut HandlerSlot::default()).await {
+        Ok(_) => ControlFlow::Continue(()),
+        Err(error) => fail(connection, error).await,
+    }
+}
+
+pub(crate) async fn on_disconnect(connection: &Connection, reason: DisconnectReason) {
+    let Some(handler) = connection.routes().on_disconnect.clone() else {
+        return;
+    };
+    let context = EventContext::new(connection.clone()).with_reason(reason);
+    if let Err(error) = invoke(connection, &handler, context, &mut HandlerSlot::default()).await {
+        report(connection, error).await;
+    }
+}
+
+/// Runs the classifier on the first frame or raw first unit, once per
+/// connection (a no-op afterwards, and without a classifier), and gives the
+/// connection its client type's encoder if that has its own framing.
+///
+/// `Err` when it could not classify: the flow says whether the connection
+/// goes on, unclassified for good. The classifier is user code: its panic
+/// is treated like a handler's.
+pub(crate) async fn classify(
+    connection: &Connection,
+    first: &[u8],
+) -> Result<(), ControlFlow<DisconnectReason>> {
+    let Some(classifier) = &connection.endpoint().classifier else {
+        return Ok(());
+    };
+    if !connection.take_classification() {
+        return Ok(());
+    }
+    let client_type = match catch_unwind(AssertUnwindSafe(|| classifier.classify(first))) {
+        Ok(client_type) => client_type,
+        Err(payload) => {
+            let error = Error::HandlerPanicked {
+                handler: classifier.name,
+                message: panic_message(&*payload),
+            };
+            return Err(fail(connection, error).await);
+        }
+    };
+    tracing::Span::current().record("client_type", client_type.as_str());
+    tracing::debug!(%client_type, "classified");
+    let own_framing = connection.endpoint().client_framing.for_type(&client_type);
+    let encoder = match own_framing.map(Framing::try_encoder).transpose() {
+        Ok(encoder) => encoder,
+        Err(error) => {
+            report(connection, error).await;
+            return Err(ControlFlow::Break(DisconnectReason::FramingFailed));
+        }
+    };
+    connection.classify_as(client_type, encoder);
+    Ok(())
+}
+
+/// With `classify_raw`, classifies the connection by the raw first unit at
+/// the start of `bytes` once that unit is complete (`at_end`: no more bytes
+/// will come). `None` while the unit is incomplete or when there is
+/// nothing to do; otherwise whether the connection goes on.
+pub(crate) async fn classify_first_unit(
+    connection: &Connection,
+    bytes: &[u8],
+    at_end: bool,
+) -> Option<ControlFlow<DisconnectReason>> {
+    let first_unit = connection.endpoint().client_framing.first_unit.as_ref()?;
+    if connection.classification_over() {
+        // Classified already (by a first frame, say): no cut, no classifier.
+        return Some(ControlFlow::Continue(()));
+    }
+    let unit = first_unit.cut(bytes, at_end)?;
+    Some(match classify(connection, unit).await {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(flow) => flow,
+    })
+}
+
+/// Reports a handler's failure; a panic closes the connection unless the
+/// panic policy says to go on. Boxed, like [`report`], and owning what it
+/// needs, so that a delivery waiting for it can be set aside (see
+/// `Delivery::suspend`).
+pub(crate) fn fail(
+    connection: &Connection,
+    error: Error,
+) -> BoxFuture<'static, ControlFlow<DisconnectReason>> {
+    let connection = connection.clone();
+    Box::pin(async move {
+        let close = matches!(error, Error::HandlerPanicked { .. })
+            && connection.endpoint().limits.on_panic == PanicPolicy::Close;
+        report(&connection, error).await;
+        if close {
+            ControlFlow::Break(DisconnectReason::HandlerPanicked)
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+}
+
+/// How long on_disconnect may take when the shutdown deadline already passed.
+const LATE_DISCONNECT: Duration = Duration::from_secs(1);
+
+/// Fires on_disconnect if the cut connection did not, and counts what it
+/// left undelivered.
+pub(crate) async fn after_abort(connection: &Connection, disconnected: bool) {
+    if !disconnected {
+        let late = on_disconnect(connection, DisconnectReason::Shutdown);
+        let _ = tokio::time::timeout(LATE_DISCONNECT, late).await;
+    }
+    let undelivered = connection.queued();
+    connection.endpoint().shutdown.note_aborted(undelivered);
+    tracing::warn!(undelivered, "connection aborted at the shutdown deadline");
+}
+
+/// Runs `serve`, a connection's whole life (which sets `disconnected` when
+/// on_disconnect starts), unless the server's shutdown deadline cuts it short:
+/// then what it left queued counts as undelivered and on_disconnect still
+/// fires, once. Either way the connection ends closed and unlisted.
+pub(crate) async fn until_aborted(
+    connection: &Connection,
+    disconnected: &AtomicBool,
+    // Boxed by the caller: an async fn's by-value argument is stored twice in
+    // its state (the argument and the local it moves into), and this one is
+    // the whole connection; boxed, the task holds a pointer instead.
+    mut serve: Pin<Box<impl Future<Output = ()>>>,
+) {
+    // Not a select!: this runs on every wake-up of the connection's task.
+    let aborted = poll_fn(|cx| match serve.as_mut().poll(cx) {
+        Poll::Ready(()) => Poll::Ready(false),
+        Poll::Pending => connection
+            .close_signal()
+            .poll_reached(Stage::Aborted, cx)
+            .map(|()| true),
+    })
+    .await;
+    // Dropped before anything else: on abort the queue is closed, so the
+    // late on_disconnect's sends fail instead of being lost uncounted; and
+    // what `serve` holds is gone before the connection leaves the list.
+    drop(serve);
+    if aborted {
+        // Boxed: it takes memory only in this rare case, not in every task.
+        Box::pin(after_abort(
+            connection,
+            disconnected.load(Ordering::Relaxed),
+        ))
+        .await;
+    }
+    finished(connection, aborted);
+}
+
+/// The end of every connection: it reports itself closed (sends fail from
+/// now on), its traffic joins the server's totals, and it leaves the list.
+pub(crate) fn finished(connection: &Connection, aborted: bool) {
+    let endpoint = connection.endpoint();
+    if !aborted {
+        // Cut connections counted theirs already (`after_abort`). Here,
+        // frames are left when the peer reset, stopped reading until the
+        // flush timed out, or was given up on as a slow consumer.
+        let unsent = connection.queued();
+        if unsent > 0 {
+            tracing::debug!(
+                unsent,
+                "connection closed before its queued messages were written"
+            );
+        }
+        endpoint.shutdown.note_closed(unsent);
+    }
+    connection.close_because(DisconnectReason::Closed);
+    // Server-wide traffic counters are per connection while it is open (no
+    // shared cache line per message) and folded into the totals when it closes.
+    endpoint.counters.absorb(&connection.stats());
+    endpoint.connections.remove(connection.id());
+}

@@ -1,0 +1,32 @@
+//! The only file that touches `inventory`: attribute macros submit a
+//! [`Registration`] each; [`registered`] collects them at start-up.
+
+use crate::client_type::ClientType;
+use crate::handler::{EventContext, HandlerSlot};
+use crate::handler_kind::HandlerKind;
+
+/// One handler submitted by an attribute macro. Not public API.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Registration {
+    /// The event.
+    pub kind: HandlerKind,
+    /// The client type, or `None` for the default handler.
+    pub client_type: Option<fn() -> ClientType>,
+    /// `module::function`.
+    pub name: &'static str,
+    /// The erased call: starts the handler's future in the slot.
+    pub call: fn(EventContext, &mut HandlerSlot),
+    /// Whether to run it on the blocking pool.
+    pub blocking: bool,
+}
+
+inventory::collect!(Registration);
+
+/// Every registration linked into this binary, in a stable order.
+pub(crate) fn registered() -> Vec<&'static Registration> {
+    let mut all: Vec<&'static Registration> = inventory::iter::<Registration>.into_iter().collect();
+    // inventory's order depends on link order; sort so logs and errors are reproducible.
+    all.sort_by_key(|r| (r.kind, r.name));
+    all
+}

@@ -1,0 +1,397 @@
+//! A datagram session: one UDP peer served as a [`Connection`]. Its datagrams
+//! arrive through a bounded inbox and are handled in order, one at a time, by
+//! the shared event pipeline; its replies leave through the connection's
+//! bounded outbound queue, one datagram each. The server opens one session
+//! per peer address; a client has one with its server.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+
+use super::inbox::{Datagrams, Inbox, SendFailures, inbox};
+use crate::connection::outbound::{Frames, OutboundReceiver};
+use crate::connection::report;
+use crate::connection::{Connection, DisconnectReason, Stage};
+use crate::error::Error;
+use crate::events::{classify_first_unit, on_connect, on_disconnect, on_frame, until_aborted};
+use crate::framing::{Decoded, Decoding, FrameDecoder};
+use crate::handler::HandlerSlot;
+
+/// One received datagram, as its session gets it.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A datagram within the limit: one message, or several with a framing.
+    Datagram(Bytes),
+    /// A datagram over the limit, of which only the length is kept.
+    TooLarge { length: usize, max: usize },
+    /// Receiving failed (on a client's connected socket, typically the ICMP
+    /// refusal of an earlier datagram: nothing listens at the server's
+    /// port), or sending a reply did.
+    Failed(io::Error),
+}
+
+impl Inbound {
+    /// What arrived, read into a buffer longer than `max` so that an
+    /// oversize datagram shows as such instead of arriving cut to size.
+    pub(crate) fn received(datagram: &[u8], max: usize) -> Self {
+        if datagram.len() > max {
+            Inbound::TooLarge {
+                length: datagram.len(),
+                max,
+            }
+        } else {
+            Inbound::Datagram(Bytes::copy_from_slice(datagram))
+        }
+    }
+
+    /// Whether this came from the peer, which keeps its session alive.
+    pub(super) fn is_from_peer(&self) -> bool {
+        !matches!(self, Inbound::Failed(_))
+    }
+}
+
+/// Where a session's datagrams go.
+#[derive(Debug)]
+pub(crate) enum DatagramPeer {
+    /// A server's peer: its address, through a socket shared with other sessions.
+    Addressed {
+        socket: Arc<UdpSocket>,
+        addr: SocketAddr,
+    },
+    /// A client's server: the socket is connected to it, so only its
+    /// datagrams arrive and ICMP refusals are reported on the socket.
+    Connected(Arc<UdpSocket>),
+}
+
+impl DatagramPeer {
+    pub(crate) fn new(socket: Arc<UdpSocket>, addr: SocketAddr) -> Self {
+        DatagramPeer::Addressed { socket, addr }
+    }
+
+    pub(crate) fn connected(socket: Arc<UdpSocket>) -> Self {
+        DatagramPeer::Connected(socket)
+    }
+
+    async fn send(&self, datagram: &[u8]) -> io::Result<()> {
+        // UDP sends a datagram whole or not at all.
+        match self {
+            DatagramPeer::Addressed { socket, addr } => socket.send_to(datagram, addr).await,
+            DatagramPeer::Connected(socket) => socket.send(datagram).await,
+        }
+        .map(drop)
+    }
+}
+
+/// How a session behaves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionConfig {
+    /// How many datagrams may wait for the session's handlers.
+    pub(crate) inbox: usize,
+    /// Whether the framing splits each datagram; otherwise a datagram is one message.
+    pub(crate) framed: bool,
+}
+
+/// Opens the session of `connection`: the inbox that feeds it, and the
+/// future that serves it until it ends (spawn it). The session ends when
+/// the connection is closed (by `close()`, a panic, the server's shutdown)
+/// or goes idle; it fires on_disconnect once and flushes its replies.
+pub(crate) fn open(
+    connection: Connection,
+    outbound: OutboundReceiver,
+    peer: DatagramPeer,
+    config: SessionConfig,
+) -> (Inbox, impl Future<Output = ()> + Send + 'static) {
+    let (inbox, datagrams) = inbox(connection.id(), config.inbox);
+    let session = Session {
+        connection,
+        slot: HandlerSlot::default(),
+        datagrams,
+        config,
+    };
+    (inbox, run(session, outbound, peer))
+}
+
+struct Session {
+    connection: Connection,
+    /// The on_message handler's future, reused from one datagram to the next.
+    slot: HandlerSlot,
+    datagrams: Datagrams,
+    config: SessionConfig,
+}
+
+async fn run(mut session: Session, outbound: OutboundReceiver, peer: DatagramPeer) {
+    let connection = session.connection.clone();
+    let disconnected = AtomicBool::new(false);
+    let serve = serve(&mut session, outbound, peer, &disconnected);
+    until_aborted(&connection, &disconnected, Box::pin(serve)).await;
+}
+
+async fn serve(
+    session: &mut Session,
+    outbound: OutboundReceiver,
+    peer: DatagramPeer,
+    disconnected: &AtomicBool,
+) {
+    let (finish, finish_signal) = oneshot::channel();
+    let writing = write_loop(
+        session.connection.clone(),
+        peer,
+        outbound,
+        finish_signal,
+        session.datagrams.send_failures(),
+    );
+    let handling = async {
+        let connection = session.connection.clone();
+        let reason = match on_connect(&connection).await {
+            ControlFlow::Continue(()) => session.handle_until_closed().await,
+            ControlFlow::Break(reason) => reason,
+        };
+        // From here on the connection reports itself closing and the peer's
+        // next datagram opens a new session; sends from on_disconnect still work.
+        connection.close_because(reason.clone());
+        session.datagrams.close();
+        session.report_dropped().await;
+        tracing::debug!(%reason, "session ends");
+        // Before, not after: a cut in the middle of it does not run it again.
+        disconnected.store(true, Ordering::Relaxed);
+        on_disconnect(&connection, reason.clone()).await;
+        let flush = reason != DisconnectReason::SlowConsumer;
+        let _ = finish.send(flush);
+    };
+    // Biased: the writer is polled right after every poll of the handlers,
+    // so their sends need not wake this task (see `outbound::Queue`).
+    tokio::join!(biased; handling, writing);
+}
+
+impl Session {
+    /// Handles datagrams until the connection closes or idles out, then the
+    /// datagrams already received: nothing accepted into the inbox is lost.
+    async fn handle_until_closed(&mut self) -> DisconnectReason {
+        let connection = self.connection.clone();
+        // Made once, not per datagram. The session's task is the connection's own.
+        let closed = connection.close_signal().reached_by_driver(Stage::Closing);
+        tokio::pin!(closed);
+        // The server's deadline sweeper closes the session once it idles out,
+        // as it does a stream connection: no timer here, none per datagram.
+        let (activity, deadlines) = (connection.activity(), &connection.endpoint().deadlines);
+        activity.track(deadlines);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut closed => break,
+                inbound = self.datagrams.recv() => {
+                    // No sender left: whoever received for this session stopped.
+                    let Some(inbound) = inbound else { break };
+                    // Only the peer's datagrams keep the session alive (a
+                    // failed send of ours does not), and the time their
+                    // handlers take does not count: idle restarts when they end.
+                    let from_peer = inbound.is_from_peer();
+                    if from_peer {
+                        activity.handlers_started();
+                    }
+                    let flow = self.handle(inbound).await;
+                    if from_peer {
+                        activity.handlers_done(deadlines);
+                    }
+                    if let ControlFlow::Break(reason) = flow {
+                        return reason;
+                    }
+                }
+            }
+        }
+        self.datagrams.close();
+        while let Some(inbound) = self.datagrams.recv().await {
+            if let ControlFlow::Break(reason) = self.handle(inbound).await {
+                return reason;
+            }
+        }
+        connection
+            .close_reason()
+            .unwrap_or(DisconnectReason::Closed)
+    }
+
+    async fn handle(&mut self, inbound: Inbound) -> ControlFlow<DisconnectReason> {
+        self.report_dropped().await;
+        match inbound {
+            Inbound::Datagram(datagram) => {
+                // With `classify_raw`, the datagram's first unit classifies before any framing.
+                if !self.connection.classification_over() {
+                    if let Some(ControlFlow::Break(reason)) =
+                        classify_first_unit(&self.connection, &datagram, true).await
+                    {
+                        return ControlFlow::Break(reason);
+                    }
+                }
+                if self.config.framed || self.connection.own_framing().is_some() {
+                    deframe(&self.connection, datagram).await
+                } else {
+                    on_frame(&self.connection, datagram, &mut self.slot).await
+                }
+            }
+            Inbound::TooLarge { length, max } => {
+                report(&self.connection, Error::DatagramTooLarge { length, max }).await;
+                ControlFlow::Continue(())
+            }
+            Inbound::Failed(error) => {
+                report(&self.connection, Error::Io(error)).await;
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    /// Tells on_error about datagrams dropped at the full inbox since the last time.
+    async fn report_dropped(&mut self) {
+        let count = self.datagrams.take_dropped();
+        if count > 0 {
+            let capacity = self.config.inbox;
+            report(
+                &self.connection,
+                Error::DatagramsDropped { count, capacity },
+            )
+            .await;
+        }
+    }
+}
+
+/// Decodes one datagram with a fresh decoder, so a frame never spans
+/// datagrams and a framing error costs this datagram only. A frame left
+/// unfinished at the datagram's end is reported, never delivered.
+async fn deframe(connection: &Connection, datagram: Bytes) -> ControlFlow<DisconnectReason> {
+    // A custom codec's factory and decoder are user code: a panic costs this datagram.
+    let mut decoder = match connection.framing().try_decoder() {
+        Ok(decoder) => decoder,
+        Err(error) => {
+            report(connection, error).await;
+            return ControlFlow::Continue(());
+        }
+    };
+    let mut buffer = BytesMut::from(datagram);
+    let mut at_end = false;
+    let mut switch_pending = !connection.classification_over();
+    let mut slot = HandlerSlot::default();
+    loop {
+        let flow = match decode(&mut decoder, &mut buffer, at_end) {
+            Ok(Some(Decoded::Frame(frame))) => {
+                let flow = on_frame(connection, frame, &mut slot).await;
+                // Classified by this frame: the rest of the datagram is the client type's.
+                if switch_pending && connection.classification_over() {
+                    switch_pending = false;
+                    if let Some(framing) = connection.own_framing() {
+                        match framing.try_decoder() {
+                            Ok(own) => decoder = own,
+                            Err(error) => {
+                                report(connection, error).await;
+                                return ControlFlow::Continue(());
+                            }
+                        }
+                    }
+                }
+                flow
+            }
+            Ok(Some(Decoded::Discarded(error))) => {
+                let error = match *error {
+                    Error::FrameTruncated { bytes } => Error::DatagramTruncated { bytes },
+                    other => other,
+                };
+                report(connection, error).await;
+                ControlFlow::Continue(())
+            }
+            Ok(None) if !at_end => {
+                at_end = true;
+                ControlFlow::Continue(())
+            }
+            Ok(None) => return ControlFlow::Continue(()),
+            Err(error) => {
+                report(connection, *error).await;
+                return ControlFlow::Continue(());
+            }
+        };
+        if flow.is_break() {
+            return flow;
+        }
+    }
+}
+
+fn decode(decoder: &mut FrameDecoder, buffer: &mut BytesMut, at_end: bool) -> Decoding {
+    if at_end {
+        decoder.decode_eof(buffer)
+    } else {
+        decoder.decode(buffer)
+    }
+}
+
+/// Sends queued replies, one datagram each, until told to finish; then
+/// sends the rest (bounded by the shutdown timeout) unless told to abandon
+/// them. A failed send goes to the handling side (the inbox) for on_error,
+/// and the session goes on: one refused datagram is no reason to end it.
+async fn write_loop(
+    connection: Connection,
+    peer: DatagramPeer,
+    mut outbound: OutboundReceiver,
+    mut finish: oneshot::Receiver<bool>,
+    failures: SendFailures,
+) {
+    // Here, in the session's own task, which polls this after its handlers.
+    outbound.polled_after_senders_in_this_task();
+    let mut frames = Frames::default();
+    let flush = loop {
+        tokio::select! {
+            biased;
+            more = outbound.take(&mut frames) => {
+                if !more {
+                    break true;
+                }
+                send(&connection, &peer, &outbound, &mut frames, &failures).await;
+            }
+            flush = &mut finish => break flush.unwrap_or(true),
+        }
+    };
+    // No more sends are accepted from here on; what was accepted is sent.
+    outbound.close();
+    if !flush {
+        return;
+    }
+    let flush_timeout = connection.endpoint().limits.shutdown_timeout;
+    let sending = async {
+        while outbound.take(&mut frames).await {
+            send(&connection, &peer, &outbound, &mut frames, &failures).await;
+        }
+    };
+    if tokio::time::timeout(flush_timeout, sending).await.is_err() {
+        tracing::warn!(timeout = ?flush_timeout, "sending the queued datagrams timed out");
+    }
+}
+
+/// Sends each of `frames` as a datagram of its own.
+async fn send(
+    connection: &Connection,
+    peer: &DatagramPeer,
+    outbound: &OutboundReceiver,
+    frames: &mut Frames,
+    failures: &SendFailures,
+) {
+    for frame in frames.datagrams() {
+        let mut sent = peer.send(frame).await;
+        if let Err(error) = sent {
+            sent = if super::is_refusal(&error) {
+                // A refusal here is the ICMP answer to an earlier datagram, left
+                // on the socket; this one was not sent, so it gets one more try.
+                failures.offer(connection, error);
+                peer.send(frame).await
+            } else {
+                Err(error)
+            };
+        }
+        if let Err(error) = sent {
+            failures.offer(connection, error);
+        }
+    }
+    outbound.written(frames);
+}

@@ -1,0 +1,122 @@
+//! A stream connection's decoder: it may first wait for the raw first unit
+//! to classify the connection by, and it switches to the client type's own
+//! framing once the connection is classified. The read buffer is never
+//! touched by either step, so no byte read is lost in the switch.
+
+use std::ops::ControlFlow;
+
+use bytes::BytesMut;
+
+use crate::connection::report;
+use crate::connection::{Connection, DisconnectReason};
+use crate::error::Error;
+use crate::events::classify_first_unit;
+use crate::framing::{FrameDecoder, Framing};
+
+pub(crate) struct ConnectionDecoder {
+    decoder: FrameDecoder,
+    stage: Stage,
+    /// Whether pending bytes are a partial frame that the frame deadline
+    /// (slowloris) applies to; it depends on the framing in use.
+    frame_deadline_applies: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// `classify_raw`: nothing is decoded until the raw first unit classified the connection.
+    AwaitingFirstUnit,
+    /// The decoder switches to the client type's framing once classified.
+    AwaitingClientType,
+    /// This decoder stays.
+    Settled,
+}
+
+/// What [`ConnectionDecoder::prepare`] found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prepared {
+    /// The decoder may decode the buffer.
+    Ready,
+    /// Nothing can be decoded until more bytes arrive (the first unit is incomplete).
+    NeedsBytes,
+}
+
+impl ConnectionDecoder {
+    /// The decoder of the server's framing, in the stage its settings ask for.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Framing`] if a custom codec's factory panicked.
+    pub(crate) fn new(connection: &Connection) -> Result<Self, Error> {
+        let endpoint = connection.endpoint();
+        let stage = match (&endpoint.classifier, &endpoint.client_framing) {
+            (None, _) => Stage::Settled,
+            (Some(_), framing) if framing.first_unit.is_some() => Stage::AwaitingFirstUnit,
+            (Some(_), framing) if framing.switches() => Stage::AwaitingClientType,
+            (Some(_), _) => Stage::Settled,
+        };
+        Ok(Self {
+            decoder: endpoint.framing.try_decoder()?,
+            stage,
+            frame_deadline_applies: endpoint.framing.frame_deadline_applies(),
+        })
+    }
+
+    /// The decoder in use.
+    pub(crate) fn current(&mut self) -> &mut FrameDecoder {
+        &mut self.decoder
+    }
+
+    /// Whether the decoder stays as it is: [`prepare`](Self::prepare) has
+    /// nothing left to do.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.stage == Stage::Settled
+    }
+
+    pub(crate) fn frame_deadline_applies(&self) -> bool {
+        self.frame_deadline_applies
+    }
+
+    /// Readies the decoder for `buffer`: classifies by the raw first unit
+    /// once it is complete (`at_end`: no more bytes will come, or the idle
+    /// gap ended them), and switches to the client type's framing once
+    /// classified.
+    pub(crate) async fn prepare(
+        &mut self,
+        connection: &Connection,
+        buffer: &BytesMut,
+        at_end: bool,
+    ) -> ControlFlow<DisconnectReason, Prepared> {
+        if self.stage == Stage::AwaitingFirstUnit {
+            match classify_first_unit(connection, buffer, at_end).await {
+                None => return ControlFlow::Continue(Prepared::NeedsBytes),
+                Some(flow) => flow?,
+            }
+            self.stage = Stage::AwaitingClientType;
+        }
+        if self.stage == Stage::AwaitingClientType && connection.classification_over() {
+            self.stage = Stage::Settled;
+            if let Some(framing) = connection.own_framing() {
+                self.switch_to(connection, framing).await?;
+            }
+        }
+        ControlFlow::Continue(Prepared::Ready)
+    }
+
+    async fn switch_to(
+        &mut self,
+        connection: &Connection,
+        framing: &Framing,
+    ) -> ControlFlow<DisconnectReason> {
+        match framing.try_decoder() {
+            Ok(decoder) => {
+                self.decoder = decoder;
+                self.frame_deadline_applies = framing.frame_deadline_applies();
+                ControlFlow::Continue(())
+            }
+            Err(error) => {
+                report(connection, error).await;
+                ControlFlow::Break(DisconnectReason::FramingFailed)
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! [`Driver`]: the future of one stream connection's task. It polls the
+//! reading side first and the writing side right after, so replies a
+//! handler just queued leave in the same poll; then it runs the close:
+//! on_disconnect, flush, FIN, and a while of reading what the peer still
+//! sends. The shutdown deadline can cut it short at any point.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::ReadBuf;
+use tokio::time::Sleep;
+
+use super::reading::Reading;
+use super::writing::{Finish, Writing};
+use crate::connection::outbound::OutboundReceiver;
+use crate::connection::report;
+use crate::connection::{Connection, DisconnectReason, Stage};
+use crate::error::Error;
+use crate::events::{after_abort, on_disconnect};
+use crate::handler::BoxFuture;
+use crate::transport::stream::{StreamReader, StreamWriter};
+
+pub(super) struct Driver<R, W> {
+    connection: Connection,
+    reader: R,
+    reading: Reading,
+    writing: Writing<W>,
+    step: Step,
+    /// A write that failed before reading ended, to report then.
+    write_error: Option<io::Error>,
+}
+
+enum Step {
+    /// Reading and writing.
+    Serving,
+    /// Reading ended: a failed write is reported, then on_disconnect runs
+    /// (the writing side goes on meanwhile); then the close goes on as
+    /// `close` says.
+    Disconnecting {
+        future: BoxFuture<'static, ()>,
+        close: Close,
+    },
+    /// The writing side flushes what was queued (or gives it up); then,
+    /// if `linger`, the peer's leftovers are read.
+    Flushing {
+        linger: bool,
+    },
+    /// After our FIN, the peer's unread bytes would turn close() into a RST
+    /// that destroys our last replies in flight; so they are read and
+    /// dropped for a while.
+    Lingering(Linger),
+    /// Cut at the shutdown deadline: a late on_disconnect, and accounting.
+    Aborting(BoxFuture<'static, ()>),
+    Done,
+}
+
+/// How a connection's close goes on after on_disconnect, decided by why
+/// reading ended.
+#[derive(Clone, Copy)]
+struct Close {
+    finish: Finish,
+    /// Whether the peer may still send after our FIN (it did not close or fail).
+    linger: bool,
+}
+
+impl Close {
+    fn after(reason: &DisconnectReason) -> Self {
+        Self {
+            // A peer that does not read: what is queued is given up.
+            finish: if *reason == DisconnectReason::SlowConsumer {
+                Finish::Abandon
+            } else {
+                Finish::Flush
+            },
+            linger: !matches!(
+                reason,
+                DisconnectReason::PeerClosed | DisconnectReason::Reset(_)
+            ),
+        }
+    }
+}
+
+impl<R: StreamReader, W: StreamWriter> Driver<R, W> {
+    pub(super) fn new(
+        reader: R,
+        writer: W,
+        connection: Connection,
+        outbound: OutboundReceiver,
+    ) -> Self {
+        Self {
+            reading: Reading::new(&connection),
+            writing: Writing::new(writer, outbound),
+            connection,
+            reader,
+            step: Step::Serving,
+            write_error: None,
+        }
+    }
+
+    /// Reading ended for `reason`: the close begins.
+    fn disconnect(&mut self, reason: DisconnectReason) {
+        let connection = self.connection.clone();
+        let failed_write = self.write_error.take();
+        let close = Close::after(&reason);
+        let future = Box::pin(async move {
+            if let Some(error) = failed_write {
+                report(&connection, Error::Io(error)).await;
+            }
+            tracing::debug!(%reason, "disconnecting");
+            // From now on the connection reports itself closing (a client's
+            // sends then go to its outbox); sends from on_disconnect still work.
+            connection.close_because(reason.clone());
+            on_disconnect(&connection, reason).await;
+        });
+        self.step = Step::Disconnecting { future, close };
+    }
+
+    /// on_disconnect ran: no more sends are accepted, what was is written.
+    fn flush(&mut self, close: Close) {
+        let flush_timeout = self.connection.endpoint().limits.shutdown_timeout;
+        self.writing.finish(close.finish, flush_timeout);
+        self.step = Step::Flushing {
+            linger: close.linger,
+        };
+    }
+
+    /// Writes what it can; a failed write closes the connection.
+    fn poll_writing(&mut self, cx: &mut Context<'_>) {
+        if let Poll::Ready(Err(error)) = self.writing.poll(cx) {
+            if matches!(self.step, Step::Serving) {
+                self.connection
+                    .close_because(DisconnectReason::Reset(error.to_string()));
+                // Reported once reading ended, before on_disconnect.
+                self.write_error = Some(error);
+            } else {
+                // Closing already: the peer is gone or does not read.
+                tracing::debug!(%error, "writing failed while closing");
+            }
+        }
+    }
+
+    fn ended(&self, aborted: bool) -> Ended {
+        Ended {
+            connection: self.connection.clone(),
+            aborted,
+        }
+    }
+
+    /// The shutdown deadline passed: everything stops where it is.
+    fn abort(&mut self) {
+        // on_disconnect runs once: a cut in the middle of it does not run it again.
+        let disconnected = !matches!(self.step, Step::Serving);
+        self.reading.stop();
+        // The queue closes: the late on_disconnect's sends fail instead of
+        // being lost uncounted.
+        self.writing.abandon();
+        let connection = self.connection.clone();
+        self.step = Step::Aborting(Box::pin(async move {
+            after_abort(&connection, disconnected).await;
+        }));
+    }
+}
+
+/// How a connection's driver ended; what is left to do once it is dropped.
+pub(super) struct Ended {
+    pub(super) connection: Connection,
+    /// Cut at the shutdown deadline.
+    pub(super) aborted: bool,
+}
+
+impl<R: StreamReader, W: StreamWriter> Future for Driver<R, W> {
+    type Output = Ended;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
+        let this = self.get_mut();
+        if !matches!(this.step, Step::Aborting(_) | Step::Done)
+            && this
+                .connection
+                .close_signal()
+                .poll_reached(Stage::Aborted, cx)
+                .is_ready()
+        {
+            this.abort();
+        }
+        loop {
+            match &mut this.step {
+                Step::Serving => {
+                    let read = this.reading.poll(&this.connection, &mut this.reader, cx);
+                    if let Poll::Ready(reason) = read {
+                        this.disconnect(reason);
+                        continue;
+                    }
+                    this.poll_writing(cx);
+                    return Poll::Pending;
+                }
+                Step::Disconnecting { future, close } => {
+                    if future.as_mut().poll(cx).is_ready() {
+                        let close = *close;
+                        this.flush(close);
+                        continue;
+                    }
+                    this.poll_writing(cx);
+                    return Poll::Pending;
+                }
+                &mut Step::Flushing { linger } => {
+                    this.poll_writing(cx);
+                    if !this.writing.is_done() {
+                        return Poll::Pending;
+                    }
+                    this.step = if linger {
+                        Step::Lingering(Linger::new(this.connection.endpoint().limits.linger))
+                    } else {
+                        Step::Done
+                    };
+                }
+                Step::Lingering(linger) => {
+                    ready!(linger.poll(&mut this.reader, cx));
+                    this.step = Step::Done;
+                }
+                Step::Aborting(future) => {
+                    ready!(future.as_mut().poll(cx));
+                    this.step = Step::Done;
+                    return Poll::Ready(this.ended(true));
+                }
+                Step::Done => return Poll::Ready(this.ended(false)),
+            }
+        }
+    }
+}
+
+/// Reads and drops what the peer sends, until it closes or `linger` passes.
+struct Linger {
+    deadline: Pin<Box<Sleep>>,
+    // On the heap, and only while lingering: not in every connection's task.
+    sink: Box<[u8]>,
+}
+
+impl Linger {
+    fn new(linger: Duration) -> Self {
+        Self {
+            deadline: Box::pin(tokio::time::sleep(linger)),
+            sink: vec![0; 1024].into_boxed_slice(),
+        }
+    }
+
+    fn poll(&mut self, reader: &mut impl StreamReader, cx: &mut Context<'_>) -> Poll<()> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        loop {
+            let mut sink = ReadBuf::new(&mut self.sink);
+            match ready!(Pin::new(&mut *reader).poll_read(cx, &mut sink)) {
+                Ok(()) if !sink.filled().is_empty() => {}
+                // EOF or an error: the peer is done.
+                _ => return Poll::Ready(()),
+            }
+        }
+    }
+}
