@@ -73,15 +73,26 @@ mod sync;
 
 // Layers, each importing only those above it (handler and connection
 // refer to each other: a handler takes a Connection, a connection runs
-// its before_send).
-mod classify;
-mod client;
-mod connection;
-mod events;
+// its before_send). A comment before each keeps rustfmt from sorting them.
+// Bytes <-> frames, one codec per file.
 pub mod framing;
+// Classifier machinery, first-unit classification, per-type framing.
+mod classify;
+// The handler contract, routing table, registry, invoking one handler.
 mod handler;
-mod server;
+// One peer whatever carries it, and what its server or client shares.
+mod connection;
+// The event sequence of one connection.
+mod events;
+// Stream and datagram drivers, the shared decoder, TLS.
 mod transport;
+// Listeners, accept, admission, builders, UDP receive loop.
+mod server;
+// Connect and reconnect, request/reply, the UDP client.
+mod client;
+// The in-memory test harness.
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use bytes::Bytes;
 pub use classify::FirstUnit;

@@ -354,6 +354,17 @@ impl Framing {
         }
     }
 
+    /// The framing of the other end: it encodes what this one decodes, and
+    /// decodes what this one encodes (the test harness's peers use it).
+    #[cfg(feature = "testing")]
+    pub(crate) fn mirrored(&self) -> Framing {
+        let encoded_by_us = self.outbound.as_deref().unwrap_or(&self.kind).clone();
+        Framing {
+            kind: encoded_by_us,
+            outbound: Some(Box::new(self.kind.clone())),
+        }
+    }
+
     /// [`decoder`](Self::decoder), with a custom codec factory's panic caught.
     pub(crate) fn try_decoder(&self) -> Result<FrameDecoder, Error> {
         catch_factory_panic(|| self.decoder())

@@ -1,9 +1,13 @@
-//! The TCP accept loop: a place under the connection limits is taken before
-//! each accept (at the limit, peers wait in the kernel's backlog rather
-//! than being accepted and dropped), failed accepts back off, and each
-//! accepted stream becomes a connection with a task of its own.
+//! The stream accept loop: a place under the connection limits is taken
+//! before each accept (at the limit, peers wait in the kernel's backlog
+//! rather than being accepted and dropped), failed accepts back off, and
+//! each accepted stream becomes a connection run by the stream driver in a
+//! task of its own. It accepts from a TCP listener or, for
+//! `flexi_socket::testing`, from in-memory pipes: the same admission, the
+//! same connection, the same driver.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,12 +17,51 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::TaskTracker;
 
-use super::admission::Admission;
+use super::admission::{Admission, Place};
 use crate::config::Limits;
-use crate::connection::Endpoint;
-use crate::connection::outbound::Transport;
+use crate::connection::outbound::{OutboundReceiver, Transport};
+use crate::connection::{Connection, Endpoint};
 use crate::stats::Counters;
+use crate::transport::stream::{StreamReader, StreamWriter};
 use crate::transport::{spawn_in, stream};
+
+/// Where streams are accepted from.
+#[derive(Debug)]
+pub(super) enum StreamListener {
+    Tcp(TcpListener),
+    /// The test harness's pipes (feature `testing`).
+    #[cfg(feature = "testing")]
+    Memory(tokio::sync::mpsc::UnboundedReceiver<super::memory::Pipe>),
+}
+
+/// One accepted stream.
+enum Accepted {
+    Tcp(TcpStream, SocketAddr),
+    #[cfg(feature = "testing")]
+    Memory(super::memory::Pipe),
+}
+
+impl StreamListener {
+    /// The next stream; `None` when no more can come.
+    async fn accept(&mut self) -> io::Result<Option<Accepted>> {
+        match self {
+            StreamListener::Tcp(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                Ok(Some(Accepted::Tcp(stream, peer)))
+            }
+            #[cfg(feature = "testing")]
+            StreamListener::Memory(pipes) => Ok(pipes.recv().await.map(Accepted::Memory)),
+        }
+    }
+
+    pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            StreamListener::Tcp(listener) => listener.local_addr(),
+            #[cfg(feature = "testing")]
+            StreamListener::Memory(_) => Ok(super::memory::SERVER_ADDR),
+        }
+    }
+}
 
 /// What the accept loop hands each accepted stream to.
 pub(super) struct Acceptor<'a> {
@@ -33,7 +76,7 @@ impl Acceptor<'_> {
     /// Accepts until `signal` completes or the endpoint shuts down.
     pub(super) async fn run(
         &self,
-        listener: TcpListener,
+        mut listener: StreamListener,
         mut signal: Pin<&mut impl Future<Output = ()>>,
     ) {
         let shutdown = self.endpoint.shutdown.begun();
@@ -56,10 +99,11 @@ impl Acceptor<'_> {
                 accepted = listener.accept() => accepted,
             };
             match accepted {
-                Ok((stream, peer_addr)) => {
+                Ok(Some(accepted)) => {
                     backoff.reset();
-                    self.admit(stream, peer_addr, permit);
+                    self.admit(accepted, permit);
                 }
+                Ok(None) => break,
                 Err(error) => tokio::select! {
                     () = &mut shutdown => break,
                     () = backoff.wait(&error) => {}
@@ -68,43 +112,97 @@ impl Acceptor<'_> {
         }
     }
 
-    /// Makes `stream` a connection and spawns its task, unless its address
-    /// is at the per-IP cap.
-    fn admit(&self, stream: TcpStream, peer_addr: SocketAddr, permit: OwnedSemaphorePermit) {
-        let endpoint = self.endpoint;
-        let Some(place) = self.admission.admit(permit, peer_addr.ip()) else {
-            Counters::add(&endpoint.counters.connections_refused, 1);
+    /// Makes the accepted stream a connection and spawns its task, unless
+    /// its address is at the per-IP cap.
+    fn admit(&self, accepted: Accepted, permit: OwnedSemaphorePermit) {
+        match accepted {
+            Accepted::Tcp(stream, peer_addr) => {
+                let Some(place) = self.place(permit, peer_addr) else {
+                    return;
+                };
+                configure(&stream, &self.endpoint.limits);
+                let local_addr = stream.local_addr().unwrap_or(peer_addr);
+                let Some((connection, queue)) = self.open(peer_addr, local_addr) else {
+                    return;
+                };
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.cloned() {
+                    // The handshake runs in the connection's task; only a connection
+                    // whose handshake succeeded is listed and gets events.
+                    let span = span(&connection);
+                    let task = async move {
+                        super::tls::serve(&tls, stream, connection, queue).await;
+                        drop(place);
+                    };
+                    spawn_in(self.tasks, span, task);
+                    return;
+                }
+                let (reader, writer) = stream.into_split();
+                self.serve(reader, writer, connection, queue, place);
+            }
+            #[cfg(feature = "testing")]
+            Accepted::Memory(pipe) => {
+                let Some(place) = self.place(permit, pipe.peer_addr) else {
+                    return;
+                };
+                let local_addr = super::memory::SERVER_ADDR;
+                let Some((connection, queue)) = self.open(pipe.peer_addr, local_addr) else {
+                    return;
+                };
+                // The test's peer learns which connection it is.
+                let _ = pipe.opened.send(connection.clone());
+                let (reader, writer) = tokio::io::split(pipe.stream);
+                self.serve(reader, writer, connection, queue, place);
+            }
+        }
+    }
+
+    /// The place under the limits of a connection from `peer_addr`, or
+    /// `None` (counted and logged) at its address's cap.
+    fn place(&self, permit: OwnedSemaphorePermit, peer_addr: SocketAddr) -> Option<Place> {
+        let place = self.admission.admit(permit, peer_addr.ip());
+        if place.is_none() {
+            Counters::add(&self.endpoint.counters.connections_refused, 1);
             tracing::info!(peer = %peer_addr, "refused: per-IP connection cap reached");
-            return;
-        };
-        configure(&stream, &endpoint.limits);
-        let local_addr = stream.local_addr().unwrap_or(peer_addr);
-        let (connection, queue) = match endpoint.open(peer_addr, local_addr, Transport::Stream) {
-            Ok(opened) => opened,
+        }
+        place
+    }
+
+    fn open(
+        &self,
+        peer_addr: SocketAddr,
+        local_addr: SocketAddr,
+    ) -> Option<(Connection, OutboundReceiver)> {
+        match self.endpoint.open(peer_addr, local_addr, Transport::Stream) {
+            Ok(opened) => Some(opened),
             Err(error) => {
                 tracing::error!(peer = %peer_addr, %error, "connection dropped");
-                return;
+                None
             }
-        };
-        // Debug level: at the usual INFO filter the span costs nothing per poll;
-        // with RUST_LOG=flexi_socket=debug every event carries id, peer and type.
-        let span = tracing::debug_span!("connection", id = connection.id(), peer = %peer_addr, client_type = tracing::field::Empty);
-        #[cfg(feature = "tls")]
-        if let Some(tls) = self.tls.cloned() {
-            // The handshake runs in the connection's task; only a connection whose
-            // handshake succeeded is listed and gets events.
-            let task = async move {
-                super::tls::serve(&tls, stream, connection, queue).await;
-                drop(place);
-            };
-            spawn_in(self.tasks, span, task);
-            return;
         }
-        endpoint.register(&connection);
-        let (reader, writer) = stream.into_split();
+    }
+
+    /// Lists `connection` and runs it on the stream driver in its own task.
+    fn serve(
+        &self,
+        reader: impl StreamReader + 'static,
+        writer: impl StreamWriter + 'static,
+        connection: Connection,
+        queue: OutboundReceiver,
+        place: Place,
+    ) {
+        self.endpoint.register(&connection);
+        let span = span(&connection);
         let task = stream::run(reader, writer, connection, queue, place);
         spawn_in(self.tasks, span, task);
     }
+}
+
+/// A connection's tracing span. Debug level: at the usual INFO filter it
+/// costs nothing per poll; with RUST_LOG=flexi_socket=debug every event
+/// carries id, peer and type.
+fn span(connection: &Connection) -> tracing::Span {
+    tracing::debug_span!("connection", id = connection.id(), peer = %connection.peer_addr(), client_type = tracing::field::Empty)
 }
 
 fn configure(stream: &TcpStream, limits: &Limits) {

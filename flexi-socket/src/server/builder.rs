@@ -7,14 +7,17 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use super::accept::StreamListener;
 use super::{Listener, Server};
 use crate::classify::{ClientFraming, FirstUnit};
 use crate::client_type::ClientType;
 use crate::config::{Limits, PanicPolicy, SlowConsumerPolicy};
+use crate::connection::Endpoint;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
@@ -284,30 +287,31 @@ impl sealed::Sealed for Tcp {}
 impl ServerTransport for Tcp {
     fn bind(builder: ServerBuilder<Self>) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>> {
         Box::pin(async move {
-            let framing = builder.framing.unwrap_or_default();
-            let endpoint = builder.setup.endpoint(
-                framing,
-                builder.client_framing,
-                builder.limits,
-                true,
-                None,
-            )?;
-            let listener =
-                TcpListener::bind(&builder.addr)
-                    .await
-                    .map_err(|source| Error::Bind {
-                        addr: builder.addr.clone(),
-                        source,
-                    })?;
-            #[cfg(feature = "tls")]
-            let tls = builder.transport.tls.into_server();
+            let (endpoint, addr, tcp) = builder.into_endpoint()?;
+            let listener = TcpListener::bind(&addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })?;
+            #[cfg(not(feature = "tls"))]
+            let Tcp {} = tcp;
             Server::new(
-                Listener::Tcp(listener),
+                Listener::Stream(StreamListener::Tcp(listener)),
                 endpoint,
                 #[cfg(feature = "tls")]
-                tls,
+                tcp.tls.into_server(),
             )
         })
+    }
+}
+
+impl ServerBuilder<Tcp> {
+    /// Checks the handlers and builds the endpoint; what is left of the
+    /// builder is the address and the TCP settings.
+    pub(super) fn into_endpoint(self) -> Result<(Arc<Endpoint>, String, Tcp)> {
+        let framing = self.framing.unwrap_or_default();
+        let endpoint =
+            self.setup
+                .endpoint(framing, self.client_framing, self.limits, true, None)?;
+        Ok((endpoint, self.addr, self.transport))
     }
 }
 

@@ -7,6 +7,8 @@
 mod accept;
 mod admission;
 mod builder;
+#[cfg(feature = "testing")]
+pub(crate) mod memory;
 #[cfg(feature = "tls")]
 mod tls;
 mod udp;
@@ -15,13 +17,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::deadlines;
 use crate::connection::{Connections, Endpoint, ShutdownReport};
 use crate::error::Result;
 use crate::stats::ServerStats;
+use accept::StreamListener;
 use admission::Admission;
 pub use builder::{FlexiSocket, ServerBuilder, ServerTransport, Tcp};
 pub use udp::Udp;
@@ -30,14 +32,15 @@ use udp::UdpListener;
 /// What a server receives on.
 #[derive(Debug)]
 enum Listener {
-    Tcp(TcpListener),
+    /// TCP, or the test harness's in-memory pipes.
+    Stream(StreamListener),
     Udp(UdpListener),
 }
 
 impl Listener {
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         match self {
-            Listener::Tcp(listener) => listener.local_addr(),
+            Listener::Stream(listener) => listener.local_addr(),
             Listener::Udp(listener) => Ok(listener.local_addr()),
         }
     }
@@ -71,6 +74,12 @@ impl Server {
             #[cfg(feature = "tls")]
             tls,
         })
+    }
+
+    /// What its connections share.
+    #[cfg(feature = "testing")]
+    pub(crate) fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
     }
 
     /// The address the server listens on (with the real port when bound to port 0).
@@ -140,7 +149,7 @@ impl Server {
             tasks.spawn(deadlines::sweep(Arc::clone(&endpoint)));
         }
         let panicked = match listener {
-            Listener::Tcp(listener) => {
+            Listener::Stream(listener) => {
                 let acceptor = accept::Acceptor {
                     endpoint: &endpoint,
                     admission: &admission,

@@ -1,0 +1,426 @@
+//! An in-memory test harness for handlers (feature `testing`): a server
+//! built by the same builder as a real one, whose peers connect over
+//! in-memory pipes instead of sockets. The pipes are accepted by the real
+//! accept loop (same limits), and each connection runs on the real stream
+//! driver (same events, deadlines, queues and shutdown). With tokio's paused
+//! clock (`#[tokio::test(start_paused = true)]`), deadlines such as the idle
+//! or first-message timeout pass in virtual time: instantly, and the same
+//! way every run.
+//!
+//! ```
+//! use flexi_socket::testing::TestServer;
+//! use flexi_socket::{Connection, DisconnectReason, FlexiSocket, Router};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let router = Router::new()
+//!     .on_message(|conn: Connection, msg: String| async move { conn.send(msg.to_uppercase()).await });
+//! let server = TestServer::start(
+//!     FlexiSocket::server("in memory")
+//!         .router(router)
+//!         .idle_timeout(Duration::from_secs(300)),
+//! )
+//! .unwrap();
+//!
+//! let mut peer = server.connect().await;
+//! peer.send("hello").await.unwrap();
+//! assert_eq!(peer.receive_str().await.unwrap(), "HELLO");
+//! // Five minutes of silence pass at once in paused time.
+//! let reason = peer.expect_closed_within(Duration::from_secs(400)).await.unwrap();
+//! assert_eq!(reason, Some(DisconnectReason::IdleTimeout));
+//! # }
+//! ```
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::client_type::ClientType;
+use crate::connection::{Connection, Connections, DisconnectReason, ShutdownReport};
+use crate::error::{Error, Result};
+use crate::framing::{Decoded, FrameDecoder, FrameEncoder, Framing};
+use crate::message::Message;
+use crate::server::memory::{Connector, Pipe};
+use crate::server::{Server, ServerBuilder, ServerHandle};
+use crate::stats::ServerStats;
+
+/// How much a pipe buffers in each direction, like a socket's buffers: a
+/// peer that does not read makes the server's writes wait.
+const PIPE_CAPACITY: usize = 64 * 1024;
+
+/// How long a peer waits for a message or for the close by default.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server without sockets, for tests; see the [module docs](self).
+pub struct TestServer {
+    handle: ServerHandle,
+    connector: Connector,
+    framing: Framing,
+    serving: JoinHandle<Result<ShutdownReport>>,
+    next_port: AtomicU16,
+}
+
+impl TestServer {
+    /// Builds the server `builder` describes (its handlers, classifier,
+    /// framing, limits and state; its address and TLS settings do not
+    /// apply) and starts serving in a task of the current runtime.
+    ///
+    /// # Errors
+    ///
+    /// The start-up checks of [`ServerBuilder::bind`] ([`Error::NoHandlers`],
+    /// [`Error::DuplicateHandler`], ...).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn start(builder: ServerBuilder) -> Result<Self> {
+        let (server, connector) = Server::in_memory(builder)?;
+        let framing = server.endpoint().framing.clone();
+        let handle = server.handle();
+        // The harness shuts it down; no signal of the process's is awaited.
+        let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
+        Ok(Self {
+            handle,
+            connector,
+            framing,
+            serving,
+            next_port: AtomicU16::new(40_000),
+        })
+    }
+
+    /// A new peer from `127.0.0.1` (a fresh port each time).
+    pub async fn connect(&self) -> TestPeer {
+        let port = self.next_port.fetch_add(1, Ordering::Relaxed);
+        self.connect_from(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+            .await
+    }
+
+    /// A new peer whose connection reports `peer_addr` (per-IP limits count
+    /// it under that address). Like a TCP connect, it succeeds at once; the
+    /// server serves it once there is room under its limits.
+    pub async fn connect_from(&self, peer_addr: SocketAddr) -> TestPeer {
+        let (ours, theirs) = tokio::io::duplex(PIPE_CAPACITY);
+        let (opened, connection) = oneshot::channel();
+        let pipe = Pipe {
+            stream: theirs,
+            peer_addr,
+            opened,
+        };
+        // A server that has shut down drops the pipe: the peer sees it closed.
+        let _ = self.connector.send(pipe);
+        TestPeer {
+            stream: ours,
+            peer_addr,
+            connection: Opening::Waiting(connection),
+            framing: self.framing.clone(),
+            codec: None,
+            buffer: BytesMut::new(),
+            timeout: DEFAULT_TIMEOUT,
+            eof: false,
+        }
+    }
+
+    /// The server's open connections.
+    pub fn connections(&self) -> Connections {
+        self.handle.connections()
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        self.handle.stats()
+    }
+
+    /// Shuts the server down gracefully, as on SIGINT, and reports how that went.
+    ///
+    /// # Panics
+    ///
+    /// If the server's task panicked.
+    pub async fn shutdown(self) -> ShutdownReport {
+        self.handle.shutdown();
+        match self.serving.await {
+            Ok(Ok(report)) => report,
+            Ok(Err(error)) => panic!("the test server failed: {error}"),
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+}
+
+impl fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestServer")
+            .field("framing", &self.framing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a peer's connection is known yet.
+#[derive(Debug)]
+enum Opening {
+    Waiting(oneshot::Receiver<Connection>),
+    Opened(Connection),
+    /// Refused (at the per-IP cap) or the server shut down first.
+    Refused,
+}
+
+/// One peer of a [`TestServer`]: it sends and receives messages framed as
+/// the server frames them, and can watch its connection close.
+pub struct TestPeer {
+    stream: DuplexStream,
+    peer_addr: SocketAddr,
+    connection: Opening,
+    framing: Framing,
+    /// The codec in use, and the client type it was made for (a client
+    /// type's own framing replaces the server's once classified).
+    codec: Option<Codec>,
+    buffer: BytesMut,
+    timeout: Duration,
+    eof: bool,
+}
+
+impl fmt::Debug for TestPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestPeer")
+            .field("peer_addr", &self.peer_addr)
+            .field("connection", &self.connection)
+            .field("buffered", &self.buffer.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a [`TestPeer`] waited for and did not get.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// Nothing came within the timeout.
+    TimedOut(Duration),
+    /// The server closed the connection.
+    Closed,
+    /// A message came where the close was expected.
+    Unexpected(Message),
+    /// The server's bytes did not decode (or a custom codec failed).
+    Framing(Error),
+    /// The pipe failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for PeerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerError::TimedOut(after) => write!(f, "nothing arrived within {after:?}"),
+            PeerError::Closed => f.write_str("the server closed the connection"),
+            PeerError::Unexpected(message) => {
+                write!(f, "expected the close, got the message {message:?}")
+            }
+            PeerError::Framing(error) => write!(f, "undecodable bytes from the server: {error}"),
+            PeerError::Io(error) => write!(f, "the pipe failed: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for PeerError {}
+
+impl TestPeer {
+    /// How long [`receive`](Self::receive) and
+    /// [`expect_closed`](Self::expect_closed) wait (default 10 s; in paused
+    /// time that costs nothing).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The address its connection reports as the peer's.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// Its connection on the server, once the server accepted it; `None`
+    /// if the server refused it (per-IP cap) or shut down first. Waits while
+    /// the server is at `max_connections`.
+    pub async fn connection(&mut self) -> Option<Connection> {
+        if let Opening::Waiting(opening) = &mut self.connection {
+            self.connection = match opening.await {
+                Ok(connection) => Opening::Opened(connection),
+                Err(_) => Opening::Refused,
+            };
+        }
+        match &self.connection {
+            Opening::Opened(connection) => Some(connection.clone()),
+            _ => None,
+        }
+    }
+
+    /// Sends `message` framed as the server decodes it (a line with
+    /// `Framing::lines`, with its length prefix, ...).
+    ///
+    /// # Errors
+    ///
+    /// The framing refuses the message, or the server's end is closed.
+    pub async fn send(&mut self, message: impl AsRef<[u8]>) -> io::Result<()> {
+        self.refresh_codec().map_err(io::Error::other)?;
+        let codec = self.codec.as_ref().expect("refreshed");
+        let mut frame = BytesMut::new();
+        codec
+            .encoder
+            .encode(message.as_ref(), &mut frame)
+            .map_err(io::Error::other)?;
+        self.write(&frame).await
+    }
+
+    /// Writes raw bytes, unframed: half a frame, garbage, a raw first unit.
+    ///
+    /// # Errors
+    ///
+    /// The server's end is closed.
+    pub async fn write(&mut self, bytes: impl AsRef<[u8]>) -> io::Result<()> {
+        self.stream.write_all(bytes.as_ref()).await?;
+        self.stream.flush().await
+    }
+
+    /// Closes the peer's sending side (FIN): the server sees EOF.
+    pub async fn close(&mut self) {
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// The next message from the server.
+    ///
+    /// # Errors
+    ///
+    /// [`PeerError::TimedOut`], [`PeerError::Closed`] when the server
+    /// closed first, [`PeerError::Framing`] for bytes that do not decode.
+    pub async fn receive(&mut self) -> std::result::Result<Message, PeerError> {
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, self.next_message())
+            .await
+            .unwrap_or(Err(PeerError::TimedOut(timeout)))?
+            .ok_or(PeerError::Closed)
+    }
+
+    /// The next message from the server, as text.
+    ///
+    /// # Errors
+    ///
+    /// As [`receive`](Self::receive); [`PeerError::Framing`] for invalid UTF-8.
+    pub async fn receive_str(&mut self) -> std::result::Result<String, PeerError> {
+        let message = self.receive().await?;
+        String::from_utf8(message.as_bytes().to_vec()).map_err(|error| {
+            PeerError::Framing(Error::InvalidUtf8 {
+                valid_up_to: error.utf8_error().valid_up_to(),
+            })
+        })
+    }
+
+    /// Waits until the server closes the connection, and returns why it
+    /// did (`None` if the server never accepted it).
+    ///
+    /// # Errors
+    ///
+    /// [`PeerError::Unexpected`] if a message arrives first,
+    /// [`PeerError::TimedOut`] if the connection stays open.
+    pub async fn expect_closed(
+        &mut self,
+    ) -> std::result::Result<Option<DisconnectReason>, PeerError> {
+        self.expect_closed_within(self.timeout).await
+    }
+
+    /// [`expect_closed`](Self::expect_closed) with its own timeout (a
+    /// deadline of minutes passes at once in paused time).
+    ///
+    /// # Errors
+    ///
+    /// As [`expect_closed`](Self::expect_closed).
+    pub async fn expect_closed_within(
+        &mut self,
+        timeout: Duration,
+    ) -> std::result::Result<Option<DisconnectReason>, PeerError> {
+        let closed = async {
+            match self.next_message().await? {
+                Some(message) => Err(PeerError::Unexpected(message)),
+                None => Ok(()),
+            }
+        };
+        tokio::time::timeout(timeout, closed)
+            .await
+            .unwrap_or(Err(PeerError::TimedOut(timeout)))?;
+        Ok(self
+            .connection()
+            .await
+            .and_then(|connection| connection.close_reason()))
+    }
+
+    /// The next message, or `None` at EOF.
+    async fn next_message(&mut self) -> std::result::Result<Option<Message>, PeerError> {
+        loop {
+            self.refresh_codec().map_err(PeerError::Framing)?;
+            let decoder = &mut self.codec.as_mut().expect("refreshed").decoder;
+            let decoded = if self.eof {
+                decoder.decode_eof(&mut self.buffer)
+            } else {
+                decoder.decode(&mut self.buffer)
+            };
+            match decoded.map_err(|error| PeerError::Framing(*error))? {
+                Some(Decoded::Frame(frame)) => return Ok(Some(Message::from(frame))),
+                Some(Decoded::Discarded(error)) => return Err(PeerError::Framing(*error)),
+                None if self.eof => return Ok(None),
+                None => {}
+            }
+            self.buffer.reserve(4096);
+            let read = self
+                .stream
+                .read_buf(&mut self.buffer)
+                .await
+                .map_err(PeerError::Io)?;
+            if read == 0 {
+                self.eof = true;
+            }
+        }
+    }
+
+    /// Makes `codec` the one for the connection's framing now: the
+    /// server's, or its client type's own once classified.
+    fn refresh_codec(&mut self) -> std::result::Result<(), Error> {
+        if let Opening::Waiting(opening) = &mut self.connection {
+            match opening.try_recv() {
+                Ok(connection) => self.connection = Opening::Opened(connection),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+                Err(oneshot::error::TryRecvError::Closed) => self.connection = Opening::Refused,
+            }
+        }
+        let connection = match &self.connection {
+            Opening::Opened(connection) => Some(connection),
+            _ => None,
+        };
+        let client_type = connection.and_then(|c| c.client_type().cloned());
+        if self
+            .codec
+            .as_ref()
+            .is_some_and(|codec| codec.made_for == client_type)
+        {
+            return Ok(());
+        }
+        let framing = connection
+            .map_or(&self.framing, |connection| connection.framing())
+            .mirrored();
+        self.codec = Some(Codec {
+            made_for: client_type,
+            encoder: framing.try_encoder()?,
+            decoder: framing.try_decoder()?,
+        });
+        Ok(())
+    }
+}
+
+/// A peer's codec, and the client type it was made for.
+struct Codec {
+    made_for: Option<ClientType>,
+    encoder: FrameEncoder,
+    decoder: FrameDecoder,
+}
