@@ -1,11 +1,30 @@
 //! TCP socket servers with handlers routed by client type: "routing like web
 //! frameworks, but for classic sockets".
 //!
-//! # Map
+//! # Layers
+//!
+//! The source folders are layers, each importing only the ones above it
+//! (`handler` and `connection` refer to each other), so every behaviour has
+//! one home:
+//!
+//! | layer | holds |
+//! |---|---|
+//! | leaves (`error`, `message`, `client_type`, `handler_kind`, `config/`, `stats`, [`checksum`]) | plain types: errors, limits and policies, counters |
+//! | [`framing`] | bytes <-> frames, one bounded codec per file |
+//! | `classify/` | running the classifier, the raw first unit, per-client-type framing |
+//! | `handler/` | the handler contract, the routing table, the attribute registry, running one handler (panics, timeouts, blocking) |
+//! | `connection/` | [`Connection`], sending and closing, the outbound queue, [`Connections`], deadlines, the endpoint a server or client shares, `on_error` reporting, the shutdown drain |
+//! | `events/` | one connection's event sequence: on_connect, classify, after_receive, on_message, on_disconnect |
+//! | `transport/` | the stream driver (TCP, TLS, in-memory pipes), UDP sessions, the decoder both share, TLS |
+//! | `server/` | the accept loop, admission under the limits, the builders, the UDP receive loop |
+//! | `client/` | connecting and reconnecting, request/reply, the UDP client |
+//! | `testing` | the in-memory test harness (feature `testing`) |
+//!
+//! # Public types
 //!
 //! | piece | what it does |
 //! |---|---|
-//! | [`FlexiSocket`] | entry point: `FlexiSocket::server(addr)` (TCP) or `FlexiSocket::udp(addr)` returns a [`ServerBuilder`] |
+//! | [`FlexiSocket`] | entry point: `FlexiSocket::server(addr)` (TCP) or `FlexiSocket::udp(addr)` returns a [`ServerBuilder`] of that transport ([`Tcp`], [`Udp`]) |
 //! | [`Server`] | a bound server: its address, its [`Connections`], `serve*()` |
 //! | [`Connection`] | one peer: addresses, client type, counters, `send`, `close`, typed state |
 //! | [`Connections`] | every open connection, usable from outside handlers: send, broadcast |

@@ -16,13 +16,13 @@ use crate::config::Limits;
 use crate::connection::deadlines;
 use crate::connection::outbound::Transport;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
-use crate::connection::{Connection, Endpoint, Stage};
+use crate::connection::{CloseStage, Connection, Endpoint};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::message::Message;
 use crate::server::FlexiSocket;
 use crate::transport::datagram::{
-    self, DatagramPeer, Inbound, Inbox, LARGEST_DATAGRAM, ReceiveErrors, Refused, UdpOptions,
+    self, DatagramPeer, Inbound, Inbox, InboxRefused, LARGEST_DATAGRAM, ReceiveErrors, UdpOptions,
     is_refusal,
 };
 use crate::transport::spawn_in;
@@ -214,7 +214,9 @@ async fn open_socket(addr: &str) -> io::Result<UdpSocket> {
 async fn receive(socket: Arc<UdpSocket>, inbox: Inbox, max: usize, connection: Connection) {
     let mut buffer = vec![0; max.max(LARGEST_DATAGRAM) + 1];
     // This loop runs in the connection's own task (joined with its session).
-    let closed = connection.close_signal().reached_by_driver(Stage::Closing);
+    let closed = connection
+        .close_signal()
+        .reached_by_driver(CloseStage::Closing);
     tokio::pin!(closed);
     loop {
         let received = tokio::select! {
@@ -233,8 +235,8 @@ async fn receive(socket: Arc<UdpSocket>, inbox: Inbox, max: usize, connection: C
         match inbox.offer(inbound) {
             Ok(()) => {}
             // A dropped datagram is reported by the session; a dropped error only logged.
-            Err(Refused::Full) => tracing::debug!("the session's queue is full: dropped"),
-            Err(Refused::Ended(_)) => break,
+            Err(InboxRefused::Full) => tracing::debug!("the session's queue is full: dropped"),
+            Err(InboxRefused::Ended(_)) => break,
         }
         if pause {
             tokio::select! {

@@ -17,7 +17,7 @@ use crate::sync;
 /// How far a connection is from open (its stage is 0 while open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
-pub(crate) enum Stage {
+pub(crate) enum CloseStage {
     /// Closing gracefully: reading stops, what was read is handled, the
     /// queue is flushed.
     Closing = 1,
@@ -41,16 +41,16 @@ impl CloseSignal {
     /// first reason stays).
     pub(crate) fn close(&self, reason: DisconnectReason) {
         let _ = self.reason.set(reason);
-        self.advance(Stage::Closing);
+        self.advance(CloseStage::Closing);
     }
 
-    /// Cuts the connection (see [`Stage::Aborted`]).
+    /// Cuts the connection (see [`CloseStage::Aborted`]).
     pub(crate) fn abort(&self) {
         let _ = self.reason.set(DisconnectReason::Shutdown);
-        self.advance(Stage::Aborted);
+        self.advance(CloseStage::Aborted);
     }
 
-    fn advance(&self, stage: Stage) {
+    fn advance(&self, stage: CloseStage) {
         if self.stage.fetch_max(stage as u8, Ordering::AcqRel) >= stage as u8 {
             return;
         }
@@ -65,20 +65,20 @@ impl CloseSignal {
         }
     }
 
-    pub(crate) fn reached(&self, stage: Stage) -> bool {
+    pub(crate) fn reached(&self, stage: CloseStage) -> bool {
         self.stage.load(Ordering::Acquire) >= stage as u8
     }
 
     /// Why the connection is closing, once it is.
     pub(crate) fn reason(&self) -> Option<DisconnectReason> {
-        if !self.reached(Stage::Closing) {
+        if !self.reached(CloseStage::Closing) {
             return None;
         }
         self.reason.get().cloned()
     }
 
     /// For the connection's own task: ready once `stage` is reached.
-    pub(crate) fn poll_reached(&self, stage: Stage, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_reached(&self, stage: CloseStage, cx: &mut Context<'_>) -> Poll<()> {
         if self.reached(stage) {
             return Poll::Ready(());
         }
@@ -106,7 +106,7 @@ impl CloseSignal {
     }
 
     /// [`poll_reached`](Self::poll_reached) as a future.
-    pub(crate) async fn reached_by_driver(&self, stage: Stage) {
+    pub(crate) async fn reached_by_driver(&self, stage: CloseStage) {
         poll_fn(|cx| self.poll_reached(stage, cx)).await;
     }
 }
@@ -127,7 +127,7 @@ mod tests {
         signal.close(DisconnectReason::Closed);
         signal.abort();
         assert_eq!(signal.reason(), Some(DisconnectReason::IdleTimeout));
-        assert!(signal.reached(Stage::Aborted));
+        assert!(signal.reached(CloseStage::Aborted));
     }
 
     /// A waker that counts its wake-ups.
@@ -147,18 +147,30 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let woken = || counter.0.load(Ordering::SeqCst);
 
-        assert!(signal.poll_reached(Stage::Closing, &mut cx).is_pending());
+        assert!(
+            signal
+                .poll_reached(CloseStage::Closing, &mut cx)
+                .is_pending()
+        );
         // Polled again by the same task: still waiting, still registered.
-        assert!(signal.poll_reached(Stage::Closing, &mut cx).is_pending());
+        assert!(
+            signal
+                .poll_reached(CloseStage::Closing, &mut cx)
+                .is_pending()
+        );
         signal.close(DisconnectReason::Closed);
         assert_eq!(woken(), 1, "woken on close");
-        assert!(signal.poll_reached(Stage::Closing, &mut cx).is_ready());
+        assert!(signal.poll_reached(CloseStage::Closing, &mut cx).is_ready());
 
-        assert!(signal.poll_reached(Stage::Aborted, &mut cx).is_pending());
+        assert!(
+            signal
+                .poll_reached(CloseStage::Aborted, &mut cx)
+                .is_pending()
+        );
         signal.close(DisconnectReason::IdleTimeout);
         assert_eq!(woken(), 1, "closing again is no news");
         signal.abort();
         assert_eq!(woken(), 2, "woken on abort");
-        assert!(signal.poll_reached(Stage::Aborted, &mut cx).is_ready());
+        assert!(signal.poll_reached(CloseStage::Aborted, &mut cx).is_ready());
     }
 }

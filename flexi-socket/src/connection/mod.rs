@@ -17,7 +17,7 @@ pub(crate) mod setup;
 pub(crate) mod shutdown;
 
 use close::CloseSignal;
-pub(crate) use close::Stage;
+pub(crate) use close::CloseStage;
 pub(crate) use endpoint::{Endpoint, ReplyHook};
 pub use list::Connections;
 pub(crate) use report::report;
@@ -245,7 +245,7 @@ impl Connection {
 
     /// Whether the connection is closing or closed, for whatever reason.
     pub fn is_closing(&self) -> bool {
-        self.shared.close.reached(Stage::Closing)
+        self.shared.close.reached(CloseStage::Closing)
     }
 
     /// Stores typed per-connection state, replacing any earlier value of the type.

@@ -24,7 +24,7 @@ use crate::sync;
 
 /// Why a frame could not be queued.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Refused {
+pub(crate) enum QueueRefused {
     /// The queue is full and the policy says not to wait (longer).
     Full,
     /// The policy's wait elapsed.
@@ -141,10 +141,10 @@ impl Queue {
     ) -> Result<(), Unqueued<E>> {
         let mut state = self.lock();
         if state.closed {
-            return Err(Unqueued::Refused(Refused::Closed));
+            return Err(Unqueued::QueueRefused(QueueRefused::Closed));
         }
         if state.waiting.count + state.writing_frames >= self.max_messages as u64 {
-            return Err(Unqueued::Refused(Refused::Full));
+            return Err(Unqueued::QueueRefused(QueueRefused::Full));
         }
         let used = state.waiting.cost(self.max_bytes) + state.writing_cost;
         let waiting = &mut state.waiting;
@@ -157,9 +157,9 @@ impl Queue {
         let cost = length.min(self.max_bytes);
         if appended.is_err() || used.saturating_add(cost) > self.max_bytes {
             waiting.bytes.truncate(start);
-            return Err(
-                appended.map_or_else(Unqueued::Append, |()| Unqueued::Refused(Refused::Full))
-            );
+            return Err(appended.map_or_else(Unqueued::Append, |()| {
+                Unqueued::QueueRefused(QueueRefused::Full)
+            }));
         }
         if transport == Transport::Datagrams {
             // Datagrams are far smaller than 4 GiB.
@@ -188,7 +188,7 @@ impl Queue {
 #[derive(Debug)]
 pub(crate) enum Unqueued<E> {
     /// The queue refused the frame.
-    Refused(Refused),
+    QueueRefused(QueueRefused),
     /// Writing the frame failed.
     Append(E),
 }
@@ -212,14 +212,14 @@ pub(crate) fn channel(limits: &Limits, transport: Transport) -> (OutboundSender,
 
 impl OutboundSender {
     /// Queues `frame` if there is room now.
-    pub(crate) fn try_push(&self, frame: &[u8]) -> Result<(), Refused> {
+    pub(crate) fn try_push(&self, frame: &[u8]) -> Result<(), QueueRefused> {
         self.queue
             .try_append(self.transport, |waiting| {
                 waiting.extend_from_slice(frame);
                 Ok::<(), Infallible>(())
             })
             .map_err(|unqueued| match unqueued {
-                Unqueued::Refused(refused) => refused,
+                Unqueued::QueueRefused(refused) => refused,
                 Unqueued::Append(never) => match never {},
             })
     }
@@ -240,18 +240,18 @@ impl OutboundSender {
         &self,
         frame: Bytes,
         policy: SlowConsumerPolicy,
-    ) -> Result<(), Refused> {
+    ) -> Result<(), QueueRefused> {
         match policy {
             SlowConsumerPolicy::Wait(patience) => {
                 tokio::time::timeout(patience, self.push_waiting(&frame))
                     .await
-                    .unwrap_or(Err(Refused::TimedOut))
+                    .unwrap_or(Err(QueueRefused::TimedOut))
             }
-            SlowConsumerPolicy::Fail | SlowConsumerPolicy::Disconnect => Err(Refused::Full),
+            SlowConsumerPolicy::Fail | SlowConsumerPolicy::Disconnect => Err(QueueRefused::Full),
         }
     }
 
-    async fn push_waiting(&self, frame: &[u8]) -> Result<(), Refused> {
+    async fn push_waiting(&self, frame: &[u8]) -> Result<(), QueueRefused> {
         // Counted before looking, and uncounted however this ends (a timed
         // out send drops it): see `OutboundReceiver::written`.
         let _waiting = WaitingForRoom::count(&self.queue.waiting_for_room);
@@ -261,7 +261,7 @@ impl OutboundSender {
             tokio::pin!(room);
             room.as_mut().enable();
             match self.try_push(frame) {
-                Err(Refused::Full) => {}
+                Err(QueueRefused::Full) => {}
                 other => return other,
             }
             room.await;

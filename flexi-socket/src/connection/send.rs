@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{Connection, DisconnectReason};
 use crate::config::{PanicPolicy, SlowConsumerPolicy};
-use crate::connection::outbound::{Refused, Unqueued, with_encoded};
+use crate::connection::outbound::{QueueRefused, Unqueued, with_encoded};
 use crate::connection::report;
 use crate::error::Error;
 use crate::framing::FrameEncoder;
@@ -37,7 +37,7 @@ impl Connection {
         SendFuture {
             connection: self,
             policy: None,
-            step: Step::Start(message.into()),
+            step: SendStep::Start(message.into()),
         }
     }
 
@@ -50,7 +50,7 @@ impl Connection {
         SendFuture {
             connection: self,
             policy: Some(policy),
-            step: Step::Start(message),
+            step: SendStep::Start(message),
         }
     }
 
@@ -110,15 +110,15 @@ impl Connection {
                 |dst| encoder.encode(message, dst),
                 |frame| match outbound.try_push(frame) {
                     Ok(()) => Ok(None),
-                    Err(Refused::Full) => Ok(Some(Bytes::copy_from_slice(frame))),
-                    Err(refused) => Err(Unsent::Refused(refused)),
+                    Err(QueueRefused::Full) => Ok(Some(Bytes::copy_from_slice(frame))),
+                    Err(refused) => Err(Unsent::QueueRefused(refused)),
                 },
             )
             .map_err(Unsent::Encode)?;
         }
         match outbound.try_append(|dst| encoder.encode(message, dst)) {
             Ok(()) => Ok(None),
-            Err(Unqueued::Refused(Refused::Full)) => {
+            Err(Unqueued::QueueRefused(QueueRefused::Full)) => {
                 // The frame waits for room on its own.
                 let mut frame = BytesMut::new();
                 encoder
@@ -126,7 +126,7 @@ impl Connection {
                     .map_err(Unsent::Encode)?;
                 Ok(Some(frame.freeze()))
             }
-            Err(Unqueued::Refused(refused)) => Err(Unsent::Refused(refused)),
+            Err(Unqueued::QueueRefused(refused)) => Err(Unsent::QueueRefused(refused)),
             Err(Unqueued::Append(error)) => Err(Unsent::Encode(error)),
         }
     }
@@ -142,22 +142,22 @@ impl Connection {
             .outbound
             .push_when_full(frame, patience)
             .await
-            .map_err(|refused| self.refused(Unsent::Refused(refused), policy))
+            .map_err(|refused| self.refused(Unsent::QueueRefused(refused), policy))
     }
 
     /// The error for a message that was not queued under `policy`.
     fn refused(&self, unsent: Unsent, policy: Option<SlowConsumerPolicy>) -> Error {
         let refused = match unsent {
             Unsent::Encode(error) => return error,
-            Unsent::Refused(refused) => refused,
+            Unsent::QueueRefused(refused) => refused,
         };
         let id = self.id();
         match (
             refused,
             policy.unwrap_or_else(|| self.slow_consumer_policy()),
         ) {
-            (Refused::Closed, _) => Error::ConnectionClosed { id },
-            (Refused::TimedOut, SlowConsumerPolicy::Wait(waited)) => {
+            (QueueRefused::Closed, _) => Error::ConnectionClosed { id },
+            (QueueRefused::TimedOut, SlowConsumerPolicy::Wait(waited)) => {
                 Error::SendTimeout { id, waited }
             }
             (_, SlowConsumerPolicy::Disconnect) => {
@@ -211,17 +211,17 @@ impl Connection {
 /// Why a message was not queued.
 enum Unsent {
     Encode(Error),
-    Refused(Refused),
+    QueueRefused(QueueRefused),
 }
 
 /// The future of [`Connection::send`].
 struct SendFuture<'a> {
     connection: &'a Connection,
     policy: Option<SlowConsumerPolicy>,
-    step: Step<'a>,
+    step: SendStep<'a>,
 }
 
-enum Step<'a> {
+enum SendStep<'a> {
     /// Not polled yet: nothing happens before the first poll.
     Start(Message),
     /// `before_send` or a full queue: the boxed rest of the work.
@@ -235,19 +235,19 @@ impl Future for SendFuture<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         loop {
-            match std::mem::replace(&mut this.step, Step::Done) {
-                Step::Start(message) => match this.connection.try_send(message, this.policy) {
+            match std::mem::replace(&mut this.step, SendStep::Done) {
+                SendStep::Start(message) => match this.connection.try_send(message, this.policy) {
                     Ok(result) => return Poll::Ready(result),
-                    Err(rest) => this.step = Step::Waiting(rest),
+                    Err(rest) => this.step = SendStep::Waiting(rest),
                 },
-                Step::Waiting(mut rest) => {
+                SendStep::Waiting(mut rest) => {
                     let Poll::Ready(result) = rest.as_mut().poll(cx) else {
-                        this.step = Step::Waiting(rest);
+                        this.step = SendStep::Waiting(rest);
                         return Poll::Pending;
                     };
                     return Poll::Ready(result);
                 }
-                Step::Done => panic!("a send is not polled after it completed"),
+                SendStep::Done => panic!("a send is not polled after it completed"),
             }
         }
     }

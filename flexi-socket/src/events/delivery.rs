@@ -33,7 +33,7 @@ pub(crate) fn on_frame<'a>(
     let step = if routed_directly(connection) {
         route(connection, routes, Message::from(frame), slot)
     } else {
-        Step::Other(Box::pin(classify_and_filter(connection, frame, slot)))
+        DeliveryStep::Other(Box::pin(classify_and_filter(connection, frame, slot)))
     };
     Delivery { connection, step }
 }
@@ -41,10 +41,10 @@ pub(crate) fn on_frame<'a>(
 /// The future of [`on_frame`].
 pub(crate) struct Delivery<'a> {
     connection: &'a Connection,
-    step: Step<'a>,
+    step: DeliveryStep<'a>,
 }
 
-enum Step<'a> {
+enum DeliveryStep<'a> {
     /// The on_message handler runs.
     Handler(Invocation<'a>),
     /// The handler failed, or there is none: that is reported.
@@ -96,9 +96,9 @@ pub(crate) fn resume<'a>(
         Suspended::Handler => {
             let on_message = connection.routes().on_message.as_ref();
             let handler = on_message.expect("a suspended handler is the on_message handler");
-            Step::Handler(Invocation::resume(handler, slot))
+            DeliveryStep::Handler(Invocation::resume(handler, slot))
         }
-        Suspended::Reporting(report) => Step::Reporting(report),
+        Suspended::Reporting(report) => DeliveryStep::Reporting(report),
     };
     Delivery { connection, step }
 }
@@ -110,8 +110,8 @@ impl Delivery<'_> {
     /// If the delivery is not one of a connection that is `suspendable`.
     pub(crate) fn suspend(self) -> Suspended {
         match self.step {
-            Step::Handler(invocation) if invocation.lives_in_slot() => Suspended::Handler,
-            Step::Reporting(report) => Suspended::Reporting(report),
+            DeliveryStep::Handler(invocation) if invocation.lives_in_slot() => Suspended::Handler,
+            DeliveryStep::Reporting(report) => Suspended::Reporting(report),
             _ => panic!("only a suspendable delivery is suspended"),
         }
     }
@@ -123,16 +123,16 @@ impl Future for Delivery<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let flow = match &mut this.step {
-            Step::Handler(invocation) => match ready!(Pin::new(invocation).poll(cx)) {
+            DeliveryStep::Handler(invocation) => match ready!(Pin::new(invocation).poll(cx)) {
                 Ok(_) => ControlFlow::Continue(()),
                 Err(error) => {
-                    this.step = Step::Reporting(fail(this.connection, error));
+                    this.step = DeliveryStep::Reporting(fail(this.connection, error));
                     return Pin::new(this).poll(cx);
                 }
             },
-            Step::Reporting(future) => ready!(future.as_mut().poll(cx)),
-            Step::Other(future) => ready!(future.as_mut().poll(cx)),
-            Step::Done(flow) => std::mem::replace(flow, ControlFlow::Continue(())),
+            DeliveryStep::Reporting(future) => ready!(future.as_mut().poll(cx)),
+            DeliveryStep::Other(future) => ready!(future.as_mut().poll(cx)),
+            DeliveryStep::Done(flow) => std::mem::replace(flow, ControlFlow::Continue(())),
         };
         this.connection.first_message_done();
         Poll::Ready(flow)
@@ -172,11 +172,11 @@ fn route<'a>(
     routes: &'a Routes,
     mut message: Message,
     slot: &'a mut HandlerSlot,
-) -> Step<'a> {
+) -> DeliveryStep<'a> {
     if let Some(replies) = &connection.endpoint().replies {
         match replies.offer(message) {
             Some(unclaimed) => message = unclaimed,
-            None => return Step::Done(ControlFlow::Continue(())),
+            None => return DeliveryStep::Done(ControlFlow::Continue(())),
         }
     }
     let Some(on_message) = &routes.on_message else {
@@ -185,11 +185,11 @@ fn route<'a>(
             .cloned()
             .unwrap_or(crate::ClientType::DEFAULT);
         let connection = connection.clone();
-        return Step::Reporting(Box::pin(async move {
+        return DeliveryStep::Reporting(Box::pin(async move {
             report(&connection, Error::Unrouted { client_type }).await;
             ControlFlow::Continue(())
         }));
     };
     let context = EventContext::new(connection.clone()).with_message(message);
-    Step::Handler(invoke(connection, on_message, context, slot))
+    DeliveryStep::Handler(invoke(connection, on_message, context, slot))
 }

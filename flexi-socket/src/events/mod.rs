@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::config::PanicPolicy;
 use crate::connection::report;
-use crate::connection::{Connection, DisconnectReason, Stage};
+use crate::connection::{CloseStage, Connection, DisconnectReason};
 use crate::error::Error;
 use crate::error::panic_message;
 use crate::framing::Framing;
@@ -159,7 +159,7 @@ pub(crate) async fn until_aborted(
         Poll::Ready(()) => Poll::Ready(false),
         Poll::Pending => connection
             .close_signal()
-            .poll_reached(Stage::Aborted, cx)
+            .poll_reached(CloseStage::Aborted, cx)
             .map(|()| true),
     })
     .await;

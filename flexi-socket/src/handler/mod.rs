@@ -280,6 +280,7 @@ impl Text {
         Ok(Text(message.into_bytes()))
     }
 
+    #[allow(unsafe_code)]
     fn as_str(&self) -> &str {
         // SAFETY: a `Text` is only built by `checked` right after
         // `Message::to_str` checked these very bytes, and `Bytes` is immutable.

@@ -40,6 +40,7 @@ impl HandlerSlot {
                 // was put in, so the cast only restores the erased type. The
                 // pinned `F` is not moved: `set` drops it in place and writes
                 // the new future into the same memory, which pinning allows.
+                #[allow(unsafe_code)]
                 let mut current = unsafe {
                     current
                         .as_mut()

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::stats::Counters;
 use crate::sync;
 use crate::transport::datagram::{
-    self, DatagramPeer, Inbound, Inbox, LARGEST_DATAGRAM, ReceiveErrors, Refused, UdpOptions,
+    self, DatagramPeer, Inbound, Inbox, InboxRefused, LARGEST_DATAGRAM, ReceiveErrors, UdpOptions,
 };
 use crate::transport::spawn_in;
 
@@ -259,12 +259,12 @@ impl Receiver {
     fn deliver(&mut self, peer: SocketAddr, inbound: Inbound) {
         let inbound = match self.sessions.offer(peer, inbound) {
             Ok(()) => return,
-            Err(Refused::Full) => {
+            Err(InboxRefused::Full) => {
                 // The session reports the drop to its on_error when it catches up.
                 self.dropped(peer, "its session's queue is full");
                 return;
             }
-            Err(Refused::Ended(inbound)) => inbound,
+            Err(InboxRefused::Ended(inbound)) => inbound,
         };
         self.open(peer, inbound);
     }
@@ -334,10 +334,10 @@ impl Sessions {
         sync::lock(&self.0)
     }
 
-    fn offer(&self, peer: SocketAddr, inbound: Inbound) -> Result<(), Refused> {
+    fn offer(&self, peer: SocketAddr, inbound: Inbound) -> Result<(), InboxRefused> {
         match self.lock().get(&Peer(peer)) {
             Some(inbox) => inbox.offer(inbound),
-            None => Err(Refused::Ended(inbound)),
+            None => Err(InboxRefused::Ended(inbound)),
         }
     }
 

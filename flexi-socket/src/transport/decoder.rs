@@ -15,14 +15,14 @@ use crate::framing::{FrameDecoder, Framing};
 
 pub(crate) struct ConnectionDecoder {
     decoder: FrameDecoder,
-    stage: Stage,
+    stage: DecoderStage,
     /// Whether pending bytes are a partial frame that the frame deadline
     /// (slowloris) applies to; it depends on the framing in use.
     frame_deadline_applies: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Stage {
+enum DecoderStage {
     /// `classify_raw`: nothing is decoded until the raw first unit classified the connection.
     AwaitingFirstUnit,
     /// The decoder switches to the client type's framing once classified.
@@ -49,10 +49,10 @@ impl ConnectionDecoder {
     pub(crate) fn new(connection: &Connection) -> Result<Self, Error> {
         let endpoint = connection.endpoint();
         let stage = match (&endpoint.classifier, &endpoint.client_framing) {
-            (None, _) => Stage::Settled,
-            (Some(_), framing) if framing.first_unit.is_some() => Stage::AwaitingFirstUnit,
-            (Some(_), framing) if framing.switches() => Stage::AwaitingClientType,
-            (Some(_), _) => Stage::Settled,
+            (None, _) => DecoderStage::Settled,
+            (Some(_), framing) if framing.first_unit.is_some() => DecoderStage::AwaitingFirstUnit,
+            (Some(_), framing) if framing.switches() => DecoderStage::AwaitingClientType,
+            (Some(_), _) => DecoderStage::Settled,
         };
         Ok(Self {
             decoder: endpoint.framing.try_decoder()?,
@@ -69,7 +69,7 @@ impl ConnectionDecoder {
     /// Whether the decoder stays as it is: [`prepare`](Self::prepare) has
     /// nothing left to do.
     pub(crate) fn is_settled(&self) -> bool {
-        self.stage == Stage::Settled
+        self.stage == DecoderStage::Settled
     }
 
     pub(crate) fn frame_deadline_applies(&self) -> bool {
@@ -86,15 +86,15 @@ impl ConnectionDecoder {
         buffer: &BytesMut,
         at_end: bool,
     ) -> ControlFlow<DisconnectReason, Prepared> {
-        if self.stage == Stage::AwaitingFirstUnit {
+        if self.stage == DecoderStage::AwaitingFirstUnit {
             match classify_first_unit(connection, buffer, at_end).await {
                 None => return ControlFlow::Continue(Prepared::NeedsBytes),
                 Some(flow) => flow?,
             }
-            self.stage = Stage::AwaitingClientType;
+            self.stage = DecoderStage::AwaitingClientType;
         }
-        if self.stage == Stage::AwaitingClientType && connection.classification_over() {
-            self.stage = Stage::Settled;
+        if self.stage == DecoderStage::AwaitingClientType && connection.classification_over() {
+            self.stage = DecoderStage::Settled;
             if let Some(framing) = connection.own_framing() {
                 self.switch_to(connection, framing).await?;
             }

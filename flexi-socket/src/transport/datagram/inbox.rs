@@ -77,7 +77,7 @@ impl Shared {
 
 /// Why an inbox did not take a datagram.
 #[derive(Debug)]
-pub(crate) enum Refused {
+pub(crate) enum InboxRefused {
     /// The inbox is full: the datagram was dropped, and the session will
     /// report it to on_error.
     Full,
@@ -91,16 +91,16 @@ impl Inbox {
         self.id
     }
 
-    pub(crate) fn offer(&self, inbound: Inbound) -> Result<(), Refused> {
+    pub(crate) fn offer(&self, inbound: Inbound) -> Result<(), InboxRefused> {
         self.shared.push(inbound).map_err(|rejected| {
             if rejected.ended {
-                return Refused::Ended(rejected.inbound);
+                return InboxRefused::Ended(rejected.inbound);
             }
             // Only datagrams count as dropped; the caller logs a lost error.
             if rejected.inbound.is_from_peer() {
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            Refused::Full
+            InboxRefused::Full
         })
     }
 }
@@ -250,8 +250,14 @@ mod tests {
         assert_eq!(inbox.id(), 7);
         inbox.offer(datagram("a")).unwrap();
         inbox.offer(datagram("b")).unwrap();
-        assert!(matches!(inbox.offer(datagram("c")), Err(Refused::Full)));
-        assert!(matches!(inbox.offer(datagram("d")), Err(Refused::Full)));
+        assert!(matches!(
+            inbox.offer(datagram("c")),
+            Err(InboxRefused::Full)
+        ));
+        assert!(matches!(
+            inbox.offer(datagram("d")),
+            Err(InboxRefused::Full)
+        ));
         assert_eq!(datagrams.take_dropped(), 2);
         assert_eq!(datagrams.take_dropped(), 0);
         assert_eq!(received(&mut datagrams), Poll::Ready(Some("a".into())));
@@ -260,7 +266,7 @@ mod tests {
         // What was accepted is still received; nothing new is.
         assert!(matches!(
             inbox.offer(datagram("f")),
-            Err(Refused::Ended(Inbound::Datagram(_)))
+            Err(InboxRefused::Ended(Inbound::Datagram(_)))
         ));
         assert_eq!(received(&mut datagrams), Poll::Ready(Some("b".into())));
         assert_eq!(received(&mut datagrams), Poll::Ready(Some("e".into())));

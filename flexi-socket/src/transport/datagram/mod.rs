@@ -7,6 +7,6 @@ mod inbox;
 mod session;
 mod socket;
 
-pub(crate) use inbox::{Inbox, Refused};
+pub(crate) use inbox::{Inbox, InboxRefused};
 pub(crate) use session::{DatagramPeer, Inbound, open};
 pub(crate) use socket::{LARGEST_DATAGRAM, ReceiveErrors, UdpOptions, is_refusal};

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use super::inbox::{Datagrams, Inbox, SendFailures, inbox};
 use crate::connection::outbound::{Frames, OutboundReceiver};
 use crate::connection::report;
-use crate::connection::{Connection, DisconnectReason, Stage};
+use crate::connection::{CloseStage, Connection, DisconnectReason};
 use crate::error::Error;
 use crate::events::{classify_first_unit, on_connect, on_disconnect, on_frame, until_aborted};
 use crate::framing::{Decoded, Decoding, FrameDecoder};
@@ -176,7 +176,9 @@ impl Session {
     async fn handle_until_closed(&mut self) -> DisconnectReason {
         let connection = self.connection.clone();
         // Made once, not per datagram. The session's task is the connection's own.
-        let closed = connection.close_signal().reached_by_driver(Stage::Closing);
+        let closed = connection
+            .close_signal()
+            .reached_by_driver(CloseStage::Closing);
         tokio::pin!(closed);
         // The server's deadline sweeper closes the session once it idles out,
         // as it does a stream connection: no timer here, none per datagram.

@@ -17,7 +17,7 @@ use super::reading::Reading;
 use super::writing::{Finish, Writing};
 use crate::connection::outbound::OutboundReceiver;
 use crate::connection::report;
-use crate::connection::{Connection, DisconnectReason, Stage};
+use crate::connection::{CloseStage, Connection, DisconnectReason};
 use crate::error::Error;
 use crate::events::{after_abort, on_disconnect};
 use crate::handler::BoxFuture;
@@ -28,12 +28,12 @@ pub(super) struct Driver<R, W> {
     reader: R,
     reading: Reading,
     writing: Writing<W>,
-    step: Step,
+    step: DriverStep,
     /// A write that failed before reading ended, to report then.
     write_error: Option<io::Error>,
 }
 
-enum Step {
+enum DriverStep {
     /// Reading and writing.
     Serving,
     /// Reading ended: a failed write is reported, then on_disconnect runs
@@ -95,7 +95,7 @@ impl<R: StreamReader, W: StreamWriter> Driver<R, W> {
             writing: Writing::new(writer, outbound),
             connection,
             reader,
-            step: Step::Serving,
+            step: DriverStep::Serving,
             write_error: None,
         }
     }
@@ -115,14 +115,14 @@ impl<R: StreamReader, W: StreamWriter> Driver<R, W> {
             connection.close_because(reason.clone());
             on_disconnect(&connection, reason).await;
         });
-        self.step = Step::Disconnecting { future, close };
+        self.step = DriverStep::Disconnecting { future, close };
     }
 
     /// on_disconnect ran: no more sends are accepted, what was is written.
     fn flush(&mut self, close: Close) {
         let flush_timeout = self.connection.endpoint().limits.shutdown_timeout;
         self.writing.finish(close.finish, flush_timeout);
-        self.step = Step::Flushing {
+        self.step = DriverStep::Flushing {
             linger: close.linger,
         };
     }
@@ -130,7 +130,7 @@ impl<R: StreamReader, W: StreamWriter> Driver<R, W> {
     /// Writes what it can; a failed write closes the connection.
     fn poll_writing(&mut self, cx: &mut Context<'_>) {
         if let Poll::Ready(Err(error)) = self.writing.poll(cx) {
-            if matches!(self.step, Step::Serving) {
+            if matches!(self.step, DriverStep::Serving) {
                 self.connection
                     .close_because(DisconnectReason::Reset(error.to_string()));
                 // Reported once reading ended, before on_disconnect.
@@ -152,13 +152,13 @@ impl<R: StreamReader, W: StreamWriter> Driver<R, W> {
     /// The shutdown deadline passed: everything stops where it is.
     fn abort(&mut self) {
         // on_disconnect runs once: a cut in the middle of it does not run it again.
-        let disconnected = !matches!(self.step, Step::Serving);
+        let disconnected = !matches!(self.step, DriverStep::Serving);
         self.reading.stop();
         // The queue closes: the late on_disconnect's sends fail instead of
         // being lost uncounted.
         self.writing.abandon();
         let connection = self.connection.clone();
-        self.step = Step::Aborting(Box::pin(async move {
+        self.step = DriverStep::Aborting(Box::pin(async move {
             after_abort(&connection, disconnected).await;
         }));
     }
@@ -176,18 +176,18 @@ impl<R: StreamReader, W: StreamWriter> Future for Driver<R, W> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
         let this = self.get_mut();
-        if !matches!(this.step, Step::Aborting(_) | Step::Done)
+        if !matches!(this.step, DriverStep::Aborting(_) | DriverStep::Done)
             && this
                 .connection
                 .close_signal()
-                .poll_reached(Stage::Aborted, cx)
+                .poll_reached(CloseStage::Aborted, cx)
                 .is_ready()
         {
             this.abort();
         }
         loop {
             match &mut this.step {
-                Step::Serving => {
+                DriverStep::Serving => {
                     let read = this.reading.poll(&this.connection, &mut this.reader, cx);
                     if let Poll::Ready(reason) = read {
                         this.disconnect(reason);
@@ -196,7 +196,7 @@ impl<R: StreamReader, W: StreamWriter> Future for Driver<R, W> {
                     this.poll_writing(cx);
                     return Poll::Pending;
                 }
-                Step::Disconnecting { future, close } => {
+                DriverStep::Disconnecting { future, close } => {
                     if future.as_mut().poll(cx).is_ready() {
                         let close = *close;
                         this.flush(close);
@@ -205,27 +205,27 @@ impl<R: StreamReader, W: StreamWriter> Future for Driver<R, W> {
                     this.poll_writing(cx);
                     return Poll::Pending;
                 }
-                &mut Step::Flushing { linger } => {
+                &mut DriverStep::Flushing { linger } => {
                     this.poll_writing(cx);
                     if !this.writing.is_done() {
                         return Poll::Pending;
                     }
                     this.step = if linger {
-                        Step::Lingering(Linger::new(this.connection.endpoint().limits.linger))
+                        DriverStep::Lingering(Linger::new(this.connection.endpoint().limits.linger))
                     } else {
-                        Step::Done
+                        DriverStep::Done
                     };
                 }
-                Step::Lingering(linger) => {
+                DriverStep::Lingering(linger) => {
                     ready!(linger.poll(&mut this.reader, cx));
-                    this.step = Step::Done;
+                    this.step = DriverStep::Done;
                 }
-                Step::Aborting(future) => {
+                DriverStep::Aborting(future) => {
                     ready!(future.as_mut().poll(cx));
-                    this.step = Step::Done;
+                    this.step = DriverStep::Done;
                     return Poll::Ready(this.ended(true));
                 }
-                Step::Done => return Poll::Ready(this.ended(false)),
+                DriverStep::Done => return Poll::Ready(this.ended(false)),
             }
         }
     }

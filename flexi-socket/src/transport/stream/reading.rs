@@ -20,7 +20,7 @@ use bytes::BytesMut;
 use tokio::time::Sleep;
 
 use crate::connection::report;
-use crate::connection::{Connection, DisconnectReason, Stage};
+use crate::connection::{CloseStage, Connection, DisconnectReason};
 use crate::error::Error;
 use crate::events::{Suspended, on_connect, on_frame, resume, suspendable};
 use crate::framing::{Decoded, Decoding};
@@ -31,7 +31,7 @@ use crate::transport::stream::StreamReader;
 
 /// The reading side's state.
 pub(super) struct Reading {
-    step: Step,
+    step: ReadingStep,
     /// Not here while a drain has it.
     decoder: Option<ConnectionDecoder>,
     buffer: BytesMut,
@@ -40,7 +40,7 @@ pub(super) struct Reading {
     slot: HandlerSlot,
 }
 
-enum Step {
+enum ReadingStep {
     /// on_connect runs.
     Connecting(BoxFuture<'static, ControlFlow<DisconnectReason>>),
     /// Waiting for bytes, the close, or (idle-gap framing) a gap.
@@ -108,7 +108,7 @@ impl Reading {
     pub(super) fn new(connection: &Connection) -> Self {
         let connection = connection.clone();
         Self {
-            step: Step::Connecting(Box::pin(async move { on_connect(&connection).await })),
+            step: ReadingStep::Connecting(Box::pin(async move { on_connect(&connection).await })),
             decoder: None,
             buffer: BytesMut::new(),
             slot: HandlerSlot::default(),
@@ -124,14 +124,14 @@ impl Reading {
     ) -> Poll<DisconnectReason> {
         loop {
             match &mut self.step {
-                Step::Connecting(future) => match ready!(future.as_mut().poll(cx)) {
+                ReadingStep::Connecting(future) => match ready!(future.as_mut().poll(cx)) {
                     ControlFlow::Continue(()) => self.open(connection),
                     ControlFlow::Break(reason) => return self.end(reason),
                 },
-                Step::Waiting { gap } => {
+                ReadingStep::Waiting { gap } => {
                     if connection
                         .close_signal()
-                        .poll_reached(Stage::Closing, cx)
+                        .poll_reached(CloseStage::Closing, cx)
                         .is_ready()
                     {
                         // Complete frames were handled before waiting: the
@@ -165,7 +165,7 @@ impl Reading {
                         _ => return Poll::Pending,
                     }
                 }
-                Step::Draining { mode, future } => {
+                ReadingStep::Draining { mode, future } => {
                     let mode = *mode;
                     let drained = ready!(future.as_mut().poll(cx));
                     connection
@@ -181,11 +181,11 @@ impl Reading {
                         return self.end(reason);
                     }
                 }
-                Step::Reporting(future) => {
+                ReadingStep::Reporting(future) => {
                     let reason = ready!(future.as_mut().poll(cx));
                     return self.end(reason);
                 }
-                Step::Done => panic!("the reading side is not polled after it ended"),
+                ReadingStep::Done => panic!("the reading side is not polled after it ended"),
             }
         }
     }
@@ -304,7 +304,7 @@ impl Reading {
                 flow,
             }
         });
-        self.step = Step::Draining { mode, future };
+        self.step = ReadingStep::Draining { mode, future };
     }
 
     /// What follows a drain in `mode`: another drain, a wait, or the end.
@@ -353,25 +353,25 @@ impl Reading {
             .filter(|_| decoder.current().wants_idle_timer(&self.buffer))
             // Boxed: only idle-gap framing pays for a timer, and only while it waits.
             .map(|gap| Box::pin(tokio::time::sleep(gap)));
-        self.step = Step::Waiting { gap };
+        self.step = ReadingStep::Waiting { gap };
         None
     }
 
     /// Drops whatever runs (the connection is cut).
     pub(super) fn stop(&mut self) {
-        self.step = Step::Done;
+        self.step = ReadingStep::Done;
     }
 
     fn end(&mut self, reason: DisconnectReason) -> Poll<DisconnectReason> {
-        self.step = Step::Done;
+        self.step = ReadingStep::Done;
         Poll::Ready(reason)
     }
 }
 
 /// The step that reports `error`, after which reading ends for `reason`.
-fn reporting(connection: &Connection, error: Error, reason: DisconnectReason) -> Step {
+fn reporting(connection: &Connection, error: Error, reason: DisconnectReason) -> ReadingStep {
     let connection = connection.clone();
-    Step::Reporting(Box::pin(async move {
+    ReadingStep::Reporting(Box::pin(async move {
         report(&connection, error).await;
         reason
     }))
