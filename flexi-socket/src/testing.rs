@@ -285,6 +285,53 @@ impl TestPeer {
         self.stream.flush().await
     }
 
+    /// Reads exactly `len` raw bytes, unframed (bytes a `receive` decoded
+    /// no message from yet come first).
+    ///
+    /// # Errors
+    ///
+    /// [`PeerError::TimedOut`], [`PeerError::Closed`] if the server closes
+    /// before `len` bytes came.
+    pub async fn read_exact(&mut self, len: usize) -> std::result::Result<Vec<u8>, PeerError> {
+        self.read_raw(|peer| peer.buffer.len() >= len).await?;
+        if self.buffer.len() < len {
+            return Err(PeerError::Closed);
+        }
+        Ok(self.buffer.split_to(len).to_vec())
+    }
+
+    /// Reads raw bytes until the server closes the connection.
+    ///
+    /// # Errors
+    ///
+    /// [`PeerError::TimedOut`] if it stays open.
+    pub async fn read_to_end(&mut self) -> std::result::Result<Vec<u8>, PeerError> {
+        self.read_raw(|_| false).await?;
+        Ok(std::mem::take(&mut self.buffer).to_vec())
+    }
+
+    /// Reads into the buffer until `enough` says so or the server closes,
+    /// within the timeout.
+    async fn read_raw(
+        &mut self,
+        enough: impl Fn(&Self) -> bool,
+    ) -> std::result::Result<(), PeerError> {
+        let timeout = self.timeout;
+        let read = async {
+            while !self.eof && !enough(self) {
+                self.buffer.reserve(4096);
+                let read = self.stream.read_buf(&mut self.buffer).await;
+                if read.map_err(PeerError::Io)? == 0 {
+                    self.eof = true;
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(timeout, read)
+            .await
+            .unwrap_or(Err(PeerError::TimedOut(timeout)))
+    }
+
     /// Closes the peer's sending side (FIN): the server sees EOF.
     pub async fn close(&mut self) {
         let _ = self.stream.shutdown().await;
@@ -358,11 +405,14 @@ impl TestPeer {
 
     /// The next message, or `None` at EOF.
     async fn next_message(&mut self) -> std::result::Result<Option<Message>, PeerError> {
+        let mut gap_passed = false;
         loop {
             self.refresh_codec().map_err(PeerError::Framing)?;
             let decoder = &mut self.codec.as_mut().expect("refreshed").decoder;
             let decoded = if self.eof {
                 decoder.decode_eof(&mut self.buffer)
+            } else if gap_passed {
+                decoder.decode_idle(&mut self.buffer)
             } else {
                 decoder.decode(&mut self.buffer)
             };
@@ -372,13 +422,24 @@ impl TestPeer {
                 None if self.eof => return Ok(None),
                 None => {}
             }
+            // With idle-gap framing, a gap of silence ends what was read.
+            let gap = decoder
+                .idle_gap()
+                .filter(|_| decoder.wants_idle_timer(&self.buffer));
             self.buffer.reserve(4096);
-            let read = self
-                .stream
-                .read_buf(&mut self.buffer)
-                .await
-                .map_err(PeerError::Io)?;
-            if read == 0 {
+            let read = self.stream.read_buf(&mut self.buffer);
+            let read = match gap {
+                None => read.await,
+                Some(gap) => match tokio::time::timeout(gap, read).await {
+                    Ok(read) => read,
+                    Err(_silence) => {
+                        gap_passed = true;
+                        continue;
+                    }
+                },
+            };
+            gap_passed = false;
+            if read.map_err(PeerError::Io)? == 0 {
                 self.eof = true;
             }
         }

@@ -390,3 +390,123 @@ pub(crate) fn with_encoded<E, T>(
         queued
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use super::*;
+
+    fn limits(messages: usize, bytes: usize) -> Limits {
+        Limits {
+            outbound_messages: messages,
+            outbound_bytes: bytes,
+            ..Limits::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_queued_together_are_taken_together_back_to_back() {
+        let (sender, mut receiver) = channel(&limits(8, 1024), Transport::Stream);
+        sender.try_push(b"one\n").unwrap();
+        sender.try_push(b"two\n").unwrap();
+        let mut frames = Frames::default();
+        assert!(receiver.take(&mut frames).await);
+        assert_eq!(frames.bytes(), b"one\ntwo\n");
+        assert_eq!(sender.pending(), 2, "taken is not written");
+        receiver.written(&mut frames);
+        assert_eq!(sender.pending(), 0);
+        assert_eq!(sender.queued(), (2, 8));
+    }
+
+    #[tokio::test]
+    async fn a_datagram_queue_keeps_each_frame_apart() {
+        let (sender, mut receiver) = channel(&limits(8, 1024), Transport::Datagrams);
+        sender.try_push(b"ab").unwrap();
+        sender.try_push(b"c").unwrap();
+        let mut frames = Frames::default();
+        assert!(receiver.take(&mut frames).await);
+        let datagrams: Vec<&[u8]> = frames.datagrams().collect();
+        assert_eq!(datagrams, [&b"ab"[..], &b"c"[..]]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_until_the_writer_has_written() {
+        let (sender, mut receiver) = channel(&limits(2, 1024), Transport::Stream);
+        sender.try_push(b"1").unwrap();
+        sender.try_push(b"2").unwrap();
+        assert_eq!(sender.try_push(b"3"), Err(QueueRefused::Full));
+        let mut frames = Frames::default();
+        assert!(receiver.take(&mut frames).await);
+        // Taken but not written still counts against the limit.
+        assert_eq!(sender.try_push(b"3"), Err(QueueRefused::Full));
+        receiver.written(&mut frames);
+        sender.try_push(b"3").unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_byte_limit_bounds_what_a_peer_that_does_not_read_costs() {
+        let (sender, _receiver) = channel(&limits(100, 8), Transport::Stream);
+        sender.try_push(b"12345678").unwrap();
+        assert_eq!(sender.try_push(b"9"), Err(QueueRefused::Full));
+    }
+
+    #[tokio::test]
+    async fn a_sender_waiting_for_room_gets_it_once_written() {
+        let (sender, mut receiver) = channel(&limits(1, 1024), Transport::Stream);
+        sender.try_push(b"first").unwrap();
+        let waiting = sender.push_when_full(
+            Bytes::from_static(b"second"),
+            SlowConsumerPolicy::Wait(std::time::Duration::from_secs(10)),
+        );
+        tokio::pin!(waiting);
+        assert!(
+            poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx)))
+                .await
+                .is_pending()
+        );
+        let mut frames = Frames::default();
+        assert!(receiver.take(&mut frames).await);
+        receiver.written(&mut frames);
+        assert_eq!(waiting.await, Ok(()));
+        assert!(receiver.take(&mut frames).await);
+        assert_eq!(frames.bytes(), b"second");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_room_ends_after_the_policy_s_patience() {
+        let (sender, _receiver) = channel(&limits(1, 1024), Transport::Stream);
+        sender.try_push(b"first").unwrap();
+        let patience = SlowConsumerPolicy::Wait(std::time::Duration::from_secs(30));
+        let waited = sender
+            .push_when_full(Bytes::from_static(b"second"), patience)
+            .await;
+        assert_eq!(waited, Err(QueueRefused::TimedOut));
+        let refused = sender
+            .push_when_full(Bytes::from_static(b"second"), SlowConsumerPolicy::Fail)
+            .await;
+        assert_eq!(refused, Err(QueueRefused::Full));
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_refuses_new_frames_and_hands_out_the_queued_ones() {
+        let (sender, mut receiver) = channel(&limits(8, 1024), Transport::Stream);
+        sender.try_push(b"queued").unwrap();
+        receiver.close();
+        assert_eq!(sender.try_push(b"late"), Err(QueueRefused::Closed));
+        let mut frames = Frames::default();
+        assert!(
+            receiver.take(&mut frames).await,
+            "what was accepted still leaves"
+        );
+        receiver.written(&mut frames);
+        assert!(!receiver.take(&mut frames).await, "then the queue is done");
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_goes_away_closes_the_queue() {
+        let (sender, receiver) = channel(&limits(8, 1024), Transport::Stream);
+        drop(receiver);
+        assert_eq!(sender.try_push(b"lost?"), Err(QueueRefused::Closed));
+    }
+}

@@ -149,10 +149,10 @@ impl Acceptor<'_> {
                 let Some((connection, queue)) = self.open(pipe.peer_addr, local_addr) else {
                     return;
                 };
-                // The test's peer learns which connection it is.
-                let _ = pipe.opened.send(connection.clone());
                 let (reader, writer) = tokio::io::split(pipe.stream);
-                self.serve(reader, writer, connection, queue, place);
+                self.serve(reader, writer, connection.clone(), queue, place);
+                // Once listed: the test's peer learns which connection it is.
+                let _ = pipe.opened.send(connection);
             }
         }
     }
