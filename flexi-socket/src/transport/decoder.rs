@@ -1,6 +1,7 @@
-//! A stream connection's decoder: it may first wait for the raw first unit
-//! to classify the connection by, and it switches to the client type's own
-//! framing once the connection is classified. The read buffer is never
+//! A connection's decoder, the one decoding path of streams and datagrams:
+//! it may first wait for the raw first unit to classify the connection by,
+//! and it switches to the client type's own framing once the connection is
+//! classified. The read buffer is never
 //! touched by either step, so no byte read is lost in the switch.
 
 use std::ops::ControlFlow;
@@ -41,23 +42,28 @@ pub(crate) enum Prepared {
 }
 
 impl ConnectionDecoder {
-    /// The decoder of the server's framing, in the stage its settings ask for.
+    /// The decoder of the connection's framing now, in the stage its
+    /// endpoint's settings ask for: a connection not classified yet may
+    /// wait for its raw first unit and switch framing once classified; a
+    /// classified one (a datagram session's later datagrams) decodes with
+    /// its client type's framing from the start.
     ///
     /// # Errors
     ///
     /// [`Error::Framing`] if a custom codec's factory panicked.
     pub(crate) fn new(connection: &Connection) -> Result<Self, Error> {
         let endpoint = connection.endpoint();
-        let stage = match (&endpoint.classifier, &endpoint.client_framing) {
-            (None, _) => DecoderStage::Settled,
-            (Some(_), framing) if framing.first_unit.is_some() => DecoderStage::AwaitingFirstUnit,
-            (Some(_), framing) if framing.switches() => DecoderStage::AwaitingClientType,
-            (Some(_), _) => DecoderStage::Settled,
+        let stage = match &endpoint.client_framing {
+            _ if connection.classification_over() => DecoderStage::Settled,
+            framing if framing.first_unit.is_some() => DecoderStage::AwaitingFirstUnit,
+            framing if framing.switches() => DecoderStage::AwaitingClientType,
+            _ => DecoderStage::Settled,
         };
+        let framing = connection.framing();
         Ok(Self {
-            decoder: endpoint.framing.try_decoder()?,
+            decoder: framing.try_decoder()?,
             stage,
-            frame_deadline_applies: endpoint.framing.frame_deadline_applies(),
+            frame_deadline_applies: framing.frame_deadline_applies(),
         })
     }
 

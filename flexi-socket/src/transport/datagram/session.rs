@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::events::{classify_first_unit, on_connect, on_disconnect, on_frame, until_aborted};
 use crate::framing::{Decoded, Decoding, FrameDecoder};
 use crate::handler::HandlerSlot;
+use crate::transport::decoder::{ConnectionDecoder, Prepared};
 
 /// One received datagram, as its session gets it.
 #[derive(Debug)]
@@ -262,12 +263,14 @@ impl Session {
     }
 }
 
-/// Decodes one datagram with a fresh decoder, so a frame never spans
-/// datagrams and a framing error costs this datagram only. A frame left
-/// unfinished at the datagram's end is reported, never delivered.
+/// Decodes one datagram with a fresh decoder (the stream's decoding path:
+/// raw first unit, then the client type's framing once classified), so a
+/// frame never spans datagrams and a framing error costs this datagram
+/// only. A frame left unfinished at the datagram's end is reported, never
+/// delivered.
 async fn deframe(connection: &Connection, datagram: Bytes) -> ControlFlow<DisconnectReason> {
     // A custom codec's factory and decoder are user code: a panic costs this datagram.
-    let mut decoder = match connection.framing().try_decoder() {
+    let mut decoder = match ConnectionDecoder::new(connection) {
         Ok(decoder) => decoder,
         Err(error) => {
             report(connection, error).await;
@@ -276,27 +279,22 @@ async fn deframe(connection: &Connection, datagram: Bytes) -> ControlFlow<Discon
     };
     let mut buffer = BytesMut::from(datagram);
     let mut at_end = false;
-    let mut switch_pending = !connection.classification_over();
     let mut slot = HandlerSlot::default();
     loop {
-        let flow = match decode(&mut decoder, &mut buffer, at_end) {
-            Ok(Some(Decoded::Frame(frame))) => {
-                let flow = on_frame(connection, frame, &mut slot).await;
-                // Classified by this frame: the rest of the datagram is the client type's.
-                if switch_pending && connection.classification_over() {
-                    switch_pending = false;
-                    if let Some(framing) = connection.own_framing() {
-                        match framing.try_decoder() {
-                            Ok(own) => decoder = own,
-                            Err(error) => {
-                                report(connection, error).await;
-                                return ControlFlow::Continue(());
-                            }
-                        }
-                    }
+        if !decoder.is_settled() {
+            // A datagram is whole: its first unit cannot grow.
+            match decoder.prepare(connection, &buffer, true).await {
+                ControlFlow::Continue(Prepared::Ready) => {}
+                ControlFlow::Continue(Prepared::NeedsBytes) => return ControlFlow::Continue(()),
+                // Reported already; over UDP it costs the rest of this datagram.
+                ControlFlow::Break(DisconnectReason::FramingFailed) => {
+                    return ControlFlow::Continue(());
                 }
-                flow
+                ControlFlow::Break(reason) => return ControlFlow::Break(reason),
             }
+        }
+        let flow = match decode(decoder.current(), &mut buffer, at_end) {
+            Ok(Some(Decoded::Frame(frame))) => on_frame(connection, frame, &mut slot).await,
             Ok(Some(Decoded::Discarded(error))) => {
                 let error = match *error {
                     Error::FrameTruncated { bytes } => Error::DatagramTruncated { bytes },
