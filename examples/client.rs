@@ -43,9 +43,11 @@ async fn main() -> flexi_socket::Result<()> {
         .spawn()?;
     let mut ticks = tokio::time::interval(Duration::from_secs(2));
     ticks.tick().await;
+    let stop = stop_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            () = &mut stop => break,
             _ = ticks.tick() => {
                 // While disconnected this waits in the outbox (or fails when it is full).
                 if let Err(error) = client.send("!!ping").await {
@@ -56,4 +58,22 @@ async fn main() -> flexi_socket::Result<()> {
     }
     client.close().await;
     Ok(())
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM, what a terminal or a service manager sends.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }

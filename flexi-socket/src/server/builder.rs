@@ -327,7 +327,7 @@ impl<T: ServerTransport> ServerBuilder<T> {
         T::bind(self).await
     }
 
-    /// Binds and serves until Ctrl-C.
+    /// Binds and serves until SIGINT (Ctrl-C) or SIGTERM; see [`Server::serve`].
     ///
     /// # Errors
     ///
@@ -350,7 +350,7 @@ impl<T: ServerTransport> ServerBuilder<T> {
     }
 
     /// Blocks the current thread: starts a multi-threaded tokio runtime and
-    /// serves until Ctrl-C.
+    /// serves until SIGINT (Ctrl-C) or SIGTERM.
     ///
     /// # Errors
     ///

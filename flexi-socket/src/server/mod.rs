@@ -9,6 +9,7 @@ mod admission;
 mod builder;
 #[cfg(feature = "testing")]
 pub(crate) mod memory;
+mod signals;
 #[cfg(feature = "tls")]
 mod tls;
 mod udp;
@@ -26,6 +27,7 @@ use crate::stats::ServerStats;
 use accept::StreamListener;
 use admission::Admission;
 pub use builder::{FlexiSocket, ServerBuilder, ServerTransport, Tcp};
+use signals::StopSignals;
 pub use udp::Udp;
 use udp::UdpListener;
 
@@ -104,19 +106,51 @@ impl Server {
         self.endpoint.stats()
     }
 
-    /// Serves until Ctrl-C or [`ServerHandle::shutdown`].
+    /// Serves until SIGINT (Ctrl-C), SIGTERM or [`ServerHandle::shutdown`],
+    /// then shuts down gracefully (see
+    /// [`serve_with_shutdown`](Self::serve_with_shutdown)). A second SIGINT
+    /// or SIGTERM during the shutdown cuts the connections still open at
+    /// once, as the shutdown timeout would.
     ///
     /// # Errors
     ///
     /// None today; the `Result` leaves room for start-up work that can fail.
     pub async fn serve(self) -> Result<ShutdownReport> {
-        self.serve_with_shutdown(async {
-            if let Err(error) = tokio::signal::ctrl_c().await {
-                tracing::error!(%error, "cannot listen for Ctrl-C; stop the server with its ServerHandle");
+        let endpoint = Arc::clone(&self.endpoint);
+        let (first, first_signal) = tokio::sync::oneshot::channel();
+        // Polled beside the server in this task, so it ends with it.
+        let signals = async move {
+            let mut signals = match StopSignals::listen() {
+                Ok(signals) => signals,
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for SIGINT or SIGTERM; stop the server with its ServerHandle");
+                    return std::future::pending().await;
+                }
+            };
+            let signal = signals.next().await;
+            tracing::info!(
+                signal,
+                "shutting down gracefully; send it again to stop at once"
+            );
+            let _ = first.send(());
+            let signal = signals.next().await;
+            tracing::warn!(
+                signal,
+                "second stop signal: cutting the connections still open"
+            );
+            endpoint.cut_connections();
+            std::future::pending::<Result<ShutdownReport>>().await
+        };
+        let serving = self.serve_with_shutdown(async {
+            // Dropped unsent only if the listener could not be set up: wait on.
+            if first_signal.await.is_err() {
                 std::future::pending::<()>().await;
             }
-        })
-        .await
+        });
+        tokio::select! {
+            report = serving => report,
+            never = signals => never,
+        }
     }
 
     /// Serves until `signal` completes or [`ServerHandle::shutdown`] is

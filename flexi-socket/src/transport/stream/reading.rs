@@ -23,7 +23,7 @@ use crate::connection::report;
 use crate::connection::{CloseStage, Connection, DisconnectReason};
 use crate::error::Error;
 use crate::events::{Suspended, on_connect, on_frame, resume, suspendable};
-use crate::framing::{Decoded, Decoding};
+use crate::framing::{Decoded, Decoding, FrameDecoder};
 use crate::handler::BoxFuture;
 use crate::handler::HandlerSlot;
 use crate::transport::decoder::{ConnectionDecoder, Prepared};
@@ -101,6 +101,20 @@ enum Drain {
     Eof,
     /// The connection is closing: the same as at EOF, then reading ends.
     Closing,
+}
+
+impl Drain {
+    /// The next of what the framing makes of `buffer` in this mode: the one
+    /// decoding step of both ways a read's frames are handled (in the read's
+    /// own poll while every handler finishes at once, in a boxed drain
+    /// once one waits).
+    fn decode(self, decoder: &mut FrameDecoder, buffer: &mut BytesMut) -> Decoding {
+        match self {
+            Drain::Ready => decoder.decode(buffer),
+            Drain::Idle => decoder.decode_idle(buffer),
+            Drain::Eof | Drain::Closing => decoder.decode_eof(buffer),
+        }
+    }
 }
 
 impl Reading {
@@ -222,7 +236,7 @@ impl Reading {
         let buffered = self.buffer.len();
         loop {
             let decoder = self.decoder.as_mut().expect("the decoder is back");
-            let frame = match decoder.current().decode(&mut self.buffer) {
+            let frame = match Drain::Ready.decode(decoder.current(), &mut self.buffer) {
                 Ok(Some(Decoded::Frame(frame))) => frame,
                 Ok(None) => {
                     activity.handlers_done(&connection.endpoint().deadlines);
@@ -428,12 +442,7 @@ async fn drain(
                 {
                     return ControlFlow::Continue(());
                 }
-                let decoder = decoder.current();
-                match mode {
-                    Drain::Ready => decoder.decode(buffer),
-                    Drain::Idle => decoder.decode_idle(buffer),
-                    Drain::Eof | Drain::Closing => decoder.decode_eof(buffer),
-                }
+                mode.decode(decoder.current(), buffer)
             }
         };
         let flow = match decoded {
