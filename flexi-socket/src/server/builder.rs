@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use super::accept::StreamListener;
+use super::bind::{self, SocketOptions};
 use super::{Listener, Server};
 use crate::classify::{ClientFraming, FirstUnit};
 use crate::client_type::ClientType;
@@ -32,6 +33,22 @@ impl FlexiSocket {
     pub fn server(addr: impl ToString) -> ServerBuilder {
         ServerBuilder::new(addr.to_string(), Tcp::default())
     }
+
+    /// Starts building a TCP server on a listener opened elsewhere: by a
+    /// supervisor that passes it down, by systemd socket activation, or with
+    /// socket options of your own. It is used as it is (its backlog and
+    /// options were set when it was opened); the server closes it at exit.
+    pub fn from_std(listener: std::net::TcpListener) -> ServerBuilder {
+        let addr = listener.local_addr().map_or_else(
+            |_| "a listener handed in".to_owned(),
+            |addr| addr.to_string(),
+        );
+        let transport = Tcp {
+            listener: Some(listener),
+            ..Tcp::default()
+        };
+        ServerBuilder::new(addr, transport)
+    }
 }
 
 /// What a [`ServerBuilder`] binds: [`Tcp`] or [`Udp`](crate::Udp). Lets code
@@ -48,9 +65,11 @@ pub(super) mod sealed {
 }
 
 /// A [`ServerBuilder`] for TCP (and TLS over TCP): what
-/// [`FlexiSocket::server`] returns.
+/// [`FlexiSocket::server`] and [`FlexiSocket::from_std`] return.
 #[derive(Debug, Default)]
 pub struct Tcp {
+    /// A listener handed in ready-made, used instead of binding the address.
+    listener: Option<std::net::TcpListener>,
     #[cfg(feature = "tls")]
     pub(super) tls: crate::transport::tls::TlsSettings,
 }
@@ -65,6 +84,7 @@ pub struct ServerBuilder<T = Tcp> {
     pub(super) client_framing: ClientFraming,
     pub(super) setup: HandlerSetup,
     pub(super) limits: Limits,
+    pub(super) socket: SocketOptions,
     pub(super) transport: T,
 }
 
@@ -78,8 +98,18 @@ impl<T> ServerBuilder<T> {
             client_framing: ClientFraming::default(),
             setup: HandlerSetup::default(),
             limits: Limits::default(),
+            socket: SocketOptions::default(),
             transport,
         }
+    }
+
+    /// Sets `SO_REUSEPORT` on the listening socket (Unix; default off), so
+    /// that several processes (or servers) can listen on the same port and
+    /// the kernel spreads new connections, or UDP peers, among them.
+    #[must_use]
+    pub fn reuse_port(mut self, reuse: bool) -> Self {
+        self.socket.reuse_port = reuse;
+        self
     }
 
     /// How bytes become messages. Default: [`Framing::lines`] (64 KiB maximum).
@@ -287,10 +317,15 @@ impl sealed::Sealed for Tcp {}
 impl ServerTransport for Tcp {
     fn bind(builder: ServerBuilder<Self>) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>> {
         Box::pin(async move {
-            let (endpoint, addr, tcp) = builder.into_endpoint()?;
-            let listener = TcpListener::bind(&addr)
-                .await
-                .map_err(|source| Error::Bind { addr, source })?;
+            let options = builder.socket;
+            let (endpoint, addr, mut tcp) = builder.into_endpoint()?;
+            let listener = match tcp.listener.take() {
+                Some(listener) => listener
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpListener::from_std(listener)),
+                None => bind::tcp(&addr, options).await,
+            }
+            .map_err(|source| Error::Bind { addr, source })?;
             #[cfg(not(feature = "tls"))]
             let Tcp {} = tcp;
             Server::new(
@@ -304,6 +339,25 @@ impl ServerTransport for Tcp {
 }
 
 impl ServerBuilder<Tcp> {
+    /// The listen backlog: how many connections the kernel completes and
+    /// keeps waiting for `accept` (default 1024; the kernel caps it at
+    /// `net.core.somaxconn`). A storm of connects beyond it waits a SYN
+    /// retry (a second or more); so do peers at
+    /// [`max_connections`](Self::max_connections) beyond it.
+    ///
+    /// # Panics
+    ///
+    /// If `connections` is 0.
+    #[must_use]
+    pub fn backlog(mut self, connections: u32) -> Self {
+        assert!(
+            connections > 0,
+            "the backlog must hold at least one connection"
+        );
+        self.socket.backlog = connections;
+        self
+    }
+
     /// Checks the handlers and builds the endpoint; what is left of the
     /// builder is the address and the TCP settings.
     pub(super) fn into_endpoint(self) -> Result<(Arc<Endpoint>, String, Tcp)> {

@@ -6,6 +6,7 @@
 
 mod accept;
 mod admission;
+mod bind;
 mod builder;
 #[cfg(feature = "testing")]
 pub(crate) mod memory;

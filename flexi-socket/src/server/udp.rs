@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::admission::Admission;
+use super::bind::{self, SocketOptions};
 use super::builder::{FlexiSocket, ServerBuilder, ServerTransport, sealed};
 use super::{Listener, Server};
 use crate::connection::Endpoint;
@@ -131,7 +132,7 @@ impl ServerTransport for Udp {
                 builder
                     .setup
                     .endpoint(framing, builder.client_framing, limits, true, None)?;
-            let listener = UdpListener::bind(&builder.addr, options)
+            let listener = UdpListener::bind(&builder.addr, options, builder.socket)
                 .await
                 .map_err(|source| Error::Bind {
                     addr: builder.addr.clone(),
@@ -156,8 +157,8 @@ pub(super) struct UdpListener {
 }
 
 impl UdpListener {
-    async fn bind(addr: &str, options: UdpOptions) -> io::Result<Self> {
-        let socket = UdpSocket::bind(addr).await?;
+    async fn bind(addr: &str, options: UdpOptions, socket: SocketOptions) -> io::Result<Self> {
+        let socket = bind::udp(addr, socket).await?;
         Ok(Self {
             local_addr: socket.local_addr()?,
             socket: Arc::new(socket),
