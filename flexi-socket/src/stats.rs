@@ -59,6 +59,26 @@ pub struct ErrorCounts {
     pub other: u64,
 }
 
+/// How many kinds [`ErrorCounts`] tells apart.
+pub(crate) const ERROR_KINDS: usize = 9;
+
+/// Which of [`ErrorCounts`]' kinds `error` is, as an index.
+pub(crate) fn error_kind(error: &Error) -> usize {
+    match error {
+        Error::FrameTooLarge { .. } | Error::DatagramTooLarge { .. } => 0,
+        Error::FrameTruncated { .. } | Error::DatagramTruncated { .. } | Error::Unframed { .. } => {
+            1
+        }
+        Error::InvalidUtf8 { .. } => 2,
+        Error::Unrouted { .. } => 3,
+        Error::Handler { .. } | Error::HandlerTimeout { .. } => 4,
+        Error::HandlerPanicked { .. } => 5,
+        Error::QueueFull { .. } | Error::SendTimeout { .. } => 6,
+        Error::Io(_) => 7,
+        _ => 8,
+    }
+}
+
 /// The live counters behind [`ServerStats`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -71,7 +91,7 @@ pub(crate) struct Counters {
     pub(crate) messages_out: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
-    errors: [AtomicU64; 9],
+    errors: [AtomicU64; ERROR_KINDS],
 }
 
 impl Counters {
@@ -88,20 +108,7 @@ impl Counters {
     }
 
     pub(crate) fn count_error(&self, error: &Error) {
-        let slot = match error {
-            Error::FrameTooLarge { .. } | Error::DatagramTooLarge { .. } => 0,
-            Error::FrameTruncated { .. }
-            | Error::DatagramTruncated { .. }
-            | Error::Unframed { .. } => 1,
-            Error::InvalidUtf8 { .. } => 2,
-            Error::Unrouted { .. } => 3,
-            Error::Handler { .. } | Error::HandlerTimeout { .. } => 4,
-            Error::HandlerPanicked { .. } => 5,
-            Error::QueueFull { .. } | Error::SendTimeout { .. } => 6,
-            Error::Io(_) => 7,
-            _ => 8,
-        };
-        self.errors[slot].fetch_add(1, Ordering::Relaxed);
+        self.errors[error_kind(error)].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> ServerStats {
