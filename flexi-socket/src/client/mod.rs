@@ -155,6 +155,22 @@ impl ClientBuilder {
         self
     }
 
+    /// How much room each read of a connection's stream asks for (default
+    /// 8 KiB; from 512 bytes to 16 MiB). Larger reads mean fewer system calls
+    /// per byte for peers that send much at once; the buffer goes back to a
+    /// per-thread spare whenever nothing is pending, so an idle connection
+    /// holds none either way, and a busy one holds about this much.
+    ///
+    /// # Panics
+    ///
+    /// If `bytes` is outside that range.
+    #[must_use]
+    #[track_caller]
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.limits.set_read_buffer(bytes);
+        self
+    }
+
     /// Starts the client and waits until it is connected the first time.
     ///
     /// # Errors

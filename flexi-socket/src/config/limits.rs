@@ -52,7 +52,13 @@ pub(crate) struct Limits {
     pub(crate) handler_timeout: Option<Duration>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) linger: Duration,
+    /// How much room each read of a byte stream asks for.
+    pub(crate) read_buffer: usize,
 }
+
+/// The range `read_buffer_size` accepts: below it a read costs a system
+/// call per few bytes; above it every busy connection pins that much.
+pub(crate) const READ_BUFFER_RANGE: std::ops::RangeInclusive<usize> = 512..=16 * 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -72,11 +78,28 @@ impl Default for Limits {
             handler_timeout: None,
             shutdown_timeout: Duration::from_secs(30),
             linger: Duration::from_secs(2),
+            read_buffer: 8 * 1024,
         }
     }
 }
 
 impl Limits {
+    /// Sets how much room each read asks for.
+    ///
+    /// # Panics
+    ///
+    /// If `bytes` is outside [`READ_BUFFER_RANGE`].
+    #[track_caller]
+    pub(crate) fn set_read_buffer(&mut self, bytes: usize) {
+        assert!(
+            READ_BUFFER_RANGE.contains(&bytes),
+            "read_buffer_size must be from {} bytes to {} MiB, not {bytes}",
+            READ_BUFFER_RANGE.start(),
+            READ_BUFFER_RANGE.end() / (1024 * 1024)
+        );
+        self.read_buffer = bytes;
+    }
+
     /// These limits for datagram sessions: a frame never spans datagrams and
     /// the first datagram opens the session, so the stream deadlines do not
     /// apply; the only deadline is the session's `idle` one.

@@ -12,19 +12,18 @@ use tokio_util::io::poll_read_buf;
 
 use crate::spare::READ_BUFFERS;
 
-/// How much room each read asks for.
-pub(crate) const READ_CHUNK: usize = 8 * 1024;
-
 /// The read half of a connection's byte stream.
 pub(crate) trait StreamReader: AsyncRead + Unpin + Send {
-    /// Reads into `buffer`. A stream that can wait for data without a buffer
-    /// does so when `buffer` is empty, so an idle connection holds none.
+    /// Reads into `buffer`, with room for at least `chunk` bytes. A stream
+    /// that can wait for data without a buffer does so when `buffer` is
+    /// empty, so an idle connection holds none.
     fn poll_read_lazily(
         &mut self,
         cx: &mut Context<'_>,
         buffer: &mut BytesMut,
+        chunk: usize,
     ) -> Poll<io::Result<usize>> {
-        buffer.reserve(READ_CHUNK);
+        buffer.reserve(chunk);
         poll_read_buf(Pin::new(self), cx, buffer)
     }
 }
@@ -34,10 +33,11 @@ impl StreamReader for OwnedReadHalf {
         &mut self,
         cx: &mut Context<'_>,
         buffer: &mut BytesMut,
+        chunk: usize,
     ) -> Poll<io::Result<usize>> {
         if !buffer.is_empty() {
             // A partial frame is waiting for its rest: keep reading into it.
-            buffer.reserve(READ_CHUNK);
+            buffer.reserve(chunk);
             return poll_read_buf(Pin::new(self), cx, buffer);
         }
         loop {
@@ -48,7 +48,7 @@ impl StreamReader for OwnedReadHalf {
             }
             ready!(self.as_ref().poll_read_ready(cx))?;
             READ_BUFFERS.take(buffer);
-            buffer.reserve(READ_CHUNK);
+            buffer.reserve(chunk);
             match try_read_draining(self, buffer) {
                 Ok(read) => return Poll::Ready(Ok(read)),
                 // Readiness was stale (and is now cleared): wait again.

@@ -38,6 +38,8 @@ pub(super) struct Reading {
     /// The on_message handler's future: its allocation serves message after
     /// message (see [`HandlerSlot`]). Empty while a drain has it.
     slot: HandlerSlot,
+    /// How much room each read asks for (`read_buffer_size`).
+    read_chunk: usize,
 }
 
 enum ReadingStep {
@@ -120,12 +122,14 @@ impl Drain {
 impl Reading {
     /// Starts with on_connect.
     pub(super) fn new(connection: &Connection) -> Self {
+        let read_chunk = connection.endpoint().limits.read_buffer;
         let connection = connection.clone();
         Self {
             step: ReadingStep::Connecting(Box::pin(async move { on_connect(&connection).await })),
             decoder: None,
             buffer: BytesMut::new(),
             slot: HandlerSlot::default(),
+            read_chunk,
         }
     }
 
@@ -155,7 +159,9 @@ impl Reading {
                         }
                         continue;
                     }
-                    if let Poll::Ready(read) = reader.poll_read_lazily(cx, &mut self.buffer) {
+                    if let Poll::Ready(read) =
+                        reader.poll_read_lazily(cx, &mut self.buffer, self.read_chunk)
+                    {
                         match read {
                             Ok(0) => self.drain(connection, Drain::Eof),
                             Ok(_) => {
