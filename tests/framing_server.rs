@@ -6,26 +6,20 @@ mod support;
 
 use std::time::Duration;
 
-use flexi_socket::{Connection, Error, FlexiSocket, Framing, Message, Router};
+use flexi_socket::{FlexiSocket, Framing};
+use support::servers::{
+    bracket_router, factory_failing_calls_1_and_3, one_byte_length_prefix, unpadding_echo,
+};
 use support::{EventLog, Events, Running, read_exact, read_to_end, start};
 use tokio::io::AsyncWriteExt;
 
 /// Replies `<message>` to every message and reports errors to the log.
 async fn bracket_server(framing: Framing) -> (Running, EventLog) {
     let (events, log) = Events::new();
-    let router = Router::new()
-        .on_message(|conn: Connection, msg: Message| async move {
-            let reply = [b"<", msg.as_bytes(), b">"].concat();
-            conn.send(reply).await
-        })
-        .on_error(move |_conn: Connection, error: Error| {
-            let events = events.clone();
-            async move { events.push(error.to_string()) }
-        });
     let running = start(
         FlexiSocket::server("127.0.0.1:0")
             .framing(framing)
-            .router(router),
+            .router(bracket_router(events)),
     )
     .await;
     (running, log)
@@ -66,13 +60,10 @@ async fn fixed_length_frames_and_padded_replies() {
     }
     running.stop().await;
 
-    let router = Router::new().on_message(|conn: Connection, msg: Message| async move {
-        conn.send(msg.strip_suffix(b"  ").unwrap_or(msg)).await
-    });
     let running = start(
         FlexiSocket::server("127.0.0.1:0")
             .framing(Framing::fixed(6))
-            .router(router),
+            .router(unpadding_echo()),
     )
     .await;
     let mut stream = running.connect().await;
@@ -156,13 +147,7 @@ async fn idle_gap_recovers_after_an_oversize_burst() {
 
 #[tokio::test]
 async fn custom_tokio_util_codec() {
-    use tokio_util::codec::LengthDelimitedCodec;
-    let framing = Framing::custom(|| {
-        LengthDelimitedCodec::builder()
-            .length_field_length(1)
-            .new_codec()
-    });
-    let (running, _log) = bracket_server(framing).await;
+    let (running, _log) = bracket_server(one_byte_length_prefix()).await;
     let mut stream = running.connect().await;
     stream.write_all(&[2, b'h', b'i']).await.unwrap();
     assert_eq!(
@@ -174,18 +159,7 @@ async fn custom_tokio_util_codec() {
 
 #[tokio::test]
 async fn a_codec_factory_that_panics_costs_one_connection() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio_util::codec::BytesCodec;
-    // Called once for each connection's encoder, then once for its decoder:
-    // the 1st call fails the first connection before it exists, the 3rd the
-    // second connection's decoder.
-    let calls = AtomicUsize::new(0);
-    let framing = Framing::custom(move || {
-        let call = calls.fetch_add(1, Ordering::SeqCst) + 1;
-        assert!(call != 1 && call != 3, "factory call {call} fails");
-        BytesCodec::new()
-    });
-    let (running, mut log) = bracket_server(framing).await;
+    let (running, mut log) = bracket_server(factory_failing_calls_1_and_3()).await;
     let mut never_opened = running.connect().await;
     assert_eq!(read_to_end(&mut never_opened).await, b"");
     let mut no_decoder = running.connect().await;

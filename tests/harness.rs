@@ -5,24 +5,26 @@
 //! same way every run, and so does the 2 s linger a graceful close spends
 //! on a peer that is still open at shutdown (in real time each such test
 //! would wait it out, as its loopback original does).
-//! Every test names the loopback test it mirrors, which stays as it is.
+//! Every test names the loopback test it mirrors, which stays as it is; the
+//! routers, classifiers and constants both run come from `support::servers`.
 //! Routers are built by hand (no attribute handlers), so this binary has no
 //! global registry to share.
 
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use flexi_socket::testing::{PeerError, TestPeer, TestServer};
-use flexi_socket::{
-    Classifier, ClientType, Connection, DisconnectReason, Error, FlexiSocket, Framing, Message,
-    Router, ServerBuilder,
+use flexi_socket::{DisconnectReason, FlexiSocket, Framing, ServerBuilder};
+use support::servers::{
+    AnyClient, Burst, Panel, alarms_only_router, bracket_router, burst_router,
+    echo_reporting_errors, echo_router, factory_failing_calls_1_and_3, hanging_echo, hooks_router,
+    observed_echo, one_byte_length_prefix, panel_router, unpadding_echo,
 };
-use support::{Events, within};
-use tokio::sync::{Notify, Semaphore, watch};
+use support::{EventLog, Events, within};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 fn server() -> ServerBuilder {
@@ -31,82 +33,6 @@ fn server() -> ServerBuilder {
 
 fn start(builder: ServerBuilder) -> TestServer {
     TestServer::start(builder).expect("the test server starts")
-}
-
-/// Every connection is the same type; only the deadline for the first
-/// message matters (as in `tests/limits.rs`).
-struct AnyClient;
-
-impl Classifier for AnyClient {
-    fn classify(_first_frame: &[u8]) -> Self {
-        AnyClient
-    }
-
-    fn client_type(&self) -> ClientType {
-        "any".into()
-    }
-}
-
-/// "!!" alarm panels, "##" sensors, anything else default (as in
-/// `tests/router_server.rs`).
-struct Panel(Option<&'static str>);
-
-impl Classifier for Panel {
-    fn classify(first_frame: &[u8]) -> Self {
-        if first_frame.starts_with(b"!!") {
-            Panel(Some("001"))
-        } else if first_frame.starts_with(b"##") {
-            Panel(Some("002"))
-        } else {
-            Panel(None)
-        }
-    }
-
-    fn client_type(&self) -> ClientType {
-        self.0
-            .map_or(ClientType::from_static("other"), ClientType::from_static)
-    }
-
-    fn client_types() -> Option<Vec<ClientType>> {
-        Some(vec!["001".into(), "002".into(), "other".into()])
-    }
-}
-
-/// "burst" clients get the burst handler; everyone else echoes (as in
-/// `tests/router_server.rs`).
-struct Burst(bool);
-
-impl Classifier for Burst {
-    fn classify(first_frame: &[u8]) -> Self {
-        Burst(first_frame == b"burst")
-    }
-
-    fn client_type(&self) -> ClientType {
-        if self.0 {
-            "burst".into()
-        } else {
-            "echo".into()
-        }
-    }
-}
-
-fn echo_router() -> Router {
-    Router::new().on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await })
-}
-
-/// Echoes, and reports every error and disconnect reason to `events`.
-fn observed_echo(events: &Events) -> Router {
-    let errors = events.clone();
-    let disconnects = events.clone();
-    echo_router()
-        .on_error(move |_conn: Connection, error: Error| {
-            let events = errors.clone();
-            async move { events.push(format!("error {error}")) }
-        })
-        .on_disconnect(move |_conn: Connection, reason: DisconnectReason| {
-            let events = disconnects.clone();
-            async move { events.push(format!("disconnect {reason}")) }
-        })
 }
 
 /// Sends `line` and returns the reply.
@@ -273,16 +199,9 @@ async fn per_ip_cap_refuses_extra_connections() {
 #[tokio::test(start_paused = true)]
 async fn handler_timeout_cancels_the_handler_and_the_connection_goes_on() {
     let (events, mut log) = Events::new();
-    let router =
-        observed_echo(&events).on_message_for("any", |conn: Connection, msg: String| async move {
-            if msg == "hang" {
-                std::future::pending::<()>().await;
-            }
-            conn.send(msg).await
-        });
     let server = start(
         server()
-            .router(router)
+            .router(hanging_echo(&events))
             .classifier::<AnyClient>()
             .handler_timeout(Duration::from_millis(100)),
     );
@@ -296,18 +215,7 @@ async fn handler_timeout_cancels_the_handler_and_the_connection_goes_on() {
 /// Mirrors `router_server.rs::routes_by_client_type_with_default_fallback`.
 #[tokio::test(start_paused = true)]
 async fn routes_by_client_type_with_default_fallback() {
-    let router = Router::new()
-        .on_message_for("001", |conn: Connection, msg: String| async move {
-            conn.send(format!("alarm:{msg}")).await
-        })
-        .on_message(|conn: Connection, msg: String| async move {
-            let kind = conn
-                .client_type()
-                .map(ClientType::to_string)
-                .unwrap_or_default();
-            conn.send(format!("default({kind}):{msg}")).await
-        });
-    let server = start(server().router(router).classifier::<Panel>());
+    let server = start(server().router(panel_router()).classifier::<Panel>());
 
     let mut alarm = server.connect().await;
     let mut sensor = server.connect().await;
@@ -329,15 +237,11 @@ async fn routes_by_client_type_with_default_fallback() {
 #[tokio::test(start_paused = true)]
 async fn unrouted_message_reaches_on_error_and_connection_lives_on() {
     let (events, mut log) = Events::new();
-    let router = Router::new()
-        .on_message_for("001", |conn: Connection, _msg: Bytes| async move {
-            conn.send("ok").await
-        })
-        .on_error(move |_conn: Connection, error: Error| {
-            let events = events.clone();
-            async move { events.push(format!("error: {error}")) }
-        });
-    let server = start(server().router(router).classifier::<Panel>());
+    let server = start(
+        server()
+            .router(alarms_only_router(events))
+            .classifier::<Panel>(),
+    );
     let mut client = server.connect().await;
     client.send("no marker").await.unwrap();
     let error = log.next_starting("error").await;
@@ -362,29 +266,7 @@ async fn unrouted_message_reaches_on_error_and_connection_lives_on() {
 #[tokio::test(start_paused = true)]
 async fn events_run_in_order_and_disconnect_fires_once() {
     let (events, mut log) = Events::new();
-    let router = Router::new()
-        .on_connect(|conn: Connection| async move {
-            shared_events(&conn).push("connect");
-        })
-        .after_receive(|conn: Connection, msg: Message| async move {
-            shared_events(&conn).push(format!("after_receive {}", String::from_utf8_lossy(&msg)));
-            // Strip a leading "!!" marker; drop lines that say "drop".
-            if &msg[..] == b"drop" {
-                return None;
-            }
-            Some(Message::new(strip_marker(msg.into_bytes())))
-        })
-        .on_message(|conn: Connection, msg: String| async move {
-            shared_events(&conn).push(format!("message {msg} first={}", conn.is_first_message()));
-            conn.send(msg).await
-        })
-        .before_send(|_conn: Connection, msg: Message| async move {
-            Message::from(format!("<{}>", String::from_utf8_lossy(&msg)))
-        })
-        .on_disconnect(|conn: Connection, _reason: DisconnectReason| async move {
-            shared_events(&conn).push("disconnect");
-        });
-    let server = start(server().router(router).state(events));
+    let server = start(server().router(hooks_router()).state(events));
     let mut client = server.connect().await;
     client.send("!!alpha").await.unwrap();
     client.send("drop").await.unwrap();
@@ -410,31 +292,13 @@ async fn events_run_in_order_and_disconnect_fires_once() {
     assert!(log.0.try_recv().is_err());
 }
 
-fn shared_events(conn: &Connection) -> &Events {
-    conn.app_state::<Events>()
-        .expect("the test gives Events as state")
-}
-
-/// Strips a leading "!!" marker, as an alarm receiver's after_receive would.
-fn strip_marker(bytes: Bytes) -> Bytes {
-    if bytes.starts_with(b"!!") {
-        bytes.slice(2..)
-    } else {
-        bytes
-    }
-}
-
 /// Mirrors `router_server.rs::oversize_frame_is_discarded_and_the_next_frame_is_served`.
 #[tokio::test(start_paused = true)]
 async fn oversize_frame_is_discarded_and_the_next_frame_is_served() {
     let (events, mut log) = Events::new();
-    let router = echo_router().on_error(move |_conn: Connection, error: Error| {
-        let events = events.clone();
-        async move { events.push(error.to_string()) }
-    });
     let server = start(
         server()
-            .router(router)
+            .router(echo_reporting_errors(events))
             .framing(Framing::lines().max_length(16)),
     );
     let mut client = server.connect().await;
@@ -446,24 +310,67 @@ async fn oversize_frame_is_discarded_and_the_next_frame_is_served() {
     server.shutdown().await;
 }
 
+/// Replies `<message>` to every message and reports errors to the log (as
+/// `framing_server.rs::bracket_server`).
+fn bracket_server(framing: Framing) -> (TestServer, EventLog) {
+    let (events, log) = Events::new();
+    let server = start(server().framing(framing).router(bracket_router(events)));
+    (server, log)
+}
+
+/// Mirrors `framing_server.rs::separator_of_several_bytes_split_across_writes`.
+#[tokio::test(start_paused = true)]
+async fn separator_of_several_bytes_split_across_writes() {
+    let (server, _log) = bracket_server(Framing::separator("\r\n\r\n"));
+    let mut stream = server.connect().await;
+    stream.write(b"one\r\n").await.unwrap();
+    stream.write(b"\r\ntwo\r").await.unwrap();
+    stream.write(b"\n\r\n").await.unwrap();
+    assert_eq!(
+        stream.read_exact(18).await.unwrap(),
+        b"<one>\r\n\r\n<two>\r\n\r\n"
+    );
+    server.shutdown().await;
+}
+
+/// Mirrors `framing_server.rs::fixed_length_frames_and_padded_replies`.
+#[tokio::test(start_paused = true)]
+async fn fixed_length_frames_and_padded_replies() {
+    let (refusing, mut log) = bracket_server(Framing::fixed(6));
+    let mut stream = refusing.connect().await;
+    stream.write(b"abcdefghij").await.unwrap();
+    // "<abcdef>" is 8 bytes: longer than a frame, so the send fails and
+    // nothing is written; "ghij" stays buffered until two more bytes arrive.
+    stream.write(b"kl").await.unwrap();
+    stream.close().await;
+    assert_eq!(stream.read_to_end().await.unwrap(), b"");
+    // Both frames were read: each reply was refused by the encoder.
+    for reply in ["<abcdef>", "<ghijkl>"] {
+        let error = log.next().await;
+        assert!(
+            error.contains("cannot frame the outbound message")
+                && error.contains("8 bytes, more than the fixed frame length of 6"),
+            "{reply}: {error}"
+        );
+    }
+    refusing.shutdown().await;
+
+    let padding = start(server().framing(Framing::fixed(6)).router(unpadding_echo()));
+    let mut stream = padding.connect().await;
+    stream.write(b"abcd  xyz123").await.unwrap();
+    // "abcd" is padded back to six bytes with spaces.
+    assert_eq!(stream.read_exact(12).await.unwrap(), b"abcd  xyz123");
+    padding.shutdown().await;
+}
+
 /// Mirrors `framing_server.rs::length_prefixed_recovers_after_an_oversize_frame`.
 /// The original reads the reply's raw bytes (`[0, 5, b'<', b'a', b'b', b'c',
 /// b'>']`); the peer decodes them with the same two-byte prefix, so the
 /// message `<abc>` is that frame.
 #[tokio::test(start_paused = true)]
 async fn length_prefixed_recovers_after_an_oversize_frame() {
-    let (events, mut log) = Events::new();
-    let router = Router::new()
-        .on_message(|conn: Connection, msg: Message| async move {
-            let reply = [b"<", msg.as_bytes(), b">"].concat();
-            conn.send(reply).await
-        })
-        .on_error(move |_conn: Connection, error: Error| {
-            let events = events.clone();
-            async move { events.push(error.to_string()) }
-        });
     let framing = Framing::length_prefixed().prefix_len(2).max_length(8);
-    let server = start(server().framing(framing).router(router));
+    let (server, mut log) = bracket_server(framing);
     let mut stream = server.connect().await;
     let mut input = vec![0, 20];
     input.extend([b'x'; 20]);
@@ -478,28 +385,128 @@ async fn length_prefixed_recovers_after_an_oversize_frame() {
     server.shutdown().await;
 }
 
+/// Mirrors `framing_server.rs::eof_framing_delivers_the_whole_stream_and_replies_before_closing`.
+#[tokio::test(start_paused = true)]
+async fn eof_framing_delivers_the_whole_stream_and_replies_before_closing() {
+    let (server, _log) = bracket_server(Framing::eof());
+    let mut stream = server.connect().await;
+    stream.write(b"the whole\nstream").await.unwrap();
+    stream.close().await;
+    assert_eq!(stream.read_to_end().await.unwrap(), b"<the whole\nstream>");
+    server.shutdown().await;
+}
+
+/// Mirrors `framing_server.rs::raw_delivers_chunks_as_they_arrive`.
+#[tokio::test(start_paused = true)]
+async fn raw_delivers_chunks_as_they_arrive() {
+    let (server, _log) = bracket_server(Framing::raw());
+    let mut stream = server.connect().await;
+    stream.write(b"chunk").await.unwrap();
+    assert_eq!(stream.read_exact(7).await.unwrap(), b"<chunk>");
+    server.shutdown().await;
+}
+
+/// Mirrors `framing_server.rs::idle_gap_ends_a_message_after_silence`. The
+/// original reads the reply's raw bytes; the peer decodes them with the
+/// same idle gap (idle-gap replies are the message's bytes as they are), so
+/// it also waits for 200 ms of silence after them. In paused time the gaps
+/// pass at once and a pause between the two writes cannot split the burst.
+#[tokio::test(start_paused = true)]
+async fn idle_gap_ends_a_message_after_silence() {
+    let (server, _log) = bracket_server(Framing::idle_gap(Duration::from_millis(200)));
+    let mut stream = server.connect().await;
+    stream.write(b"first ").await.unwrap();
+    stream.write(b"burst").await.unwrap();
+    // The reply only comes once the server has seen 200 ms of silence.
+    assert_eq!(stream.receive().await.unwrap().as_bytes(), b"<first burst>");
+    stream.write(b"second").await.unwrap();
+    assert_eq!(stream.receive().await.unwrap().as_bytes(), b"<second>");
+    server.shutdown().await;
+}
+
+/// Mirrors `framing_server.rs::idle_gap_recovers_after_an_oversize_burst`;
+/// the peer decodes the reply with the same idle gap (as above).
+#[tokio::test(start_paused = true)]
+async fn idle_gap_recovers_after_an_oversize_burst() {
+    let gap = Duration::from_millis(50);
+    let (server, mut log) = bracket_server(Framing::idle_gap(gap).max_length(8));
+    let mut stream = server.connect().await;
+    stream.write([b'x'; 20]).await.unwrap();
+    // Reported as soon as the burst goes over the limit, before its gap.
+    let error = log.next().await;
+    assert!(error.contains("the limit is 8 bytes"), "{error}");
+    // Only silence ends a burst, and keeping it is the sender's part of the
+    // protocol: bytes sent sooner would be dropped with the oversize burst.
+    tokio::time::sleep(gap * 4).await;
+    stream.write(b"ok").await.unwrap();
+    assert_eq!(stream.receive().await.unwrap().as_bytes(), b"<ok>");
+    server.shutdown().await;
+}
+
+/// Mirrors `framing_server.rs::custom_tokio_util_codec`.
+#[tokio::test(start_paused = true)]
+async fn custom_tokio_util_codec() {
+    let (server, _log) = bracket_server(one_byte_length_prefix());
+    let mut stream = server.connect().await;
+    stream.write([2, b'h', b'i']).await.unwrap();
+    assert_eq!(
+        stream.read_exact(5).await.unwrap(),
+        [4, b'<', b'h', b'i', b'>']
+    );
+    server.shutdown().await;
+}
+
+/// Mirrors `framing_server.rs::a_codec_factory_that_panics_costs_one_connection`.
+/// The peers only write and read raw bytes: they never call the factory.
+#[tokio::test(start_paused = true)]
+async fn a_codec_factory_that_panics_costs_one_connection() {
+    let (server, mut log) = bracket_server(factory_failing_calls_1_and_3());
+    let mut never_opened = server.connect().await;
+    assert_eq!(never_opened.read_to_end().await.unwrap(), b"");
+    let mut no_decoder = server.connect().await;
+    assert_eq!(no_decoder.read_to_end().await.unwrap(), b"");
+    let error = log.next().await;
+    assert!(
+        error.starts_with("framing failed: the codec factory panicked: factory call 3 fails"),
+        "{error}"
+    );
+    let mut served = server.connect().await;
+    served.write(b"hi").await.unwrap();
+    assert_eq!(served.read_exact(4).await.unwrap(), b"<hi>");
+    server.shutdown().await;
+}
+
+/// Mirrors `framing_server.rs::stx_etx_frames_skip_junk_and_restart_on_a_second_start`.
+#[tokio::test(start_paused = true)]
+async fn stx_etx_frames_skip_junk_and_restart_on_a_second_start() {
+    let (server, mut log) = bracket_server(Framing::delimited("\x02", "\x03"));
+    let mut stream = server.connect().await;
+    stream.write(b"junk\x02hel").await.unwrap();
+    stream.write(b"lo\x03\x02cut\x02ne").await.unwrap();
+    stream.write(b"w\x03").await.unwrap();
+    assert_eq!(
+        stream.read_exact(16).await.unwrap(),
+        b"\x02<hello>\x03\x02<new>\x03"
+    );
+    // The stray bytes, then the frame cut by the second start.
+    let stray = log.next().await;
+    assert!(
+        stray.starts_with("discarded 4 bytes outside any frame"),
+        "{stray}"
+    );
+    let cut = log.next().await;
+    assert!(cut.contains("3 bytes were not delivered"), "{cut}");
+    server.shutdown().await;
+}
+
 /// Mirrors `router_server.rs::shutdown_flushes_replies_and_reports_the_reason`.
 #[tokio::test(start_paused = true)]
 async fn shutdown_flushes_replies_and_reports_the_reason() {
     let (events, mut log) = Events::new();
-    let router = echo_router().on_disconnect(move |_conn: Connection, reason: DisconnectReason| {
-        let events = events.clone();
-        async move { events.push(format!("disconnect: {reason}")) }
-    });
     let (burst_started, mut burst_log) = Events::new();
-    let router = router.on_message_for("burst", move |conn: Connection, _msg: Bytes| {
-        let burst_started = burst_started.clone();
-        async move {
-            burst_started.push("started");
-            for i in 0..2_000 {
-                conn.send(format!("reply {i}")).await?;
-            }
-            Ok::<(), Error>(())
-        }
-    });
     let server = start(
         server()
-            .router(router)
+            .router(burst_router(events, burst_started))
             .classifier::<Burst>()
             .outbound_queue(4),
     );
@@ -559,41 +566,7 @@ async fn server_stats_count_traffic_and_errors_by_kind() {
 /// acknowledged, nothing twice, no peer sees a failure, none is cut.
 mod graceful_shutdown_under_load {
     use super::*;
-
-    const CLIENTS: usize = 50;
-    /// Messages in flight per client.
-    const WINDOW: usize = 8;
-    /// Each client stops sending after this many, so the test is bounded.
-    const MAX_PER_CLIENT: usize = 2_000;
-
-    struct Handled {
-        connected: Semaphore,
-        messages: Mutex<Vec<String>>,
-        reached: Notify,
-    }
-
-    fn acking_router(handled: Arc<Handled>, trigger_at: usize) -> Router {
-        let connects = Arc::clone(&handled);
-        Router::new()
-            .on_connect(move |_conn: Connection| {
-                let connects = Arc::clone(&connects);
-                async move { connects.connected.add_permits(1) }
-            })
-            .on_message(move |conn: Connection, msg: String| {
-                let handled = Arc::clone(&handled);
-                async move {
-                    let count = {
-                        let mut messages = handled.messages.lock().unwrap();
-                        messages.push(msg.clone());
-                        messages.len()
-                    };
-                    if count == trigger_at {
-                        handled.reached.notify_one();
-                    }
-                    conn.send(format!("ACK {msg}")).await
-                }
-            })
-    }
+    use support::servers::{CLIENTS, Handled, MAX_PER_CLIENT, WINDOW, acking_router};
 
     /// Streams `c<client>-<seq>` messages, at most `WINDOW` unacknowledged,
     /// until the server closes; returns what was acknowledged. A peer has
@@ -635,11 +608,7 @@ mod graceful_shutdown_under_load {
     }
 
     async fn shutdown_mid_stream(trigger_at: usize) {
-        let handled = Arc::new(Handled {
-            connected: Semaphore::new(0),
-            messages: Mutex::new(Vec::new()),
-            reached: Notify::new(),
-        });
+        let handled = Arc::new(Handled::new());
         let server = start(
             server()
                 .router(acking_router(Arc::clone(&handled), trigger_at))
@@ -651,35 +620,9 @@ mod graceful_shutdown_under_load {
             let peer = server.connect().await;
             clients.spawn(stream_until_closed(peer, client, start_signal.clone()));
         }
-        // Everyone starts once the server has accepted everyone.
-        within(
-            "every connection",
-            handled.connected.acquire_many(CLIENTS as u32),
-        )
-        .await
-        .unwrap()
-        .forget();
-        let reached = handled.reached.notified();
-        go.send(true).unwrap();
-        within("the trigger point", reached).await;
-        let report = server.shutdown().await;
-
-        let mut acked = BTreeSet::new();
-        while let Some(set) = within("the clients", clients.join_next()).await {
-            acked.extend(set.unwrap());
-        }
-        let handled_list = handled.messages.lock().unwrap().clone();
-        let handled_set: BTreeSet<String> = handled_list.iter().cloned().collect();
-        assert_eq!(
-            handled_list.len(),
-            handled_set.len(),
-            "a message was handled twice"
-        );
-        assert!(handled_set.len() >= trigger_at);
-        assert_eq!(handled_set, acked, "handled and acknowledged differ");
-        assert_eq!(report.connections_aborted, 0, "{report:?}");
-        assert_eq!(report.undelivered_messages, 0, "{report:?}");
-        assert_eq!(report.connections_closed, CLIENTS as u64, "{report:?}");
+        handled
+            .shut_down_mid_stream(trigger_at, go, clients, server.shutdown())
+            .await;
     }
 
     /// Mirrors `shutdown.rs::shutdown_right_after_the_first_message`.

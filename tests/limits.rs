@@ -6,41 +6,13 @@ mod support;
 use std::time::Duration;
 
 use flexi_socket::{
-    Classifier, ClientType, Connection, DisconnectReason, Error, FlexiSocket, Message, PanicPolicy,
-    Router, ServerBuilder, SlowConsumerPolicy,
+    Classifier, ClientType, Connection, FlexiSocket, Message, PanicPolicy, ServerBuilder,
+    SlowConsumerPolicy,
 };
+use support::servers::{AnyClient, hanging_echo, observed_echo};
 use support::{Events, LineClient, start, within};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-/// Every connection is the same type; only the deadline for the first message matters.
-struct AnyClient;
-
-impl Classifier for AnyClient {
-    fn classify(_first_frame: &[u8]) -> Self {
-        AnyClient
-    }
-
-    fn client_type(&self) -> ClientType {
-        "any".into()
-    }
-}
-
-/// Echoes, and reports every error and disconnect reason to `events`.
-fn observed_echo(events: &Events) -> Router {
-    let errors = events.clone();
-    let disconnects = events.clone();
-    Router::new()
-        .on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await })
-        .on_error(move |_conn: Connection, error: Error| {
-            let events = errors.clone();
-            async move { events.push(format!("error {error}")) }
-        })
-        .on_disconnect(move |_conn: Connection, reason: DisconnectReason| {
-            let events = disconnects.clone();
-            async move { events.push(format!("disconnect {reason}")) }
-        })
-}
 
 fn server() -> ServerBuilder {
     FlexiSocket::server("127.0.0.1:0")
@@ -299,16 +271,9 @@ async fn panic_policy_continue_keeps_the_connection() {
 #[tokio::test]
 async fn handler_timeout_cancels_the_handler_and_the_connection_goes_on() {
     let (events, mut log) = Events::new();
-    let router =
-        observed_echo(&events).on_message_for("any", |conn: Connection, msg: String| async move {
-            if msg == "hang" {
-                std::future::pending::<()>().await;
-            }
-            conn.send(msg).await
-        });
     let running = start(
         server()
-            .router(router)
+            .router(hanging_echo(&events))
             .classifier::<AnyClient>()
             .handler_timeout(Duration::from_millis(100)),
     )

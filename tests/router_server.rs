@@ -4,40 +4,13 @@
 mod support;
 
 use bytes::Bytes;
-use flexi_socket::{
-    Classifier, ClientType, Connection, DisconnectReason, Error, FlexiSocket, Framing, Message,
-    Router, State,
+use flexi_socket::{Connection, DisconnectReason, Error, FlexiSocket, Framing, Router, State};
+use support::servers::{
+    Burst, Panel, alarms_only_router, burst_router, echo_reporting_errors, echo_router,
+    hooks_router, panel_router,
 };
 use support::{Events, LineClient, start, within};
 use tokio::io::AsyncWriteExt;
-
-/// A hand-written classifier: "!!" alarm panels, "##" sensors, anything else default.
-struct Panel(Option<&'static str>);
-
-impl Classifier for Panel {
-    fn classify(first_frame: &[u8]) -> Self {
-        if first_frame.starts_with(b"!!") {
-            Panel(Some("001"))
-        } else if first_frame.starts_with(b"##") {
-            Panel(Some("002"))
-        } else {
-            Panel(None)
-        }
-    }
-
-    fn client_type(&self) -> ClientType {
-        self.0
-            .map_or(ClientType::from_static("other"), ClientType::from_static)
-    }
-
-    fn client_types() -> Option<Vec<ClientType>> {
-        Some(vec!["001".into(), "002".into(), "other".into()])
-    }
-}
-
-fn echo_router() -> Router {
-    Router::new().on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await })
-}
 
 fn server() -> flexi_socket::ServerBuilder {
     FlexiSocket::server("127.0.0.1:0")
@@ -60,18 +33,7 @@ async fn echoes_lines_in_order() {
 
 #[tokio::test]
 async fn routes_by_client_type_with_default_fallback() {
-    let router = Router::new()
-        .on_message_for("001", |conn: Connection, msg: String| async move {
-            conn.send(format!("alarm:{msg}")).await
-        })
-        .on_message(|conn: Connection, msg: String| async move {
-            let kind = conn
-                .client_type()
-                .map(ClientType::to_string)
-                .unwrap_or_default();
-            conn.send(format!("default({kind}):{msg}")).await
-        });
-    let running = start(server().router(router).classifier::<Panel>()).await;
+    let running = start(server().router(panel_router()).classifier::<Panel>()).await;
 
     let mut alarm = LineClient::connect(running.addr).await;
     let mut sensor = LineClient::connect(running.addr).await;
@@ -89,15 +51,12 @@ async fn routes_by_client_type_with_default_fallback() {
 #[tokio::test]
 async fn unrouted_message_reaches_on_error_and_connection_lives_on() {
     let (events, mut log) = Events::new();
-    let router = Router::new()
-        .on_message_for("001", |conn: Connection, _msg: Bytes| async move {
-            conn.send("ok").await
-        })
-        .on_error(move |_conn: Connection, error: Error| {
-            let events = events.clone();
-            async move { events.push(format!("error: {error}")) }
-        });
-    let running = start(server().router(router).classifier::<Panel>()).await;
+    let running = start(
+        server()
+            .router(alarms_only_router(events))
+            .classifier::<Panel>(),
+    )
+    .await;
     let mut client = LineClient::connect(running.addr).await;
     client.send_line("no marker").await;
     let error = log.next_starting("error").await;
@@ -120,29 +79,7 @@ async fn unrouted_message_reaches_on_error_and_connection_lives_on() {
 #[tokio::test]
 async fn events_run_in_order_and_disconnect_fires_once() {
     let (events, mut log) = Events::new();
-    let router = Router::new()
-        .on_connect(|conn: Connection| async move {
-            shared_events(&conn).push("connect");
-        })
-        .after_receive(|conn: Connection, msg: Message| async move {
-            shared_events(&conn).push(format!("after_receive {}", String::from_utf8_lossy(&msg)));
-            // Strip a leading "!!" marker; drop lines that say "drop".
-            if &msg[..] == b"drop" {
-                return None;
-            }
-            Some(Message::new(strip_marker(msg.into_bytes())))
-        })
-        .on_message(|conn: Connection, msg: String| async move {
-            shared_events(&conn).push(format!("message {msg} first={}", conn.is_first_message()));
-            conn.send(msg).await
-        })
-        .before_send(|_conn: Connection, msg: Message| async move {
-            Message::from(format!("<{}>", String::from_utf8_lossy(&msg)))
-        })
-        .on_disconnect(|conn: Connection, _reason: DisconnectReason| async move {
-            shared_events(&conn).push("disconnect");
-        });
-    let running = start(server().router(router).state(events)).await;
+    let running = start(server().router(hooks_router()).state(events)).await;
     let mut client = LineClient::connect(running.addr).await;
     client.send_line("!!alpha").await;
     client.send_line("drop").await;
@@ -168,20 +105,6 @@ async fn events_run_in_order_and_disconnect_fires_once() {
     assert!(log.0.try_recv().is_err());
 }
 
-fn shared_events(conn: &Connection) -> &Events {
-    conn.app_state::<Events>()
-        .expect("the test gives Events as state")
-}
-
-/// Strips a leading "!!" marker, as an alarm receiver's after_receive would.
-fn strip_marker(bytes: Bytes) -> Bytes {
-    if bytes.starts_with(b"!!") {
-        bytes.slice(2..)
-    } else {
-        bytes
-    }
-}
-
 #[tokio::test]
 async fn invalid_utf8_goes_to_on_error_and_the_connection_goes_on() {
     let (events, mut log) = Events::new();
@@ -202,13 +125,9 @@ async fn invalid_utf8_goes_to_on_error_and_the_connection_goes_on() {
 #[tokio::test]
 async fn oversize_frame_is_discarded_and_the_next_frame_is_served() {
     let (events, mut log) = Events::new();
-    let router = echo_router().on_error(move |_conn: Connection, error: Error| {
-        let events = events.clone();
-        async move { events.push(error.to_string()) }
-    });
     let running = start(
         server()
-            .router(router)
+            .router(echo_reporting_errors(events))
             .framing(Framing::lines().max_length(16)),
     )
     .await;
@@ -499,25 +418,10 @@ async fn bind_failure_names_the_address() {
 #[tokio::test]
 async fn shutdown_flushes_replies_and_reports_the_reason() {
     let (events, mut log) = Events::new();
-    let router = echo_router().on_disconnect(move |_conn: Connection, reason: DisconnectReason| {
-        let events = events.clone();
-        async move { events.push(format!("disconnect: {reason}")) }
-    });
-    let started = Events::new();
-    let (burst_started, mut burst_log) = started;
-    let router = router.on_message_for("burst", move |conn: Connection, _msg: Bytes| {
-        let burst_started = burst_started.clone();
-        async move {
-            burst_started.push("started");
-            for i in 0..2_000 {
-                conn.send(format!("reply {i}")).await?;
-            }
-            Ok::<(), Error>(())
-        }
-    });
+    let (burst_started, mut burst_log) = Events::new();
     let running = start(
         server()
-            .router(router)
+            .router(burst_router(events, burst_started))
             .classifier::<Burst>()
             .outbound_queue(4),
     )
@@ -590,23 +494,6 @@ async fn shutdown_counts_what_a_resetting_peer_left_unwritten() {
         (1..=REPLIES as u64).contains(&report.undelivered_messages),
         "{report:?}"
     );
-}
-
-/// "burst" clients get the burst handler; everyone else echoes.
-struct Burst(bool);
-
-impl Classifier for Burst {
-    fn classify(first_frame: &[u8]) -> Self {
-        Burst(first_frame == b"burst")
-    }
-
-    fn client_type(&self) -> ClientType {
-        if self.0 {
-            "burst".into()
-        } else {
-            "echo".into()
-        }
-    }
 }
 
 #[tokio::test]

@@ -8,60 +8,16 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use flexi_socket::{Connection, FlexiSocket, Router};
+use flexi_socket::FlexiSocket;
+use support::servers::{CLIENTS, Handled, MAX_PER_CLIENT, WINDOW, acking_router};
 use support::{start, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-
-const CLIENTS: usize = 50;
-/// Messages in flight per client.
-const WINDOW: usize = 8;
-/// Each client stops sending after this many, so the test is bounded.
-const MAX_PER_CLIENT: usize = 2_000;
-
-struct Handled {
-    connected: Semaphore,
-    messages: Mutex<Vec<String>>,
-    reached: Notify,
-}
-
-impl Handled {
-    fn new() -> Self {
-        Self {
-            connected: Semaphore::new(0),
-            messages: Mutex::new(Vec::new()),
-            reached: Notify::new(),
-        }
-    }
-}
-
-fn acking_router(handled: Arc<Handled>, trigger_at: usize) -> Router {
-    let connects = Arc::clone(&handled);
-    Router::new()
-        .on_connect(move |_conn: Connection| {
-            let connects = Arc::clone(&connects);
-            async move { connects.connected.add_permits(1) }
-        })
-        .on_message(move |conn: Connection, msg: String| {
-            let handled = Arc::clone(&handled);
-            async move {
-                let count = {
-                    let mut messages = handled.messages.lock().unwrap();
-                    messages.push(msg.clone());
-                    messages.len()
-                };
-                if count == trigger_at {
-                    handled.reached.notify_one();
-                }
-                conn.send(format!("ACK {msg}")).await
-            }
-        })
-}
 
 /// Streams `c<client>-<seq>` lines within a window of unacknowledged ones
 /// until the server closes; returns what was acknowledged.
@@ -127,34 +83,9 @@ async fn shutdown_mid_stream(trigger_at: usize) {
             start_signal.clone(),
         ));
     }
-    within(
-        "every connection",
-        handled.connected.acquire_many(CLIENTS as u32),
-    )
-    .await
-    .unwrap()
-    .forget();
-    let reached = handled.reached.notified();
-    go.send(true).unwrap();
-    within("the trigger point", reached).await;
-    let report = running.stop().await;
-
-    let mut acked = BTreeSet::new();
-    while let Some(set) = within("the clients", clients.join_next()).await {
-        acked.extend(set.unwrap());
-    }
-    let handled_list = handled.messages.lock().unwrap().clone();
-    let handled_set: BTreeSet<String> = handled_list.iter().cloned().collect();
-    assert_eq!(
-        handled_list.len(),
-        handled_set.len(),
-        "a message was handled twice"
-    );
-    assert!(handled_set.len() >= trigger_at);
-    assert_eq!(handled_set, acked, "handled and acknowledged differ");
-    assert_eq!(report.connections_aborted, 0, "{report:?}");
-    assert_eq!(report.undelivered_messages, 0, "{report:?}");
-    assert_eq!(report.connections_closed, CLIENTS as u64, "{report:?}");
+    handled
+        .shut_down_mid_stream(trigger_at, go, clients, running.stop())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
