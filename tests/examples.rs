@@ -24,7 +24,7 @@ async fn through_nc(addr: SocketAddr, input: &[u8]) -> Option<String> {
         .kill_on_drop(true)
         .spawn();
     let Ok(mut nc) = spawned else {
-        eprintln!("nc is not installed: skipping the nc check (.ci/run installs netcat-openbsd)");
+        support::missing_tool("nc", ".ci/run installs netcat-openbsd");
         return None;
     };
     let mut stdin = nc.stdin.take().unwrap();

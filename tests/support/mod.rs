@@ -22,6 +22,18 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+/// A check needs `tool`, which is not installed. Under `.ci/run`
+/// (`FLEXI_REQUIRE_TOOLS=1`) that fails the test, so a green CI means the
+/// check ran; on a developer's machine it prints a skip notice.
+pub fn missing_tool(tool: &str, installed_by: &str) {
+    let required = std::env::var_os("FLEXI_REQUIRE_TOOLS").is_some_and(|value| value == "1");
+    assert!(
+        !required,
+        "{tool} is required (FLEXI_REQUIRE_TOOLS=1) but not installed; {installed_by}"
+    );
+    eprintln!("{tool} is not installed: skipping this check ({installed_by})");
+}
+
 /// Every network wait in the tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(10);
 

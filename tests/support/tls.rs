@@ -190,9 +190,7 @@ pub async fn through_openssl(addr: SocketAddr, ca_file: &Path, line: &str) -> Op
         .kill_on_drop(true)
         .spawn();
     let Ok(mut openssl) = spawned else {
-        eprintln!(
-            "openssl is not installed: skipping the s_client check (.ci/run installs openssl)"
-        );
+        super::missing_tool("openssl", ".ci/run installs openssl");
         return None;
     };
     let mut stdin = openssl.stdin.take().unwrap();
