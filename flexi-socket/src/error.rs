@@ -296,6 +296,15 @@ pub enum Error {
     )]
     InsideRuntime,
 
+    /// A network given to `ProxyProtocol::trust` is not a CIDR block or an address.
+    #[error(
+        "`{network}` is not a network: write a CIDR block such as \"10.0.0.0/8\" or an address such as \"192.0.2.9\""
+    )]
+    InvalidNetwork {
+        /// What was given.
+        network: String,
+    },
+
     /// A client gave up connecting, as its reconnect policy says.
     #[error("gave up connecting to {addr}: {reason}")]
     GaveUp {

@@ -86,6 +86,7 @@ mod config;
 mod error;
 mod handler_kind;
 mod message;
+mod proxy_header;
 mod spare;
 mod stats;
 mod sync;
@@ -127,8 +128,10 @@ pub use framing::Framing;
 pub use handler::{Router, State};
 pub use handler_kind::HandlerKind;
 pub use message::Message;
+pub use proxy_header::ProxyHeader;
 pub use server::{FlexiSocket, Server, ServerBuilder, ServerHandle, ServerTransport, Tcp, Udp};
 pub use stats::{ErrorCounts, ServerStats};
+pub use transport::proxy::ProxyProtocol;
 // rustls itself is not re-exported: its `Connection` would make compile
 // errors spell ours out in full (`flexi_socket::Connection`).
 #[cfg(feature = "tls")]
@@ -142,6 +145,10 @@ struct ReadmeDoctests;
 /// What the macros expand to. Not public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
+    /// The PROXY header reader over `bytes`, for the fuzz target.
+    pub fn proxy_header_leftover(bytes: &[u8]) -> usize {
+        crate::transport::proxy::leftover_after_header(bytes)
+    }
     pub use crate::client_type::{Classifier, ClientType};
     pub use crate::connection::Connection;
     pub use crate::handler::{

@@ -21,6 +21,13 @@ pub struct ServerStats {
     /// TLS handshakes that failed or timed out; those connections never
     /// opened (always 0 without the `tls` feature).
     pub tls_handshakes_failed: u64,
+    /// Connections closed without events because their PROXY protocol
+    /// header was missing or invalid, or came from an untrusted network
+    /// (see [`ServerBuilder::proxy_protocol`](crate::ServerBuilder::proxy_protocol)).
+    pub proxy_rejected: u64,
+    /// Connections whose PROXY header was LOCAL (or UNKNOWN): the balancer's
+    /// own health checks, closed without events.
+    pub proxy_health_checks: u64,
     /// Messages received (decoded frames).
     pub messages_in: u64,
     /// Messages queued for sending.
@@ -87,6 +94,8 @@ pub(crate) struct Counters {
     pub(crate) connections_refused: AtomicU64,
     pub(crate) datagrams_dropped: AtomicU64,
     pub(crate) tls_handshakes_failed: AtomicU64,
+    pub(crate) proxy_rejected: AtomicU64,
+    pub(crate) proxy_health_checks: AtomicU64,
     pub(crate) messages_in: AtomicU64,
     pub(crate) messages_out: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
@@ -120,6 +129,8 @@ impl Counters {
             connections_refused: load(&self.connections_refused),
             datagrams_dropped: load(&self.datagrams_dropped),
             tls_handshakes_failed: load(&self.tls_handshakes_failed),
+            proxy_rejected: load(&self.proxy_rejected),
+            proxy_health_checks: load(&self.proxy_health_checks),
             messages_in: load(&self.messages_in),
             messages_out: load(&self.messages_out),
             bytes_in: load(&self.bytes_in),

@@ -14,17 +14,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::Connection;
 use super::deadlines::Deadlines;
 use super::list::Connections;
 use super::outbound::{self, OutboundReceiver, Transport};
 use super::shutdown::Shutdown;
+use super::{Addresses, Connection};
 use crate::classify::{ClientFraming, ErasedClassifier};
 use crate::config::Limits;
 use crate::error::Error;
 use crate::framing::{FrameEncoder, Framing};
 use crate::handler::RouteTable;
 use crate::message::Message;
+use crate::proxy_header::ProxyHeader;
 use crate::stats::{Counters, ServerStats};
 
 /// Takes inbound messages before `on_message` does: a client's requests
@@ -111,10 +112,30 @@ impl Endpoint {
         local_addr: SocketAddr,
         transport: Transport,
     ) -> Result<(Connection, OutboundReceiver), Error> {
+        self.open_with(peer_addr, local_addr, transport, None)
+    }
+
+    /// [`open`](Self::open) for a client a load balancer's PROXY `header` named.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub(crate) fn open_with(
+        self: &Arc<Self>,
+        peer_addr: SocketAddr,
+        local_addr: SocketAddr,
+        transport: Transport,
+        proxy: Option<ProxyHeader>,
+    ) -> Result<(Connection, OutboundReceiver), Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         Counters::add(&self.counters.connections_total, 1);
         let (sender, receiver) = outbound::channel(&self.limits, transport);
-        let connection = Connection::new(id, peer_addr, local_addr, Arc::clone(self), sender)?;
+        let addrs = Addresses {
+            peer: peer_addr,
+            local: local_addr,
+            proxy: proxy.map(Box::new),
+        };
+        let connection = Connection::new(id, addrs, Arc::clone(self), sender)?;
         Ok((connection, receiver))
     }
 

@@ -33,6 +33,7 @@ use crate::client_type::ClientType;
 use crate::error::Error;
 use crate::framing::{FrameEncoder, Framing};
 use crate::handler::Routes;
+use crate::proxy_header::ProxyHeader;
 use crate::sync;
 use deadlines::Activity;
 use outbound::OutboundSender;
@@ -108,8 +109,7 @@ pub struct Connection {
 
 struct Shared {
     id: u64,
-    peer_addr: SocketAddr,
-    local_addr: SocketAddr,
+    addrs: Addresses,
     endpoint: Arc<Endpoint>,
     /// Set once, when classified: what the client type decides, together,
     /// so no send ever mixes one type's routes with another's framing.
@@ -134,8 +134,7 @@ impl Connection {
     /// connections are made.
     fn new(
         id: u64,
-        peer_addr: SocketAddr,
-        local_addr: SocketAddr,
+        addrs: Addresses,
         endpoint: Arc<Endpoint>,
         outbound: OutboundSender,
     ) -> Result<Self, Error> {
@@ -147,8 +146,7 @@ impl Connection {
         Ok(Self {
             shared: Arc::new(Shared {
                 id,
-                peer_addr,
-                local_addr,
+                addrs,
                 endpoint,
                 classified: OnceLock::new(),
                 classification_done,
@@ -171,12 +169,21 @@ impl Connection {
 
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.shared.peer_addr
+        self.shared.addrs.peer
     }
 
     /// The local address the peer connected to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local_addr
+        self.shared.addrs.local
+    }
+
+    /// What the load balancer's PROXY header said, on a server with
+    /// [`proxy_protocol`](crate::ServerBuilder::proxy_protocol): the address
+    /// the client connected to, and the header's extensions. `None` for a
+    /// connection without one. ([`peer_addr`](Self::peer_addr) is already the
+    /// client's address.)
+    pub fn proxy_header(&self) -> Option<&ProxyHeader> {
+        self.shared.addrs.proxy.as_deref()
     }
 
     /// The client type, once the first message classified the connection;
@@ -384,6 +391,15 @@ impl Connection {
     pub(crate) fn first_message_done(&self) {
         self.shared.first_message.store(false, Ordering::Relaxed);
     }
+}
+
+/// Where a connection runs between.
+pub(crate) struct Addresses {
+    /// The peer: the client, behind a PROXY header the client it names.
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    /// Boxed: most connections have none, and pay a pointer.
+    pub(crate) proxy: Option<Box<ProxyHeader>>,
 }
 
 /// What classification decided for a connection.

@@ -21,7 +21,9 @@ use super::admission::{Admission, Place};
 use crate::config::Limits;
 use crate::connection::outbound::{OutboundReceiver, Transport};
 use crate::connection::{Connection, Endpoint};
+use crate::proxy_header::ProxyHeader;
 use crate::stats::Counters;
+use crate::transport::proxy::{ProxyProtocol, Received};
 use crate::transport::stream::{StreamReader, StreamWriter};
 use crate::transport::{spawn_in, stream};
 
@@ -63,16 +65,27 @@ impl StreamListener {
     }
 }
 
-/// What the accept loop hands each accepted stream to.
-pub(super) struct Acceptor<'a> {
-    pub(super) endpoint: &'a Arc<Endpoint>,
-    pub(super) admission: &'a Arc<Admission>,
-    pub(super) tasks: &'a TaskTracker,
+/// What an accepted stream goes through before it is a connection.
+#[derive(Debug, Default)]
+pub(super) struct StreamSetup {
+    /// A PROXY protocol header first, from a trusted balancer.
+    pub(super) proxy: Option<Arc<ProxyProtocol>>,
+    /// Then, with TLS, the handshake.
     #[cfg(feature = "tls")]
-    pub(super) tls: Option<&'a crate::transport::tls::TlsServer>,
+    pub(super) tls: Option<crate::transport::tls::TlsServer>,
 }
 
-impl Acceptor<'_> {
+/// What the accept loop hands each accepted stream to. Cheap to clone: a
+/// stream that sends a PROXY header first is admitted from a task of its own.
+#[derive(Clone)]
+pub(super) struct Acceptor {
+    pub(super) endpoint: Arc<Endpoint>,
+    pub(super) admission: Arc<Admission>,
+    pub(super) tasks: TaskTracker,
+    pub(super) streams: Arc<StreamSetup>,
+}
+
+impl Acceptor {
     /// Accepts until `signal` completes or the endpoint shuts down.
     pub(super) async fn run(
         &self,
@@ -113,32 +126,24 @@ impl Acceptor<'_> {
     }
 
     /// Makes the accepted stream a connection and spawns its task, unless
-    /// its address is at the per-IP cap.
+    /// its address is at the per-IP cap; with the PROXY protocol, once its
+    /// header has named the client.
     fn admit(&self, accepted: Accepted, permit: OwnedSemaphorePermit) {
         match accepted {
             Accepted::Tcp(stream, peer_addr) => {
-                let Some(place) = self.place(permit, peer_addr) else {
-                    return;
-                };
                 configure(&stream, &self.endpoint.limits);
                 let local_addr = stream.local_addr().unwrap_or(peer_addr);
-                let Some((connection, queue)) = self.open(peer_addr, local_addr) else {
-                    return;
-                };
-                #[cfg(feature = "tls")]
-                if let Some(tls) = self.tls.cloned() {
-                    // The handshake runs in the connection's task; only a connection
-                    // whose handshake succeeded is listed and gets events.
-                    let span = span(&connection);
-                    let task = async move {
-                        super::tls::serve(&tls, stream, connection, queue).await;
-                        drop(place);
-                    };
-                    spawn_in(self.tasks, span, task);
-                    return;
+                match self.streams.proxy.clone() {
+                    None => self.admit_tcp(stream, permit, peer_addr, local_addr, None),
+                    Some(proxy) => {
+                        let acceptor = self.clone();
+                        self.tasks.spawn(async move {
+                            acceptor
+                                .admit_proxied(&proxy, stream, permit, peer_addr, local_addr)
+                                .await;
+                        });
+                    }
                 }
-                let (reader, writer) = stream.into_split();
-                self.serve(reader, writer, connection, queue, place);
             }
             #[cfg(feature = "testing")]
             Accepted::Memory(pipe) => {
@@ -146,7 +151,7 @@ impl Acceptor<'_> {
                     return;
                 };
                 let local_addr = super::memory::SERVER_ADDR;
-                let Some((connection, queue)) = self.open(pipe.peer_addr, local_addr) else {
+                let Some((connection, queue)) = self.open(pipe.peer_addr, local_addr, None) else {
                     return;
                 };
                 let (reader, writer) = tokio::io::split(pipe.stream);
@@ -155,6 +160,74 @@ impl Acceptor<'_> {
                 let _ = pipe.opened.send(connection);
             }
         }
+    }
+
+    /// Reads the PROXY header `balancer` sends first, then admits the
+    /// client it names; anything else closes the stream without events.
+    async fn admit_proxied(
+        &self,
+        proxy: &ProxyProtocol,
+        mut stream: TcpStream,
+        permit: OwnedSemaphorePermit,
+        balancer: SocketAddr,
+        local_addr: SocketAddr,
+    ) {
+        if !proxy.trusts(balancer.ip()) {
+            self.proxy_rejected(balancer, "not from a trusted network");
+            return;
+        }
+        let received = tokio::select! {
+            biased;
+            () = self.endpoint.shutdown.begun() => return,
+            received = proxy.read(&mut stream) => received,
+        };
+        match received {
+            Received::Proxied(header) => {
+                let client = header.source();
+                self.admit_tcp(stream, permit, client, local_addr, Some(header));
+            }
+            Received::Local => {
+                Counters::add(&self.endpoint.counters.proxy_health_checks, 1);
+                tracing::debug!(%balancer, "PROXY LOCAL (a health check): closed");
+            }
+            Received::Rejected(why) => self.proxy_rejected(balancer, &why),
+        }
+    }
+
+    fn proxy_rejected(&self, balancer: SocketAddr, why: &str) {
+        Counters::add(&self.endpoint.counters.proxy_rejected, 1);
+        tracing::info!(%balancer, why, "PROXY header refused: connection closed");
+    }
+
+    /// Makes a TCP stream from `peer_addr` a connection and spawns its task.
+    fn admit_tcp(
+        &self,
+        stream: TcpStream,
+        permit: OwnedSemaphorePermit,
+        peer_addr: SocketAddr,
+        local_addr: SocketAddr,
+        proxy: Option<ProxyHeader>,
+    ) {
+        let Some(place) = self.place(permit, peer_addr) else {
+            return;
+        };
+        let Some((connection, queue)) = self.open(peer_addr, local_addr, proxy) else {
+            return;
+        };
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.streams.tls.clone() {
+            // The handshake runs in the connection's task; only a connection
+            // whose handshake succeeded is listed and gets events.
+            let span = span(&connection);
+            let task = async move {
+                super::tls::serve(&tls, stream, connection, queue).await;
+                drop(place);
+            };
+            spawn_in(&self.tasks, span, task);
+            return;
+        }
+        let (reader, writer) = stream.into_split();
+        self.serve(reader, writer, connection, queue, place);
     }
 
     /// The place under the limits of a connection from `peer_addr`, or
@@ -172,8 +245,12 @@ impl Acceptor<'_> {
         &self,
         peer_addr: SocketAddr,
         local_addr: SocketAddr,
+        proxy: Option<ProxyHeader>,
     ) -> Option<(Connection, OutboundReceiver)> {
-        match self.endpoint.open(peer_addr, local_addr, Transport::Stream) {
+        match self
+            .endpoint
+            .open_with(peer_addr, local_addr, Transport::Stream, proxy)
+        {
             Ok(opened) => Some(opened),
             Err(error) => {
                 tracing::error!(peer = %peer_addr, %error, "connection dropped");
@@ -194,7 +271,7 @@ impl Acceptor<'_> {
         self.endpoint.register(&connection);
         let span = span(&connection);
         let task = stream::run(reader, writer, connection, queue, place);
-        spawn_in(self.tasks, span, task);
+        spawn_in(&self.tasks, span, task);
     }
 }
 

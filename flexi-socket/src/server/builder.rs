@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use super::accept::StreamListener;
+use super::accept::{StreamListener, StreamSetup};
 use super::bind::{self, SocketOptions};
 use super::{Listener, Server};
 use crate::classify::{ClientFraming, FirstUnit};
@@ -22,6 +22,7 @@ use crate::connection::Endpoint;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
+use crate::transport::proxy::ProxyProtocol;
 
 /// The entry point: `FlexiSocket::server(addr)`.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +71,8 @@ pub(super) mod sealed {
 pub struct Tcp {
     /// A listener handed in ready-made, used instead of binding the address.
     listener: Option<std::net::TcpListener>,
+    /// Every connection starts with a PROXY header.
+    proxy: Option<ProxyProtocol>,
     #[cfg(feature = "tls")]
     pub(super) tls: crate::transport::tls::TlsSettings,
 }
@@ -326,19 +329,39 @@ impl ServerTransport for Tcp {
                 None => bind::tcp(&addr, options).await,
             }
             .map_err(|source| Error::Bind { addr, source })?;
-            #[cfg(not(feature = "tls"))]
-            let Tcp {} = tcp;
+            let streams = StreamSetup {
+                proxy: tcp.proxy.map(Arc::new),
+                #[cfg(feature = "tls")]
+                tls: tcp.tls.into_server(),
+            };
             Server::new(
                 Listener::Stream(StreamListener::Tcp(listener)),
                 endpoint,
-                #[cfg(feature = "tls")]
-                tcp.tls.into_server(),
+                streams,
             )
         })
     }
 }
 
 impl ServerBuilder<Tcp> {
+    /// Expects a PROXY protocol header (v1 or v2, as HAProxy's `send-proxy`
+    /// and `send-proxy-v2` write them) before each connection's first byte,
+    /// as a server behind an L4 load balancer gets: the connection's
+    /// `peer_addr()`, its tracing span, per-IP limits and every handler
+    /// then see the client's address, and
+    /// [`Connection::proxy_header`](crate::Connection::proxy_header) the
+    /// rest of the header. The header is read before TLS, in the
+    /// connection's own task, under its own timeout. A connection without
+    /// a valid header, or from a network the policy does not trust, is
+    /// closed without events and counted in
+    /// [`ServerStats::proxy_rejected`](crate::ServerStats::proxy_rejected);
+    /// a LOCAL header (the balancer's health check) is closed without events.
+    #[must_use]
+    pub fn proxy_protocol(mut self, policy: ProxyProtocol) -> Self {
+        self.transport.proxy = Some(policy);
+        self
+    }
+
     /// The listen backlog: how many connections the kernel completes and
     /// keeps waiting for `accept` (default 1024; the kernel caps it at
     /// `net.core.somaxconn`). A storm of connects beyond it waits a SYN

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use tokio::io::DuplexStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::accept::StreamListener;
+use super::accept::{StreamListener, StreamSetup};
 use super::builder::{ServerBuilder, Tcp};
 use super::{Listener, Server};
 use crate::connection::Connection;
@@ -36,12 +36,8 @@ impl Server {
     pub(crate) fn in_memory(builder: ServerBuilder<Tcp>) -> Result<(Server, Connector)> {
         let (endpoint, _addr, _tcp) = builder.into_endpoint()?;
         let (connector, pipes) = mpsc::unbounded_channel();
-        let server = Server::new(
-            Listener::Stream(StreamListener::Memory(pipes)),
-            endpoint,
-            #[cfg(feature = "tls")]
-            None,
-        )?;
+        let listener = Listener::Stream(StreamListener::Memory(pipes));
+        let server = Server::new(listener, endpoint, StreamSetup::default())?;
         Ok((server, connector))
     }
 }

@@ -25,7 +25,7 @@ use crate::connection::deadlines;
 use crate::connection::{Connections, Endpoint, ShutdownReport};
 use crate::error::Result;
 use crate::stats::ServerStats;
-use accept::StreamListener;
+use accept::{StreamListener, StreamSetup};
 use admission::Admission;
 pub use builder::{FlexiSocket, ServerBuilder, ServerTransport, Tcp};
 use signals::StopSignals;
@@ -56,17 +56,12 @@ pub struct Server {
     local_addr: SocketAddr,
     endpoint: Arc<Endpoint>,
     admission: Arc<Admission>,
-    /// With TLS, each accepted stream does its handshake before it becomes a connection.
-    #[cfg(feature = "tls")]
-    tls: Option<crate::transport::tls::TlsServer>,
+    /// What an accepted stream goes through before it is a connection.
+    streams: StreamSetup,
 }
 
 impl Server {
-    fn new(
-        listener: Listener,
-        endpoint: Arc<Endpoint>,
-        #[cfg(feature = "tls")] tls: Option<crate::transport::tls::TlsServer>,
-    ) -> Result<Self> {
+    fn new(listener: Listener, endpoint: Arc<Endpoint>, streams: StreamSetup) -> Result<Self> {
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, "listening");
         Ok(Self {
@@ -74,8 +69,7 @@ impl Server {
             local_addr,
             admission: Admission::new(&endpoint.limits),
             endpoint,
-            #[cfg(feature = "tls")]
-            tls,
+            streams,
         })
     }
 
@@ -172,8 +166,7 @@ impl Server {
             listener,
             endpoint,
             admission,
-            #[cfg(feature = "tls")]
-            tls,
+            streams,
             ..
         } = self;
         let tasks = TaskTracker::new();
@@ -186,11 +179,10 @@ impl Server {
         let panicked = match listener {
             Listener::Stream(listener) => {
                 let acceptor = accept::Acceptor {
-                    endpoint: &endpoint,
-                    admission: &admission,
-                    tasks: &tasks,
-                    #[cfg(feature = "tls")]
-                    tls: tls.as_ref(),
+                    endpoint: Arc::clone(&endpoint),
+                    admission: Arc::clone(&admission),
+                    tasks: tasks.clone(),
+                    streams: Arc::new(streams),
                 };
                 acceptor.run(listener, signal).await;
                 None

@@ -19,6 +19,7 @@ use tokio::net::UdpSocket;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::accept::StreamSetup;
 use super::admission::Admission;
 use super::bind::{self, SocketOptions};
 use super::builder::{FlexiSocket, ServerBuilder, ServerTransport, sealed};
@@ -138,12 +139,7 @@ impl ServerTransport for Udp {
                     addr: builder.addr.clone(),
                     source,
                 })?;
-            Server::new(
-                Listener::Udp(listener),
-                endpoint,
-                #[cfg(feature = "tls")]
-                None,
-            )
+            Server::new(Listener::Udp(listener), endpoint, StreamSetup::default())
         })
     }
 }

@@ -6,6 +6,7 @@
 //! - [`datagram`]: UDP sessions, one per peer, fed by a receive loop.
 //! - [`decoder`]: the decoder both use: the wait for a raw first unit and the
 //!   switch to a client type's own framing.
+//! - [`proxy`]: the PROXY protocol header a load balancer puts first.
 //! - `tls` (feature `tls`): configurations and the handshake; the stream
 //!   driver then runs on the TLS stream.
 
@@ -16,6 +17,7 @@ use tracing::Instrument;
 
 pub(crate) mod datagram;
 pub(crate) mod decoder;
+pub(crate) mod proxy;
 pub(crate) mod stream;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
