@@ -118,8 +118,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .classifier::<Panel>()
         .bind()
         .await?;
-    let addr = server.local_addr();
-    println!("listening on {addr}");
+    let listening = server.local_addr();
+    println!("listening on {listening}");
+    // The demo's clients connect over TCP.
+    let addr = listening
+        .socket_addr()
+        .expect("the quickstart listens on a TCP address");
     let shutdown = server.handle();
     let serving = tokio::spawn(server.serve());
 

@@ -105,14 +105,17 @@ fn who_router(events: &Events) -> Router {
     let events = events.clone();
     Router::new()
         .on_connect(move |conn: Connection| {
-            events.push(format!("connect {}", conn.peer_addr().ip()));
+            events.push(format!(
+                "connect {}",
+                conn.peer_addr().ip().expect("an IP client")
+            ));
             async {}
         })
         .on_message(|conn: Connection, _msg: String| async move {
             let header = conn.proxy_header().expect("a PROXY header");
             let reply = format!(
                 "{} v{} to {}",
-                conn.peer_addr().ip(),
+                conn.peer_addr().ip().expect("an IP client"),
                 header.version(),
                 header.destination()
             );

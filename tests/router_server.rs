@@ -533,7 +533,7 @@ async fn a_send_from_the_task_that_serves_reaches_the_peer() {
         }
     });
     let server = server().router(router).bind().await.unwrap();
-    let addr = server.local_addr();
+    let addr = server.local_addr().socket_addr().unwrap();
     let connections = server.connections();
     let handle = server.handle();
     let serving = tokio::spawn(async move {

@@ -128,7 +128,7 @@ async fn a_second_sigterm_cuts_what_the_first_waits_for() {
         .bind()
         .await
         .unwrap();
-    let addr = server.local_addr();
+    let addr = server.local_addr().socket_addr().unwrap();
     let serving = tokio::spawn(server.serve());
     let mut client = within("connect", TcpStream::connect(addr)).await.unwrap();
     client.write_all(b"hold on\n").await.unwrap();

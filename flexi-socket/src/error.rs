@@ -345,7 +345,7 @@ pub enum Error {
     #[error("TLS handshake with {peer} failed: {reason}")]
     TlsHandshake {
         /// The peer's address.
-        peer: std::net::SocketAddr,
+        peer: crate::PeerAddr,
         /// Why, with the likely cause when it is a common one.
         reason: String,
     },

@@ -101,7 +101,7 @@ pub async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
 pub async fn start(builder: ServerBuilder<impl ServerTransport>) -> Running {
     let server: Server = builder.bind().await.expect("server should start");
     Running {
-        addr: server.local_addr(),
+        addr: server.local_addr().socket_addr().expect("an IP server"),
         connections: server.connections(),
         handle: server.handle(),
         task: tokio::spawn(server.serve_with_shutdown(std::future::pending())),

@@ -1,7 +1,6 @@
 //! The client's task: connect (and TLS), hand over the handshake and the
 //! outbox, serve the connection, and reconnect with backoff.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use crate::config::{Reconnect, SlowConsumerPolicy};
 use crate::connection::Connection;
 use crate::connection::outbound::Transport;
 use crate::message::Message;
+use crate::peer_addr::PeerAddr;
 use crate::transport::stream::{self, StreamReader, StreamWriter};
 
 /// How long a connection must live for its loss to start the backoff afresh.
@@ -82,31 +82,23 @@ async fn backoff(shared: &Shared, reconnect: &Reconnect, failures: &mut u32, why
     }
 }
 
-/// A connection ready to serve: plain TCP, or TLS once its handshake is done.
+/// A connection ready to serve: plain TCP, TLS once its handshake is done,
+/// or a Unix socket.
 enum Opened {
     Tcp(TcpStream),
     #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl Opened {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Opened::Tcp(stream) => stream,
-            #[cfg(feature = "tls")]
-            Opened::Tls(stream) => stream.get_ref().0,
-        }
-    }
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
 }
 
 /// One attempt: connects under the connect timeout, then does the TLS
 /// handshake if configured. The error is the sentence for the reconnect log
-/// and [`Error::GaveUp`].
+/// and [`Error::GaveUp`](crate::Error::GaveUp).
 async fn open(shared: &Shared, settings: &Settings) -> std::result::Result<Opened, String> {
-    let attempt =
-        tokio::time::timeout(settings.connect_timeout, TcpStream::connect(&shared.addr)).await;
-    let stream = match attempt {
-        Ok(Ok(stream)) => stream,
+    let connecting = connect(&shared.addr, settings);
+    let opened = match tokio::time::timeout(settings.connect_timeout, connecting).await {
+        Ok(Ok(opened)) => opened,
         Ok(Err(error)) => {
             return Err(format!(
                 "cannot connect to {}: {error} (is the server running and the address right?)",
@@ -120,24 +112,69 @@ async fn open(shared: &Shared, settings: &Settings) -> std::result::Result<Opene
             ));
         }
     };
+    opened.handshake(settings).await
+}
+
+/// Connects to `addr`: `host:port`, or `unix:PATH` for a Unix socket.
+async fn connect(addr: &str, settings: &Settings) -> std::io::Result<Opened> {
+    #[cfg(unix)]
+    if let Some(path) = addr.strip_prefix(crate::server::UNIX_PREFIX) {
+        #[cfg(feature = "tls")]
+        if settings.tls.is_some() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "TLS clients connect over TCP only",
+            ));
+        }
+        return tokio::net::UnixStream::connect(path)
+            .await
+            .map(Opened::Unix);
+    }
+    let _ = settings;
+    let stream = TcpStream::connect(addr).await?;
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "cannot set TCP_NODELAY");
-    }
-    #[cfg(feature = "tls")]
-    if let Some(tls) = &settings.tls {
-        let stream = tls.handshake(stream).await?;
-        return Ok(Opened::Tls(Box::new(stream)));
     }
     Ok(Opened::Tcp(stream))
 }
 
+impl Opened {
+    /// The TLS handshake, if the client speaks TLS.
+    async fn handshake(self, settings: &Settings) -> std::result::Result<Opened, String> {
+        match (self, settings) {
+            #[cfg(feature = "tls")]
+            (Opened::Tcp(stream), Settings { tls: Some(tls), .. }) => {
+                let stream = tls.handshake(stream).await?;
+                Ok(Opened::Tls(Box::new(stream)))
+            }
+            (opened, _) => Ok(opened),
+        }
+    }
+
+    /// Where the connection runs between: (local, peer).
+    fn addresses(&self) -> std::io::Result<(PeerAddr, PeerAddr)> {
+        let tcp = match self {
+            Opened::Tcp(stream) => stream,
+            #[cfg(feature = "tls")]
+            Opened::Tls(stream) => stream.get_ref().0,
+            #[cfg(unix)]
+            Opened::Unix(stream) => {
+                let named = |addr: tokio::net::unix::SocketAddr| {
+                    addr.as_pathname()
+                        .map_or(PeerAddr::Unix(None), PeerAddr::unix)
+                };
+                return Ok((named(stream.local_addr()?), named(stream.peer_addr()?)));
+            }
+        };
+        Ok((tcp.local_addr()?.into(), tcp.peer_addr()?.into()))
+    }
+}
+
 /// Splits an open connection into the halves its task runs on.
 async fn serve(shared: &Arc<Shared>, settings: &Settings, stream: Opened) {
-    let tcp = stream.tcp();
-    let (Ok(local_addr), Ok(peer_addr)) = (tcp.local_addr(), tcp.peer_addr()) else {
+    let Ok(addrs) = stream.addresses() else {
         return;
     };
-    let addrs = (local_addr, peer_addr);
     match stream {
         Opened::Tcp(stream) => {
             let (reader, writer) = stream.into_split();
@@ -148,6 +185,11 @@ async fn serve(shared: &Arc<Shared>, settings: &Settings, stream: Opened) {
             let (reader, writer) = crate::transport::tls::split(*stream, &shared.endpoint.framing);
             serve_halves(shared, settings, addrs, reader, writer).await;
         }
+        #[cfg(unix)]
+        Opened::Unix(stream) => {
+            let (reader, writer) = stream.into_split();
+            serve_halves(shared, settings, addrs, reader, writer).await;
+        }
     }
 }
 
@@ -156,7 +198,7 @@ async fn serve(shared: &Arc<Shared>, settings: &Settings, stream: Opened) {
 async fn serve_halves(
     shared: &Arc<Shared>,
     settings: &Settings,
-    (local_addr, peer_addr): (SocketAddr, SocketAddr),
+    (local_addr, peer_addr): (PeerAddr, PeerAddr),
     reader: impl StreamReader,
     writer: impl StreamWriter,
 ) {

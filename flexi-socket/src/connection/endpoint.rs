@@ -10,7 +10,6 @@
 
 use std::any::Any;
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,6 +24,7 @@ use crate::error::Error;
 use crate::framing::{FrameEncoder, Framing};
 use crate::handler::RouteTable;
 use crate::message::Message;
+use crate::peer_addr::PeerAddr;
 use crate::proxy_header::ProxyHeader;
 use crate::stats::{Counters, ServerStats};
 
@@ -108,11 +108,11 @@ impl Endpoint {
     /// connection's encoder: user code, which costs this connection only.
     pub(crate) fn open(
         self: &Arc<Self>,
-        peer_addr: SocketAddr,
-        local_addr: SocketAddr,
+        peer_addr: impl Into<PeerAddr>,
+        local_addr: impl Into<PeerAddr>,
         transport: Transport,
     ) -> Result<(Connection, OutboundReceiver), Error> {
-        self.open_with(peer_addr, local_addr, transport, None)
+        self.open_with(peer_addr.into(), local_addr.into(), transport, None)
     }
 
     /// [`open`](Self::open) for a client a load balancer's PROXY `header` named.
@@ -122,8 +122,8 @@ impl Endpoint {
     /// As [`open`](Self::open).
     pub(crate) fn open_with(
         self: &Arc<Self>,
-        peer_addr: SocketAddr,
-        local_addr: SocketAddr,
+        peer_addr: PeerAddr,
+        local_addr: PeerAddr,
         transport: Transport,
         proxy: Option<ProxyHeader>,
     ) -> Result<(Connection, OutboundReceiver), Error> {

@@ -25,7 +25,6 @@ pub use shutdown::ShutdownReport;
 
 use std::any::{Any, TypeId};
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -33,6 +32,7 @@ use crate::client_type::ClientType;
 use crate::error::Error;
 use crate::framing::{FrameEncoder, Framing};
 use crate::handler::Routes;
+use crate::peer_addr::PeerAddr;
 use crate::proxy_header::ProxyHeader;
 use crate::sync;
 use deadlines::Activity;
@@ -168,13 +168,13 @@ impl Connection {
     }
 
     /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.shared.addrs.peer
+    pub fn peer_addr(&self) -> PeerAddr {
+        self.shared.addrs.peer.clone()
     }
 
     /// The local address the peer connected to.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.shared.addrs.local
+    pub fn local_addr(&self) -> PeerAddr {
+        self.shared.addrs.local.clone()
     }
 
     /// What the load balancer's PROXY header said, on a server with
@@ -396,8 +396,8 @@ impl Connection {
 /// Where a connection runs between.
 pub(crate) struct Addresses {
     /// The peer: the client, behind a PROXY header the client it names.
-    pub(crate) peer: SocketAddr,
-    pub(crate) local: SocketAddr,
+    pub(crate) peer: PeerAddr,
+    pub(crate) local: PeerAddr,
     /// Boxed: most connections have none, and pay a pointer.
     pub(crate) proxy: Option<Box<ProxyHeader>>,
 }

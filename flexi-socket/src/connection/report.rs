@@ -103,7 +103,7 @@ mod tests {
             Limits::default(),
             None,
         );
-        let addr = "127.0.0.1:9".parse().unwrap();
+        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
         Arc::clone(&endpoint)
             .open(addr, addr, Transport::Stream)
             .unwrap()

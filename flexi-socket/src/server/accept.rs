@@ -2,17 +2,17 @@
 //! before each accept (at the limit, peers wait in the kernel's backlog
 //! rather than being accepted and dropped), failed accepts back off, and
 //! each accepted stream becomes a connection run by the stream driver in a
-//! task of its own. It accepts from a TCP listener or, for
-//! `flexi_socket::testing`, from in-memory pipes: the same admission, the
-//! same connection, the same driver.
+//! task of its own. It accepts from a TCP listener, a Unix socket
+//! ([`unix`](super::unix)) or, for `flexi_socket::testing`, in-memory pipes:
+//! the same admission, the same connection, the same driver.
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::TaskTracker;
@@ -21,6 +21,7 @@ use super::admission::{Admission, Place};
 use crate::config::Limits;
 use crate::connection::outbound::{OutboundReceiver, Transport};
 use crate::connection::{Connection, Endpoint};
+use crate::peer_addr::PeerAddr;
 use crate::proxy_header::ProxyHeader;
 use crate::stats::Counters;
 use crate::transport::proxy::{ProxyProtocol, Received};
@@ -31,6 +32,9 @@ use crate::transport::{spawn_in, stream};
 #[derive(Debug)]
 pub(super) enum StreamListener {
     Tcp(TcpListener),
+    /// A Unix domain socket, whose file goes with it.
+    #[cfg(unix)]
+    Unix(super::unix::UnixSocketListener),
     /// The test harness's pipes (feature `testing`).
     #[cfg(feature = "testing")]
     Memory(tokio::sync::mpsc::UnboundedReceiver<super::memory::Pipe>),
@@ -38,7 +42,9 @@ pub(super) enum StreamListener {
 
 /// One accepted stream.
 enum Accepted {
-    Tcp(TcpStream, SocketAddr),
+    Tcp(TcpStream, PeerAddr),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream, PeerAddr),
     #[cfg(feature = "testing")]
     Memory(super::memory::Pipe),
 }
@@ -49,19 +55,51 @@ impl StreamListener {
         match self {
             StreamListener::Tcp(listener) => {
                 let (stream, peer) = listener.accept().await?;
-                Ok(Some(Accepted::Tcp(stream, peer)))
+                Ok(Some(Accepted::Tcp(stream, peer.into())))
+            }
+            #[cfg(unix)]
+            StreamListener::Unix(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                Ok(Some(Accepted::Unix(stream, peer)))
             }
             #[cfg(feature = "testing")]
             StreamListener::Memory(pipes) => Ok(pipes.recv().await.map(Accepted::Memory)),
         }
     }
 
-    pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(super) fn local_addr(&self) -> io::Result<PeerAddr> {
         match self {
-            StreamListener::Tcp(listener) => listener.local_addr(),
+            StreamListener::Tcp(listener) => listener.local_addr().map(PeerAddr::from),
+            #[cfg(unix)]
+            StreamListener::Unix(listener) => Ok(listener.local_addr()),
             #[cfg(feature = "testing")]
-            StreamListener::Memory(_) => Ok(super::memory::SERVER_ADDR),
+            StreamListener::Memory(_) => Ok(super::memory::SERVER_ADDR.into()),
         }
+    }
+}
+
+/// A stream the accept loop serves: split into the stream driver's halves.
+trait ServedStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn halves(self) -> (impl StreamReader + 'static, impl StreamWriter + 'static);
+}
+
+impl ServedStream for TcpStream {
+    fn halves(self) -> (impl StreamReader + 'static, impl StreamWriter + 'static) {
+        self.into_split()
+    }
+}
+
+#[cfg(unix)]
+impl ServedStream for tokio::net::UnixStream {
+    fn halves(self) -> (impl StreamReader + 'static, impl StreamWriter + 'static) {
+        self.into_split()
+    }
+}
+
+#[cfg(feature = "testing")]
+impl ServedStream for tokio::io::DuplexStream {
+    fn halves(self) -> (impl StreamReader + 'static, impl StreamWriter + 'static) {
+        tokio::io::split(self)
     }
 }
 
@@ -132,32 +170,55 @@ impl Acceptor {
         match accepted {
             Accepted::Tcp(stream, peer_addr) => {
                 configure(&stream, &self.endpoint.limits);
-                let local_addr = stream.local_addr().unwrap_or(peer_addr);
-                match self.streams.proxy.clone() {
-                    None => self.admit_tcp(stream, permit, peer_addr, local_addr, None),
-                    Some(proxy) => {
-                        let acceptor = self.clone();
-                        self.tasks.spawn(async move {
-                            acceptor
-                                .admit_proxied(&proxy, stream, permit, peer_addr, local_addr)
-                                .await;
-                        });
-                    }
-                }
+                let local_addr = stream
+                    .local_addr()
+                    .map_or_else(|_| peer_addr.clone(), PeerAddr::from);
+                self.admit_or_read_proxy(stream, permit, peer_addr, local_addr);
+            }
+            #[cfg(unix)]
+            Accepted::Unix(stream, peer_addr) => {
+                let local_addr = stream
+                    .local_addr()
+                    .ok()
+                    .and_then(|addr| addr.as_pathname().map(PeerAddr::unix))
+                    .unwrap_or(PeerAddr::Unix(None));
+                self.admit_or_read_proxy(stream, permit, peer_addr, local_addr);
             }
             #[cfg(feature = "testing")]
             Accepted::Memory(pipe) => {
-                let Some(place) = self.place(permit, pipe.peer_addr) else {
-                    return;
-                };
-                let local_addr = super::memory::SERVER_ADDR;
-                let Some((connection, queue)) = self.open(pipe.peer_addr, local_addr, None) else {
-                    return;
-                };
-                let (reader, writer) = tokio::io::split(pipe.stream);
-                self.serve(reader, writer, connection.clone(), queue, place);
-                // Once listed: the test's peer learns which connection it is.
-                let _ = pipe.opened.send(connection);
+                let local_addr = PeerAddr::from(super::memory::SERVER_ADDR);
+                let peer_addr = PeerAddr::from(pipe.peer_addr);
+                let opened = pipe.opened;
+                if let Some(connection) =
+                    self.admit_stream(pipe.stream, permit, peer_addr, local_addr, None)
+                {
+                    // Once listed: the test's peer learns which connection it is.
+                    let _ = opened.send(connection);
+                }
+            }
+        }
+    }
+
+    /// Admits `stream` now, or, with the PROXY protocol, from a task of its
+    /// own once its header has named the client.
+    fn admit_or_read_proxy(
+        &self,
+        stream: impl ServedStream,
+        permit: OwnedSemaphorePermit,
+        peer_addr: PeerAddr,
+        local_addr: PeerAddr,
+    ) {
+        match self.streams.proxy.clone() {
+            None => {
+                self.admit_stream(stream, permit, peer_addr, local_addr, None);
+            }
+            Some(proxy) => {
+                let acceptor = self.clone();
+                self.tasks.spawn(async move {
+                    acceptor
+                        .admit_proxied(&proxy, stream, permit, peer_addr, local_addr)
+                        .await;
+                });
             }
         }
     }
@@ -167,13 +228,14 @@ impl Acceptor {
     async fn admit_proxied(
         &self,
         proxy: &ProxyProtocol,
-        mut stream: TcpStream,
+        mut stream: impl ServedStream,
         permit: OwnedSemaphorePermit,
-        balancer: SocketAddr,
-        local_addr: SocketAddr,
+        balancer: PeerAddr,
+        local_addr: PeerAddr,
     ) {
-        if !proxy.trusts(balancer.ip()) {
-            self.proxy_rejected(balancer, "not from a trusted network");
+        // On a Unix socket the balancer is local: the file's permissions decide.
+        if balancer.ip().is_some_and(|ip| !proxy.trusts(ip)) {
+            self.proxy_rejected(&balancer, "not from a trusted network");
             return;
         }
         let received = tokio::select! {
@@ -183,56 +245,55 @@ impl Acceptor {
         };
         match received {
             Received::Proxied(header) => {
-                let client = header.source();
-                self.admit_tcp(stream, permit, client, local_addr, Some(header));
+                let client = PeerAddr::from(header.source());
+                self.admit_stream(stream, permit, client, local_addr, Some(header));
             }
             Received::Local => {
                 Counters::add(&self.endpoint.counters.proxy_health_checks, 1);
                 tracing::debug!(%balancer, "PROXY LOCAL (a health check): closed");
             }
-            Received::Rejected(why) => self.proxy_rejected(balancer, &why),
+            Received::Rejected(why) => self.proxy_rejected(&balancer, &why),
         }
     }
 
-    fn proxy_rejected(&self, balancer: SocketAddr, why: &str) {
+    fn proxy_rejected(&self, balancer: &PeerAddr, why: &str) {
         Counters::add(&self.endpoint.counters.proxy_rejected, 1);
         tracing::info!(%balancer, why, "PROXY header refused: connection closed");
     }
 
-    /// Makes a TCP stream from `peer_addr` a connection and spawns its task.
-    fn admit_tcp(
+    /// Makes `stream` from `peer_addr` a connection and spawns its task;
+    /// the connection, unless refused.
+    fn admit_stream(
         &self,
-        stream: TcpStream,
+        stream: impl ServedStream,
         permit: OwnedSemaphorePermit,
-        peer_addr: SocketAddr,
-        local_addr: SocketAddr,
+        peer_addr: PeerAddr,
+        local_addr: PeerAddr,
         proxy: Option<ProxyHeader>,
-    ) {
-        let Some(place) = self.place(permit, peer_addr) else {
-            return;
-        };
-        let Some((connection, queue)) = self.open(peer_addr, local_addr, proxy) else {
-            return;
-        };
+    ) -> Option<Connection> {
+        let place = self.place(permit, &peer_addr)?;
+        let (connection, queue) = self.open(peer_addr, local_addr, proxy)?;
         #[cfg(feature = "tls")]
         if let Some(tls) = self.streams.tls.clone() {
             // The handshake runs in the connection's task; only a connection
             // whose handshake succeeded is listed and gets events.
             let span = span(&connection);
+            let served = connection.clone();
             let task = async move {
-                super::tls::serve(&tls, stream, connection, queue).await;
+                super::tls::serve(&tls, stream, served, queue).await;
                 drop(place);
             };
             spawn_in(&self.tasks, span, task);
-            return;
+            return Some(connection);
         }
-        let (reader, writer) = stream.into_split();
-        self.serve(reader, writer, connection, queue, place);
+        let (reader, writer) = stream.halves();
+        self.serve(reader, writer, connection.clone(), queue, place);
+        Some(connection)
     }
 
     /// The place under the limits of a connection from `peer_addr`, or
     /// `None` (counted and logged) at its address's cap.
-    fn place(&self, permit: OwnedSemaphorePermit, peer_addr: SocketAddr) -> Option<Place> {
+    fn place(&self, permit: OwnedSemaphorePermit, peer_addr: &PeerAddr) -> Option<Place> {
         let place = self.admission.admit(permit, peer_addr.ip());
         if place.is_none() {
             Counters::add(&self.endpoint.counters.connections_refused, 1);
@@ -243,17 +304,18 @@ impl Acceptor {
 
     fn open(
         &self,
-        peer_addr: SocketAddr,
-        local_addr: SocketAddr,
+        peer_addr: PeerAddr,
+        local_addr: PeerAddr,
         proxy: Option<ProxyHeader>,
     ) -> Option<(Connection, OutboundReceiver)> {
+        let peer = peer_addr.clone();
         match self
             .endpoint
             .open_with(peer_addr, local_addr, Transport::Stream, proxy)
         {
             Ok(opened) => Some(opened),
             Err(error) => {
-                tracing::error!(peer = %peer_addr, %error, "connection dropped");
+                tracing::error!(%peer, %error, "connection dropped");
                 None
             }
         }

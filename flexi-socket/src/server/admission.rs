@@ -35,12 +35,12 @@ impl Admission {
         Arc::clone(&self.permits).acquire_owned().await.ok()
     }
 
-    /// The place of a connection from `ip` that holds `permit`, or `None`
-    /// when the address is at its cap.
+    /// The place of a connection from `ip` (none for a Unix peer) that
+    /// holds `permit`, or `None` when the address is at its cap.
     pub(crate) fn admit(
         self: &Arc<Self>,
         permit: OwnedSemaphorePermit,
-        ip: IpAddr,
+        ip: Option<IpAddr>,
     ) -> Option<Place> {
         let ip = self.claim_ip(ip)?;
         Some(Place {
@@ -53,11 +53,18 @@ impl Admission {
     /// connection cap or the IP's cap.
     pub(crate) fn try_admit(self: &Arc<Self>, ip: IpAddr) -> Option<Place> {
         let permit = Arc::clone(&self.permits).try_acquire_owned().ok()?;
-        self.admit(permit, ip)
+        self.admit(permit, Some(ip))
     }
 
-    /// Takes a per-IP slot, or `None` when the address is at its cap.
-    fn claim_ip(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+    /// Takes a per-IP slot, or `None` when the address is at its cap; a
+    /// peer without an IP address (a Unix socket's) counts under no cap.
+    fn claim_ip(self: &Arc<Self>, ip: Option<IpAddr>) -> Option<IpSlot> {
+        let Some(ip) = ip else {
+            return Some(IpSlot {
+                admission: Arc::clone(self),
+                ip: None,
+            });
+        };
         if let Some(cap) = self.per_ip_cap {
             let mut per_ip = sync::lock(&self.per_ip);
             let open = per_ip.entry(ip).or_insert(0);
@@ -68,7 +75,7 @@ impl Admission {
         }
         Some(IpSlot {
             admission: Arc::clone(self),
-            ip,
+            ip: Some(ip),
         })
     }
 }
@@ -84,19 +91,19 @@ pub(crate) struct Place {
 /// One connection's share of its IP's cap, given back on drop.
 struct IpSlot {
     admission: Arc<Admission>,
-    ip: IpAddr,
+    ip: Option<IpAddr>,
 }
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        if self.admission.per_ip_cap.is_none() {
+        let Some(ip) = self.ip.filter(|_| self.admission.per_ip_cap.is_some()) else {
             return;
-        }
+        };
         let mut per_ip = sync::lock(&self.admission.per_ip);
-        if let Some(open) = per_ip.get_mut(&self.ip) {
+        if let Some(open) = per_ip.get_mut(&ip) {
             *open -= 1;
             if *open == 0 {
-                per_ip.remove(&self.ip);
+                per_ip.remove(&ip);
             }
         }
     }

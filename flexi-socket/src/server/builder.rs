@@ -31,6 +31,10 @@ pub struct FlexiSocket;
 impl FlexiSocket {
     /// Starts building a TCP server that will listen on `addr` (e.g.
     /// `"0.0.0.0:8081"`, or port 0 for any free port).
+    ///
+    /// `"unix:/run/app.sock"` listens on a Unix domain socket instead, with
+    /// the same handlers, limits and TLS; a stale socket file at the path
+    /// (left by a crash) is replaced, and the file is removed at exit.
     pub fn server(addr: impl ToString) -> ServerBuilder {
         ServerBuilder::new(addr.to_string(), Tcp::default())
     }
@@ -325,8 +329,15 @@ impl ServerTransport for Tcp {
             let listener = match tcp.listener.take() {
                 Some(listener) => listener
                     .set_nonblocking(true)
-                    .and_then(|()| TcpListener::from_std(listener)),
-                None => bind::tcp(&addr, options).await,
+                    .and_then(|()| TcpListener::from_std(listener))
+                    .map(StreamListener::Tcp),
+                #[cfg(unix)]
+                None if addr.starts_with(super::unix::PREFIX) => {
+                    let path = std::path::Path::new(&addr[super::unix::PREFIX.len()..]);
+                    super::unix::UnixSocketListener::bind(path, options.backlog)
+                        .map(StreamListener::Unix)
+                }
+                None => bind::tcp(&addr, options).await.map(StreamListener::Tcp),
             }
             .map_err(|source| Error::Bind { addr, source })?;
             let streams = StreamSetup {
@@ -334,11 +345,7 @@ impl ServerTransport for Tcp {
                 #[cfg(feature = "tls")]
                 tls: tcp.tls.into_server(),
             };
-            Server::new(
-                Listener::Stream(StreamListener::Tcp(listener)),
-                endpoint,
-                streams,
-            )
+            Server::new(Listener::Stream(listener), endpoint, streams)
         })
     }
 }

@@ -14,9 +14,10 @@ mod signals;
 #[cfg(feature = "tls")]
 mod tls;
 mod udp;
+#[cfg(unix)]
+mod unix;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
@@ -24,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::connection::deadlines;
 use crate::connection::{Connections, Endpoint, ShutdownReport};
 use crate::error::Result;
+use crate::peer_addr::PeerAddr;
 use crate::stats::ServerStats;
 use accept::{StreamListener, StreamSetup};
 use admission::Admission;
@@ -31,6 +33,8 @@ pub use builder::{FlexiSocket, ServerBuilder, ServerTransport, Tcp};
 use signals::StopSignals;
 pub use udp::Udp;
 use udp::UdpListener;
+#[cfg(unix)]
+pub(crate) use unix::PREFIX as UNIX_PREFIX;
 
 /// What a server receives on.
 #[derive(Debug)]
@@ -41,10 +45,10 @@ enum Listener {
 }
 
 impl Listener {
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+    fn local_addr(&self) -> std::io::Result<PeerAddr> {
         match self {
             Listener::Stream(listener) => listener.local_addr(),
-            Listener::Udp(listener) => Ok(listener.local_addr()),
+            Listener::Udp(listener) => Ok(listener.local_addr().into()),
         }
     }
 }
@@ -53,7 +57,7 @@ impl Listener {
 #[derive(Debug)]
 pub struct Server {
     listener: Listener,
-    local_addr: SocketAddr,
+    local_addr: PeerAddr,
     endpoint: Arc<Endpoint>,
     admission: Arc<Admission>,
     /// What an accepted stream goes through before it is a connection.
@@ -79,9 +83,10 @@ impl Server {
         &self.endpoint
     }
 
-    /// The address the server listens on (with the real port when bound to port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// The address the server listens on: `ip:port` (with the real port
+    /// when bound to port 0), or `unix:PATH`.
+    pub fn local_addr(&self) -> PeerAddr {
+        self.local_addr.clone()
     }
 
     /// The server's open connections.

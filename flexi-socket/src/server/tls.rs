@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::builder::{ServerBuilder, Tcp};
 use crate::connection::Connection;
@@ -56,7 +56,7 @@ impl ServerBuilder<Tcp> {
 /// is counted.
 pub(super) async fn serve(
     tls: &TlsServer,
-    stream: TcpStream,
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
     connection: Connection,
     queue: OutboundReceiver,
 ) {

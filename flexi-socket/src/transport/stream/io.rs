@@ -102,6 +102,10 @@ fn try_read_draining(half: &OwnedReadHalf, buffer: &mut BytesMut) -> io::Result<
     }
 }
 
+/// A Unix socket reads with a buffer ready (its idle connections hold one).
+#[cfg(unix)]
+impl StreamReader for tokio::net::unix::OwnedReadHalf {}
+
 /// TLS through `tokio::io::split` cannot wait without reading: eager buffer.
 impl<T: AsyncRead + Send> StreamReader for tokio::io::ReadHalf<T> {}
 

@@ -78,7 +78,7 @@ fn recording(delay: Option<Duration>) -> (Router, mpsc::UnboundedReceiver<Seen>)
 /// in-memory pipe; the test holds the other end.
 fn served(endpoint: &Arc<Endpoint>) -> (DuplexStream, Connection, tokio::task::JoinHandle<()>) {
     let (peer, ours) = tokio::io::duplex(1024);
-    let addr = "127.0.0.1:9".parse().unwrap();
+    let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
     let (connection, queue) = endpoint.open(addr, addr, Transport::Stream).unwrap();
     endpoint.register(&connection);
     let (reader, writer) = tokio::io::split(ours);

@@ -252,7 +252,11 @@ impl TlsClient {
                 self.handshake_timeout
             ),
         };
-        Err(Error::TlsHandshake { peer, reason }.to_string())
+        Err(Error::TlsHandshake {
+            peer: peer.into(),
+            reason,
+        }
+        .to_string())
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, ServerConfig};
@@ -188,10 +188,10 @@ pub(crate) struct TlsServer {
 impl TlsServer {
     /// Runs the handshake on `stream`, at most the handshake timeout; the
     /// error is why it failed, in words, with the likely cause.
-    pub(crate) async fn handshake(
+    pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        stream: TcpStream,
-    ) -> std::result::Result<TlsStream<TcpStream>, String> {
+        stream: S,
+    ) -> std::result::Result<TlsStream<S>, String> {
         let handshake = tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream));
         match handshake.await {
             Ok(Ok(stream)) => Ok(stream),

@@ -1,0 +1,218 @@
+//! Unix domain sockets: `FlexiSocket::server("unix:PATH")` runs the same
+//! handlers, limits and shutdown as TCP; peers show as `unix:...`; a stale
+//! socket file is replaced and a live one is not; the file is removed at
+//! exit; `nc -U` talks to it; a client connects with `unix:PATH` too.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use flexi_socket::{Connection, DisconnectReason, Error, FlexiSocket, PeerAddr, Router};
+use support::{Events, missing_tool, within};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::process::Command;
+
+/// A fresh directory for socket files, removed at the end.
+struct SocketDir(PathBuf);
+
+impl SocketDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("flexi-unix-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.0.join("server.sock")
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Answers each line with `<peer> <local> <line>`; reports disconnects.
+fn who_router(events: &Events) -> Router {
+    let events = events.clone();
+    Router::new()
+        .on_message(|conn: Connection, line: String| async move {
+            let reply = format!("{} {} {line}", conn.peer_addr(), conn.local_addr());
+            conn.send(reply).await
+        })
+        .on_disconnect(move |_conn: Connection, reason: DisconnectReason| {
+            events.push(format!("disconnect {reason}"));
+            async {}
+        })
+}
+
+async fn ask(path: &std::path::Path, line: &str) -> String {
+    let mut stream = within("connect", UnixStream::connect(path)).await.unwrap();
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    within("a reply", BufReader::new(stream).read_line(&mut reply))
+        .await
+        .unwrap();
+    reply.trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn handlers_limits_and_shutdown_over_a_unix_socket() {
+    let dir = SocketDir::new("serve");
+    let path = dir.socket();
+    let (events, mut log) = Events::new();
+    let server = FlexiSocket::server(format!("unix:{}", path.display()))
+        .router(who_router(&events))
+        .idle_timeout(Duration::from_millis(300))
+        .bind()
+        .await
+        .unwrap();
+    assert_eq!(server.local_addr(), PeerAddr::unix(&path));
+    assert_eq!(
+        server.local_addr().to_string(),
+        format!("unix:{}", path.display())
+    );
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
+
+    let reply = ask(&path, "hello").await;
+    assert_eq!(
+        reply,
+        format!("unix:(unnamed) unix:{} hello", path.display())
+    );
+    assert_eq!(log.next().await, "disconnect peer closed the connection");
+
+    // The idle timeout applies as over TCP.
+    let mut idle = within("connect", UnixStream::connect(&path)).await.unwrap();
+    let mut rest = Vec::new();
+    within("the idle close", idle.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert_eq!(log.next().await, "disconnect idle timeout");
+
+    // Shutdown drains and removes the socket file.
+    let mut open = within("connect", UnixStream::connect(&path)).await.unwrap();
+    open.write_all(b"last\n").await.unwrap();
+    let mut lines = BufReader::new(open).lines();
+    let last = within("the last reply", lines.next_line()).await.unwrap();
+    assert!(last.unwrap().ends_with(" last"));
+    handle.shutdown();
+    let report = within("shutdown", serving).await.unwrap().unwrap();
+    assert_eq!(report.connections_aborted, 0);
+    assert_eq!(within("EOF", lines.next_line()).await.unwrap(), None);
+    assert!(!path.exists(), "the socket file is removed at exit");
+}
+
+#[tokio::test]
+async fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
+    let dir = SocketDir::new("stale");
+    let path = dir.socket();
+    // A crashed server's file: bound, then dropped without removing it.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let (events, _log) = Events::new();
+    let first = FlexiSocket::server(format!("unix:{}", path.display()))
+        .router(who_router(&events))
+        .bind()
+        .await
+        .expect("a stale socket file is replaced");
+    let serving = tokio::spawn(first.serve_with_shutdown(std::future::pending()));
+    within("the server answers", async {
+        while UnixStream::connect(&path).await.is_err() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // A second server on the same live socket is refused, and the file stays.
+    let second = FlexiSocket::server(format!("unix:{}", path.display()))
+        .router(who_router(&events))
+        .bind()
+        .await;
+    assert!(matches!(second, Err(Error::Bind { .. })), "{second:?}");
+    assert!(ask(&path, "still").await.ends_with(" still"));
+    serving.abort();
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_socket_is_left_alone() {
+    let dir = SocketDir::new("regular");
+    let path = dir.socket();
+    std::fs::write(&path, "precious").unwrap();
+    let (events, _log) = Events::new();
+    let refused = FlexiSocket::server(format!("unix:{}", path.display()))
+        .router(who_router(&events))
+        .bind()
+        .await;
+    assert!(matches!(refused, Err(Error::Bind { .. })), "{refused:?}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+}
+
+#[tokio::test]
+async fn nc_talks_to_a_unix_socket_server() {
+    let dir = SocketDir::new("nc");
+    let path = dir.socket();
+    let (events, _log) = Events::new();
+    let server = FlexiSocket::server(format!("unix:{}", path.display()))
+        .router(who_router(&events))
+        .bind()
+        .await
+        .unwrap();
+    let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
+    let spawned = Command::new("nc")
+        .arg("-U")
+        .arg("-N")
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let Ok(mut nc) = spawned else {
+        missing_tool("nc", ".ci/run installs netcat-openbsd");
+        return;
+    };
+    let mut stdin = nc.stdin.take().unwrap();
+    stdin.write_all(b"from nc\n").await.unwrap();
+    drop(stdin);
+    let output = within("nc", nc.wait_with_output()).await.unwrap();
+    let reply = String::from_utf8(output.stdout).unwrap();
+    assert!(reply.trim_end().ends_with(" from nc"), "{reply:?}");
+    serving.abort();
+}
+
+#[tokio::test]
+async fn a_client_connects_with_a_unix_address() {
+    let dir = SocketDir::new("client");
+    let path = dir.socket();
+    let (events, _log) = Events::new();
+    let server = FlexiSocket::server(format!("unix:{}", path.display()))
+        .router(who_router(&events))
+        .bind()
+        .await
+        .unwrap();
+    let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
+    let client = FlexiSocket::client(format!("unix:{}", path.display()))
+        .router(Router::new())
+        .connect()
+        .await
+        .unwrap();
+    let connection = client.connection().unwrap();
+    assert_eq!(connection.peer_addr(), PeerAddr::unix(&path));
+    let reply = client
+        .request("over unix", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&reply).ends_with(" over unix"),
+        "{reply:?}"
+    );
+    client.close().await;
+    serving.abort();
+}
