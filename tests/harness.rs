@@ -165,7 +165,16 @@ async fn at_the_connection_limit_the_server_stops_accepting_then_resumes() {
     // kernel's backlog), but the server does not accept it while two are open.
     let mut third = server.connect().await;
     third.send("3").await.unwrap();
+    // A second of virtual time: the accept loop has every chance to take it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(server.connections().len(), 2);
+    assert!(
+        matches!(
+            third.receive_within(Duration::from_millis(100)).await,
+            Err(PeerError::TimedOut(_))
+        ),
+        "not served while two are open"
+    );
 
     drop(first);
     assert_eq!(third.receive_str().await.unwrap(), "3");

@@ -344,7 +344,19 @@ impl TestPeer {
     /// [`PeerError::TimedOut`], [`PeerError::Closed`] when the server
     /// closed first, [`PeerError::Framing`] for bytes that do not decode.
     pub async fn receive(&mut self) -> std::result::Result<Message, PeerError> {
-        let timeout = self.timeout;
+        self.receive_within(self.timeout).await
+    }
+
+    /// [`receive`](Self::receive) with its own timeout (to check that
+    /// nothing comes, say).
+    ///
+    /// # Errors
+    ///
+    /// As [`receive`](Self::receive).
+    pub async fn receive_within(
+        &mut self,
+        timeout: Duration,
+    ) -> std::result::Result<Message, PeerError> {
         tokio::time::timeout(timeout, self.next_message())
             .await
             .unwrap_or(Err(PeerError::TimedOut(timeout)))?

@@ -53,6 +53,12 @@ impl Shutdown {
         self.token.cancelled()
     }
 
+    /// Stops the accept and receive loops, before [`Endpoint::drain`] tells
+    /// the connections.
+    pub(crate) fn stop_accepting(&self) {
+        self.token.cancel();
+    }
+
     /// Tells a connection listed just now what shutdown already told the others.
     pub(super) fn tell(&self, connection: &Connection) {
         if self.has_begun() {

@@ -36,7 +36,7 @@ impl FlexiSocket {
     /// the same handlers, limits and TLS; a stale socket file at the path
     /// (left by a crash) is replaced, and the file is removed at exit.
     pub fn server(addr: impl ToString) -> ServerBuilder {
-        ServerBuilder::new(addr.to_string(), Tcp::default())
+        ServerBuilder::new(addr.to_string(), Tcp::new())
     }
 
     /// Starts building a TCP server on a listener opened elsewhere: by a
@@ -50,7 +50,7 @@ impl FlexiSocket {
         );
         let transport = Tcp {
             listener: Some(listener),
-            ..Tcp::default()
+            ..Tcp::new()
         };
         ServerBuilder::new(addr, transport)
     }
@@ -58,20 +58,30 @@ impl FlexiSocket {
 
 /// What a [`ServerBuilder`] binds: [`Tcp`] or [`Udp`](crate::Udp). Lets code
 /// take either builder (`ServerBuilder<impl ServerTransport>`); sealed.
-pub trait ServerTransport: sealed::Sealed + Sized + Send + 'static {
-    /// Binds `builder`'s listener; see [`ServerBuilder::bind`]. Not public API.
-    #[doc(hidden)]
-    fn bind(builder: ServerBuilder<Self>) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>>;
-}
+pub trait ServerTransport: sealed::Sealed + Send + 'static {}
+
+impl ServerTransport for Tcp {}
 
 pub(super) mod sealed {
-    /// Only this crate's transports are server transports.
-    pub trait Sealed {}
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use crate::error::Result;
+    use crate::server::{Server, ServerBuilder};
+
+    /// Only this crate's transports are server transports; what binds each
+    /// is out of users' reach.
+    pub trait Sealed: Sized {
+        /// Binds `builder`'s listener; see [`ServerBuilder::bind`].
+        fn bind(
+            builder: ServerBuilder<Self>,
+        ) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>>;
+    }
 }
 
 /// A [`ServerBuilder`] for TCP (and TLS over TCP): what
 /// [`FlexiSocket::server`] and [`FlexiSocket::from_std`] return.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tcp {
     /// A listener handed in ready-made, used instead of binding the address.
     listener: Option<std::net::TcpListener>,
@@ -79,6 +89,17 @@ pub struct Tcp {
     proxy: Option<ProxyProtocol>,
     #[cfg(feature = "tls")]
     pub(super) tls: crate::transport::tls::TlsSettings,
+}
+
+impl Tcp {
+    fn new() -> Self {
+        Self {
+            listener: None,
+            proxy: None,
+            #[cfg(feature = "tls")]
+            tls: crate::transport::tls::TlsSettings::default(),
+        }
+    }
 }
 
 /// Configures a server; finish with [`bind`](Self::bind), [`serve`](Self::serve)
@@ -319,9 +340,7 @@ impl<T> ServerBuilder<T> {
     }
 }
 
-impl sealed::Sealed for Tcp {}
-
-impl ServerTransport for Tcp {
+impl sealed::Sealed for Tcp {
     fn bind(builder: ServerBuilder<Self>) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>> {
         Box::pin(async move {
             let options = builder.socket;
@@ -424,7 +443,7 @@ impl<T: ServerTransport> ServerBuilder<T> {
     /// [`Error::UnknownClientType`], [`Error::NoClassifier`]) or the address
     /// could not be bound ([`Error::Bind`]).
     pub async fn bind(self) -> Result<Server> {
-        T::bind(self).await
+        <T as sealed::Sealed>::bind(self).await
     }
 
     /// Binds and serves until SIGINT (Ctrl-C) or SIGTERM; see [`Server::serve`].

@@ -112,15 +112,22 @@ impl Server {
     /// or SIGTERM during the shutdown cuts the connections still open at
     /// once, as the shutdown timeout would.
     ///
+    /// From its start on, the process keeps tokio's handlers for SIGINT and
+    /// SIGTERM, also after `serve` returns: code that runs on afterwards is
+    /// not ended by them any more (see `tokio::signal`).
+    ///
     /// # Errors
     ///
     /// None today; the `Result` leaves room for start-up work that can fail.
     pub async fn serve(self) -> Result<ShutdownReport> {
         let endpoint = Arc::clone(&self.endpoint);
         let (first, first_signal) = tokio::sync::oneshot::channel();
+        // Before anything is served: no connection runs while a signal
+        // would still take its default action (ending the process).
+        let listening = StopSignals::listen();
         // Polled beside the server in this task, so it ends with it.
         let signals = async move {
-            let mut signals = match StopSignals::listen() {
+            let mut signals = match listening {
                 Ok(signals) => signals,
                 Err(error) => {
                     tracing::error!(%error, "cannot listen for SIGINT or SIGTERM; stop the server with its ServerHandle");
@@ -142,10 +149,9 @@ impl Server {
             std::future::pending::<Result<ShutdownReport>>().await
         };
         let serving = self.serve_with_shutdown(async {
-            // Dropped unsent only if the listener could not be set up: wait on.
-            if first_signal.await.is_err() {
-                std::future::pending::<()>().await;
-            }
+            // Unsent for good when the signals cannot be listened for (the
+            // sender then waits forever): serve until ServerHandle::shutdown.
+            let _ = first_signal.await;
         });
         tokio::select! {
             report = serving => report,

@@ -37,7 +37,7 @@ use crate::transport::spawn_in;
 /// A [`ServerBuilder`] for UDP: what [`FlexiSocket::udp`] returns. Its own
 /// settings are the session's: `udp_session_idle`, `max_datagram`,
 /// `udp_session_queue`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Udp {
     options: UdpOptions,
 }
@@ -57,7 +57,12 @@ impl FlexiSocket {
     /// ([`ServerStats::datagrams_dropped`](crate::ServerStats::datagrams_dropped));
     /// live sessions are never evicted for them.
     pub fn udp(addr: impl ToString) -> ServerBuilder<Udp> {
-        ServerBuilder::new(addr.to_string(), Udp::default())
+        ServerBuilder::new(
+            addr.to_string(),
+            Udp {
+                options: UdpOptions::default(),
+            },
+        )
     }
 }
 
@@ -120,9 +125,9 @@ impl ServerBuilder<Udp> {
     }
 }
 
-impl sealed::Sealed for Udp {}
+impl ServerTransport for Udp {}
 
-impl ServerTransport for Udp {
+impl sealed::Sealed for Udp {
     fn bind(builder: ServerBuilder<Self>) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>> {
         Box::pin(async move {
             let mut options = builder.transport.options;
@@ -196,7 +201,7 @@ pub(super) async fn serve(
         () = signal => None,
         joined = &mut receiving => Some(joined),
     };
-    endpoint.begin_shutdown();
+    endpoint.shutdown.stop_accepting();
     let joined = match ended_early {
         Some(joined) => joined,
         None => receiving.await,

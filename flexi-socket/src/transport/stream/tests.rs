@@ -112,12 +112,14 @@ async fn until_disconnect(events: &mut mpsc::UnboundedReceiver<Seen>) -> Vec<See
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_frame_split_across_reads_is_delivered_once_whole() {
     let (router, mut events) = recording(None);
     let endpoint = endpoint(router, Limits::default());
     let (mut peer, _connection, task) = served(&endpoint);
     peer.write_all(b"hel").await.unwrap();
+    // The driver reads the first half before the rest is written.
+    tokio::time::sleep(Duration::from_millis(10)).await;
     peer.write_all(b"lo\nsecond\n").await.unwrap();
     peer.shutdown().await.unwrap();
     assert_eq!(read_to_end(&mut peer).await, "<hello>\n<second>\n");
