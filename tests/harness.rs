@@ -652,3 +652,28 @@ mod graceful_shutdown_under_load {
         shutdown_mid_stream(20_000).await;
     }
 }
+
+/// A peer frames its second message with its client type's own framing
+/// right away, without waiting for the server to have classified it (the
+/// review's case: two sends in a row, then the replies).
+#[tokio::test(start_paused = true)]
+async fn a_peer_switches_to_its_client_type_s_framing_after_its_first_message() {
+    let router =
+        flexi_socket::Router::new().on_message(
+            |conn: flexi_socket::Connection, msg: String| async move {
+                conn.send(format!("<{msg}>")).await
+            },
+        );
+    let server = start(
+        server()
+            .router(router)
+            .classifier::<Panel>()
+            .framing_for("001", Framing::separator("\r")),
+    );
+    let mut panel = server.connect().await;
+    panel.send("!!hello").await.unwrap();
+    panel.send("second").await.unwrap();
+    assert_eq!(panel.receive_str().await.unwrap(), "<!!hello>");
+    assert_eq!(panel.receive_str().await.unwrap(), "<second>");
+    server.shutdown().await;
+}

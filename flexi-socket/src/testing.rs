@@ -43,6 +43,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::classify::{ClientFraming, ErasedClassifier};
 use crate::client_type::ClientType;
 use crate::connection::{Connection, Connections, DisconnectReason, ShutdownReport};
 use crate::error::{Error, Result};
@@ -64,6 +65,8 @@ pub struct TestServer {
     handle: ServerHandle,
     connector: Connector,
     framing: Framing,
+    /// How the server classifies, so its peers know their own client type.
+    classification: Option<(ErasedClassifier, ClientFraming)>,
     serving: JoinHandle<Result<ShutdownReport>>,
     next_port: AtomicU16,
 }
@@ -83,7 +86,15 @@ impl TestServer {
     /// Outside a tokio runtime.
     pub fn start(builder: ServerBuilder) -> Result<Self> {
         let (server, connector) = Server::in_memory(builder)?;
-        let framing = server.endpoint().framing.clone();
+        let endpoint = server.endpoint();
+        let framing = endpoint.framing.clone();
+        let classification = endpoint
+            .classifier
+            .clone()
+            // A raw first unit depends on framing the peer has yet to
+            // choose: those peers follow the server's classification.
+            .filter(|_| endpoint.client_framing.first_unit.is_none())
+            .map(|classifier| (classifier, endpoint.client_framing.clone()));
         let handle = server.handle();
         // The harness shuts it down; no signal of the process's is awaited.
         let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
@@ -91,6 +102,7 @@ impl TestServer {
             handle,
             connector,
             framing,
+            classification,
             serving,
             next_port: AtomicU16::new(40_000),
         })
@@ -121,6 +133,8 @@ impl TestServer {
             peer_addr,
             connection: Opening::Waiting(connection),
             framing: self.framing.clone(),
+            classification: self.classification.clone(),
+            own_type: None,
             codec: None,
             buffer: BytesMut::new(),
             timeout: DEFAULT_TIMEOUT,
@@ -177,6 +191,11 @@ pub struct TestPeer {
     peer_addr: SocketAddr,
     connection: Opening,
     framing: Framing,
+    /// The server's classifier and per-type framing, until the peer has
+    /// classified itself by its first message.
+    classification: Option<(ErasedClassifier, ClientFraming)>,
+    /// The client type the peer's first message makes it.
+    own_type: Option<(ClientType, Option<Framing>)>,
     /// The codec in use, and the client type it was made for (a client
     /// type's own framing replaces the server's once classified).
     codec: Option<Codec>,
@@ -261,6 +280,15 @@ impl TestPeer {
     /// Sends `message` framed as the server decodes it (a line with
     /// `Framing::lines`, with its length prefix, ...).
     ///
+    /// With a classifier, the first message sent decides the peer's client
+    /// type, as it will on the server; later messages, and what the peer
+    /// reads from then on, use that type's own framing
+    /// ([`framing_for`](crate::ServerBuilder::framing_for)). So read what
+    /// the server sends before the first message (an `on_connect`
+    /// greeting) before sending it. With
+    /// [`classify_raw`](crate::ServerBuilder::classify_raw) the peer follows
+    /// the server's classification instead, once it is known.
+    ///
     /// # Errors
     ///
     /// The framing refuses the message, or the server's end is closed.
@@ -272,6 +300,7 @@ impl TestPeer {
             .encoder
             .encode(message.as_ref(), &mut frame)
             .map_err(io::Error::other)?;
+        self.classify_by(message.as_ref());
         self.write(&frame).await
     }
 
@@ -457,8 +486,27 @@ impl TestPeer {
         }
     }
 
+    /// The first message decides the peer's client type, as the server's
+    /// classifier will decide it; from the next message on, the peer frames
+    /// (and reads) with that type's own framing, without waiting for the
+    /// server to have classified it.
+    fn classify_by(&mut self, first: &[u8]) {
+        let Some((classifier, client_framing)) = self.classification.take() else {
+            return;
+        };
+        // The classifier is user code; a panic is the server's to report.
+        let Ok(client_type) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| classifier.classify(first)))
+        else {
+            return;
+        };
+        let framing = client_framing.for_type(&client_type).cloned();
+        self.own_type = Some((client_type, framing));
+    }
+
     /// Makes `codec` the one for the connection's framing now: the
-    /// server's, or its client type's own once classified.
+    /// server's, or its client type's own once classified (by the peer's
+    /// own first message, or else by the server).
     fn refresh_codec(&mut self) -> std::result::Result<(), Error> {
         if let Opening::Waiting(opening) = &mut self.connection {
             match opening.try_recv() {
@@ -471,7 +519,10 @@ impl TestPeer {
             Opening::Opened(connection) => Some(connection),
             _ => None,
         };
-        let client_type = connection.and_then(|c| c.client_type().cloned());
+        let client_type = match &self.own_type {
+            Some((own, _)) => Some(own.clone()),
+            None => connection.and_then(|c| c.client_type().cloned()),
+        };
         if self
             .codec
             .as_ref()
@@ -479,9 +530,11 @@ impl TestPeer {
         {
             return Ok(());
         }
-        let framing = connection
-            .map_or(&self.framing, |connection| connection.framing())
-            .mirrored();
+        let framing = match &self.own_type {
+            Some((_, own_framing)) => own_framing.as_ref().unwrap_or(&self.framing),
+            None => connection.map_or(&self.framing, |connection| connection.framing()),
+        }
+        .mirrored();
         self.codec = Some(Codec {
             made_for: client_type,
             encoder: framing.try_encoder()?,
