@@ -84,6 +84,7 @@ pub mod checksum;
 mod client_type;
 mod config;
 mod error;
+mod future;
 mod handler_kind;
 mod message;
 mod peer_addr;

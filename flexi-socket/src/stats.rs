@@ -4,6 +4,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Error;
 
+/// Counters of one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Messages received (frames decoded, before `after_receive`).
+    pub messages_in: u64,
+    /// Messages queued for sending (after `before_send`).
+    pub messages_out: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Bytes queued for sending, framing included.
+    pub bytes_out: u64,
+}
+
 /// A snapshot of a server's counters.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -109,7 +122,7 @@ impl Counters {
     }
 
     /// Adds a closed connection's traffic to the totals.
-    pub(crate) fn absorb(&self, closed: &crate::ConnectionStats) {
+    pub(crate) fn absorb(&self, closed: &ConnectionStats) {
         Self::add(&self.messages_in, closed.messages_in);
         Self::add(&self.messages_out, closed.messages_out);
         Self::add(&self.bytes_in, closed.bytes_in);

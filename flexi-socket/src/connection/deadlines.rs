@@ -3,7 +3,7 @@
 //! server instead of a timer per connection.
 //!
 //! A connection's task records what happens to it (a read, a partial frame
-//! pending since) in ticks of the server's coarse clock: an atomic load and
+//! pending since) in ticks of the endpoint's coarse clock: an atomic load and
 //! store per read. The sweeper advances that clock and closes each
 //! connection whose deadline passed, so no connection carries a timer, and
 //! none pays for one on every read. A deadline fires after at least its
@@ -26,7 +26,7 @@ use crate::connection::{Connection, DisconnectReason};
 #[derive(Debug)]
 pub(crate) struct Deadlines {
     tick: Duration,
-    /// Ticks since the server started; starts at 1, so 0 means "never".
+    /// Ticks since the endpoint started; starts at 1, so 0 means "never".
     now: AtomicU64,
     first_message: Option<u64>,
     frame: Option<u64>,
@@ -160,7 +160,7 @@ impl Activity {
 }
 
 /// Advances `endpoint`'s clock every tick and closes the connections whose
-/// deadline passed, until the server shuts down.
+/// deadline passed, until the endpoint shuts down.
 pub(crate) async fn sweep(endpoint: Arc<Endpoint>) {
     let deadlines = &endpoint.deadlines;
     let mut ticks = tokio::time::interval(deadlines.tick);

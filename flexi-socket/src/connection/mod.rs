@@ -2,8 +2,8 @@
 //! handle handlers receive) with its sending ([`send`]) and closing
 //! ([`close`]), the bounded outbound queue ([`outbound`]), the list of open
 //! connections ([`list`]), the read deadlines ([`deadlines`]), the
-//! [`Endpoint`](endpoint::Endpoint) its server or client shares, error
-//! reporting ([`report`]), shutdown ([`shutdown`]) and the builders' handler
+//! [`Endpoint`] its server or client shares, error
+//! reporting ([`report`](mod@report)), shutdown ([`shutdown`]) and the builders' handler
 //! setup ([`setup`]).
 
 mod close;
@@ -16,6 +16,7 @@ mod send;
 pub(crate) mod setup;
 pub(crate) mod shutdown;
 
+pub use crate::stats::ConnectionStats;
 use close::CloseSignal;
 pub(crate) use close::CloseStage;
 pub(crate) use endpoint::{Endpoint, ReplyHook};
@@ -85,22 +86,9 @@ impl fmt::Display for DisconnectReason {
     }
 }
 
-/// Counters of one connection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ConnectionStats {
-    /// Messages received (frames decoded, before `after_receive`).
-    pub messages_in: u64,
-    /// Messages queued for sending (after `before_send`).
-    pub messages_out: u64,
-    /// Payload bytes received.
-    pub bytes_in: u64,
-    /// Bytes queued for sending, framing included.
-    pub bytes_out: u64,
-}
-
 /// One peer. Cheap to clone; every clone is the same connection.
 ///
-/// Handlers receive it as their first argument; [`Connections`](crate::Connections)
+/// Handlers receive it as their first argument; [`Connections`]
 /// hands it out to code outside handlers.
 #[derive(Clone)]
 pub struct Connection {
@@ -324,7 +312,7 @@ impl Connection {
                 .endpoint
                 .encoder
                 .as_ref()
-                .expect("a connection without an encoder of its own shares the server's"),
+                .expect("a connection without an encoder of its own shares the endpoint's"),
         }
     }
 
@@ -333,7 +321,7 @@ impl Connection {
     }
 
     /// The framing this connection's bytes are decoded with now: its client
-    /// type's own, once classified, or the server's.
+    /// type's own, once classified, or the endpoint's.
     pub(crate) fn framing(&self) -> &Framing {
         self.own_framing().unwrap_or(&self.shared.endpoint.framing)
     }

@@ -141,10 +141,10 @@ impl Queue {
     ) -> Result<(), Unqueued<E>> {
         let mut state = self.lock();
         if state.closed {
-            return Err(Unqueued::QueueRefused(QueueRefused::Closed));
+            return Err(Unqueued::Refused(QueueRefused::Closed));
         }
         if state.waiting.count + state.writing_frames >= self.max_messages as u64 {
-            return Err(Unqueued::QueueRefused(QueueRefused::Full));
+            return Err(Unqueued::Refused(QueueRefused::Full));
         }
         let used = state.waiting.cost(self.max_bytes) + state.writing_cost;
         let waiting = &mut state.waiting;
@@ -157,9 +157,9 @@ impl Queue {
         let cost = length.min(self.max_bytes);
         if appended.is_err() || used.saturating_add(cost) > self.max_bytes {
             waiting.bytes.truncate(start);
-            return Err(appended.map_or_else(Unqueued::Append, |()| {
-                Unqueued::QueueRefused(QueueRefused::Full)
-            }));
+            return Err(
+                appended.map_or_else(Unqueued::Append, |()| Unqueued::Refused(QueueRefused::Full))
+            );
         }
         if transport == Transport::Datagrams {
             // Datagrams are far smaller than 4 GiB.
@@ -188,7 +188,7 @@ impl Queue {
 #[derive(Debug)]
 pub(crate) enum Unqueued<E> {
     /// The queue refused the frame.
-    QueueRefused(QueueRefused),
+    Refused(QueueRefused),
     /// Writing the frame failed.
     Append(E),
 }
@@ -219,7 +219,7 @@ impl OutboundSender {
                 Ok::<(), Infallible>(())
             })
             .map_err(|unqueued| match unqueued {
-                Unqueued::QueueRefused(refused) => refused,
+                Unqueued::Refused(refused) => refused,
                 Unqueued::Append(never) => match never {},
             })
     }

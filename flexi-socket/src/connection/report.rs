@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Connection;
 use crate::error::Error;
-use crate::handler::{BoxFuture, EventContext, HandlerSlot, invoke};
+use crate::future::BoxFuture;
+use crate::handler::{EventContext, HandlerSlot, invoke};
 use crate::stats::{ERROR_KINDS, error_kind};
 
 /// The kinds of error printed to stderr so far, process-wide.
 static UNSEEN: Unseen = Unseen::new();
 
-/// Tells tracing, the server's error counters and the connection's `on_error`
+/// Tells tracing, the endpoint's error counters and the connection's `on_error`
 /// handler about `error`.
 ///
 /// Boxed: errors are rare, and an inline future would make every caller's

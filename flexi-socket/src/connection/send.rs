@@ -16,7 +16,8 @@ use crate::connection::outbound::{QueueRefused, Unqueued, with_encoded};
 use crate::connection::report;
 use crate::error::Error;
 use crate::framing::FrameEncoder;
-use crate::handler::{BoxFuture, invoke};
+use crate::future::BoxFuture;
+use crate::handler::invoke;
 use crate::handler::{EventContext, Handler, HandlerSlot};
 use crate::message::Message;
 
@@ -111,14 +112,14 @@ impl Connection {
                 |frame| match outbound.try_push(frame) {
                     Ok(()) => Ok(None),
                     Err(QueueRefused::Full) => Ok(Some(Bytes::copy_from_slice(frame))),
-                    Err(refused) => Err(Unsent::QueueRefused(refused)),
+                    Err(refused) => Err(Unsent::Refused(refused)),
                 },
             )
             .map_err(Unsent::Encode)?;
         }
         match outbound.try_append(|dst| encoder.encode(message, dst)) {
             Ok(()) => Ok(None),
-            Err(Unqueued::QueueRefused(QueueRefused::Full)) => {
+            Err(Unqueued::Refused(QueueRefused::Full)) => {
                 // The frame waits for room on its own.
                 let mut frame = BytesMut::new();
                 encoder
@@ -126,7 +127,7 @@ impl Connection {
                     .map_err(Unsent::Encode)?;
                 Ok(Some(frame.freeze()))
             }
-            Err(Unqueued::QueueRefused(refused)) => Err(Unsent::QueueRefused(refused)),
+            Err(Unqueued::Refused(refused)) => Err(Unsent::Refused(refused)),
             Err(Unqueued::Append(error)) => Err(Unsent::Encode(error)),
         }
     }
@@ -142,14 +143,14 @@ impl Connection {
             .outbound
             .push_when_full(frame, patience)
             .await
-            .map_err(|refused| self.refused(Unsent::QueueRefused(refused), policy))
+            .map_err(|refused| self.refused(Unsent::Refused(refused), policy))
     }
 
     /// The error for a message that was not queued under `policy`.
     fn refused(&self, unsent: Unsent, policy: Option<SlowConsumerPolicy>) -> Error {
         let refused = match unsent {
             Unsent::Encode(error) => return error,
-            Unsent::QueueRefused(refused) => refused,
+            Unsent::Refused(refused) => refused,
         };
         let id = self.id();
         match (
@@ -211,7 +212,7 @@ impl Connection {
 /// Why a message was not queued.
 enum Unsent {
     Encode(Error),
-    QueueRefused(QueueRefused),
+    Refused(QueueRefused),
 }
 
 /// The future of [`Connection::send`].

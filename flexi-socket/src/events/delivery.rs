@@ -16,9 +16,10 @@ use super::{classify, fail};
 use crate::connection::report;
 use crate::connection::{Connection, DisconnectReason};
 use crate::error::Error;
+use crate::future::BoxFuture;
 use crate::handler::Routes;
-use crate::handler::{BoxFuture, Invocation, invoke, runs_in_slot};
 use crate::handler::{EventContext, HandlerSlot};
+use crate::handler::{Invocation, invoke, runs_in_slot};
 use crate::message::Message;
 
 /// Handles one inbound frame. `slot` keeps the on_message handler's future

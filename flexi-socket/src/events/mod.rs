@@ -16,7 +16,8 @@ use crate::connection::{CloseStage, Connection, DisconnectReason};
 use crate::error::Error;
 use crate::error::panic_message;
 use crate::framing::Framing;
-use crate::handler::{BoxFuture, invoke};
+use crate::future::BoxFuture;
+use crate::handler::invoke;
 use crate::handler::{EventContext, HandlerSlot};
 
 mod delivery;
@@ -143,7 +144,7 @@ pub(crate) async fn after_abort(connection: &Connection, disconnected: bool) {
 }
 
 /// Runs `serve`, a connection's whole life (which sets `disconnected` when
-/// on_disconnect starts), unless the server's shutdown deadline cuts it short:
+/// on_disconnect starts), unless the endpoint's shutdown deadline cuts it short:
 /// then what it left queued counts as undelivered and on_disconnect still
 /// fires, once. Either way the connection ends closed and unlisted.
 pub(crate) async fn until_aborted(
@@ -179,7 +180,7 @@ pub(crate) async fn until_aborted(
 }
 
 /// The end of every connection: it reports itself closed (sends fail from
-/// now on), its traffic joins the server's totals, and it leaves the list.
+/// now on), its traffic joins the endpoint's totals, and it leaves the list.
 pub(crate) fn finished(connection: &Connection, aborted: bool) {
     let endpoint = connection.endpoint();
     if !aborted {

@@ -6,9 +6,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use super::{BoxFuture, EventContext, Handler, HandlerError, HandlerOutput, HandlerSlot};
+use super::{EventContext, Handler, HandlerError, HandlerOutput, HandlerSlot};
 use crate::connection::Connection;
 use crate::error::{Error, panic_message};
+use crate::future::BoxFuture;
 use crate::message::Message;
 
 /// Runs `handler` for `connection`, turning its failure, panic or timeout

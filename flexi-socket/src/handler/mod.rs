@@ -1,11 +1,11 @@
 //! The handler layer: the contract every handler follows (this file), the
 //! future's home ([`slot`]), the routing table ([`router`]), the attribute
 //! registry ([`registry`], the only user of `inventory`), and running one
-//! handler with its panics, timeout and blocking ([`invoke`]).
+//! handler with its panics, timeout and blocking ([`invoke`](mod@invoke)).
 //!
 //! The handler contract, written down once.
 //!
-//! Every handler, whether registered by an attribute or by [`Router`](crate::Router)
+//! Every handler, whether registered by an attribute or by [`Router`]
 //! methods, becomes a [`Handler`]: a name and a function that takes an
 //! [`EventContext`] and starts a `Send + 'static` future in a [`HandlerSlot`]
 //! (reused from one call to the next). Arguments are pulled out of the context by
@@ -403,7 +403,3 @@ impl fmt::Debug for Handler {
         f.write_str(self.name)
     }
 }
-
-/// A boxed future of the runtime's own (not a handler's).
-pub(crate) type BoxFuture<'a, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

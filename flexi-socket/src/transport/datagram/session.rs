@@ -101,7 +101,7 @@ pub(crate) struct SessionConfig {
 
 /// Opens the session of `connection`: the inbox that feeds it, and the
 /// future that serves it until it ends (spawn it). The session ends when
-/// the connection is closed (by `close()`, a panic, the server's shutdown)
+/// the connection is closed (by `close()`, a panic, the endpoint's shutdown)
 /// or goes idle; it fires on_disconnect once and flushes its replies.
 pub(crate) fn open(
     connection: Connection,
@@ -181,7 +181,7 @@ impl Session {
             .close_signal()
             .reached_by_driver(CloseStage::Closing);
         tokio::pin!(closed);
-        // The server's deadline sweeper closes the session once it idles out,
+        // The endpoint's deadline sweeper closes the session once it idles out,
         // as it does a stream connection: no timer here, none per datagram.
         let (activity, deadlines) = (connection.activity(), &connection.endpoint().deadlines);
         activity.track(deadlines);
@@ -224,7 +224,10 @@ impl Session {
         self.report_dropped().await;
         match inbound {
             Inbound::Datagram(datagram) => {
-                // With `classify_raw`, the datagram's first unit classifies before any framing.
+                // With `classify_raw`, the datagram's first unit classifies
+                // before any framing. Here rather than in `deframe`'s decoder
+                // (which would do the same): whether the datagram needs
+                // deframing at all depends on the client type it makes.
                 if !self.connection.classification_over() {
                     if let Some(ControlFlow::Break(reason)) =
                         classify_first_unit(&self.connection, &datagram, true).await

@@ -20,7 +20,7 @@ use crate::connection::report;
 use crate::connection::{CloseStage, Connection, DisconnectReason};
 use crate::error::Error;
 use crate::events::{after_abort, on_disconnect};
-use crate::handler::BoxFuture;
+use crate::future::BoxFuture;
 use crate::transport::stream::{StreamReader, StreamWriter};
 
 pub(super) struct Driver<R, W> {

@@ -11,7 +11,7 @@
 //! Every wake-up of every connection runs through here, and every idle
 //! connection holds this task's state, so both stay small: the waits are
 //! hand-written polls (readiness, the close signal, the outbound queue)
-//! with no timer (the server's deadline sweeper closes connections that
+//! with no timer (the endpoint's deadline sweeper closes connections that
 //! time out), and the state of an activity is boxed only while it runs.
 
 mod driver;
@@ -47,7 +47,7 @@ pub(crate) fn run(
 
 /// A connection's task: its driver, then the connection's end, in this
 /// order: the driver (socket and writer) is dropped, the connection leaves
-/// the server's list, and `held` goes with the task. So a connection missing
+/// the endpoint's list, and `held` goes with the task. So a connection missing
 /// from the list has its socket closed, and a place under the limits is
 /// free only once the connection that held it is no longer listed (the
 /// list never shows more connections than the limits allow).

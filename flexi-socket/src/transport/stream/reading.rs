@@ -24,7 +24,7 @@ use crate::connection::{CloseStage, Connection, DisconnectReason};
 use crate::error::Error;
 use crate::events::{Suspended, on_connect, on_frame, resume, suspendable};
 use crate::framing::{Decoded, Decoding, FrameDecoder};
-use crate::handler::BoxFuture;
+use crate::future::BoxFuture;
 use crate::handler::HandlerSlot;
 use crate::transport::decoder::{ConnectionDecoder, Prepared};
 use crate::transport::stream::StreamReader;

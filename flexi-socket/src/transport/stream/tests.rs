@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::framing::Framing;
 use crate::handler::Router;
 
-fn context() -> Arc<Endpoint> {
+fn plain_endpoint() -> Arc<Endpoint> {
     endpoint(Router::new(), Limits::default())
 }
 
@@ -245,13 +245,13 @@ async fn connected() -> (TcpStream, TcpStream) {
 /// its own but the connection: it is much of what an idle connection
 /// costs (the target is at most 2 KiB per idle connection, RSS included;
 /// 1.76 KiB measured with this task at 328 bytes plus a server's 48-byte
-/// `Admission`, and the echo handler's future kept in the slot).
+/// `Place`, and the echo handler's future kept in the slot).
 #[tokio::test]
 async fn an_idle_connection_task_stays_small() {
     let (_client, accepted) = connected().await;
-    let context = context();
+    let endpoint = plain_endpoint();
     let peer = accepted.peer_addr().unwrap();
-    let (connection, receiver) = context.open(peer, peer, Transport::Stream).unwrap();
+    let (connection, receiver) = endpoint.open(peer, peer, Transport::Stream).unwrap();
     let (reader, writer) = accepted.into_split();
     let task_size = std::mem::size_of_val(&run(reader, writer, connection, receiver, ()));
     eprintln!("connection task {task_size} bytes");
@@ -263,15 +263,15 @@ async fn an_idle_connection_task_stays_small() {
 
 /// Records how many connections the server lists when it is dropped.
 struct ListedAtDrop {
-    context: Arc<Endpoint>,
+    endpoint: Arc<Endpoint>,
     listed: Arc<AtomicUsize>,
 }
 
 impl ListedAtDrop {
-    fn new(context: &Arc<Endpoint>) -> (Self, Arc<AtomicUsize>) {
+    fn new(endpoint: &Arc<Endpoint>) -> (Self, Arc<AtomicUsize>) {
         let listed = Arc::new(AtomicUsize::new(usize::MAX));
         let recorder = Self {
-            context: Arc::clone(context),
+            endpoint: Arc::clone(endpoint),
             listed: Arc::clone(&listed),
         };
         (recorder, listed)
@@ -280,7 +280,7 @@ impl ListedAtDrop {
 
 impl Drop for ListedAtDrop {
     fn drop(&mut self) {
-        let listed = self.context.connections.len();
+        let listed = self.endpoint.connections.len();
         self.listed.store(listed, Ordering::SeqCst);
     }
 }
@@ -329,11 +329,11 @@ impl AsyncWrite for ObservedSocket {
 async fn a_connection_is_unlisted_after_its_socket_closes_and_before_its_place_is_free() {
     let (client, accepted) = connected().await;
     let peer = accepted.peer_addr().unwrap();
-    let context = context();
-    let (connection, receiver) = context.open(peer, peer, Transport::Stream).unwrap();
-    context.register(&connection);
-    let (closed, listed_at_close) = ListedAtDrop::new(&context);
-    let (held, listed_at_release) = ListedAtDrop::new(&context);
+    let endpoint = plain_endpoint();
+    let (connection, receiver) = endpoint.open(peer, peer, Transport::Stream).unwrap();
+    endpoint.register(&connection);
+    let (closed, listed_at_close) = ListedAtDrop::new(&endpoint);
+    let (held, listed_at_release) = ListedAtDrop::new(&endpoint);
     let socket = ObservedSocket {
         stream: accepted,
         _closed: closed,

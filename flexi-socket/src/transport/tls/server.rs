@@ -152,7 +152,7 @@ fn with_identity(
         .map_err(|error| identity_error(&error))
 }
 
-/// What [`ServerBuilder`] holds for TLS until `bind`.
+/// What a [`ServerBuilder`](crate::ServerBuilder) holds for TLS until `bind`.
 #[derive(Debug, Clone)]
 pub(crate) struct TlsSettings {
     pub(crate) config: Option<TlsServerConfig>,
