@@ -114,10 +114,18 @@ async fn sigint_drains_every_connection_and_exits_0() {
 }
 
 /// A handler that never finishes holds the graceful shutdown until the
-/// shutdown timeout (30 s); a second SIGTERM cuts it at once. In this
-/// process, whose `serve()` has taken over SIGTERM by the time a handler runs.
+/// shutdown timeout (30 s); a second signal cuts it at once: Ctrl-C twice,
+/// then SIGTERM twice, one server after the other (a signal reaches every
+/// server of the process, so these run in one test). In this process, whose
+/// `serve()` has taken over both signals by the time a handler runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_sigterm_cuts_what_the_first_waits_for() {
+async fn a_second_signal_cuts_what_the_first_waits_for() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        second_signal_cuts(signal).await;
+    }
+}
+
+async fn second_signal_cuts(signal: libc::c_int) {
     let (held, mut holding) = tokio::sync::mpsc::unbounded_channel();
     let router = Router::new().on_message(move |conn: Connection, _msg: String| {
         let _ = held.send(conn);
@@ -135,7 +143,7 @@ async fn a_second_sigterm_cuts_what_the_first_waits_for() {
     let connection = within("the handler runs", holding.recv()).await.unwrap();
 
     let this_process = libc::pid_t::try_from(std::process::id()).expect("a pid");
-    send_signal_to(this_process, libc::SIGTERM);
+    send_signal_to(this_process, signal);
     within("the graceful shutdown begins", async {
         while !connection.is_closing() {
             tokio::task::yield_now().await;
@@ -143,7 +151,10 @@ async fn a_second_sigterm_cuts_what_the_first_waits_for() {
     })
     .await;
     assert!(!serving.is_finished(), "the handler holds the shutdown");
-    send_signal_to(this_process, libc::SIGTERM);
+    send_signal_to(this_process, signal);
     let report = within("the cut", serving).await.unwrap().unwrap();
-    assert_eq!(report.connections_aborted, 1, "{report:?}");
+    assert_eq!(
+        report.connections_aborted, 1,
+        "{report:?} after signal {signal}"
+    );
 }
