@@ -32,6 +32,9 @@ impl FlexiSocket {
     /// Starts building a TCP server that will listen on `addr` (e.g.
     /// `"0.0.0.0:8081"`, or port 0 for any free port).
     ///
+    /// `"systemd"` (or `"systemd:N"`) serves the socket systemd's socket
+    /// activation handed in (`LISTEN_FDS`), TCP or Unix.
+    ///
     /// `"unix:/run/app.sock"` listens on a Unix domain socket instead, with
     /// the same handlers, limits and TLS; a stale socket file at the path
     /// (left by a crash) is replaced, and the file is removed at exit.
@@ -345,20 +348,9 @@ impl sealed::Sealed for Tcp {
         Box::pin(async move {
             let options = builder.socket;
             let (endpoint, addr, mut tcp) = builder.into_endpoint()?;
-            let listener = match tcp.listener.take() {
-                Some(listener) => listener
-                    .set_nonblocking(true)
-                    .and_then(|()| TcpListener::from_std(listener))
-                    .map(StreamListener::Tcp),
-                #[cfg(unix)]
-                None if addr.starts_with(super::unix::PREFIX) => {
-                    let path = std::path::Path::new(&addr[super::unix::PREFIX.len()..]);
-                    super::unix::UnixSocketListener::bind(path, options.backlog)
-                        .map(StreamListener::Unix)
-                }
-                None => bind::tcp(&addr, options).await.map(StreamListener::Tcp),
-            }
-            .map_err(|source| Error::Bind { addr, source })?;
+            let listener = open_stream_listener(&addr, tcp.listener.take(), options)
+                .await
+                .map_err(|source| Error::Bind { addr, source })?;
             let streams = StreamSetup {
                 proxy: tcp.proxy.map(Arc::new),
                 #[cfg(feature = "tls")]
@@ -367,6 +359,30 @@ impl sealed::Sealed for Tcp {
             Server::new(Listener::Stream(listener), endpoint, streams)
         })
     }
+}
+
+/// The listener a stream server's address names: one handed in, one
+/// systemd handed in (`systemd`, `systemd:N`), a Unix socket (`unix:PATH`),
+/// or TCP (`host:port`).
+async fn open_stream_listener(
+    addr: &str,
+    handed_in: Option<std::net::TcpListener>,
+    options: SocketOptions,
+) -> std::io::Result<StreamListener> {
+    if let Some(listener) = handed_in {
+        listener.set_nonblocking(true)?;
+        return TcpListener::from_std(listener).map(StreamListener::Tcp);
+    }
+    if let Some(index) = super::activation::socket_index(addr) {
+        return super::activation::stream_listener(index?);
+    }
+    #[cfg(unix)]
+    if let Some(path) = addr.strip_prefix(super::unix::PREFIX) {
+        let path = std::path::Path::new(path);
+        return super::unix::UnixSocketListener::bind(path, options.backlog)
+            .map(StreamListener::Unix);
+    }
+    bind::tcp(addr, options).await.map(StreamListener::Tcp)
 }
 
 impl ServerBuilder<Tcp> {

@@ -5,6 +5,7 @@
 //! (`connection/shutdown.rs`).
 
 mod accept;
+mod activation;
 mod admission;
 mod bind;
 mod builder;
@@ -187,6 +188,7 @@ impl Server {
         if endpoint.deadlines.any() {
             tasks.spawn(deadlines::sweep(Arc::clone(&endpoint)));
         }
+        activation::notify(activation::Notify::Ready);
         let panicked = match listener {
             Listener::Stream(listener) => {
                 let acceptor = accept::Acceptor {
@@ -202,6 +204,7 @@ impl Server {
                 udp::serve(listener, &endpoint, &admission, &tasks, signal).await
             }
         };
+        activation::notify(activation::Notify::Stopping);
         tracing::info!(open = endpoint.connections.len(), "shutting down");
         tasks.close();
         let report = endpoint.drain(tasks.wait()).await;

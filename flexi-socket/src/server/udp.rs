@@ -159,7 +159,10 @@ pub(super) struct UdpListener {
 
 impl UdpListener {
     async fn bind(addr: &str, options: UdpOptions, socket: SocketOptions) -> io::Result<Self> {
-        let socket = bind::udp(addr, socket).await?;
+        let socket = match super::activation::socket_index(addr) {
+            Some(index) => index.and_then(super::activation::udp_socket)?,
+            None => bind::udp(addr, socket).await?,
+        };
         Ok(Self {
             local_addr: socket.local_addr()?,
             socket: Arc::new(socket),

@@ -19,6 +19,8 @@ pub(crate) const PREFIX: &str = "unix:";
 pub(crate) struct UnixSocketListener {
     listener: UnixListener,
     path: PathBuf,
+    /// Whether the file is ours to remove (not one systemd handed in).
+    owns_file: bool,
 }
 
 impl UnixSocketListener {
@@ -35,6 +37,22 @@ impl UnixSocketListener {
         Ok(Self {
             listener,
             path: path.to_owned(),
+            owns_file: true,
+        })
+    }
+
+    /// A listening socket handed in (by systemd): its file stays.
+    pub(crate) fn handed_in(listener: std::os::unix::net::UnixListener) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let path = listener
+            .local_addr()?
+            .as_pathname()
+            .map(Path::to_owned)
+            .unwrap_or_default();
+        Ok(Self {
+            listener: UnixListener::from_std(listener)?,
+            path,
+            owns_file: false,
         })
     }
 
@@ -54,6 +72,9 @@ impl UnixSocketListener {
 
 impl Drop for UnixSocketListener {
     fn drop(&mut self) {
+        if !self.owns_file {
+            return;
+        }
         if let Err(error) = std::fs::remove_file(&self.path) {
             tracing::debug!(path = %self.path.display(), %error, "cannot remove the socket file");
         }
