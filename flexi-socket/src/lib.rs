@@ -121,7 +121,10 @@ pub use classify::FirstUnit;
 pub use client::{Client, ClientBuilder, OutboxPolicy, UdpClient, UdpClientBuilder};
 pub use client_type::{Classifier, ClientType};
 pub use config::{PanicPolicy, Reconnect, SlowConsumerPolicy};
-pub use connection::{Connection, ConnectionStats, Connections, DisconnectReason, ShutdownReport};
+pub use connection::{
+    Connection, ConnectionStats, Connections, Direction, DisconnectReason, History, HistoryEntry,
+    ShutdownReport,
+};
 pub use error::{Error, Result};
 pub use flexi_socket_macros::{
     Classifier, after_receive, before_send, on_connect, on_disconnect, on_error, on_message,

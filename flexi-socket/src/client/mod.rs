@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::classify::ClientFraming;
-use crate::config::{Limits, Reconnect};
+use crate::config::{HistoryLimits, Limits, Reconnect};
 use crate::connection::deadlines;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
 use crate::connection::{Connection, Endpoint};
@@ -168,6 +168,22 @@ impl ClientBuilder {
     #[track_caller]
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.limits.set_read_buffer(bytes);
+        self
+    }
+
+    /// Keeps each connection's last `messages` messages, in and out, within
+    /// `bytes` (raw and processed forms counted), for
+    /// [`Connection::history`](crate::Connection::history): what a device
+    /// said before it went quiet, readable in handlers and in
+    /// `on_disconnect`. Off by default, and free when off.
+    ///
+    /// # Panics
+    ///
+    /// If `messages` or `bytes` is 0.
+    #[must_use]
+    #[track_caller]
+    pub fn history(mut self, messages: usize, bytes: usize) -> Self {
+        self.limits.history = Some(HistoryLimits::new(messages, bytes));
         self
     }
 

@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::replies::Replies;
 use crate::classify::ClientFraming;
-use crate::config::Limits;
+use crate::config::{HistoryLimits, Limits};
 use crate::connection::deadlines;
 use crate::connection::outbound::Transport;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
@@ -47,6 +47,7 @@ pub struct UdpClientBuilder {
     setup: HandlerSetup,
     options: UdpOptions,
     idle: Option<Duration>,
+    history: Option<HistoryLimits>,
     handshake: Option<Message>,
 }
 
@@ -60,6 +61,7 @@ impl UdpClientBuilder {
             setup: HandlerSetup::default(),
             options: UdpOptions::default(),
             idle: None,
+            history: None,
             handshake: None,
         }
     }
@@ -116,6 +118,22 @@ impl UdpClientBuilder {
         self
     }
 
+    /// Keeps each connection's last `messages` messages, in and out, within
+    /// `bytes` (raw and processed forms counted), for
+    /// [`Connection::history`](crate::Connection::history): what a device
+    /// said before it went quiet, readable in handlers and in
+    /// `on_disconnect`. Off by default, and free when off.
+    ///
+    /// # Panics
+    ///
+    /// If `messages` or `bytes` is 0.
+    #[must_use]
+    #[track_caller]
+    pub fn history(mut self, messages: usize, bytes: usize) -> Self {
+        self.history = Some(HistoryLimits::new(messages, bytes));
+        self
+    }
+
     /// Opens a local socket of the server's address family on any free port,
     /// connects it to the server (so only the server's datagrams are
     /// accepted), sends the handshake and starts the session. UDP has no
@@ -131,7 +149,10 @@ impl UdpClientBuilder {
         let socket = Arc::new(open_socket(&self.addr).await?);
         let (server_addr, local_addr) = (socket.peer_addr()?, socket.local_addr()?);
         let replies = Arc::new(Replies::default());
-        let limits = Limits::default().for_datagrams(self.idle);
+        let limits = Limits {
+            history: self.history,
+            ..Limits::default().for_datagrams(self.idle)
+        };
         let endpoint = self.setup.endpoint(
             self.options.framing(self.framing),
             ClientFraming::default(),

@@ -54,6 +54,32 @@ pub(crate) struct Limits {
     pub(crate) linger: Duration,
     /// How much room each read of a byte stream asks for.
     pub(crate) read_buffer: usize,
+    /// The message history each connection keeps, if any.
+    pub(crate) history: Option<HistoryLimits>,
+    /// The history of connections of these client types, from their
+    /// classification on (overriding `history`).
+    pub(crate) history_by_type: HashMap<ClientType, HistoryLimits>,
+}
+
+/// How much message history a connection keeps (see `connection/history.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HistoryLimits {
+    pub(crate) messages: usize,
+    pub(crate) bytes: usize,
+}
+
+impl HistoryLimits {
+    /// # Panics
+    ///
+    /// If either is 0.
+    #[track_caller]
+    pub(crate) fn new(messages: usize, bytes: usize) -> Self {
+        assert!(
+            messages > 0 && bytes > 0,
+            "history needs room for at least one message and one byte"
+        );
+        Self { messages, bytes }
+    }
 }
 
 /// The range `read_buffer_size` accepts: below it a read costs a system
@@ -79,11 +105,36 @@ impl Default for Limits {
             shutdown_timeout: Duration::from_secs(30),
             linger: Duration::from_secs(2),
             read_buffer: 8 * 1024,
+            history: None,
+            history_by_type: HashMap::new(),
         }
     }
 }
 
 impl Limits {
+    /// The history a new connection keeps until it is classified: the
+    /// default one, or, if only some client types keep one, a recorder
+    /// sized as the largest of theirs (it shrinks or stops at classification).
+    pub(crate) fn history_at_start(&self) -> Option<HistoryLimits> {
+        self.history.or_else(|| {
+            let messages = self.history_by_type.values().map(|l| l.messages).max()?;
+            let bytes = self.history_by_type.values().map(|l| l.bytes).max()?;
+            Some(HistoryLimits { messages, bytes })
+        })
+    }
+
+    /// The history a connection of `client_type` keeps (none: zero limits).
+    pub(crate) fn history_for(&self, client_type: &ClientType) -> HistoryLimits {
+        self.history_by_type
+            .get(client_type)
+            .copied()
+            .or(self.history)
+            .unwrap_or(HistoryLimits {
+                messages: 0,
+                bytes: 0,
+            })
+    }
+
     /// Sets how much room each read asks for.
     ///
     /// # Panics

@@ -4,6 +4,6 @@
 mod limits;
 mod reconnect;
 
-pub(crate) use limits::Limits;
+pub(crate) use limits::{HistoryLimits, Limits};
 pub use limits::{PanicPolicy, SlowConsumerPolicy};
 pub use reconnect::Reconnect;

@@ -9,6 +9,7 @@
 mod close;
 pub(crate) mod deadlines;
 pub(crate) mod endpoint;
+mod history;
 mod list;
 pub(crate) mod outbound;
 mod report;
@@ -20,6 +21,8 @@ pub use crate::stats::ConnectionStats;
 use close::CloseSignal;
 pub(crate) use close::CloseStage;
 pub(crate) use endpoint::{Endpoint, ReplyHook};
+use history::Recorder;
+pub use history::{Direction, History, HistoryEntry};
 pub use list::Connections;
 pub(crate) use report::report;
 pub use shutdown::ShutdownReport;
@@ -115,6 +118,8 @@ struct Shared {
     /// For the deadline sweeper.
     activity: Activity,
     state: Mutex<Vec<(TypeId, Box<dyn Any + Send>)>>,
+    /// The message history, when the builder asked for one.
+    history: Option<Box<Recorder>>,
 }
 
 impl Connection {
@@ -131,6 +136,10 @@ impl Connection {
             None => Some(Box::new(endpoint.framing.try_encoder()?)),
         };
         let classification_done = AtomicBool::new(endpoint.classifier.is_none());
+        let history = endpoint
+            .limits
+            .history_at_start()
+            .map(|limits| Box::new(Recorder::new(limits)));
         Ok(Self {
             shared: Arc::new(Shared {
                 id,
@@ -146,6 +155,7 @@ impl Connection {
                 close: CloseSignal::default(),
                 activity: Activity::default(),
                 state: Mutex::new(Vec::new()),
+                history,
             }),
         })
     }
@@ -356,12 +366,54 @@ impl Connection {
     /// type has its own framing, that framing's `encoder`.
     pub(crate) fn classify_as(&self, client_type: ClientType, encoder: Option<FrameEncoder>) {
         let routes = Arc::clone(self.shared.endpoint.routes.routes_for(&client_type));
+        if let Some(history) = &self.shared.history {
+            history.set_limits(self.shared.endpoint.limits.history_for(&client_type));
+        }
         // Classification runs once (take_classification): this cannot be set twice.
         let _ = self.shared.classified.set(Classified {
             client_type,
             routes,
             encoder: encoder.map(Box::new),
         });
+    }
+
+    /// The last messages in and out, with their raw and processed forms,
+    /// when the builder keeps a history
+    /// ([`history`](crate::ServerBuilder::history)); empty otherwise. In
+    /// `on_disconnect` it holds the connection's last words.
+    ///
+    /// ```no_run
+    /// # use flexi_socket::{Connection, DisconnectReason};
+    /// async fn gone(conn: Connection, reason: DisconnectReason) {
+    ///     eprintln!("{} left ({reason}); last messages:\n{}", conn.peer_addr(), conn.history());
+    /// }
+    /// ```
+    pub fn history(&self) -> History {
+        self.shared
+            .history
+            .as_ref()
+            .map_or_else(History::default, |history| history.snapshot())
+    }
+
+    /// Records an inbound message as decoded (`raw`) and as handed to the
+    /// handler (`None`: `after_receive` dropped it), if history is on.
+    pub(crate) fn record_inbound(&self, raw: &[u8], processed: Option<&[u8]>) {
+        if let Some(history) = &self.shared.history {
+            history.record(Direction::Inbound, raw, processed, self.client_type());
+        }
+    }
+
+    /// Records an outbound message as given to `send` and as written
+    /// (`None`: `before_send` dropped it), if history is on.
+    pub(crate) fn record_outbound(&self, given: &[u8], written: Option<&[u8]>) {
+        if let Some(history) = &self.shared.history {
+            history.record(Direction::Outbound, given, written, self.client_type());
+        }
+    }
+
+    /// Whether the history is on (a sender keeps the given message aside).
+    pub(crate) fn keeps_history(&self) -> bool {
+        self.shared.history.is_some()
     }
 
     /// Counts one inbound message. Only the connection's own task calls this,

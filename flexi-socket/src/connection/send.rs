@@ -76,6 +76,7 @@ impl Connection {
                 policy,
             )));
         }
+        self.record_outbound(&message, Some(&message));
         match self.queue(encoder, &message) {
             Ok(None) => Ok(Ok(())),
             Ok(Some(frame)) => Err(Box::pin(self.queue_when_full(frame, policy))),
@@ -91,9 +92,16 @@ impl Connection {
         message: Message,
         policy: Option<SlowConsumerPolicy>,
     ) -> Result<(), Error> {
+        let given = self.keeps_history().then(|| message.clone());
         let Some(message) = self.before_send(before_send, message).await? else {
+            if let Some(given) = given {
+                self.record_outbound(&given, None);
+            }
             return Ok(());
         };
+        if let Some(given) = given {
+            self.record_outbound(&given, Some(&message));
+        }
         match self.queue(encoder, &message) {
             Ok(None) => Ok(()),
             Ok(Some(frame)) => self.queue_when_full(frame, policy).await,

@@ -32,6 +32,7 @@ pub(crate) fn on_frame<'a>(
     connection.count_inbound(frame.len());
     let routes = connection.routes();
     let step = if routed_directly(connection) {
+        connection.record_inbound(&frame, Some(&frame));
         route(connection, routes, Message::from(frame), slot)
     } else {
         DeliveryStep::Other(Box::pin(classify_and_filter(connection, frame, slot)))
@@ -151,16 +152,20 @@ async fn classify_and_filter(
         return flow;
     }
     let routes = connection.routes();
-    let mut message = Message::from(frame);
+    let mut message = Message::from(frame.clone());
     if let Some(after_receive) = &routes.after_receive {
         let context = EventContext::new(connection.clone()).with_message(message);
         let mut own_slot = HandlerSlot::default();
         match invoke(connection, after_receive, context, &mut own_slot).await {
             Ok(Some(kept)) => message = kept,
-            Ok(None) => return ControlFlow::Continue(()),
+            Ok(None) => {
+                connection.record_inbound(&frame, None);
+                return ControlFlow::Continue(());
+            }
             Err(error) => return fail(connection, error).await,
         }
     }
+    connection.record_inbound(&frame, Some(message.as_bytes()));
     let step = route(connection, routes, message, slot);
     Delivery { connection, step }.await
 }

@@ -17,7 +17,7 @@ use super::bind::{self, SocketOptions};
 use super::{Listener, Server};
 use crate::classify::{ClientFraming, FirstUnit};
 use crate::client_type::ClientType;
-use crate::config::{Limits, PanicPolicy, SlowConsumerPolicy};
+use crate::config::{HistoryLimits, Limits, PanicPolicy, SlowConsumerPolicy};
 use crate::connection::Endpoint;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
 use crate::error::{Error, Result};
@@ -323,6 +323,42 @@ impl<T> ServerBuilder<T> {
     #[must_use]
     pub fn on_panic(mut self, policy: PanicPolicy) -> Self {
         self.limits.on_panic = policy;
+        self
+    }
+
+    /// Keeps each connection's last `messages` messages, in and out, within
+    /// `bytes` (raw and processed forms counted), for
+    /// [`Connection::history`](crate::Connection::history): what a device
+    /// said before it went quiet, readable in handlers and in
+    /// `on_disconnect`. Off by default, and free when off.
+    ///
+    /// # Panics
+    ///
+    /// If `messages` or `bytes` is 0.
+    #[must_use]
+    #[track_caller]
+    pub fn history(mut self, messages: usize, bytes: usize) -> Self {
+        self.limits.history = Some(HistoryLimits::new(messages, bytes));
+        self
+    }
+
+    /// [`history`](Self::history) for connections of `client_type`, from
+    /// their classification on (the others keep the default history, or none).
+    ///
+    /// # Panics
+    ///
+    /// If `messages` or `bytes` is 0.
+    #[must_use]
+    #[track_caller]
+    pub fn history_for(
+        mut self,
+        client_type: impl Into<ClientType>,
+        messages: usize,
+        bytes: usize,
+    ) -> Self {
+        self.limits
+            .history_by_type
+            .insert(client_type.into(), HistoryLimits::new(messages, bytes));
         self
     }
 
