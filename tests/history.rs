@@ -5,7 +5,6 @@
 
 mod support;
 
-
 use flexi_socket::testing::TestServer;
 use flexi_socket::{
     Classifier, ClientType, Connection, Direction, DisconnectReason, FlexiSocket, Message, Router,
