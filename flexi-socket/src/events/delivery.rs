@@ -32,7 +32,6 @@ pub(crate) fn on_frame<'a>(
     connection.count_inbound(frame.len());
     let routes = connection.routes();
     let step = if routed_directly(connection) {
-        connection.record_inbound(&frame, Some(&frame));
         route(connection, routes, Message::from(frame), slot)
     } else {
         DeliveryStep::Other(Box::pin(classify_and_filter(connection, frame, slot)))
@@ -72,9 +71,12 @@ pub(crate) fn suspendable(connection: &Connection) -> bool {
 }
 
 /// Whether a frame goes straight to its [`route`]: the connection is
-/// classified for good and has no after_receive.
+/// classified for good, has no after_receive and keeps no history (which
+/// the other way records, keeping this one free of it).
 fn routed_directly(connection: &Connection) -> bool {
-    connection.classification_over() && connection.routes().after_receive.is_none()
+    connection.classification_over()
+        && connection.routes().after_receive.is_none()
+        && !connection.keeps_history()
 }
 
 /// What a waiting, [`suspendable`] delivery still has to do, owning nothing
