@@ -7,7 +7,8 @@ mod support;
 
 use flexi_socket::testing::TestServer;
 use flexi_socket::{
-    Classifier, ClientType, Connection, Direction, DisconnectReason, FlexiSocket, Message, Router,
+    Classifier, ClientType, Connection, Direction, DisconnectReason, FlexiSocket, Framing, Message,
+    Router,
 };
 use support::{start, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -197,4 +198,54 @@ async fn on_disconnect_sees_the_history_after_a_reset() {
         .collect();
     assert_eq!(inbound, [b"first".to_vec(), b"last words".to_vec()]);
     running.stop().await;
+}
+
+/// A send the framing refuses (longer than a fixed frame) was not written.
+#[tokio::test(start_paused = true)]
+async fn a_send_that_failed_is_not_recorded() {
+    let echo = Router::new()
+        .on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await });
+    let server = TestServer::start(
+        FlexiSocket::server("in memory")
+            .router(echo)
+            .framing(Framing::fixed(4))
+            .history(10, 4096),
+    )
+    .unwrap();
+    let mut peer = server.connect().await;
+    peer.send("abcd").await.unwrap();
+    assert_eq!(peer.receive_str().await.unwrap(), "abcd");
+    let conn = peer.connection().await.unwrap();
+    assert!(
+        conn.send("too long").await.is_err(),
+        "the framing refuses it"
+    );
+    let outbound: Vec<_> = conn
+        .history()
+        .outbound()
+        .map(|entry| entry.raw().to_vec())
+        .collect();
+    assert_eq!(
+        outbound,
+        [b"abcd".to_vec()],
+        "only the send that was queued"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_per_type_history_without_a_classifier_keeps_nothing() {
+    let echo = Router::new()
+        .on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await });
+    let server = TestServer::start(
+        FlexiSocket::server("in memory")
+            .router(echo)
+            .history_for("001", 10, 4096),
+    )
+    .unwrap();
+    let mut peer = server.connect().await;
+    peer.send("hello").await.unwrap();
+    assert_eq!(peer.receive_str().await.unwrap(), "hello");
+    assert!(peer.connection().await.unwrap().history().is_empty());
+    server.shutdown().await;
 }

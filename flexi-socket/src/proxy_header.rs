@@ -53,7 +53,8 @@ impl ProxyHeader {
             .find_map(|(found, value)| (*found == kind).then_some(value.as_slice()))
     }
 
-    /// Every v2 extension, as (type, value), in order.
+    /// Every v2 extension, as (type, value), in order (malformed ones,
+    /// which the header's length allows but their own does not, left out).
     pub fn tlvs(&self) -> impl Iterator<Item = (u8, &[u8])> {
         self.tlvs
             .iter()

@@ -38,8 +38,9 @@ pub struct ServerStats {
     /// header was missing or invalid, or came from an untrusted network
     /// (see [`ServerBuilder::proxy_protocol`](crate::ServerBuilder::proxy_protocol)).
     pub proxy_rejected: u64,
-    /// Connections whose PROXY header was LOCAL (or UNKNOWN): the balancer's
-    /// own health checks, closed without events.
+    /// Connections whose PROXY v2 header was LOCAL: the balancer's own
+    /// health checks, closed without events. (v1 `UNKNOWN` connections are
+    /// served, with the balancer's address.)
     pub proxy_health_checks: u64,
     /// Messages received (decoded frames).
     pub messages_in: u64,

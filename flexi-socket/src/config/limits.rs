@@ -123,7 +123,8 @@ impl Limits {
         })
     }
 
-    /// The history a connection of `client_type` keeps (none: zero limits).
+    /// The history a connection of `client_type` keeps (none: zero limits;
+    /// `ClientType::DEFAULT`, an unclassified one, keeps the default).
     pub(crate) fn history_for(&self, client_type: &ClientType) -> HistoryLimits {
         self.history_by_type
             .get(client_type)

@@ -46,8 +46,10 @@ impl HistoryEntry {
         &self.raw
     }
 
-    /// Inbound: what the handler got after `after_receive`; outbound: what
-    /// was written after `before_send`. `None` when that filter dropped it.
+    /// Inbound: what the handler got after `after_receive`; outbound: the
+    /// message after `before_send`, as queued for the socket (before the
+    /// framing). `None` when that filter dropped it. A send that failed is
+    /// not recorded.
     pub fn processed(&self) -> Option<&[u8]> {
         self.processed.as_deref()
     }

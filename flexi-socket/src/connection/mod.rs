@@ -136,10 +136,14 @@ impl Connection {
             None => Some(Box::new(endpoint.framing.try_encoder()?)),
         };
         let classification_done = AtomicBool::new(endpoint.classifier.is_none());
-        let history = endpoint
-            .limits
-            .history_at_start()
-            .map(|limits| Box::new(Recorder::new(limits)));
+        // Per-type histories are sized at classification; without a
+        // classifier there will be none, so only the default one counts.
+        let history = if endpoint.classifier.is_some() {
+            endpoint.limits.history_at_start()
+        } else {
+            endpoint.limits.history
+        }
+        .map(|limits| Box::new(Recorder::new(limits)));
         Ok(Self {
             shared: Arc::new(Shared {
                 id,
@@ -414,6 +418,19 @@ impl Connection {
     /// Whether the history is on (a sender keeps the given message aside).
     pub(crate) fn keeps_history(&self) -> bool {
         self.shared.history.is_some()
+    }
+
+    /// Classification failed (the classifier panicked): the connection
+    /// stays unclassified, and keeps the default history, if any.
+    pub(crate) fn classification_failed(&self) {
+        if let Some(history) = &self.shared.history {
+            let unclassified = self
+                .shared
+                .endpoint
+                .limits
+                .history_for(&ClientType::DEFAULT);
+            history.set_limits(unclassified);
+        }
     }
 
     /// Counts one inbound message. Only the connection's own task calls this,

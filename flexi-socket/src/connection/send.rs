@@ -68,7 +68,9 @@ impl Connection {
         let encoder = classified
             .and_then(|c| c.encoder.as_deref())
             .unwrap_or_else(|| self.default_encoder());
-        if let Some(before_send) = &routes.before_send {
+        // before_send, or a history to keep: the boxed way, which does both.
+        if routes.before_send.is_some() || self.keeps_history() {
+            let before_send = routes.before_send.as_ref();
             return Err(Box::pin(self.send_filtered(
                 before_send,
                 encoder,
@@ -76,7 +78,6 @@ impl Connection {
                 policy,
             )));
         }
-        self.record_outbound(&message, Some(&message));
         match self.queue(encoder, &message) {
             Ok(None) => Ok(Ok(())),
             Ok(Some(frame)) => Err(Box::pin(self.queue_when_full(frame, policy))),
@@ -84,29 +85,38 @@ impl Connection {
         }
     }
 
-    /// Runs `before_send`, then frames and queues what it returns.
+    /// Runs `before_send` (if any), then frames and queues what it returns,
+    /// and records both forms in the history once the message is queued.
     async fn send_filtered(
         &self,
-        before_send: &Handler,
+        before_send: Option<&Handler>,
         encoder: &FrameEncoder,
         message: Message,
         policy: Option<SlowConsumerPolicy>,
     ) -> Result<(), Error> {
         let given = self.keeps_history().then(|| message.clone());
-        let Some(message) = self.before_send(before_send, message).await? else {
-            if let Some(given) = given {
-                self.record_outbound(&given, None);
-            }
-            return Ok(());
+        let message = match before_send {
+            Some(before_send) => match self.before_send(before_send, message).await? {
+                Some(message) => message,
+                None => {
+                    if let Some(given) = given {
+                        self.record_outbound(&given, None);
+                    }
+                    return Ok(());
+                }
+            },
+            None => message,
         };
+        match self.queue(encoder, &message) {
+            Ok(None) => {}
+            Ok(Some(frame)) => self.queue_when_full(frame, policy).await?,
+            Err(error) => return Err(self.refused(error, policy)),
+        }
+        // Recorded once queued: a send that failed was not written.
         if let Some(given) = given {
             self.record_outbound(&given, Some(&message));
         }
-        match self.queue(encoder, &message) {
-            Ok(None) => Ok(()),
-            Ok(Some(frame)) => self.queue_when_full(frame, policy).await,
-            Err(error) => Err(self.refused(error, policy)),
-        }
+        Ok(())
     }
 
     /// Frames `message` and queues it if the queue has room; `Some(frame)`

@@ -65,6 +65,7 @@ pub(crate) async fn classify(
     let client_type = match catch_unwind(AssertUnwindSafe(|| classifier.classify(first))) {
         Ok(client_type) => client_type,
         Err(payload) => {
+            connection.classification_failed();
             let error = Error::HandlerPanicked {
                 handler: classifier.name,
                 message: panic_message(&*payload),

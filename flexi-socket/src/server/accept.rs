@@ -248,6 +248,9 @@ impl Acceptor {
                 let client = PeerAddr::from(header.source());
                 self.admit_stream(stream, permit, client, local_addr, Some(header));
             }
+            Received::Unknown => {
+                self.admit_stream(stream, permit, balancer, local_addr, None);
+            }
             Received::Local => {
                 Counters::add(&self.endpoint.counters.proxy_health_checks, 1);
                 tracing::debug!(%balancer, "PROXY LOCAL (a health check): closed");

@@ -5,8 +5,19 @@
 //! only when systemd asks for them (`NOTIFY_SOCKET`).
 
 use std::io;
+use std::sync::{Mutex, OnceLock};
 
 use listenfd::ListenFd;
+
+use crate::sync;
+
+/// The sockets systemd handed in, read from the environment once: reading
+/// it removes `LISTEN_FDS`, so every server of the process takes its
+/// socket from this one table.
+fn handed_in() -> &'static Mutex<ListenFd> {
+    static SOCKETS: OnceLock<Mutex<ListenFd>> = OnceLock::new();
+    SOCKETS.get_or_init(|| Mutex::new(ListenFd::from_env()))
+}
 
 use super::accept::StreamListener;
 
@@ -31,7 +42,7 @@ pub(super) fn socket_index(addr: &str) -> Option<io::Result<usize>> {
 
 /// The stream socket systemd handed in at `index`: TCP or Unix.
 pub(super) fn stream_listener(index: usize) -> io::Result<StreamListener> {
-    let mut fds = ListenFd::from_env();
+    let mut fds = sync::lock(handed_in());
     if let Ok(Some(listener)) = fds.take_tcp_listener(index) {
         listener.set_nonblocking(true)?;
         return tokio::net::TcpListener::from_std(listener).map(StreamListener::Tcp);
@@ -45,7 +56,7 @@ pub(super) fn stream_listener(index: usize) -> io::Result<StreamListener> {
 
 /// The UDP socket systemd handed in at `index`.
 pub(super) fn udp_socket(index: usize) -> io::Result<tokio::net::UdpSocket> {
-    let mut fds = ListenFd::from_env();
+    let mut fds = sync::lock(handed_in());
     let count = fds.len();
     let socket = fds
         .take_udp_socket(index)?

@@ -59,6 +59,9 @@ impl Admission {
     /// Takes a per-IP slot, or `None` when the address is at its cap; a
     /// peer without an IP address (a Unix socket's) counts under no cap.
     fn claim_ip(self: &Arc<Self>, ip: Option<IpAddr>) -> Option<IpSlot> {
+        // One client, one key: `::ffff:a.b.c.d` is `a.b.c.d` (dual-stack
+        // listeners, PROXY headers of either family).
+        let ip = ip.map(|ip| ip.to_canonical());
         let Some(ip) = ip else {
             return Some(IpSlot {
                 admission: Arc::clone(self),

@@ -19,26 +19,41 @@ pub(crate) const PREFIX: &str = "unix:";
 pub(crate) struct UnixSocketListener {
     listener: UnixListener,
     path: PathBuf,
-    /// Whether the file is ours to remove (not one systemd handed in).
-    owns_file: bool,
+    /// The file this listener created (device, inode), removed when it
+    /// closes if it is still that file; `None` for a socket handed in.
+    owned_file: Option<(u64, u64)>,
 }
 
 impl UnixSocketListener {
     /// Listens at `path`, replacing a stale socket file there.
     pub(crate) fn bind(path: &Path, backlog: u32) -> io::Result<Self> {
-        remove_stale(path)?;
+        // Absolute: the file is removed by this path, whatever the process's
+        // working directory is by then.
+        let path = std::path::absolute(path)?;
+        remove_stale(&path)?;
         let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
-        socket.bind(&socket2::SockAddr::unix(path)?)?;
-        socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-        socket.set_nonblocking(true)?;
-        let listener = UnixListener::from_std(std::os::unix::net::UnixListener::from(
-            std::os::fd::OwnedFd::from(socket),
-        ))?;
-        Ok(Self {
-            listener,
-            path: path.to_owned(),
-            owns_file: true,
-        })
+        socket.bind(&socket2::SockAddr::unix(&path)?)?;
+        let file = file_id(&path)?;
+        let listening = socket
+            .listen(i32::try_from(backlog).unwrap_or(i32::MAX))
+            .and_then(|()| socket.set_nonblocking(true))
+            .and_then(|()| {
+                UnixListener::from_std(std::os::unix::net::UnixListener::from(
+                    std::os::fd::OwnedFd::from(socket),
+                ))
+            });
+        match listening {
+            Ok(listener) => Ok(Self {
+                listener,
+                path,
+                owned_file: Some(file),
+            }),
+            Err(error) => {
+                // Bound but not listening: the file is ours, and useless.
+                let _ = std::fs::remove_file(&path);
+                Err(error)
+            }
+        }
     }
 
     /// A listening socket handed in (by systemd): its file stays.
@@ -52,7 +67,7 @@ impl UnixSocketListener {
         Ok(Self {
             listener: UnixListener::from_std(listener)?,
             path,
-            owns_file: false,
+            owned_file: None,
         })
     }
 
@@ -66,13 +81,19 @@ impl UnixSocketListener {
     }
 
     pub(crate) fn local_addr(&self) -> PeerAddr {
-        PeerAddr::unix(&self.path)
+        if self.path.as_os_str().is_empty() {
+            PeerAddr::Unix(None)
+        } else {
+            PeerAddr::unix(&self.path)
+        }
     }
 }
 
 impl Drop for UnixSocketListener {
     fn drop(&mut self) {
-        if !self.owns_file {
+        // Only the file this listener created: not one another server has
+        // put at the path since (after deciding this one's was stale).
+        if self.owned_file.is_none() || file_id(&self.path).ok() != self.owned_file {
             return;
         }
         if let Err(error) = std::fs::remove_file(&self.path) {
@@ -97,13 +118,23 @@ fn remove_stale(path: &Path) -> io::Result<()> {
             ),
         ));
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        // Someone listens there: leave it; the bind reports the address in use.
-        Ok(_) => Ok(()),
+    // Not blocking: a live server with a full backlog must not stall us.
+    let probe = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    probe.set_nonblocking(true)?;
+    match probe.connect(&socket2::SockAddr::unix(path)?) {
         Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
             tracing::info!(path = %path.display(), "replacing a stale socket file");
             std::fs::remove_file(path)
         }
-        Err(_) => Ok(()),
+        // Someone listens there (or is busy): leave it; the bind reports
+        // the address in use.
+        _ => Ok(()),
     }
+}
+
+/// The device and inode of the file at `path`.
+fn file_id(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::symlink_metadata(path)?;
+    Ok((metadata.dev(), metadata.ino()))
 }

@@ -33,7 +33,9 @@ const V1_LONGEST: usize = 107;
 /// Every connection must then start with a v1 or v2 header, from a
 /// trusted network (loopback unless [`trust`](Self::trust) says more), within
 /// the header timeout; anything else is closed without events and counted in
-/// [`ServerStats::proxy_rejected`](crate::ServerStats::proxy_rejected).
+/// [`ServerStats::proxy_rejected`](crate::ServerStats::proxy_rejected). On a
+/// Unix socket every peer may send headers: the socket file's permissions
+/// decide who connects.
 ///
 /// ```
 /// use flexi_socket::ProxyProtocol;
@@ -132,8 +134,12 @@ impl ProxyProtocol {
 pub(crate) enum Received {
     /// The balancer relays a client.
     Proxied(ProxyHeader),
-    /// The balancer speaks for itself (a health check): no client.
+    /// The balancer speaks for itself (v2 LOCAL: a health check): no client.
     Local,
+    /// The balancer relays a client whose address it cannot express (v1
+    /// `UNKNOWN`, v2 UNSPEC or a Unix socket): the spec says to serve it
+    /// with the connection's own addresses.
+    Unknown,
     /// No valid header; the text says what came instead.
     Rejected(String),
 }
@@ -202,8 +208,7 @@ fn parse(bytes: &[u8]) -> Received {
                 SocketAddr::new(ip.destination_address.into(), ip.destination_port),
                 Vec::new(),
             ),
-            // The balancer does not know the client (its own health check).
-            v1::Addresses::Unknown => Received::Local,
+            v1::Addresses::Unknown => Received::Unknown,
         },
         HeaderResult::V2(Ok(header)) => {
             if header.command == v2::Command::Local {
@@ -228,7 +233,7 @@ fn parse(bytes: &[u8]) -> Received {
                     tlvs,
                 ),
                 // No IP client to report (UNSPEC, or a Unix socket behind the balancer).
-                v2::Addresses::Unspecified | v2::Addresses::Unix(_) => Received::Local,
+                v2::Addresses::Unspecified | v2::Addresses::Unix(_) => Received::Unknown,
             }
         }
         HeaderResult::V1(Err(error)) => Received::Rejected(format!(
@@ -310,7 +315,7 @@ mod tests {
         };
         assert_eq!(header.source(), "[2001:db8::1]:4000".parse().unwrap());
         let (received, rest) = read(b"PROXY UNKNOWN\r\nx").await;
-        assert!(matches!(received, Received::Local), "{received:?}");
+        assert!(matches!(received, Received::Unknown), "{received:?}");
         assert_eq!(rest, b"x");
     }
 
