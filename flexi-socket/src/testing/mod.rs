@@ -73,8 +73,8 @@ impl TestServer {
     ///
     /// # Errors
     ///
-    /// The start-up checks of [`ServerBuilder::bind`] ([`Error::NoHandlers`],
-    /// [`Error::DuplicateHandler`], ...).
+    /// The start-up checks of [`ServerBuilder::bind`] ([`Error::NoHandlers`](crate::Error::NoHandlers),
+    /// [`Error::DuplicateHandler`](crate::Error::DuplicateHandler), ...).
     ///
     /// # Panics
     ///

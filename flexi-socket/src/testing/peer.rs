@@ -30,7 +30,7 @@ enum Opening {
     Refused,
 }
 
-/// One peer of a [`TestServer`]: it sends and receives messages framed as
+/// One peer of a [`TestServer`](super::TestServer): it sends and receives messages framed as
 /// the server frames them, and can watch its connection close.
 pub struct TestPeer {
     stream: DuplexStream,
