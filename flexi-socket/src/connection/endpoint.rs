@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::deadlines::Deadlines;
 use super::list::Connections;
+use super::log_budget::LogBudget;
 use super::outbound::{self, OutboundReceiver, Transport};
 use super::shutdown::Shutdown;
 use super::{Addresses, Connection};
@@ -53,6 +54,8 @@ pub(crate) struct Endpoint {
     /// The read deadlines of its connections, kept by `deadlines::sweep`.
     pub(crate) deadlines: Deadlines,
     pub(crate) counters: Counters,
+    /// How many connection errors of each kind are logged.
+    pub(crate) log_budget: LogBudget,
     next_id: AtomicU64,
     /// Client mode only: requests waiting for their reply.
     pub(crate) replies: Option<Arc<dyn ReplyHook>>,
@@ -91,6 +94,7 @@ impl Endpoint {
             connections: Connections::new(),
             shutdown: Shutdown::default(),
             counters: Counters::default(),
+            log_budget: LogBudget::default(),
             deadlines,
             limits,
             next_id: AtomicU64::new(1),

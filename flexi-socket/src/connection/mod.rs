@@ -11,6 +11,7 @@ pub(crate) mod deadlines;
 pub(crate) mod endpoint;
 mod history;
 mod list;
+pub(crate) mod log_budget;
 pub(crate) mod outbound;
 mod report;
 mod send;

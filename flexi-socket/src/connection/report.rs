@@ -2,12 +2,14 @@
 //! and the connection's `on_error` handler. Every error of a connection,
 //! whichever layer finds it, is told here. One that nobody would see (no
 //! `on_error` handler, no tracing subscriber) is printed to stderr anyway,
-//! the first of each kind, with a hint: failures are never silent.
+//! the first of each kind, with a hint: failures are never silent. A flood
+//! of one kind is logged within a budget ([`log_budget`](super::log_budget)).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Connection;
+use super::log_budget::Verdict;
 use crate::error::Error;
 use crate::future::BoxFuture;
 use crate::handler::{EventContext, HandlerSlot, invoke};
@@ -23,14 +25,24 @@ static UNSEEN: Unseen = Unseen::new();
 /// future (the per-message ones among them) as large as this one.
 pub(crate) fn report(connection: &Connection, error: Error) -> BoxFuture<'_, ()> {
     Box::pin(async move {
-        connection.endpoint().counters.count_error(&error);
-        tracing::warn!(
-            connection = connection.id(),
-            peer = %connection.peer_addr(),
-            client_type = connection.client_type().map(|t| t.as_str()),
-            %error,
-            "connection error"
-        );
+        let endpoint = connection.endpoint();
+        endpoint.counters.count_error(&error);
+        let kind = error_kind(&error);
+        if let Verdict::Log { suppressed } = endpoint.log_budget.admit(kind) {
+            if suppressed > 0 {
+                tracing::warn!(
+                    suppressed,
+                    "{suppressed} more connection errors like the next were not logged in the last second (all are counted in stats)"
+                );
+            }
+            tracing::warn!(
+                connection = connection.id(),
+                peer = %connection.peer_addr(),
+                client_type = connection.client_type().map(|t| t.as_str()),
+                %error,
+                "connection error"
+            );
+        }
         let Some(on_error) = connection.routes().on_error.clone() else {
             if !tracing::enabled!(tracing::Level::WARN) {
                 UNSEEN.print(&mut std::io::stderr().lock(), connection, &error);
