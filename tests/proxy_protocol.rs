@@ -10,19 +10,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 
 use flexi_socket::{Connection, FlexiSocket, ProxyProtocol, Router, ServerBuilder};
-use support::{Events, Running, eventually, missing_tool, start, within};
+use support::{Events, Running, eventually, free_port, missing_tool, start, within};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
-
-/// A port free now, for HAProxy's front ends.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// HAProxy in front of `backend`: a v1 front end and a v2 one, and health
 /// checks every 100 ms; `None` when haproxy is not installed.

@@ -8,19 +8,10 @@ mod support;
 use std::process::Stdio;
 
 use support::example::{ExampleServer, example_path};
-use support::{missing_tool, within};
+use support::{free_port, missing_tool, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixDatagram};
 use tokio::process::Command;
-
-/// A port free now, for systemd-socket-activate to listen on.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn sigterm(child: &tokio::process::Child) {
     let pid = libc::pid_t::try_from(child.id().expect("running")).expect("a pid");

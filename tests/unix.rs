@@ -29,6 +29,24 @@ impl SocketDir {
     fn socket(&self) -> PathBuf {
         self.0.join("server.sock")
     }
+
+    /// The address of [`socket`](Self::socket), as builders take it.
+    fn address(&self) -> String {
+        format!("unix:{}", self.socket().display())
+    }
+}
+
+/// A server answering `who_router` at `dir`'s socket, served in the background.
+async fn serving(
+    dir: &SocketDir,
+    events: &Events,
+) -> tokio::task::JoinHandle<flexi_socket::Result<flexi_socket::ShutdownReport>> {
+    let server = FlexiSocket::server(dir.address())
+        .router(who_router(events))
+        .bind()
+        .await
+        .unwrap();
+    tokio::spawn(server.serve_with_shutdown(std::future::pending()))
 }
 
 impl Drop for SocketDir {
@@ -69,7 +87,7 @@ async fn handlers_limits_and_shutdown_over_a_unix_socket() {
     let dir = SocketDir::new("serve");
     let path = dir.socket();
     let (events, mut log) = Events::new();
-    let server = FlexiSocket::server(format!("unix:{}", path.display()))
+    let server = FlexiSocket::server(dir.address())
         .router(who_router(&events))
         .idle_timeout(Duration::from_millis(300))
         .bind()
@@ -119,12 +137,7 @@ async fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     assert!(path.exists());
     let (events, _log) = Events::new();
-    let first = FlexiSocket::server(format!("unix:{}", path.display()))
-        .router(who_router(&events))
-        .bind()
-        .await
-        .expect("a stale socket file is replaced");
-    let serving = tokio::spawn(first.serve_with_shutdown(std::future::pending()));
+    let serving = serving(&dir, &events).await;
     within("the server answers", async {
         while UnixStream::connect(&path).await.is_err() {
             tokio::task::yield_now().await;
@@ -132,7 +145,7 @@ async fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
     })
     .await;
     // A second server on the same live socket is refused, and the file stays.
-    let second = FlexiSocket::server(format!("unix:{}", path.display()))
+    let second = FlexiSocket::server(dir.address())
         .router(who_router(&events))
         .bind()
         .await;
@@ -147,7 +160,7 @@ async fn a_file_that_is_not_a_socket_is_left_alone() {
     let path = dir.socket();
     std::fs::write(&path, "precious").unwrap();
     let (events, _log) = Events::new();
-    let refused = FlexiSocket::server(format!("unix:{}", path.display()))
+    let refused = FlexiSocket::server(dir.address())
         .router(who_router(&events))
         .bind()
         .await;
@@ -160,12 +173,7 @@ async fn nc_talks_to_a_unix_socket_server() {
     let dir = SocketDir::new("nc");
     let path = dir.socket();
     let (events, _log) = Events::new();
-    let server = FlexiSocket::server(format!("unix:{}", path.display()))
-        .router(who_router(&events))
-        .bind()
-        .await
-        .unwrap();
-    let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
+    let serving = serving(&dir, &events).await;
     let spawned = Command::new("nc")
         .arg("-U")
         .arg("-N")
@@ -192,13 +200,8 @@ async fn a_client_connects_with_a_unix_address() {
     let dir = SocketDir::new("client");
     let path = dir.socket();
     let (events, _log) = Events::new();
-    let server = FlexiSocket::server(format!("unix:{}", path.display()))
-        .router(who_router(&events))
-        .bind()
-        .await
-        .unwrap();
-    let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
-    let client = FlexiSocket::client(format!("unix:{}", path.display()))
+    let serving = serving(&dir, &events).await;
+    let client = FlexiSocket::client(dir.address())
         .router(Router::new())
         .connect()
         .await
@@ -215,4 +218,41 @@ async fn a_client_connects_with_a_unix_address() {
     );
     client.close().await;
     serving.abort();
+}
+
+/// Unix peers have no IP address: a per-IP cap does not count them.
+#[tokio::test]
+async fn per_ip_limits_do_not_apply_to_unix_peers() {
+    let dir = SocketDir::new("per-ip");
+    let (events, _log) = Events::new();
+    let server = FlexiSocket::server(dir.address())
+        .router(who_router(&events))
+        .max_connections_per_ip(1)
+        .bind()
+        .await
+        .unwrap();
+    let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
+    let _first = within("connect", UnixStream::connect(dir.socket()))
+        .await
+        .unwrap();
+    assert!(ask(&dir.socket(), "second").await.ends_with(" second"));
+    serving.abort();
+}
+
+/// TLS clients connect over TCP: a Unix address is refused at start.
+#[tokio::test]
+async fn a_tls_client_refuses_a_unix_address() {
+    let identity = support::tls::server_identity();
+    let tls = flexi_socket::TlsClientConfig::with_root_pem(&identity.cert_pem)
+        .unwrap()
+        .server_name("localhost")
+        .unwrap();
+    let refused = FlexiSocket::client("unix:/run/nothing.sock")
+        .router(Router::new())
+        .tls(tls)
+        .spawn();
+    assert!(
+        matches!(&refused, Err(Error::Tls { reason }) if reason.contains("Unix socket")),
+        "{refused:?}"
+    );
 }

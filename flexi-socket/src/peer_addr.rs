@@ -7,6 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
+/// How an address names a Unix socket: `unix:PATH`, in what builders take
+/// and in what [`PeerAddr`] shows.
+pub(crate) const UNIX_PREFIX: &str = "unix:";
+
 /// An IP socket address (`192.0.2.7:4000`, `[::1]:80`) or a Unix domain
 /// socket (`unix:/run/app.sock`; a client's socket usually has no name).
 ///
@@ -81,7 +85,7 @@ impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerAddr::Ip(addr) => fmt::Display::fmt(addr, f),
-            PeerAddr::Unix(Some(path)) => write!(f, "unix:{}", path.display()),
+            PeerAddr::Unix(Some(path)) => write!(f, "{UNIX_PREFIX}{}", path.display()),
             PeerAddr::Unix(None) => f.write_str("unix:(unnamed)"),
         }
     }

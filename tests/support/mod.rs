@@ -34,6 +34,16 @@ pub fn missing_tool(tool: &str, installed_by: &str) {
     eprintln!("{tool} is not installed: skipping this check ({installed_by})");
 }
 
+/// A port of 127.0.0.1 free now, for a program that must be told its port
+/// (it may be taken again before that program binds it; rare on loopback).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Every network wait in the tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(10);
 

@@ -96,7 +96,7 @@ enum Opened {
 /// handshake if configured. The error is the sentence for the reconnect log
 /// and [`Error::GaveUp`](crate::Error::GaveUp).
 async fn open(shared: &Shared, settings: &Settings) -> std::result::Result<Opened, String> {
-    let connecting = connect(&shared.addr, settings);
+    let connecting = connect(&shared.addr);
     let opened = match tokio::time::timeout(settings.connect_timeout, connecting).await {
         Ok(Ok(opened)) => opened,
         Ok(Err(error)) => {
@@ -116,21 +116,13 @@ async fn open(shared: &Shared, settings: &Settings) -> std::result::Result<Opene
 }
 
 /// Connects to `addr`: `host:port`, or `unix:PATH` for a Unix socket.
-async fn connect(addr: &str, settings: &Settings) -> std::io::Result<Opened> {
+async fn connect(addr: &str) -> std::io::Result<Opened> {
     #[cfg(unix)]
-    if let Some(path) = addr.strip_prefix(crate::server::UNIX_PREFIX) {
-        #[cfg(feature = "tls")]
-        if settings.tls.is_some() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "TLS clients connect over TCP only",
-            ));
-        }
+    if let Some(path) = addr.strip_prefix(crate::peer_addr::UNIX_PREFIX) {
         return tokio::net::UnixStream::connect(path)
             .await
             .map(Opened::Unix);
     }
-    let _ = settings;
     let stream = TcpStream::connect(addr).await?;
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "cannot set TCP_NODELAY");

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::classify::ClientFraming;
-use crate::config::{HistoryLimits, Limits, Reconnect};
+use crate::config::{Limits, Reconnect, history_method, read_buffer_method};
 use crate::connection::deadlines;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
 use crate::connection::{Connection, Endpoint};
@@ -70,6 +70,8 @@ pub struct ClientBuilder {
 
 impl ClientBuilder {
     handler_setup_methods!();
+    history_method!();
+    read_buffer_method!();
 
     pub(crate) fn new(addr: String) -> Self {
         let limits = Limits {
@@ -152,38 +154,6 @@ impl ClientBuilder {
     #[must_use]
     pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.limits.idle_timeout = timeout.into();
-        self
-    }
-
-    /// How much room each read of a connection's stream asks for (default
-    /// 8 KiB; from 512 bytes to 16 MiB). Larger reads mean fewer system calls
-    /// per byte for peers that send much at once; the buffer goes back to a
-    /// per-thread spare whenever nothing is pending, so an idle connection
-    /// holds none either way, and a busy one holds about this much.
-    ///
-    /// # Panics
-    ///
-    /// If `bytes` is outside that range.
-    #[must_use]
-    #[track_caller]
-    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
-        self.limits.set_read_buffer(bytes);
-        self
-    }
-
-    /// Keeps each connection's last `messages` messages, in and out, within
-    /// `bytes` (raw and processed forms counted), for
-    /// [`Connection::history`](crate::Connection::history): what a device
-    /// said before it went quiet, readable in handlers and in
-    /// `on_disconnect`. Off by default, and free when off.
-    ///
-    /// # Panics
-    ///
-    /// If `messages` or `bytes` is 0.
-    #[must_use]
-    #[track_caller]
-    pub fn history(mut self, messages: usize, bytes: usize) -> Self {
-        self.limits.history = Some(HistoryLimits::new(messages, bytes));
         self
     }
 

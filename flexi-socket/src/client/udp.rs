@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::replies::Replies;
 use crate::classify::ClientFraming;
-use crate::config::{HistoryLimits, Limits};
+use crate::config::{Limits, history_method};
 use crate::connection::deadlines;
 use crate::connection::outbound::Transport;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
@@ -46,13 +46,14 @@ pub struct UdpClientBuilder {
     framing: Framing,
     setup: HandlerSetup,
     options: UdpOptions,
-    idle: Option<Duration>,
-    history: Option<HistoryLimits>,
+    /// Its idle timeout and history; datagram limits otherwise.
+    limits: Limits,
     handshake: Option<Message>,
 }
 
 impl UdpClientBuilder {
     handler_setup_methods!();
+    history_method!();
 
     fn new(addr: String) -> Self {
         Self {
@@ -60,8 +61,8 @@ impl UdpClientBuilder {
             framing: Framing::default(),
             setup: HandlerSetup::default(),
             options: UdpOptions::default(),
-            idle: None,
-            history: None,
+            // A client waits for its server as long as it likes.
+            limits: Limits::default().for_datagrams(None),
             handshake: None,
         }
     }
@@ -114,23 +115,7 @@ impl UdpClientBuilder {
             timeout.is_none_or(|idle| !idle.is_zero()),
             "idle_timeout must be longer than zero (or None for never)"
         );
-        self.idle = timeout;
-        self
-    }
-
-    /// Keeps each connection's last `messages` messages, in and out, within
-    /// `bytes` (raw and processed forms counted), for
-    /// [`Connection::history`](crate::Connection::history): what a device
-    /// said before it went quiet, readable in handlers and in
-    /// `on_disconnect`. Off by default, and free when off.
-    ///
-    /// # Panics
-    ///
-    /// If `messages` or `bytes` is 0.
-    #[must_use]
-    #[track_caller]
-    pub fn history(mut self, messages: usize, bytes: usize) -> Self {
-        self.history = Some(HistoryLimits::new(messages, bytes));
+        self.limits.idle_timeout = timeout;
         self
     }
 
@@ -149,10 +134,7 @@ impl UdpClientBuilder {
         let socket = Arc::new(open_socket(&self.addr).await?);
         let (server_addr, local_addr) = (socket.peer_addr()?, socket.local_addr()?);
         let replies = Arc::new(Replies::default());
-        let limits = Limits {
-            history: self.history,
-            ..Limits::default().for_datagrams(self.idle)
-        };
+        let limits = self.limits;
         let endpoint = self.setup.endpoint(
             self.options.framing(self.framing),
             ClientFraming::default(),
@@ -196,7 +178,7 @@ impl fmt::Debug for UdpClientBuilder {
             .field("addr", &self.addr)
             .field("framing", &self.framing)
             .field("max_datagram", &self.options.max_datagram)
-            .field("idle_timeout", &self.idle)
+            .field("idle_timeout", &self.limits.idle_timeout)
             .finish_non_exhaustive()
     }
 }

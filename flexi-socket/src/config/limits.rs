@@ -164,3 +164,49 @@ impl Limits {
         }
     }
 }
+
+/// `history(messages, bytes)`, written once for every builder that has a
+/// `limits: Limits` field (servers, TCP and UDP clients).
+macro_rules! history_method {
+    () => {
+        /// Keeps each connection's last `messages` messages, in and out, within
+        /// `bytes` (raw and processed forms counted), for
+        /// [`Connection::history`](crate::Connection::history): what a device
+        /// said before it went quiet, readable in handlers and in
+        /// `on_disconnect`. Off by default, and free when off.
+        ///
+        /// # Panics
+        ///
+        /// If `messages` or `bytes` is 0.
+        #[must_use]
+        #[track_caller]
+        pub fn history(mut self, messages: usize, bytes: usize) -> Self {
+            self.limits.history = Some(crate::config::HistoryLimits::new(messages, bytes));
+            self
+        }
+    };
+}
+pub(crate) use history_method;
+
+/// `read_buffer_size(bytes)`, written once for the stream builders (TCP
+/// server and client).
+macro_rules! read_buffer_method {
+    () => {
+        /// How much room each read of a connection's stream asks for (default
+        /// 8 KiB; from 512 bytes to 16 MiB). Larger reads mean fewer system calls
+        /// per byte for peers that send much at once; the buffer goes back to a
+        /// per-thread spare whenever nothing is pending, so an idle connection
+        /// holds none either way, and a busy one holds about this much.
+        ///
+        /// # Panics
+        ///
+        /// If `bytes` is outside that range.
+        #[must_use]
+        #[track_caller]
+        pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+            self.limits.set_read_buffer(bytes);
+            self
+        }
+    };
+}
+pub(crate) use read_buffer_method;

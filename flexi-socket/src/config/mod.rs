@@ -4,6 +4,6 @@
 mod limits;
 mod reconnect;
 
-pub(crate) use limits::{HistoryLimits, Limits};
+pub(crate) use limits::{HistoryLimits, Limits, history_method, read_buffer_method};
 pub use limits::{PanicPolicy, SlowConsumerPolicy};
 pub use reconnect::Reconnect;

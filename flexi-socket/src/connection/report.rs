@@ -151,11 +151,4 @@ mod tests {
             "{printed}"
         );
     }
-
-    #[test]
-    fn without_a_subscriber_nobody_would_see_a_warning() {
-        // What `report` asks before printing: no subscriber here (a unit
-        // test installs none), so warnings go nowhere.
-        assert!(!tracing::enabled!(tracing::Level::WARN));
-    }
 }

@@ -17,7 +17,9 @@ use super::bind::{self, SocketOptions};
 use super::{Listener, Server};
 use crate::classify::{ClientFraming, FirstUnit};
 use crate::client_type::ClientType;
-use crate::config::{HistoryLimits, Limits, PanicPolicy, SlowConsumerPolicy};
+use crate::config::{
+    HistoryLimits, Limits, PanicPolicy, SlowConsumerPolicy, history_method, read_buffer_method,
+};
 use crate::connection::Endpoint;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
 use crate::error::{Error, Result};
@@ -121,6 +123,7 @@ pub struct ServerBuilder<T = Tcp> {
 
 impl<T> ServerBuilder<T> {
     handler_setup_methods!();
+    history_method!();
 
     pub(super) fn new(addr: String, transport: T) -> Self {
         Self {
@@ -326,22 +329,6 @@ impl<T> ServerBuilder<T> {
         self
     }
 
-    /// Keeps each connection's last `messages` messages, in and out, within
-    /// `bytes` (raw and processed forms counted), for
-    /// [`Connection::history`](crate::Connection::history): what a device
-    /// said before it went quiet, readable in handlers and in
-    /// `on_disconnect`. Off by default, and free when off.
-    ///
-    /// # Panics
-    ///
-    /// If `messages` or `bytes` is 0.
-    #[must_use]
-    #[track_caller]
-    pub fn history(mut self, messages: usize, bytes: usize) -> Self {
-        self.limits.history = Some(HistoryLimits::new(messages, bytes));
-        self
-    }
-
     /// [`history`](Self::history) for connections of `client_type`, from
     /// their classification on (the others keep the default history, or none).
     ///
@@ -413,7 +400,7 @@ async fn open_stream_listener(
         return super::activation::stream_listener(index?);
     }
     #[cfg(unix)]
-    if let Some(path) = addr.strip_prefix(super::unix::PREFIX) {
+    if let Some(path) = addr.strip_prefix(crate::peer_addr::UNIX_PREFIX) {
         let path = std::path::Path::new(path);
         return super::unix::UnixSocketListener::bind(path, options.backlog)
             .map(StreamListener::Unix);
@@ -422,6 +409,8 @@ async fn open_stream_listener(
 }
 
 impl ServerBuilder<Tcp> {
+    read_buffer_method!();
+
     /// Expects a PROXY protocol header (v1 or v2, as HAProxy's `send-proxy`
     /// and `send-proxy-v2` write them) before each connection's first byte,
     /// as a server behind an L4 load balancer gets: the connection's
@@ -456,22 +445,6 @@ impl ServerBuilder<Tcp> {
             "the backlog must hold at least one connection"
         );
         self.socket.backlog = connections;
-        self
-    }
-
-    /// How much room each read of a connection's stream asks for (default
-    /// 8 KiB; from 512 bytes to 16 MiB). Larger reads mean fewer system calls
-    /// per byte for peers that send much at once; the buffer goes back to a
-    /// per-thread spare whenever nothing is pending, so an idle connection
-    /// holds none either way, and a busy one holds about this much.
-    ///
-    /// # Panics
-    ///
-    /// If `bytes` is outside that range.
-    #[must_use]
-    #[track_caller]
-    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
-        self.limits.set_read_buffer(bytes);
         self
     }
 

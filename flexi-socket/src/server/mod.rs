@@ -34,8 +34,6 @@ pub use builder::{FlexiSocket, ServerBuilder, ServerTransport, Tcp};
 use signals::StopSignals;
 pub use udp::Udp;
 use udp::UdpListener;
-#[cfg(unix)]
-pub(crate) use unix::PREFIX as UNIX_PREFIX;
 
 /// What a server receives on.
 #[derive(Debug)]

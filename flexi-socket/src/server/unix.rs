@@ -11,9 +11,6 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::peer_addr::PeerAddr;
 
-/// The address prefix that names a Unix socket instead of `host:port`.
-pub(crate) const PREFIX: &str = "unix:";
-
 /// A listening Unix socket; its file goes when it is dropped.
 #[derive(Debug)]
 pub(crate) struct UnixSocketListener {

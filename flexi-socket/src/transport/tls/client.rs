@@ -209,6 +209,11 @@ impl TlsClientSettings {
         let Some(config) = self.config else {
             return Ok(None);
         };
+        if addr.starts_with(crate::peer_addr::UNIX_PREFIX) {
+            return Err(Error::Tls {
+                reason: format!("TLS clients connect over TCP; `{addr}` is a Unix socket"),
+            });
+        }
         let server_name = match config.server_name {
             Some(name) => name,
             None => parse_server_name(host_of(addr).to_owned()).map_err(|_| Error::Tls {
