@@ -154,20 +154,26 @@ async fn classify_and_filter(
         return flow;
     }
     let routes = connection.routes();
-    let mut message = Message::from(frame.clone());
+    // Kept for the history only: otherwise the frame just becomes the message.
+    let raw = connection.keeps_history().then(|| frame.clone());
+    let mut message = Message::from(frame);
     if let Some(after_receive) = &routes.after_receive {
         let context = EventContext::new(connection.clone()).with_message(message);
         let mut own_slot = HandlerSlot::default();
         match invoke(connection, after_receive, context, &mut own_slot).await {
             Ok(Some(kept)) => message = kept,
             Ok(None) => {
-                connection.record_inbound(&frame, None);
+                if let Some(raw) = &raw {
+                    connection.record_inbound(raw, None);
+                }
                 return ControlFlow::Continue(());
             }
             Err(error) => return fail(connection, error).await,
         }
     }
-    connection.record_inbound(&frame, Some(message.as_bytes()));
+    if let Some(raw) = &raw {
+        connection.record_inbound(raw, Some(message.as_bytes()));
+    }
     let step = route(connection, routes, message, slot);
     Delivery { connection, step }.await
 }
