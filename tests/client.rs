@@ -6,7 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use flexi_socket::{Error, FlexiSocket, Message, OutboxPolicy, Reconnect, Router};
+use flexi_socket::{
+    Connection, Error, FlexiSocket, Message, OutboxPolicy, Reconnect, ReplyOrder, Router,
+};
 use support::client::{client_router, quick_retries, server_router};
 use support::{Events, start, within};
 use tokio::io::AsyncReadExt;
@@ -255,4 +257,154 @@ async fn connections_that_die_at_once_count_as_failed_attempts() {
     );
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     closing.abort();
+}
+
+/// A server that answers every line with one quoting it, and nothing else.
+fn quoting_server() -> Router {
+    Router::new().on_message(|conn: Connection, msg: String| async move {
+        conn.send(format!("re:{msg}")).await
+    })
+}
+
+/// The README's client example: handshake, a send, then a request. The
+/// request's reply is the one quoting it, never the reply still owed to the
+/// handshake or the send (which reach on_message, in order). Twenty fresh
+/// clients, for the replies owed to the others race the request.
+#[tokio::test]
+async fn the_readme_client_gets_the_reply_to_its_request_not_to_earlier_messages() {
+    let running = start(FlexiSocket::server("127.0.0.1:0").router(quoting_server())).await;
+    for _ in 0..20 {
+        let (events, mut log) = Events::new();
+        let client = within(
+            "connect",
+            FlexiSocket::client(running.addr)
+                .router(client_router(&events))
+                .handshake("!!panel 1234")
+                .connect(),
+        )
+        .await
+        .unwrap();
+        client.send("!!ALARM zone 3").await.unwrap();
+        let ack = client
+            .request("!!STATUS", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(ack, Message::from("re:!!STATUS"));
+        assert_eq!(log.next().await, "client got re:!!panel 1234");
+        assert_eq!(log.next().await, "client got re:!!ALARM zone 3");
+        client.close().await;
+    }
+    running.stop().await;
+}
+
+/// What the client's own handlers send owes a reply too.
+#[tokio::test]
+async fn a_message_sent_by_a_client_handler_owes_its_reply_like_any_other() {
+    let running = start(FlexiSocket::server("127.0.0.1:0").router(quoting_server())).await;
+    let (events, mut log) = Events::new();
+    let router = client_router(&events).on_connect(|conn: Connection| async move {
+        let _ = conn.send("login").await;
+    });
+    let client = within(
+        "connect",
+        FlexiSocket::client(running.addr).router(router).connect(),
+    )
+    .await
+    .unwrap();
+    let reply = client
+        .request("status", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply, Message::from("re:status"));
+    assert_eq!(log.next().await, "client got re:login");
+    client.close().await;
+    running.stop().await;
+}
+
+/// A server that answers only questions: counting every message times out
+/// with a hint that names the remedy; `ReplyOrder::RequestsOnly` fits it.
+#[tokio::test]
+async fn a_server_that_answers_only_requests_needs_requests_only() {
+    let answers_questions = Router::new().on_message(|conn: Connection, msg: String| async move {
+        if msg.ends_with('?') {
+            conn.send(format!("re:{msg}")).await?;
+        }
+        Ok::<_, Error>(())
+    });
+    let running = start(FlexiSocket::server("127.0.0.1:0").router(answers_questions)).await;
+    let counting = within(
+        "connect",
+        FlexiSocket::client(running.addr)
+            .router(Router::new())
+            .handshake("hello")
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let error = counting
+        .request("status?", Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::RequestTimeout { owed_before: 1, .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("ReplyOrder::RequestsOnly"),
+        "{error}"
+    );
+    counting.close().await;
+
+    let requests_only = within(
+        "connect",
+        FlexiSocket::client(running.addr)
+            .router(Router::new())
+            .handshake("hello")
+            .reply_order(ReplyOrder::RequestsOnly)
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let reply = requests_only
+        .request("status?", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply, Message::from("re:status?"));
+    requests_only.close().await;
+    running.stop().await;
+}
+
+/// The reply a lost connection owed cannot come on the next one: the
+/// request ends when its connection does, not at its timeout.
+#[tokio::test]
+async fn a_request_whose_connection_drops_ends_with_connection_closed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+    let client = within(
+        "connect",
+        FlexiSocket::client(addr)
+            .router(Router::new())
+            .reconnect(Reconnect::never())
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let mut held = within("accept", accepting).await.unwrap();
+    let request = tokio::spawn({
+        let client = client.clone();
+        // Far longer than `within` waits: only the lost connection can end it in time.
+        async move { client.request("anyone?", Duration::from_secs(600)).await }
+    });
+    let mut line = [0; 8];
+    within("the request", held.read_exact(&mut line))
+        .await
+        .unwrap();
+    drop(held);
+    let ended = within("the request to end", request).await.unwrap();
+    assert!(
+        matches!(ended, Err(Error::ConnectionClosed { .. })),
+        "{ended:?}"
+    );
+    client.close().await;
 }

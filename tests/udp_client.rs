@@ -63,6 +63,32 @@ async fn connect(builder: UdpClientBuilder) -> UdpClient {
 
 const REPLY: Duration = support::WAIT;
 
+/// The README's UDP client shape: the handshake and a send, then a
+/// request. The request's reply is the one quoting it; the replies owed to
+/// the earlier datagrams reach on_message.
+#[tokio::test]
+async fn a_request_after_the_handshake_and_a_send_gets_its_own_reply() {
+    let (server_events, _server_log) = Events::new();
+    let running = server("127.0.0.1:0", &server_events).await;
+    for _ in 0..10 {
+        let (events, mut log) = Events::new();
+        let client = connect(
+            FlexiSocket::udp_client(running.addr)
+                .router(observed(&events))
+                .handshake("!!panel 1234"),
+        )
+        .await;
+        client.send("!!ALARM zone 3").await.unwrap();
+        let status = client.request("!!STATUS", REPLY).await.unwrap();
+        assert_eq!(status, Message::from("re:!!STATUS"));
+        assert_eq!(log.next().await, "client connected");
+        assert_eq!(log.next().await, "client got re:!!panel 1234");
+        assert_eq!(log.next().await, "client got re:!!ALARM zone 3");
+        within("close", client.close()).await;
+    }
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn round_trip_by_request_and_by_on_message() {
     let (server_events, mut server_log) = Events::new();

@@ -328,10 +328,15 @@ pub enum Error {
     ClientClosed,
 
     /// No reply came within the request's timeout.
-    #[error("no reply within {after:?}")]
+    #[error("no reply within {after:?}{}", owed_hint(*owed_before))]
     RequestTimeout {
         /// The timeout.
         after: std::time::Duration,
+        /// Under [`ReplyOrder::EveryMessage`](crate::ReplyOrder::EveryMessage),
+        /// how many replies to earlier messages were still owed when the
+        /// request was sent: with a server that does not answer every
+        /// message, one of those took the request's reply.
+        owed_before: usize,
     },
 
     /// A TLS certificate, key or CA could not be used (feature `tls`).
@@ -381,5 +386,16 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         text.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+/// What a request timeout adds when earlier messages were never answered.
+fn owed_hint(owed_before: usize) -> String {
+    match owed_before {
+        0 => String::new(),
+        owed => format!(
+            " ({owed} earlier message(s) were still owed a reply; if the server does not \
+             answer every message, use `reply_order(ReplyOrder::RequestsOnly)` or `request_matching`)"
+        ),
     }
 }

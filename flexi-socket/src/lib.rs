@@ -120,7 +120,7 @@ pub use bytes::Bytes;
 pub use classify::FirstUnit;
 pub use client::{Client, ClientBuilder, OutboxPolicy, UdpClient, UdpClientBuilder};
 pub use client_type::{Classifier, ClientType};
-pub use config::{PanicPolicy, Reconnect, SlowConsumerPolicy};
+pub use config::{PanicPolicy, Reconnect, ReplyOrder, SlowConsumerPolicy};
 pub use connection::{
     Connection, ConnectionStats, Connections, Direction, DisconnectReason, History, HistoryEntry,
     ShutdownReport,

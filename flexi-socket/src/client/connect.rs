@@ -213,6 +213,8 @@ async fn serve_halves(
     // Biased, handover first: its sends are then always followed by a poll
     // of the connection's writer in the same turn (see outbound::Queue).
     tokio::join!(biased; handover, running);
+    // Requests whose reply this connection owed end now, not at their timeout.
+    shared.replies.connection_ended(connection.id());
     if let Ok(false) = flushed_signal.await {
         tracing::debug!("the connection ended before the outbox was flushed");
     }
@@ -233,7 +235,11 @@ async fn hand_over(shared: &Shared, connection: &Connection, handshake: Option<M
     // at once: they wait for room whatever the policy for later sends says.
     let patience = SlowConsumerPolicy::Wait(shared.endpoint.limits.shutdown_timeout);
     if let Some(handshake) = handshake {
-        if connection.send_as(handshake, patience).await.is_err() {
+        if connection
+            .send_for(handshake, None, Some(patience))
+            .await
+            .is_err()
+        {
             return false;
         }
     }
@@ -249,7 +255,8 @@ async fn hand_over(shared: &Shared, connection: &Connection, handshake: Option<M
             }
         };
         shared.outbox_room.notify_waiters();
-        if connection.send_as(next.clone(), patience).await.is_err() {
+        let sent = connection.send_for(next.message.clone(), next.request, Some(patience));
+        if sent.await.is_err() {
             // Not sent: it stays first in line for the next connection.
             shared.lock().outbox.push_front(next);
             return false;

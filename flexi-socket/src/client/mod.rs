@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::classify::ClientFraming;
-use crate::config::{Limits, Reconnect, history_method, read_buffer_method};
+use crate::config::{Limits, Reconnect, ReplyOrder, history_method, read_buffer_method};
 use crate::connection::deadlines;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
 use crate::connection::{Connection, Endpoint};
@@ -30,7 +30,7 @@ mod replies;
 mod tls;
 mod udp;
 
-use replies::Replies;
+use replies::{Expects, Replies, RequestId};
 pub use udp::{UdpClient, UdpClientBuilder};
 
 impl FlexiSocket {
@@ -64,6 +64,7 @@ pub struct ClientBuilder {
     outbox_capacity: usize,
     outbox_policy: OutboxPolicy,
     handshake: Option<Message>,
+    reply_order: ReplyOrder,
     #[cfg(feature = "tls")]
     tls: crate::transport::tls::TlsClientSettings,
 }
@@ -91,6 +92,7 @@ impl ClientBuilder {
             outbox_capacity: 1024,
             outbox_policy: OutboxPolicy::Wait(Duration::from_secs(10)),
             handshake: None,
+            reply_order: ReplyOrder::default(),
             #[cfg(feature = "tls")]
             tls: crate::transport::tls::TlsClientSettings::default(),
         }
@@ -123,6 +125,15 @@ impl ClientBuilder {
     #[must_use]
     pub fn handshake(mut self, message: impl Into<Message>) -> Self {
         self.handshake = Some(message.into());
+        self
+    }
+
+    /// Which of the server's messages answer which of ours, and so what
+    /// [`Client::request`] returns. Default:
+    /// [`ReplyOrder::EveryMessage`], one reply to each message, in order.
+    #[must_use]
+    pub fn reply_order(mut self, order: ReplyOrder) -> Self {
+        self.reply_order = order;
         self
     }
 
@@ -179,7 +190,7 @@ impl ClientBuilder {
     pub fn spawn(self) -> Result<Client> {
         #[cfg(feature = "tls")]
         let tls = self.tls.into_client(&self.addr)?;
-        let replies = Arc::new(Replies::default());
+        let replies = Arc::new(Replies::new(self.reply_order));
         let endpoint = self.setup.endpoint(
             self.framing,
             ClientFraming::default(),
@@ -197,6 +208,7 @@ impl ClientBuilder {
                 outbox: VecDeque::new(),
             }),
             outbox_room: Notify::new(),
+            sending: tokio::sync::Mutex::new(()),
             outbox_capacity: self.outbox_capacity,
             outbox_policy: self.outbox_policy,
             status,
@@ -242,6 +254,9 @@ pub(super) struct Shared {
     pub(super) replies: Arc<Replies>,
     pub(super) state: Mutex<State>,
     pub(super) outbox_room: Notify,
+    /// Held while one of the client's own sends is queued: the order in which
+    /// replies are owed is then the order in which messages were queued.
+    pub(super) sending: tokio::sync::Mutex<()>,
     pub(super) outbox_capacity: usize,
     pub(super) outbox_policy: OutboxPolicy,
     pub(super) status: watch::Sender<Status>,
@@ -249,7 +264,14 @@ pub(super) struct Shared {
 
 pub(super) struct State {
     pub(super) connection: Option<Connection>,
-    pub(super) outbox: VecDeque<Message>,
+    pub(super) outbox: VecDeque<Outgoing>,
+}
+
+/// A message waiting in the outbox, and the request it is sent for.
+#[derive(Clone)]
+pub(super) struct Outgoing {
+    pub(super) message: Message,
+    pub(super) request: Option<RequestId>,
 }
 
 impl Shared {
@@ -318,7 +340,12 @@ impl Client {
     /// under the outbox policy; [`Error::ClientClosed`] after `close`; any
     /// error of [`Connection::send`].
     pub async fn send(&self, message: impl Into<Message>) -> Result<()> {
-        let message = message.into();
+        self.send_for(message.into(), None).await
+    }
+
+    /// [`send`](Self::send) of the message `request` is waiting on, if any.
+    async fn send_for(&self, message: Message, request: Option<RequestId>) -> Result<()> {
+        let _in_order = self.shared.sending.lock().await;
         let patience = match self.shared.outbox_policy {
             OutboxPolicy::Wait(patience) => patience,
             OutboxPolicy::Fail => Duration::ZERO,
@@ -340,7 +367,7 @@ impl Client {
                 match &state.connection {
                     Some(connection) => Next::Send(connection.clone()),
                     None if state.outbox.len() < self.shared.outbox_capacity => {
-                        state.outbox.push_back(message);
+                        state.outbox.push_back(Outgoing { message, request });
                         return Ok(());
                     }
                     // Made under the lock: room made once it is released is not missed.
@@ -348,14 +375,16 @@ impl Client {
                 }
             };
             let room = match next {
-                Next::Send(connection) => match connection.send(message.clone()).await {
-                    // Lost the connection meanwhile: the outbox takes it.
-                    Err(Error::ConnectionClosed { .. }) => {
-                        self.forget(&connection);
-                        continue;
+                Next::Send(connection) => {
+                    match connection.send_for(message.clone(), request, None).await {
+                        // Lost the connection meanwhile: the outbox takes it.
+                        Err(Error::ConnectionClosed { .. }) => {
+                            self.forget(&connection);
+                            continue;
+                        }
+                        sent => return sent,
                     }
-                    sent => return sent,
-                },
+                }
                 Next::WaitForRoom(room) => room,
             };
             if tokio::time::timeout_at(deadline, room).await.is_err() {
@@ -366,8 +395,15 @@ impl Client {
         }
     }
 
-    /// Sends `message` and waits for the next message from the server,
-    /// which goes to the caller instead of `on_message`.
+    /// Sends `message` and waits for the server's reply to it, which goes
+    /// to the caller instead of `on_message`.
+    ///
+    /// Which message is the reply depends on the client's
+    /// [`ReplyOrder`]. By default the server answers every message, in
+    /// order: the reply is the message in this request's place, so replies
+    /// still owed to the handshake or earlier sends go to `on_message`,
+    /// never here. Under [`ReplyOrder::RequestsOnly`] it is the first
+    /// message after the request.
     ///
     /// Call it from ordinary code, not from this client's own handlers:
     /// replies are handed over by the same connection task that runs the
@@ -375,10 +411,19 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`Error::RequestTimeout`] when no reply came in time, or any error of
-    /// [`send`](Self::send).
+    /// [`Error::RequestTimeout`] when no reply came in time,
+    /// [`Error::ConnectionClosed`] when the connection the request went out
+    /// on dropped before its reply, or any error of [`send`](Self::send).
     pub async fn request(&self, message: impl Into<Message>, timeout: Duration) -> Result<Message> {
-        self.request_matching(message, timeout, |_| true).await
+        let message = message.into();
+        let replies = &self.shared.replies;
+        match replies.order() {
+            ReplyOrder::EveryMessage => {
+                let send = |id| self.send_for(message, Some(id));
+                replies.ask(Expects::InPlace, timeout, send).await
+            }
+            ReplyOrder::RequestsOnly => self.request_matching(message, timeout, |_| true).await,
+        }
     }
 
     /// Like [`request`](Self::request), but the reply is the first message
@@ -394,10 +439,9 @@ impl Client {
         timeout: Duration,
         is_reply: impl Fn(&Message) -> bool + Send + Sync + 'static,
     ) -> Result<Message> {
-        self.shared
-            .replies
-            .ask(Box::new(is_reply), timeout, self.send(message))
-            .await
+        let expects = Expects::Matching(Box::new(is_reply));
+        let send = |_| self.send(message);
+        self.shared.replies.ask(expects, timeout, send).await
     }
 
     /// Stops reconnecting, closes the connection gracefully (queued sends

@@ -1,119 +1,263 @@
-//! Request/reply: requests waiting for their reply, and the one routine
-//! both client modes use to ask.
+//! Request/reply: requests waiting for their reply, the replies a
+//! connection still owes, and the one routine both client modes use to ask.
+//!
+//! Under [`ReplyOrder::EveryMessage`] every message the client sends owes
+//! one reply, in order. The book keeps a queue of what the current
+//! connection owes: an arriving message pays the oldest debt, and it is a
+//! request's reply only when that debt is the request's. So a reply owed to
+//! the handshake or an earlier `send` never reaches a later request.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::config::ReplyOrder;
 use crate::connection::ReplyHook;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::sync;
 
-/// Requests waiting for their reply, in the order they were made.
-#[derive(Default)]
+/// A waiting request's number, which a message sent on its behalf carries.
+pub(crate) type RequestId = u64;
+
+/// Decides whether a message is a `request_matching` caller's reply.
+type IsReply = Box<dyn Fn(&Message) -> bool + Send + Sync>;
+
+/// Requests waiting for their reply, and the replies owed to the client.
 pub(crate) struct Replies {
-    waiting: Mutex<Waiting>,
+    order: ReplyOrder,
+    book: Mutex<Book>,
 }
 
 #[derive(Default)]
-struct Waiting {
-    next_id: u64,
-    list: Vec<Waiter>,
+struct Book {
+    next_id: RequestId,
+    waiters: Vec<Waiter>,
+    /// [`ReplyOrder::EveryMessage`]: the replies `owed_by` still owes, oldest first.
+    owed: VecDeque<Owed>,
+    owed_by: Option<u64>,
     /// The client has ended: no reply will come to anyone.
     closed: bool,
 }
 
 struct Waiter {
-    id: u64,
-    is_reply: Box<dyn Fn(&Message) -> bool + Send + Sync>,
-    reply: oneshot::Sender<Message>,
+    id: RequestId,
+    expects: Expects,
+    /// How many replies were owed to earlier messages when this request's
+    /// message was queued: what a timeout reports.
+    owed_ahead: usize,
+    reply: oneshot::Sender<Result<Message>>,
+}
+
+/// How a request recognises its reply.
+pub(crate) enum Expects {
+    /// The first message the predicate accepts (`request_matching`, and
+    /// `request` under [`ReplyOrder::RequestsOnly`]).
+    Matching(IsReply),
+    /// The message in its request's place in the owed queue.
+    InPlace,
+}
+
+/// One reply a connection owes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    /// To a message no one waits on: its reply goes to `on_message`.
+    Message,
+    Request(RequestId),
 }
 
 impl Replies {
-    fn lock(&self) -> MutexGuard<'_, Waiting> {
-        sync::lock(&self.waiting)
+    pub(crate) fn new(order: ReplyOrder) -> Self {
+        Self {
+            order,
+            book: Mutex::default(),
+        }
     }
 
-    pub(crate) fn wait(
-        &self,
-        is_reply: Box<dyn Fn(&Message) -> bool + Send + Sync>,
-    ) -> (u64, oneshot::Receiver<Message>) {
+    pub(crate) fn order(&self) -> ReplyOrder {
+        self.order
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Book> {
+        sync::lock(&self.book)
+    }
+
+    /// Starts waiting for a reply: before the request is sent, so a fast
+    /// reply cannot slip past.
+    pub(crate) fn wait(&self, expects: Expects) -> (RequestId, oneshot::Receiver<Result<Message>>) {
         let (reply, receiver) = oneshot::channel();
-        let mut waiting = self.lock();
-        if waiting.closed {
+        let mut book = self.lock();
+        if book.closed {
             // Dropping `reply` tells the receiver at once.
             return (0, receiver);
         }
-        waiting.next_id += 1;
-        let id = waiting.next_id;
-        waiting.list.push(Waiter {
+        book.next_id += 1;
+        let id = book.next_id;
+        book.waiters.push(Waiter {
             id,
-            is_reply,
+            expects,
+            owed_ahead: 0,
             reply,
         });
         (id, receiver)
     }
 
-    /// Sends with `send` and waits for the first message `is_reply` accepts,
-    /// at most `timeout`, or until the client ends ([`close`](Self::close)).
+    /// Sends with `send` (given the request's id, which the message carries
+    /// to the connection) and waits for the reply `expects` describes, at
+    /// most `timeout`, or until the client ends ([`close`](Self::close)).
     /// The one request/reply routine of TCP and UDP client modes.
-    pub(crate) async fn ask(
+    pub(crate) async fn ask<F>(
         &self,
-        is_reply: Box<dyn Fn(&Message) -> bool + Send + Sync>,
+        expects: Expects,
         timeout: Duration,
-        send: impl Future<Output = Result<()>>,
-    ) -> Result<Message> {
-        // Waiting starts before sending, so a fast reply cannot slip past.
-        let (waiter, reply) = self.wait(is_reply);
+        send: impl FnOnce(RequestId) -> F,
+    ) -> Result<Message>
+    where
+        F: Future<Output = Result<()>>,
+    {
+        let (id, reply) = self.wait(expects);
         let outcome = async {
-            send.await?;
+            send(id).await?;
             // The sender is dropped unanswered only when the client ends.
-            reply.await.map_err(|_| Error::ClientClosed)
+            reply.await.unwrap_or(Err(Error::ClientClosed))
         };
-        let outcome = tokio::time::timeout(timeout, outcome)
-            .await
-            .unwrap_or(Err(Error::RequestTimeout { after: timeout }));
-        if outcome.is_err() {
-            // Otherwise a later message would go to a request no one waits for.
-            self.cancel(waiter);
+        match tokio::time::timeout(timeout, outcome).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(error)) => {
+                self.cancel(id);
+                Err(error)
+            }
+            Err(_) => Err(Error::RequestTimeout {
+                after: timeout,
+                owed_before: self.cancel(id),
+            }),
         }
-        outcome
+    }
+
+    /// Stops waiting for request `id`. Its place in the owed queue goes, and
+    /// with it every older debt: when a reply did not come in time, the
+    /// count no longer says which message answers what, so it starts
+    /// afresh. Returns how many replies to earlier messages were owed when
+    /// the request was sent.
+    pub(crate) fn cancel(&self, id: RequestId) -> usize {
+        let mut book = self.lock();
+        let index = book.waiters.iter().position(|waiter| waiter.id == id);
+        let owed_ahead = index.map_or(0, |index| book.waiters.remove(index).owed_ahead);
+        if let Some(place) = book.owed.iter().position(|&owed| owed == Owed::Request(id)) {
+            book.owed.drain(..=place);
+        }
+        owed_ahead
+    }
+
+    /// A message is being queued on `connection`; `request` when it is a
+    /// request's. Under [`ReplyOrder::EveryMessage`] it owes a reply.
+    pub(crate) fn sending(&self, connection: u64, request: Option<RequestId>) {
+        if self.order != ReplyOrder::EveryMessage {
+            return;
+        }
+        let mut book = self.lock();
+        if book.owed_by != Some(connection) {
+            // A new connection: what an earlier one owed never comes.
+            book.owed.clear();
+            book.owed_by = Some(connection);
+        }
+        let owed_ahead = book.owed.len();
+        let waiter = request.and_then(|id| {
+            book.waiters
+                .iter_mut()
+                .find(|waiter| waiter.id == id && matches!(waiter.expects, Expects::InPlace))
+        });
+        let owed = match waiter {
+            Some(waiter) => {
+                waiter.owed_ahead = owed_ahead;
+                Owed::Request(waiter.id)
+            }
+            None => Owed::Message,
+        };
+        book.owed.push_back(owed);
+    }
+
+    /// Hands `message`, which arrived on `connection`, to the request it
+    /// answers; gives it back when it answers none.
+    pub(crate) fn offer(&self, connection: u64, message: Message) -> Option<Message> {
+        let mut book = self.lock();
+        let debt = if book.owed_by == Some(connection) {
+            book.owed.pop_front()
+        } else {
+            None
+        };
+        let matching = book
+            .waiters
+            .iter()
+            .position(|waiter| match &waiter.expects {
+                Expects::Matching(is_reply) => is_reply(&message),
+                Expects::InPlace => false,
+            });
+        let index = match (matching, debt) {
+            (Some(index), debt) => {
+                // A reply that names its request; a request waiting in
+                // place still waits for the next one.
+                if let Some(debt @ Owed::Request(_)) = debt {
+                    book.owed.push_front(debt);
+                }
+                index
+            }
+            (None, Some(Owed::Request(id))) => {
+                book.waiters.iter().position(|waiter| waiter.id == id)?
+            }
+            (None, _) => return Some(message),
+        };
+        let waiter = book.waiters.remove(index);
+        drop(book);
+        // The caller keeps its reply as long as it likes, in its own task.
+        let reply = message.detached();
+        // If the requester gave up just now, the message is nobody's reply.
+        waiter.reply.send(Ok(reply)).err().and_then(Result::ok)
+    }
+
+    /// `connection` has ended: requests waiting for a reply it owed end with
+    /// [`Error::ConnectionClosed`] (their message was sent; its reply
+    /// cannot come on another connection).
+    pub(crate) fn connection_ended(&self, connection: u64) {
+        let mut book = self.lock();
+        if book.owed_by != Some(connection) {
+            return;
+        }
+        book.owed_by = None;
+        let owed = std::mem::take(&mut book.owed);
+        for owed in owed {
+            if let Owed::Request(id) = owed {
+                if let Some(index) = book.waiters.iter().position(|waiter| waiter.id == id) {
+                    let waiter = book.waiters.remove(index);
+                    let _ = waiter
+                        .reply
+                        .send(Err(Error::ConnectionClosed { id: connection }));
+                }
+            }
+        }
     }
 
     /// Ends every request waiting, and every later one, with
     /// [`Error::ClientClosed`]: the client has ended. (One signal here, not a
     /// shutdown future polled beside every request.)
     pub(crate) fn close(&self) {
-        let mut waiting = self.lock();
-        waiting.closed = true;
-        waiting.list.clear();
-    }
-
-    pub(crate) fn cancel(&self, id: u64) {
-        self.lock().list.retain(|waiter| waiter.id != id);
-    }
-
-    /// Hands `message` to the oldest request it answers; gives it back when
-    /// no request wants it.
-    pub(crate) fn offer(&self, message: Message) -> Option<Message> {
-        let mut waiting = self.lock();
-        let Some(index) = waiting.list.iter().position(|w| (w.is_reply)(&message)) else {
-            return Some(message);
-        };
-        let waiter = waiting.list.remove(index);
-        // The caller keeps its reply as long as it likes, in its own task.
-        let reply = message.detached();
-        // If the requester gave up just now, the message is nobody's reply.
-        waiter.reply.send(reply).err()
+        let mut book = self.lock();
+        book.closed = true;
+        book.waiters.clear();
+        book.owed.clear();
     }
 }
 
 impl ReplyHook for Replies {
-    fn offer(&self, message: Message) -> Option<Message> {
-        Replies::offer(self, message)
+    fn sending(&self, connection: u64, request: Option<RequestId>) {
+        Replies::sending(self, connection, request);
+    }
+
+    fn offer(&self, connection: u64, message: Message) -> Option<Message> {
+        Replies::offer(self, connection, message)
     }
 
     fn close(&self) {
@@ -123,8 +267,11 @@ impl ReplyHook for Replies {
 
 impl fmt::Debug for Replies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let book = self.lock();
         f.debug_struct("Replies")
-            .field("waiting", &self.lock().list.len())
+            .field("order", &self.order)
+            .field("waiting", &book.waiters.len())
+            .field("owed", &book.owed.len())
             .finish()
     }
 }
@@ -136,43 +283,141 @@ mod tests {
 
     use super::*;
 
+    const CONNECTION: u64 = 7;
+
+    fn every_message() -> Replies {
+        Replies::new(ReplyOrder::EveryMessage)
+    }
+
+    /// A request under [`ReplyOrder::EveryMessage`], its message queued.
+    fn request(replies: &Replies) -> (RequestId, oneshot::Receiver<Result<Message>>) {
+        let (id, reply) = replies.wait(Expects::InPlace);
+        replies.sending(CONNECTION, Some(id));
+        (id, reply)
+    }
+
+    #[test]
+    fn replies_owed_to_earlier_messages_never_reach_a_later_request() {
+        let replies = every_message();
+        replies.sending(CONNECTION, None); // the handshake
+        replies.sending(CONNECTION, None); // a send
+        let (_, mut status) = request(&replies);
+
+        let to_handshake = Message::from("re: hello");
+        let to_send = Message::from("re: event");
+        assert_eq!(
+            replies.offer(CONNECTION, to_handshake.clone()),
+            Some(to_handshake)
+        );
+        assert_eq!(replies.offer(CONNECTION, to_send.clone()), Some(to_send));
+        assert_eq!(status.try_recv().unwrap_err(), TryRecvError::Empty);
+        assert_eq!(replies.offer(CONNECTION, Message::from("re: status")), None);
+        assert_eq!(
+            status.try_recv().unwrap().unwrap(),
+            Message::from("re: status")
+        );
+        // Nothing is owed any more: what comes now is the server's own.
+        let push = Message::from("news");
+        assert_eq!(replies.offer(CONNECTION, push.clone()), Some(push));
+    }
+
+    #[test]
+    fn a_reply_that_names_its_request_does_not_take_a_place_from_another() {
+        let replies = every_message();
+        let (_, mut in_place) = request(&replies);
+        let (_, mut matching) =
+            replies.wait(Expects::Matching(Box::new(|m| m.as_bytes() == b"#9")));
+        replies.sending(CONNECTION, None);
+
+        assert_eq!(replies.offer(CONNECTION, Message::from("#9")), None);
+        assert_eq!(matching.try_recv().unwrap().unwrap(), Message::from("#9"));
+        assert_eq!(
+            in_place.try_recv().unwrap_err(),
+            TryRecvError::Empty,
+            "still waits"
+        );
+        assert_eq!(replies.offer(CONNECTION, Message::from("first")), None);
+        assert_eq!(
+            in_place.try_recv().unwrap().unwrap(),
+            Message::from("first")
+        );
+    }
+
+    #[test]
+    fn a_lost_connection_ends_the_requests_it_owed_and_its_debts() {
+        let replies = every_message();
+        replies.sending(CONNECTION, None);
+        let (_, mut lost) = request(&replies);
+        replies.connection_ended(CONNECTION);
+        assert!(matches!(
+            lost.try_recv().unwrap(),
+            Err(Error::ConnectionClosed { id: CONNECTION })
+        ));
+        // The next connection owes nothing of the old one's.
+        let (id, mut next) = replies.wait(Expects::InPlace);
+        replies.sending(CONNECTION + 1, Some(id));
+        assert_eq!(replies.offer(CONNECTION + 1, Message::from("ok")), None);
+        assert_eq!(next.try_recv().unwrap().unwrap(), Message::from("ok"));
+    }
+
+    #[test]
+    fn a_request_given_up_forgets_what_was_owed_before_it() {
+        let replies = every_message();
+        replies.sending(CONNECTION, None); // a handshake the server never answers
+        let (id, _reply) = request(&replies);
+        assert_eq!(replies.cancel(id), 1, "one reply was owed before it");
+        let (_, mut next) = request(&replies);
+        assert_eq!(replies.offer(CONNECTION, Message::from("pong")), None);
+        assert_eq!(next.try_recv().unwrap().unwrap(), Message::from("pong"));
+    }
+
+    #[test]
+    fn requests_only_takes_the_next_message_and_counts_nothing() {
+        let replies = Replies::new(ReplyOrder::RequestsOnly);
+        replies.sending(CONNECTION, None);
+        let (_, mut reply) = replies.wait(Expects::Matching(Box::new(|_| true)));
+        assert_eq!(replies.offer(CONNECTION, Message::from("next")), None);
+        assert_eq!(reply.try_recv().unwrap().unwrap(), Message::from("next"));
+        assert!(replies.lock().owed.is_empty());
+    }
+
     #[test]
     fn a_short_reply_reaches_its_request_without_the_read_buffer() {
-        let replies = Replies::default();
-        let (_, mut short_reply) = replies.wait(Box::new(|_| true));
-        let (_, mut long_reply) = replies.wait(Box::new(|_| true));
+        let replies = every_message();
+        let (_, mut short_reply) = request(&replies);
+        let (_, mut long_reply) = request(&replies);
         let read_buffer = Bytes::from(vec![b'x'; 8192]);
         let short = Message::new(read_buffer.slice(..32));
         let long = Message::new(read_buffer.slice(..1024));
-        assert_eq!(replies.offer(short.clone()), None);
-        assert_eq!(replies.offer(long.clone()), None);
+        assert_eq!(replies.offer(CONNECTION, short.clone()), None);
+        assert_eq!(replies.offer(CONNECTION, long.clone()), None);
 
-        let got = short_reply.try_recv().unwrap();
+        let got = short_reply.try_recv().unwrap().unwrap();
         assert_eq!(got, short);
         assert_ne!(got.as_bytes().as_ptr(), short.as_bytes().as_ptr(), "copied");
         // A long one is worth sharing: the buffer is mostly its own.
-        let got = long_reply.try_recv().unwrap();
+        let got = long_reply.try_recv().unwrap().unwrap();
         assert_eq!(got.as_bytes().as_ptr(), long.as_bytes().as_ptr());
     }
 
     #[test]
     fn after_close_requests_end_at_once() {
-        let replies = Replies::default();
-        let (_, mut waiting) = replies.wait(Box::new(|_| true));
+        let replies = every_message();
+        let (_, mut waiting) = request(&replies);
         replies.close();
         assert_eq!(
-            waiting.try_recv(),
-            Err(TryRecvError::Closed),
+            waiting.try_recv().unwrap_err(),
+            TryRecvError::Closed,
             "the waiting request ends"
         );
-        let (_, mut later) = replies.wait(Box::new(|_| true));
+        let (_, mut later) = replies.wait(Expects::InPlace);
         assert_eq!(
-            later.try_recv(),
-            Err(TryRecvError::Closed),
+            later.try_recv().unwrap_err(),
+            TryRecvError::Closed,
             "a later one ends at once"
         );
         assert_eq!(
-            replies.offer(Message::from("late")),
+            replies.offer(CONNECTION, Message::from("late")),
             Some(Message::from("late"))
         );
     }

@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio_util::task::TaskTracker;
 
-use super::replies::Replies;
+use super::replies::{Expects, Replies, RequestId};
 use crate::classify::ClientFraming;
-use crate::config::{Limits, history_method};
+use crate::config::{Limits, ReplyOrder, history_method};
 use crate::connection::deadlines;
 use crate::connection::outbound::Transport;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
@@ -49,6 +49,7 @@ pub struct UdpClientBuilder {
     /// Its idle timeout and history; datagram limits otherwise.
     limits: Limits,
     handshake: Option<Message>,
+    reply_order: ReplyOrder,
 }
 
 impl UdpClientBuilder {
@@ -64,6 +65,7 @@ impl UdpClientBuilder {
             // A client waits for its server as long as it likes.
             limits: Limits::default().for_datagrams(None),
             handshake: None,
+            reply_order: ReplyOrder::default(),
         }
     }
 
@@ -96,6 +98,17 @@ impl UdpClientBuilder {
     #[must_use]
     pub fn handshake(mut self, message: impl Into<Message>) -> Self {
         self.handshake = Some(message.into());
+        self
+    }
+
+    /// Which of the server's datagrams answer which of ours, and so what
+    /// [`UdpClient::request`] returns. Default: [`ReplyOrder::EveryMessage`].
+    /// A lost datagram breaks the count until the next request times out;
+    /// a protocol whose replies carry a sequence number is exact with
+    /// [`UdpClient::request_matching`].
+    #[must_use]
+    pub fn reply_order(mut self, order: ReplyOrder) -> Self {
+        self.reply_order = order;
         self
     }
 
@@ -133,7 +146,7 @@ impl UdpClientBuilder {
     pub async fn connect(self) -> Result<UdpClient> {
         let socket = Arc::new(open_socket(&self.addr).await?);
         let (server_addr, local_addr) = (socket.peer_addr()?, socket.local_addr()?);
-        let replies = Arc::new(Replies::default());
+        let replies = Arc::new(Replies::new(self.reply_order));
         let limits = self.limits;
         let endpoint = self.setup.endpoint(
             self.options.framing(self.framing),
@@ -166,6 +179,7 @@ impl UdpClientBuilder {
                 connection,
                 endpoint,
                 replies,
+                sending: tokio::sync::Mutex::new(()),
                 tasks,
             }),
         })
@@ -268,6 +282,8 @@ struct Shared {
     connection: Connection,
     endpoint: Arc<Endpoint>,
     replies: Arc<Replies>,
+    /// Held while one of the client's own sends is queued.
+    sending: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
 }
 
@@ -293,11 +309,19 @@ impl UdpClient {
     /// [`Connection::send`]. A datagram that the network loses, or that
     /// nothing receives, is no error: an ICMP refusal goes to on_error.
     pub async fn send(&self, message: impl Into<Message>) -> Result<()> {
+        self.send_for(message.into(), None).await
+    }
+
+    /// [`send`](Self::send) of the message `request` is waiting on, if any.
+    async fn send_for(&self, message: Message, request: Option<RequestId>) -> Result<()> {
         let connection = &self.shared.connection;
         if connection.is_closing() {
             return Err(Error::ClientClosed);
         }
-        connection.send(message).await.map_err(|error| match error {
+        // The order in which replies are owed is the order of queueing.
+        let _in_order = self.shared.sending.lock().await;
+        let sent = connection.send_for(message, request, None).await;
+        sent.map_err(|error| match error {
             Error::ConnectionClosed { .. } => Error::ClientClosed,
             other => other,
         })
@@ -313,7 +337,15 @@ impl UdpClient {
     /// [`Error::ClientClosed`] when the client ends meanwhile, or any error
     /// of [`send`](Self::send).
     pub async fn request(&self, message: impl Into<Message>, timeout: Duration) -> Result<Message> {
-        self.request_matching(message, timeout, |_| true).await
+        let message = message.into();
+        let replies = &self.shared.replies;
+        match replies.order() {
+            ReplyOrder::EveryMessage => {
+                let send = |id| self.send_for(message, Some(id));
+                replies.ask(Expects::InPlace, timeout, send).await
+            }
+            ReplyOrder::RequestsOnly => self.request_matching(message, timeout, |_| true).await,
+        }
     }
 
     /// Like [`request`](Self::request), but the reply is the first message
@@ -329,10 +361,9 @@ impl UdpClient {
         timeout: Duration,
         is_reply: impl Fn(&Message) -> bool + Send + Sync + 'static,
     ) -> Result<Message> {
-        self.shared
-            .replies
-            .ask(Box::new(is_reply), timeout, self.send(message))
-            .await
+        let expects = Expects::Matching(Box::new(is_reply));
+        let send = |_| self.send(message);
+        self.shared.replies.ask(expects, timeout, send).await
     }
 
     /// Ends the client: receiving stops, datagrams already received are

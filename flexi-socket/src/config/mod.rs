@@ -3,7 +3,9 @@
 
 mod limits;
 mod reconnect;
+mod reply_order;
 
 pub(crate) use limits::{HistoryLimits, Limits, history_method, read_buffer_method};
 pub use limits::{PanicPolicy, SlowConsumerPolicy};
 pub use reconnect::Reconnect;
+pub use reply_order::ReplyOrder;

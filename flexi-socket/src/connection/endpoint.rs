@@ -30,10 +30,15 @@ use crate::proxy_header::ProxyHeader;
 use crate::stats::{Counters, ServerStats};
 
 /// Takes inbound messages before `on_message` does: a client's requests
-/// waiting for their reply.
+/// waiting for their reply. It sees every message the client's connections
+/// send, too, for replies are counted against what was sent.
 pub(crate) trait ReplyHook: Send + Sync + fmt::Debug {
-    /// Takes `message` if a waiting request wants it; gives it back otherwise.
-    fn offer(&self, message: Message) -> Option<Message>;
+    /// A message is being queued on `connection`; `request` names the
+    /// waiting request it was sent for, if any.
+    fn sending(&self, connection: u64, request: Option<u64>);
+    /// Takes `message`, which arrived on `connection`, if a waiting request
+    /// wants it; gives it back otherwise.
+    fn offer(&self, connection: u64, message: Message) -> Option<Message>;
     /// No reply will come any more: every waiting request ends.
     fn close(&self);
 }

@@ -38,20 +38,33 @@ impl Connection {
         SendFuture {
             connection: self,
             policy: None,
+            request: None,
             step: SendStep::Start(message.into()),
         }
     }
 
-    /// [`send`](Self::send) under a given slow-consumer policy.
-    pub(crate) fn send_as(
+    /// [`send`](Self::send) under a given slow-consumer policy (the
+    /// connection's own when `None`), of the message a client's request
+    /// `request` sends, if any.
+    pub(crate) fn send_for(
         &self,
         message: Message,
-        policy: SlowConsumerPolicy,
+        request: Option<u64>,
+        policy: Option<SlowConsumerPolicy>,
     ) -> impl Future<Output = Result<(), Error>> + Send + '_ {
         SendFuture {
             connection: self,
-            policy: Some(policy),
+            policy,
+            request,
             step: SendStep::Start(message),
+        }
+    }
+
+    /// A client counts what it sends against the replies it expects: the
+    /// moment to count is when the message is queued, in queue order.
+    fn count_for_replies(&self, request: Option<u64>) {
+        if let Some(replies) = &self.endpoint().replies {
+            replies.sending(self.id(), request);
         }
     }
 
@@ -61,6 +74,7 @@ impl Connection {
         &self,
         message: Message,
         policy: Option<SlowConsumerPolicy>,
+        request: Option<u64>,
     ) -> Result<Result<(), Error>, BoxFuture<'_, Result<(), Error>>> {
         // Routes and encoder from one look: classification may happen meanwhile.
         let classified = self.shared.classified.get();
@@ -76,8 +90,10 @@ impl Connection {
                 encoder,
                 message,
                 policy,
+                request,
             )));
         }
+        self.count_for_replies(request);
         match self.queue(encoder, &message) {
             Ok(None) => Ok(Ok(())),
             Ok(Some(frame)) => Err(Box::pin(self.queue_when_full(frame, policy))),
@@ -93,6 +109,7 @@ impl Connection {
         encoder: &FrameEncoder,
         message: Message,
         policy: Option<SlowConsumerPolicy>,
+        request: Option<u64>,
     ) -> Result<(), Error> {
         let given = self.keeps_history().then(|| message.clone());
         let message = match before_send {
@@ -107,6 +124,7 @@ impl Connection {
             },
             None => message,
         };
+        self.count_for_replies(request);
         match self.queue(encoder, &message) {
             Ok(None) => {}
             Ok(Some(frame)) => self.queue_when_full(frame, policy).await?,
@@ -237,6 +255,8 @@ enum Unsent {
 struct SendFuture<'a> {
     connection: &'a Connection,
     policy: Option<SlowConsumerPolicy>,
+    /// The client request this message is sent for, if any.
+    request: Option<u64>,
     step: SendStep<'a>,
 }
 
@@ -255,10 +275,12 @@ impl Future for SendFuture<'_> {
         let this = self.get_mut();
         loop {
             match std::mem::replace(&mut this.step, SendStep::Done) {
-                SendStep::Start(message) => match this.connection.try_send(message, this.policy) {
-                    Ok(result) => return Poll::Ready(result),
-                    Err(rest) => this.step = SendStep::Waiting(rest),
-                },
+                SendStep::Start(message) => {
+                    match this.connection.try_send(message, this.policy, this.request) {
+                        Ok(result) => return Poll::Ready(result),
+                        Err(rest) => this.step = SendStep::Waiting(rest),
+                    }
+                }
                 SendStep::Waiting(mut rest) => {
                     let Poll::Ready(result) = rest.as_mut().poll(cx) else {
                         this.step = SendStep::Waiting(rest);

@@ -188,7 +188,7 @@ fn route<'a>(
     slot: &'a mut HandlerSlot,
 ) -> DeliveryStep<'a> {
     if let Some(replies) = &connection.endpoint().replies {
-        match replies.offer(message) {
+        match replies.offer(connection.id(), message) {
             Some(unclaimed) => message = unclaimed,
             None => return DeliveryStep::Done(ControlFlow::Continue(())),
         }

@@ -1,0 +1,39 @@
+//! How a client's requests find their replies.
+
+/// Which of the server's messages answer which of the client's: it decides
+/// what [`Client::request`](crate::Client::request) and
+/// [`UdpClient::request`](crate::UdpClient::request) return.
+///
+/// Set with `ClientBuilder::reply_order` / `UdpClientBuilder::reply_order`.
+/// [`request_matching`](crate::Client::request_matching) is for protocols
+/// whose replies name what they answer (a sequence number): its predicate
+/// decides under either order.
+///
+/// # Examples
+///
+/// ```no_run
+/// use flexi_socket::{FlexiSocket, ReplyOrder};
+///
+/// // A server that pushes events and answers only commands.
+/// let client = FlexiSocket::client("127.0.0.1:9000").reply_order(ReplyOrder::RequestsOnly);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplyOrder {
+    /// The server answers every message the client sends with one message,
+    /// in order: the handshake, each `send`, each request, and what the
+    /// client's own handlers send (DC-09, SIA, most line protocols).
+    ///
+    /// A request's reply is the message in its place: replies still owed to
+    /// earlier messages go to `on_message`, never to a later request, however
+    /// they interleave. Owed replies are counted per connection; a request
+    /// whose connection drops before its reply ends with
+    /// [`Error::ConnectionClosed`](crate::Error::ConnectionClosed). After a
+    /// request times out the count starts afresh (the server evidently does
+    /// not answer as counted, or a datagram was lost).
+    #[default]
+    EveryMessage,
+    /// The server answers requests only; anything else it sends is its own.
+    /// A request's reply is the first message that arrives after the request
+    /// was sent, whatever it answers.
+    RequestsOnly,
+}
