@@ -467,3 +467,81 @@ async fn shutdown_handles_what_was_received_and_sends_every_reply() {
     }
     assert_eq!(disconnects, ["server shutdown", "server shutdown"]);
 }
+
+/// What a UDP server's kernel receive buffer holds, the bytes counted as
+/// Linux counts them (each datagram costs its payload plus bookkeeping:
+/// 4 KiB is a generous bound for the 512-byte datagrams sent here).
+#[cfg(target_os = "linux")]
+fn datagrams_the_default_buffer_holds() -> usize {
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .expect("rmem_max")
+        .trim()
+        .parse()
+        .expect("a number");
+    // The server asks for 4 MiB; Linux grants at most rmem_max and then
+    // lets twice the granted size in.
+    2 * rmem_max.min(4 * 1024 * 1024) / 4096
+}
+
+/// Sends `burst` datagrams of 512 bytes while the server cannot read (this
+/// test's single-threaded runtime runs the server only when the test
+/// awaits), then numbered markers until one comes back, and returns how
+/// many of the burst the server's handlers got.
+#[cfg(target_os = "linux")]
+async fn burst_received(builder: ServerBuilder<Udp>, burst: usize) -> usize {
+    let counted = Arc::new(AtomicUsize::new(0));
+    let router = Router::new().on_message({
+        let counted = Arc::clone(&counted);
+        move |conn: Connection, msg: Message| {
+            let counted = Arc::clone(&counted);
+            async move {
+                if msg.starts_with(b"marker") {
+                    conn.send(msg).await
+                } else {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+            }
+        }
+    });
+    // The session's own queue is not what is tested: room for the whole burst.
+    let running = start(builder.udp_session_queue(burst + 16).router(router)).await;
+    let blocking = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    blocking.connect(running.addr).unwrap();
+    let datagram = [b'x'; 512];
+    for _ in 0..burst {
+        blocking.send(&datagram).unwrap();
+    }
+    // A marker is handled after every datagram the same peer sent before it.
+    let blocking = tokio::net::UdpSocket::from_std({
+        blocking.set_nonblocking(true).unwrap();
+        blocking
+    })
+    .unwrap();
+    let mut reply = [0; 64];
+    for marker in 0..50 {
+        let text = format!("marker {marker}");
+        blocking.send(text.as_bytes()).await.unwrap();
+        let answered = tokio::time::timeout(Duration::from_millis(200), blocking.recv(&mut reply));
+        if let Ok(Ok(length)) = answered.await {
+            assert!(reply[..length].starts_with(b"marker"));
+            running.stop().await;
+            return counted.load(Ordering::Relaxed);
+        }
+    }
+    panic!("no marker came back");
+}
+
+/// The receive buffer a UDP server asks for holds a burst while the
+/// receive loop is busy; a small one, asked for, drops most of it.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_burst_waits_in_the_receive_buffer_the_server_asked_for() {
+    let burst = datagrams_the_default_buffer_holds();
+    assert_eq!(burst_received(server(), burst).await, burst);
+    let small = burst_received(server().socket_receive_buffer(4096), burst).await;
+    assert!(
+        small < burst / 2,
+        "{small} of {burst} got through a 4 KiB buffer"
+    );
+}

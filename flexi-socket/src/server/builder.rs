@@ -146,6 +146,39 @@ impl<T> ServerBuilder<T> {
         self
     }
 
+    /// The kernel's receive buffer of the listening socket (`SO_RCVBUF`),
+    /// and of every TCP connection it accepts. Default: for UDP 4 MiB,
+    /// which holds a burst from all peers while the receive loop is busy
+    /// (the kernel's own default, about 208 KiB, lets one flooding peer
+    /// crowd out the others); for TCP the kernel's autotuning, which a
+    /// fixed size turns off. The kernel grants at most `net.core.rmem_max`
+    /// and a warning says so when it grants less. Not applied to sockets
+    /// handed in (`from_std`, systemd: set `ReceiveBuffer=` there).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use flexi_socket::FlexiSocket;
+    ///
+    /// let server = FlexiSocket::udp("0.0.0.0:12000")
+    ///     .socket_receive_buffer(16 * 1024 * 1024)
+    ///     .socket_send_buffer(1024 * 1024);
+    /// ```
+    #[must_use]
+    pub fn socket_receive_buffer(mut self, bytes: usize) -> Self {
+        self.socket.receive_buffer = Some(bytes);
+        self
+    }
+
+    /// The kernel's send buffer of the listening socket (`SO_SNDBUF`), and
+    /// of every TCP connection it accepts. Default: the kernel's (for TCP
+    /// its autotuning). The kernel grants at most `net.core.wmem_max`.
+    #[must_use]
+    pub fn socket_send_buffer(mut self, bytes: usize) -> Self {
+        self.socket.send_buffer = Some(bytes);
+        self
+    }
+
     /// How bytes become messages. Default: [`Framing::lines`] (64 KiB maximum).
     /// Over UDP the default is none, each datagram being one message; a
     /// framing set here splits each datagram on its own.
