@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use flexi_socket::{
@@ -149,6 +150,52 @@ async fn per_ip_cap_refuses_extra_connections() {
     assert_eq!(refused.try_recv_line().await, None, "closed at once");
     assert_eq!(allowed.ask("still in").await, "still in");
     drop(allowed);
+    running.stop().await;
+}
+
+/// One host holding every place but the reserved tenth gets no more, and
+/// what it holds keeps working; another host still gets in, up to the last
+/// place (issue 18: idle slots held for free).
+#[tokio::test]
+async fn the_last_places_are_kept_for_other_addresses() {
+    let (events, _log) = Events::new();
+    // Ten places: by default the last one is kept for other addresses.
+    let running = start(server().router(observed_echo(&events)).max_connections(10)).await;
+    let hog: IpAddr = "127.0.0.1".parse().unwrap();
+    let mut held = Vec::new();
+    for i in 0..9 {
+        let mut client = LineClient::connect_from(hog, running.addr).await;
+        assert_eq!(client.ask(&format!("hog {i}")).await, format!("hog {i}"));
+        held.push(client);
+    }
+    let mut refused = LineClient::connect_from(hog, running.addr).await;
+    assert_eq!(refused.try_recv_line().await, None, "closed at once");
+    let mut other = LineClient::connect_from("127.0.0.2".parse().unwrap(), running.addr).await;
+    assert_eq!(other.ask("other host").await, "other host");
+    assert_eq!(held[0].ask("still in").await, "still in");
+    assert_eq!(running.handle.stats().connections_refused, 1);
+    drop((held, other));
+    running.stop().await;
+}
+
+/// `reserve_for_other_ips(0)`: one address may take every place.
+#[tokio::test]
+async fn without_a_reserve_one_address_takes_every_place() {
+    let (events, _log) = Events::new();
+    let running = start(
+        server()
+            .router(observed_echo(&events))
+            .max_connections(10)
+            .reserve_for_other_ips(0),
+    )
+    .await;
+    let mut held = Vec::new();
+    for i in 0..10 {
+        let mut client = LineClient::connect(running.addr).await;
+        assert_eq!(client.ask(&format!("{i}")).await, format!("{i}"));
+        held.push(client);
+    }
+    drop(held);
     running.stop().await;
 }
 

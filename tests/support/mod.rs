@@ -10,7 +10,7 @@ pub mod tls;
 pub mod udp;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use flexi_socket::{
@@ -162,6 +162,24 @@ pub struct LineClient {
 impl LineClient {
     pub async fn connect(addr: SocketAddr) -> Self {
         let stream = within("connect", TcpStream::connect(addr))
+            .await
+            .expect("connect");
+        let (reader, writer) = stream.into_split();
+        Self {
+            reader: BufReader::new(reader),
+            writer,
+        }
+    }
+
+    /// Connects from `local_ip` (another loopback address is another host).
+    pub async fn connect_from(local_ip: IpAddr, addr: SocketAddr) -> Self {
+        let socket = match local_ip {
+            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .expect("a socket");
+        socket.bind(SocketAddr::new(local_ip, 0)).expect("bind");
+        let stream = within("connect", socket.connect(addr))
             .await
             .expect("connect");
         let (reader, writer) = stream.into_split();

@@ -39,6 +39,9 @@ pub enum PanicPolicy {
 pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     pub(crate) max_connections_per_ip: Option<usize>,
+    /// The last free places one address cannot take once it holds as many;
+    /// `None`: a tenth of `max_connections`.
+    pub(crate) reserved_for_others: Option<usize>,
     pub(crate) first_message_timeout: Option<Duration>,
     pub(crate) first_message_max_length: usize,
     pub(crate) idle_timeout: Option<Duration>,
@@ -91,6 +94,7 @@ impl Default for Limits {
         Self {
             max_connections: 10_000,
             max_connections_per_ip: None,
+            reserved_for_others: None,
             first_message_timeout: Some(Duration::from_secs(10)),
             first_message_max_length: 64 * 1024,
             idle_timeout: Some(Duration::from_secs(300)),

@@ -297,12 +297,14 @@ impl Acceptor {
     /// The place under the limits of a connection from `peer_addr`, or
     /// `None` (counted and logged) at its address's cap.
     fn place(&self, permit: OwnedSemaphorePermit, peer_addr: &PeerAddr) -> Option<Place> {
-        let place = self.admission.admit(permit, peer_addr.ip());
-        if place.is_none() {
-            Counters::add(&self.endpoint.counters.connections_refused, 1);
-            tracing::info!(peer = %peer_addr, "refused: per-IP connection cap reached");
+        match self.admission.admit(permit, peer_addr.ip()) {
+            Ok(place) => Some(place),
+            Err(refusal) => {
+                Counters::add(&self.endpoint.counters.connections_refused, 1);
+                tracing::info!(peer = %peer_addr, "refused: {refusal}");
+                None
+            }
         }
-        place
     }
 
     fn open(

@@ -258,6 +258,21 @@ impl<T> ServerBuilder<T> {
         self
     }
 
+    /// The last free places kept for other addresses (default: a tenth of
+    /// [`max_connections`](Self::max_connections); 0 turns it off). When
+    /// fewer than `places` are free, an IP address that already holds
+    /// `places` connections or more gets no more: one host cannot take
+    /// every place, however it keeps its connections alive, while a fleet
+    /// behind one NAT address is not limited until the server is nearly
+    /// full. A refused connection is closed at once, without events, and
+    /// counted in [`ServerStats::connections_refused`](crate::ServerStats::connections_refused);
+    /// a refused UDP peer's datagrams are dropped and counted.
+    #[must_use]
+    pub fn reserve_for_other_ips(mut self, places: usize) -> Self {
+        self.limits.reserved_for_others = Some(places);
+        self
+    }
+
     /// With a classifier, how long a connection may take to send its first
     /// complete message (default 10 s), so classification cannot be held
     /// hostage. `None` waits forever.

@@ -285,7 +285,7 @@ impl Receiver {
             if !self.refusing {
                 tracing::warn!(
                     max_connections = endpoint.limits.max_connections,
-                    "at the session cap (max_connections or the per-IP cap): dropping datagrams from new peers"
+                    "at the session cap (max_connections, the per-IP cap or the places reserved for other addresses): dropping datagrams from new peers"
                 );
                 self.refusing = true;
             }
