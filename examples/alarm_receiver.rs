@@ -34,8 +34,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use flexi_socket::{
-    Classifier, ClientType, Connection, Error, FirstUnit, FlexiSocket, Framing, Message,
-    ServerBuilder, State, after_receive, before_send, on_error, on_message,
+    Classifier, ClientType, Connection, Error, FirstUnit, FlexiSocket, Framing, LogRate,
+    LogVerdict, Message, ServerBuilder, State, after_receive, before_send, on_error, on_message,
 };
 
 use event::Event;
@@ -116,8 +116,8 @@ async fn dc09_frame(
     let verdict = verdict::judge(frame, &receiver.accounts, now);
     match &verdict {
         Verdict::Ack(accepted) => receiver.print(accepted.event(), &conn),
-        Verdict::Nak(why) => tracing::info!(peer = %conn.peer_addr(), "NAK: {why}"),
-        Verdict::Duh(_, why) => tracing::info!(peer = %conn.peer_addr(), "DUH: {why}"),
+        Verdict::Nak(why) => log_refusal(&conn, "NAK", why),
+        Verdict::Duh(_, why) => log_refusal(&conn, "DUH", why),
     }
     conn.send(verdict.reply(now)).await
 }
@@ -140,7 +140,7 @@ async fn surgard_line(
             surgard::ACK
         }
         None => {
-            tracing::info!(peer = %conn.peer_addr(), "NAK: unknown Sur-Gard line");
+            log_refusal(&conn, "NAK", "unknown Sur-Gard line");
             surgard::NAK
         }
     };
@@ -150,13 +150,42 @@ async fn surgard_line(
 /// Neither protocol: not worth a reply.
 #[on_message(client_type = "unknown")]
 async fn stranger(conn: Connection, first: &[u8]) {
-    tracing::info!(peer = %conn.peer_addr(), bytes = first.len(), "not an alarm device: closing");
+    if let LogVerdict::Log { suppressed } = STRANGER_LOG.admit() {
+        if suppressed > 0 {
+            tracing::info!("{suppressed} more strangers were closed without a line");
+        }
+        tracing::info!(peer = %conn.peer_addr(), bytes = first.len(), "not an alarm device: closing");
+    }
     conn.close();
+}
+
+/// What a peer controls is logged within a rate: one sending garbage as fast
+/// as it can gets ten lines a second, not one per frame (the framework logs
+/// its own connection errors the same way).
+static REFUSAL_LOG: LogRate = LogRate::per_second(10);
+static STRANGER_LOG: LogRate = LogRate::per_second(10);
+static ERROR_LOG: LogRate = LogRate::per_second(10);
+
+/// A NAK or DUH, and why.
+fn log_refusal(conn: &Connection, reply: &str, why: impl std::fmt::Display) {
+    if let LogVerdict::Log { suppressed } = REFUSAL_LOG.admit() {
+        if suppressed > 0 {
+            tracing::info!("{suppressed} more NAK/DUH lines were not logged in the last second");
+        }
+        tracing::info!(peer = %conn.peer_addr(), "{reply}: {why}");
+    }
 }
 
 #[on_error]
 async fn trouble(conn: Connection, error: Error) {
-    tracing::warn!(peer = %conn.peer_addr(), "{error}");
+    if let LogVerdict::Log { suppressed } = ERROR_LOG.admit() {
+        if suppressed > 0 {
+            tracing::warn!(
+                "{suppressed} more connection errors were not logged in the last second"
+            );
+        }
+        tracing::warn!(peer = %conn.peer_addr(), "{error}");
+    }
     // No end byte within the longest legitimate frame: garbage, not a device.
     if matches!(error, Error::FrameTooLarge { .. }) {
         conn.close();

@@ -3,6 +3,8 @@
 //! the rest; every error is still counted in the stats. Driven through the
 //! in-memory harness, in paused time, with the log captured.
 
+mod support;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,4 +77,80 @@ async fn a_flood_of_oversize_frames_is_logged_within_a_budget() {
     // Eleven error lines, and the counting line ("... connection errors ...").
     assert_eq!(captured.count("connection error"), 11 + 1);
     server.shutdown().await;
+}
+
+/// The alarm receiver example answers each of a flood of 3-byte garbage
+/// frames with a NAK, and logs its NAK lines within its rate: ten a second
+/// and a line counting the rest, not one line per frame (issue 18: 40x
+/// amplification of hostile input into the log).
+#[tokio::test]
+async fn the_alarm_receivers_nak_lines_are_logged_within_a_rate() {
+    use std::process::Stdio;
+
+    use support::example::example_path;
+    use support::within;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    const FRAMES: usize = 2_000;
+    let mut receiver = tokio::process::Command::new(example_path("alarm_receiver"))
+        .args(["127.0.0.1:0", "--accounts", "1234"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the receiver starts");
+    let mut stdout = BufReader::new(receiver.stdout.take().unwrap());
+    // Drained as it comes, so the receiver never waits on a full pipe.
+    let mut stderr = receiver.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut log = Vec::new();
+        let _ = stderr.read_to_end(&mut log).await;
+        String::from_utf8_lossy(&log).into_owned()
+    });
+    let mut first = String::new();
+    within("listening on", stdout.read_line(&mut first))
+        .await
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+
+    let started = std::time::Instant::now();
+    let mut panel = within("connect", tokio::net::TcpStream::connect(addr))
+        .await
+        .unwrap();
+    let garbage = b"\nX\r".repeat(FRAMES);
+    let (mut reader, mut writer) = panel.split();
+    let (written, replies) = tokio::join!(writer.write_all(&garbage), async {
+        let mut replies = 0;
+        let mut chunk = [0; 4096];
+        while replies < FRAMES {
+            let read = within("a NAK", reader.read(&mut chunk)).await.unwrap();
+            assert!(read > 0, "the receiver closed after {replies} replies");
+            replies += chunk[..read].iter().filter(|&&b| b == b'\r').count();
+        }
+        replies
+    });
+    written.unwrap();
+    assert_eq!(replies, FRAMES, "every garbage frame is answered");
+    let seconds = started.elapsed().as_secs() as usize + 1;
+    receiver.start_kill().expect("kill by PID");
+    within("the receiver to exit", receiver.wait())
+        .await
+        .unwrap();
+    let log = within("the receiver's log", log).await.unwrap();
+
+    let nak_lines = log.matches("NAK: ").count();
+    assert!(nak_lines >= 1, "NAKs are logged: {log}");
+    assert!(
+        nak_lines <= 10 * seconds,
+        "{nak_lines} NAK lines in {seconds} s for {FRAMES} frames"
+    );
+    eprintln!(
+        "{FRAMES} garbage frames ({} bytes) in {seconds} s: {} bytes of log, {nak_lines} NAK lines",
+        garbage.len(),
+        log.len()
+    );
 }

@@ -9,7 +9,7 @@
 //!
 //! | layer | holds |
 //! |---|---|
-//! | leaves (`error`, `message`, `client_type`, `handler_kind`, `config/`, `stats`, [`checksum`]) | plain types: errors, limits and policies, counters |
+//! | leaves (`error`, `message`, `client_type`, `handler_kind`, `config/`, `stats`, `log_rate`, [`checksum`]) | plain types: errors, limits and policies, counters, logging within a rate |
 //! | [`framing`] | bytes <-> frames, one bounded codec per file |
 //! | `classify/` | running the classifier, the raw first unit, per-client-type framing |
 //! | `handler/` | the handler contract, the routing table, the attribute registry, running one handler (panics, timeouts, blocking) |
@@ -86,6 +86,7 @@ mod config;
 mod error;
 mod future;
 mod handler_kind;
+mod log_rate;
 mod message;
 mod peer_addr;
 mod proxy_header;
@@ -132,6 +133,7 @@ pub use flexi_socket_macros::{
 pub use framing::Framing;
 pub use handler::{Router, State};
 pub use handler_kind::HandlerKind;
+pub use log_rate::{LogRate, LogVerdict};
 pub use message::Message;
 pub use peer_addr::PeerAddr;
 pub use proxy_header::ProxyHeader;

@@ -4,82 +4,50 @@
 //! the disk with one warning per frame; every error is still counted in the
 //! stats and still reaches `on_error`.
 
-use std::sync::Mutex;
-use std::time::Duration;
-
-use tokio::time::Instant;
-
+use crate::log_rate::{LogRate, LogVerdict};
 use crate::stats::ERROR_KINDS;
-use crate::sync;
 
-/// Lines of one kind logged per window.
-pub(crate) const LOGGED_PER_WINDOW: u32 = 10;
-/// The window.
-const WINDOW: Duration = Duration::from_secs(1);
+/// Lines of one kind logged per second.
+pub(crate) const LOGGED_PER_SECOND: u32 = 10;
 
-/// An endpoint's log budget, per kind of error.
-#[derive(Debug, Default)]
+/// An endpoint's log budget: a [`LogRate`] per kind of error.
+#[derive(Debug)]
 pub(crate) struct LogBudget {
-    kinds: Mutex<[KindWindow; ERROR_KINDS]>,
+    kinds: [LogRate; ERROR_KINDS],
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct KindWindow {
-    started: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
-}
-
-/// Whether to log an error.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// Log it; first say that `suppressed` of its kind were not logged.
-    Log { suppressed: u64 },
-    /// Over the budget: count it as suppressed.
-    Suppress,
+impl Default for LogBudget {
+    fn default() -> Self {
+        Self {
+            kinds: std::array::from_fn(|_| LogRate::per_second(LOGGED_PER_SECOND)),
+        }
+    }
 }
 
 impl LogBudget {
-    pub(crate) fn admit(&self, kind: usize) -> Verdict {
-        let now = Instant::now();
-        let mut kinds = sync::lock(&self.kinds);
-        let window = &mut kinds[kind];
-        let mut suppressed = 0;
-        if window.started.is_none_or(|started| now - started >= WINDOW) {
-            suppressed = std::mem::take(&mut window.suppressed);
-            *window = KindWindow {
-                started: Some(now),
-                logged: 0,
-                suppressed: 0,
-            };
-        }
-        if window.logged < LOGGED_PER_WINDOW {
-            window.logged += 1;
-            Verdict::Log { suppressed }
-        } else {
-            window.suppressed += 1;
-            Verdict::Suppress
-        }
+    /// Whether to log an error of kind `kind` (an index of `ERROR_KINDS`).
+    pub(crate) fn admit(&self, kind: usize) -> LogVerdict {
+        self.kinds[kind].admit()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn the_first_of_a_window_are_logged_then_one_line_counts_the_rest() {
+    async fn each_kind_has_its_own_budget() {
         let budget = LogBudget::default();
-        for _ in 0..LOGGED_PER_WINDOW {
-            assert_eq!(budget.admit(0), Verdict::Log { suppressed: 0 });
+        for _ in 0..LOGGED_PER_SECOND {
+            assert_eq!(budget.admit(0), LogVerdict::Log { suppressed: 0 });
         }
         for _ in 0..25 {
-            assert_eq!(budget.admit(0), Verdict::Suppress);
+            assert_eq!(budget.admit(0), LogVerdict::Suppress);
         }
-        // Another kind has its own budget.
-        assert_eq!(budget.admit(1), Verdict::Log { suppressed: 0 });
-        tokio::time::advance(WINDOW).await;
-        assert_eq!(budget.admit(0), Verdict::Log { suppressed: 25 });
-        assert_eq!(budget.admit(0), Verdict::Log { suppressed: 0 });
+        assert_eq!(budget.admit(1), LogVerdict::Log { suppressed: 0 });
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(budget.admit(0), LogVerdict::Log { suppressed: 25 });
     }
 }

@@ -9,10 +9,10 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Connection;
-use super::log_budget::Verdict;
 use crate::error::Error;
 use crate::future::BoxFuture;
 use crate::handler::{EventContext, HandlerSlot, invoke};
+use crate::log_rate::LogVerdict;
 use crate::stats::{ERROR_KINDS, error_kind};
 
 /// The kinds of error printed to stderr so far, process-wide.
@@ -28,7 +28,7 @@ pub(crate) fn report(connection: &Connection, error: Error) -> BoxFuture<'_, ()>
         let endpoint = connection.endpoint();
         endpoint.counters.count_error(&error);
         let kind = error_kind(&error);
-        if let Verdict::Log { suppressed } = endpoint.log_budget.admit(kind) {
+        if let LogVerdict::Log { suppressed } = endpoint.log_budget.admit(kind) {
             if suppressed > 0 {
                 tracing::warn!(
                     suppressed,
