@@ -4,9 +4,9 @@
 
 mod support;
 
-use flexi_socket::{Connection, Error, FlexiSocket, Message, Router};
+use flexi_socket::{Connection, DisconnectReason, Error, FlexiSocket, Message, Router};
 use support::{start, within};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
@@ -126,4 +126,126 @@ async fn a_listener_handed_in_is_served_as_it_is() {
     assert_eq!(running.addr, addr);
     assert_eq!(ask(addr, "hi").await, "handed-in hi");
     running.stop().await;
+}
+
+/// Reports each connection's open and close (with its id and why) to `events`.
+fn observed(router: Router, events: &support::Events) -> Router {
+    let (connects, disconnects) = (events.clone(), events.clone());
+    router
+        .on_connect(move |conn: Connection| {
+            let events = connects.clone();
+            async move { events.push(format!("connect {}", conn.id())) }
+        })
+        .on_disconnect(move |conn: Connection, reason: DisconnectReason| {
+            let events = disconnects.clone();
+            async move { events.push(format!("disconnect {} {reason}", conn.id())) }
+        })
+}
+
+/// DC-09's shape: TCP and UDP on one port, one server. Both listeners'
+/// connections run the same handlers, sit in one connection list with
+/// distinct ids, count in one set of stats, and shut down together.
+#[tokio::test]
+async fn tcp_and_udp_on_one_port_share_handlers_connections_and_shutdown() {
+    let port = support::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let (events, mut log) = support::Events::new();
+    let server = FlexiSocket::server(&addr)
+        .router(observed(named("one server:"), &events))
+        .listener(FlexiSocket::udp(&addr))
+        .bind()
+        .await
+        .unwrap();
+    let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    assert_eq!(addrs, [addr.clone(), addr.clone()]);
+    let (connections, handle) = (server.connections(), server.handle());
+    let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
+
+    let mut tcp = within("connect", TcpStream::connect(&addr)).await.unwrap();
+    tcp.write_all(b"over tcp\n").await.unwrap();
+    let mut reply = String::new();
+    let mut tcp_reader = BufReader::new(&mut tcp);
+    within("the TCP reply", tcp_reader.read_line(&mut reply))
+        .await
+        .unwrap();
+    assert_eq!(reply, "one server: over tcp\n");
+    let udp = support::udp::UdpClient::connect(addr.parse().unwrap()).await;
+    // UDP's framing is its own listener's: the datagram is the message.
+    assert_eq!(udp.ask("over udp").await, "one server: over udp");
+
+    let opened = [log.next().await, log.next().await];
+    assert_ne!(opened[0], opened[1], "distinct ids in one list: {opened:?}");
+    assert_eq!(connections.len(), 2);
+    assert_eq!(handle.stats().connections_total, 2);
+    assert_eq!(handle.stats().messages_in, 2);
+
+    handle.shutdown();
+    let report = within("shutdown", serving).await.unwrap().unwrap();
+    assert_eq!(report.connections_closed, 2, "{report:?}");
+    for _ in 0..2 {
+        assert!(log.next().await.ends_with("server shutdown"));
+    }
+}
+
+/// Each listener has its own PROXY setting: the public TCP listener behind
+/// a balancer requires the header, the local Unix socket does not.
+#[cfg(unix)]
+#[tokio::test]
+async fn each_listener_has_its_own_proxy_setting() {
+    let dir = std::env::temp_dir().join(format!("flexi-listeners-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("local.sock");
+    let server = FlexiSocket::server("127.0.0.1:0")
+        .proxy_protocol(flexi_socket::ProxyProtocol::default())
+        .router(named("served"))
+        .listener(FlexiSocket::server(format!("unix:{}", path.display())))
+        .bind()
+        .await
+        .unwrap();
+    let tcp_addr = server.local_addr().socket_addr().unwrap();
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
+
+    let mut local = within("connect", tokio::net::UnixStream::connect(&path))
+        .await
+        .unwrap();
+    local.write_all(b"no header\n").await.unwrap();
+    let mut reply = String::new();
+    within(
+        "the Unix reply",
+        BufReader::new(&mut local).read_line(&mut reply),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply, "served no header\n");
+
+    let mut headerless = within("connect", TcpStream::connect(tcp_addr))
+        .await
+        .unwrap();
+    headerless.write_all(b"no header\n").await.unwrap();
+    let mut rest = Vec::new();
+    let read = within("the refusal", headerless.read_to_end(&mut rest)).await;
+    assert!(read.is_err() || rest.is_empty(), "refused: {rest:?}");
+    assert_eq!(handle.stats().proxy_rejected, 1);
+
+    handle.shutdown();
+    within("shutdown", serving).await.unwrap().unwrap();
+    assert!(!path.exists(), "the Unix listener removed its socket file");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An added listener takes the first builder's handlers; one that brings
+/// its own is refused instead of silently ignored.
+#[tokio::test]
+async fn an_added_listener_with_its_own_router_is_refused() {
+    let refused = FlexiSocket::server("127.0.0.1:0")
+        .router(named("first"))
+        .listener(FlexiSocket::udp("127.0.0.1:0").router(named("second")))
+        .bind()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::ListenerHandlers { .. }),
+        "{refused}"
+    );
 }

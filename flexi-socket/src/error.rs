@@ -327,6 +327,18 @@ pub enum Error {
     #[error("the client is closed")]
     ClientClosed,
 
+    /// A listener added with `ServerBuilder::listener` set handlers, a
+    /// classifier or state of its own: a server's listeners share the
+    /// first builder's.
+    #[error(
+        "the listener for {addr} sets its own router, classifier or state; a server's \
+         listeners share the first builder's: set them there"
+    )]
+    ListenerHandlers {
+        /// The added listener's address.
+        addr: String,
+    },
+
     /// No reply came within the request's timeout.
     #[error("no reply within {after:?}{}", owed_hint(*owed_before))]
     RequestTimeout {

@@ -54,16 +54,40 @@ pub(crate) struct Endpoint {
     pub(crate) encoder: Option<FrameEncoder>,
     pub(crate) client_framing: ClientFraming,
     pub(crate) connections: Connections,
-    pub(crate) shutdown: Shutdown,
+    pub(crate) shutdown: Arc<Shutdown>,
     pub(crate) limits: Limits,
     /// The read deadlines of its connections, kept by `deadlines::sweep`.
     pub(crate) deadlines: Deadlines,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
     /// How many connection errors of each kind are logged.
     pub(crate) log_budget: LogBudget,
-    next_id: AtomicU64,
+    next_id: Arc<AtomicU64>,
     /// Client mode only: requests waiting for their reply.
     pub(crate) replies: Option<Arc<dyn ReplyHook>>,
+}
+
+/// What the endpoints of one server's listeners share: one connection list,
+/// one shutdown, one set of counters, one sequence of connection ids. Each
+/// listener has an endpoint of its own for what differs (its framing, a UDP
+/// listener's session limits); a server with one listener, or a client, has
+/// all of this to itself.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerWide {
+    connections: Connections,
+    shutdown: Arc<Shutdown>,
+    counters: Arc<Counters>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Default for ServerWide {
+    fn default() -> Self {
+        Self {
+            connections: Connections::new(),
+            shutdown: Arc::default(),
+            counters: Arc::default(),
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
 }
 
 /// The handler side of an endpoint: what [`Endpoint::new`] is built from.
@@ -81,6 +105,7 @@ impl Endpoint {
         client_framing: ClientFraming,
         limits: Limits,
         replies: Option<Arc<dyn ReplyHook>>,
+        wide: ServerWide,
     ) -> Arc<Self> {
         let Handlers {
             routes,
@@ -96,15 +121,25 @@ impl Endpoint {
             framing,
             encoder,
             client_framing,
-            connections: Connections::new(),
-            shutdown: Shutdown::default(),
-            counters: Counters::default(),
+            connections: wide.connections,
+            shutdown: wide.shutdown,
+            counters: wide.counters,
             log_budget: LogBudget::default(),
             deadlines,
             limits,
-            next_id: AtomicU64::new(1),
+            next_id: wide.next_id,
             replies,
         })
+    }
+
+    /// What this endpoint shares with the other listeners of its server.
+    pub(crate) fn server_wide(&self) -> ServerWide {
+        ServerWide {
+            connections: self.connections.clone(),
+            shutdown: Arc::clone(&self.shutdown),
+            counters: Arc::clone(&self.counters),
+            next_id: Arc::clone(&self.next_id),
+        }
     }
 
     /// A new connection with `peer_addr` on `local_addr`, and the receiving

@@ -21,7 +21,7 @@ pub(crate) mod shutdown;
 pub use crate::stats::ConnectionStats;
 use close::CloseSignal;
 pub(crate) use close::CloseStage;
-pub(crate) use endpoint::{Endpoint, ReplyHook};
+pub(crate) use endpoint::{Endpoint, ReplyHook, ServerWide};
 use history::Recorder;
 pub use history::{Direction, History, HistoryEntry};
 pub use list::Connections;

@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use super::endpoint::{Endpoint, Handlers, ReplyHook};
+use super::endpoint::{Endpoint, Handlers, ReplyHook, ServerWide};
 use crate::classify::{ClientFraming, ErasedClassifier};
 use crate::config::Limits;
 use crate::error::Error;
@@ -13,7 +13,7 @@ use crate::framing::Framing;
 use crate::handler::Router;
 
 /// The handler side of a builder.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct HandlerSetup {
     pub(crate) classifier: Option<ErasedClassifier>,
     pub(crate) router: Option<Router>,
@@ -32,6 +32,48 @@ impl HandlerSetup {
         require_handlers: bool,
         replies: Option<Arc<dyn ReplyHook>>,
     ) -> Result<Arc<Endpoint>, Error> {
+        let wide = ServerWide::default();
+        self.endpoint_in(
+            framing,
+            client_framing,
+            limits,
+            require_handlers,
+            replies,
+            wide,
+        )
+    }
+
+    /// What a listener's endpoint is built from: this builder's own setup
+    /// and `limits`, or, for a listener added beside another, the first
+    /// builder's and the state shared with it. An added listener with
+    /// handlers of its own is refused: they would be silently ignored.
+    pub(crate) fn beside(
+        self,
+        addr: &str,
+        limits: Limits,
+        beside: Option<crate::server::Beside>,
+    ) -> Result<(Self, Limits, ServerWide), Error> {
+        let Some(beside) = beside else {
+            return Ok((self, limits, ServerWide::default()));
+        };
+        if self.router.is_some() || self.classifier.is_some() || self.app_state.is_some() {
+            return Err(Error::ListenerHandlers {
+                addr: addr.to_owned(),
+            });
+        }
+        Ok((beside.setup, beside.limits, beside.wide))
+    }
+
+    /// [`endpoint`](Self::endpoint) sharing `wide` with the server's other listeners.
+    pub(crate) fn endpoint_in(
+        self,
+        framing: Framing,
+        client_framing: ClientFraming,
+        limits: Limits,
+        require_handlers: bool,
+        replies: Option<Arc<dyn ReplyHook>>,
+        wide: ServerWide,
+    ) -> Result<Arc<Endpoint>, Error> {
         let router = self.router.unwrap_or_else(Router::registered);
         let routes = router.resolve(self.classifier.as_ref(), require_handlers)?;
         client_framing.check(self.classifier.as_ref(), &limits)?;
@@ -46,6 +88,7 @@ impl HandlerSetup {
             client_framing,
             limits,
             replies,
+            wide,
         ))
     }
 }

@@ -71,18 +71,38 @@ pub(super) mod sealed {
     use std::future::Future;
     use std::pin::Pin;
 
+    use crate::config::Limits;
+    use crate::connection::ServerWide;
+    use crate::connection::setup::HandlerSetup;
     use crate::error::Result;
     use crate::server::{Server, ServerBuilder};
 
     /// Only this crate's transports are server transports; what binds each
     /// is out of users' reach.
     pub trait Sealed: Sized {
-        /// Binds `builder`'s listener; see [`ServerBuilder::bind`].
-        fn bind(
+        /// Binds `builder`'s listener, as a server of its own or, `beside`
+        /// another, as one more listener of that server; see
+        /// [`ServerBuilder::bind`].
+        fn bind_listener(
             builder: ServerBuilder<Self>,
+            beside: Option<Beside>,
         ) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>>;
     }
+
+    /// What a listener added to a server takes from the server's first
+    /// builder instead of its own: the handlers, the state, the limits, and
+    /// the connection list, shutdown and counters the listeners share.
+    #[derive(Debug)]
+    pub struct Beside {
+        pub(crate) setup: HandlerSetup,
+        pub(crate) limits: Limits,
+        pub(crate) wide: ServerWide,
+    }
 }
+
+/// Binds a listener added with [`ServerBuilder::listener`], beside the server's first.
+type AddedListener =
+    Box<dyn FnOnce(sealed::Beside) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>> + Send>;
 
 /// A [`ServerBuilder`] for TCP (and TLS over TCP): what
 /// [`FlexiSocket::server`] and [`FlexiSocket::from_std`] return.
@@ -119,6 +139,8 @@ pub struct ServerBuilder<T = Tcp> {
     pub(super) limits: Limits,
     pub(super) socket: SocketOptions,
     pub(super) transport: T,
+    /// More listeners of the same server, from [`listener`](Self::listener).
+    added: Vec<AddedListener>,
 }
 
 impl<T> ServerBuilder<T> {
@@ -134,6 +156,7 @@ impl<T> ServerBuilder<T> {
             limits: Limits::default(),
             socket: SocketOptions::default(),
             transport,
+            added: Vec::new(),
         }
     }
 
@@ -415,10 +438,13 @@ impl<T> ServerBuilder<T> {
 }
 
 impl sealed::Sealed for Tcp {
-    fn bind(builder: ServerBuilder<Self>) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>> {
+    fn bind_listener(
+        builder: ServerBuilder<Self>,
+        beside: Option<sealed::Beside>,
+    ) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>> {
         Box::pin(async move {
             let options = builder.socket;
-            let (endpoint, addr, mut tcp) = builder.into_endpoint()?;
+            let (endpoint, addr, mut tcp) = builder.into_endpoint(beside)?;
             let listener = open_stream_listener(&addr, tcp.listener.take(), options)
                 .await
                 .map_err(|source| Error::Bind { addr, source })?;
@@ -496,13 +522,16 @@ impl ServerBuilder<Tcp> {
         self
     }
 
-    /// Checks the handlers and builds the endpoint; what is left of the
-    /// builder is the address and the TCP settings.
-    pub(super) fn into_endpoint(self) -> Result<(Arc<Endpoint>, String, Tcp)> {
+    /// Checks the handlers and builds the endpoint (`beside` another
+    /// listener's, when it is one more listener of that server); what is
+    /// left of the builder is the address and the TCP settings.
+    pub(super) fn into_endpoint(
+        self,
+        beside: Option<sealed::Beside>,
+    ) -> Result<(Arc<Endpoint>, String, Tcp)> {
         let framing = self.framing.unwrap_or_default();
-        let endpoint =
-            self.setup
-                .endpoint(framing, self.client_framing, self.limits, true, None)?;
+        let (setup, limits, wide) = self.setup.beside(&self.addr, self.limits, beside)?;
+        let endpoint = setup.endpoint_in(framing, self.client_framing, limits, true, None, wide)?;
         Ok((endpoint, self.addr, self.transport))
     }
 }
@@ -515,8 +544,53 @@ impl<T: ServerTransport> ServerBuilder<T> {
     /// A start-up check failed ([`Error::NoHandlers`], [`Error::DuplicateHandler`],
     /// [`Error::UnknownClientType`], [`Error::NoClassifier`]) or the address
     /// could not be bound ([`Error::Bind`]).
-    pub async fn bind(self) -> Result<Server> {
-        <T as sealed::Sealed>::bind(self).await
+    pub async fn bind(mut self) -> Result<Server> {
+        let added = std::mem::take(&mut self.added);
+        let (setup, limits) = (self.setup.clone(), self.limits.clone());
+        let mut server = <T as sealed::Sealed>::bind_listener(self, None).await?;
+        for bind_added in added {
+            let beside = sealed::Beside {
+                setup: setup.clone(),
+                limits: limits.clone(),
+                wide: server.endpoint.server_wide(),
+            };
+            server.add(bind_added(beside).await?);
+        }
+        Ok(server)
+    }
+
+    /// Adds another listener to this server, described by a builder of its
+    /// own transport: TCP, TLS, Unix or UDP, e.g. DC-09 over TCP and UDP on
+    /// one port. Every listener's connections run this builder's handlers,
+    /// classifier, state and limits, are in one connection list
+    /// ([`Server::connections`]), count in one [`ServerStats`](crate::ServerStats)
+    /// and shut down together; the added builder contributes its address,
+    /// its framing and its transport's settings (PROXY protocol, TLS,
+    /// backlog, socket buffers, UDP sessions).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use flexi_socket::{FlexiSocket, ProxyProtocol};
+    ///
+    /// # async fn run() -> flexi_socket::Result<()> {
+    /// FlexiSocket::server("0.0.0.0:12000")
+    ///     .proxy_protocol(ProxyProtocol::default()) // behind the balancer
+    ///     .listener(FlexiSocket::udp("0.0.0.0:12000"))
+    ///     .listener(FlexiSocket::server("unix:/run/alarm.sock")) // local, no PROXY
+    ///     .serve()
+    ///     .await
+    /// # }
+    /// ```
+    ///
+    /// `bind` fails with [`Error::ListenerHandlers`] when the added builder
+    /// sets handlers, a classifier or state of its own.
+    #[must_use]
+    pub fn listener<U: ServerTransport>(mut self, other: ServerBuilder<U>) -> Self {
+        self.added.push(Box::new(move |beside| {
+            <U as sealed::Sealed>::bind_listener(other, Some(beside))
+        }));
+        self
     }
 
     /// Binds and serves until SIGINT (Ctrl-C) or SIGTERM; see [`Server::serve`].

@@ -34,7 +34,7 @@ impl Server {
     /// A server built by `builder` that accepts pipes from the returned
     /// connector instead of a socket (TLS settings do not apply).
     pub(crate) fn in_memory(builder: ServerBuilder<Tcp>) -> Result<(Server, Connector)> {
-        let (endpoint, _addr, _tcp) = builder.into_endpoint()?;
+        let (endpoint, _addr, _tcp) = builder.into_endpoint(None)?;
         let (connector, pipes) = mpsc::unbounded_channel();
         let listener = Listener::Stream(StreamListener::Memory(pipes));
         let server = Server::new(listener, endpoint, StreamSetup::default())?;

@@ -18,9 +18,11 @@ mod udp;
 #[cfg(unix)]
 mod unix;
 
+use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 
+use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::deadlines;
@@ -30,6 +32,7 @@ use crate::peer_addr::PeerAddr;
 use crate::stats::ServerStats;
 use accept::{StreamListener, StreamSetup};
 use admission::Admission;
+pub(crate) use builder::sealed::Beside;
 pub use builder::{FlexiSocket, ServerBuilder, ServerTransport, Tcp};
 use signals::StopSignals;
 pub use udp::Udp;
@@ -52,28 +55,60 @@ impl Listener {
     }
 }
 
-/// A bound server, ready to serve.
+/// One listener of a server, bound, with the endpoint of its connections.
 #[derive(Debug)]
-pub struct Server {
+struct Bound {
     listener: Listener,
     local_addr: PeerAddr,
     endpoint: Arc<Endpoint>,
-    admission: Arc<Admission>,
     /// What an accepted stream goes through before it is a connection.
     streams: StreamSetup,
 }
 
-impl Server {
+impl Bound {
     fn new(listener: Listener, endpoint: Arc<Endpoint>, streams: StreamSetup) -> Result<Self> {
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, "listening");
         Ok(Self {
             listener,
             local_addr,
-            admission: Admission::new(&endpoint.limits),
             endpoint,
             streams,
         })
+    }
+}
+
+/// A bound server, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    /// The builder's own listener first, then those added with
+    /// [`ServerBuilder::listener`]. Their endpoints share one connection
+    /// list, one shutdown and one set of counters.
+    listeners: Vec<Bound>,
+    /// The first listener's: the server-wide state is reached through it.
+    endpoint: Arc<Endpoint>,
+    /// One `max_connections` (and per-IP table) for every listener.
+    admission: Arc<Admission>,
+}
+
+impl Server {
+    fn new(listener: Listener, endpoint: Arc<Endpoint>, streams: StreamSetup) -> Result<Self> {
+        Ok(Self::of(vec![Bound::new(listener, endpoint, streams)?]))
+    }
+
+    /// A server of `listeners`, the first of which is the builder's own.
+    fn of(listeners: Vec<Bound>) -> Self {
+        let endpoint = Arc::clone(&listeners[0].endpoint);
+        Self {
+            listeners,
+            admission: Admission::new(&endpoint.limits),
+            endpoint,
+        }
+    }
+
+    /// Takes the listeners of `added`, bound beside this server's first.
+    fn add(&mut self, added: Server) {
+        self.listeners.extend(added.listeners);
     }
 
     /// What its connections share.
@@ -83,9 +118,19 @@ impl Server {
     }
 
     /// The address the server listens on: `ip:port` (with the real port
-    /// when bound to port 0), or `unix:PATH`.
+    /// when bound to port 0), or `unix:PATH`. With several listeners, the
+    /// first one's (the builder's own); see [`local_addrs`](Self::local_addrs).
     pub fn local_addr(&self) -> PeerAddr {
-        self.local_addr.clone()
+        self.listeners[0].local_addr.clone()
+    }
+
+    /// The address of every listener, the builder's own first, then those
+    /// added with [`ServerBuilder::listener`] in order.
+    pub fn local_addrs(&self) -> Vec<PeerAddr> {
+        self.listeners
+            .iter()
+            .map(|bound| bound.local_addr.clone())
+            .collect()
     }
 
     /// The server's open connections.
@@ -173,35 +218,33 @@ impl Server {
         signal: impl Future<Output = ()> + Send,
     ) -> Result<ShutdownReport> {
         let Server {
-            listener,
+            listeners,
             endpoint,
             admission,
-            streams,
-            ..
         } = self;
         let tasks = TaskTracker::new();
         // Dropping this future (e.g. losing a select!) still closes every connection.
         let _close_all_on_drop = ShutdownOnDrop(Arc::clone(&endpoint));
-        tokio::pin!(signal);
-        if endpoint.deadlines.any() {
-            tasks.spawn(deadlines::sweep(Arc::clone(&endpoint)));
+        let mut listening = JoinSet::new();
+        for bound in listeners {
+            if bound.endpoint.deadlines.any() {
+                tasks.spawn(deadlines::sweep(Arc::clone(&bound.endpoint)));
+            }
+            listening.spawn(listen(bound, Arc::clone(&admission), tasks.clone()));
         }
         activation::notify(activation::Notify::Ready);
-        let panicked = match listener {
-            Listener::Stream(listener) => {
-                let acceptor = accept::Acceptor {
-                    endpoint: Arc::clone(&endpoint),
-                    admission: Arc::clone(&admission),
-                    tasks: tasks.clone(),
-                    streams: Arc::new(streams),
-                };
-                acceptor.run(listener, signal).await;
-                None
-            }
-            Listener::Udp(listener) => {
-                udp::serve(listener, &endpoint, &admission, &tasks, signal).await
-            }
+        // Every listener stops when the shared shutdown begins; the signal begins it.
+        let stopped = tokio::select! {
+            () = signal => None,
+            stopped = listening.join_next() => stopped,
         };
+        endpoint.shutdown.stop_accepting();
+        let mut panicked = stopped.and_then(stopped_with_panic);
+        while let Some(stopped) = listening.join_next().await {
+            if let Some(payload) = stopped_with_panic(stopped) {
+                panicked.get_or_insert(payload);
+            }
+        }
         activation::notify(activation::Notify::Stopping);
         tracing::info!(open = endpoint.connections.len(), "shutting down");
         tasks.close();
@@ -211,6 +254,43 @@ impl Server {
             std::panic::resume_unwind(payload);
         }
         Ok(report)
+    }
+}
+
+/// Accepts (or receives) on one listener until the server shuts down;
+/// returns the UDP receive loop's panic, if it panicked.
+async fn listen(
+    bound: Bound,
+    admission: Arc<Admission>,
+    tasks: TaskTracker,
+) -> Option<Box<dyn Any + Send>> {
+    // The shared shutdown, which the signal begins, ends every listener.
+    let signal = std::pin::pin!(std::future::pending::<()>());
+    match bound.listener {
+        Listener::Stream(listener) => {
+            let acceptor = accept::Acceptor {
+                endpoint: bound.endpoint,
+                admission,
+                tasks,
+                streams: Arc::new(bound.streams),
+            };
+            acceptor.run(listener, signal).await;
+            None
+        }
+        Listener::Udp(listener) => {
+            udp::serve(listener, &bound.endpoint, &admission, &tasks, signal).await
+        }
+    }
+}
+
+/// The panic a listener's task ended with, if any.
+fn stopped_with_panic(
+    stopped: std::result::Result<Option<Box<dyn Any + Send>>, tokio::task::JoinError>,
+) -> Option<Box<dyn Any + Send>> {
+    match stopped {
+        Ok(panicked) => panicked,
+        Err(error) if error.is_panic() => Some(error.into_panic()),
+        Err(_) => None,
     }
 }
 

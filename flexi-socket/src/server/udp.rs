@@ -128,16 +128,21 @@ impl ServerBuilder<Udp> {
 impl ServerTransport for Udp {}
 
 impl sealed::Sealed for Udp {
-    fn bind(builder: ServerBuilder<Self>) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>> {
+    fn bind_listener(
+        builder: ServerBuilder<Self>,
+        beside: Option<sealed::Beside>,
+    ) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>> {
         Box::pin(async move {
             let mut options = builder.transport.options;
             options.framed = builder.framing.is_some();
             let framing = options.framing(builder.framing.unwrap_or_default());
-            let limits = options.limits(builder.limits);
-            let endpoint =
+            let (setup, limits, wide) =
                 builder
                     .setup
-                    .endpoint(framing, builder.client_framing, limits, true, None)?;
+                    .beside(&builder.addr, builder.limits, beside)?;
+            let limits = options.limits(limits);
+            let endpoint =
+                setup.endpoint_in(framing, builder.client_framing, limits, true, None, wide)?;
             let listener = UdpListener::bind(&builder.addr, options, builder.socket)
                 .await
                 .map_err(|source| Error::Bind {
