@@ -98,7 +98,7 @@ mod tests {
     use crate::client_type::ClientType;
     use crate::config::Limits;
     use crate::connection::Endpoint;
-    use crate::connection::endpoint::Handlers;
+    use crate::connection::endpoint::{Handlers, ServerWide};
     use crate::connection::outbound::Transport;
     use crate::framing::Framing;
     use crate::handler::Router;
@@ -115,6 +115,7 @@ mod tests {
             ClientFraming::default(),
             Limits::default(),
             None,
+            ServerWide::default(),
         );
         let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
         Arc::clone(&endpoint)

@@ -43,27 +43,6 @@ impl HandlerSetup {
         )
     }
 
-    /// What a listener's endpoint is built from: this builder's own setup
-    /// and `limits`, or, for a listener added beside another, the first
-    /// builder's and the state shared with it. An added listener with
-    /// handlers of its own is refused: they would be silently ignored.
-    pub(crate) fn beside(
-        self,
-        addr: &str,
-        limits: Limits,
-        beside: Option<crate::server::Beside>,
-    ) -> Result<(Self, Limits, ServerWide), Error> {
-        let Some(beside) = beside else {
-            return Ok((self, limits, ServerWide::default()));
-        };
-        if self.router.is_some() || self.classifier.is_some() || self.app_state.is_some() {
-            return Err(Error::ListenerHandlers {
-                addr: addr.to_owned(),
-            });
-        }
-        Ok((beside.setup, beside.limits, beside.wide))
-    }
-
     /// [`endpoint`](Self::endpoint) sharing `wide` with the server's other listeners.
     pub(crate) fn endpoint_in(
         self,

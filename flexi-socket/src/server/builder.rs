@@ -20,8 +20,8 @@ use crate::client_type::ClientType;
 use crate::config::{
     HistoryLimits, Limits, PanicPolicy, SlowConsumerPolicy, history_method, read_buffer_method,
 };
-use crate::connection::Endpoint;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
+use crate::connection::{Endpoint, ServerWide};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::transport::proxy::ProxyProtocol;
@@ -98,6 +98,27 @@ pub(super) mod sealed {
         pub(crate) limits: Limits,
         pub(crate) wide: ServerWide,
     }
+}
+
+/// What a listener's endpoint is built from: its builder's own handler
+/// `setup` and `limits`, or, for a listener added beside another, the first
+/// builder's and the state shared with it. An added listener with handlers
+/// of its own is refused: they would be silently ignored.
+pub(super) fn handlers_beside(
+    setup: HandlerSetup,
+    addr: &str,
+    limits: Limits,
+    beside: Option<sealed::Beside>,
+) -> Result<(HandlerSetup, Limits, ServerWide)> {
+    let Some(beside) = beside else {
+        return Ok((setup, limits, ServerWide::default()));
+    };
+    if setup.router.is_some() || setup.classifier.is_some() || setup.app_state.is_some() {
+        return Err(Error::ListenerHandlers {
+            addr: addr.to_owned(),
+        });
+    }
+    Ok((beside.setup, beside.limits, beside.wide))
 }
 
 /// Binds a listener added with [`ServerBuilder::listener`], beside the server's first.
@@ -530,7 +551,7 @@ impl ServerBuilder<Tcp> {
         beside: Option<sealed::Beside>,
     ) -> Result<(Arc<Endpoint>, String, Tcp)> {
         let framing = self.framing.unwrap_or_default();
-        let (setup, limits, wide) = self.setup.beside(&self.addr, self.limits, beside)?;
+        let (setup, limits, wide) = handlers_beside(self.setup, &self.addr, self.limits, beside)?;
         let endpoint = setup.endpoint_in(framing, self.client_framing, limits, true, None, wide)?;
         Ok((endpoint, self.addr, self.transport))
     }

@@ -32,7 +32,6 @@ use crate::peer_addr::PeerAddr;
 use crate::stats::ServerStats;
 use accept::{StreamListener, StreamSetup};
 use admission::Admission;
-pub(crate) use builder::sealed::Beside;
 pub use builder::{FlexiSocket, ServerBuilder, ServerTransport, Tcp};
 use signals::StopSignals;
 pub use udp::Udp;

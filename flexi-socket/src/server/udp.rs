@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::accept::StreamSetup;
 use super::admission::Admission;
 use super::bind::{self, SocketOptions};
-use super::builder::{FlexiSocket, ServerBuilder, ServerTransport, sealed};
+use super::builder::{FlexiSocket, ServerBuilder, ServerTransport, handlers_beside, sealed};
 use super::{Listener, Server};
 use crate::connection::Endpoint;
 use crate::connection::outbound::Transport;
@@ -137,9 +137,7 @@ impl sealed::Sealed for Udp {
             options.framed = builder.framing.is_some();
             let framing = options.framing(builder.framing.unwrap_or_default());
             let (setup, limits, wide) =
-                builder
-                    .setup
-                    .beside(&builder.addr, builder.limits, beside)?;
+                handlers_beside(builder.setup, &builder.addr, builder.limits, beside)?;
             let limits = options.limits(limits);
             let endpoint =
                 setup.endpoint_in(framing, builder.client_framing, limits, true, None, wide)?;

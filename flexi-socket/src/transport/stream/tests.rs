@@ -14,7 +14,7 @@ use crate::classify::ClientFraming;
 use crate::config::Limits;
 use crate::connection::DisconnectReason;
 use crate::connection::Endpoint;
-use crate::connection::endpoint::Handlers;
+use crate::connection::endpoint::{Handlers, ServerWide};
 use crate::connection::outbound::Transport;
 use crate::error::Error;
 use crate::framing::Framing;
@@ -36,6 +36,7 @@ fn endpoint(router: Router, limits: Limits) -> Arc<Endpoint> {
         ClientFraming::default(),
         limits,
         None,
+        ServerWide::default(),
     )
 }
 
