@@ -10,29 +10,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use flexi_socket::{Connection, FlexiSocket, Router};
-use support::example::ExampleServer;
+use support::example::{ExampleServer, send_signal, send_signal_to};
 use support::within;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::Child;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 const CLIENTS: usize = 20;
 const WINDOW: usize = 8;
 const MAX_PER_CLIENT: usize = 2_000;
-
-/// Sends `signal` to `child` by its PID.
-fn send_signal(child: &Child, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(child.id().expect("the process runs")).expect("a pid");
-    send_signal_to(pid, signal);
-}
-
-fn send_signal_to(pid: libc::pid_t, signal: libc::c_int) {
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-    let sent = unsafe { libc::kill(pid, signal) };
-    assert_eq!(sent, 0, "kill({pid}, {signal}) failed");
-}
 
 /// Streams `c<client>-<seq>` lines within a window until the server
 /// closes; every reply must be the next line sent, and the end a FIN.

@@ -71,3 +71,18 @@ impl ExampleServer {
         within("example exit", self.child.wait()).await.unwrap();
     }
 }
+
+/// Sends `signal` to `child` by its PID.
+#[cfg(unix)]
+pub fn send_signal(child: &Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id().expect("the process runs")).expect("a pid");
+    send_signal_to(pid, signal);
+}
+
+/// Sends `signal` to process `pid`.
+#[cfg(unix)]
+pub fn send_signal_to(pid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let sent = unsafe { libc::kill(pid, signal) };
+    assert_eq!(sent, 0, "kill({pid}, {signal}) failed");
+}

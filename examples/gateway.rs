@@ -1,0 +1,229 @@
+//! The production-shaped example: devices connect and say who they are,
+//! operators reach them by name. It runs as a service runs: SIGTERM drains
+//! and exits 0, a load balancer's PROXY header names the real client, a
+//! Unix socket serves local tools beside TCP, and several processes can
+//! share the port.
+//!
+//! ```text
+//! cargo run --example gateway -- 127.0.0.1:7000 [--unix PATH] [--proxy-protocol]
+//!                                [--metrics ADDR] [--node NAME] [--reuse-port]
+//! ```
+//!
+//! The line protocol, the first line deciding who is who:
+//! - a device: `HELLO <id>` -> `WELCOME <id> <node>`; a later `HELLO` with
+//!   the same id closes the older connection (newest wins);
+//! - an operator: `OPERATOR` -> `WELCOME operator <node>`, then one reply
+//!   line per command:
+//!   `SEND <id> <text>` -> the device receives `<text>`; `DELIVERED <id> <node>` or `OFFLINE <id>`;
+//!   `BROADCAST <text>` -> every device receives `<text>`; `BROADCAST <n>` (devices reached);
+//!   `WHERE <id>` -> `AT <id> <node>` or `OFFLINE <id>`;
+//!   `PEER <id>` -> `PEER <id> <addr>` (as the gateway sees it: the client
+//!   behind a PROXY header, `unix:...` for a Unix peer) or `OFFLINE <id>`;
+//! - anything else: closed.
+//!
+//! The node name is `local` unless `--node` names it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use flexi_socket::{
+    Classifier, Connection, FlexiSocket, ProxyProtocol, State, on_disconnect, on_message,
+};
+
+/// A gateway between devices and the operators who reach them by name.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Options {
+    /// The TCP address to listen on (port 0: any free port).
+    addr: String,
+    /// Also listen on this Unix socket (local tools; no PROXY header there).
+    #[arg(long, value_name = "PATH")]
+    unix: Option<PathBuf>,
+    /// Require a PROXY protocol header (v1 or v2) on every TCP connection,
+    /// as HAProxy's `send-proxy` / `send-proxy-v2` write it.
+    #[arg(long)]
+    proxy_protocol: bool,
+    /// Serve Prometheus metrics at `GET /metrics` on this address.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// This node's name in replies.
+    #[arg(long, default_value = "local")]
+    node: String,
+    /// Share the port with other processes (`SO_REUSEPORT`); the kernel
+    /// spreads new connections among them.
+    #[arg(long)]
+    reuse_port: bool,
+}
+
+/// Who a connection is, from its first line.
+#[derive(Classifier)]
+enum Role {
+    #[client_type = "device"]
+    #[classify(prefix = "HELLO ")]
+    Device,
+    #[client_type = "operator"]
+    #[classify(exact = "OPERATOR")]
+    Operator,
+    #[client_type = "stranger"]
+    #[classify(default)]
+    Stranger,
+}
+
+/// The devices connected to this node, by id.
+struct Gateway {
+    node: String,
+    devices: Mutex<HashMap<String, Connection>>,
+}
+
+impl Gateway {
+    fn device(&self, id: &str) -> Option<Connection> {
+        self.devices.lock().unwrap().get(id).cloned()
+    }
+}
+
+/// The id a device connection said `HELLO` with.
+#[derive(Clone)]
+struct DeviceId(String);
+
+#[on_message(client_type = "device")]
+async fn device_line(
+    conn: Connection,
+    line: String,
+    gateway: State<Arc<Gateway>>,
+) -> flexi_socket::Result<()> {
+    let Some(id) = line.strip_prefix("HELLO ") else {
+        // What a device says after its HELLO is its own business here.
+        return Ok(());
+    };
+    if conn.state::<DeviceId>().is_some() {
+        return Ok(());
+    }
+    conn.set_state(DeviceId(id.to_owned()));
+    let older = gateway
+        .devices
+        .lock()
+        .unwrap()
+        .insert(id.to_owned(), conn.clone());
+    if let Some(older) = older {
+        tracing::info!(id, older = %older.peer_addr(), newer = %conn.peer_addr(), "the same device again: newest wins");
+        older.close();
+    }
+    conn.send(format!("WELCOME {id} {}", gateway.node)).await
+}
+
+#[on_disconnect(client_type = "device")]
+async fn device_gone(conn: Connection, gateway: State<Arc<Gateway>>) {
+    let Some(DeviceId(id)) = conn.state::<DeviceId>() else {
+        return;
+    };
+    let mut devices = gateway.devices.lock().unwrap();
+    // Only if it is still this connection: a newer one may have its id now.
+    if devices.get(&id).is_some_and(|c| c.id() == conn.id()) {
+        devices.remove(&id);
+    }
+}
+
+#[on_message(client_type = "operator")]
+async fn operator_line(
+    conn: Connection,
+    line: String,
+    gateway: State<Arc<Gateway>>,
+) -> flexi_socket::Result<()> {
+    let reply = command(&line, &gateway).await;
+    conn.send(reply).await
+}
+
+/// The reply to one operator line.
+async fn command(line: &str, gateway: &Gateway) -> String {
+    let node = &gateway.node;
+    let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match verb {
+        "OPERATOR" => format!("WELCOME operator {node}"),
+        "SEND" => {
+            let (id, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            match gateway.device(id) {
+                Some(device) if device.send(text).await.is_ok() => {
+                    format!("DELIVERED {id} {node}")
+                }
+                _ => format!("OFFLINE {id}"),
+            }
+        }
+        "BROADCAST" => {
+            let devices: Vec<Connection> =
+                gateway.devices.lock().unwrap().values().cloned().collect();
+            let mut reached = 0;
+            for device in devices {
+                if device.send(rest).await.is_ok() {
+                    reached += 1;
+                }
+            }
+            format!("BROADCAST {reached}")
+        }
+        "WHERE" => match gateway.device(rest) {
+            Some(_) => format!("AT {rest} {node}"),
+            None => format!("OFFLINE {rest}"),
+        },
+        "PEER" => match gateway.device(rest) {
+            Some(device) => format!("PEER {rest} {}", device.peer_addr()),
+            None => format!("OFFLINE {rest}"),
+        },
+        _ => format!("ERROR unknown command {verb:?}: SEND, BROADCAST, WHERE or PEER"),
+    }
+}
+
+/// Neither a device nor an operator: not worth a reply.
+#[on_message(client_type = "stranger")]
+async fn stranger(conn: Connection) {
+    conn.close();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    let options = Options::parse();
+    match serve(options).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("gateway: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(addr) = options.metrics {
+        metrics::serve(addr)?;
+    }
+    let gateway = Arc::new(Gateway {
+        node: options.node,
+        devices: Mutex::default(),
+    });
+    let mut server = FlexiSocket::server(&options.addr)
+        .classifier::<Role>()
+        .state(gateway)
+        .reuse_port(options.reuse_port);
+    if options.proxy_protocol {
+        server = server.proxy_protocol(ProxyProtocol::new());
+    }
+    if let Some(path) = &options.unix {
+        server = server.listener(FlexiSocket::server(format!("unix:{}", path.display())));
+    }
+    let server = server.bind().await?;
+    println!("listening on {}", server.local_addr());
+    server.serve().await?;
+    Ok(())
+}
+
+/// `--metrics`: not built yet.
+mod metrics {
+    pub(crate) fn serve(addr: std::net::SocketAddr) -> Result<(), String> {
+        Err(format!(
+            "--metrics {addr}: this build has no metrics exporter yet"
+        ))
+    }
+}
