@@ -76,6 +76,9 @@
 //! }
 //! ```
 
+// docs.rs (nightly, `--cfg docsrs`) labels each item with the features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 // Lets the macros' `::flexi_socket::...` paths work inside this crate's own tests.
 extern crate self as flexi_socket;
 
