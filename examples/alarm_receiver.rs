@@ -106,6 +106,12 @@ async fn frame_start(msg: Message) -> Message {
     Message::new(msg.into_bytes().slice(start..))
 }
 
+/// LF, CRC and length around every reply body; the framing adds the CR.
+#[before_send(client_type = "dc09")]
+async fn envelope(body: Message) -> Message {
+    Message::new(dc09::seal(&body))
+}
+
 #[on_message(client_type = "dc09")]
 async fn dc09_frame(
     conn: Connection,
@@ -120,12 +126,6 @@ async fn dc09_frame(
         Verdict::Duh(_, why) => log_refusal(&conn, "DUH", why),
     }
     conn.send(verdict.reply(now)).await
-}
-
-/// LF, CRC and length around every reply body; the framing adds the CR.
-#[before_send(client_type = "dc09")]
-async fn envelope(body: Message) -> Message {
-    Message::new(dc09::seal(&body))
 }
 
 #[on_message(client_type = "surgard")]

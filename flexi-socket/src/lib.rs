@@ -148,11 +148,6 @@ pub use transport::proxy::ProxyProtocol;
 #[cfg(feature = "tls")]
 pub use transport::tls::{TlsClientConfig, TlsServerConfig};
 
-// The README's Rust blocks compile as doctests, so the tour stays true.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
-
 /// What the macros expand to. Not public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
