@@ -24,10 +24,11 @@
 //!
 //! | piece | what it does |
 //! |---|---|
-//! | [`FlexiSocket`] | entry point: `FlexiSocket::server(addr)` (TCP) or `FlexiSocket::udp(addr)` returns a [`ServerBuilder`] of that transport ([`Tcp`], [`Udp`]) |
+//! | [`FlexiSocket`] | entry point: `FlexiSocket::server(addr)` (TCP) or `FlexiSocket::udp(addr)` returns a [`ServerBuilder`] of that transport ([`Tcp`], [`Udp`]); `FlexiSocket::client(addr)` and `FlexiSocket::udp_client(addr)` the clients' builders |
 //! | [`Server`] | a bound server: its address, its [`Connections`], `serve*()` |
 //! | [`Connection`] | one peer: addresses, client type, counters, `send`, `close`, typed state |
 //! | [`Connections`] | every open connection, usable from outside handlers: send, broadcast |
+//! | [`Client`] | client mode over TCP, TLS or a Unix socket (`FlexiSocket::client(addr)` returns a [`ClientBuilder`]): reconnects with backoff, keeps an outbox while disconnected; `send`, `request`, `close` |
 //! | [`UdpClient`] | client mode over UDP (`FlexiSocket::udp_client(addr)`): one session with the server; `send`, `request`, `close` |
 //! | [`Router`] | the routing table; built by the attributes or by hand |
 //! | [`Classifier`] | decides a client type from the first frame; usually derived |

@@ -54,6 +54,36 @@ pub enum OutboxPolicy {
 
 /// Configures a client; finish with [`connect`](Self::connect) or
 /// [`spawn`](Self::spawn).
+///
+/// # Examples
+///
+/// A device that identifies itself on every connection and keeps trying:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use flexi_socket::{FlexiSocket, Framing, OutboxPolicy, Reconnect, on_message};
+///
+/// #[on_message]
+/// async fn from_server(msg: String) {
+///     println!("server says {msg}");
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> flexi_socket::Result<()> {
+///     let client = FlexiSocket::client("10.0.0.7:8081")
+///         .framing(Framing::separator("\r"))
+///         .handshake("ID panel-1234")                      // first, on every connection
+///         .reconnect(Reconnect::default().max_delay(Duration::from_secs(10)))
+///         .connect_timeout(Duration::from_secs(3))
+///         .outbox(100)                                     // sends kept while disconnected
+///         .outbox_policy(OutboxPolicy::Fail)
+///         .idle_timeout(Duration::from_secs(90))           // the server heartbeats every 60 s
+///         .spawn()?;                                       // or .connect().await?
+///     client.send("EVENT zone 3").await?;                  // goes out once connected
+///     client.close().await;
+///     Ok(())
+/// }
+/// ```
 pub struct ClientBuilder {
     addr: String,
     framing: Framing,
@@ -242,6 +272,39 @@ impl fmt::Debug for ClientBuilder {
 }
 
 /// A running client. Cheap to clone; every clone is the same client.
+///
+/// # Examples
+///
+/// A client of an echo server on loopback: what the server sends reaches the
+/// client's `on_message` handler.
+///
+/// ```
+/// use std::time::Duration;
+/// use flexi_socket::{Connection, FlexiSocket, Router};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let echo = Router::new().on_message(|conn: Connection, msg: String| async move { conn.send(msg).await });
+/// # let server = FlexiSocket::server("127.0.0.1:0").router(echo).bind().await?;
+/// # let addr = server.local_addr().to_string();
+/// # let handle = server.handle();
+/// # tokio::spawn(server.serve_with_shutdown(std::future::pending()));
+/// let (heard, mut replies) = tokio::sync::mpsc::unbounded_channel();
+/// let router = Router::new().on_message(move |_conn: Connection, msg: String| {
+///     let heard = heard.clone();
+///     async move {
+///         let _ = heard.send(msg);
+///     }
+/// });
+/// let client = FlexiSocket::client(&addr).router(router).connect().await?;
+/// client.send("ping").await?;
+/// let reply = tokio::time::timeout(Duration::from_secs(5), replies.recv()).await?;
+/// assert_eq!(reply.as_deref(), Some("ping"));
+/// assert!(client.is_connected());
+/// client.close().await;
+/// # handle.shutdown();
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
@@ -305,6 +368,18 @@ impl Client {
     ///
     /// [`Error::GaveUp`] when the reconnect policy gave up, or
     /// [`Error::ClientClosed`] after [`close`](Self::close).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use flexi_socket::FlexiSocket;
+    ///
+    /// # async fn run() -> flexi_socket::Result<()> {
+    /// let client = FlexiSocket::client("127.0.0.1:8081").spawn()?; // returns at once
+    /// client.send("queued until connected").await?;
+    /// client.connected().await?; // or an error once the reconnect policy gives up
+    /// # Ok(()) }
+    /// ```
     pub async fn connected(&self) -> Result<()> {
         let mut status = self.shared.status.subscribe();
         let reached = status
@@ -327,6 +402,16 @@ impl Client {
     }
 
     /// The current connection, if connected.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(client: flexi_socket::Client) {
+    /// if let Some(conn) = client.connection() {
+    ///     println!("connected from {} to {}", conn.local_addr(), conn.peer_addr());
+    /// }
+    /// # }
+    /// ```
     pub fn connection(&self) -> Option<Connection> {
         self.shared.lock().connection.clone()
     }
@@ -433,6 +518,23 @@ impl Client {
     /// # Errors
     ///
     /// As [`request`](Self::request).
+    ///
+    /// # Examples
+    ///
+    /// Replies carry the request's sequence number:
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// # async fn run(client: flexi_socket::Client) -> flexi_socket::Result<()> {
+    /// let reply = client
+    ///     .request_matching("0042 STATUS", Duration::from_secs(2), |reply| {
+    ///         reply.starts_with(b"0042 ")
+    ///     })
+    ///     .await?;
+    /// println!("{}", String::from_utf8_lossy(&reply));
+    /// # Ok(()) }
+    /// ```
     pub async fn request_matching(
         &self,
         message: impl Into<Message>,
@@ -447,6 +549,17 @@ impl Client {
     /// Stops reconnecting, closes the connection gracefully (queued sends
     /// are flushed) and waits until it is closed. Messages still in the
     /// outbox are dropped; the number is returned.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(client: flexi_socket::Client) {
+    /// let dropped = client.close().await; // on_disconnect has run when this returns
+    /// if dropped > 0 {
+    ///     eprintln!("{dropped} messages were never sent");
+    /// }
+    /// # }
+    /// ```
     pub async fn close(&self) -> usize {
         self.shared.status.send_replace(Status::Closed);
         let task = sync::lock(&self.task).take();

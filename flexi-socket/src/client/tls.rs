@@ -18,6 +18,23 @@ impl ClientBuilder {
     /// A server that closes without TLS's close_notify ends the connection as
     /// it does on a TLS server: an ordinary EOF where the framing delimits its
     /// frames, an I/O error under `eof`, `raw` and `idle_gap` framings.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use flexi_socket::{FlexiSocket, TlsClientConfig};
+    ///
+    /// # async fn run() -> flexi_socket::Result<()> {
+    /// let tls = TlsClientConfig::from_root_pem_file("ca.crt")?; // the server's CA
+    /// let client = FlexiSocket::client("panel.example:8443")
+    ///     .tls(tls)                                              // checks "panel.example"
+    ///     .tls_handshake_timeout(Duration::from_secs(5))
+    ///     .connect()
+    ///     .await?;
+    /// client.send("hello over TLS").await?;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn tls(mut self, config: TlsClientConfig) -> Self {
         self.tls.config = Some(config);

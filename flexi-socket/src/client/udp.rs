@@ -41,6 +41,24 @@ impl FlexiSocket {
 }
 
 /// Configures a UDP client; finish with [`connect`](Self::connect).
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use flexi_socket::{FlexiSocket, Framing};
+///
+/// # async fn run() -> flexi_socket::Result<()> {
+/// let client = FlexiSocket::udp_client("10.0.0.7:8082")
+///     .handshake("ID sensor-17")                 // the first datagram
+///     .max_datagram(1_500)                       // longer replies are reported, not delivered
+///     .framing(Framing::lines())                 // optional: frames inside each datagram
+///     .idle_timeout(Duration::from_secs(300))    // on_disconnect after 5 quiet minutes
+///     .connect()
+///     .await?;
+/// client.send("temperature 21.5").await?;
+/// # Ok(()) }
+/// ```
 pub struct UdpClientBuilder {
     addr: String,
     framing: Framing,
@@ -272,6 +290,37 @@ async fn receive(socket: Arc<UdpSocket>, inbox: Inbox, max: usize, connection: C
 /// A running UDP client. Cheap to clone; every clone is the same client.
 /// It runs until [`close`](Self::close), its idle timeout, or a handler's
 /// panic ends its session; dropping the handle does not stop it.
+///
+/// # Examples
+///
+/// Against a UDP echo server on loopback:
+///
+/// ```
+/// use std::time::Duration;
+/// use flexi_socket::{Connection, FlexiSocket, Message, Router};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let echo = Router::new().on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await });
+/// # let server = FlexiSocket::udp("127.0.0.1:0").router(echo).bind().await?;
+/// # let addr = server.local_addr().to_string();
+/// # let handle = server.handle();
+/// # tokio::spawn(server.serve_with_shutdown(std::future::pending()));
+/// let (heard, mut replies) = tokio::sync::mpsc::unbounded_channel();
+/// let router = Router::new().on_message(move |_conn: Connection, msg: String| {
+///     let heard = heard.clone();
+///     async move {
+///         let _ = heard.send(msg);
+///     }
+/// });
+/// let client = FlexiSocket::udp_client(&addr).router(router).connect().await?;
+/// client.send("ping").await?;
+/// let reply = tokio::time::timeout(Duration::from_secs(5), replies.recv()).await?;
+/// assert_eq!(reply.as_deref(), Some("ping"));
+/// client.close().await; // on_disconnect runs
+/// # handle.shutdown();
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct UdpClient {
     shared: Arc<Shared>,

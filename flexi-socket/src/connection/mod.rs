@@ -94,6 +94,25 @@ impl fmt::Display for DisconnectReason {
 ///
 /// Handlers receive it as their first argument; [`Connections`]
 /// hands it out to code outside handlers.
+///
+/// # Examples
+///
+/// ```
+/// use flexi_socket::{Connection, DisconnectReason, on_connect, on_disconnect};
+///
+/// #[on_connect]
+/// async fn hello(conn: Connection) -> flexi_socket::Result<()> {
+///     println!("#{} {} connected to {}", conn.id(), conn.peer_addr(), conn.local_addr());
+///     conn.send("welcome").await
+/// }
+///
+/// #[on_disconnect]
+/// async fn bye(conn: Connection, reason: DisconnectReason) {
+///     let stats = conn.stats();
+///     println!("#{} left ({reason}) after {} messages", conn.id(), stats.messages_in);
+/// }
+/// # fn main() {}
+/// ```
 #[derive(Clone)]
 pub struct Connection {
     shared: Arc<Shared>,
@@ -166,16 +185,59 @@ impl Connection {
     }
 
     /// The server-wide unique id of this connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flexi_socket::{Connection, Connections};
+    ///
+    /// // Keep the id, not the connection, to reach the peer later.
+    /// async fn remind(connections: &Connections, conn: &Connection) -> flexi_socket::Result<()> {
+    ///     connections.send_to(conn.id(), "still there?").await
+    /// }
+    /// ```
     pub fn id(&self) -> u64 {
         self.shared.id
     }
 
     /// The peer's address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flexi_socket::{Connection, on_connect};
+    ///
+    /// #[on_connect]
+    /// async fn where_from(conn: Connection) {
+    ///     let peer = conn.peer_addr(); // shown as `ip:port`, or `unix:PATH`
+    ///     match peer.ip() {
+    ///         Some(ip) if ip.is_loopback() => println!("{peer}: this machine"),
+    ///         Some(ip) => println!("{peer}: from {ip}"),
+    ///         None => println!("{peer}: a Unix socket peer"),
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
     pub fn peer_addr(&self) -> PeerAddr {
         self.shared.addrs.peer.clone()
     }
 
     /// The local address the peer connected to.
+    ///
+    /// # Examples
+    ///
+    /// A server listening on several addresses tells them apart:
+    ///
+    /// ```
+    /// use flexi_socket::{Connection, on_message};
+    ///
+    /// #[on_message]
+    /// async fn answer(conn: Connection, msg: String) -> flexi_socket::Result<()> {
+    ///     let port = conn.local_addr().socket_addr().map(|addr| addr.port());
+    ///     conn.send(format!("port {port:?} got {msg}")).await
+    /// }
+    /// # fn main() {}
+    /// ```
     pub fn local_addr(&self) -> PeerAddr {
         self.shared.addrs.local.clone()
     }
@@ -185,12 +247,42 @@ impl Connection {
     /// the client connected to, and the header's extensions. `None` for a
     /// connection without one. ([`peer_addr`](Self::peer_addr) is already the
     /// client's address.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flexi_socket::{Connection, on_connect};
+    ///
+    /// #[on_connect]
+    /// async fn through_balancer(conn: Connection) {
+    ///     if let Some(header) = conn.proxy_header() {
+    ///         println!("{} connected to {} (PROXY v{})", conn.peer_addr(), header.destination(), header.version());
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
     pub fn proxy_header(&self) -> Option<&ProxyHeader> {
         self.shared.addrs.proxy.as_deref()
     }
 
     /// The client type, once the first message classified the connection;
     /// `None` before that or when the server has no classifier.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flexi_socket::{Connection, on_message};
+    ///
+    /// #[on_message]
+    /// async fn anything(conn: Connection, msg: String) -> flexi_socket::Result<()> {
+    ///     match conn.client_type() {
+    ///         Some(kind) if *kind == "001" => conn.send(format!("ACK {msg}")).await,
+    ///         Some(kind) => conn.send(format!("{kind}: {msg}")).await,
+    ///         None => conn.send("who are you?").await,
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
     pub fn client_type(&self) -> Option<&ClientType> {
         self.shared
             .classified
@@ -200,11 +292,40 @@ impl Connection {
 
     /// Whether the message being handled is the connection's first one (the
     /// one that classified it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flexi_socket::{Connection, on_message};
+    ///
+    /// #[on_message]
+    /// async fn login_then_data(conn: Connection, msg: String) -> flexi_socket::Result<()> {
+    ///     if conn.is_first_message() {
+    ///         return conn.send(format!("hello {msg}")).await; // the first line names the device
+    ///     }
+    ///     conn.send("ok").await
+    /// }
+    /// # fn main() {}
+    /// ```
     pub fn is_first_message(&self) -> bool {
         self.shared.first_message.load(Ordering::Relaxed)
     }
 
     /// Message and byte counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flexi_socket::{Connection, on_message};
+    ///
+    /// #[on_message]
+    /// async fn status(conn: Connection, msg: String) -> flexi_socket::Result<()> {
+    ///     let stats = conn.stats();
+    ///     let line = format!("{} in ({} bytes), {} out", stats.messages_in, stats.bytes_in, stats.messages_out);
+    ///     conn.send(if msg == "stats" { line } else { msg }).await
+    /// }
+    /// # fn main() {}
+    /// ```
     pub fn stats(&self) -> ConnectionStats {
         let (messages_out, bytes_out) = self.shared.outbound.queued();
         ConnectionStats {
@@ -254,11 +375,52 @@ impl Connection {
     }
 
     /// Whether the connection is closing or closed, for whatever reason.
+    ///
+    /// # Examples
+    ///
+    /// A long answer stops early when the peer is going away:
+    ///
+    /// ```
+    /// use flexi_socket::{Connection, on_message};
+    ///
+    /// #[on_message]
+    /// async fn dump(conn: Connection, msg: String) -> flexi_socket::Result<()> {
+    ///     for line in msg.split(',') {
+    ///         if conn.is_closing() {
+    ///             break;
+    ///         }
+    ///         conn.send(line.to_owned()).await?;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// # fn main() {}
+    /// ```
     pub fn is_closing(&self) -> bool {
         self.shared.close.reached(CloseStage::Closing)
     }
 
     /// Stores typed per-connection state, replacing any earlier value of the type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flexi_socket::{Connection, on_message};
+    ///
+    /// #[derive(Clone)]
+    /// struct Account(String);
+    ///
+    /// #[on_message]
+    /// async fn login(conn: Connection, msg: String) -> flexi_socket::Result<()> {
+    ///     match conn.state::<Account>() {
+    ///         None => {
+    ///             conn.set_state(Account(msg)); // the first line is the account
+    ///             conn.send("logged in").await
+    ///         }
+    ///         Some(Account(account)) => conn.send(format!("{account}: {msg}")).await,
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
     pub fn set_state<T: Send + 'static>(&self, value: T) {
         let mut state = self.lock_state();
         let slot = (TypeId::of::<T>(), Box::new(value) as Box<dyn Any + Send>);
@@ -269,11 +431,52 @@ impl Connection {
     }
 
     /// A clone of the per-connection state of type `T`, if set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flexi_socket::{Connection, on_message};
+    ///
+    /// #[derive(Clone, Copy)]
+    /// struct Zone(u8);
+    ///
+    /// #[on_message]
+    /// async fn report(conn: Connection, msg: String) -> flexi_socket::Result<()> {
+    ///     let zone = conn.state::<Zone>().map_or(0, |Zone(zone)| zone); // a copy
+    ///     conn.send(format!("zone {zone}: {msg}")).await
+    /// }
+    /// # fn main() {}
+    /// ```
     pub fn state<T: Clone + Send + 'static>(&self) -> Option<T> {
         self.with_state(|value: &mut T| value.clone())
     }
 
     /// Runs `f` on the per-connection state of type `T`, if set.
+    ///
+    /// # Examples
+    ///
+    /// Change the state in place (no `Clone` needed):
+    ///
+    /// ```
+    /// use flexi_socket::{Connection, on_connect, on_message};
+    ///
+    /// struct Seen(Vec<String>);
+    ///
+    /// #[on_connect]
+    /// async fn start(conn: Connection) {
+    ///     conn.set_state(Seen(Vec::new()));
+    /// }
+    ///
+    /// #[on_message]
+    /// async fn remember(conn: Connection, msg: String) -> flexi_socket::Result<()> {
+    ///     let count = conn.with_state(|seen: &mut Seen| {
+    ///         seen.0.push(msg);
+    ///         seen.0.len()
+    ///     });
+    ///     conn.send(format!("{} messages so far", count.unwrap_or(0))).await
+    /// }
+    /// # fn main() {}
+    /// ```
     pub fn with_state<T: Send + 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let mut state = self.lock_state();
         state
@@ -284,6 +487,22 @@ impl Connection {
     }
 
     /// Removes and returns the per-connection state of type `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flexi_socket::{Connection, on_disconnect};
+    ///
+    /// struct Session(Vec<String>);
+    ///
+    /// #[on_disconnect]
+    /// async fn flush(conn: Connection) {
+    ///     if let Some(Session(lines)) = conn.take_state::<Session>() {
+    ///         println!("{} sent {} lines", conn.peer_addr(), lines.len());
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
     pub fn take_state<T: Send + 'static>(&self) -> Option<T> {
         let mut state = self.lock_state();
         let index = state.iter().position(|(id, _)| *id == TypeId::of::<T>())?;
@@ -297,6 +516,33 @@ impl Connection {
 
     /// The server's shared application state of type `T` (see
     /// [`ServerBuilder::state`](crate::ServerBuilder::state)), if that is its type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flexi_socket::{Connection, FlexiSocket, on_message};
+    ///
+    /// struct Config {
+    ///     greeting: String,
+    /// }
+    ///
+    /// #[on_message]
+    /// async fn greet(conn: Connection, name: String) -> flexi_socket::Result<()> {
+    ///     let greeting = conn.app_state::<Config>().map_or("hello", |c| c.greeting.as_str());
+    ///     conn.send(format!("{greeting}, {name}")).await
+    /// }
+    ///
+    /// # async fn run() -> flexi_socket::Result<()> {
+    /// FlexiSocket::server("127.0.0.1:8081")
+    ///     .state(Config { greeting: "welcome".into() })
+    ///     .serve()
+    ///     .await
+    /// # }
+    /// # fn main() {}
+    /// ```
+    ///
+    /// (A handler may also take [`State<Config>`](crate::State) as an argument:
+    /// the same value, cloned for the handler.)
     pub fn app_state<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.shared
             .endpoint

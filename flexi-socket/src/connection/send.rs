@@ -31,6 +31,22 @@ impl Connection {
     /// [`Error::ConnectionClosed`] once the connection is closing,
     /// [`Error::Encode`] if the framing refuses the message, or the error of a
     /// failing `before_send` handler.
+    ///
+    /// # Examples
+    ///
+    /// Text or bytes; `?` hands a failure to `on_error`:
+    ///
+    /// ```
+    /// use flexi_socket::{Bytes, Connection, on_message};
+    ///
+    /// #[on_message]
+    /// async fn answer(conn: Connection, msg: Bytes) -> flexi_socket::Result<()> {
+    ///     conn.send("ACK").await?;                     // text
+    ///     conn.send(msg).await?;                       // the bytes received, without copying
+    ///     conn.send(vec![0x06]).await                  // bytes
+    /// }
+    /// # fn main() {}
+    /// ```
     pub fn send(
         &self,
         message: impl Into<Message>,

@@ -151,6 +151,47 @@ impl Tcp {
 /// Configures a server; finish with [`bind`](Self::bind), [`serve`](Self::serve)
 /// or [`start`](Self::start). `T` is the transport, [`Tcp`] or
 /// [`Udp`](crate::Udp), whose own settings only its builder has.
+///
+/// # Examples
+///
+/// Every setting has a default; set the ones your protocol needs, in any
+/// order, then bind. Each group of settings has its own example below:
+/// [framing](Self::framing), [connection limits](Self::max_connections),
+/// [deadlines](Self::idle_timeout), [the outbound queue](Self::outbound_queue),
+/// [failing handlers](Self::handler_timeout), [history](Self::history_for),
+/// TCP's [PROXY protocol](Self::proxy_protocol) and [socket options](Self::backlog),
+/// TLS (`tls`, with the feature `tls`), UDP's [sessions](Self::udp_session_idle),
+/// and the ways to [start](Self::serve_with_shutdown).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::time::Duration;
+///
+/// use flexi_socket::{Connection, FlexiSocket, Framing, State, on_message};
+///
+/// #[derive(Clone, Default)]
+/// struct Counter {
+///     messages: Arc<AtomicU64>,
+/// }
+///
+/// #[on_message]
+/// async fn count(conn: Connection, msg: String, counter: State<Counter>) -> flexi_socket::Result<()> {
+///     let n = counter.messages.fetch_add(1, Ordering::Relaxed) + 1;
+///     conn.send(format!("{n}: {msg}")).await
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> flexi_socket::Result<()> {
+///     FlexiSocket::server("0.0.0.0:8081")          // the attribute handlers, or .router(..)
+///         .state(Counter::default())               // shared with every handler
+///         .framing(Framing::lines().max_length(4096))
+///         .max_connections(5_000)
+///         .idle_timeout(Duration::from_secs(120))
+///         .serve()                                 // until SIGINT or SIGTERM
+///         .await
+/// }
+/// ```
 pub struct ServerBuilder<T = Tcp> {
     pub(super) addr: String,
     /// `None`: the transport's default.
@@ -184,6 +225,21 @@ impl<T> ServerBuilder<T> {
     /// Sets `SO_REUSEPORT` on the listening socket (Unix; default off), so
     /// that several processes (or servers) can listen on the same port and
     /// the kernel spreads new connections, or UDP peers, among them.
+    ///
+    /// # Examples
+    ///
+    /// Two servers on one port, the kernel spreading peers between them:
+    ///
+    /// ```no_run
+    /// use flexi_socket::FlexiSocket;
+    ///
+    /// # async fn two() -> flexi_socket::Result<()> {
+    /// let first = FlexiSocket::server("0.0.0.0:8081").reuse_port(true).bind().await?;
+    /// let second = FlexiSocket::server("0.0.0.0:8081").reuse_port(true).bind().await?;
+    /// tokio::spawn(first.serve());
+    /// second.serve().await?;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn reuse_port(mut self, reuse: bool) -> Self {
         self.socket.reuse_port = reuse;
@@ -226,6 +282,17 @@ impl<T> ServerBuilder<T> {
     /// How bytes become messages. Default: [`Framing::lines`] (64 KiB maximum).
     /// Over UDP the default is none, each datagram being one message; a
     /// framing set here splits each datagram on its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flexi_socket::{FlexiSocket, Framing};
+    ///
+    /// // STX ... ETX frames of at most 1 KiB; longer ones are reported and skipped.
+    /// let server = FlexiSocket::server("0.0.0.0:9000")
+    ///     .framing(Framing::delimited("\x02", "\x03").max_length(1024));
+    /// # let _ = server;
+    /// ```
     #[must_use]
     pub fn framing(mut self, framing: Framing) -> Self {
         self.framing = Some(framing);
@@ -283,6 +350,19 @@ impl<T> ServerBuilder<T> {
     /// # Panics
     ///
     /// If `connections` is 0.
+    ///
+    /// # Examples
+    ///
+    /// The connection limits together:
+    ///
+    /// ```
+    /// use flexi_socket::FlexiSocket;
+    ///
+    /// let server = FlexiSocket::server("0.0.0.0:8081")
+    ///     .max_connections(20_000)        // then the kernel's backlog holds the rest
+    ///     .max_connections_per_ip(50);    // beyond it, closed at once
+    /// # let _ = server;
+    /// ```
     #[must_use]
     pub fn max_connections(mut self, connections: usize) -> Self {
         assert!(
@@ -337,6 +417,23 @@ impl<T> ServerBuilder<T> {
     /// Closes a connection that sent nothing for this long (default 5 minutes;
     /// peers with heartbeats stay). `None` never closes idle connections.
     /// UDP sessions expire after their own `udp_session_idle` instead.
+    ///
+    /// # Examples
+    ///
+    /// The read deadlines together (each can be `None`):
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flexi_socket::FlexiSocket;
+    ///
+    /// let server = FlexiSocket::server("0.0.0.0:8081")
+    ///     .first_message_timeout(Duration::from_secs(5))  // with a classifier
+    ///     .first_message_max_length(1024)
+    ///     .frame_timeout(Duration::from_secs(10))         // a frame started must end
+    ///     .idle_timeout(Duration::from_secs(600))         // devices with a 5-minute heartbeat
+    ///     .tcp_keepalive(Duration::from_secs(30));
+    /// # let _ = server;
+    /// ```
     #[must_use]
     pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.limits.idle_timeout = timeout.into();
@@ -365,6 +462,22 @@ impl<T> ServerBuilder<T> {
     /// # Panics
     ///
     /// If `messages` is 0.
+    ///
+    /// # Examples
+    ///
+    /// The outbound queue and what happens when a peer does not read:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flexi_socket::{FlexiSocket, SlowConsumerPolicy};
+    ///
+    /// let server = FlexiSocket::server("0.0.0.0:8081")
+    ///     .outbound_queue(256)                                    // messages
+    ///     .outbound_queue_bytes(1024 * 1024)                      // and bytes per connection
+    ///     .slow_consumer(SlowConsumerPolicy::Wait(Duration::from_secs(5)))
+    ///     .slow_consumer_for("telemetry", SlowConsumerPolicy::Disconnect);
+    /// # let _ = server;
+    /// ```
     #[must_use]
     pub fn outbound_queue(mut self, messages: usize) -> Self {
         assert!(
@@ -427,6 +540,19 @@ impl<T> ServerBuilder<T> {
     /// # Panics
     ///
     /// If `messages` or `bytes` is 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flexi_socket::FlexiSocket;
+    ///
+    /// // The last 20 messages (at most 16 KiB) of every connection; panels of
+    /// // type "001" keep 200 (64 KiB). Read them with `conn.history()`.
+    /// let server = FlexiSocket::server("0.0.0.0:8081")
+    ///     .history(20, 16 * 1024)
+    ///     .history_for("001", 200, 64 * 1024);
+    /// # let _ = server;
+    /// ```
     #[must_use]
     #[track_caller]
     pub fn history_for(
@@ -443,6 +569,21 @@ impl<T> ServerBuilder<T> {
 
     /// Cancels a handler that runs longer than this (default: none); the
     /// error reaches `on_error` and the connection goes on.
+    ///
+    /// # Examples
+    ///
+    /// What a failing or slow handler costs, and how long a shutdown may take:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flexi_socket::{FlexiSocket, PanicPolicy};
+    ///
+    /// let server = FlexiSocket::server("0.0.0.0:8081")
+    ///     .handler_timeout(Duration::from_secs(2))  // cancelled, reported, the connection goes on
+    ///     .on_panic(PanicPolicy::Continue)          // report a panic and read on
+    ///     .shutdown_timeout(Duration::from_secs(10));
+    /// # let _ = server;
+    /// ```
     #[must_use]
     pub fn handler_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.limits.handler_timeout = timeout.into();
@@ -518,6 +659,23 @@ impl ServerBuilder<Tcp> {
     /// closed without events and counted in
     /// [`ServerStats::proxy_rejected`](crate::ServerStats::proxy_rejected);
     /// a LOCAL header (the balancer's health check) is closed without events.
+    ///
+    /// # Examples
+    ///
+    /// Behind HAProxy on 10.0.0.0/8 (`server app 10.0.0.5:8081 send-proxy-v2`):
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flexi_socket::{FlexiSocket, ProxyProtocol};
+    ///
+    /// let server = FlexiSocket::server("0.0.0.0:8081").proxy_protocol(
+    ///     ProxyProtocol::new()                        // trusts loopback
+    ///         .trust("10.0.0.0/8")?
+    ///         .header_timeout(Duration::from_secs(2)),
+    /// );
+    /// # let _ = server;
+    /// # Ok::<(), flexi_socket::Error>(())
+    /// ```
     #[must_use]
     pub fn proxy_protocol(mut self, policy: ProxyProtocol) -> Self {
         self.transport.proxy = Some(policy);
@@ -533,6 +691,20 @@ impl ServerBuilder<Tcp> {
     /// # Panics
     ///
     /// If `connections` is 0.
+    ///
+    /// # Examples
+    ///
+    /// The TCP socket's own settings:
+    ///
+    /// ```
+    /// use flexi_socket::FlexiSocket;
+    ///
+    /// let server = FlexiSocket::server("0.0.0.0:8081")
+    ///     .backlog(4096)                  // capped by net.core.somaxconn
+    ///     .read_buffer_size(64 * 1024)    // peers that send a lot at once
+    ///     .reuse_port(true);              // several processes on one port
+    /// # let _ = server;
+    /// ```
     #[must_use]
     pub fn backlog(mut self, connections: u32) -> Self {
         assert!(
@@ -565,6 +737,21 @@ impl<T: ServerTransport> ServerBuilder<T> {
     /// A start-up check failed ([`Error::NoHandlers`], [`Error::DuplicateHandler`],
     /// [`Error::UnknownClientType`], [`Error::NoClassifier`]) or the address
     /// could not be bound ([`Error::Bind`]).
+    ///
+    /// # Examples
+    ///
+    /// Bind first to learn the address (here a free port) before serving:
+    ///
+    /// ```no_run
+    /// use flexi_socket::FlexiSocket;
+    ///
+    /// # async fn run() -> flexi_socket::Result<()> {
+    /// let server = FlexiSocket::server("127.0.0.1:0").bind().await?;
+    /// println!("listening on {}", server.local_addr());
+    /// let report = server.serve().await?;
+    /// println!("{} connections closed", report.connections_closed);
+    /// # Ok(()) }
+    /// ```
     pub async fn bind(mut self) -> Result<Server> {
         let added = std::mem::take(&mut self.added);
         let (setup, limits) = (self.setup.clone(), self.limits.clone());
@@ -628,6 +815,26 @@ impl<T: ServerTransport> ServerBuilder<T> {
     /// # Errors
     ///
     /// As [`bind`](Self::bind).
+    ///
+    /// # Examples
+    ///
+    /// Shut down when another part of the program says so, here a channel:
+    ///
+    /// ```no_run
+    /// use flexi_socket::FlexiSocket;
+    ///
+    /// # async fn run() -> flexi_socket::Result<()> {
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let server = tokio::spawn(
+    ///     FlexiSocket::server("0.0.0.0:8081").serve_with_shutdown(async {
+    ///         let _ = stopped.await;
+    ///     }),
+    /// );
+    /// // ... later:
+    /// let _ = stop.send(());
+    /// server.await.expect("the server task ran to its end")?;
+    /// # Ok(()) }
+    /// ```
     pub async fn serve_with_shutdown(self, signal: impl Future<Output = ()> + Send) -> Result<()> {
         self.bind()
             .await?
@@ -644,6 +851,21 @@ impl<T: ServerTransport> ServerBuilder<T> {
     /// As [`bind`](Self::bind); [`Error::InsideRuntime`] when called from
     /// async code (use [`serve`](Self::serve) there); [`Error::Io`] if the
     /// runtime cannot start.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use flexi_socket::{Connection, FlexiSocket, on_message};
+    ///
+    /// #[on_message]
+    /// async fn echo(conn: Connection, msg: String) -> flexi_socket::Result<()> {
+    ///     conn.send(msg).await
+    /// }
+    ///
+    /// fn main() -> flexi_socket::Result<()> {
+    ///     FlexiSocket::server("0.0.0.0:8081").start()
+    /// }
+    /// ```
     pub fn start(self) -> Result<()> {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(Error::InsideRuntime);

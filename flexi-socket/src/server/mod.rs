@@ -78,6 +78,40 @@ impl Bound {
 }
 
 /// A bound server, ready to serve.
+///
+/// # Examples
+///
+/// A server on a free port of loopback, one client's round trip, then a
+/// graceful shutdown from a [`ServerHandle`]:
+///
+/// ```
+/// use std::time::Duration;
+/// use flexi_socket::{Connection, FlexiSocket, Router};
+/// use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+/// use tokio::time::timeout;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let router = Router::new()
+///     .on_message(|conn: Connection, msg: String| async move { conn.send(msg).await });
+/// let server = FlexiSocket::server("127.0.0.1:0").router(router).bind().await?;
+/// let addr = server.local_addr().socket_addr().expect("a TCP address");
+/// let handle = server.handle();
+/// let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
+///
+/// let mut peer = BufReader::new(tokio::net::TcpStream::connect(addr).await?);
+/// peer.get_mut().write_all(b"hello\n").await?;
+/// let mut reply = String::new();
+/// timeout(Duration::from_secs(5), peer.read_line(&mut reply)).await??;
+/// assert_eq!(reply, "hello\n");
+/// assert_eq!(handle.connections().len(), 1);
+///
+/// handle.shutdown(); // the peer gets a FIN once its replies are written
+/// drop(peer);
+/// let report = serving.await??;
+/// assert_eq!(report.connections_closed, 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Server {
     /// The builder's own listener first, then those added with
@@ -304,6 +338,27 @@ impl Drop for ShutdownOnDrop {
 
 /// Reaches a running server from anywhere: its counters, its connections,
 /// and its shutdown. Cheap to clone.
+///
+/// # Examples
+///
+/// From another task: look at the server, then stop it.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use flexi_socket::FlexiSocket;
+///
+/// # async fn run() -> flexi_socket::Result<()> {
+/// let server = FlexiSocket::server("0.0.0.0:8081").bind().await?;
+/// let handle = server.handle();
+/// tokio::spawn(async move {
+///     tokio::time::sleep(Duration::from_secs(3600)).await; // a maintenance window
+///     println!("{} connections open", handle.connections().len());
+///     handle.shutdown(); // serve() below returns once they are closed
+/// });
+/// let report = server.serve().await?;
+/// println!("{} connections closed", report.connections_closed);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ServerHandle {
     endpoint: Arc<Endpoint>,

@@ -31,6 +31,22 @@ impl ServerBuilder<Tcp> {
     ///
     /// TLS runs over TCP only (there is no DTLS): a UDP server's builder has
     /// no such method.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use flexi_socket::{FlexiSocket, TlsServerConfig};
+    ///
+    /// # async fn run() -> flexi_socket::Result<()> {
+    /// let tls = TlsServerConfig::from_pem_files("server.crt", "server.key")?;
+    /// FlexiSocket::server("0.0.0.0:8443")
+    ///     .tls(tls)
+    ///     .tls_handshake_timeout(Duration::from_secs(5))
+    ///     .serve()
+    ///     .await
+    /// # }
+    /// ```
     #[must_use]
     pub fn tls(mut self, config: TlsServerConfig) -> Self {
         self.transport.tls.config = Some(config);

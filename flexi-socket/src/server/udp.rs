@@ -79,6 +79,22 @@ impl ServerBuilder<Udp> {
     /// # Panics
     ///
     /// If `idle` is zero.
+    ///
+    /// # Examples
+    ///
+    /// A UDP server's own settings together:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flexi_socket::FlexiSocket;
+    ///
+    /// let server = FlexiSocket::udp("0.0.0.0:8082")
+    ///     .udp_session_idle(Duration::from_secs(30))  // then on_disconnect
+    ///     .max_datagram(1_500)                        // longer ones are dropped and reported
+    ///     .udp_session_queue(16)                      // datagrams waiting per peer
+    ///     .max_connections(10_000);                   // sessions at once
+    /// # let _ = server;
+    /// ```
     #[must_use]
     #[track_caller]
     pub fn udp_session_idle(mut self, idle: Duration) -> Self {
