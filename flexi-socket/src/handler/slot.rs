@@ -58,9 +58,12 @@ impl HandlerSlot {
     pub(crate) fn trim(&mut self) {
         /// A typical `async fn` handler's future is a few dozen bytes.
         const KEPT: usize = 256;
-        if let Some((future, _)) = &self.future
-            && std::mem::size_of_val(&**future) > KEPT
-        {
+        // Not a let chain: those need Rust 1.88, the crate's rust-version is 1.85.
+        let large = self
+            .future
+            .as_ref()
+            .is_some_and(|(future, _)| std::mem::size_of_val(&**future) > KEPT);
+        if large {
             self.future = None;
         }
     }
