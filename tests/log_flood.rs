@@ -1,7 +1,9 @@
-//! A peer flooding a server with bad frames does not flood its log: of each
-//! kind of error, the first ten a second are logged, then one line counts
-//! the rest; every error is still counted in the stats. Driven through the
-//! in-memory harness, in paused time, with the log captured.
+//! What the log says. A peer flooding a server with bad frames does not
+//! flood it: of each kind of error, the first ten a second are logged, then
+//! one line counts the rest; every error is still counted in the stats
+//! (driven through the in-memory harness, in paused time, with the log
+//! captured). The routing table at start-up says which typed handlers
+//! replace a default one.
 
 mod support;
 
@@ -153,4 +155,45 @@ async fn the_alarm_receivers_nak_lines_are_logged_within_a_rate() {
         garbage.len(),
         log.len()
     );
+}
+
+/// The routing table logged at start-up says which typed handler stands in
+/// for a default one: for its client type it runs instead, not after it.
+#[tokio::test]
+async fn the_routing_table_says_which_typed_handler_replaces_a_default() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+
+    let router = Router::new()
+        .on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await })
+        .after_receive(|_conn: Connection, msg: Message| async move { msg })
+        .after_receive_for("001", |_conn: Connection, msg: Message| async move { msg })
+        .on_message_for("002", |conn: Connection, msg: Message| async move {
+            conn.send(msg).await
+        });
+    let server = FlexiSocket::server("127.0.0.1:0")
+        .router(router)
+        .classifier::<support::servers::Panel>()
+        .bind()
+        .await
+        .unwrap();
+    drop(server);
+    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let route = |client_type: &str, event: &str| {
+        log.lines()
+            .find(|line| {
+                line.contains(&format!("client_type={client_type}"))
+                    && line.contains(&format!("event={event}"))
+            })
+            .unwrap_or_else(|| panic!("no {event} route for {client_type} in:\n{log}"))
+            .to_owned()
+    };
+    assert!(route("001", "after_receive").contains("replaces=\"closure at"));
+    assert!(route("002", "on_message").contains("replaces=\"closure at"));
+    assert!(!route("(default)", "on_message").contains("replaces"));
 }

@@ -41,7 +41,9 @@
 //!
 //! Attributes: `#[on_connect]`, `#[on_message]`, `#[after_receive]`, `#[before_send]`,
 //! `#[on_error]`, `#[on_disconnect]`, the last four taking an optional
-//! `client_type = "001"` or `client_type = Enum::Variant`.
+//! `client_type = "001"` or `client_type = Enum::Variant`. A handler with a
+//! client type replaces the default handler of its kind for that type (it
+//! does not run after it); the routing table logged at start-up says which.
 //!
 //! # Example
 //!

@@ -269,9 +269,20 @@ impl Router {
                 event = %entry.kind,
                 client_type = %client_type,
                 handler = entry.handler.name,
+                replaces = self.replaced_by(entry),
                 "route"
             );
         }
+    }
+
+    /// The default handler a typed `entry` stands in for: for connections
+    /// of its type it runs instead of that one, not after it.
+    fn replaced_by(&self, entry: &Entry) -> Option<&'static str> {
+        entry.client_type.as_ref()?;
+        self.entries
+            .iter()
+            .find(|other| other.kind == entry.kind && other.client_type.is_none())
+            .map(|default| default.handler.name)
     }
 }
 
