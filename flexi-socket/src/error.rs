@@ -16,8 +16,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 #[derive(thiserror::Error)]
 pub enum Error {
+    /// An address has none of the forms the builder takes (no port, no host,
+    /// a port that is not a number, ...). Reported by `bind`, `spawn` or
+    /// `connect` before anything is opened.
+    #[error("invalid address `{addr}`: {reason} (expected {expected})")]
+    InvalidAddress {
+        /// The address that was given.
+        addr: String,
+        /// What is wrong with it.
+        reason: String,
+        /// The forms this builder takes.
+        expected: &'static str,
+    },
+
     /// The listening socket could not be opened.
-    #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
+    #[error("cannot listen on {addr}: {source}{hint}", hint = bind_hint(.addr, .source))]
     Bind {
         /// The address that was asked for.
         addr: String,
@@ -390,6 +403,34 @@ impl std::fmt::Debug for Error {
     }
 }
 
+/// What a failed bind most likely means, as a parenthesis after the system's
+/// words; empty when the error speaks for itself.
+fn bind_hint(addr: &str, error: &io::Error) -> &'static str {
+    let unix = addr.starts_with(crate::peer_addr::UNIX_PREFIX);
+    let privileged_port = addr
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .is_some_and(|port| port != 0 && port < 1024);
+    match error.kind() {
+        io::ErrorKind::AddrInUse if unix => " (another server listens on this socket file)",
+        io::ErrorKind::AddrInUse => {
+            " (another socket is bound to this port: another process, or another server in this \
+             one; stop it, pick another port, or share it with `.reuse_port(true)` on both)"
+        }
+        io::ErrorKind::PermissionDenied if privileged_port => {
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a port from 1024 up)"
+        }
+        io::ErrorKind::PermissionDenied if unix => {
+            " (this user may not create the socket file in that directory)"
+        }
+        io::ErrorKind::AddrNotAvailable => {
+            " (no interface of this machine has that address: listen on 0.0.0.0, [::], \
+             or one of its own addresses)"
+        }
+        _ => "",
+    }
+}
+
 /// Text of a caught panic payload.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(text) = payload.downcast_ref::<&str>() {
@@ -409,5 +450,35 @@ fn owed_hint(owed_before: usize) -> String {
             " ({owed} earlier message(s) were still owed a reply; if the server does not \
              answer every message, use `reply_order(ReplyOrder::RequestsOnly)` or `request_matching`)"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind_error(addr: &str, kind: io::ErrorKind) -> String {
+        let source = io::Error::new(kind, "os says no");
+        Error::Bind {
+            addr: addr.to_owned(),
+            source,
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_bind_error_names_what_happened() {
+        let in_use = bind_error("0.0.0.0:8081", io::ErrorKind::AddrInUse);
+        assert!(in_use.contains("another socket is bound"), "{in_use}");
+        let low_port = bind_error("0.0.0.0:80", io::ErrorKind::PermissionDenied);
+        assert!(low_port.contains("below 1024"), "{low_port}");
+        let high_port = bind_error("0.0.0.0:8081", io::ErrorKind::PermissionDenied);
+        assert_eq!(high_port, "cannot listen on 0.0.0.0:8081: os says no");
+        let unix = bind_error("unix:/run/x.sock", io::ErrorKind::PermissionDenied);
+        assert!(unix.contains("socket file"), "{unix}");
+        let absent = bind_error("192.0.2.1:8081", io::ErrorKind::AddrNotAvailable);
+        assert!(absent.contains("no interface"), "{absent}");
+        let other = bind_error("0.0.0.0:8081", io::ErrorKind::InvalidInput);
+        assert!(!other.contains('('), "{other}");
     }
 }

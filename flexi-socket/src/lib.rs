@@ -9,7 +9,7 @@
 //!
 //! | layer | holds |
 //! |---|---|
-//! | leaves (`error`, `message`, `client_type`, `handler_kind`, `config/`, `stats`, `log_rate`, [`checksum`]) | plain types: errors, limits and policies, counters, logging within a rate |
+//! | leaves (`address`, `error`, `message`, `client_type`, `handler_kind`, `config/`, `stats`, `log_rate`, [`checksum`]) | plain types: addresses, errors, limits and policies, counters, logging within a rate |
 //! | [`framing`] | bytes <-> frames, one bounded codec per file |
 //! | `classify/` | running the classifier, the raw first unit, per-client-type framing |
 //! | `handler/` | the handler contract, the routing table, the attribute registry, running one handler (panics, timeouts, blocking) |
@@ -86,6 +86,7 @@
 extern crate self as flexi_socket;
 
 // Leaves: plain types every layer below may use.
+mod address;
 pub mod checksum;
 mod client_type;
 mod config;

@@ -99,7 +99,13 @@ async fn open(shared: &Shared, settings: &Settings) -> std::result::Result<Opene
     let connecting = connect(&shared.addr);
     let opened = match tokio::time::timeout(settings.connect_timeout, connecting).await {
         Ok(Ok(opened)) => opened,
-        Ok(Err(error)) => {
+        Ok(Err(Failed::Resolve(error))) => {
+            return Err(format!(
+                "cannot resolve {}: {error} (is the host name right? retried, as DNS may answer later)",
+                shared.addr
+            ));
+        }
+        Ok(Err(Failed::Connect(error))) => {
             return Err(format!(
                 "cannot connect to {}: {error} (is the server running and the address right?)",
                 shared.addr
@@ -115,15 +121,29 @@ async fn open(shared: &Shared, settings: &Settings) -> std::result::Result<Opene
     opened.handshake(settings).await
 }
 
+/// Why one connect attempt failed: a name that does not resolve (yet) is
+/// told apart from a server that does not answer.
+enum Failed {
+    Resolve(std::io::Error),
+    Connect(std::io::Error),
+}
+
 /// Connects to `addr`: `host:port`, or `unix:PATH` for a Unix socket.
-async fn connect(addr: &str) -> std::io::Result<Opened> {
+async fn connect(addr: &str) -> std::result::Result<Opened, Failed> {
     #[cfg(unix)]
     if let Some(path) = addr.strip_prefix(crate::peer_addr::UNIX_PREFIX) {
         return tokio::net::UnixStream::connect(path)
             .await
-            .map(Opened::Unix);
+            .map(Opened::Unix)
+            .map_err(Failed::Connect);
     }
-    let stream = TcpStream::connect(addr).await?;
+    let resolved: Vec<_> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(Failed::Resolve)?
+        .collect();
+    let stream = TcpStream::connect(&resolved[..])
+        .await
+        .map_err(Failed::Connect)?;
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "cannot set TCP_NODELAY");
     }

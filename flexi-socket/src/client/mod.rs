@@ -13,6 +13,7 @@ use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::address::{self, Accepts};
 use crate::classify::ClientFraming;
 use crate::config::{Limits, Reconnect, ReplyOrder, history_method, read_buffer_method};
 use crate::connection::deadlines;
@@ -202,8 +203,8 @@ impl ClientBuilder {
     ///
     /// # Errors
     ///
-    /// A start-up check of the handlers failed, or every attempt the
-    /// [`Reconnect`] policy allows failed ([`Error::GaveUp`]).
+    /// As [`spawn`](Self::spawn), or every attempt the [`Reconnect`] policy
+    /// allows failed ([`Error::GaveUp`]).
     pub async fn connect(self) -> Result<Client> {
         let client = self.spawn()?;
         client.connected().await?;
@@ -215,9 +216,13 @@ impl ClientBuilder {
     ///
     /// # Errors
     ///
-    /// A start-up check of the handlers failed (duplicates, unknown client
-    /// types), or TLS cannot take a server name from the address.
+    /// The address is not `host:port` or `unix:PATH`
+    /// ([`Error::InvalidAddress`]; a host name that does not resolve is
+    /// retried under the [`Reconnect`] policy instead, as DNS may answer
+    /// later), a start-up check of the handlers failed (duplicates, unknown
+    /// client types), or TLS cannot take a server name from the address.
     pub fn spawn(self) -> Result<Client> {
+        address::check(&self.addr, Accepts::TCP_CLIENT)?;
         #[cfg(feature = "tls")]
         let tls = self.tls.into_client(&self.addr)?;
         let replies = Arc::new(Replies::new(self.reply_order));

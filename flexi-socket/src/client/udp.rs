@@ -11,6 +11,7 @@ use tokio::net::UdpSocket;
 use tokio_util::task::TaskTracker;
 
 use super::replies::{Expects, Replies, RequestId};
+use crate::address::{self, Accepts};
 use crate::classify::ClientFraming;
 use crate::config::{Limits, ReplyOrder, history_method};
 use crate::connection::deadlines;
@@ -157,11 +158,13 @@ impl UdpClientBuilder {
     ///
     /// # Errors
     ///
-    /// A start-up check of the handlers failed (duplicates, unknown client
+    /// The address is not `host:port` ([`Error::InvalidAddress`]); a
+    /// start-up check of the handlers failed (duplicates, unknown client
     /// types); the address does not resolve or the socket cannot be opened
     /// ([`Error::Io`]); the handshake could not be sent (an error of
     /// [`Connection::send`]).
     pub async fn connect(self) -> Result<UdpClient> {
+        address::check(&self.addr, Accepts::UDP_CLIENT)?;
         let socket = Arc::new(open_socket(&self.addr).await?);
         let (server_addr, local_addr) = (socket.peer_addr()?, socket.local_addr()?);
         let replies = Arc::new(Replies::new(self.reply_order));

@@ -143,7 +143,13 @@ async fn each_address<T>(
     mut open: impl FnMut(SocketAddr) -> io::Result<T>,
 ) -> io::Result<T> {
     let mut last_error = None;
-    for addr in tokio::net::lookup_host(addr).await? {
+    let resolved = tokio::net::lookup_host(addr).await.map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("the host name does not resolve ({error})"),
+        )
+    })?;
+    for addr in resolved {
         match open(addr) {
             Ok(opened) => return Ok(opened),
             Err(error) => last_error = Some(error),

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use super::accept::{StreamListener, StreamSetup};
 use super::bind::{self, SocketOptions};
 use super::{Listener, Server};
+use crate::address::{self, Accepts};
 use crate::classify::{ClientFraming, FirstUnit};
 use crate::client_type::ClientType;
 use crate::config::{
@@ -606,6 +607,9 @@ impl sealed::Sealed for Tcp {
     ) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>> {
         Box::pin(async move {
             let options = builder.socket;
+            if builder.transport.listener.is_none() {
+                address::check(&builder.addr, Accepts::STREAM_SERVER)?;
+            }
             let (endpoint, addr, mut tcp) = builder.into_endpoint(beside)?;
             let listener = open_stream_listener(&addr, tcp.listener.take(), options)
                 .await
@@ -734,9 +738,12 @@ impl<T: ServerTransport> ServerBuilder<T> {
     ///
     /// # Errors
     ///
-    /// A start-up check failed ([`Error::NoHandlers`], [`Error::DuplicateHandler`],
+    /// The address has none of the forms the transport takes
+    /// ([`Error::InvalidAddress`]), a start-up check failed
+    /// ([`Error::NoHandlers`], [`Error::DuplicateHandler`],
     /// [`Error::UnknownClientType`], [`Error::NoClassifier`]) or the address
-    /// could not be bound ([`Error::Bind`]).
+    /// could not be bound ([`Error::Bind`], saying why: in use, permission,
+    /// no such interface, a name that does not resolve).
     ///
     /// # Examples
     ///

@@ -24,6 +24,7 @@ use super::admission::Admission;
 use super::bind::{self, SocketOptions};
 use super::builder::{FlexiSocket, ServerBuilder, ServerTransport, handlers_beside, sealed};
 use super::{Listener, Server};
+use crate::address::{self, Accepts};
 use crate::connection::Endpoint;
 use crate::connection::outbound::Transport;
 use crate::error::{Error, Result};
@@ -149,6 +150,7 @@ impl sealed::Sealed for Udp {
         beside: Option<sealed::Beside>,
     ) -> Pin<Box<dyn Future<Output = Result<Server>> + Send>> {
         Box::pin(async move {
+            address::check(&builder.addr, Accepts::UDP_SERVER)?;
             let mut options = builder.transport.options;
             options.framed = builder.framing.is_some();
             let framing = options.framing(builder.framing.unwrap_or_default());
