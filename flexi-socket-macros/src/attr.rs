@@ -57,11 +57,13 @@ impl Kind {
     }
 }
 
-/// `client_type = ...` as written.
+/// `client_type = ...` as written: one client type, or several joined by
+/// `|` as in a `match` pattern (`client_type = "002" | "003"`).
 pub(crate) struct ClientTypeArg {
     /// The `client_type` key, for errors about the argument as a whole.
     pub(crate) key: Ident,
-    pub(crate) value: ClientTypeValue,
+    /// At least one.
+    pub(crate) values: Vec<ClientTypeValue>,
 }
 
 pub(crate) enum ClientTypeValue {
@@ -86,6 +88,9 @@ impl Args {
                 blocking: false,
             };
             while !input.is_empty() {
+                if input.peek(LitStr) {
+                    return Err(positional_client_types(kind, input));
+                }
                 let key: Ident = input.parse()?;
                 if key == "blocking" {
                     if args.blocking {
@@ -104,27 +109,22 @@ impl Args {
                     return Err(unknown_argument(kind, &key));
                 }
                 input.parse::<Token![=]>()?;
-                let value = if input.peek(LitStr) {
-                    ClientTypeValue::Key(input.parse()?)
-                } else if input.peek(Ident)
-                    || input.peek(Token![::])
-                    || input.peek(Token![crate])
-                    || input.peek(Token![self])
-                    || input.peek(Token![super])
-                {
-                    ClientTypeValue::Variant(input.call(Path::parse_mod_style)?)
-                } else {
-                    return Err(input.error(
-                        "expected a client type: a string like `\"001\"` or a classifier variant like `Panel::Alarm`",
-                    ));
-                };
-                if args.client_type.is_some() {
+                let mut values = vec![ClientTypeValue::parse(input)?];
+                while input.peek(Token![|]) {
+                    input.parse::<Token![|]>()?;
+                    values.push(ClientTypeValue::parse(input)?);
+                }
+                if let Some(first) = &args.client_type {
+                    let joined = spelled_list(first.values.iter().chain(&values));
                     return Err(Error::new(
                         key.span(),
-                        "duplicate `client_type`: a handler serves one client type, so remove this one",
+                        format!(
+                            "duplicate `client_type`; to serve several client types, join \
+                             them with `|` in one: `client_type = {joined}`"
+                        ),
                     ));
                 }
-                args.client_type = Some(ClientTypeArg { key, value });
+                args.client_type = Some(ClientTypeArg { key, values });
                 if !input.is_empty() {
                     input.parse::<Token![,]>()?;
                 }
@@ -135,12 +135,69 @@ impl Args {
     }
 }
 
+impl ClientTypeValue {
+    /// As the user would write it in the attribute: `"001"`, `Panel::Alarm`.
+    pub(crate) fn spelled(&self) -> String {
+        match self {
+            ClientTypeValue::Key(key) => format!("{:?}", key.value()),
+            ClientTypeValue::Variant(path) => quote::quote!(#path).to_string().replace(' ', ""),
+        }
+    }
+
+    fn parse(input: ParseStream) -> Result<Self> {
+        if input.peek(LitStr) {
+            Ok(ClientTypeValue::Key(input.parse()?))
+        } else if input.peek(Ident)
+            || input.peek(Token![::])
+            || input.peek(Token![crate])
+            || input.peek(Token![self])
+            || input.peek(Token![super])
+        {
+            Ok(ClientTypeValue::Variant(input.call(Path::parse_mod_style)?))
+        } else {
+            Err(input.error(
+                "expected a client type: a string like `\"001\"` or a classifier variant like `Panel::Alarm`",
+            ))
+        }
+    }
+}
+
+/// `#[on_message("002", "003")]`, the Python library's spelling: the error
+/// covers the strings and spells the attribute as it is written here.
+fn positional_client_types(kind: Kind, input: ParseStream) -> Error {
+    let mut keys: Vec<LitStr> = Vec::new();
+    while let Ok(key) = input.parse::<LitStr>() {
+        keys.push(key);
+        if input.parse::<Token![,]>().is_err() || !input.peek(LitStr) {
+            break;
+        }
+    }
+    let values: Vec<_> = keys.iter().cloned().map(ClientTypeValue::Key).collect();
+    let written = spelled_list(values.iter());
+    let message = if kind == Kind::Connect {
+        "#[on_connect] runs before the connection is classified, so it cannot take a client \
+         type; remove it"
+            .to_owned()
+    } else {
+        format!("name the client type: write `client_type = {written}`")
+    };
+    Error::new_spanned(quote::quote!(#(#keys)*), message)
+}
+
+/// Client types as one `client_type = ...` would list them.
+fn spelled_list<'a>(values: impl Iterator<Item = &'a ClientTypeValue>) -> String {
+    values
+        .map(ClientTypeValue::spelled)
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
 fn unknown_argument(kind: Kind, key: &Ident) -> Error {
     let message = if kind == Kind::Connect {
         format!("unknown argument `{key}`: #[on_connect] takes only `blocking`")
     } else {
         format!(
-            "unknown argument `{key}`: #[{}] takes `client_type` (e.g. `client_type = \"001\"` or `client_type = Panel::Alarm`) and `blocking`",
+            "unknown argument `{key}`: #[{}] takes `client_type` (e.g. `client_type = \"001\"`, `client_type = Panel::Alarm`, or several: `client_type = \"002\" | \"003\"`) and `blocking`",
             kind.attribute(),
         )
     };

@@ -146,29 +146,50 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
     };
 
     let blocking = handler.args.blocking;
-    let (client_type_fn, client_type) = match &handler.args.client_type {
-        None => (quote!(), quote!(#runtime::None)),
-        Some(arg) => {
-            let value = match &arg.value {
-                ClientTypeValue::Key(key) => {
-                    quote!(#runtime::ClientType::from_static(#key))
-                }
-                ClientTypeValue::Variant(path) => {
-                    let runtime = private(at(path.span()));
-                    quote_spanned!(at(path.span())=> #runtime::ClientType::of(&#path))
-                }
-            };
-            let function = quote! {
-                fn __flexi_client_type() -> #runtime::ClientType {
-                    #value
-                }
-            };
-            (function, quote!(#runtime::Some(__flexi_client_type)))
-        }
-    };
-
     let kind = format_ident!("{}", handler.kind.variant());
     let name = LitStr::new(&ident.unraw().to_string(), ident.span());
+    let register = |client_type: TokenStream| {
+        quote! {
+            #runtime::inventory::submit! {
+                #runtime::Registration {
+                    kind: #runtime::HandlerKind::#kind,
+                    client_type: #client_type,
+                    name: ::core::concat!(::core::module_path!(), "::", #name),
+                    call: __flexi_call,
+                    blocking: #blocking,
+                }
+            }
+        }
+    };
+    // One registration per client type, all calling the same function: the
+    // router then treats `client_type = "002" | "003"` as two handlers.
+    let registrations = match &handler.args.client_type {
+        None => register(quote!(#runtime::None)),
+        Some(arg) => arg
+            .values
+            .iter()
+            .enumerate()
+            .map(|(index, value)| {
+                let function = format_ident!("__flexi_client_type_{index}");
+                let value = match value {
+                    ClientTypeValue::Key(key) => {
+                        quote!(#runtime::ClientType::from_static(#key))
+                    }
+                    ClientTypeValue::Variant(path) => {
+                        let runtime = private(at(path.span()));
+                        quote_spanned!(at(path.span())=> #runtime::ClientType::of(&#path))
+                    }
+                };
+                let registration = register(quote!(#runtime::Some(#function)));
+                quote! {
+                    fn #function() -> #runtime::ClientType {
+                        #value
+                    }
+                    #registration
+                }
+            })
+            .collect(),
+    };
 
     quote! {
         const _: () = {
@@ -184,17 +205,7 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
                 #start
             }
 
-            #client_type_fn
-
-            #runtime::inventory::submit! {
-                #runtime::Registration {
-                    kind: #runtime::HandlerKind::#kind,
-                    client_type: #client_type,
-                    name: ::core::concat!(::core::module_path!(), "::", #name),
-                    call: __flexi_call,
-                    blocking: #blocking,
-                }
-            }
+            #registrations
         };
     }
 }

@@ -6,6 +6,22 @@
 //! function into typed views, `valid` checks them with errors on the user's tokens,
 //! and `expand` generates the registration. On bad input the function is emitted
 //! unchanged next to the errors, so nothing else fails because of it.
+//!
+//! # Client types
+//!
+//! Every handler attribute but `#[on_connect]` (which runs before the
+//! connection is classified) takes an optional `client_type`: the handler
+//! then serves connections of that type only, in place of the default
+//! handler (the one without `client_type`) for them. It is written as
+//!
+//! - a key: `#[on_message(client_type = "001")]`;
+//! - a classifier variant: `#[on_message(client_type = Panel::Alarm)]`;
+//! - several of either, joined with `|` as in a `match` pattern:
+//!   `#[on_message(client_type = "002" | "003")]`, which registers the one
+//!   handler for each type listed.
+//!
+//! The Python library's positional `on_message("001")` is an error that
+//! says to write `client_type = "001"`.
 
 mod attr;
 mod classifier;
@@ -32,7 +48,8 @@ pub fn on_connect(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Runs `async fn` once when a connection ends, whatever ended it.
 ///
-/// Takes an optional `client_type = "001"` or `client_type = Enum::Variant`.
+/// Takes an optional `client_type = "001"`, `client_type = Enum::Variant`, or
+/// several joined with `|` (`client_type = "002" | "003"`).
 #[proc_macro_attribute]
 pub fn on_disconnect(args: TokenStream, item: TokenStream) -> TokenStream {
     handler(Kind::Disconnect, args, item)
@@ -40,7 +57,8 @@ pub fn on_disconnect(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Handles each inbound message (after `after_receive`).
 ///
-/// Takes an optional `client_type = "001"` or `client_type = Enum::Variant`; the
+/// Takes an optional `client_type = "001"`, `client_type = Enum::Variant`, or
+/// several joined with `|` (`client_type = "002" | "003"`); the
 /// message is taken as `String`, `&str`, `Bytes`, `Vec<u8>`, `&[u8]` or `Message`.
 ///
 /// ```ignore
@@ -57,7 +75,8 @@ pub fn on_message(args: TokenStream, item: TokenStream) -> TokenStream {
 /// Rewrites or drops each inbound message before `on_message`: return the
 /// message to pass on, or `None` to drop it.
 ///
-/// Takes an optional `client_type = "001"` or `client_type = Enum::Variant`.
+/// Takes an optional `client_type = "001"`, `client_type = Enum::Variant`, or
+/// several joined with `|` (`client_type = "002" | "003"`).
 #[proc_macro_attribute]
 pub fn after_receive(args: TokenStream, item: TokenStream) -> TokenStream {
     handler(Kind::AfterReceive, args, item)
@@ -65,7 +84,8 @@ pub fn after_receive(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Rewrites or drops each outbound message: what it returns goes on the wire.
 ///
-/// Takes an optional `client_type = "001"` or `client_type = Enum::Variant`.
+/// Takes an optional `client_type = "001"`, `client_type = Enum::Variant`, or
+/// several joined with `|` (`client_type = "002" | "003"`).
 #[proc_macro_attribute]
 pub fn before_send(args: TokenStream, item: TokenStream) -> TokenStream {
     handler(Kind::BeforeSend, args, item)
@@ -73,7 +93,8 @@ pub fn before_send(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Is told about problems on a connection (take them as an `Error` argument).
 ///
-/// Takes an optional `client_type = "001"` or `client_type = Enum::Variant`.
+/// Takes an optional `client_type = "001"`, `client_type = Enum::Variant`, or
+/// several joined with `|` (`client_type = "002" | "003"`).
 #[proc_macro_attribute]
 pub fn on_error(args: TokenStream, item: TokenStream) -> TokenStream {
     handler(Kind::Error, args, item)

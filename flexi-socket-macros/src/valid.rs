@@ -44,13 +44,26 @@ fn client_type(handler: &Handler, errors: &mut Errors) {
             "#[on_connect] runs before the connection is classified, so it cannot take a client type; remove `client_type`",
         ));
     }
-    if let ClientTypeValue::Key(key) = &arg.value {
-        if key.value().is_empty() {
-            errors.push(Error::new(
-                key.span(),
-                "empty client type; write the key the classifier produces, e.g. `client_type = \"001\"`, or remove `client_type` to handle every client type",
-            ));
+    let mut seen: Vec<String> = Vec::new();
+    for value in &arg.values {
+        if let ClientTypeValue::Key(key) = value {
+            if key.value().is_empty() {
+                errors.push(Error::new(
+                    key.span(),
+                    "empty client type; write the key the classifier produces, e.g. `client_type = \"001\"`, or remove `client_type` to handle every client type",
+                ));
+            }
         }
+        // Spelled the same twice: the registration would clash with itself.
+        let spelled = value.spelled();
+        if seen.contains(&spelled) {
+            let message = format!("{spelled} is already listed; remove this one");
+            errors.push(match value {
+                ClientTypeValue::Key(key) => Error::new(key.span(), message),
+                ClientTypeValue::Variant(path) => Error::new_spanned(path, message),
+            });
+        }
+        seen.push(spelled);
     }
 }
 

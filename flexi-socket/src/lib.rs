@@ -40,10 +40,12 @@
 //! | `TlsClientConfig` | trusted roots, server name, client certificate for `ClientBuilder::tls` (feature `tls`) |
 //!
 //! Attributes: `#[on_connect]`, `#[on_message]`, `#[after_receive]`, `#[before_send]`,
-//! `#[on_error]`, `#[on_disconnect]`, the last four taking an optional
-//! `client_type = "001"` or `client_type = Enum::Variant`. A handler with a
-//! client type replaces the default handler of its kind for that type (it
-//! does not run after it); the routing table logged at start-up says which.
+//! `#[on_error]`, `#[on_disconnect]`, all but `on_connect` taking an optional
+//! `client_type = "001"` or `client_type = Enum::Variant`, or several joined
+//! with `|` (`client_type = "002" | "003"`): one handler for each of them.
+//! A handler with a client type replaces the default handler of its kind
+//! for that type (it does not run after it); the routing table logged at
+//! start-up says which.
 //!
 //! # Example
 //!

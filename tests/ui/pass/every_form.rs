@@ -86,7 +86,7 @@ async fn failed(conn: Connection, error: Error) {
 #[on_error]
 async fn failed_anywhere(_error: Error) {}
 
-#[on_disconnect(client_type = "001")]
+#[on_disconnect(client_type = "001" | Panel::Sensor)]
 async fn bye(conn: Connection, reason: DisconnectReason) {
     let _ = (conn.peer_addr(), reason);
 }
