@@ -134,6 +134,39 @@ impl AsRef<[u8]> for Message {
     }
 }
 
+/// The message as text for people: UTF-8 as it is, with control
+/// characters and bytes that are not UTF-8 escaped (`\r`, `\x02`, `\xff`),
+/// so binary protocols print on one line and nothing is lost in silence.
+/// (`Debug` quotes it, as `b"..."`.)
+///
+/// ```
+/// use flexi_socket::Message;
+///
+/// assert_eq!(Message::from("héllo").to_string(), "héllo");
+/// assert_eq!(Message::from(&b"\x02ACK\xff\r"[..]).to_string(), "\\x02ACK\\xff\\r");
+/// ```
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        for chunk in self.bytes.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c.is_ascii_control() {
+                    // `\r`, `\t`, `\x02`: as protocol documents write them.
+                    write!(f, "{}", (c as u8).escape_ascii())?;
+                } else if c.is_control() {
+                    write!(f, "{}", c.escape_unicode())?;
+                } else {
+                    f.write_char(c)?;
+                }
+            }
+            for byte in chunk.invalid() {
+                write!(f, "\\x{byte:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Bytes' Debug shows text as text and escapes the rest: readable for protocols.
@@ -195,6 +228,17 @@ impl From<Vec<u8>> for Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_shows_text_and_escapes_what_would_not_print() {
+        let shown = |bytes: &[u8]| Message::from(bytes).to_string();
+        assert_eq!(shown("ACK 0001 héllo ✓".as_bytes()), "ACK 0001 héllo ✓");
+        assert_eq!(shown(b"\x02data\x03\r\n"), "\\x02data\\x03\\r\\n");
+        // Not UTF-8: each bad byte escaped, the text around it kept.
+        assert_eq!(shown(b"ok\xff\xfeok"), "ok\\xff\\xfeok");
+        assert_eq!(shown("a\u{85}b".as_bytes()), "a\\u{85}b");
+        assert_eq!(shown(b""), "");
+    }
 
     #[test]
     fn detached_copies_short_messages_out_of_their_buffer() {

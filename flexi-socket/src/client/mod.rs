@@ -18,7 +18,7 @@ use crate::classify::ClientFraming;
 use crate::config::{Limits, Reconnect, ReplyOrder, history_method, read_buffer_method};
 use crate::connection::deadlines;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
-use crate::connection::{Connection, Endpoint};
+use crate::connection::{Connection, DisconnectReason, Endpoint};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::message::Message;
@@ -574,7 +574,9 @@ impl Client {
                 let _ = task.await;
             }
         };
-        self.shared.endpoint.drain(finished).await;
+        // Closed, not shut down: on_disconnect sees that this side ended it.
+        let closed = DisconnectReason::Closed;
+        self.shared.endpoint.drain(closed, finished).await;
         self.shared.outbox_room.notify_waiters();
         let mut state = self.shared.lock();
         state.connection = None;

@@ -17,7 +17,7 @@ use crate::config::{Limits, ReplyOrder, history_method};
 use crate::connection::deadlines;
 use crate::connection::outbound::Transport;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
-use crate::connection::{CloseStage, Connection, Endpoint};
+use crate::connection::{CloseStage, Connection, DisconnectReason, Endpoint};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::message::Message;
@@ -423,10 +423,12 @@ impl UdpClient {
     /// until all that is done (cut after 30 s, the shutdown timeout).
     pub async fn close(&self) {
         let shared = &self.shared;
-        // Closed, not shut down: on_disconnect sees why it ended.
-        shared.connection.close();
+        // Closed, not shut down: on_disconnect sees that this side ended it.
+        // Not `Connection::close`, which would refuse on_disconnect's sends.
+        shared.connection.close_because(DisconnectReason::Closed);
         shared.tasks.close();
-        shared.endpoint.drain(shared.tasks.wait()).await;
+        let closed = DisconnectReason::Closed;
+        shared.endpoint.drain(closed, shared.tasks.wait()).await;
     }
 }
 

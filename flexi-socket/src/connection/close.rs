@@ -1,5 +1,6 @@
 //! [`CloseSignal`]: how a connection learns that it is to close, and, at
-//! the shutdown deadline, that it is cut.
+//! the shutdown deadline, that it is cut; and how others learn that it has
+//! ended.
 //!
 //! The connection's own task looks at it several times per message: whether
 //! it is closing is one atomic load, and its waker sits in a slot of its
@@ -7,9 +8,11 @@
 //! there is not already this task's. Only that task waits on it.
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
+
+use tokio::sync::Notify;
 
 use super::DisconnectReason;
 use crate::sync;
@@ -34,6 +37,13 @@ pub(crate) struct CloseSignal {
     /// The data pointer of the waker in `driver` (null while there is none),
     /// so that a poll from the task whose waker is there skips the lock.
     registered: AtomicPtr<()>,
+    /// The data pointer of the connection's task's waker, once it waited
+    /// here: kept when `registered` is emptied, to tell that task apart.
+    driver_task: AtomicPtr<()>,
+    /// The connection has ended: on_disconnect ran, its task is done.
+    ended: AtomicBool,
+    /// Wakes those waiting for the end (`Connection::closed`).
+    ended_waiters: Notify,
 }
 
 impl CloseSignal {
@@ -97,11 +107,40 @@ impl CloseSignal {
             sync::keep_waker(&mut driver, cx);
             self.registered.store(data, Ordering::Release);
         }
+        self.driver_task.store(data, Ordering::Relaxed);
         // Advanced meanwhile: the waker may have been taken before it was put.
         if self.reached(stage) {
             Poll::Ready(())
         } else {
             Poll::Pending
+        }
+    }
+
+    /// Whether `cx` is the connection's own task (which runs its handlers),
+    /// as far as it has waited here yet: the stream driver does so before
+    /// its first handler, a UDP session before its first message handler.
+    pub(crate) fn polled_by_driver(&self, cx: &Context<'_>) -> bool {
+        let data = cx.waker().data().cast_mut();
+        !data.is_null() && self.driver_task.load(Ordering::Relaxed) == data
+    }
+
+    /// Marks the connection ended and wakes those waiting for it.
+    pub(crate) fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.ended_waiters.notify_waiters();
+    }
+
+    /// Completes once the connection has ended.
+    pub(crate) async fn ended(&self) {
+        loop {
+            // Registered before looking, so an end meanwhile is not missed.
+            let notified = self.ended_waiters.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.ended.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
         }
     }
 

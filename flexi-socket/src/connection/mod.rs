@@ -51,7 +51,8 @@ pub enum DisconnectReason {
     PeerClosed,
     /// Reading or writing failed (connection reset, broken pipe, ...).
     Reset(String),
-    /// `Connection::close` was called.
+    /// This side closed it: [`Connection::close`], `Client::close` or
+    /// `UdpClient::close` was called.
     Closed,
     /// A handler panicked.
     HandlerPanicked,
@@ -337,10 +338,73 @@ impl Connection {
     }
 
     /// Closes the connection: reading stops, messages already read are still
-    /// handled, `on_disconnect` runs, queued sends are flushed, then the
-    /// socket closes (FIN, then the peer's leftovers are drained).
+    /// handled, `on_disconnect` runs (with [`DisconnectReason::Closed`]),
+    /// what was sent before is flushed, then the socket closes (FIN, then the
+    /// peer's leftovers are drained).
+    ///
+    /// From the moment it is called, [`send`](Self::send) fails with
+    /// [`Error::ConnectionClosed`](crate::Error::ConnectionClosed), from any
+    /// task and from `on_disconnect` too: nothing sent after `close()` reaches
+    /// the peer, so nothing is reported sent that was not.
+    ///
+    /// It returns at once, so that a handler or any synchronous code can
+    /// call it; [`closed`](Self::closed) waits for the end.
+    ///
+    /// ```
+    /// use flexi_socket::{Connection, Error};
+    ///
+    /// async fn bye(conn: Connection) {
+    ///     conn.send("BYE").await.ok(); // written before the socket closes
+    ///     conn.close();
+    ///     assert!(matches!(conn.send("late").await, Err(Error::ConnectionClosed { .. })));
+    /// }
+    /// # let _ = bye;
+    /// ```
     pub fn close(&self) {
+        // Refused from now on; what the queue holds is still written.
+        self.shared.outbound.refuse_more();
         self.close_because(DisconnectReason::Closed);
+    }
+
+    /// Waits until the connection has ended, whatever ends it: its
+    /// `on_disconnect` has run, its queue was flushed (or given up at the
+    /// shutdown deadline) and its socket is closed. Completes at once for a
+    /// connection that already ended.
+    ///
+    /// For code outside the connection's own handlers (a handler of another
+    /// connection, a task holding a [`Connections`] entry): those handlers
+    /// run in the connection's own task, which waits for them.
+    ///
+    /// # Panics
+    ///
+    /// If awaited in the connection's own task, where it would wait for
+    /// itself forever (caught like any handler's panic: `on_error` is told).
+    /// A UDP session's `on_connect` is not caught: there it hangs the session.
+    ///
+    /// ```
+    /// use flexi_socket::Connections;
+    ///
+    /// /// Closes the connection with `id` and returns once it is gone.
+    /// async fn kick(connections: &Connections, id: u64) {
+    ///     if let Some(conn) = connections.get(id) {
+    ///         conn.close();
+    ///         conn.closed().await;
+    ///     }
+    /// }
+    /// # let _ = kick;
+    /// ```
+    pub async fn closed(&self) {
+        let close = &self.shared.close;
+        std::future::poll_fn(|cx| {
+            assert!(
+                !close.polled_by_driver(cx),
+                "Connection::closed() was awaited in the connection's own task (one of its \
+                 handlers), where it would wait for itself forever; call close() and return"
+            );
+            std::task::Poll::Ready(())
+        })
+        .await;
+        close.ended().await;
     }
 
     /// Closes with `reason` unless the connection is already closing for another.
@@ -713,6 +777,28 @@ struct Classified {
     /// The client type's own encoder (see `framing_for`); boxed, so
     /// connections without one pay a pointer.
     encoder: Option<Box<FrameEncoder>>,
+}
+
+/// `#id peer`, and the client type once classified: `#7 192.0.2.7:4000
+/// (001)`. The id tells apart connections from one address (NAT, a client
+/// that reconnects); the client type says which handlers serve it.
+///
+/// ```
+/// use flexi_socket::{Connection, Message};
+///
+/// async fn log(conn: Connection, msg: Message) {
+///     println!("{conn}: {msg}"); // #7 192.0.2.7:4000 (001): hello
+/// }
+/// # let _ = log;
+/// ```
+impl fmt::Display for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{} {}", self.id(), self.shared.addrs.peer)?;
+        match self.client_type() {
+            Some(client_type) => write!(f, " ({client_type})"),
+            None => Ok(()),
+        }
+    }
 }
 
 impl fmt::Debug for Connection {

@@ -80,6 +80,10 @@ struct State {
     writing_frames: u64,
     /// Budget of the frames taken by the writer and not yet written.
     writing_cost: usize,
+    /// No frame is accepted any more (`Connection::close`, or the writer
+    /// finishing); those queued are still written.
+    refusing: bool,
+    /// The writer ends once the queue is empty.
     closed: bool,
     /// The writer, while it waits for frames.
     writer: Option<Waker>,
@@ -140,7 +144,7 @@ impl Queue {
         append: impl FnOnce(&mut BytesMut) -> Result<(), E>,
     ) -> Result<(), Unqueued<E>> {
         let mut state = self.lock();
-        if state.closed {
+        if state.refusing {
             return Err(Unqueued::Refused(QueueRefused::Closed));
         }
         if state.waiting.count + state.writing_frames >= self.max_messages as u64 {
@@ -268,6 +272,14 @@ impl OutboundSender {
         }
     }
 
+    /// Refuses further frames, while the writer goes on writing those
+    /// already queued (and ends only when its side of the connection does).
+    pub(crate) fn refuse_more(&self) {
+        self.queue.lock().refusing = true;
+        // Senders waiting for room learn that none will come.
+        self.queue.room.notify_waiters();
+    }
+
     /// Frames queued and not yet written.
     pub(crate) fn pending(&self) -> u64 {
         let state = self.queue.lock();
@@ -316,7 +328,11 @@ impl OutboundReceiver {
 
     /// Refuses further frames; those already queued can still be taken.
     pub(crate) fn close(&mut self) {
-        self.queue.lock().closed = true;
+        {
+            let mut state = self.queue.lock();
+            state.refusing = true;
+            state.closed = true;
+        }
         // Senders waiting for room learn that none will come.
         self.queue.room.notify_waiters();
     }
@@ -501,6 +517,38 @@ mod tests {
         );
         receiver.written(&mut frames);
         assert!(!receiver.take(&mut frames).await, "then the queue is done");
+    }
+
+    #[tokio::test]
+    async fn a_queue_refusing_more_still_writes_what_it_took_and_keeps_its_writer() {
+        let (sender, mut receiver) = channel(&limits(1, 1024), Transport::Stream);
+        sender.try_push(b"before").unwrap();
+        // A sender waiting for room hears that none will come.
+        let waiting = sender.push_when_full(
+            Bytes::from_static(b"waiting"),
+            SlowConsumerPolicy::Wait(std::time::Duration::from_secs(30)),
+        );
+        tokio::pin!(waiting);
+        assert!(
+            poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx)))
+                .await
+                .is_pending()
+        );
+        sender.refuse_more();
+        assert_eq!(waiting.await, Err(QueueRefused::Closed));
+        assert_eq!(sender.try_push(b"after"), Err(QueueRefused::Closed));
+        let mut frames = Frames::default();
+        assert!(receiver.take(&mut frames).await);
+        assert_eq!(frames.bytes(), b"before");
+        receiver.written(&mut frames);
+        // Not closed: the writer waits (its side of the connection decides
+        // when it ends) instead of ending early without its FIN.
+        let mut next = Frames::default();
+        assert!(
+            poll_fn(|cx| Poll::Ready(receiver.poll_take(cx, &mut next)))
+                .await
+                .is_pending()
+        );
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,9 @@ pub struct ShutdownReport {
 pub(crate) struct Shutdown {
     /// Tells the accept loop, the UDP receive loop and the reconnect loop to stop.
     token: CancellationToken,
+    /// What on_disconnect is told: `Shutdown` for a server, `Closed` for a
+    /// client closed by its application.
+    reason: OnceLock<DisconnectReason>,
     /// The shutdown deadline passed: connections still open are cut.
     cutting: AtomicBool,
     aborted: AtomicU64,
@@ -62,7 +66,7 @@ impl Shutdown {
     /// Tells a connection listed just now what shutdown already told the others.
     pub(super) fn tell(&self, connection: &Connection) {
         if self.has_begun() {
-            connection.close_because(DisconnectReason::Shutdown);
+            connection.close_because(self.reason());
         }
         if self.cutting.load(Ordering::Acquire) {
             connection.abort();
@@ -84,6 +88,15 @@ impl Shutdown {
         self.undelivered.fetch_add(undelivered, Ordering::Relaxed);
     }
 
+    /// Why its connections close: `Shutdown` unless the shutdown began for
+    /// another reason.
+    pub(crate) fn reason(&self) -> DisconnectReason {
+        self.reason
+            .get()
+            .cloned()
+            .unwrap_or(DisconnectReason::Shutdown)
+    }
+
     fn report(&self) -> ShutdownReport {
         ShutdownReport {
             // Counted by the connections themselves: some may have closed on
@@ -97,15 +110,19 @@ impl Shutdown {
 
 impl Endpoint {
     /// Stops accepting (or reconnecting) and tells every open connection to
-    /// close gracefully.
-    pub(crate) fn begin_shutdown(&self) {
+    /// close gracefully, for `reason`.
+    pub(crate) fn begin_shutdown(&self, reason: DisconnectReason) {
+        // Set before the token: a connection listed once it is cancelled is
+        // told this reason (`Shutdown::tell`). The first caller's reason stays.
+        let _ = self.shutdown.reason.set(reason);
         self.shutdown.token.cancel();
         // A client's requests still waiting: no reply will come now.
         if let Some(replies) = &self.replies {
             replies.close();
         }
+        let reason = self.shutdown.reason();
         for connection in self.connections.list() {
-            connection.close_because(DisconnectReason::Shutdown);
+            connection.close_because(reason.clone());
         }
     }
 
@@ -117,11 +134,15 @@ impl Endpoint {
         }
     }
 
-    /// Shuts down gracefully: begins, waits for `finished` (every connection
-    /// task of the endpoint has ended) at most the shutdown timeout, then
-    /// cuts the connections still open and waits for them to end.
-    pub(crate) async fn drain(&self, finished: impl Future<Output = ()>) -> ShutdownReport {
-        self.begin_shutdown();
+    /// Shuts down gracefully: begins (for `reason`), waits for `finished`
+    /// (every connection task of the endpoint has ended) at most the shutdown
+    /// timeout, then cuts the connections still open and waits for them to end.
+    pub(crate) async fn drain(
+        &self,
+        reason: DisconnectReason,
+        finished: impl Future<Output = ()>,
+    ) -> ShutdownReport {
+        self.begin_shutdown(reason);
         let mut finished = pin!(finished);
         let timeout = self.limits.shutdown_timeout;
         if tokio::time::timeout(timeout, finished.as_mut())

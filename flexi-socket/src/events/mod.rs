@@ -136,7 +136,8 @@ const LATE_DISCONNECT: Duration = Duration::from_secs(1);
 /// left undelivered.
 pub(crate) async fn after_abort(connection: &Connection, disconnected: bool) {
     if !disconnected {
-        let late = on_disconnect(connection, DisconnectReason::Shutdown);
+        let reason = connection.endpoint().shutdown.reason();
+        let late = on_disconnect(connection, reason);
         let _ = tokio::time::timeout(LATE_DISCONNECT, late).await;
     }
     let undelivered = connection.queued();
@@ -202,4 +203,5 @@ pub(crate) fn finished(connection: &Connection, aborted: bool) {
     // shared cache line per message) and folded into the totals when it closes.
     endpoint.counters.absorb(&connection.stats());
     endpoint.connections.remove(connection.id());
+    connection.close_signal().end();
 }

@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::deadlines;
-use crate::connection::{Connections, Endpoint, ShutdownReport};
+use crate::connection::{Connections, DisconnectReason, Endpoint, ShutdownReport};
 use crate::error::Result;
 use crate::peer_addr::PeerAddr;
 use crate::stats::ServerStats;
@@ -281,7 +281,9 @@ impl Server {
         activation::notify(activation::Notify::Stopping);
         tracing::info!(open = endpoint.connections.len(), "shutting down");
         tasks.close();
-        let report = endpoint.drain(tasks.wait()).await;
+        let report = endpoint
+            .drain(DisconnectReason::Shutdown, tasks.wait())
+            .await;
         tracing::info!(?report, "shut down");
         if let Some(payload) = panicked {
             std::panic::resume_unwind(payload);
@@ -332,7 +334,7 @@ struct ShutdownOnDrop(Arc<Endpoint>);
 
 impl Drop for ShutdownOnDrop {
     fn drop(&mut self) {
-        self.0.begin_shutdown();
+        self.0.begin_shutdown(DisconnectReason::Shutdown);
     }
 }
 
@@ -367,7 +369,7 @@ pub struct ServerHandle {
 impl ServerHandle {
     /// Starts a graceful shutdown (see [`Server::serve_with_shutdown`]).
     pub fn shutdown(&self) {
-        self.endpoint.begin_shutdown();
+        self.endpoint.begin_shutdown(DisconnectReason::Shutdown);
     }
 
     /// The server's counters now.
