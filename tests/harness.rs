@@ -249,7 +249,10 @@ async fn unrouted_message_reaches_on_error_and_connection_lives_on() {
     let server = start(
         server()
             .router(alarms_only_router(events))
-            .classifier::<Panel>(),
+            .classifier::<Panel>()
+            // On purpose: the test is about what happens to its messages.
+            .allow_unhandled("002")
+            .allow_unhandled("other"),
     );
     let mut client = server.connect().await;
     client.send("no marker").await.unwrap();

@@ -54,7 +54,10 @@ async fn unrouted_message_reaches_on_error_and_connection_lives_on() {
     let running = start(
         server()
             .router(alarms_only_router(events))
-            .classifier::<Panel>(),
+            .classifier::<Panel>()
+            // On purpose: the test is about what happens to its messages.
+            .allow_unhandled("002")
+            .allow_unhandled("other"),
     )
     .await;
     let mut client = LineClient::connect(running.addr).await;

@@ -198,6 +198,23 @@ pub enum Error {
         known: String,
     },
 
+    /// A client type the classifier can produce has no `on_message` handler
+    /// and there is no default one: every message of that type would go
+    /// unrouted. [`allow_unhandled`](crate::ServerBuilder::allow_unhandled)
+    /// says it is intended.
+    #[error(
+        "client type {client_type} has no on_message handler and there is no default one, so \
+         every message of that type would go unrouted (the classifier produces: {known}); add \
+         `#[on_message(client_type = \"{client_type}\")]` or a default `#[on_message]`, or call \
+         `.allow_unhandled(\"{client_type}\")` on the builder if that is intended"
+    )]
+    UnhandledClientType {
+        /// The client type without a handler.
+        client_type: ClientType,
+        /// The client types the classifier can produce, comma separated.
+        known: String,
+    },
+
     /// Handlers are registered for client types but no classifier was configured.
     #[error(
         "handler `{handler}` is for client type {client_type} but no classifier is set; \

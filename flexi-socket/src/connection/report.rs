@@ -105,7 +105,7 @@ mod tests {
 
     fn connection() -> Connection {
         let handlers = Handlers {
-            routes: Router::new().resolve(None, false).unwrap(),
+            routes: Router::new().resolve(None, false, &[]).unwrap(),
             app_state: None,
             classifier: None,
         };

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::endpoint::{Endpoint, Handlers, ReplyHook, ServerWide};
 use crate::classify::{ClientFraming, ErasedClassifier};
+use crate::client_type::ClientType;
 use crate::config::Limits;
 use crate::error::Error;
 use crate::framing::Framing;
@@ -18,6 +19,8 @@ pub(crate) struct HandlerSetup {
     pub(crate) classifier: Option<ErasedClassifier>,
     pub(crate) router: Option<Router>,
     pub(crate) app_state: Option<Arc<dyn Any + Send + Sync>>,
+    /// Client types declared to have no on_message handler on purpose.
+    pub(crate) unhandled: Vec<ClientType>,
 }
 
 impl HandlerSetup {
@@ -54,7 +57,8 @@ impl HandlerSetup {
         wide: ServerWide,
     ) -> Result<Arc<Endpoint>, Error> {
         let router = self.router.unwrap_or_else(Router::registered);
-        let routes = router.resolve(self.classifier.as_ref(), require_handlers)?;
+        let classifier = self.classifier.as_ref();
+        let routes = router.resolve(classifier, require_handlers, &self.unhandled)?;
         client_framing.check(self.classifier.as_ref(), &limits)?;
         let handlers = Handlers {
             routes,
@@ -91,6 +95,43 @@ macro_rules! handler_setup_methods {
         #[must_use]
         pub fn classifier<C: crate::Classifier>(mut self) -> Self {
             self.setup.classifier = Some(crate::classify::ErasedClassifier::of::<C>());
+            self
+        }
+
+        /// Declares that `client_type` has no `on_message` handler on purpose
+        /// (and no default handler serves it), so that start-up does not
+        /// fail with [`Error::UnhandledClientType`](crate::Error::UnhandledClientType):
+        /// say a type whose `after_receive` drops everything, or whose
+        /// `on_connect` closes it. Its messages still reach `on_error` as
+        /// [`Unrouted`](crate::Error::Unrouted). Call it once per type.
+        ///
+        /// ```no_run
+        /// use flexi_socket::{Classifier, FlexiSocket};
+        /// # use flexi_socket::{Connection, on_message};
+        /// # #[on_message(client_type = "alarm")]
+        /// # async fn alarm(_: Connection) {}
+        ///
+        /// #[derive(Classifier)]
+        /// enum Device {
+        ///     #[client_type = "alarm"]
+        ///     #[classify(prefix = "!!")]
+        ///     Alarm,
+        ///     #[client_type = "probe"]
+        ///     #[classify(default)]
+        ///     Probe, // port scanners: reported as unrouted, nothing to answer
+        /// }
+        ///
+        /// # async fn run() -> flexi_socket::Result<()> {
+        /// FlexiSocket::server("0.0.0.0:9000")
+        ///     .classifier::<Device>()
+        ///     .allow_unhandled("probe")
+        ///     .serve()
+        ///     .await
+        /// # }
+        /// ```
+        #[must_use]
+        pub fn allow_unhandled(mut self, client_type: impl Into<crate::ClientType>) -> Self {
+            self.setup.unhandled.push(client_type.into());
             self
         }
 

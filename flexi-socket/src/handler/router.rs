@@ -223,11 +223,13 @@ impl Router {
     }
 
     /// Checks the table (DESIGN §4.4) and resolves it into one [`Routes`] per
-    /// client type, so per-message routing is a field access.
+    /// client type, so per-message routing is a field access. Client types
+    /// in `unhandled` may lack an on_message handler.
     pub(crate) fn resolve(
         &self,
         classifier: Option<&ErasedClassifier>,
         require_handlers: bool,
+        unhandled: &[ClientType],
     ) -> Result<RouteTable, Error> {
         if require_handlers && self.entries.is_empty() {
             return Err(Error::NoHandlers);
@@ -246,6 +248,9 @@ impl Router {
                 check_client_type(entry, client_type, classifier)?;
             }
         }
+        if let Some(classifier) = classifier {
+            self.check_every_type_handled(classifier, unhandled)?;
+        }
 
         let default = Arc::new(Routes::for_client_type(&self.entries, None));
         let mut typed = HashMap::new();
@@ -257,6 +262,42 @@ impl Router {
         let table = RouteTable { default, typed };
         self.log_table();
         Ok(table)
+    }
+
+    /// Every client type the classifier can produce has an on_message
+    /// handler, or a default one serves it, or it is declared unhandled:
+    /// otherwise all its messages would go unrouted, found only in traffic.
+    fn check_every_type_handled(
+        &self,
+        classifier: &ErasedClassifier,
+        unhandled: &[ClientType],
+    ) -> Result<(), Error> {
+        let (Some(produced), false) = (&classifier.client_types, self.entries.is_empty()) else {
+            // Unknown client types, or a client without handlers (request only).
+            return Ok(());
+        };
+        let handles = |client_type: Option<&ClientType>| {
+            self.entries
+                .iter()
+                .any(|e| e.kind == HandlerKind::Message && e.client_type.as_ref() == client_type)
+        };
+        if handles(None) {
+            return Ok(());
+        }
+        let missing = produced
+            .iter()
+            .find(|&client_type| !handles(Some(client_type)) && !unhandled.contains(client_type));
+        match missing {
+            Some(client_type) => Err(Error::UnhandledClientType {
+                client_type: client_type.clone(),
+                known: produced
+                    .iter()
+                    .map(ClientType::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn log_table(&self) {

@@ -741,7 +741,8 @@ impl<T: ServerTransport> ServerBuilder<T> {
     /// The address has none of the forms the transport takes
     /// ([`Error::InvalidAddress`]), a start-up check failed
     /// ([`Error::NoHandlers`], [`Error::DuplicateHandler`],
-    /// [`Error::UnknownClientType`], [`Error::NoClassifier`]) or the address
+    /// [`Error::UnknownClientType`], [`Error::UnhandledClientType`],
+    /// [`Error::NoClassifier`]) or the address
     /// could not be bound ([`Error::Bind`], saying why: in use, permission,
     /// no such interface, a name that does not resolve).
     ///

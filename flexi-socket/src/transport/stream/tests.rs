@@ -26,7 +26,7 @@ fn plain_endpoint() -> Arc<Endpoint> {
 
 fn endpoint(router: Router, limits: Limits) -> Arc<Endpoint> {
     let handlers = Handlers {
-        routes: router.resolve(None, false).unwrap(),
+        routes: router.resolve(None, false, &[]).unwrap(),
         app_state: None,
         classifier: None,
     };
