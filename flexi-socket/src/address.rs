@@ -14,8 +14,9 @@ pub(crate) struct Accepts {
     unix: bool,
     /// `systemd` and `systemd:N` (a socket handed in).
     systemd: bool,
-    /// Port 0: a server listens on any free port; a client cannot connect to it.
-    port_zero: bool,
+    /// A server: port 0 is any free port (a client cannot connect to it), and
+    /// a bare port most likely meant to listen on every interface.
+    listens: bool,
 }
 
 impl Accepts {
@@ -23,25 +24,25 @@ impl Accepts {
     pub(crate) const TCP_CLIENT: Accepts = Accepts {
         unix: cfg!(unix),
         systemd: false,
-        port_zero: false,
+        listens: false,
     };
     /// A UDP client.
     pub(crate) const UDP_CLIENT: Accepts = Accepts {
         unix: false,
         systemd: false,
-        port_zero: false,
+        listens: false,
     };
     /// A TCP, TLS or Unix server.
     pub(crate) const STREAM_SERVER: Accepts = Accepts {
         unix: cfg!(unix),
         systemd: true,
-        port_zero: true,
+        listens: true,
     };
     /// A UDP server.
     pub(crate) const UDP_SERVER: Accepts = Accepts {
         unix: false,
         systemd: true,
-        port_zero: true,
+        listens: true,
     };
 
     /// The forms, as the error lists them.
@@ -105,7 +106,7 @@ fn problem(addr: &str, accepts: Accepts) -> Option<String> {
     match port.parse::<u16>() {
         Err(_) if port.is_empty() => Some("no port after the colon".to_owned()),
         Err(_) => Some(format!("the port `{port}` is not a number from 0 to 65535")),
-        Ok(0) if !accepts.port_zero => {
+        Ok(0) if !accepts.listens => {
             Some("port 0 cannot be connected to: name the server's port".to_owned())
         }
         Ok(_) => None,
@@ -114,7 +115,7 @@ fn problem(addr: &str, accepts: Accepts) -> Option<String> {
 
 /// A port without a host: say which host the user most likely meant.
 fn missing_host(port: &str, accepts: Accepts) -> String {
-    if accepts.port_zero {
+    if accepts.listens {
         format!(
             "no host: write 0.0.0.0:{port} to listen on every interface, or \
              127.0.0.1:{port} for this machine only"
