@@ -7,46 +7,19 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::Duration;
 
 use flexi_socket::testing::TestServer;
 use flexi_socket::{Connection, FlexiSocket, Framing, Message, Router};
-
-/// Everything the subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn count(&self, needle: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .matches(needle)
-            .count()
-    }
-}
+use support::log::Captured;
 
 #[tokio::test(start_paused = true)]
 async fn a_flood_of_oversize_frames_is_logged_within_a_budget() {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
     // This test's runtime is the current thread: the server's tasks log here.
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let _logging = captured.install();
 
     let echo = Router::new()
         .on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await });

@@ -6,6 +6,7 @@
 mod support;
 
 use flexi_socket::{Classifier, Connection, Error, FlexiSocket, Router};
+use support::log::Captured;
 use support::within;
 
 #[derive(Classifier)]
@@ -122,4 +123,29 @@ async fn a_default_handler_or_allow_unhandled_lets_it_start() {
         .await
         .map(|server| server.local_addr());
     assert_eq!(unhandled_type(result).0, "002");
+}
+
+#[tokio::test]
+async fn the_start_up_table_shows_the_type_allowed_unhandled() {
+    let captured = Captured::default();
+    // A current-thread runtime: the start-up check logs on this thread.
+    let _logging = captured.install();
+    let server = within(
+        "bind",
+        FlexiSocket::server("127.0.0.1:0")
+            .classifier::<Panel>()
+            .router(without_sensor_handler())
+            .allow_unhandled("002")
+            .bind(),
+    )
+    .await
+    .expect("allowed");
+    let log = captured.text();
+    assert!(
+        log.lines().any(
+            |line| line.contains("client_type=002") && line.contains("(none: allow_unhandled)")
+        ),
+        "{log}"
+    );
+    drop(server);
 }

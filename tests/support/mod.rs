@@ -5,6 +5,7 @@
 pub mod client;
 pub mod dc09;
 pub mod example;
+pub mod log;
 pub mod servers;
 pub mod tls;
 pub mod udp;

@@ -260,7 +260,7 @@ impl Router {
             });
         }
         let table = RouteTable { default, typed };
-        self.log_table();
+        self.log_table(unhandled);
         Ok(table)
     }
 
@@ -300,7 +300,7 @@ impl Router {
         }
     }
 
-    fn log_table(&self) {
+    fn log_table(&self, unhandled: &[ClientType]) {
         let mut rows: Vec<&Entry> = self.entries.iter().collect();
         rows.sort_by(|a, b| (a.kind, &a.client_type).cmp(&(b.kind, &b.client_type)));
         tracing::info!(handlers = rows.len(), "flexi-socket routing table");
@@ -311,6 +311,14 @@ impl Router {
                 client_type = %client_type,
                 handler = entry.handler.name,
                 replaces = self.replaced_by(entry),
+                "route"
+            );
+        }
+        for client_type in unhandled {
+            tracing::info!(
+                event = %HandlerKind::Message,
+                %client_type,
+                handler = "(none: allow_unhandled)",
                 "route"
             );
         }
