@@ -7,8 +7,6 @@
 
 mod support;
 
-mod support;
-
 use std::time::Duration;
 
 use flexi_socket::testing::TestServer;
@@ -135,12 +133,7 @@ async fn the_alarm_receivers_nak_lines_are_logged_within_a_rate() {
 #[tokio::test]
 async fn the_routing_table_says_which_typed_handler_replaces_a_default() {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let _logging = captured.install();
 
     let router = Router::new()
         .on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await })
@@ -156,7 +149,7 @@ async fn the_routing_table_says_which_typed_handler_replaces_a_default() {
         .await
         .unwrap();
     drop(server);
-    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let log = captured.text();
     let route = |client_type: &str, event: &str| {
         log.lines()
             .find(|line| {
