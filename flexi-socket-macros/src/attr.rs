@@ -78,6 +78,9 @@ pub(crate) struct Args {
     pub(crate) client_type: Option<ClientTypeArg>,
     /// `blocking`: run on tokio's blocking pool.
     pub(crate) blocking: bool,
+    /// `scope = "uplink"`: the handler belongs to the servers and clients
+    /// built with `.handler_scope("uplink")`, not to the others.
+    pub(crate) scope: Option<LitStr>,
 }
 
 impl Args {
@@ -86,6 +89,7 @@ impl Args {
             let mut args = Args {
                 client_type: None,
                 blocking: false,
+                scope: None,
             };
             while !input.is_empty() {
                 if input.peek(LitStr) {
@@ -100,6 +104,29 @@ impl Args {
                         ));
                     }
                     args.blocking = true;
+                    if !input.is_empty() {
+                        input.parse::<Token![,]>()?;
+                    }
+                    continue;
+                }
+                if key == "scope" {
+                    input.parse::<Token![=]>()?;
+                    let scope: LitStr = input.parse().map_err(|_| {
+                        Error::new(
+                            key.span(),
+                            "`scope` takes a name in quotes, e.g. `scope = \"uplink\"`",
+                        )
+                    })?;
+                    if args.scope.is_some() {
+                        return Err(Error::new(
+                            key.span(),
+                            "duplicate `scope`: a handler belongs to one scope",
+                        ));
+                    }
+                    if scope.value().is_empty() {
+                        return Err(Error::new(scope.span(), "a scope needs a name"));
+                    }
+                    args.scope = Some(scope);
                     if !input.is_empty() {
                         input.parse::<Token![,]>()?;
                     }
@@ -194,10 +221,10 @@ fn spelled_list<'a>(values: impl Iterator<Item = &'a ClientTypeValue>) -> String
 
 fn unknown_argument(kind: Kind, key: &Ident) -> Error {
     let message = if kind == Kind::Connect {
-        format!("unknown argument `{key}`: #[on_connect] takes only `blocking`")
+        format!("unknown argument `{key}`: #[on_connect] takes only `scope` and `blocking`")
     } else {
         format!(
-            "unknown argument `{key}`: #[{}] takes `client_type` (e.g. `client_type = \"001\"`, `client_type = Panel::Alarm`, or several: `client_type = \"002\" | \"003\"`) and `blocking`",
+            "unknown argument `{key}`: #[{}] takes `client_type` (e.g. `client_type = \"001\"`, `client_type = Panel::Alarm`, or several: `client_type = \"002\" | \"003\"`), `scope` (e.g. `scope = \"uplink\"`) and `blocking`",
             kind.attribute(),
         )
     };

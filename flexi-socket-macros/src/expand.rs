@@ -146,6 +146,10 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
     };
 
     let blocking = handler.args.blocking;
+    let scope = match &handler.args.scope {
+        Some(scope) => quote!(#runtime::Some(#scope)),
+        None => quote!(#runtime::None),
+    };
     let kind = format_ident!("{}", handler.kind.variant());
     let name = LitStr::new(&ident.unraw().to_string(), ident.span());
     let register = |client_type: TokenStream| {
@@ -157,6 +161,7 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
                     name: ::core::concat!(::core::module_path!(), "::", #name),
                     call: __flexi_call,
                     blocking: #blocking,
+                    scope: #scope,
                 }
             }
         }

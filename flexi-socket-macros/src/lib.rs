@@ -22,6 +22,15 @@
 //!
 //! The Python library's positional `on_message("001")` is an error that
 //! says to write `client_type = "001"`.
+//!
+//! # Scopes
+//!
+//! Every handler attribute takes an optional `scope = "uplink"`: the handler
+//! then belongs to the servers and clients built with
+//! `.handler_scope("uplink")` and to no other. Handlers without a scope serve
+//! every server and client that names none, so a program with one server
+//! (or one client) needs no scopes; one with a server and a client gives the
+//! client's handlers a scope, or each runs the other's.
 
 mod attr;
 mod classifier;

@@ -357,6 +357,20 @@ pub enum Error {
     #[error("the client is closed")]
     ClientClosed,
 
+    /// No attribute handler belongs to the builder's handler scope (or, with
+    /// none named, every attribute handler has a scope).
+    #[error(
+        "no attribute handlers have {}; {}",
+        scope.as_deref().map_or_else(|| "no scope".to_owned(), |s| format!("scope = {s:?}")),
+        known_scopes(known)
+    )]
+    NoHandlersInScope {
+        /// The scope the builder named, if any.
+        scope: Option<String>,
+        /// The scopes attribute handlers have.
+        known: Vec<String>,
+    },
+
     /// A listener added with `ServerBuilder::listener` set handlers, a
     /// classifier or state of its own: a server's listeners share the
     /// first builder's.
@@ -457,6 +471,20 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "non-string panic payload".to_owned()
     }
+}
+
+/// The scopes handlers have, and how to pick one.
+fn known_scopes(known: &[String]) -> String {
+    if known.is_empty() {
+        return "no attribute handler has a scope: remove `.handler_scope(..)`, or add \
+                `scope = \"...\"` to the handlers meant for it"
+            .to_owned();
+    }
+    let list: Vec<String> = known.iter().map(|s| format!("{s:?}")).collect();
+    format!(
+        "handlers have these scopes: {}; name one with `.handler_scope(..)`",
+        list.join(", ")
+    )
 }
 
 /// What a request timeout adds when earlier messages were never answered.

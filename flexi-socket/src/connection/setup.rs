@@ -11,7 +11,7 @@ use crate::client_type::ClientType;
 use crate::config::Limits;
 use crate::error::Error;
 use crate::framing::Framing;
-use crate::handler::Router;
+use crate::handler::{Router, Side, attribute_router};
 
 /// The handler side of a builder.
 #[derive(Default, Clone)]
@@ -21,6 +21,9 @@ pub(crate) struct HandlerSetup {
     pub(crate) app_state: Option<Arc<dyn Any + Send + Sync>>,
     /// Client types declared to have no on_message handler on purpose.
     pub(crate) unhandled: Vec<ClientType>,
+    /// Which attribute handlers to run (`handler_scope`); `None`: those
+    /// without a scope.
+    pub(crate) scope: Option<String>,
 }
 
 impl HandlerSetup {
@@ -56,7 +59,17 @@ impl HandlerSetup {
         replies: Option<Arc<dyn ReplyHook>>,
         wide: ServerWide,
     ) -> Result<Arc<Endpoint>, Error> {
-        let router = self.router.unwrap_or_else(Router::registered);
+        let router = match self.router {
+            Some(router) => router,
+            None => {
+                let side = if require_handlers {
+                    Side::Server
+                } else {
+                    Side::Client
+                };
+                attribute_router(self.scope.as_deref(), side)?
+            }
+        };
         let classifier = self.classifier.as_ref();
         let routes = router.resolve(classifier, require_handlers, &self.unhandled)?;
         client_framing.check(self.classifier.as_ref(), &limits)?;
@@ -132,6 +145,42 @@ macro_rules! handler_setup_methods {
         #[must_use]
         pub fn allow_unhandled(mut self, client_type: impl Into<crate::ClientType>) -> Self {
             self.setup.unhandled.push(client_type.into());
+            self
+        }
+
+        /// Runs the attribute handlers registered with `scope = "<scope>"`
+        /// instead of those without a scope. A program that runs a server
+        /// and a client gives each its own handlers this way; otherwise
+        /// both run every handler without a scope (a warning says so).
+        /// Start-up fails with
+        /// [`Error::NoHandlersInScope`](crate::Error::NoHandlersInScope)
+        /// when no handler has the scope.
+        ///
+        /// ```no_run
+        /// use flexi_socket::{Connection, FlexiSocket, on_message};
+        ///
+        /// /// The server's: devices' lines.
+        /// #[on_message]
+        /// async fn from_device(conn: Connection, line: String) -> flexi_socket::Result<()> {
+        ///     conn.send(format!("ACK {line}")).await
+        /// }
+        ///
+        /// /// The uplink client's: what the central server sends.
+        /// #[on_message(scope = "uplink")]
+        /// async fn from_central(line: String) {
+        ///     println!("central says {line}");
+        /// }
+        ///
+        /// # async fn run() -> flexi_socket::Result<()> {
+        /// let uplink = FlexiSocket::client("central.example:9000")
+        ///     .handler_scope("uplink")
+        ///     .spawn()?;
+        /// FlexiSocket::server("0.0.0.0:9000").serve().await
+        /// # }
+        /// ```
+        #[must_use]
+        pub fn handler_scope(mut self, scope: impl Into<String>) -> Self {
+            self.setup.scope = Some(scope.into());
             self
         }
 

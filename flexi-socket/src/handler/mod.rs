@@ -26,12 +26,14 @@ use crate::message::Message;
 mod invoke;
 pub(crate) mod registry;
 mod router;
+mod scope;
 mod slot;
 
 pub(crate) use invoke::{Invocation, invoke, runs_in_slot};
 pub use registry::Registration;
 pub use router::Router;
 pub(crate) use router::{RouteTable, Routes};
+pub(crate) use scope::{Side, attribute_router};
 pub use slot::{HandlerSlot, MapOutput};
 
 /// What a handler's future resolves to: `Some(message)` is the (possibly

@@ -19,6 +19,9 @@ pub struct Registration {
     pub call: fn(EventContext, &mut HandlerSlot),
     /// Whether to run it on the blocking pool.
     pub blocking: bool,
+    /// The handler scope it belongs to (`scope = "..."`), or `None`: the
+    /// servers and clients that name no scope.
+    pub scope: Option<&'static str>,
 }
 
 inventory::collect!(Registration);
@@ -29,4 +32,12 @@ pub(crate) fn registered() -> Vec<&'static Registration> {
     // inventory's order depends on link order; sort so logs and errors are reproducible.
     all.sort_by_key(|r| (r.kind, r.name));
     all
+}
+
+/// The scopes attribute handlers name, sorted, each once.
+pub(crate) fn scopes() -> Vec<&'static str> {
+    let mut scopes: Vec<&'static str> = registered().iter().filter_map(|r| r.scope).collect();
+    scopes.sort_unstable();
+    scopes.dedup();
+    scopes
 }

@@ -78,10 +78,24 @@ impl Router {
         Self::default()
     }
 
-    /// Every handler registered with the attribute macros in this binary.
+    /// The handlers registered with the attribute macros in this binary
+    /// without a `scope`: what a server or client that names no
+    /// [`handler_scope`](crate::ServerBuilder::handler_scope) runs.
     pub fn registered() -> Self {
+        Self::registered_for(None)
+    }
+
+    /// The handlers registered with the attribute macros with
+    /// `scope = "<scope>"`: what a server or client built with
+    /// `.handler_scope(scope)` runs.
+    pub fn registered_in(scope: &str) -> Self {
+        Self::registered_for(Some(scope))
+    }
+
+    fn registered_for(scope: Option<&str>) -> Self {
         let entries = registry::registered()
             .into_iter()
+            .filter(|r| r.scope == scope)
             .map(|r| {
                 let mut handler = Handler::new(r.name, r.call);
                 handler.blocking = r.blocking;

@@ -114,7 +114,11 @@ pub(super) fn handlers_beside(
     let Some(beside) = beside else {
         return Ok((setup, limits, ServerWide::default()));
     };
-    if setup.router.is_some() || setup.classifier.is_some() || setup.app_state.is_some() {
+    if setup.router.is_some()
+        || setup.classifier.is_some()
+        || setup.app_state.is_some()
+        || setup.scope.is_some()
+    {
         return Err(Error::ListenerHandlers {
             addr: addr.to_owned(),
         });
