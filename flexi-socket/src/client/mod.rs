@@ -499,6 +499,41 @@ impl Client {
     /// replies are handed over by the same connection task that runs the
     /// handler, so a request made inside one can only time out.
     ///
+    /// # Examples
+    ///
+    /// Against a server that answers every line with one quoting it, the
+    /// request gets its own reply, not the handshake's or the send's:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flexi_socket::{Connection, FlexiSocket, Message, Router};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> flexi_socket::Result<()> {
+    /// let quoting = Router::new().on_message(|conn: Connection, line: String| async move {
+    ///     conn.send(format!("re: {line}")).await
+    /// });
+    /// let server = FlexiSocket::server("127.0.0.1:0").router(quoting).bind().await?;
+    /// let addr = server.local_addr().to_string();
+    /// let handle = server.handle();
+    /// let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
+    ///
+    /// let client = FlexiSocket::client(addr)
+    ///     // The replies owed to the handshake and the send land here.
+    ///     .router(Router::new().on_message(|_conn: Connection, _reply: String| async {}))
+    ///     .handshake("HELLO panel 7")
+    ///     .connect()
+    ///     .await?;
+    /// client.send("EVENT door open").await?;
+    /// let status = client.request("STATUS", Duration::from_secs(5)).await?;
+    /// assert_eq!(status, Message::from("re: STATUS"));
+    ///
+    /// client.close().await;
+    /// handle.shutdown();
+    /// serving.await.expect("the server task")?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::RequestTimeout`] when no reply came in time,
