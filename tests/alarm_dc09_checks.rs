@@ -169,7 +169,7 @@ async fn check_4_a_malformed_header_gets_nak() {
     let cases = [
         ("\"NULL\"001L0#1234[]", "NAK"),
         ("\"NULL\"00001L0#1234[]", "NAK"),
-        ("\"NULL\"00A1L0#1234[]", "NAK"),
+        ("\"NULL\"00G1L0#1234[]", "NAK"),
         ("\"NULL\"0001RL0#1234[]", "NAK"),
         ("\"NULL\"0001R1234567L0#1234[]", "NAK"),
         ("\"NULL\"0001#1234[]", "NAK"),
@@ -181,8 +181,12 @@ async fn check_4_a_malformed_header_gets_nak() {
         ("\"NULL\"0001L01234[]", "NAK"),
         ("\"NULL\"0001L0#1234", "NAK"),
         ("\"NULL\"0001L0#1234 []", "NAK"),
+        // The data block must close.
+        ("\"NULL\"0001L0#1234[", "NAK"),
+        ("\"SIA-DCS\"0001L0#1234[#1234|NBA01", "NAK"),
         // Before the account check.
         ("\"NULL\"001L0#9999[]", "NAK"),
+        ("\"NULL\"0001L0#9999[", "NAK"),
         // The longest fields are fine.
         (
             "\"NULL\"0001RABCDEFL123456#0123456789ABCDEF[]",
@@ -249,7 +253,6 @@ async fn check_6_data_must_fit_the_token() {
         cases.push(format!("\"ADM-CID\"0001L0#1234[{data}]"));
     }
     cases.push("\"NULL\"0001L0#1234[x]".into());
-    cases.push("\"NULL\"0001L0#1234[".into());
     // Before the trailer and time checks.
     cases.push("\"NULL\"0001L0#1234[x]junk".into());
     cases.push(format!("\"NULL\"0001L0#1234[x]{stale}"));
@@ -264,7 +267,7 @@ async fn check_6_data_must_fit_the_token() {
 }
 
 #[tokio::test]
-async fn check_7_only_x_blocks_and_a_timestamp_after_the_data() {
+async fn check_7_only_extended_data_blocks_and_a_timestamp_after_the_data() {
     let server = receiver(&[]).await;
     let mut panel = Peer::connect(server.addr).await;
     let ts = timestamp(now());
@@ -275,8 +278,11 @@ async fn check_7_only_x_blocks_and_a_timestamp_after_the_data() {
             &format!("\"NULL\"0002L0#1234[][X1][X][X3]{ts}"),
             "\"ACK\"0002L0#1234[]",
         ),
-        ("\"NULL\"0003L0#1234[][Y1]", "NAK"),
-        ("\"NULL\"0003L0#1234[][X1][H2]", "NAK"),
+        // Identifiers DC-09 does not define, or none.
+        ("\"NULL\"0003L0#1234[][Q1]", "NAK"),
+        ("\"NULL\"0003L0#1234[][X1][x2]", "NAK"),
+        ("\"NULL\"0003L0#1234[][]", "NAK"),
+        ("\"NULL\"0003L0#1234[][X1[Y2]", "NAK"),
         ("\"NULL\"0003L0#1234[]junk", "NAK"),
         ("\"NULL\"0003L0#1234[] ", "NAK"),
         ("\"NULL\"0003L0#1234[][X1", "NAK"),

@@ -42,7 +42,7 @@ async fn the_panel_delivers_every_event_to_the_receiver() {
         ] {
             let line = printed(&mut server).await;
             let expected = format!(
-                "protocol=dc09 token={token} account=1234 sequence={sequence} line=0 {data}"
+                "protocol=dc09 token={token} account=1234 sequence={sequence} receiver=0 line=0 {data}"
             );
             assert!(line.starts_with(&expected), "{transport:?}: {line}");
         }
@@ -83,7 +83,7 @@ async fn the_panel_repeats_the_sequence_after_a_nak_or_silence() {
 
     let first = fake.frame().await;
     let (message, time) = split_time(&first);
-    assert_eq!(message, "\"NULL\"0001L0#ABC[]");
+    assert_eq!(message, "\"NULL\"0001R0L0#ABC[]");
     let ours = now();
     assert!((ours - 3..=ours).any(|t| timestamp(t) == time), "{time}");
     // A NAK from a receiver whose clock is an hour ahead.
@@ -92,18 +92,21 @@ async fn the_panel_repeats_the_sequence_after_a_nak_or_silence() {
         .await;
     let again = fake.frame().await;
     let (message, time) = split_time(&again);
-    assert_eq!(message, "\"NULL\"0001L0#ABC[]", "the same sequence");
+    assert_eq!(message, "\"NULL\"0001R0L0#ABC[]", "the same sequence");
     assert!(
         (theirs - 1..=theirs + 3).any(|t| timestamp(t) == time),
         "the panel took the receiver's time: {time}"
     );
     // Silence: the panel sends it once more after its timeout.
     let third = fake.frame().await;
-    assert_eq!(split_time(&third).0, "\"NULL\"0001L0#ABC[]");
+    assert_eq!(split_time(&third).0, "\"NULL\"0001R0L0#ABC[]");
     fake.reply("\"ACK\"0001L0#ABC[]").await;
 
     let next = fake.frame().await;
-    assert_eq!(split_time(&next).0, "\"SIA-DCS\"0002L0#ABC[#ABC|Nri1/BA01]");
+    assert_eq!(
+        split_time(&next).0,
+        "\"SIA-DCS\"0002R0L0#ABC[#ABC|Nri1/BA01]"
+    );
     // A stale ACK for another sequence is no answer; the right one is.
     fake.reply("\"ACK\"0001L0#ABC[]").await;
     fake.reply("\"ACK\"0002L0#ABC[]").await;
@@ -129,7 +132,7 @@ async fn the_panel_gives_up_after_its_attempts() {
         .expect("the panel starts");
     let mut fake = FakeReceiver::accept(&listener).await;
     let first = fake.frame().await;
-    assert_eq!(split_time(&first).0, "\"NULL\"0001L0#1234[]");
+    assert_eq!(split_time(&first).0, "\"NULL\"0001R0L0#1234[]");
     // A reply with a bad CRC is as good as none.
     let body = "\"ACK\"0001L0#1234[]";
     within(
@@ -140,7 +143,7 @@ async fn the_panel_gives_up_after_its_attempts() {
     .await
     .unwrap();
     let second = fake.frame().await;
-    assert_eq!(split_time(&second).0, "\"NULL\"0001L0#1234[]");
+    assert_eq!(split_time(&second).0, "\"NULL\"0001R0L0#1234[]");
     let (output, stdout) = finish_panel(panel).await;
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert_eq!(

@@ -57,7 +57,9 @@ pub fn split_token(body: &[u8]) -> Option<(&[u8], &[u8])> {
 /// The fields between the token and the data: `0002R1L0#1234`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header<'a> {
-    /// Four decimal digits; a retransmission repeats them.
+    /// Four digits; a retransmission repeats them. DC-09 says decimal
+    /// (0001–9999), but common senders count in hex (`000A` after `0009`),
+    /// so hex digits are accepted and echoed back as they came.
     pub sequence: &'a str,
     /// The receiver number (1–6 hex digits after `R`), when present.
     pub receiver: Option<&'a str>,
@@ -70,7 +72,7 @@ pub struct Header<'a> {
 impl<'a> Header<'a> {
     /// The header at the start of `rest` and what follows its `[`.
     pub fn parse(rest: &'a [u8]) -> Option<(Self, &'a [u8])> {
-        let (sequence, rest) = run(rest, 4..=4, u8::is_ascii_digit)?;
+        let (sequence, rest) = run(rest, 4..=4, u8::is_ascii_hexdigit)?;
         let (receiver, rest) = match rest.strip_prefix(b"R") {
             Some(rest) => {
                 let (receiver, rest) = run(rest, 1..=6, u8::is_ascii_hexdigit)?;

@@ -41,7 +41,7 @@ impl Event {
     /// Adds the fields of a Contact ID event.
     #[must_use]
     pub fn with_contact_id(self, event: &ContactId<'_>) -> Self {
-        self.with("qualifier", event.qualifier())
+        self.with("qualifier", event.qualifier.as_str())
             .with("code", event.code)
             .with("group", event.group)
             .with("zone", event.zone)
@@ -124,8 +124,7 @@ fn json_string(text: &str) -> String {
 /// (partition) and zone or user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContactId<'a> {
-    /// `1` new event or opening, `3` restore or closing, `6` still present.
-    pub qualifier: u8,
+    pub qualifier: Qualifier,
     pub code: &'a str,
     pub group: &'a str,
     pub zone: &'a str,
@@ -133,10 +132,12 @@ pub struct ContactId<'a> {
 
 impl<'a> ContactId<'a> {
     /// The event from its parts; digits are 0–9 or B–F (Contact ID has no A).
-    pub fn parse(qualifier_and_code: &'a [u8], group: &'a [u8], zone: &'a [u8]) -> Option<Self> {
-        let [qualifier @ (b'1' | b'3' | b'6'), code @ ..] = qualifier_and_code else {
-            return None;
-        };
+    pub fn parse(
+        qualifier: Qualifier,
+        code: &'a [u8],
+        group: &'a [u8],
+        zone: &'a [u8],
+    ) -> Option<Self> {
         let digits = |part: &'a [u8], len: usize| {
             let valid = part.len() == len
                 && part
@@ -146,18 +147,52 @@ impl<'a> ContactId<'a> {
             valid.then(|| std::str::from_utf8(part).ok()).flatten()
         };
         Some(Self {
-            qualifier: *qualifier,
+            qualifier,
             code: digits(code, 3)?,
             group: digits(group, 2)?,
             zone: digits(zone, 3)?,
         })
     }
+}
 
-    fn qualifier(&self) -> &'static str {
-        match self.qualifier {
-            b'1' => "new",
-            b'3' => "restore",
-            _ => "status",
+/// What a Contact ID event says about its condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qualifier {
+    /// A new event, or an opening.
+    New,
+    /// A restore, or a closing.
+    Restore,
+    /// A condition reported before and still present.
+    Status,
+}
+
+impl Qualifier {
+    /// Contact ID's own digit: `1`, `3` or `6`.
+    pub fn from_digit(digit: u8) -> Option<Self> {
+        match digit {
+            b'1' => Some(Self::New),
+            b'3' => Some(Self::Restore),
+            b'6' => Some(Self::Status),
+            _ => None,
+        }
+    }
+
+    /// The letter Sur-Gard MLR2 automation lines put in its place: `E` new
+    /// event, `R` restore, `P` previous.
+    pub fn from_letter(letter: u8) -> Option<Self> {
+        match letter {
+            b'E' => Some(Self::New),
+            b'R' => Some(Self::Restore),
+            b'P' => Some(Self::Status),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Restore => "restore",
+            Self::Status => "status",
         }
     }
 }

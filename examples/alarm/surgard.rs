@@ -5,10 +5,10 @@
 //! | line (before DC4) | meaning |
 //! |---|---|
 //! | `1011`, spaces, `@`, spaces | heartbeat |
-//! | `5RRL 18AAAAQXYZGGCCC` | Contact ID from receiver RR, line L, account AAAA |
+//! | `5RRL 18AAAAQXYZGGCCC` | Contact ID from receiver RR, line L, account AAAA; Q is `E`, `R` or `P` (or Contact ID's `1`, `3`, `6`) |
 //! | `3RRL ` and SIA data | SIA from receiver RR, line L |
 
-use crate::event::{ContactId, Event};
+use crate::event::{ContactId, Event, Qualifier};
 
 /// The reply to a line that was understood.
 pub const ACK: u8 = 0x06;
@@ -57,11 +57,15 @@ impl<'a> Line<'a> {
                 if !account.iter().all(u8::is_ascii_hexdigit) {
                     return None;
                 }
+                // MLR2 writes the qualifier as a letter; Contact ID's own
+                // digit is taken too.
+                let qualifier =
+                    Qualifier::from_letter(cid[0]).or_else(|| Qualifier::from_digit(cid[0]))?;
                 Some(Self::ContactId {
                     receiver,
                     line,
                     account: std::str::from_utf8(account).ok()?,
-                    event: ContactId::parse(&cid[..4], &cid[4..6], &cid[6..])?,
+                    event: ContactId::parse(qualifier, &cid[1..4], &cid[4..6], &cid[6..])?,
                 })
             }
             b'3' if !rest.is_empty() && rest.iter().all(|&b| b == b' ' || b.is_ascii_graphic()) => {

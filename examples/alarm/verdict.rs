@@ -6,18 +6,20 @@
 //! | 1. CRC and length fields well formed and right | NAK |
 //! | 2. a quoted token | NAK |
 //! | 3. an unencrypted token we speak: SIA-DCS, ADM-CID, NULL | DUH |
-//! | 4. header: sequence, optional R, L, account, `[` | NAK |
+//! | 4. header: sequence, optional R, L, account, and the data block's `[` and `]` | NAK |
 //! | 5. a known account | DUH |
 //! | 6. data that fits the token | DUH |
-//! | 7. after the data only `[X...]` blocks and a timestamp | NAK |
+//! | 7. after the data only extended-data blocks and a timestamp | NAK |
 //! | 8. the timestamp within 40 s past to 20 s ahead of our clock | NAK |
 //!
-//! Otherwise ACK.
+//! Otherwise ACK. Beyond the letter of DC-09, the sequence may be hex
+//! (`000A`): common senders count that way, and a NAK would make them retry
+//! the same number forever. It is echoed back as it came.
 
 use std::collections::HashSet;
 
 use crate::dc09::{self, Header};
-use crate::event::{ContactId, Event};
+use crate::event::{ContactId, Event, Qualifier};
 
 /// How far a frame's timestamp may lag behind our clock, in seconds.
 const MAX_AGE: i64 = 40;
@@ -100,7 +102,8 @@ fn contact_id(event: &[u8]) -> Option<ContactId<'_>> {
     if event.len() != 11 || event[4] != b' ' || event[7] != b' ' {
         return None;
     }
-    ContactId::parse(&event[..4], &event[5..7], &event[8..])
+    let qualifier = Qualifier::from_digit(event[0])?;
+    ContactId::parse(qualifier, &event[1..4], &event[5..7], &event[8..])
 }
 
 /// A frame that passed every check.
@@ -110,7 +113,8 @@ pub struct Accepted<'a> {
     pub header: Header<'a>,
     /// Between the data's brackets.
     pub data: &'a [u8],
-    /// The `[X...]` blocks, without their brackets.
+    /// The extended-data blocks (`[Xlongitude]`, `[Ialarm text]`, ...),
+    /// without their brackets.
     pub extended: Vec<&'a [u8]>,
     pub timestamp: Option<&'a [u8]>,
 }
@@ -181,29 +185,26 @@ pub fn judge<'a>(frame: &'a [u8], accounts: &Accounts, now: i64) -> Verdict<'a> 
     let Some((header, rest)) = Header::parse(rest) else {
         return Verdict::Nak("malformed header");
     };
+    // A data block that never closes is a damaged frame, whoever it is for.
+    let Some(end) = rest.iter().position(|&b| b == b']') else {
+        return Verdict::Nak("data block without `]`");
+    };
+    let (data, rest) = (&rest[..end], &rest[end + 1..]);
     if !accounts.knows(header.account) {
         return Verdict::Duh(Some(header), "unknown account");
     }
-    let Some(end) = rest.iter().position(|&b| b == b']') else {
-        return Verdict::Duh(Some(header), "data without `]`");
-    };
-    let (data, mut rest) = (&rest[..end], &rest[end + 1..]);
     if !token.accepts(data) {
         return Verdict::Duh(Some(header), "data does not fit the token");
     }
-    let mut extended = Vec::new();
-    while let Some(block) = rest.strip_prefix(b"[X") {
-        let Some(end) = block.iter().position(|&b| b == b']') else {
-            return Verdict::Nak("unterminated [X...] block");
-        };
-        extended.push(&rest[1..end + 2]);
-        rest = &block[end + 1..];
-    }
+    let (extended, rest) = match extended_blocks(rest) {
+        Ok(split) => split,
+        Err(why) => return Verdict::Nak(why),
+    };
     let timestamp = if rest.is_empty() {
         None
     } else {
         let Some(time) = dc09::parse_timestamp(rest) else {
-            return Verdict::Nak("neither [X...] blocks nor a timestamp after the data");
+            return Verdict::Nak("neither extended-data blocks nor a timestamp after the data");
         };
         let age = now - time;
         if age > MAX_AGE || -age > MAX_AHEAD {
@@ -218,4 +219,36 @@ pub fn judge<'a>(frame: &'a [u8], accounts: &Accounts, now: i64) -> Verdict<'a> 
         extended,
         timestamp,
     })
+}
+
+/// The letters that open DC-09's extended-data blocks: authentication hash
+/// (A), supervision category (C), time of occurrence (H), alarm text (I),
+/// network path (J), encryption key (K), location (L), MAC address (M),
+/// network address (N), building name (O), programming (P), room (R), site
+/// name (S), alarm trigger (T), verification (V), longitude (X), latitude
+/// (Y), altitude (Z).
+const EXTENDED_DATA_IDS: &[u8] = b"ACHIJKLMNOPRSTVXYZ";
+
+/// The extended-data blocks at the start of `rest`, without their brackets,
+/// and what follows them; or why they are malformed.
+fn extended_blocks(mut rest: &[u8]) -> Result<(Vec<&[u8]>, &[u8]), &'static str> {
+    let mut blocks = Vec::new();
+    while let Some(block) = rest.strip_prefix(b"[") {
+        let Some(end) = block.iter().position(|&b| b == b']') else {
+            return Err("extended-data block without `]`");
+        };
+        let content = &block[..end];
+        if content.contains(&b'[') {
+            return Err("extended-data block without `]`");
+        }
+        if !content
+            .first()
+            .is_some_and(|id| EXTENDED_DATA_IDS.contains(id))
+        {
+            return Err("extended-data block without an identifier DC-09 defines");
+        }
+        blocks.push(content);
+        rest = &block[end + 1..];
+    }
+    Ok((blocks, rest))
 }
