@@ -6,6 +6,7 @@ pub mod client;
 pub mod dc09;
 pub mod example;
 pub mod log;
+pub mod python;
 pub mod servers;
 pub mod tls;
 pub mod udp;
