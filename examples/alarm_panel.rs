@@ -15,13 +15,18 @@
 //! ```
 //!
 //! Options: `--count n` events (default 3), `--udp`, `--timeout s` per
-//! reply (default 5), `--attempts n` per event (default 3).
+//! reply (default 5), `--attempts n` per event (default 3), `--key HEX`
+//! (32, 48 or 64 hex digits) to send every frame encrypted with AES-128,
+//! -192 or -256 as DC-09 specifies.
 
-// Shared with the receiver, which also parses headers; the panel only
-// writes them.
+// Shared with the receiver, which also parses headers and opens encrypted
+// content; the panel only writes them.
 #[allow(dead_code)]
 #[path = "alarm/dc09.rs"]
 mod dc09;
+#[allow(dead_code)]
+#[path = "alarm/encryption.rs"]
+mod encryption;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -33,9 +38,10 @@ use flexi_socket::{
 };
 
 use dc09::Header;
+use encryption::Key;
 
 const USAGE: &str = "usage: alarm_panel <receiver address> [--account 1234] [--count 3] [--udp] \
-                     [--timeout 5] [--attempts 3]";
+                     [--timeout 5] [--attempts 3] [--key HEX]";
 
 /// Seconds to add to our clock for the receiver's, learnt from its NAKs.
 static CLOCK_OFFSET: AtomicI64 = AtomicI64::new(0);
@@ -111,8 +117,10 @@ impl Answer {
                 let time = rest.len().checked_sub(20).map(|at| &rest[at..]);
                 Some(Self::Nak(time.and_then(dc09::parse_timestamp)))
             }
-            b"ACK" if echoes() => Some(Self::Ack),
-            b"DUH" if echoes() => Some(Self::Duh),
+            // An encrypted frame's reply comes encrypted (`*ACK`); its
+            // clear header says what it answers.
+            b"ACK" | b"*ACK" if echoes() => Some(Self::Ack),
+            b"DUH" | b"*DUH" if echoes() => Some(Self::Duh),
             _ => None,
         }
     }
@@ -187,7 +195,11 @@ async fn deliver(link: &Link, options: &Options, index: usize) -> bool {
     };
     for attempt in 1..=options.attempts {
         let now = dc09::unix_now() + CLOCK_OFFSET.load(Ordering::Relaxed);
-        let body = format!("\"{token}\"{header}[{data}]{}", dc09::timestamp(now));
+        let content = format!("{data}]{}", dc09::timestamp(now));
+        let body = match &options.key {
+            None => format!("\"{token}\"{header}[{content}"),
+            Some(key) => format!("\"*{token}\"{header}[{}", key.seal(content.as_bytes())),
+        };
         let what = format!("{token} sequence {sequence} attempt {attempt}");
         match link.ask(body, &sequence, options.timeout).await {
             Ok(Answer::Ack) => {
@@ -219,6 +231,8 @@ struct Options {
     udp: bool,
     timeout: Duration,
     attempts: u32,
+    /// Encrypts every frame (`*` tokens) when given.
+    key: Option<Key>,
 }
 
 fn options() -> Result<Options, String> {
@@ -229,6 +243,7 @@ fn options() -> Result<Options, String> {
         udp: false,
         timeout: Duration::from_secs(5),
         attempts: 3,
+        key: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -241,6 +256,10 @@ fn options() -> Result<Options, String> {
                 let seconds: f64 = value()?.parse().map_err(|_| "--timeout: seconds")?;
                 options.timeout =
                     Duration::try_from_secs_f64(seconds).map_err(|_| "--timeout: seconds")?;
+            }
+            "--key" => {
+                options.key =
+                    Some(Key::from_hex(&value()?).map_err(|problem| format!("--key: {problem}"))?);
             }
             "--attempts" => {
                 options.attempts = value()?.parse().map_err(|_| "--attempts: a number")?;

@@ -23,6 +23,8 @@
 
 #[path = "alarm/dc09.rs"]
 mod dc09;
+#[path = "alarm/encryption.rs"]
+mod encryption;
 #[path = "alarm/event.rs"]
 mod event;
 #[path = "alarm/surgard.rs"]
@@ -38,10 +40,12 @@ use flexi_socket::{
     LogVerdict, Message, ServerBuilder, State, after_receive, before_send, on_error, on_message,
 };
 
+use encryption::Key;
 use event::Event;
 use verdict::{Accounts, Verdict};
 
-const USAGE: &str = "usage: alarm_receiver <listen address> --accounts 1234,ABC [--udp] [--json]";
+const USAGE: &str = "usage: alarm_receiver <listen address> [--accounts 1234,ABC] \
+                     [--key ACCOUNT=HEX]... [--udp] [--json]";
 
 /// What a client is, from the first bytes it sends.
 enum Device {
@@ -123,7 +127,7 @@ async fn dc09_frame(
     match &verdict {
         Verdict::Ack(accepted) => receiver.print(accepted.event(), &conn),
         Verdict::Nak(why) => log_refusal(&conn, "NAK", why),
-        Verdict::Duh(_, why) => log_refusal(&conn, "DUH", why),
+        Verdict::Duh { why, .. } => log_refusal(&conn, "DUH", why),
     }
     conn.send(verdict.reply(now)).await
 }
@@ -202,13 +206,20 @@ struct Options {
 fn options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     let mut addr = None;
-    let mut accounts = None;
+    let mut accounts = Accounts::default();
     let (mut udp, mut json) = (false, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--accounts" => {
                 let list = args.next().ok_or("--accounts needs a list")?;
-                accounts = Some(Accounts::from_list(&list));
+                accounts.add_list(&list);
+            }
+            "--key" => {
+                let pair = args.next().ok_or("--key needs ACCOUNT=HEX")?;
+                let (account, hex) = pair.split_once('=').ok_or("--key needs ACCOUNT=HEX")?;
+                let key =
+                    Key::from_hex(hex).map_err(|problem| format!("--key {account}: {problem}"))?;
+                accounts.add_key(account, key);
             }
             "--udp" => udp = true,
             "--json" => json = true,
@@ -218,9 +229,12 @@ fn options() -> Result<Options, String> {
             _ => addr = Some(arg),
         }
     }
+    if accounts.is_empty() {
+        return Err("no account: give --accounts or --key".into());
+    }
     Ok(Options {
         addr: addr.ok_or("the listen address is missing")?,
-        accounts: accounts.ok_or("--accounts is missing")?,
+        accounts,
         udp,
         json,
     })

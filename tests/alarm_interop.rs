@@ -110,7 +110,7 @@ async fn pysiaalarm_acks_every_event_of_the_panel_on_the_first_attempt() {
         assert_eq!(
             printed(&mut sia).await,
             format!(
-                "event sequence={sequence} type={kind} receiver=R0 line=L0 account=1234 code={code}"
+                "event encrypted=False sequence={sequence} type={kind} receiver=R0 line=L0 account=1234 code={code}"
             )
         );
     }

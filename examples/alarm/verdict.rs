@@ -5,20 +5,24 @@
 //! |---|---|
 //! | 1. CRC and length fields well formed and right | NAK |
 //! | 2. a quoted token | NAK |
-//! | 3. an unencrypted token we speak: SIA-DCS, ADM-CID, NULL | DUH |
+//! | 3. a token we speak: SIA-DCS, ADM-CID, NULL, each also encrypted (`*`) | DUH |
 //! | 4. header: sequence, optional R, L, account, and the data block's `[` and `]` | NAK |
-//! | 5. a known account | DUH |
-//! | 6. data that fits the token | DUH |
-//! | 7. after the data only extended-data blocks and a timestamp | NAK |
-//! | 8. the timestamp within 40 s past to 20 s ahead of our clock | NAK |
+//! | 5. a known account, with a key when (and only when) the frame is encrypted | DUH |
+//! | 6. an encrypted frame decrypts with the account's key (then the checks go on inside) | NAK |
+//! | 7. data that fits the token | DUH |
+//! | 8. after the data only extended-data blocks and a timestamp (required when encrypted) | NAK |
+//! | 9. the timestamp within 40 s past to 20 s ahead of our clock | NAK |
 //!
-//! Otherwise ACK. Beyond the letter of DC-09, the sequence may be hex
+//! Otherwise ACK. An encrypted frame that reached check 7 gets its ACK or
+//! DUH encrypted with the same key; NAKs, and DUHs before that, go in clear
+//! (the receiver cannot be sure whom it is talking to). Beyond the letter of DC-09, the sequence may be hex
 //! (`000A`): common senders count that way, and a NAK would make them retry
 //! the same number forever. It is echoed back as it came.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::dc09::{self, Header};
+use crate::encryption::Key;
 use crate::event::{ContactId, Event, Qualifier};
 
 /// How far a frame's timestamp may lag behind our clock, in seconds.
@@ -26,24 +30,41 @@ const MAX_AGE: i64 = 40;
 /// How far it may run ahead.
 const MAX_AHEAD: i64 = 20;
 
-/// The accounts a receiver serves, upper case.
+/// The accounts a receiver serves and their keys, upper case.
 #[derive(Debug, Clone, Default)]
-pub struct Accounts(HashSet<String>);
+pub struct Accounts {
+    served: HashSet<String>,
+    keys: HashMap<String, Key>,
+}
 
 impl Accounts {
-    /// From a comma-separated list such as `1234,ABC`.
-    pub fn from_list(list: &str) -> Self {
+    /// Adds a comma-separated list such as `1234,ABC`.
+    pub fn add_list(&mut self, list: &str) {
         let accounts = list
             .split(',')
             .map(str::trim)
             .filter(|account| !account.is_empty())
-            .map(str::to_ascii_uppercase)
-            .collect();
-        Self(accounts)
+            .map(str::to_ascii_uppercase);
+        self.served.extend(accounts);
+    }
+
+    /// Serves `account`, encrypted with `key` only.
+    pub fn add_key(&mut self, account: &str, key: Key) {
+        let account = account.to_ascii_uppercase();
+        self.served.insert(account.clone());
+        self.keys.insert(account, key);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.served.is_empty()
     }
 
     fn knows(&self, account: &str) -> bool {
-        self.0.contains(&account.to_ascii_uppercase())
+        self.served.contains(&account.to_ascii_uppercase())
+    }
+
+    fn key(&self, account: &str) -> Option<&Key> {
+        self.keys.get(&account.to_ascii_uppercase())
     }
 }
 
@@ -111,12 +132,15 @@ fn contact_id(event: &[u8]) -> Option<ContactId<'_>> {
 pub struct Accepted<'a> {
     pub token: Token,
     pub header: Header<'a>,
-    /// Between the data's brackets.
-    pub data: &'a [u8],
+    /// Between the data's brackets (decrypted, when the frame was not).
+    pub data: Vec<u8>,
     /// The extended-data blocks (`[Xlongitude]`, `[Ialarm text]`, ...),
     /// without their brackets.
-    pub extended: Vec<&'a [u8]>,
-    pub timestamp: Option<&'a [u8]>,
+    pub extended: Vec<Vec<u8>>,
+    /// Without its `_`.
+    pub timestamp: Option<Vec<u8>>,
+    /// The key the frame came encrypted with, which encrypts the reply.
+    pub key: Option<&'a Key>,
 }
 
 impl Accepted<'_> {
@@ -125,22 +149,29 @@ impl Accepted<'_> {
         let header = &self.header;
         let mut event = Event::new()
             .with("protocol", "dc09")
-            .with("token", self.token.as_str())
+            // As on the wire: `*SIA-DCS` when it came encrypted.
+            .with(
+                "token",
+                match self.key {
+                    Some(_) => format!("*{}", self.token.as_str()),
+                    None => self.token.as_str().to_owned(),
+                },
+            )
             .with("account", header.account)
             .with("sequence", header.sequence);
         if let Some(receiver) = header.receiver {
             event = event.with("receiver", receiver);
         }
-        event = event.with("line", header.line).with("data", self.data);
+        event = event.with("line", header.line).with("data", &self.data);
         if self.token == Token::AdmCid {
-            let parsed = after_account(self.data).and_then(contact_id);
+            let parsed = after_account(&self.data).and_then(contact_id);
             if let Some(contact_id) = parsed {
                 event = event.with_contact_id(&contact_id);
             }
         }
         event = event.with_list("extended", &self.extended);
-        if let Some(timestamp) = self.timestamp {
-            event = event.with("timestamp", &timestamp[1..]);
+        if let Some(timestamp) = &self.timestamp {
+            event = event.with("timestamp", timestamp);
         }
         event
     }
@@ -153,54 +184,117 @@ pub enum Verdict<'a> {
     /// The frame is damaged or out of time: the panel sends it again.
     Nak(&'static str),
     /// Intact but not for us: resending it will not help. The header, when
-    /// it could be read, is echoed in the reply.
-    Duh(Option<Header<'a>>, &'static str),
+    /// it could be read, is echoed in the reply, encrypted with `key` when
+    /// there is one.
+    Duh {
+        header: Option<Header<'a>>,
+        key: Option<&'a Key>,
+        why: &'static str,
+    },
 }
 
-impl Verdict<'_> {
+impl<'a> Verdict<'a> {
+    fn duh(header: Option<Header<'a>>, why: &'static str) -> Self {
+        Self::Duh {
+            header,
+            key: None,
+            why,
+        }
+    }
+
     /// The reply's body; `before_send` puts the envelope around it.
     pub fn reply(&self, now: i64) -> String {
         match self {
-            Self::Ack(accepted) => format!("\"ACK\"{}[]", accepted.header),
-            Self::Duh(Some(header), _) => format!("\"DUH\"{header}[]"),
-            Self::Duh(None, _) => "\"DUH\"0000R0L0A0[]".to_owned(),
+            Self::Ack(accepted) => answer("ACK", &accepted.header, accepted.key, now),
+            Self::Duh {
+                header: Some(header),
+                key,
+                ..
+            } => answer("DUH", header, *key, now),
+            Self::Duh { header: None, .. } => "\"DUH\"0000R0L0A0[]".to_owned(),
             Self::Nak(_) => format!("\"NAK\"0000R0L0A0[]{}", dc09::timestamp(now)),
+        }
+    }
+}
+
+/// `"ACK"0001R1L0#1234[]`, or encrypted `"*ACK"0001R1L0#1234[` and the hex
+/// of padding, `|`, `]` and our time.
+fn answer(token: &str, header: &Header<'_>, key: Option<&Key>, now: i64) -> String {
+    match key {
+        None => format!("\"{token}\"{header}[]"),
+        Some(key) => {
+            let content = format!("]{}", dc09::timestamp(now));
+            format!("\"*{token}\"{header}[{}", key.seal(content.as_bytes()))
         }
     }
 }
 
 /// Runs the checks on a frame's bytes after its LF (without the CR), at
 /// `now` in Unix seconds.
-pub fn judge<'a>(frame: &'a [u8], accounts: &Accounts, now: i64) -> Verdict<'a> {
+pub fn judge<'a>(frame: &'a [u8], accounts: &'a Accounts, now: i64) -> Verdict<'a> {
     let Some(body) = dc09::open(frame) else {
         return Verdict::Nak("bad CRC or length");
     };
     let Some((token, rest)) = dc09::split_token(body) else {
         return Verdict::Nak("no quoted token");
     };
+    let (encrypted, token) = match token.strip_prefix(b"*") {
+        Some(token) => (true, token),
+        None => (false, token),
+    };
     let Some(token) = Token::parse(token) else {
         let header = Header::parse(rest).map(|(header, _)| header);
-        return Verdict::Duh(header, "token not supported (encrypted or unknown)");
+        return Verdict::duh(header, "token not supported");
     };
     let Some((header, rest)) = Header::parse(rest) else {
         return Verdict::Nak("malformed header");
     };
-    // A data block that never closes is a damaged frame, whoever it is for.
-    let Some(end) = rest.iter().position(|&b| b == b']') else {
+    // A data block that never closes is a damaged frame, whoever it is for
+    // (an encrypted one closes inside).
+    if !encrypted && !rest.contains(&b']') {
+        return Verdict::Nak("data block without `]`");
+    }
+    if !accounts.knows(header.account) {
+        return Verdict::duh(Some(header), "unknown account");
+    }
+    match (encrypted, accounts.key(header.account)) {
+        (false, None) => check_content(token, header, rest, None, now),
+        (false, Some(_)) => Verdict::duh(Some(header), "the account sends encrypted only"),
+        (true, None) => Verdict::duh(Some(header), "encrypted, and the account has no key"),
+        (true, Some(key)) => match key.open(rest) {
+            Some(content) => check_content(token, header, &content, Some(key), now),
+            None => Verdict::Nak("does not decrypt with the account's key"),
+        },
+    }
+}
+
+/// Checks 7 to 9 on what follows the data's `[`, in clear.
+fn check_content<'a>(
+    token: Token,
+    header: Header<'a>,
+    content: &[u8],
+    key: Option<&'a Key>,
+    now: i64,
+) -> Verdict<'a> {
+    let Some(end) = content.iter().position(|&b| b == b']') else {
         return Verdict::Nak("data block without `]`");
     };
-    let (data, rest) = (&rest[..end], &rest[end + 1..]);
-    if !accounts.knows(header.account) {
-        return Verdict::Duh(Some(header), "unknown account");
-    }
+    let (data, rest) = (&content[..end], &content[end + 1..]);
     if !token.accepts(data) {
-        return Verdict::Duh(Some(header), "data does not fit the token");
+        return Verdict::Duh {
+            header: Some(header),
+            key,
+            why: "data does not fit the token",
+        };
     }
     let (extended, rest) = match extended_blocks(rest) {
         Ok(split) => split,
         Err(why) => return Verdict::Nak(why),
     };
     let timestamp = if rest.is_empty() {
+        if key.is_some() {
+            return Verdict::Nak("an encrypted frame without a timestamp");
+        }
         None
     } else {
         let Some(time) = dc09::parse_timestamp(rest) else {
@@ -210,14 +304,15 @@ pub fn judge<'a>(frame: &'a [u8], accounts: &Accounts, now: i64) -> Verdict<'a> 
         if age > MAX_AGE || -age > MAX_AHEAD {
             return Verdict::Nak("timestamp out of the time window");
         }
-        Some(rest)
+        Some(rest[1..].to_vec())
     };
     Verdict::Ack(Accepted {
         token,
         header,
-        data,
-        extended,
+        data: data.to_vec(),
+        extended: extended.into_iter().map(<[u8]>::to_vec).collect(),
         timestamp,
+        key,
     })
 }
 

@@ -3,7 +3,10 @@ built on it would: its public API (`dc09_spt.send_msg`) numbers the messages
 (in hex), builds the SIA-DCS and ADM-CID blocks and their extended data, and
 sends each until the receiver ACKs it.
 
-usage: python dc09_spt_sender.py HOST PORT ACCOUNT COUNT
+usage: python dc09_spt_sender.py HOST PORT ACCOUNT COUNT [KEY]
+
+With KEY (32 or 64 hex digits) every block goes encrypted (`*SIA-DCS`), with
+AES-128 or AES-256 as dc09-spt offers.
 
 Prints `acknowledged N` for each message the receiver ACKed, then
 `acknowledged poll` for a link test, and exits 0 when all were; exits 1 at
@@ -16,6 +19,7 @@ import sys
 import threading
 import time
 
+from Crypto.Cipher import AES
 from dc09_spt import dc09_spt
 
 # dc09-spt retries an unacknowledged message forever, every half second.
@@ -41,6 +45,30 @@ def extended_blocks(params={}):
 
 
 dc09_spt.dc09_msg.dc09_extra = staticmethod(extended_blocks)
+
+
+def as_bytes(value):
+    return value.encode("latin-1") if isinstance(value, str) else value
+
+
+class StrTolerantCipher:
+    """dc09-spt was written for pycrypto, which took str where pycryptodome
+    takes bytes (the IV, the padded plaintext)."""
+
+    def __init__(self, cipher):
+        self.cipher = cipher
+
+    def encrypt(self, data):
+        return self.cipher.encrypt(as_bytes(data))
+
+    def decrypt(self, data):
+        return self.cipher.decrypt(as_bytes(data))
+
+
+pycryptodome_new = AES.new
+AES.new = lambda key, mode, iv: StrTolerantCipher(
+    pycryptodome_new(as_bytes(key), mode, as_bytes(iv))
+)
 
 
 def give_up(what):
@@ -72,8 +100,9 @@ def message(index):
 
 def main():
     host, port, account, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    key = bytes.fromhex(sys.argv[5]) if len(sys.argv) > 5 else None
     panel = dc09_spt.dc09_spt(account, receiver=1, line=2)
-    panel.set_path("main", "primary", host, port, type="tcp")
+    panel.set_path("main", "primary", host, port, key=key, type="tcp")
     for index in range(count):
         kind, params = message(index)
         panel.send_msg(kind, params)
