@@ -2,10 +2,14 @@
 //! Sur-Gard MLR2-style automation links on one port, told apart by their
 //! first bytes. Every accepted event is one line on stdout (`--json` for JSON
 //! lines); every frame is answered and the connection stays open.
+//! `--key ACCOUNT=HEX` (repeatable; 32, 48 or 64 hex digits) serves an
+//! account with DC-09's AES encryption, and with it only.
 //!
 //! ```text
 //! cargo run --example alarm_receiver -- 127.0.0.1:9000 --accounts 1234,ABC
 //! cargo run --example alarm_panel -- 127.0.0.1:9000 --account 1234
+//! cargo run --example alarm_receiver -- 127.0.0.1:9000 --key 5678=000102030405060708090A0B0C0D0E0F
+//! cargo run --example alarm_panel -- 127.0.0.1:9000 --account 5678 --key 000102030405060708090A0B0C0D0E0F
 //! printf '1011           @    \024' | nc -q 1 127.0.0.1 9000 | xxd   # Sur-Gard heartbeat: 06
 //! ```
 //!
@@ -19,7 +23,8 @@
 //! | anything else (HTTP, a TLS hello, binary) | `unknown` | closed without a reply |
 //!
 //! The checks of a DC-09 frame and their replies are in `alarm/verdict.rs`,
-//! the Sur-Gard lines in `alarm/surgard.rs`.
+//! the encryption in `alarm/encryption.rs`, the Sur-Gard lines in
+//! `alarm/surgard.rs`.
 
 #[path = "alarm/dc09.rs"]
 mod dc09;

@@ -1,8 +1,8 @@
 //! The alarm examples against real third-party DC-09 software from PyPI,
 //! driven by the scripts in `tests/interop/`: dc09-spt 0.0.4 sends to
 //! `alarm_receiver`, and `alarm_panel` sends to pysiaalarm 3.2.2's receiver.
-//! Plain (unencrypted) frames over TCP on 127.0.0.1; each program runs as a
-//! process, stopped by its PID, every wait under a timeout. Without the
+//! Plain and encrypted (AES-128, AES-256) frames over TCP on 127.0.0.1; each
+//! program runs as a process, stopped by its PID, every wait under a timeout. Without the
 //! packages the tests skip, or fail under `.ci/run` (`FLEXI_REQUIRE_TOOLS`).
 
 mod support;
@@ -10,23 +10,46 @@ mod support;
 use std::process::Stdio;
 
 use support::dc09::{printed, receiver, run_panel};
+use support::encryption::{KEY_128, KEY_256};
 use support::example::ExampleServer;
 use support::python::{driver, python_with};
 use support::within;
 use tokio::process::Command;
 
-/// Twelve events, so that dc09-spt's hex numbering reaches `000A`-`000C`,
-/// then its link test (NULL, sequence 0000).
 #[tokio::test]
 async fn dc09_spt_delivers_every_event_and_its_link_test_to_the_receiver() {
+    dc09_spt_sends_to_the_receiver("1234", None).await;
+}
+
+#[tokio::test]
+async fn dc09_spt_delivers_with_aes_128() {
+    dc09_spt_sends_to_the_receiver("5678", Some(KEY_128)).await;
+}
+
+#[tokio::test]
+async fn dc09_spt_delivers_with_aes_256() {
+    dc09_spt_sends_to_the_receiver("DEF0", Some(KEY_256)).await;
+}
+
+/// Twelve events, so that dc09-spt's hex numbering reaches `000A`-`000C`,
+/// then its link test (NULL, sequence 0000), for `account`, encrypted with
+/// `key` when there is one.
+async fn dc09_spt_sends_to_the_receiver(account: &str, key: Option<&str>) {
     let Some(python) = python_with(&["dc09_spt", "Crypto"]).await else {
         return;
     };
-    let mut server = receiver(&[]).await;
+    let mut server = receiver(&[
+        "--key",
+        &format!("5678={KEY_128}"),
+        "--key",
+        &format!("DEF0={KEY_256}"),
+    ])
+    .await;
     let port = server.addr.port().to_string();
     let sender = Command::new(python)
         .arg(driver("dc09_spt_sender.py"))
-        .args(["127.0.0.1", &port, "1234", "12"])
+        .args(["127.0.0.1", &port, account, "12"])
+        .args(key)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -53,12 +76,14 @@ async fn dc09_spt_delivers_every_event_and_its_link_test_to_the_receiver() {
         let sequence = format!("{n:04X}");
         let line = printed(&mut server).await;
         let (token, data) = if n % 2 == 1 {
-            ("SIA-DCS", "data=\"#1234|NBA01|ABack door\"")
+            ("SIA-DCS", format!("data=\"#{account}|NBA01|ABack door\""))
         } else {
-            ("ADM-CID", "data=\"#1234|")
+            ("ADM-CID", format!("data=\"#{account}|"))
         };
+        let star = if key.is_some() { "*" } else { "" };
         let head = format!(
-            "protocol=dc09 token={token} account=1234 sequence={sequence} receiver=1 line=2 {data}"
+            "protocol=dc09 token={star}{token} account={account} sequence={sequence} receiver=1 \
+             line=2 {data}"
         );
         assert!(line.starts_with(&head), "message {n}: {line}");
         let extended = "extended=X52.21 extended=Y5.9699 extended=M0011AABBCCDD \
@@ -66,27 +91,50 @@ async fn dc09_spt_delivers_every_event_and_its_link_test_to_the_receiver() {
         assert_eq!(line.contains(extended), n % 3 == 0, "message {n}: {line}");
     }
     let poll = printed(&mut server).await;
-    assert!(
-        poll.starts_with("protocol=dc09 token=NULL account=1234 sequence=0000 receiver=1 line=2"),
-        "{poll}"
-    );
+    let star = if key.is_some() { "*" } else { "" };
+    let expected =
+        format!("protocol=dc09 token={star}NULL account={account} sequence=0000 receiver=1 line=2");
+    assert!(poll.starts_with(&expected), "{poll}");
     server.stop().await;
 }
 
 #[tokio::test]
 async fn pysiaalarm_acks_every_event_of_the_panel_on_the_first_attempt() {
+    panel_sends_to_pysiaalarm(None).await;
+}
+
+#[tokio::test]
+async fn pysiaalarm_acks_the_panel_with_aes_128() {
+    panel_sends_to_pysiaalarm(Some("0123456789ABCDEF")).await;
+}
+
+#[tokio::test]
+async fn pysiaalarm_acks_the_panel_with_aes_256() {
+    panel_sends_to_pysiaalarm(Some("0123456789ABCDEF0123456789ABCDEF")).await;
+}
+
+/// Six events to pysiaalarm, encrypted with `key` when there is one: its key
+/// is text whose bytes are the AES key, so the panel gets their hex.
+async fn panel_sends_to_pysiaalarm(key: Option<&str>) {
     let Some(python) = python_with(&["pysiaalarm"]).await else {
         return;
     };
     let mut sia = ExampleServer::start_command(
         Command::new(python)
             .arg(driver("pysiaalarm_receiver.py"))
-            .arg("1234"),
+            .arg("1234")
+            .args(key),
         "pysiaalarm_receiver.py",
     )
     .await;
     let addr = sia.addr.to_string();
-    let (output, stdout) = run_panel(&[&addr, "--account", "1234", "--count", "6"]).await;
+    let hex_key: Option<String> =
+        key.map(|text| text.bytes().map(|b| format!("{b:02X}")).collect());
+    let mut args = vec![addr.as_str(), "--account", "1234", "--count", "6"];
+    if let Some(hex_key) = &hex_key {
+        args.extend(["--key", hex_key.as_str()]);
+    }
+    let (output, stdout) = run_panel(&args).await;
     assert!(output.status.success(), "{stdout}");
     assert_eq!(
         stdout,
@@ -99,6 +147,7 @@ async fn pysiaalarm_acks_every_event_of_the_panel_on_the_first_attempt() {
          6 of 6 events acknowledged\n"
     );
     // pysiaalarm took each once, in order, with the receiver field the panel sent.
+    let encrypted = if key.is_some() { "True" } else { "False" };
     for (sequence, kind, code) in [
         ("0001", "NULL", "RP"),
         ("0002", "SIA-DCS", "BA"),
@@ -110,7 +159,8 @@ async fn pysiaalarm_acks_every_event_of_the_panel_on_the_first_attempt() {
         assert_eq!(
             printed(&mut sia).await,
             format!(
-                "event encrypted=False sequence={sequence} type={kind} receiver=R0 line=L0 account=1234 code={code}"
+                "event encrypted={encrypted} sequence={sequence} type={kind} receiver=R0 line=L0 \
+                 account=1234 code={code}"
             )
         );
     }

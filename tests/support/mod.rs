@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod dc09;
+pub mod encryption;
 pub mod example;
 pub mod log;
 pub mod python;
