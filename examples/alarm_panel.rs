@@ -107,9 +107,12 @@ impl Answer {
     /// Only the sequence right after the token is read: real receivers get
     /// the rest of the echoed header wrong (pysiaalarm writes `None` for a
     /// missing receiver field), and it tells the panel nothing it needs.
-    fn of(body: &[u8], sequence: &str) -> Option<Self> {
+    /// With a `key`, an ACK counts only encrypted with it: one anyone could
+    /// write would let the panel forget an alarm the receiver never had.
+    fn of(body: &[u8], sequence: &str, key: Option<&Key>) -> Option<Self> {
         let (token, rest) = dc09::split_token(body)?;
         let echoes = || rest.starts_with(sequence.as_bytes());
+        let sealed = || key.is_some_and(|key| sealed_reply(key, rest));
         match token {
             b"NAK" => {
                 // A NAK carries no sequence number, so a late one to an earlier,
@@ -119,11 +122,30 @@ impl Answer {
             }
             // An encrypted frame's reply comes encrypted (`*ACK`); its
             // clear header says what it answers.
-            b"ACK" | b"*ACK" if echoes() => Some(Self::Ack),
-            b"DUH" | b"*DUH" if echoes() => Some(Self::Duh),
+            b"ACK" if echoes() && key.is_none() => Some(Self::Ack),
+            b"*ACK" if echoes() && sealed() => Some(Self::Ack),
+            // A receiver without our key answers DUH in clear.
+            b"DUH" if echoes() => Some(Self::Duh),
+            b"*DUH" if echoes() && sealed() => Some(Self::Duh),
             _ => None,
         }
     }
+}
+
+/// Whether the hex after the header's `[` decrypts with `key` to a content
+/// that ends in `]` and a timestamp, as every receiver's encrypted reply does
+/// (whatever its padding).
+fn sealed_reply(key: &Key, rest: &[u8]) -> bool {
+    let Some(open) = rest.iter().position(|&b| b == b'[') else {
+        return false;
+    };
+    let Some(plain) = key.decrypt_hex(&rest[open + 1..]) else {
+        return false;
+    };
+    plain
+        .len()
+        .checked_sub(21)
+        .is_some_and(|at| plain[at] == b']' && dc09::parse_timestamp(&plain[at + 1..]).is_some())
 }
 
 /// The connection to the receiver, over TCP or UDP.
@@ -155,20 +177,23 @@ impl Link {
         Ok(Self::Tcp(client))
     }
 
-    /// Sends `body` and waits for the answer to `sequence`.
+    /// Sends `body` and waits for the answer to `sequence` (encrypted with
+    /// `key`, when there is one).
     async fn ask(
         &self,
         body: String,
         sequence: &str,
+        key: Option<&Key>,
         timeout: Duration,
     ) -> flexi_socket::Result<Answer> {
-        let owned = sequence.to_owned();
-        let is_answer = move |reply: &Message| Answer::of(reply, &owned).is_some();
+        let (owned, owned_key) = (sequence.to_owned(), key.cloned());
+        let is_answer =
+            move |reply: &Message| Answer::of(reply, &owned, owned_key.as_ref()).is_some();
         let reply = match self {
             Self::Tcp(client) => client.request_matching(body, timeout, is_answer).await?,
             Self::Udp(client) => client.request_matching(body, timeout, is_answer).await?,
         };
-        Ok(Answer::of(&reply, sequence).expect("matched as an answer"))
+        Ok(Answer::of(&reply, sequence, key).expect("matched as an answer"))
     }
 
     async fn close(&self) {
@@ -201,7 +226,8 @@ async fn deliver(link: &Link, options: &Options, index: usize) -> bool {
             Some(key) => format!("\"*{token}\"{header}[{}", key.seal(content.as_bytes())),
         };
         let what = format!("{token} sequence {sequence} attempt {attempt}");
-        match link.ask(body, &sequence, options.timeout).await {
+        let key = options.key.as_ref();
+        match link.ask(body, &sequence, key, options.timeout).await {
             Ok(Answer::Ack) => {
                 println!("acknowledged: {what}");
                 return true;

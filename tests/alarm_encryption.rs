@@ -5,7 +5,10 @@
 
 mod support;
 
-use support::dc09::{Peer, assert_nak, now, printed, receiver, run_panel, timestamp};
+use support::dc09::{
+    FakeReceiver, Peer, assert_nak, finish_panel, now, panel_command, printed, receiver, run_panel,
+    timestamp,
+};
 use support::encryption::{KEY_128, KEY_192, KEY_256, seal, seal_raw, unseal};
 
 /// The receiver knowing accounts 1234 and ABC in clear, and 5678, 9ABC and
@@ -171,6 +174,43 @@ async fn the_panel_sends_encrypted_with_each_key_size() {
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(stdout.starts_with("refused (DUH)"), "{stdout}");
     server.stop().await;
+}
+
+/// A panel that encrypts takes only an ACK encrypted with its key: one in
+/// clear, or under another key, is no answer.
+#[tokio::test]
+async fn the_panel_takes_only_an_ack_encrypted_with_its_key() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let panel = panel_command(&[&addr, "--key", KEY_128, "--count", "1", "--timeout", "0.5"])
+        .spawn()
+        .expect("the panel starts");
+    let mut fake = FakeReceiver::accept(&listener).await;
+    let header = "0001R0L0#1234";
+    for attempt in 1..=2 {
+        let frame = fake.frame().await;
+        let sealed = frame
+            .strip_prefix(&format!("\"*NULL\"{header}["))
+            .unwrap_or_else(|| panic!("attempt {attempt}: {frame:?}"));
+        assert_sealed_reply(&unseal(KEY_128, sealed), "the panel's content");
+        let content = format!("]{}", timestamp(now()));
+        if attempt == 1 {
+            fake.reply(&format!("\"ACK\"{header}[]")).await;
+            fake.reply(&format!("\"*ACK\"{header}[{}", seal(KEY_256, &content)))
+                .await;
+        } else {
+            fake.reply(&format!("\"*ACK\"{header}[{}", seal(KEY_128, &content)))
+                .await;
+        }
+    }
+    let (output, stdout) = finish_panel(panel).await;
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(
+        stdout,
+        "no reply: NULL sequence 0001 attempt 1\n\
+         acknowledged: NULL sequence 0001 attempt 2\n\
+         1 of 1 events acknowledged\n"
+    );
 }
 
 #[tokio::test]

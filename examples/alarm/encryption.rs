@@ -57,13 +57,19 @@ impl Key {
     /// off. `None` if it is not whole blocks of hex or has no `|` where the
     /// padding ends.
     pub fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+        let plain = self.decrypt_hex(sealed)?;
+        let pad = plain.iter().position(|b| matches!(b, b'|' | b'[' | b']'))?;
+        (plain[pad] == b'|').then(|| plain[pad + 1..].to_vec())
+    }
+
+    /// The whole plaintext of hex `sealed`, padding included, if it is whole
+    /// blocks of hex.
+    pub fn decrypt_hex(&self, sealed: &[u8]) -> Option<Vec<u8>> {
         let mut bytes = from_hex(sealed)?;
         if bytes.is_empty() || !bytes.len().is_multiple_of(BLOCK) {
             return None;
         }
-        let plain = self.decrypt(&mut bytes)?;
-        let pad = plain.iter().position(|b| matches!(b, b'|' | b'[' | b']'))?;
-        (plain[pad] == b'|').then(|| plain[pad + 1..].to_vec())
+        self.decrypt(&mut bytes).map(<[u8]>::to_vec)
     }
 
     fn encrypt(&self, plain: &mut [u8]) -> Vec<u8> {
