@@ -11,7 +11,7 @@
 //! where it ends.
 
 use aes::cipher::block_padding::NoPadding;
-use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use aes::cipher::{BlockCipher, BlockDecryptMut, BlockEncryptMut, KeyInit, KeyIvInit};
 
 const BLOCK: usize = 16;
 const ZERO_IV: [u8; BLOCK] = [0; BLOCK];
@@ -73,36 +73,41 @@ impl Key {
     }
 
     fn encrypt(&self, plain: &mut [u8]) -> Vec<u8> {
-        let len = plain.len();
-        let done = match self.0.len() {
-            16 => cbc::Encryptor::<aes::Aes128>::new_from_slices(&self.0, &ZERO_IV).map(|c| {
-                c.encrypt_padded_mut::<NoPadding>(plain, len)
-                    .map(<[u8]>::to_vec)
-            }),
-            24 => cbc::Encryptor::<aes::Aes192>::new_from_slices(&self.0, &ZERO_IV).map(|c| {
-                c.encrypt_padded_mut::<NoPadding>(plain, len)
-                    .map(<[u8]>::to_vec)
-            }),
-            _ => cbc::Encryptor::<aes::Aes256>::new_from_slices(&self.0, &ZERO_IV).map(|c| {
-                c.encrypt_padded_mut::<NoPadding>(plain, len)
-                    .map(<[u8]>::to_vec)
-            }),
+        let cipher = match self.0.len() {
+            16 => encrypt_cbc::<aes::Aes128>(&self.0, plain),
+            24 => encrypt_cbc::<aes::Aes192>(&self.0, plain),
+            _ => encrypt_cbc::<aes::Aes256>(&self.0, plain),
         };
-        done.expect("a valid key length")
-            .expect("whole blocks, so no padding error")
+        cipher.expect("a key of a valid length, and whole blocks")
     }
 
     fn decrypt<'b>(&self, cipher: &'b mut [u8]) -> Option<&'b [u8]> {
-        let done = match self.0.len() {
-            16 => cbc::Decryptor::<aes::Aes128>::new_from_slices(&self.0, &ZERO_IV)
-                .map(|c| c.decrypt_padded_mut::<NoPadding>(cipher)),
-            24 => cbc::Decryptor::<aes::Aes192>::new_from_slices(&self.0, &ZERO_IV)
-                .map(|c| c.decrypt_padded_mut::<NoPadding>(cipher)),
-            _ => cbc::Decryptor::<aes::Aes256>::new_from_slices(&self.0, &ZERO_IV)
-                .map(|c| c.decrypt_padded_mut::<NoPadding>(cipher)),
-        };
-        done.ok()?.ok()
+        match self.0.len() {
+            16 => decrypt_cbc::<aes::Aes128>(&self.0, cipher),
+            24 => decrypt_cbc::<aes::Aes192>(&self.0, cipher),
+            _ => decrypt_cbc::<aes::Aes256>(&self.0, cipher),
+        }
     }
+}
+
+/// `plain` (whole blocks) encrypted in place with AES of `C`'s size.
+fn encrypt_cbc<C>(key: &[u8], plain: &mut [u8]) -> Option<Vec<u8>>
+where
+    C: BlockCipher + BlockEncryptMut + KeyInit,
+{
+    let len = plain.len();
+    let encryptor = cbc::Encryptor::<C>::new_from_slices(key, &ZERO_IV).ok()?;
+    let cipher = encryptor.encrypt_padded_mut::<NoPadding>(plain, len).ok()?;
+    Some(cipher.to_vec())
+}
+
+/// `cipher` (whole blocks) decrypted in place with AES of `C`'s size.
+fn decrypt_cbc<'b, C>(key: &[u8], cipher: &'b mut [u8]) -> Option<&'b [u8]>
+where
+    C: BlockCipher + BlockDecryptMut + KeyInit,
+{
+    let decryptor = cbc::Decryptor::<C>::new_from_slices(key, &ZERO_IV).ok()?;
+    decryptor.decrypt_padded_mut::<NoPadding>(cipher).ok()
 }
 
 /// `len` random bytes from `!` to `~`, none of them `[`, `]` or `|`.
