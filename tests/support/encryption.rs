@@ -3,7 +3,7 @@
 //! `|` in front of the content, upper-case hex.
 
 use aes::cipher::block_padding::NoPadding;
-use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use aes::cipher::{BlockCipher, BlockDecryptMut, BlockEncryptMut, KeyInit, KeyIvInit};
 
 const IV: [u8; 16] = [0; 16];
 
@@ -24,25 +24,12 @@ pub fn seal_raw(key: &str, plain: &[u8]) -> String {
     assert_eq!(plain.len() % 16, 0, "whole blocks");
     let key = bytes(key);
     let mut buffer = plain.to_vec();
-    let len = buffer.len();
-    let cipher = match key.len() {
-        16 => cbc::Encryptor::<aes::Aes128>::new_from_slices(&key, &IV)
-            .unwrap()
-            .encrypt_padded_mut::<NoPadding>(&mut buffer, len)
-            .unwrap()
-            .to_vec(),
-        24 => cbc::Encryptor::<aes::Aes192>::new_from_slices(&key, &IV)
-            .unwrap()
-            .encrypt_padded_mut::<NoPadding>(&mut buffer, len)
-            .unwrap()
-            .to_vec(),
-        _ => cbc::Encryptor::<aes::Aes256>::new_from_slices(&key, &IV)
-            .unwrap()
-            .encrypt_padded_mut::<NoPadding>(&mut buffer, len)
-            .unwrap()
-            .to_vec(),
-    };
-    cipher.iter().map(|b| format!("{b:02X}")).collect()
+    match key.len() {
+        16 => encrypt::<aes::Aes128>(&key, &mut buffer),
+        24 => encrypt::<aes::Aes192>(&key, &mut buffer),
+        _ => encrypt::<aes::Aes256>(&key, &mut buffer),
+    }
+    buffer.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 /// Hex `sealed` decrypted with `key` (hex): the whole plaintext, padding
@@ -51,24 +38,27 @@ pub fn unseal(key: &str, sealed: &str) -> String {
     let key = bytes(key);
     let mut buffer = bytes(sealed);
     assert_eq!(buffer.len() % 16, 0, "{sealed:?} is not whole blocks");
-    let plain = match key.len() {
-        16 => cbc::Decryptor::<aes::Aes128>::new_from_slices(&key, &IV)
-            .unwrap()
-            .decrypt_padded_mut::<NoPadding>(&mut buffer)
-            .unwrap()
-            .to_vec(),
-        24 => cbc::Decryptor::<aes::Aes192>::new_from_slices(&key, &IV)
-            .unwrap()
-            .decrypt_padded_mut::<NoPadding>(&mut buffer)
-            .unwrap()
-            .to_vec(),
-        _ => cbc::Decryptor::<aes::Aes256>::new_from_slices(&key, &IV)
-            .unwrap()
-            .decrypt_padded_mut::<NoPadding>(&mut buffer)
-            .unwrap()
-            .to_vec(),
-    };
-    String::from_utf8(plain).expect("an ASCII plaintext")
+    match key.len() {
+        16 => decrypt::<aes::Aes128>(&key, &mut buffer),
+        24 => decrypt::<aes::Aes192>(&key, &mut buffer),
+        _ => decrypt::<aes::Aes256>(&key, &mut buffer),
+    }
+    String::from_utf8(buffer).expect("an ASCII plaintext")
+}
+
+fn encrypt<C: BlockCipher + BlockEncryptMut + KeyInit>(key: &[u8], buffer: &mut [u8]) {
+    let len = buffer.len();
+    cbc::Encryptor::<C>::new_from_slices(key, &IV)
+        .unwrap()
+        .encrypt_padded_mut::<NoPadding>(buffer, len)
+        .unwrap();
+}
+
+fn decrypt<C: BlockCipher + BlockDecryptMut + KeyInit>(key: &[u8], buffer: &mut [u8]) {
+    cbc::Decryptor::<C>::new_from_slices(key, &IV)
+        .unwrap()
+        .decrypt_padded_mut::<NoPadding>(buffer)
+        .unwrap();
 }
 
 /// The bytes of hex digits.
