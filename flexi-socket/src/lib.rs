@@ -9,7 +9,7 @@
 //!
 //! | layer | holds |
 //! |---|---|
-//! | leaves (`address`, `error`, `message`, `client_type`, `handler_kind`, `config/`, `stats`, `log_rate`, [`checksum`]) | plain types: addresses, errors, limits and policies, counters, logging within a rate |
+//! | leaves (`address`, `error`, `message`, `client_type`, `handler_kind`, `config/`, `stats`, `metric`, `log_rate`, [`checksum`]) | plain types: addresses, errors, limits and policies, counters, metric handles, logging within a rate |
 //! | [`framing`] | bytes <-> frames, one bounded codec per file |
 //! | `classify/` | running the classifier, the raw first unit, per-client-type framing |
 //! | `handler/` | the handler contract, the routing table, the attribute registry, running one handler (panics, timeouts, blocking) |
@@ -97,6 +97,7 @@ mod future;
 mod handler_kind;
 mod log_rate;
 mod message;
+mod metric;
 mod peer_addr;
 mod proxy_header;
 mod spare;

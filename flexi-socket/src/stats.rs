@@ -1,8 +1,12 @@
-//! Server-wide counters, readable through [`Server::stats`](crate::Server::stats).
+//! Server-wide counters, readable through [`Server::stats`](crate::Server::stats),
+//! and the same events exported as metrics (feature `metrics`; see [`metric`]).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::client_type::ClientType;
 use crate::error::Error;
+use crate::metric::{self, Label};
 
 /// Counters of one connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,6 +87,20 @@ pub struct ErrorCounts {
 /// How many kinds [`ErrorCounts`] tells apart.
 pub(crate) const ERROR_KINDS: usize = 9;
 
+/// Each kind's name, as in [`ErrorCounts`]: the `kind` label of
+/// `flexi_socket_errors_total`.
+const ERROR_KIND_NAMES: [&str; ERROR_KINDS] = [
+    "frame_too_large",
+    "frame_truncated",
+    "invalid_utf8",
+    "unrouted",
+    "handler_failed",
+    "handler_panicked",
+    "send_refused",
+    "io",
+    "other",
+];
+
 /// Which of [`ErrorCounts`]' kinds `error` is, as an index.
 pub(crate) fn error_kind(error: &Error) -> usize {
     match error {
@@ -100,51 +118,187 @@ pub(crate) fn error_kind(error: &Error) -> usize {
     }
 }
 
-/// The live counters behind [`ServerStats`].
+/// One event counted for [`ServerStats`] and, on a server with the
+/// `metrics` feature, exported as a counter too.
 #[derive(Debug, Default)]
+pub(crate) struct Tally {
+    count: AtomicU64,
+    exported: metric::Counter,
+}
+
+impl Tally {
+    fn new(export: bool, name: &'static str, labels: &[Label<'_>]) -> Self {
+        Self {
+            count: AtomicU64::new(0),
+            exported: metric::Counter::new(export, name, labels),
+        }
+    }
+
+    pub(crate) fn add(&self, amount: u64) {
+        self.count.fetch_add(amount, Ordering::Relaxed);
+        self.exported.increment(amount);
+    }
+
+    fn load(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// The exported counters of one client type's traffic (the byte counters
+/// are the endpoint's, unlabelled, cloned in): what a connection records
+/// each message into, resolved once when it is classified.
+#[derive(Clone, Debug, Default)]
+// Connections record into it with the `metrics` feature only.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) struct Traffic {
+    messages_received: metric::Counter,
+    bytes_received: metric::Counter,
+    messages_sent: metric::Counter,
+    bytes_sent: metric::Counter,
+}
+
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+impl Traffic {
+    #[inline]
+    pub(crate) fn received(&self, bytes: usize) {
+        self.messages_received.increment(1);
+        self.bytes_received.increment(bytes as u64);
+    }
+
+    #[inline]
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.messages_sent.increment(1);
+        self.bytes_sent.increment(bytes as u64);
+    }
+}
+
+/// The live counters behind [`ServerStats`], and the exported metrics of
+/// the same events.
+#[derive(Debug)]
 pub(crate) struct Counters {
-    pub(crate) connections_open: AtomicU64,
-    pub(crate) connections_total: AtomicU64,
-    pub(crate) connections_refused: AtomicU64,
-    pub(crate) datagrams_dropped: AtomicU64,
-    pub(crate) tls_handshakes_failed: AtomicU64,
-    pub(crate) proxy_rejected: AtomicU64,
-    pub(crate) proxy_health_checks: AtomicU64,
-    pub(crate) messages_in: AtomicU64,
-    pub(crate) messages_out: AtomicU64,
-    pub(crate) bytes_in: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
-    errors: [AtomicU64; ERROR_KINDS],
+    pub(crate) connections_total: Tally,
+    pub(crate) connections_refused: Tally,
+    pub(crate) datagrams_dropped: Tally,
+    pub(crate) tls_handshakes_failed: Tally,
+    pub(crate) proxy_rejected: Tally,
+    pub(crate) proxy_health_checks: Tally,
+    /// Traffic of closed connections (open ones count their own, see `absorb`).
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    errors: [Tally; ERROR_KINDS],
+    /// Exported only: [`ServerStats::connections_open`] is the list's length.
+    pub(crate) connections_open: metric::Gauge,
+    /// Whether this endpoint exports metrics (a server's does, a client's not).
+    export: bool,
+    /// Traffic counters of the client types known at start-up, and of
+    /// unclassified connections.
+    traffic: HashMap<ClientType, Traffic>,
+    unclassified: Traffic,
 }
 
 impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, amount: u64) {
-        counter.fetch_add(amount, Ordering::Relaxed);
+    /// Counters that are exported as metrics too if `export`, with traffic
+    /// series for each of `client_types` (those the classifier names, if
+    /// it does) ready from the start.
+    pub(crate) fn new(export: bool, client_types: &[ClientType]) -> Self {
+        if export {
+            metric::describe();
+        }
+        let tally = |name| Tally::new(export, name, &[]);
+        let bytes_received = metric::Counter::new(export, metric::name::BYTES_RECEIVED, &[]);
+        let bytes_sent = metric::Counter::new(export, metric::name::BYTES_SENT, &[]);
+        let traffic_of = |client_type: &ClientType| {
+            let label = [("client_type", client_type.as_str())];
+            Traffic {
+                messages_received: metric::Counter::new(
+                    export,
+                    metric::name::MESSAGES_RECEIVED,
+                    &label,
+                ),
+                bytes_received: bytes_received.clone(),
+                messages_sent: metric::Counter::new(export, metric::name::MESSAGES_SENT, &label),
+                bytes_sent: bytes_sent.clone(),
+            }
+        };
+        let traffic = client_types
+            .iter()
+            .map(|client_type| (client_type.clone(), traffic_of(client_type)))
+            .collect();
+        let unclassified = traffic_of(&ClientType::DEFAULT);
+        Self {
+            connections_total: tally(metric::name::CONNECTIONS_TOTAL),
+            connections_refused: tally(metric::name::CONNECTIONS_REFUSED),
+            datagrams_dropped: tally(metric::name::DATAGRAMS_DROPPED),
+            tls_handshakes_failed: tally(metric::name::TLS_HANDSHAKES_FAILED),
+            proxy_rejected: tally(metric::name::PROXY_REJECTED),
+            proxy_health_checks: tally(metric::name::PROXY_HEALTH_CHECKS),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            errors: ERROR_KIND_NAMES
+                .map(|kind| Tally::new(export, metric::name::ERRORS, &[("kind", kind)])),
+            connections_open: metric::Gauge::new(export, metric::name::CONNECTIONS_OPEN),
+            export,
+            traffic,
+            unclassified,
+        }
+    }
+
+    /// The traffic counters of connections of `client_type`; `None` for
+    /// unclassified ones. A type the classifier did not name at start-up
+    /// (a hand-written classifier's) is registered here, once a connection.
+    pub(crate) fn traffic(&self, client_type: Option<&ClientType>) -> Traffic {
+        let Some(client_type) = client_type else {
+            return self.unclassified.clone();
+        };
+        if let Some(known) = self.traffic.get(client_type) {
+            return known.clone();
+        }
+        let label = [("client_type", client_type.as_str())];
+        Traffic {
+            messages_received: metric::Counter::new(
+                self.export,
+                metric::name::MESSAGES_RECEIVED,
+                &label,
+            ),
+            messages_sent: metric::Counter::new(self.export, metric::name::MESSAGES_SENT, &label),
+            ..self.unclassified.clone()
+        }
+    }
+
+    /// The traffic counters of unclassified connections.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn unclassified(&self) -> &Traffic {
+        &self.unclassified
     }
 
     /// Adds a closed connection's traffic to the totals.
     pub(crate) fn absorb(&self, closed: &ConnectionStats) {
-        Self::add(&self.messages_in, closed.messages_in);
-        Self::add(&self.messages_out, closed.messages_out);
-        Self::add(&self.bytes_in, closed.bytes_in);
-        Self::add(&self.bytes_out, closed.bytes_out);
+        let add = |counter: &AtomicU64, amount| counter.fetch_add(amount, Ordering::Relaxed);
+        add(&self.messages_in, closed.messages_in);
+        add(&self.messages_out, closed.messages_out);
+        add(&self.bytes_in, closed.bytes_in);
+        add(&self.bytes_out, closed.bytes_out);
     }
 
     pub(crate) fn count_error(&self, error: &Error) {
-        self.errors[error_kind(error)].fetch_add(1, Ordering::Relaxed);
+        self.errors[error_kind(error)].add(1);
     }
 
     pub(crate) fn snapshot(&self) -> ServerStats {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let error = |slot: usize| load(&self.errors[slot]);
+        let error = |slot: usize| self.errors[slot].load();
         ServerStats {
-            connections_open: load(&self.connections_open),
-            connections_total: load(&self.connections_total),
-            connections_refused: load(&self.connections_refused),
-            datagrams_dropped: load(&self.datagrams_dropped),
-            tls_handshakes_failed: load(&self.tls_handshakes_failed),
-            proxy_rejected: load(&self.proxy_rejected),
-            proxy_health_checks: load(&self.proxy_health_checks),
+            connections_open: 0,
+            connections_total: self.connections_total.load(),
+            connections_refused: self.connections_refused.load(),
+            datagrams_dropped: self.datagrams_dropped.load(),
+            tls_handshakes_failed: self.tls_handshakes_failed.load(),
+            proxy_rejected: self.proxy_rejected.load(),
+            proxy_health_checks: self.proxy_health_checks.load(),
             messages_in: load(&self.messages_in),
             messages_out: load(&self.messages_out),
             bytes_in: load(&self.bytes_in),

@@ -18,7 +18,7 @@ use crate::classify::ClientFraming;
 use crate::config::{Limits, Reconnect, ReplyOrder, history_method, read_buffer_method};
 use crate::connection::deadlines;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
-use crate::connection::{Connection, DisconnectReason, Endpoint};
+use crate::connection::{Connection, DisconnectReason, Endpoint, Side};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::message::Message;
@@ -230,7 +230,7 @@ impl ClientBuilder {
             self.framing,
             ClientFraming::default(),
             self.limits,
-            false,
+            Side::Client,
             Some(Arc::clone(&replies) as _),
         )?;
         let (status, _) = watch::channel(Status::Connecting);

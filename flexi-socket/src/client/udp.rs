@@ -17,7 +17,7 @@ use crate::config::{Limits, ReplyOrder, history_method};
 use crate::connection::deadlines;
 use crate::connection::outbound::Transport;
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
-use crate::connection::{CloseStage, Connection, DisconnectReason, Endpoint};
+use crate::connection::{CloseStage, Connection, DisconnectReason, Endpoint, Side};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::message::Message;
@@ -173,7 +173,7 @@ impl UdpClientBuilder {
             self.options.framing(self.framing),
             ClientFraming::default(),
             limits,
-            false,
+            Side::Client,
             Some(Arc::clone(&replies) as _),
         )?;
         let (connection, queue) = endpoint.open(server_addr, local_addr, Transport::Datagrams)?;

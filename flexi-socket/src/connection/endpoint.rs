@@ -79,15 +79,26 @@ pub(crate) struct ServerWide {
     next_id: Arc<AtomicU64>,
 }
 
-impl Default for ServerWide {
-    fn default() -> Self {
+impl ServerWide {
+    /// A server's (or a client's) own, counting into `counters`.
+    fn new(counters: Counters) -> Self {
         Self {
             connections: Connections::new(),
             shutdown: Arc::default(),
-            counters: Arc::default(),
+            counters: Arc::new(counters),
             next_id: Arc::new(AtomicU64::new(1)),
         }
     }
+}
+
+/// Which end of its connections an endpoint is: a server must have
+/// handlers and exports metrics (feature `metrics`); a client needs no
+/// handler (it may only `request`) and records no metrics, which would
+/// otherwise add into the series of a server in the same process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Server,
+    Client,
 }
 
 /// The handler side of an endpoint: what [`Endpoint::new`] is built from.
@@ -104,8 +115,9 @@ impl Endpoint {
         framing: Framing,
         client_framing: ClientFraming,
         limits: Limits,
+        side: Side,
         replies: Option<Arc<dyn ReplyHook>>,
-        wide: ServerWide,
+        wide: Option<ServerWide>,
     ) -> Arc<Self> {
         let Handlers {
             routes,
@@ -113,6 +125,17 @@ impl Endpoint {
             classifier,
         } = handlers;
         let deadlines = Deadlines::new(&limits, classifier.is_some());
+        // One more listener of a server shares its counters; otherwise they
+        // are made here, with the classifier's client types to label.
+        let wide = wide.unwrap_or_else(|| {
+            ServerWide::new(Counters::new(
+                side == Side::Server,
+                classifier
+                    .as_ref()
+                    .and_then(|classifier| classifier.client_types.as_deref())
+                    .unwrap_or_default(),
+            ))
+        });
         let encoder = framing.shared_encoder();
         Arc::new(Endpoint {
             routes,
@@ -172,7 +195,7 @@ impl Endpoint {
         proxy: Option<ProxyHeader>,
     ) -> Result<(Connection, OutboundReceiver), Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Counters::add(&self.counters.connections_total, 1);
+        self.counters.connections_total.add(1);
         let (sender, receiver) = outbound::channel(&self.limits, transport);
         let addrs = Addresses {
             peer: peer_addr,
@@ -189,7 +212,15 @@ impl Endpoint {
     /// either in the list when it does, or sees the flag here.
     pub(crate) fn register(&self, connection: &Connection) {
         self.connections.insert(connection.clone());
+        self.counters.connections_open.increment();
         self.shutdown.tell(connection);
+    }
+
+    /// Takes `connection`, which has ended, off the list of open ones.
+    pub(crate) fn unregister(&self, connection: &Connection) {
+        if self.connections.remove(connection.id()) {
+            self.counters.connections_open.decrement();
+        }
     }
 
     /// The endpoint's counters now, its open connections' traffic included.

@@ -35,8 +35,9 @@ impl Connections {
         self.lock().insert(connection.id(), connection);
     }
 
-    pub(crate) fn remove(&self, id: u64) {
-        self.lock().remove(&id);
+    /// Takes the connection `id` off the list; whether it was on it.
+    pub(crate) fn remove(&self, id: u64) -> bool {
+        self.lock().remove(&id).is_some()
     }
 
     /// Runs `f` on every open connection, under the list's lock (so `f`

@@ -21,7 +21,7 @@ pub(crate) mod shutdown;
 pub use crate::stats::ConnectionStats;
 use close::CloseSignal;
 pub(crate) use close::CloseStage;
-pub(crate) use endpoint::{Endpoint, ReplyHook, ServerWide};
+pub(crate) use endpoint::{Endpoint, ReplyHook, ServerWide, Side};
 use history::Recorder;
 pub use history::{Direction, History, HistoryEntry};
 pub use list::Connections;
@@ -39,6 +39,7 @@ use crate::framing::{FrameEncoder, Framing};
 use crate::handler::Routes;
 use crate::peer_addr::PeerAddr;
 use crate::proxy_header::ProxyHeader;
+use crate::stats::Traffic;
 use crate::sync;
 use deadlines::Activity;
 use outbound::OutboundSender;
@@ -686,6 +687,7 @@ impl Connection {
         }
         // Classification runs once (take_classification): this cannot be set twice.
         let _ = self.shared.classified.set(Classified {
+            traffic: self.shared.endpoint.counters.traffic(Some(&client_type)),
             client_type,
             routes,
             encoder: encoder.map(Box::new),
@@ -756,6 +758,36 @@ impl Connection {
             .store(total + bytes as u64, Ordering::Relaxed);
     }
 
+    /// Records one inbound message of `bytes` in the exported metrics, under
+    /// the connection's client type (so the first message is recorded once
+    /// it classified the connection). Nothing without the `metrics` feature.
+    #[inline]
+    pub(crate) fn meter_received(&self, bytes: usize) {
+        #[cfg(feature = "metrics")]
+        self.traffic().received(bytes);
+        #[cfg(not(feature = "metrics"))]
+        let _ = bytes;
+    }
+
+    /// Records one queued outbound frame of `bytes` in the exported
+    /// metrics. Nothing without the `metrics` feature.
+    #[inline]
+    pub(crate) fn meter_sent(&self, bytes: usize) {
+        #[cfg(feature = "metrics")]
+        self.traffic().sent(bytes);
+        #[cfg(not(feature = "metrics"))]
+        let _ = bytes;
+    }
+
+    /// The exported traffic counters for this connection's client type now.
+    #[cfg(feature = "metrics")]
+    fn traffic(&self) -> &Traffic {
+        match self.shared.classified.get() {
+            Some(classified) => &classified.traffic,
+            None => self.shared.endpoint.counters.unclassified(),
+        }
+    }
+
     pub(crate) fn first_message_done(&self) {
         self.shared.first_message.store(false, Ordering::Relaxed);
     }
@@ -777,6 +809,10 @@ struct Classified {
     /// The client type's own encoder (see `framing_for`); boxed, so
     /// connections without one pay a pointer.
     encoder: Option<Box<FrameEncoder>>,
+    /// The client type's exported traffic counters (empty, and unused,
+    /// without the `metrics` feature).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    traffic: Traffic,
 }
 
 /// `#id peer`, and the client type once classified: `#7 192.0.2.7:4000

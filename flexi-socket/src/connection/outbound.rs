@@ -138,11 +138,12 @@ impl Queue {
 
     /// Adds one frame, written by `append` at the end of the waiting
     /// frames, if the queue has room for it; otherwise nothing is added.
+    /// Returns the frame's length.
     fn try_append<E>(
         &self,
         transport: Transport,
         append: impl FnOnce(&mut BytesMut) -> Result<(), E>,
-    ) -> Result<(), Unqueued<E>> {
+    ) -> Result<usize, Unqueued<E>> {
         let mut state = self.lock();
         if state.refusing {
             return Err(Unqueued::Refused(QueueRefused::Closed));
@@ -178,7 +179,7 @@ impl Queue {
         if let Some(writer) = writer {
             writer.wake();
         }
-        Ok(())
+        Ok(length)
     }
 
     fn sent_by_writer_task(&self) -> bool {
@@ -222,6 +223,7 @@ impl OutboundSender {
                 waiting.extend_from_slice(frame);
                 Ok::<(), Infallible>(())
             })
+            .map(drop)
             .map_err(|unqueued| match unqueued {
                 Unqueued::Refused(refused) => refused,
                 Unqueued::Append(never) => match never {},
@@ -229,12 +231,13 @@ impl OutboundSender {
     }
 
     /// Queues the frame that `append` writes, straight into the queue, if
-    /// there is room for it now. `append` runs under the queue's lock, so it
-    /// must be the runtime's own code, and must add nothing when it fails.
+    /// there is room for it now; returns its length. `append` runs under the
+    /// queue's lock, so it must be the runtime's own code, and must add
+    /// nothing when it fails.
     pub(crate) fn try_append<E>(
         &self,
         append: impl FnOnce(&mut BytesMut) -> Result<(), E>,
-    ) -> Result<(), Unqueued<E>> {
+    ) -> Result<usize, Unqueued<E>> {
         self.queue.try_append(self.transport, append)
     }
 

@@ -97,15 +97,15 @@ mod tests {
     use crate::classify::ClientFraming;
     use crate::client_type::ClientType;
     use crate::config::Limits;
-    use crate::connection::Endpoint;
-    use crate::connection::endpoint::{Handlers, ServerWide};
+    use crate::connection::endpoint::Handlers;
     use crate::connection::outbound::Transport;
+    use crate::connection::{Endpoint, Side};
     use crate::framing::Framing;
     use crate::handler::Router;
 
     fn connection() -> Connection {
         let handlers = Handlers {
-            routes: Router::new().resolve(None, false, &[]).unwrap(),
+            routes: Router::new().resolve(None, Side::Client, &[]).unwrap(),
             app_state: None,
             classifier: None,
         };
@@ -114,8 +114,9 @@ mod tests {
             Framing::lines(),
             ClientFraming::default(),
             Limits::default(),
+            Side::Server,
             None,
-            ServerWide::default(),
+            None,
         );
         let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
         Arc::clone(&endpoint)

@@ -162,7 +162,10 @@ impl Connection {
             return with_encoded(
                 |dst| encoder.encode(message, dst),
                 |frame| match outbound.try_push(frame) {
-                    Ok(()) => Ok(None),
+                    Ok(()) => {
+                        self.meter_sent(frame.len());
+                        Ok(None)
+                    }
                     Err(QueueRefused::Full) => Ok(Some(Bytes::copy_from_slice(frame))),
                     Err(refused) => Err(Unsent::Refused(refused)),
                 },
@@ -170,7 +173,10 @@ impl Connection {
             .map_err(Unsent::Encode)?;
         }
         match outbound.try_append(|dst| encoder.encode(message, dst)) {
-            Ok(()) => Ok(None),
+            Ok(length) => {
+                self.meter_sent(length);
+                Ok(None)
+            }
             Err(Unqueued::Refused(QueueRefused::Full)) => {
                 // The frame waits for room on its own.
                 let mut frame = BytesMut::new();
@@ -191,11 +197,14 @@ impl Connection {
         policy: Option<SlowConsumerPolicy>,
     ) -> Result<(), Error> {
         let patience = policy.unwrap_or_else(|| self.slow_consumer_policy());
+        let length = frame.len();
         self.shared
             .outbound
             .push_when_full(frame, patience)
             .await
-            .map_err(|refused| self.refused(Unsent::Refused(refused), policy))
+            .map_err(|refused| self.refused(Unsent::Refused(refused), policy))?;
+        self.meter_sent(length);
+        Ok(())
     }
 
     /// The error for a message that was not queued under `policy`.

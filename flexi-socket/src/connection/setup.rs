@@ -5,13 +5,13 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use super::endpoint::{Endpoint, Handlers, ReplyHook, ServerWide};
+use super::endpoint::{Endpoint, Handlers, ReplyHook, ServerWide, Side};
 use crate::classify::{ClientFraming, ErasedClassifier};
 use crate::client_type::ClientType;
 use crate::config::Limits;
 use crate::error::Error;
 use crate::framing::Framing;
-use crate::handler::{Router, Side, attribute_router};
+use crate::handler::{Router, attribute_router};
 
 /// The handler side of a builder.
 #[derive(Default, Clone)]
@@ -28,50 +28,35 @@ pub(crate) struct HandlerSetup {
 
 impl HandlerSetup {
     /// Checks the routing table (the attributes' handlers unless a router was
-    /// given) and builds the endpoint. A client may have no handlers at
-    /// all (it can be used through `request` only); a server may not.
+    /// given) and builds the endpoint of `side` (see [`Side`]).
     pub(crate) fn endpoint(
         self,
         framing: Framing,
         client_framing: ClientFraming,
         limits: Limits,
-        require_handlers: bool,
+        side: Side,
         replies: Option<Arc<dyn ReplyHook>>,
     ) -> Result<Arc<Endpoint>, Error> {
-        let wide = ServerWide::default();
-        self.endpoint_in(
-            framing,
-            client_framing,
-            limits,
-            require_handlers,
-            replies,
-            wide,
-        )
+        self.endpoint_in(framing, client_framing, limits, side, replies, None)
     }
 
-    /// [`endpoint`](Self::endpoint) sharing `wide` with the server's other listeners.
+    /// [`endpoint`](Self::endpoint) sharing `wide` (when given) with the
+    /// server's other listeners.
     pub(crate) fn endpoint_in(
         self,
         framing: Framing,
         client_framing: ClientFraming,
         limits: Limits,
-        require_handlers: bool,
+        side: Side,
         replies: Option<Arc<dyn ReplyHook>>,
-        wide: ServerWide,
+        wide: Option<ServerWide>,
     ) -> Result<Arc<Endpoint>, Error> {
         let router = match self.router {
             Some(router) => router,
-            None => {
-                let side = if require_handlers {
-                    Side::Server
-                } else {
-                    Side::Client
-                };
-                attribute_router(self.scope.as_deref(), side)?
-            }
+            None => attribute_router(self.scope.as_deref(), side)?,
         };
         let classifier = self.classifier.as_ref();
-        let routes = router.resolve(classifier, require_handlers, &self.unhandled)?;
+        let routes = router.resolve(classifier, side, &self.unhandled)?;
         client_framing.check(self.classifier.as_ref(), &limits)?;
         let handlers = Handlers {
             routes,
@@ -83,6 +68,7 @@ impl HandlerSetup {
             framing,
             client_framing,
             limits,
+            side,
             replies,
             wide,
         ))

@@ -21,6 +21,7 @@ use crate::handler::Routes;
 use crate::handler::{EventContext, HandlerSlot};
 use crate::handler::{Invocation, invoke, runs_in_slot};
 use crate::message::Message;
+use crate::metric::Stopwatch;
 
 /// Handles one inbound frame. `slot` keeps the on_message handler's future
 /// from one frame to the next (see [`HandlerSlot`]).
@@ -32,6 +33,7 @@ pub(crate) fn on_frame<'a>(
     connection.count_inbound(frame.len());
     let routes = connection.routes();
     let step = if routed_directly(connection) {
+        connection.meter_received(frame.len());
         route(connection, routes, Message::from(frame), slot)
     } else {
         DeliveryStep::Other(Box::pin(classify_and_filter(connection, frame, slot)))
@@ -83,8 +85,9 @@ fn routed_directly(connection: &Connection) -> bool {
 /// borrowed: its caller can keep it and let go of the connection and the
 /// slot until it [`resume`]s.
 pub(crate) enum Suspended {
-    /// The on_message handler, whose future is in the slot, runs.
-    Handler,
+    /// The on_message handler, whose future is in the slot, runs (since the
+    /// stopwatch started).
+    Handler(Stopwatch),
     /// The handler's failure, or that there is no handler, is reported.
     Reporting(BoxFuture<'static, ControlFlow<DisconnectReason>>),
 }
@@ -97,10 +100,10 @@ pub(crate) fn resume<'a>(
     slot: &'a mut HandlerSlot,
 ) -> Delivery<'a> {
     let step = match suspended {
-        Suspended::Handler => {
+        Suspended::Handler(stopwatch) => {
             let on_message = connection.routes().on_message.as_ref();
             let handler = on_message.expect("a suspended handler is the on_message handler");
-            DeliveryStep::Handler(Invocation::resume(handler, slot))
+            DeliveryStep::Handler(Invocation::resume(handler, slot, stopwatch))
         }
         Suspended::Reporting(report) => DeliveryStep::Reporting(report),
     };
@@ -114,7 +117,9 @@ impl Delivery<'_> {
     /// If the delivery is not one of a connection that is `suspendable`.
     pub(crate) fn suspend(self) -> Suspended {
         match self.step {
-            DeliveryStep::Handler(invocation) if invocation.lives_in_slot() => Suspended::Handler,
+            DeliveryStep::Handler(invocation) if invocation.lives_in_slot() => {
+                Suspended::Handler(invocation.stopwatch())
+            }
             DeliveryStep::Reporting(report) => Suspended::Reporting(report),
             _ => panic!("only a suspendable delivery is suspended"),
         }
@@ -150,7 +155,10 @@ async fn classify_and_filter(
     frame: Bytes,
     slot: &mut HandlerSlot,
 ) -> ControlFlow<DisconnectReason> {
-    if let Err(flow) = classify(connection, &frame).await {
+    let classified = classify(connection, &frame).await;
+    // Recorded under the client type the frame gave the connection.
+    connection.meter_received(frame.len());
+    if let Err(flow) = classified {
         return flow;
     }
     let routes = connection.routes();

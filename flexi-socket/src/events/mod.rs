@@ -202,6 +202,6 @@ pub(crate) fn finished(connection: &Connection, aborted: bool) {
     // Server-wide traffic counters are per connection while it is open (no
     // shared cache line per message) and folded into the totals when it closes.
     endpoint.counters.absorb(&connection.stats());
-    endpoint.connections.remove(connection.id());
+    endpoint.unregister(connection);
     connection.close_signal().end();
 }

@@ -11,6 +11,7 @@ use crate::connection::Connection;
 use crate::error::{Error, panic_message};
 use crate::future::BoxFuture;
 use crate::message::Message;
+use crate::metric::Stopwatch;
 
 /// Runs `handler` for `connection`, turning its failure, panic or timeout
 /// into an [`Error`] that names it. The handler's future lives in `slot`,
@@ -24,9 +25,14 @@ pub(crate) fn invoke<'a>(
     context: EventContext,
     slot: &'a mut HandlerSlot,
 ) -> Invocation<'a> {
+    let stopwatch = Stopwatch::start(&handler.duration);
     if runs_in_slot(connection, handler) {
         let call = start(handler, context, slot);
-        return Invocation { handler, call };
+        return Invocation {
+            handler,
+            call,
+            stopwatch,
+        };
     }
     let call = if handler.blocking {
         Call::Elsewhere(Box::pin(run_blocking(handler, context)))
@@ -37,7 +43,11 @@ pub(crate) fn invoke<'a>(
         Some(after) => Call::Elsewhere(Box::pin(within(after, handler, call))),
         None => call,
     };
-    Invocation { handler, call }
+    Invocation {
+        handler,
+        call,
+        stopwatch,
+    }
 }
 
 /// Whether [`invoke`] keeps a call of `handler` on `connection` in the slot
@@ -50,6 +60,8 @@ pub(crate) fn runs_in_slot(connection: &Connection, handler: &Handler) -> bool {
 pub(crate) struct Invocation<'a> {
     handler: &'a Handler,
     call: Call<'a>,
+    /// Since the call started, for the handler's duration histogram.
+    stopwatch: Stopwatch,
 }
 
 impl<'a> Invocation<'a> {
@@ -60,13 +72,24 @@ impl<'a> Invocation<'a> {
         matches!(self.call, Call::Here(_))
     }
 
+    /// When the call started: what a caller that drops this invocation
+    /// keeps for [`resume`](Self::resume).
+    pub(crate) fn stopwatch(&self) -> Stopwatch {
+        self.stopwatch
+    }
+
     /// Goes on with the call of `handler` whose future is in `slot`, after
-    /// the invocation that started it was dropped while it
+    /// the invocation that started it (at `stopwatch`) was dropped while it
     /// [`lives_in_slot`](Self::lives_in_slot).
-    pub(crate) fn resume(handler: &'a Handler, slot: &'a mut HandlerSlot) -> Self {
+    pub(crate) fn resume(
+        handler: &'a Handler,
+        slot: &'a mut HandlerSlot,
+        stopwatch: Stopwatch,
+    ) -> Self {
         Self {
             handler,
             call: Call::Here(slot),
+            stopwatch,
         }
     }
 }
@@ -131,6 +154,7 @@ impl Future for Invocation<'_> {
         let this = self.get_mut();
         let handler = this.handler;
         let outcome = ready!(this.call.poll_call(handler, cx));
+        this.stopwatch.stop(&handler.duration);
         Poll::Ready(outcome?.map_err(|error| match error {
             HandlerError::Argument(error) => error,
             HandlerError::Failed(message) => Error::Handler {

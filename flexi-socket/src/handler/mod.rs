@@ -22,6 +22,7 @@ use bytes::Bytes;
 use crate::connection::{Connection, DisconnectReason};
 use crate::error::Error;
 use crate::message::Message;
+use crate::metric;
 
 mod invoke;
 pub(crate) mod registry;
@@ -33,7 +34,7 @@ pub(crate) use invoke::{Invocation, invoke, runs_in_slot};
 pub use registry::Registration;
 pub use router::Router;
 pub(crate) use router::{RouteTable, Routes};
-pub(crate) use scope::{Side, attribute_router};
+pub(crate) use scope::attribute_router;
 pub use slot::{HandlerSlot, MapOutput};
 
 /// What a handler's future resolves to: `Some(message)` is the (possibly
@@ -380,6 +381,8 @@ pub(crate) struct Handler {
     /// Run on the blocking pool (`#[on_message(blocking)]`).
     pub(crate) blocking: bool,
     call: Arc<ErasedCall>,
+    /// Where its calls' durations go (a server's, with the `metrics` feature).
+    pub(crate) duration: metric::Histogram,
 }
 
 impl Handler {
@@ -391,6 +394,18 @@ impl Handler {
             name,
             blocking: false,
             call: Arc::new(call),
+            duration: metric::Histogram::default(),
+        }
+    }
+
+    /// This handler, its calls' durations recorded if `measured`: resolved
+    /// when the routes are, at start-up, so after the application installed
+    /// its metrics recorder.
+    pub(crate) fn measured(&self, measured: bool) -> Self {
+        let label = [("handler", self.name)];
+        Self {
+            duration: metric::Histogram::new(measured, metric::name::HANDLER_DURATION, &label),
+            ..self.clone()
         }
     }
 

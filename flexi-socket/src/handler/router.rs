@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::registry;
 use crate::classify::ErasedClassifier;
 use crate::client_type::ClientType;
-use crate::connection::Connection;
+use crate::connection::{Connection, Side};
 use crate::error::Error;
 use crate::handler::{
     EventContext, FromEvent, Handler, HandlerSlot, IntoFiltered, IntoHandlerResult,
@@ -237,15 +237,16 @@ impl Router {
     }
 
     /// Checks the table (DESIGN §4.4) and resolves it into one [`Routes`] per
-    /// client type, so per-message routing is a field access. Client types
-    /// in `unhandled` may lack an on_message handler.
+    /// client type, so per-message routing is a field access. A server's
+    /// must have handlers, and its handlers' durations are measured. Client
+    /// types in `unhandled` may lack an on_message handler.
     pub(crate) fn resolve(
         &self,
         classifier: Option<&ErasedClassifier>,
-        require_handlers: bool,
+        side: Side,
         unhandled: &[ClientType],
     ) -> Result<RouteTable, Error> {
-        if require_handlers && self.entries.is_empty() {
+        if side == Side::Server && self.entries.is_empty() {
             return Err(Error::NoHandlers);
         }
         let mut by_key: HashMap<(HandlerKind, Option<&ClientType>), &Entry> = HashMap::new();
@@ -266,11 +267,16 @@ impl Router {
             self.check_every_type_handled(classifier, unhandled)?;
         }
 
-        let default = Arc::new(Routes::for_client_type(&self.entries, None));
+        let measured = side == Side::Server;
+        let default = Arc::new(Routes::for_client_type(&self.entries, None, measured));
         let mut typed = HashMap::new();
         for client_type in self.entries.iter().filter_map(|e| e.client_type.as_ref()) {
             typed.entry(client_type.clone()).or_insert_with(|| {
-                Arc::new(Routes::for_client_type(&self.entries, Some(client_type)))
+                Arc::new(Routes::for_client_type(
+                    &self.entries,
+                    Some(client_type),
+                    measured,
+                ))
             });
         }
         let table = RouteTable { default, typed };
@@ -411,13 +417,19 @@ pub(crate) struct Routes {
 }
 
 impl Routes {
-    fn for_client_type(entries: &[Entry], client_type: Option<&ClientType>) -> Self {
+    /// The routes of `client_type` (`None`: the defaults), their handlers'
+    /// durations `measured` or not.
+    fn for_client_type(
+        entries: &[Entry],
+        client_type: Option<&ClientType>,
+        measured: bool,
+    ) -> Self {
         let pick = |kind: HandlerKind| {
             let find = |wanted: Option<&ClientType>| {
                 entries
                     .iter()
                     .find(|e| e.kind == kind && e.client_type.as_ref() == wanted)
-                    .map(|e| e.handler.clone())
+                    .map(|e| e.handler.measured(measured))
             };
             client_type
                 .and_then(|t| find(Some(t)))

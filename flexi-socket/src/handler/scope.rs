@@ -8,17 +8,13 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::Router;
 use super::registry;
+use crate::connection::Side;
 use crate::error::Error;
-
-/// What kind of endpoint asks for its handlers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Side {
-    Server = 1,
-    Client = 2,
-}
 
 /// Which sides run the handlers without a scope, process-wide.
 static UNSCOPED_USERS: AtomicU8 = AtomicU8::new(0);
+const SERVER: u8 = 1;
+const CLIENT: u8 = 2;
 
 /// The attribute handlers of `scope` for a `side`: an error when the scope
 /// names no handlers (a typo, or handlers in another crate not linked), or
@@ -43,9 +39,12 @@ pub(crate) fn attribute_router(scope: Option<&str>, side: Side) -> Result<Router
         return Ok(router);
     }
     if scope.is_none() {
-        let before = UNSCOPED_USERS.fetch_or(side as u8, Ordering::Relaxed);
-        let both = (Side::Server as u8) | (Side::Client as u8);
-        if before != both && (before | side as u8) == both {
+        let bit = match side {
+            Side::Server => SERVER,
+            Side::Client => CLIENT,
+        };
+        let before = UNSCOPED_USERS.fetch_or(bit, Ordering::Relaxed);
+        if before != SERVER | CLIENT && before | bit == SERVER | CLIENT {
             tracing::warn!(
                 "a server and a client in this process both run the attribute handlers without a \
                  scope, so each runs the other's handlers on its connections; give the client's \

@@ -23,7 +23,6 @@ use crate::connection::outbound::{OutboundReceiver, Transport};
 use crate::connection::{Connection, Endpoint};
 use crate::peer_addr::PeerAddr;
 use crate::proxy_header::ProxyHeader;
-use crate::stats::Counters;
 use crate::transport::proxy::{ProxyProtocol, Received};
 use crate::transport::stream::{StreamReader, StreamWriter};
 use crate::transport::{spawn_in, stream};
@@ -252,7 +251,7 @@ impl Acceptor {
                 self.admit_stream(stream, permit, balancer, local_addr, None);
             }
             Received::Local => {
-                Counters::add(&self.endpoint.counters.proxy_health_checks, 1);
+                self.endpoint.counters.proxy_health_checks.add(1);
                 tracing::debug!(%balancer, "PROXY LOCAL (a health check): closed");
             }
             Received::Rejected(why) => self.proxy_rejected(&balancer, &why),
@@ -260,7 +259,7 @@ impl Acceptor {
     }
 
     fn proxy_rejected(&self, balancer: &PeerAddr, why: &str) {
-        Counters::add(&self.endpoint.counters.proxy_rejected, 1);
+        self.endpoint.counters.proxy_rejected.add(1);
         tracing::info!(%balancer, why, "PROXY header refused: connection closed");
     }
 
@@ -300,7 +299,7 @@ impl Acceptor {
         match self.admission.admit(permit, peer_addr.ip()) {
             Ok(place) => Some(place),
             Err(refusal) => {
-                Counters::add(&self.endpoint.counters.connections_refused, 1);
+                self.endpoint.counters.connections_refused.add(1);
                 tracing::info!(peer = %peer_addr, "refused: {refusal}");
                 None
             }

@@ -22,7 +22,7 @@ use crate::config::{
     HistoryLimits, Limits, PanicPolicy, SlowConsumerPolicy, history_method, read_buffer_method,
 };
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
-use crate::connection::{Endpoint, ServerWide};
+use crate::connection::{Endpoint, ServerWide, Side};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::transport::proxy::ProxyProtocol;
@@ -110,9 +110,9 @@ pub(super) fn handlers_beside(
     addr: &str,
     limits: Limits,
     beside: Option<sealed::Beside>,
-) -> Result<(HandlerSetup, Limits, ServerWide)> {
+) -> Result<(HandlerSetup, Limits, Option<ServerWide>)> {
     let Some(beside) = beside else {
-        return Ok((setup, limits, ServerWide::default()));
+        return Ok((setup, limits, None));
     };
     if setup.router.is_some()
         || setup.classifier.is_some()
@@ -123,7 +123,7 @@ pub(super) fn handlers_beside(
             addr: addr.to_owned(),
         });
     }
-    Ok((beside.setup, beside.limits, beside.wide))
+    Ok((beside.setup, beside.limits, Some(beside.wide)))
 }
 
 /// Binds a listener added with [`ServerBuilder::listener`], beside the server's first.
@@ -732,7 +732,14 @@ impl ServerBuilder<Tcp> {
     ) -> Result<(Arc<Endpoint>, String, Tcp)> {
         let framing = self.framing.unwrap_or_default();
         let (setup, limits, wide) = handlers_beside(self.setup, &self.addr, self.limits, beside)?;
-        let endpoint = setup.endpoint_in(framing, self.client_framing, limits, true, None, wide)?;
+        let endpoint = setup.endpoint_in(
+            framing,
+            self.client_framing,
+            limits,
+            Side::Server,
+            None,
+            wide,
+        )?;
         Ok((endpoint, self.addr, self.transport))
     }
 }

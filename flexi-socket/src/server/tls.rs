@@ -11,7 +11,6 @@ use super::builder::{ServerBuilder, Tcp};
 use crate::connection::Connection;
 use crate::connection::outbound::OutboundReceiver;
 use crate::error::Error;
-use crate::stats::Counters;
 use crate::transport::stream;
 use crate::transport::tls::{self, TlsServer, TlsServerConfig};
 
@@ -96,7 +95,7 @@ pub(super) async fn serve(
         }
         Err(reason) => reason,
     };
-    Counters::add(&endpoint.counters.tls_handshakes_failed, 1);
+    endpoint.counters.tls_handshakes_failed.add(1);
     let error = Error::TlsHandshake {
         peer: connection.peer_addr(),
         reason,

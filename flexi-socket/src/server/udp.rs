@@ -25,10 +25,9 @@ use super::bind::{self, SocketOptions};
 use super::builder::{FlexiSocket, ServerBuilder, ServerTransport, handlers_beside, sealed};
 use super::{Listener, Server};
 use crate::address::{self, Accepts};
-use crate::connection::Endpoint;
 use crate::connection::outbound::Transport;
+use crate::connection::{Endpoint, Side};
 use crate::error::{Error, Result};
-use crate::stats::Counters;
 use crate::sync;
 use crate::transport::datagram::{
     self, DatagramPeer, Inbound, Inbox, InboxRefused, LARGEST_DATAGRAM, ReceiveErrors, UdpOptions,
@@ -157,8 +156,14 @@ impl sealed::Sealed for Udp {
             let (setup, limits, wide) =
                 handlers_beside(builder.setup, &builder.addr, builder.limits, beside)?;
             let limits = options.limits(limits);
-            let endpoint =
-                setup.endpoint_in(framing, builder.client_framing, limits, true, None, wide)?;
+            let endpoint = setup.endpoint_in(
+                framing,
+                builder.client_framing,
+                limits,
+                Side::Server,
+                None,
+                wide,
+            )?;
             let listener = UdpListener::bind(&builder.addr, options, builder.socket)
                 .await
                 .map_err(|source| Error::Bind {
@@ -343,7 +348,7 @@ impl Receiver {
     }
 
     fn dropped(&self, peer: SocketAddr, why: &str) {
-        Counters::add(&self.endpoint.counters.datagrams_dropped, 1);
+        self.endpoint.counters.datagrams_dropped.add(1);
         tracing::debug!(%peer, why, "datagram dropped");
     }
 }

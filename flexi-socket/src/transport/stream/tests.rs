@@ -13,9 +13,9 @@ use super::*;
 use crate::classify::ClientFraming;
 use crate::config::Limits;
 use crate::connection::DisconnectReason;
-use crate::connection::Endpoint;
-use crate::connection::endpoint::{Handlers, ServerWide};
+use crate::connection::endpoint::Handlers;
 use crate::connection::outbound::Transport;
+use crate::connection::{Endpoint, Side};
 use crate::error::Error;
 use crate::framing::Framing;
 use crate::handler::Router;
@@ -26,7 +26,7 @@ fn plain_endpoint() -> Arc<Endpoint> {
 
 fn endpoint(router: Router, limits: Limits) -> Arc<Endpoint> {
     let handlers = Handlers {
-        routes: router.resolve(None, false, &[]).unwrap(),
+        routes: router.resolve(None, Side::Client, &[]).unwrap(),
         app_state: None,
         classifier: None,
     };
@@ -35,8 +35,9 @@ fn endpoint(router: Router, limits: Limits) -> Arc<Endpoint> {
         Framing::lines(),
         ClientFraming::default(),
         limits,
+        Side::Server,
         None,
-        ServerWide::default(),
+        None,
     )
 }
 
