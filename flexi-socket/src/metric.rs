@@ -184,56 +184,54 @@ fn labels_of(labels: &[Label<'_>]) -> Vec<::metrics::Label> {
         .collect()
 }
 
-/// Tells the recorder what each metric means (its `# HELP` line), once a
-/// process, when the first server starts.
+/// Tells the installed recorder what each metric means (its `# HELP`
+/// line). Each server does when it starts (a recorder keeps the last
+/// description of a name), so a recorder installed late still gets them.
 pub(crate) fn describe() {
     #[cfg(feature = "metrics")]
     {
-        static DESCRIBED: std::sync::Once = std::sync::Once::new();
-        DESCRIBED.call_once(|| {
-            use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-            describe_gauge!(name::CONNECTIONS_OPEN, "Connections open now.");
-            describe_counter!(
-                name::CONNECTIONS_TOTAL,
-                "Connections accepted (UDP: sessions opened)."
-            );
-            describe_counter!(
-                name::CONNECTIONS_REFUSED,
-                "Connections refused by the per-IP limit."
-            );
-            describe_counter!(
-                name::MESSAGES_RECEIVED,
-                "Messages received, by client type."
-            );
-            describe_counter!(
-                name::MESSAGES_SENT,
-                "Messages queued for sending, by client type."
-            );
-            describe_counter!(name::BYTES_RECEIVED, Unit::Bytes, "Payload bytes received.");
-            describe_counter!(
-                name::BYTES_SENT,
-                Unit::Bytes,
-                "Bytes queued for sending, framing included."
-            );
-            describe_counter!(name::ERRORS, "Connection errors, by kind.");
-            describe_histogram!(
-                name::HANDLER_DURATION,
-                Unit::Seconds,
-                "Handler call durations, by handler."
-            );
-            describe_counter!(
-                name::PROXY_REJECTED,
-                "Connections closed for a missing, invalid or untrusted PROXY header."
-            );
-            describe_counter!(
-                name::PROXY_HEALTH_CHECKS,
-                "PROXY v2 LOCAL connections (balancer health checks)."
-            );
-            describe_counter!(
-                name::TLS_HANDSHAKES_FAILED,
-                "TLS handshakes that failed or timed out."
-            );
-            describe_counter!(name::DATAGRAMS_DROPPED, "UDP datagrams dropped unhandled.");
-        });
+        use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+        describe_gauge!(name::CONNECTIONS_OPEN, "Connections open now.");
+        describe_counter!(
+            name::CONNECTIONS_TOTAL,
+            "Connections accepted (UDP: sessions opened)."
+        );
+        describe_counter!(
+            name::CONNECTIONS_REFUSED,
+            "Connections refused by the per-IP limit."
+        );
+        describe_counter!(
+            name::MESSAGES_RECEIVED,
+            "Messages received, by client type."
+        );
+        describe_counter!(
+            name::MESSAGES_SENT,
+            "Messages queued for sending, by client type."
+        );
+        describe_counter!(name::BYTES_RECEIVED, Unit::Bytes, "Payload bytes received.");
+        describe_counter!(
+            name::BYTES_SENT,
+            Unit::Bytes,
+            "Bytes queued for sending, framing included."
+        );
+        describe_counter!(name::ERRORS, "Connection errors, by kind.");
+        describe_histogram!(
+            name::HANDLER_DURATION,
+            Unit::Seconds,
+            "Handler call durations, by handler."
+        );
+        describe_counter!(
+            name::PROXY_REJECTED,
+            "Connections closed for a missing, invalid or untrusted PROXY header."
+        );
+        describe_counter!(
+            name::PROXY_HEALTH_CHECKS,
+            "PROXY v2 LOCAL connections (balancer health checks)."
+        );
+        describe_counter!(
+            name::TLS_HANDSHAKES_FAILED,
+            "TLS handshakes that failed or timed out."
+        );
+        describe_counter!(name::DATAGRAMS_DROPPED, "UDP datagrams dropped unhandled.");
     }
 }

@@ -120,7 +120,7 @@ pub(crate) fn error_kind(error: &Error) -> usize {
 
 /// One event counted for [`ServerStats`] and, on a server with the
 /// `metrics` feature, exported as a counter too.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Tally {
     count: AtomicU64,
     exported: metric::Counter,
