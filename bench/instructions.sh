@@ -10,6 +10,7 @@
 #   MODE=udp bench/instructions.sh             # the udp_echo example and the tokio UDP echo
 #   MODE=client bench/instructions.sh          # flexi-socket's client and a plain tokio client
 #   SERVERS="/tmp/old/echo" bench/instructions.sh
+#   METRICS=1 bench/instructions.sh            # the echo example without and with metrics
 #
 # Environment:
 #   MODE (pingpong): pingpong, pipelined, udp or client. In client mode the
@@ -19,6 +20,10 @@
 #   MESSAGES (100000): messages the load generator sends, all answered
 #   SERVERS: the server binaries to count (default: the tree's flexi-socket
 #     example for MODE, then its hand-written counterpart)
+#   METRICS: 1 counts, instead of SERVERS, the echo example built without
+#     the metrics feature (as always otherwise), with it but no recorder, and
+#     bench's echo_metrics (a Prometheus recorder installed and rendered every
+#     15 s); MODE pingpong or pipelined
 #   KEEP: a directory to keep the callgrind.out.* files in (for
 #     callgrind_annotate; build with CARGO_PROFILE_RELEASE_DEBUG=true to see
 #     source lines)
@@ -44,7 +49,9 @@ if ! command -v valgrind >/dev/null; then
     exit 2
 fi
 
-cargo build --release --quiet -p flexi-socket-suite --example "$example" -p flexi-socket-bench --bins
+# Without the suite's default `metrics` feature: the servers record no metrics.
+cargo build --release --quiet --no-default-features -p flexi-socket-suite --example "$example" \
+    -p flexi-socket-bench --bins
 SERVERS=${SERVERS:-target/release/examples/$example target/release/$baseline}
 
 work=$(mktemp -d)
@@ -56,6 +63,20 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+
+if [[ ${METRICS:-} == 1 ]]; then
+    if [[ $example != echo ]]; then
+        echo "error: METRICS=1 counts the echo example: MODE pingpong or pipelined" >&2
+        exit 2
+    fi
+    mkdir "$work/bin"
+    cp target/release/examples/echo "$work/bin/echo"
+    cargo build --release --quiet -p flexi-socket-suite --example echo
+    cp target/release/examples/echo "$work/bin/echo_feature_no_recorder"
+    cargo build --release --quiet -p flexi-socket-bench --features metrics --bin echo_metrics
+    cp target/release/echo_metrics "$work/bin/echo_metrics"
+    SERVERS="$work/bin/echo $work/bin/echo_feature_no_recorder $work/bin/echo_metrics"
+fi
 
 # Sets `addr` from what the server started in the background prints.
 wait_for_address() {

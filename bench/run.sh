@@ -71,7 +71,9 @@ if [[ ${#examples[@]} -gt 0 ]]; then
 fi
 # One cargo call: the examples and the benchmark's client share one build of
 # flexi-socket.
-cargo build --release --quiet "${examples[@]}" -p flexi-socket-bench --bins
+# flexi-socket-suite's default `metrics` feature off: the examples record
+# no metrics (their cost is measured apart: METRICS=1 bench/instructions.sh).
+cargo build --release --quiet --no-default-features "${examples[@]}" -p flexi-socket-bench --bins
 # Run copies, so that a build in the same target directory while the
 # benchmark runs cannot swap a binary between repetitions.
 bin=$(mktemp -d)
