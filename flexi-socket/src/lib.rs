@@ -47,6 +47,11 @@
 //! for that type (it does not run after it); the routing table logged at
 //! start-up says which.
 //!
+//! With the feature `metrics`, servers record their counters, by client type,
+//! error kind and handler, through the [`metrics`](https://docs.rs/metrics)
+//! facade under Prometheus names (`flexi_socket_*`; the README's "The metrics
+//! scrape" lists them); install a recorder before the server starts.
+//!
 //! # Example
 //!
 //! ```no_run
