@@ -1,8 +1,10 @@
 //! The handles a server records its metrics through: the `metrics` facade's
 //! (feature `metrics`), resolved once (at start-up, or at classification for
 //! a client type's) so that recording is an atomic add, never a registry
-//! lookup. Without the feature every type here is empty and every method
-//! does nothing, so the calls compile away.
+//! lookup; those handles are shared by every connection (what that costs
+//! per message: BENCHMARKS.md, "Metrics cost"). Without the feature every
+//! type here is empty and every method does nothing, so the calls compile
+//! away.
 //!
 //! Only servers record: a client's endpoint holds handles made with `on`
 //! false, which record nothing (see `Side` and the README's "Deploying").
@@ -233,5 +235,35 @@ pub(crate) fn describe() {
             "TLS handshakes that failed or timed out."
         );
         describe_counter!(name::DATAGRAMS_DROPPED, "UDP datagrams dropped unhandled.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// "Free when off": without the feature a connection carries no handle
+    /// and a handler call keeps no start time.
+    #[cfg(not(feature = "metrics"))]
+    #[test]
+    fn without_the_feature_the_handles_are_empty() {
+        assert_eq!(size_of::<Counter>(), 0);
+        assert_eq!(size_of::<Gauge>(), 0);
+        assert_eq!(size_of::<Histogram>(), 0);
+        assert_eq!(size_of::<Stopwatch>(), 0);
+        assert_eq!(size_of::<crate::stats::Traffic>(), 0);
+    }
+
+    /// A handle made with `on` false records nothing and reads no clock,
+    /// whatever recorder is installed (a client's).
+    #[test]
+    fn handles_that_are_off_record_nothing() {
+        let histogram = Histogram::new(false, name::HANDLER_DURATION, &[("handler", "h")]);
+        assert!(!histogram.is_on());
+        #[cfg(feature = "metrics")]
+        {
+            assert!(Stopwatch::start(&histogram).0.is_none());
+            assert!(Counter::new(false, name::ERRORS, &[]).0.is_none());
+        }
     }
 }

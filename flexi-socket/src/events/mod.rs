@@ -200,7 +200,8 @@ pub(crate) fn finished(connection: &Connection, aborted: bool) {
     }
     connection.close_because(DisconnectReason::Closed);
     // Server-wide traffic counters are per connection while it is open (no
-    // shared cache line per message) and folded into the totals when it closes.
+    // shared cache line per message) and folded into the totals when it
+    // closes. (The exported metrics, feature `metrics`, are shared: see metric.rs.)
     endpoint.counters.absorb(&connection.stats());
     endpoint.unregister(connection);
     connection.close_signal().end();
