@@ -219,11 +219,22 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `--metrics`: not built yet.
+/// `--metrics ADDR`: the Prometheus text at `GET /metrics` on `ADDR`, from
+/// the exporter's own HTTP listener (the series are recorded when the
+/// `metrics` feature is on, as it is by default).
 mod metrics {
-    pub(crate) fn serve(addr: std::net::SocketAddr) -> Result<(), String> {
-        Err(format!(
-            "--metrics {addr}: this build has no metrics exporter yet"
-        ))
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+    pub(crate) fn serve(addr: std::net::SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+        PrometheusBuilder::new()
+            .with_http_listener(addr)
+            // Buckets make the handler durations a histogram; without them
+            // the exporter keeps a summary, much dearer per sample.
+            .set_buckets_for_metric(
+                Matcher::Full("flexi_socket_handler_duration_seconds".into()),
+                &[0.0001, 0.001, 0.01, 0.1, 1.0],
+            )?
+            .install()?;
+        Ok(())
     }
 }

@@ -195,3 +195,44 @@ async fn two_processes_share_a_port_with_reuse_port() {
     first.stop().await;
     second.stop().await;
 }
+
+/// `--metrics ADDR` serves the Prometheus text at `GET /metrics`: the
+/// gateway's connections and messages, labelled by client type.
+#[tokio::test]
+async fn metrics_are_served_at_get_metrics() {
+    let metrics_addr = format!("127.0.0.1:{}", support::free_port());
+    let server = gateway(&["127.0.0.1:0", "--metrics", &metrics_addr]).await;
+    let mut device = LineClient::connect(server.addr).await;
+    assert_eq!(device.ask("HELLO 42").await, "WELCOME 42 local");
+    let mut operator = LineClient::connect(server.addr).await;
+    assert_eq!(operator.ask("OPERATOR").await, "WELCOME operator local");
+    assert_eq!(operator.ask("WHERE 42").await, "AT 42 local");
+
+    let mut http = within(
+        "connect to /metrics",
+        tokio::net::TcpStream::connect(&metrics_addr),
+    )
+    .await
+    .unwrap();
+    http.write_all(b"GET /metrics HTTP/1.0\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    within("the metrics", http.read_to_string(&mut response))
+        .await
+        .unwrap();
+    assert!(response.starts_with("HTTP/1."), "{response}");
+    for expected in [
+        "flexi_socket_connections_open 2",
+        "flexi_socket_connections_total 2",
+        "flexi_socket_messages_received_total{client_type=\"device\"} 1",
+        "flexi_socket_messages_received_total{client_type=\"operator\"} 2",
+        "flexi_socket_messages_sent_total{client_type=\"operator\"} 2",
+    ] {
+        assert!(
+            response.lines().any(|line| line == expected),
+            "no `{expected}` in:\n{response}"
+        );
+    }
+    server.stop().await;
+}
