@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use flexi_socket::{
-    Connection, Error, FlexiSocket, Message, OutboxPolicy, Reconnect, ReplyOrder, Router,
+    Connection, Error, FlexiSocket, Framing, Message, OutboxPolicy, Reconnect, ReplyOrder, Router,
 };
 use support::client::{client_router, quick_retries, server_router};
 use support::{Events, start, within};
@@ -407,4 +407,36 @@ async fn a_request_whose_connection_drops_ends_with_connection_closed() {
         "{ended:?}"
     );
     client.close().await;
+}
+
+/// A message the client could not send owes no reply: after a send the
+/// framing refused, the next request still gets its own reply.
+#[tokio::test]
+async fn a_refused_send_owes_no_reply() {
+    // One length byte: a message over 255 bytes cannot be framed.
+    let framing = || Framing::length_prefixed().prefix_len(1);
+    let running = start(
+        FlexiSocket::server("127.0.0.1:0")
+            .framing(framing())
+            .router(quoting_server()),
+    )
+    .await;
+    let client = within(
+        "connect",
+        FlexiSocket::client(running.addr)
+            .framing(framing())
+            .router(Router::new())
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let refused = client.send("x".repeat(300)).await.unwrap_err();
+    assert!(matches!(refused, Error::Encode { .. }), "{refused}");
+    let reply = client
+        .request("STATUS", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply, Message::from("re:STATUS"));
+    client.close().await;
+    running.stop().await;
 }

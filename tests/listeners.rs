@@ -249,3 +249,39 @@ async fn an_added_listener_with_its_own_router_is_refused() {
         "{refused}"
     );
 }
+
+/// Each listener's deadlines judge its own connections: a TCP connection
+/// beside a UDP listener whose sessions idle out after 200 ms stays open
+/// through a longer quiet spell (TCP's idle timeout is minutes).
+#[tokio::test]
+async fn a_tcp_connection_is_not_idled_out_by_a_udp_listeners_deadline() {
+    let port = support::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = FlexiSocket::server(&addr)
+        .router(named("still"))
+        .listener(FlexiSocket::udp(&addr).udp_session_idle(std::time::Duration::from_millis(200)))
+        .bind()
+        .await
+        .unwrap();
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
+    let stream = within("connect", TcpStream::connect(&addr)).await.unwrap();
+    let mut stream = BufReader::new(stream);
+    for round in 0..2 {
+        stream
+            .get_mut()
+            .write_all(format!("round {round}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        within("a reply", stream.read_line(&mut reply))
+            .await
+            .unwrap();
+        assert_eq!(reply, format!("still round {round}\n"));
+        // Quiet for three UDP idle timeouts: the scenario, not a wait for something.
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    }
+    assert_eq!(handle.stats().connections_open, 1);
+    handle.shutdown();
+    within("shutdown", serving).await.unwrap().unwrap();
+}

@@ -29,7 +29,8 @@ pub struct ServerStats {
     pub connections_open: u64,
     /// Connections accepted since start.
     pub connections_total: u64,
-    /// Connections refused by a limit (per-IP cap).
+    /// Connections refused by a limit: the per-IP cap, or the places kept
+    /// for other addresses.
     pub connections_refused: u64,
     /// UDP: datagrams dropped unhandled, from new peers while the session
     /// table is full (or their IP at its cap) or for a session whose queue

@@ -62,7 +62,7 @@ pub enum OutboxPolicy {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use flexi_socket::{FlexiSocket, Framing, OutboxPolicy, Reconnect, on_message};
+/// use flexi_socket::{FlexiSocket, Framing, OutboxPolicy, Reconnect, ReplyOrder, on_message};
 ///
 /// #[on_message]
 /// async fn from_server(msg: String) {
@@ -78,7 +78,8 @@ pub enum OutboxPolicy {
 ///         .connect_timeout(Duration::from_secs(3))
 ///         .outbox(100)                                     // sends kept while disconnected
 ///         .outbox_policy(OutboxPolicy::Fail)
-///         .idle_timeout(Duration::from_secs(90))           // the server heartbeats every 60 s
+///         .idle_timeout(Duration::from_secs(90))           // the server heartbeats every 60 s,
+///         .reply_order(ReplyOrder::RequestsOnly)           //   unasked: not every message is a reply
 ///         .spawn()?;                                       // or .connect().await?
 ///     client.send("EVENT zone 3").await?;                  // goes out once connected
 ///     client.close().await;
@@ -582,7 +583,8 @@ impl Client {
         is_reply: impl Fn(&Message) -> bool + Send + Sync + 'static,
     ) -> Result<Message> {
         let expects = Expects::Matching(Box::new(is_reply));
-        let send = |_| self.send(message);
+        // Its message owes its reply too, whichever message it turns out to be.
+        let send = |id| self.send_for(message.into(), Some(id));
         self.shared.replies.ask(expects, timeout, send).await
     }
 

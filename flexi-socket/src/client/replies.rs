@@ -127,27 +127,53 @@ impl Replies {
         match tokio::time::timeout(timeout, outcome).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(error)) => {
-                self.cancel(id);
+                // Not sent (or the connection ended): its own place only.
+                self.forget(id);
                 Err(error)
             }
             Err(_) => Err(Error::RequestTimeout {
                 after: timeout,
-                owed_before: self.cancel(id),
+                owed_before: self.timed_out(id, timeout),
             }),
         }
     }
 
-    /// Stops waiting for request `id`. Its place in the owed queue goes, and
-    /// with it every older debt: when a reply did not come in time, the
-    /// count no longer says which message answers what, so it starts
-    /// afresh. Returns how many replies to earlier messages were owed when
-    /// the request was sent.
-    pub(crate) fn cancel(&self, id: RequestId) -> usize {
+    /// Request `id` ends without its reply: it and its place go.
+    fn forget(&self, id: RequestId) {
+        let mut book = self.lock();
+        book.waiters.retain(|waiter| waiter.id != id);
+        if let Some(place) = book.owed.iter().position(|&owed| owed == Owed::Request(id)) {
+            book.owed.remove(place);
+        }
+    }
+
+    /// Request `id` timed out. Its place goes, and with it every older debt:
+    /// a reply that did not come in time means the count no longer says
+    /// which message answers what, so it starts afresh. The requests whose
+    /// places were older end too (with a timeout: which reply would be
+    /// theirs can no longer be told). Returns how many replies to earlier
+    /// messages were owed when the request was sent.
+    fn timed_out(&self, id: RequestId, after: Duration) -> usize {
         let mut book = self.lock();
         let index = book.waiters.iter().position(|waiter| waiter.id == id);
         let owed_ahead = index.map_or(0, |index| book.waiters.remove(index).owed_ahead);
-        if let Some(place) = book.owed.iter().position(|&owed| owed == Owed::Request(id)) {
-            book.owed.drain(..=place);
+        let Some(place) = book.owed.iter().position(|&owed| owed == Owed::Request(id)) else {
+            return owed_ahead;
+        };
+        let older: Vec<Owed> = book.owed.drain(..=place).collect();
+        for owed in older {
+            let Owed::Request(other) = owed else { continue };
+            let in_place = book
+                .waiters
+                .iter()
+                .position(|w| w.id == other && matches!(w.expects, Expects::InPlace));
+            if let Some(index) = in_place {
+                let waiter = book.waiters.remove(index);
+                let _ = waiter.reply.send(Err(Error::RequestTimeout {
+                    after,
+                    owed_before: waiter.owed_ahead,
+                }));
+            }
         }
         owed_ahead
     }
@@ -159,17 +185,19 @@ impl Replies {
             return;
         }
         let mut book = self.lock();
-        if book.owed_by != Some(connection) {
-            // A new connection: what an earlier one owed never comes.
-            book.owed.clear();
-            book.owed_by = Some(connection);
+        match book.owed_by {
+            // Connection ids only grow: a send on an older connection's
+            // handle (its queue still open) must not wipe the current one's.
+            Some(current) if connection < current => return,
+            Some(current) if connection == current => {}
+            _ => {
+                // A new connection: what an earlier one owed never comes.
+                book.owed.clear();
+                book.owed_by = Some(connection);
+            }
         }
         let owed_ahead = book.owed.len();
-        let waiter = request.and_then(|id| {
-            book.waiters
-                .iter_mut()
-                .find(|waiter| waiter.id == id && matches!(waiter.expects, Expects::InPlace))
-        });
+        let waiter = request.and_then(|id| book.waiters.iter_mut().find(|waiter| waiter.id == id));
         let owed = match waiter {
             Some(waiter) => {
                 waiter.owed_ahead = owed_ahead;
@@ -198,15 +226,30 @@ impl Replies {
             });
         let index = match (matching, debt) {
             (Some(index), debt) => {
-                // A reply that names its request; a request waiting in
-                // place still waits for the next one.
-                if let Some(debt @ Owed::Request(_)) = debt {
+                // A reply that names its request pays that request's own
+                // debt, wherever it is, not the oldest one.
+                let own = Owed::Request(book.waiters[index].id);
+                if let Some(debt) = debt.filter(|&debt| debt != own) {
                     book.owed.push_front(debt);
+                    if let Some(place) = book.owed.iter().position(|&owed| owed == own) {
+                        book.owed.remove(place);
+                    }
                 }
                 index
             }
             (None, Some(Owed::Request(id))) => {
-                book.waiters.iter().position(|waiter| waiter.id == id)?
+                let waiter = book.waiters.iter().position(|waiter| waiter.id == id);
+                match waiter {
+                    Some(index) if matches!(book.waiters[index].expects, Expects::InPlace) => index,
+                    // A request that recognises its reply did not: the
+                    // message is not its reply, and its debt stays.
+                    Some(_) => {
+                        book.owed.push_front(Owed::Request(id));
+                        return Some(message);
+                    }
+                    // Its requester gave up: the message is nobody's reply.
+                    None => return Some(message),
+                }
             }
             (None, _) => return Some(message),
         };
@@ -365,10 +408,75 @@ mod tests {
         let replies = every_message();
         replies.sending(CONNECTION, None); // a handshake the server never answers
         let (id, _reply) = request(&replies);
-        assert_eq!(replies.cancel(id), 1, "one reply was owed before it");
+        assert_eq!(
+            replies.timed_out(id, Duration::from_secs(1)),
+            1,
+            "one reply was owed before it"
+        );
         let (_, mut next) = request(&replies);
         assert_eq!(replies.offer(CONNECTION, Message::from("pong")), None);
         assert_eq!(next.try_recv().unwrap().unwrap(), Message::from("pong"));
+    }
+
+    #[test]
+    fn a_matched_reply_pays_its_own_requests_debt_and_no_other() {
+        let replies = every_message();
+        let (_, mut in_place) = request(&replies);
+        let (matching_id, mut matching) =
+            replies.wait(Expects::Matching(Box::new(|m| m.as_bytes() == b"#9")));
+        replies.sending(CONNECTION, Some(matching_id));
+
+        assert_eq!(replies.offer(CONNECTION, Message::from("#9")), None);
+        assert_eq!(matching.try_recv().unwrap().unwrap(), Message::from("#9"));
+        assert_eq!(replies.offer(CONNECTION, Message::from("first")), None);
+        assert_eq!(
+            in_place.try_recv().unwrap().unwrap(),
+            Message::from("first")
+        );
+        // Both debts are paid: the next request's reply is the next message.
+        let (_, mut next) = request(&replies);
+        assert_eq!(replies.offer(CONNECTION, Message::from("next")), None);
+        assert_eq!(next.try_recv().unwrap().unwrap(), Message::from("next"));
+    }
+
+    #[test]
+    fn a_timeout_ends_the_requests_older_than_it_and_spares_the_younger() {
+        let replies = every_message();
+        let (_, mut older) = request(&replies);
+        let (timed_out, _gone) = request(&replies);
+        let (_, mut younger) = request(&replies);
+        replies.timed_out(timed_out, Duration::from_secs(1));
+        assert!(matches!(
+            older.try_recv().unwrap(),
+            Err(Error::RequestTimeout { .. })
+        ));
+        assert_eq!(replies.offer(CONNECTION, Message::from("late")), None);
+        assert_eq!(younger.try_recv().unwrap().unwrap(), Message::from("late"));
+    }
+
+    #[test]
+    fn a_message_whose_requester_gave_up_goes_to_on_message() {
+        let replies = every_message();
+        let (id, reply) = request(&replies);
+        drop(reply);
+        replies.forget(id);
+        let message = Message::from("nobody's");
+        assert_eq!(replies.offer(CONNECTION, message.clone()), Some(message));
+    }
+
+    #[test]
+    fn a_send_on_an_older_connection_leaves_the_current_ones_debts() {
+        let replies = every_message();
+        replies.sending(CONNECTION + 1, None);
+        let (id, mut reply) = replies.wait(Expects::InPlace);
+        replies.sending(CONNECTION + 1, Some(id));
+        replies.sending(CONNECTION, None); // a stale handle
+        assert_eq!(
+            replies.offer(CONNECTION + 1, Message::from("first")),
+            Some(Message::from("first"))
+        );
+        assert_eq!(replies.offer(CONNECTION + 1, Message::from("mine")), None);
+        assert_eq!(reply.try_recv().unwrap().unwrap(), Message::from("mine"));
     }
 
     #[test]

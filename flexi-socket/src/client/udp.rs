@@ -414,7 +414,8 @@ impl UdpClient {
         is_reply: impl Fn(&Message) -> bool + Send + Sync + 'static,
     ) -> Result<Message> {
         let expects = Expects::Matching(Box::new(is_reply));
-        let send = |_| self.send(message);
+        // Its message owes its reply too, whichever message it turns out to be.
+        let send = |id| self.send_for(message.into(), Some(id));
         self.shared.replies.ask(expects, timeout, send).await
     }
 

@@ -17,19 +17,26 @@
 /// // A server that pushes events and answers only commands.
 /// let client = FlexiSocket::client("127.0.0.1:9000").reply_order(ReplyOrder::RequestsOnly);
 /// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReplyOrder {
     /// The server answers every message the client sends with one message,
-    /// in order: the handshake, each `send`, each request, and what the
-    /// client's own handlers send (DC-09, SIA, most line protocols).
+    /// in order, and sends nothing unasked: the handshake, each `send`, each
+    /// request, and what the client's own handlers send each get one reply
+    /// (DC-09, SIA, most line protocols).
     ///
     /// A request's reply is the message in its place: replies still owed to
-    /// earlier messages go to `on_message`, never to a later request, however
-    /// they interleave. Owed replies are counted per connection; a request
-    /// whose connection drops before its reply ends with
-    /// [`Error::ConnectionClosed`](crate::Error::ConnectionClosed). After a
-    /// request times out the count starts afresh (the server evidently does
-    /// not answer as counted, or a datagram was lost).
+    /// earlier messages go to `on_message`, not to a later request. Only
+    /// messages actually queued are counted (one the framing or a full
+    /// queue refused owes nothing), per connection; a request whose
+    /// connection drops before its reply ends with
+    /// [`Error::ConnectionClosed`](crate::Error::ConnectionClosed). When a
+    /// request times out, the count starts afresh (the server evidently does
+    /// not answer as counted, or a datagram was lost), and requests sent
+    /// before it that still wait end with a timeout too. A server that also
+    /// sends messages of its own (heartbeats, pushed events) breaks the count:
+    /// use [`RequestsOnly`](Self::RequestsOnly), or `request_matching` with
+    /// a rule that recognises the reply.
     #[default]
     EveryMessage,
     /// The server answers requests only; anything else it sends is its own.

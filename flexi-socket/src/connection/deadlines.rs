@@ -178,6 +178,11 @@ pub(crate) async fn sweep(endpoint: Arc<Endpoint>) {
         // tasks and logs, which the list should not wait for.
         let mut expired = Vec::new();
         endpoint.connections.for_each(|connection| {
+            // A server's listeners share one list, each with its own limits
+            // and clock: a listener's sweeper judges its own connections only.
+            if !Arc::ptr_eq(connection.endpoint(), &endpoint) {
+                return;
+            }
             if let Some(reason) = expired_for(deadlines, connection) {
                 expired.push((connection.clone(), reason));
             }

@@ -138,11 +138,13 @@ impl Queue {
 
     /// Adds one frame, written by `append` at the end of the waiting
     /// frames, if the queue has room for it; otherwise nothing is added.
-    /// Returns the frame's length.
+    /// Returns the frame's length. `queued` runs once the frame is in,
+    /// still under the queue's lock, so what it notes is in queue order.
     fn try_append<E>(
         &self,
         transport: Transport,
         append: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+        queued: impl FnOnce(),
     ) -> Result<usize, Unqueued<E>> {
         let mut state = self.lock();
         if state.refusing {
@@ -173,6 +175,7 @@ impl Queue {
         waiting.count += 1;
         state.queued_frames += 1;
         state.queued_bytes += length as u64;
+        queued();
         let wake = state.writer.is_some() && !self.sent_by_writer_task();
         let writer = if wake { state.writer.take() } else { None };
         drop(state);
@@ -217,12 +220,27 @@ pub(crate) fn channel(limits: &Limits, transport: Transport) -> (OutboundSender,
 
 impl OutboundSender {
     /// Queues `frame` if there is room now.
+    #[cfg(test)]
     pub(crate) fn try_push(&self, frame: &[u8]) -> Result<(), QueueRefused> {
+        self.try_push_then(frame, || {})
+    }
+
+    /// Queues `frame` if there is room now, and then runs `queued` under
+    /// the queue's lock (see `Queue::try_append`).
+    pub(crate) fn try_push_then(
+        &self,
+        frame: &[u8],
+        queued: impl FnOnce(),
+    ) -> Result<(), QueueRefused> {
         self.queue
-            .try_append(self.transport, |waiting| {
-                waiting.extend_from_slice(frame);
-                Ok::<(), Infallible>(())
-            })
+            .try_append(
+                self.transport,
+                |waiting| {
+                    waiting.extend_from_slice(frame);
+                    Ok::<(), Infallible>(())
+                },
+                queued,
+            )
             .map(drop)
             .map_err(|unqueued| match unqueued {
                 Unqueued::Refused(refused) => refused,
@@ -237,8 +255,9 @@ impl OutboundSender {
     pub(crate) fn try_append<E>(
         &self,
         append: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+        queued: impl FnOnce(),
     ) -> Result<usize, Unqueued<E>> {
-        self.queue.try_append(self.transport, append)
+        self.queue.try_append(self.transport, append, queued)
     }
 
     /// Queues `frame`, which [`try_push`](Self::try_push) found no room for,
@@ -247,10 +266,11 @@ impl OutboundSender {
         &self,
         frame: Bytes,
         policy: SlowConsumerPolicy,
+        queued: impl Fn(),
     ) -> Result<(), QueueRefused> {
         match policy {
             SlowConsumerPolicy::Wait(patience) => {
-                tokio::time::timeout(patience, self.push_waiting(&frame))
+                tokio::time::timeout(patience, self.push_waiting(&frame, &queued))
                     .await
                     .unwrap_or(Err(QueueRefused::TimedOut))
             }
@@ -258,7 +278,7 @@ impl OutboundSender {
         }
     }
 
-    async fn push_waiting(&self, frame: &[u8]) -> Result<(), QueueRefused> {
+    async fn push_waiting(&self, frame: &[u8], queued: &impl Fn()) -> Result<(), QueueRefused> {
         // Counted before looking, and uncounted however this ends (a timed
         // out send drops it): see `OutboundReceiver::written`.
         let _waiting = WaitingForRoom::count(&self.queue.waiting_for_room);
@@ -267,7 +287,7 @@ impl OutboundSender {
             let room = self.queue.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.try_push(frame) {
+            match self.try_push_then(frame, queued) {
                 Err(QueueRefused::Full) => {}
                 other => return other,
             }
@@ -477,6 +497,7 @@ mod tests {
         let waiting = sender.push_when_full(
             Bytes::from_static(b"second"),
             SlowConsumerPolicy::Wait(std::time::Duration::from_secs(10)),
+            || {},
         );
         tokio::pin!(waiting);
         assert!(
@@ -498,11 +519,15 @@ mod tests {
         sender.try_push(b"first").unwrap();
         let patience = SlowConsumerPolicy::Wait(std::time::Duration::from_secs(30));
         let waited = sender
-            .push_when_full(Bytes::from_static(b"second"), patience)
+            .push_when_full(Bytes::from_static(b"second"), patience, || {})
             .await;
         assert_eq!(waited, Err(QueueRefused::TimedOut));
         let refused = sender
-            .push_when_full(Bytes::from_static(b"second"), SlowConsumerPolicy::Fail)
+            .push_when_full(
+                Bytes::from_static(b"second"),
+                SlowConsumerPolicy::Fail,
+                || {},
+            )
             .await;
         assert_eq!(refused, Err(QueueRefused::Full));
     }
@@ -530,6 +555,7 @@ mod tests {
         let waiting = sender.push_when_full(
             Bytes::from_static(b"waiting"),
             SlowConsumerPolicy::Wait(std::time::Duration::from_secs(30)),
+            || {},
         );
         tokio::pin!(waiting);
         assert!(

@@ -76,8 +76,9 @@ impl Connection {
         }
     }
 
-    /// A client counts what it sends against the replies it expects: the
-    /// moment to count is when the message is queued, in queue order.
+    /// A client counts what it sends against the replies it expects. Called
+    /// under the outbound queue's lock once the message is in: only what
+    /// is queued owes a reply, in the queue's own order.
     fn count_for_replies(&self, request: Option<u64>) {
         if let Some(replies) = &self.endpoint().replies {
             replies.sending(self.id(), request);
@@ -109,10 +110,9 @@ impl Connection {
                 request,
             )));
         }
-        self.count_for_replies(request);
-        match self.queue(encoder, &message) {
+        match self.queue(encoder, &message, request) {
             Ok(None) => Ok(Ok(())),
-            Ok(Some(frame)) => Err(Box::pin(self.queue_when_full(frame, policy))),
+            Ok(Some(frame)) => Err(Box::pin(self.queue_when_full(frame, policy, request))),
             Err(error) => Ok(Err(self.refused(error, policy))),
         }
     }
@@ -140,10 +140,9 @@ impl Connection {
             },
             None => message,
         };
-        self.count_for_replies(request);
-        match self.queue(encoder, &message) {
+        match self.queue(encoder, &message, request) {
             Ok(None) => {}
-            Ok(Some(frame)) => self.queue_when_full(frame, policy).await?,
+            Ok(Some(frame)) => self.queue_when_full(frame, policy, request).await?,
             Err(error) => return Err(self.refused(error, policy)),
         }
         // Recorded once queued: a send that failed was not written.
@@ -154,14 +153,21 @@ impl Connection {
     }
 
     /// Frames `message` and queues it if the queue has room; `Some(frame)`
-    /// when it has none.
-    fn queue(&self, encoder: &FrameEncoder, message: &Message) -> Result<Option<Bytes>, Unsent> {
+    /// when it has none. Once queued, a client counts the reply it owes
+    /// (for `request`, if it is one's).
+    fn queue(
+        &self,
+        encoder: &FrameEncoder,
+        message: &Message,
+        request: Option<u64>,
+    ) -> Result<Option<Bytes>, Unsent> {
         let outbound = &self.shared.outbound;
+        let queued = || self.count_for_replies(request);
         if encoder.runs_user_code() {
             // Not under the queue's lock: encoded aside first, then copied in.
             return with_encoded(
                 |dst| encoder.encode(message, dst),
-                |frame| match outbound.try_push(frame) {
+                |frame| match outbound.try_push_then(frame, queued) {
                     Ok(()) => {
                         self.meter_sent(frame.len());
                         Ok(None)
@@ -172,7 +178,7 @@ impl Connection {
             )
             .map_err(Unsent::Encode)?;
         }
-        match outbound.try_append(|dst| encoder.encode(message, dst)) {
+        match outbound.try_append(|dst| encoder.encode(message, dst), queued) {
             Ok(length) => {
                 self.meter_sent(length);
                 Ok(None)
@@ -195,12 +201,14 @@ impl Connection {
         &self,
         frame: Bytes,
         policy: Option<SlowConsumerPolicy>,
+        request: Option<u64>,
     ) -> Result<(), Error> {
         let patience = policy.unwrap_or_else(|| self.slow_consumer_policy());
         let length = frame.len();
+        let queued = || self.count_for_replies(request);
         self.shared
             .outbound
-            .push_when_full(frame, patience)
+            .push_when_full(frame, patience, queued)
             .await
             .map_err(|refused| self.refused(Unsent::Refused(refused), policy))?;
         self.meter_sent(length);

@@ -388,9 +388,10 @@ impl<T> ServerBuilder<T> {
     }
 
     /// The last free places kept for other addresses (default: a tenth of
-    /// [`max_connections`](Self::max_connections); 0 turns it off). When
-    /// fewer than `places` are free, an IP address that already holds
-    /// `places` connections or more gets no more: one host cannot take
+    /// [`max_connections`](Self::max_connections); 0 turns it off). A new
+    /// connection that would take one of the last `places` free places is
+    /// refused if its IP address already holds `places` connections or
+    /// more: one host cannot take
     /// every place, however it keeps its connections alive, while a fleet
     /// behind one NAT address is not limited until the server is nearly
     /// full. A refused connection is closed at once, without events, and
@@ -793,7 +794,9 @@ impl<T: ServerTransport> ServerBuilder<T> {
     /// ([`Server::connections`]), count in one [`ServerStats`](crate::ServerStats)
     /// and shut down together; the added builder contributes its address,
     /// its framing and its transport's settings (PROXY protocol, TLS,
-    /// backlog, socket buffers, UDP sessions).
+    /// backlog, socket buffers, UDP sessions). Its limits (timeouts, sizes,
+    /// queues, policies) are not used, nor listeners added to it: set those
+    /// on this builder.
     ///
     /// # Examples
     ///
