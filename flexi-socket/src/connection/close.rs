@@ -126,8 +126,17 @@ impl CloseSignal {
 
     /// Marks the connection ended and wakes those waiting for it.
     pub(crate) fn end(&self) {
+        // The task is gone: a later task that happens to get its address
+        // must not be taken for it (see `polled_by_driver`).
+        self.driver_task
+            .store(std::ptr::null_mut(), Ordering::Relaxed);
         self.ended.store(true, Ordering::Release);
         self.ended_waiters.notify_waiters();
+    }
+
+    /// Whether the connection has ended.
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
     }
 
     /// Completes once the connection has ended.

@@ -396,6 +396,9 @@ impl Connection {
     /// ```
     pub async fn closed(&self) {
         let close = &self.shared.close;
+        if close.has_ended() {
+            return;
+        }
         std::future::poll_fn(|cx| {
             assert!(
                 !close.polled_by_driver(cx),
