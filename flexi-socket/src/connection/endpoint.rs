@@ -60,14 +60,15 @@ pub(crate) struct Endpoint {
     pub(crate) deadlines: Deadlines,
     pub(crate) counters: Arc<Counters>,
     /// How many connection errors of each kind are logged.
-    pub(crate) log_budget: LogBudget,
+    pub(crate) log_budget: Arc<LogBudget>,
     next_id: Arc<AtomicU64>,
     /// Client mode only: requests waiting for their reply.
     pub(crate) replies: Option<Arc<dyn ReplyHook>>,
 }
 
 /// What the endpoints of one server's listeners share: one connection list,
-/// one shutdown, one set of counters, one sequence of connection ids. Each
+/// one shutdown, one set of counters, one log budget, one sequence of
+/// connection ids. Each
 /// listener has an endpoint of its own for what differs (its framing, a UDP
 /// listener's session limits); a server with one listener, or a client, has
 /// all of this to itself.
@@ -76,6 +77,8 @@ pub(crate) struct ServerWide {
     connections: Connections,
     shutdown: Arc<Shutdown>,
     counters: Arc<Counters>,
+    /// One budget: a flood through any listener logs ten lines a second.
+    log_budget: Arc<LogBudget>,
     next_id: Arc<AtomicU64>,
 }
 
@@ -86,6 +89,7 @@ impl ServerWide {
             connections: Connections::new(),
             shutdown: Arc::default(),
             counters: Arc::new(counters),
+            log_budget: Arc::default(),
             next_id: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -147,7 +151,7 @@ impl Endpoint {
             connections: wide.connections,
             shutdown: wide.shutdown,
             counters: wide.counters,
-            log_budget: LogBudget::default(),
+            log_budget: wide.log_budget,
             deadlines,
             limits,
             next_id: wide.next_id,
@@ -161,6 +165,7 @@ impl Endpoint {
             connections: self.connections.clone(),
             shutdown: Arc::clone(&self.shutdown),
             counters: Arc::clone(&self.counters),
+            log_budget: Arc::clone(&self.log_budget),
             next_id: Arc::clone(&self.next_id),
         }
     }
