@@ -79,6 +79,7 @@ impl Connection {
     /// A client counts what it sends against the replies it expects. Called
     /// under the outbound queue's lock once the message is in: only what
     /// is queued owes a reply, in the queue's own order.
+    #[inline]
     fn count_for_replies(&self, request: Option<u64>) {
         if let Some(replies) = &self.endpoint().replies {
             replies.sending(self.id(), request);
