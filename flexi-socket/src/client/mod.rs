@@ -541,15 +541,9 @@ impl Client {
     /// [`Error::ConnectionClosed`] when the connection the request went out
     /// on dropped before its reply, or any error of [`send`](Self::send).
     pub async fn request(&self, message: impl Into<Message>, timeout: Duration) -> Result<Message> {
-        let message = message.into();
         let replies = &self.shared.replies;
-        match replies.order() {
-            ReplyOrder::EveryMessage => {
-                let send = |id| self.send_for(message, Some(id));
-                replies.ask(Expects::InPlace, timeout, send).await
-            }
-            ReplyOrder::RequestsOnly => self.request_matching(message, timeout, |_| true).await,
-        }
+        let send = |id| self.send_for(message.into(), Some(id));
+        replies.ask(replies.request_expects(), timeout, send).await
     }
 
     /// Like [`request`](Self::request), but the reply is the first message

@@ -77,8 +77,13 @@ impl Replies {
         }
     }
 
-    pub(crate) fn order(&self) -> ReplyOrder {
-        self.order
+    /// How a plain `request` recognises its reply under the client's order:
+    /// by its place, or (requests only) as the first message to come.
+    pub(crate) fn request_expects(&self) -> Expects {
+        match self.order {
+            ReplyOrder::EveryMessage => Expects::InPlace,
+            ReplyOrder::RequestsOnly => Expects::Matching(Box::new(|_| true)),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Book> {

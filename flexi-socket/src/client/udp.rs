@@ -379,8 +379,11 @@ impl UdpClient {
         })
     }
 
-    /// Sends `message` and waits for the next message from the server,
-    /// which goes to the caller instead of `on_message`.
+    /// Sends `message` and waits for the server's reply to it, which goes
+    /// to the caller instead of `on_message`: under the default
+    /// [`ReplyOrder::EveryMessage`] the datagram in its place, replies
+    /// still owed to earlier datagrams going to `on_message`; under
+    /// [`ReplyOrder::RequestsOnly`] the first datagram after it.
     ///
     /// # Errors
     ///
@@ -389,15 +392,9 @@ impl UdpClient {
     /// [`Error::ClientClosed`] when the client ends meanwhile, or any error
     /// of [`send`](Self::send).
     pub async fn request(&self, message: impl Into<Message>, timeout: Duration) -> Result<Message> {
-        let message = message.into();
         let replies = &self.shared.replies;
-        match replies.order() {
-            ReplyOrder::EveryMessage => {
-                let send = |id| self.send_for(message, Some(id));
-                replies.ask(Expects::InPlace, timeout, send).await
-            }
-            ReplyOrder::RequestsOnly => self.request_matching(message, timeout, |_| true).await,
-        }
+        let send = |id| self.send_for(message.into(), Some(id));
+        replies.ask(replies.request_expects(), timeout, send).await
     }
 
     /// Like [`request`](Self::request), but the reply is the first message
