@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use support::example::{ExampleServer, example_path, send_signal};
-use support::{LineClient, within};
+use support::{LineClient, ask_line, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
@@ -24,22 +24,6 @@ async fn gateway(args: &[&str]) -> ExampleServer {
     ExampleServer::start_command(Command::new(example_path("gateway")).args(args), "gateway").await
 }
 
-/// A Unix-socket line client.
-async fn unix_ask(stream: &mut tokio::net::UnixStream, line: &str) -> String {
-    stream
-        .write_all(format!("{line}\n").as_bytes())
-        .await
-        .unwrap();
-    let mut reply = Vec::new();
-    loop {
-        let byte = within("a reply", stream.read_u8()).await.unwrap();
-        if byte == b'\n' {
-            return String::from_utf8(reply).unwrap();
-        }
-        reply.push(byte);
-    }
-}
-
 #[tokio::test]
 async fn devices_and_operators_over_tcp_and_a_unix_socket() {
     let dir = socket_dir("protocol");
@@ -53,38 +37,38 @@ async fn devices_and_operators_over_tcp_and_a_unix_socket() {
         .await
         .unwrap();
     assert_eq!(
-        unix_ask(&mut local_device, "HELLO 43").await,
+        ask_line(&mut local_device, "HELLO 43").await,
         "WELCOME 43 local"
     );
     let mut operator = within("connect", tokio::net::UnixStream::connect(&path))
         .await
         .unwrap();
     assert_eq!(
-        unix_ask(&mut operator, "OPERATOR").await,
+        ask_line(&mut operator, "OPERATOR").await,
         "WELCOME operator local"
     );
 
     assert_eq!(
-        unix_ask(&mut operator, "SEND 42 open the door").await,
+        ask_line(&mut operator, "SEND 42 open the door").await,
         "DELIVERED 42 local"
     );
     assert_eq!(device.recv_line().await, "open the door");
-    assert_eq!(unix_ask(&mut operator, "SEND 7 hello?").await, "OFFLINE 7");
-    assert_eq!(unix_ask(&mut operator, "WHERE 42").await, "AT 42 local");
-    assert_eq!(unix_ask(&mut operator, "WHERE 7").await, "OFFLINE 7");
+    assert_eq!(ask_line(&mut operator, "SEND 7 hello?").await, "OFFLINE 7");
+    assert_eq!(ask_line(&mut operator, "WHERE 42").await, "AT 42 local");
+    assert_eq!(ask_line(&mut operator, "WHERE 7").await, "OFFLINE 7");
     assert_eq!(
-        unix_ask(&mut operator, "PEER 42").await,
+        ask_line(&mut operator, "PEER 42").await,
         format!("PEER 42 {device_addr}")
     );
-    let peer_43 = unix_ask(&mut operator, "PEER 43").await;
+    let peer_43 = ask_line(&mut operator, "PEER 43").await;
     assert!(peer_43.starts_with("PEER 43 unix:"), "{peer_43}");
     assert_eq!(
-        unix_ask(&mut operator, "BROADCAST all devices").await,
+        ask_line(&mut operator, "BROADCAST all devices").await,
         "BROADCAST 2"
     );
     assert_eq!(device.recv_line().await, "all devices");
     assert_eq!(
-        unix_ask(&mut local_device, "still here").await,
+        ask_line(&mut local_device, "still here").await,
         "all devices",
         "the broadcast came first"
     );
@@ -98,7 +82,7 @@ async fn devices_and_operators_over_tcp_and_a_unix_socket() {
         "the older one is closed"
     );
     assert_eq!(
-        unix_ask(&mut operator, "SEND 42 to the newest").await,
+        ask_line(&mut operator, "SEND 42 to the newest").await,
         "DELIVERED 42 local"
     );
     assert_eq!(again.recv_line().await, "to the newest");

@@ -6,7 +6,7 @@ mod support;
 
 use flexi_socket::{Connection, DisconnectReason, Error, FlexiSocket, Message, Router};
 use support::{start, within};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
@@ -19,15 +19,7 @@ fn named(name: &'static str) -> Router {
 
 async fn ask(addr: std::net::SocketAddr, line: &str) -> String {
     let mut stream = within("connect", TcpStream::connect(addr)).await.unwrap();
-    stream
-        .write_all(format!("{line}\n").as_bytes())
-        .await
-        .unwrap();
-    let mut reply = String::new();
-    within("a reply", BufReader::new(stream).read_line(&mut reply))
-        .await
-        .unwrap();
-    reply.trim_end().to_owned()
+    support::ask_line(&mut stream, line).await
 }
 
 /// At `max_connections` the server stops accepting; the kernel completes
@@ -162,13 +154,8 @@ async fn tcp_and_udp_on_one_port_share_handlers_connections_and_shutdown() {
     let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
 
     let mut tcp = within("connect", TcpStream::connect(&addr)).await.unwrap();
-    tcp.write_all(b"over tcp\n").await.unwrap();
-    let mut reply = String::new();
-    let mut tcp_reader = BufReader::new(&mut tcp);
-    within("the TCP reply", tcp_reader.read_line(&mut reply))
-        .await
-        .unwrap();
-    assert_eq!(reply, "one server: over tcp\n");
+    let reply = support::ask_line(&mut tcp, "over tcp").await;
+    assert_eq!(reply, "one server: over tcp");
     let udp = support::udp::UdpClient::connect(addr.parse().unwrap()).await;
     // UDP's framing is its own listener's: the datagram is the message.
     assert_eq!(udp.ask("over udp").await, "one server: over udp");
@@ -209,15 +196,8 @@ async fn each_listener_has_its_own_proxy_setting() {
     let mut local = within("connect", tokio::net::UnixStream::connect(&path))
         .await
         .unwrap();
-    local.write_all(b"no header\n").await.unwrap();
-    let mut reply = String::new();
-    within(
-        "the Unix reply",
-        BufReader::new(&mut local).read_line(&mut reply),
-    )
-    .await
-    .unwrap();
-    assert_eq!(reply, "served no header\n");
+    let reply = support::ask_line(&mut local, "no header").await;
+    assert_eq!(reply, "served no header");
 
     let mut headerless = within("connect", TcpStream::connect(tcp_addr))
         .await
@@ -265,19 +245,10 @@ async fn a_tcp_connection_is_not_idled_out_by_a_udp_listeners_deadline() {
         .unwrap();
     let handle = server.handle();
     let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
-    let stream = within("connect", TcpStream::connect(&addr)).await.unwrap();
-    let mut stream = BufReader::new(stream);
+    let mut stream = within("connect", TcpStream::connect(&addr)).await.unwrap();
     for round in 0..2 {
-        stream
-            .get_mut()
-            .write_all(format!("round {round}\n").as_bytes())
-            .await
-            .unwrap();
-        let mut reply = String::new();
-        within("a reply", stream.read_line(&mut reply))
-            .await
-            .unwrap();
-        assert_eq!(reply, format!("still round {round}\n"));
+        let reply = support::ask_line(&mut stream, &format!("round {round}")).await;
+        assert_eq!(reply, format!("still round {round}"));
         // Quiet for three UDP idle timeouts: the scenario, not a wait for something.
         tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     }

@@ -71,15 +71,7 @@ fn who_router(events: &Events) -> Router {
 
 async fn ask(path: &std::path::Path, line: &str) -> String {
     let mut stream = within("connect", UnixStream::connect(path)).await.unwrap();
-    stream
-        .write_all(format!("{line}\n").as_bytes())
-        .await
-        .unwrap();
-    let mut reply = String::new();
-    within("a reply", BufReader::new(stream).read_line(&mut reply))
-        .await
-        .unwrap();
-    reply.trim_end().to_owned()
+    support::ask_line(&mut stream, line).await
 }
 
 #[tokio::test]

@@ -156,6 +156,26 @@ impl EventLog {
     }
 }
 
+/// Writes `line` and a newline on `stream`, then reads the reply line,
+/// returned without its newline. Reads byte by byte, so nothing after the
+/// line is taken from the stream: it can be asked again.
+pub async fn ask_line<S>(stream: &mut S, line: &str) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    within("write", stream.write_all(format!("{line}\n").as_bytes()))
+        .await
+        .expect("write");
+    let mut reply = Vec::new();
+    loop {
+        let byte = within("a reply", stream.read_u8()).await.expect("a reply");
+        if byte == b'\n' {
+            return String::from_utf8(reply).expect("UTF-8");
+        }
+        reply.push(byte);
+    }
+}
+
 /// A line-oriented TCP client.
 pub struct LineClient {
     pub reader: BufReader<OwnedReadHalf>,
@@ -167,6 +187,10 @@ impl LineClient {
         let stream = within("connect", TcpStream::connect(addr))
             .await
             .expect("connect");
+        Self::over(stream)
+    }
+
+    fn over(stream: TcpStream) -> Self {
         let (reader, writer) = stream.into_split();
         Self {
             reader: BufReader::new(reader),
@@ -185,11 +209,7 @@ impl LineClient {
         let stream = within("connect", socket.connect(addr))
             .await
             .expect("connect");
-        let (reader, writer) = stream.into_split();
-        Self {
-            reader: BufReader::new(reader),
-            writer,
-        }
+        Self::over(stream)
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
