@@ -80,3 +80,25 @@ async fn a_scope_no_handler_has_is_a_start_up_error_naming_the_known_ones() {
     );
     assert!(error.to_string().contains("\"uplink\""), "{error}");
 }
+
+/// A server and a client that both run the handlers without a scope are
+/// told so once, at start-up: each would run the other's handlers.
+#[tokio::test]
+async fn a_server_and_a_client_both_unscoped_are_warned_about() {
+    let captured = support::log::Captured::default();
+    let _logging = captured.install();
+    let server = FlexiSocket::server("127.0.0.1:0").bind().await.unwrap();
+    // Built, not connected: the handlers are chosen when the client starts.
+    let client = FlexiSocket::client(server.local_addr().to_string())
+        .reconnect(flexi_socket::Reconnect::never())
+        .spawn()
+        .unwrap();
+    assert_eq!(
+        captured.count("both run the attribute handlers without a scope"),
+        1,
+        "{}",
+        captured.text()
+    );
+    client.close().await;
+    drop(server);
+}
