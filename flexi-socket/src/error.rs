@@ -424,6 +424,36 @@ pub enum Error {
         /// The id that was asked for.
         id: u64,
     },
+
+    /// `Connection::set_key` under `KeyPolicy::OldestWins`: another open
+    /// connection holds the key and keeps it.
+    #[error(
+        "key `{key}` is held by another connection, which keeps it (KeyPolicy::OldestWins; \
+         KeyPolicy::NewestWins hands it over and closes the other)"
+    )]
+    KeyTaken {
+        /// The key asked for.
+        key: String,
+    },
+
+    /// No open connection holds this key (a request to a key).
+    #[error("no open connection holds key `{key}`")]
+    KeyOffline {
+        /// The key asked for.
+        key: String,
+    },
+
+    /// A request to a connection was made from one of that connection's own
+    /// handlers, which run in the task that reads its replies: the reply could
+    /// never be read before the handler returns.
+    #[error(
+        "a request to connection {id} was made from one of its own handlers, where its reply \
+         cannot arrive; make it from another task (tokio::spawn) or another connection's handler"
+    )]
+    RequestInOwnTask {
+        /// The connection asked.
+        id: u64,
+    },
 }
 
 /// `Debug` shows the same sentence as `Display`: `fn main() -> Result<()>`

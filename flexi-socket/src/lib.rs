@@ -136,10 +136,10 @@ pub use bytes::Bytes;
 pub use classify::FirstUnit;
 pub use client::{Client, ClientBuilder, OutboxPolicy, UdpClient, UdpClientBuilder};
 pub use client_type::{Classifier, ClientType};
-pub use config::{PanicPolicy, Reconnect, ReplyOrder, SlowConsumerPolicy};
+pub use config::{KeyPolicy, PanicPolicy, Reconnect, ReplyOrder, SlowConsumerPolicy};
 pub use connection::{
     Connection, ConnectionStats, Connections, Direction, DisconnectReason, History, HistoryEntry,
-    ShutdownReport,
+    LocateOutcome, Location, SendOutcome, ShutdownReport,
 };
 pub use error::{Error, Result};
 pub use flexi_socket_macros::{

@@ -1,7 +1,7 @@
 //! The client layer: the same handlers on a connection we open. A TCP (or
 //! TLS) client reconnects with backoff ([`connect`]) and keeps an outbox for
-//! sends while disconnected; request/reply ([`replies`]) is the hook a
-//! client installs on its endpoint; a UDP client ([`udp`]) is one datagram
+//! sends while disconnected; request/reply (the connection layer's
+//! `replies`) is the hook a client installs on its endpoint; a UDP client ([`udp`]) is one datagram
 //! session with its server.
 
 use std::collections::VecDeque;
@@ -26,12 +26,11 @@ use crate::server::FlexiSocket;
 use crate::sync;
 
 mod connect;
-mod replies;
 #[cfg(feature = "tls")]
 mod tls;
 mod udp;
 
-use replies::{Expects, Replies, RequestId};
+use crate::connection::replies::{Expects, Replies, RequestId};
 pub use udp::{UdpClient, UdpClientBuilder};
 
 impl FlexiSocket {

@@ -10,12 +10,12 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio_util::task::TaskTracker;
 
-use super::replies::{Expects, Replies, RequestId};
 use crate::address::{self, Accepts};
 use crate::classify::ClientFraming;
 use crate::config::{Limits, ReplyOrder, history_method};
 use crate::connection::deadlines;
 use crate::connection::outbound::Transport;
+use crate::connection::replies::{Expects, Replies, RequestId};
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
 use crate::connection::{CloseStage, Connection, DisconnectReason, Endpoint, Side};
 use crate::error::{Error, Result};

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::KeyPolicy;
 use crate::client_type::ClientType;
 
 /// What `send` does when a connection's outbound queue is full, which happens
@@ -34,6 +35,9 @@ pub enum PanicPolicy {
     Continue,
 }
 
+/// The node name of a server that was given none.
+pub(crate) const DEFAULT_NODE_NAME: &str = "local";
+
 /// Every limit of a server, set through [`ServerBuilder`](crate::ServerBuilder).
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
@@ -62,6 +66,12 @@ pub(crate) struct Limits {
     /// The history of connections of these client types, from their
     /// classification on (overriding `history`).
     pub(crate) history_by_type: HashMap<ClientType, HistoryLimits>,
+    /// Who keeps a key two connections claim (server-wide: the first
+    /// listener's builder decides).
+    pub(crate) key_policy: KeyPolicy,
+    /// The name locate and send outcomes give this node (server-wide, as
+    /// `key_policy`).
+    pub(crate) node_name: std::sync::Arc<str>,
 }
 
 /// How much message history a connection keeps (see `connection/history.rs`).
@@ -111,6 +121,8 @@ impl Default for Limits {
             read_buffer: 8 * 1024,
             history: None,
             history_by_type: HashMap::new(),
+            key_policy: KeyPolicy::default(),
+            node_name: std::sync::Arc::from(DEFAULT_NODE_NAME),
         }
     }
 }

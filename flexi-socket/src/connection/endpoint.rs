@@ -84,9 +84,9 @@ pub(crate) struct ServerWide {
 
 impl ServerWide {
     /// A server's (or a client's) own, counting into `counters`.
-    fn new(counters: Counters) -> Self {
+    fn new(counters: Counters, limits: &Limits) -> Self {
         Self {
-            connections: Connections::new(),
+            connections: Connections::new(limits),
             shutdown: Arc::default(),
             counters: Arc::new(counters),
             log_budget: Arc::default(),
@@ -132,13 +132,14 @@ impl Endpoint {
         // One more listener of a server shares its counters; otherwise they
         // are made here, with the classifier's client types to label.
         let wide = wide.unwrap_or_else(|| {
-            ServerWide::new(Counters::new(
+            let counters = Counters::new(
                 side == Side::Server,
                 classifier
                     .as_ref()
                     .and_then(|classifier| classifier.client_types.as_deref())
                     .unwrap_or_default(),
-            ))
+            );
+            ServerWide::new(counters, &limits)
         });
         let encoder = framing.shared_encoder();
         Arc::new(Endpoint {
@@ -221,11 +222,13 @@ impl Endpoint {
         self.shutdown.tell(connection);
     }
 
-    /// Takes `connection`, which has ended, off the list of open ones.
+    /// Takes `connection`, which has ended, off the list of open ones, with
+    /// its key and groups; requests waiting for its replies end.
     pub(crate) fn unregister(&self, connection: &Connection) {
         if self.connections.remove(connection.id()) {
             self.counters.connections_open.decrement();
         }
+        connection.end_requests();
     }
 
     /// The endpoint's counters now, its open connections' traffic included.

@@ -1,33 +1,59 @@
-//! [`Connections`]: every open connection of a server, reachable from outside handlers.
+//! [`Connections`]: every open connection of a server, reachable from
+//! outside handlers and from any handler: by id, by key, by group, by
+//! client type.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::directory::{Claim, Directory};
+use super::outcome::{LocateOutcome, Location, SendOutcome};
 use crate::client_type::ClientType;
+use crate::config::{KeyPolicy, Limits};
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::message::Message;
 use crate::sync;
 
-/// The open connections of one server. Cheap to clone.
+/// The open connections of one server (all its listeners). Cheap to clone;
+/// a handler can take it as an argument.
+///
+/// Connections are found by id, by the key one of them was given
+/// ([`Connection::set_key`]), by the groups they joined
+/// ([`Connection::join`]) and by client type; each of these is an index
+/// kept as connections come, classify, join, leave and go, so a look-up by
+/// key is one hash look-up and a broadcast to a group visits its members
+/// only.
 ///
 /// ```no_run
 /// # async fn demo(server: flexi_socket::Server) -> flexi_socket::Result<()> {
 /// let connections = server.connections();
 /// tokio::spawn(server.serve());
 /// connections.broadcast_to("001", "maintenance at noon").await;
+/// connections.broadcast_to_group("floor-2", "fire drill").await;
+/// connections.send_to_key("panel-42", "STATUS?").await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct Connections {
-    open: Arc<Mutex<HashMap<u64, Connection>>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    directory: Mutex<Directory<Connection>>,
+    key_policy: KeyPolicy,
+    node: Arc<str>,
 }
 
 impl Connections {
-    pub(crate) fn new() -> Self {
+    /// A server's (or a client's) list, under the key policy and node name
+    /// its builder set.
+    pub(crate) fn new(limits: &Limits) -> Self {
         Self {
-            open: Arc::default(),
+            shared: Arc::new(Shared {
+                directory: Mutex::default(),
+                key_policy: limits.key_policy,
+                node: Arc::clone(&limits.node_name),
+            }),
         }
     }
 
@@ -35,20 +61,47 @@ impl Connections {
         self.lock().insert(connection.id(), connection);
     }
 
-    /// Takes the connection `id` off the list; whether it was on it.
+    /// Takes the connection `id` off the list, its key and groups with it;
+    /// whether it was on it.
     pub(crate) fn remove(&self, id: u64) -> bool {
-        self.lock().remove(&id).is_some()
+        self.lock().remove(id)
     }
 
     /// Runs `f` on every open connection, under the list's lock (so `f`
     /// must be quick and must not touch the list).
     pub(crate) fn for_each(&self, f: impl FnMut(&Connection)) {
-        self.lock().values().for_each(f);
+        self.lock().connections().for_each(f);
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Connection>> {
-        // Inserts and removes cannot leave the map half-updated when a panic poisons it.
-        sync::lock(&self.open)
+    /// The directory, for the connection's own `set_key`, `join` and the like.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Directory<Connection>> {
+        // Every update leaves the indexes consistent, so a panic elsewhere cannot poison them.
+        sync::lock(&self.shared.directory)
+    }
+
+    pub(crate) fn key_policy(&self) -> KeyPolicy {
+        self.shared.key_policy
+    }
+
+    /// Gives `key` to `connection` under the server's policy, and closes
+    /// the connection it replaces, if any.
+    pub(crate) fn claim(&self, connection: &Connection, key: &str) -> Claim<Connection> {
+        let claim = self.lock().claim(connection.id(), key, self.key_policy());
+        if let Claim::Taken {
+            replaced: Some(older),
+        } = &claim
+        {
+            tracing::info!(key, older = %older, newer = %connection, "key taken over: the older connection is closed");
+            older.close_with(super::DisconnectReason::Replaced);
+        }
+        claim
+    }
+
+    /// The name this node goes by in locations and send outcomes: `local`
+    /// unless the builder's [`node_name`](crate::ServerBuilder::node_name)
+    /// says otherwise.
+    pub fn node_name(&self) -> &str {
+        &self.shared.node
     }
 
     /// Number of open connections.
@@ -58,19 +111,104 @@ impl Connections {
 
     /// Whether no connection is open.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.len() == 0
     }
 
     /// Every open connection, ordered by id.
     pub fn list(&self) -> Vec<Connection> {
-        let mut all: Vec<Connection> = self.lock().values().cloned().collect();
+        let mut all: Vec<Connection> = self.lock().connections().cloned().collect();
         all.sort_by_key(Connection::id);
         all
     }
 
     /// The open connection with this id.
     pub fn get(&self, id: u64) -> Option<Connection> {
-        self.lock().get(&id).cloned()
+        self.lock().get(id).cloned()
+    }
+
+    /// The open connection holding `key` on this node (see
+    /// [`Connection::set_key`]).
+    pub fn by_key(&self, key: &str) -> Option<Connection> {
+        self.lock().by_key(key).cloned()
+    }
+
+    /// Every key held on this node, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.lock().keys().map(|key| key.to_string()).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// The members of `group` on this node, ordered by id.
+    pub fn group(&self, group: &str) -> Vec<Connection> {
+        let mut members = self.lock().in_group(group);
+        members.sort_by_key(Connection::id);
+        members
+    }
+
+    /// Every group with at least one member on this node, sorted.
+    pub fn groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = self
+            .lock()
+            .groups()
+            .map(|group| group.to_string())
+            .collect();
+        groups.sort_unstable();
+        groups
+    }
+
+    /// The open connections of one client type on this node, ordered by id.
+    pub fn of_type(&self, client_type: impl Into<ClientType>) -> Vec<Connection> {
+        let mut members = self.lock().of_type(&client_type.into());
+        members.sort_by_key(Connection::id);
+        members
+    }
+
+    /// Where `key` is: the connection holding it, its peer address, client
+    /// type and node.
+    ///
+    /// ```
+    /// use flexi_socket::{Connections, LocateOutcome};
+    ///
+    /// async fn where_is(connections: &Connections, id: &str) -> String {
+    ///     match connections.locate(id).await {
+    ///         LocateOutcome::Found(at) => format!("AT {id} {} {}", at.node, at.peer_addr),
+    ///         _ => format!("OFFLINE {id}"),
+    ///     }
+    /// }
+    /// # let _ = where_is;
+    /// ```
+    pub async fn locate(&self, key: &str) -> LocateOutcome {
+        match self.by_key(key) {
+            Some(connection) => LocateOutcome::Found(Location {
+                node: Arc::clone(&self.shared.node),
+                connection: connection.id(),
+                peer_addr: connection.peer_addr(),
+                client_type: connection.client_type().cloned(),
+            }),
+            None => LocateOutcome::Offline,
+        }
+    }
+
+    /// Sends to the connection holding `key` (through its `before_send`)
+    /// and says what became of the message: queued, offline (no connection
+    /// holds the key), queue full, or closing. Waits for room in the queue
+    /// as that connection's slow-consumer policy says.
+    ///
+    /// # Errors
+    ///
+    /// What is not about reaching the peer: [`Error::Encode`] if the
+    /// framing refuses the message, or the error of a failing `before_send`.
+    pub async fn send_to_key(
+        &self,
+        key: &str,
+        message: impl Into<Message>,
+    ) -> Result<SendOutcome, Error> {
+        let Some(connection) = self.by_key(key) else {
+            return Ok(SendOutcome::Offline);
+        };
+        let sent = connection.send(message).await;
+        SendOutcome::of_send(sent, &self.shared.node, connection.id())
     }
 
     /// Sends to one connection (through its `before_send`).
@@ -88,7 +226,8 @@ impl Connections {
     /// message. Connections that are closing are skipped, and a slow peer only
     /// delays its own send (bounded by the slow-consumer policy), not the others.
     pub async fn broadcast(&self, message: impl Into<Message>) -> usize {
-        self.send_each(self.list(), message.into()).await
+        let targets = self.lock().connections().cloned().collect();
+        self.send_each(targets, message.into()).await
     }
 
     /// Sends to every open connection of one client type, as
@@ -98,12 +237,14 @@ impl Connections {
         client_type: impl Into<ClientType>,
         message: impl Into<Message>,
     ) -> usize {
-        let client_type = client_type.into();
-        let targets = self
-            .list()
-            .into_iter()
-            .filter(|c| c.client_type() == Some(&client_type))
-            .collect();
+        let targets = self.lock().of_type(&client_type.into());
+        self.send_each(targets, message.into()).await
+    }
+
+    /// Sends to every member of `group` (see [`Connection::join`]), as
+    /// [`broadcast`](Self::broadcast) does; returns how many accepted the message.
+    pub async fn broadcast_to_group(&self, group: &str, message: impl Into<Message>) -> usize {
+        let targets = self.lock().in_group(group);
         self.send_each(targets, message.into()).await
     }
 
@@ -132,6 +273,7 @@ impl fmt::Debug for Connections {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connections")
             .field("open", &self.len())
-            .finish()
+            .field("node", &self.node_name())
+            .finish_non_exhaustive()
     }
 }

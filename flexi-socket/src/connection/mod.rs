@@ -1,19 +1,27 @@
 //! The connection layer: one peer, whatever carries it. [`Connection`] (the
 //! handle handlers receive) with its sending ([`send`]) and closing
 //! ([`close`]), the bounded outbound queue ([`outbound`]), the list of open
-//! connections ([`list`]), the read deadlines ([`deadlines`]), the
+//! connections ([`list`]) over the [`directory`] of keys, groups and client
+//! types, a connection's key and groups ([`membership`]), what a send to a
+//! key reports ([`outcome`]), requests and their replies ([`replies`],
+//! [`request`]), the read deadlines ([`deadlines`]), the
 //! [`Endpoint`] its server or client shares, error
 //! reporting ([`report`](mod@report)), shutdown ([`shutdown`]) and the builders' handler
 //! setup ([`setup`]).
 
 mod close;
 pub(crate) mod deadlines;
+mod directory;
 pub(crate) mod endpoint;
 mod history;
 mod list;
 pub(crate) mod log_budget;
+mod membership;
 pub(crate) mod outbound;
+mod outcome;
+pub(crate) mod replies;
 mod report;
+mod request;
 mod send;
 pub(crate) mod setup;
 pub(crate) mod shutdown;
@@ -25,6 +33,7 @@ pub(crate) use endpoint::{Endpoint, ReplyHook, ServerWide, Side};
 use history::Recorder;
 pub use history::{Direction, History, HistoryEntry};
 pub use list::Connections;
+pub use outcome::{LocateOutcome, Location, SendOutcome};
 pub(crate) use report::report;
 pub use shutdown::ShutdownReport;
 
@@ -72,6 +81,9 @@ pub enum DisconnectReason {
     SlowConsumer,
     /// A limit was hit; the text says which.
     Limit(String),
+    /// Another connection took this one's key
+    /// ([`Connection::set_key`] under [`KeyPolicy::NewestWins`](crate::KeyPolicy::NewestWins)).
+    Replaced,
 }
 
 impl fmt::Display for DisconnectReason {
@@ -88,6 +100,9 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::FirstMessageTimeout => f.write_str("no first message in time"),
             DisconnectReason::SlowConsumer => f.write_str("peer does not read (slow consumer)"),
             DisconnectReason::Limit(which) => write!(f, "limit: {which}"),
+            DisconnectReason::Replaced => {
+                f.write_str("replaced by a newer connection with its key")
+            }
         }
     }
 }
@@ -142,6 +157,9 @@ struct Shared {
     state: Mutex<Vec<(TypeId, Box<dyn Any + Send>)>>,
     /// The message history, when the builder asked for one.
     history: Option<Box<Recorder>>,
+    /// Requests waiting for this connection's replies, once it was asked
+    /// (see `request.rs`): until then one word, and one load per message.
+    requests: OnceLock<Box<replies::Replies>>,
 }
 
 impl Connection {
@@ -182,6 +200,7 @@ impl Connection {
                 activity: Activity::default(),
                 state: Mutex::new(Vec::new()),
                 history,
+                requests: OnceLock::new(),
             }),
         })
     }
@@ -362,9 +381,14 @@ impl Connection {
     /// # let _ = bye;
     /// ```
     pub fn close(&self) {
-        // Refused from now on; what the queue holds is still written.
+        self.close_with(DisconnectReason::Closed);
+    }
+
+    /// [`close`](Self::close) for `reason`: sends are refused from now on,
+    /// what the queue holds is still written.
+    pub(crate) fn close_with(&self, reason: DisconnectReason) {
         self.shared.outbound.refuse_more();
-        self.close_because(DisconnectReason::Closed);
+        self.close_because(reason);
     }
 
     /// Waits until the connection has ended, whatever ends it: its
@@ -685,6 +709,12 @@ impl Connection {
     /// type has its own framing, that framing's `encoder`.
     pub(crate) fn classify_as(&self, client_type: ClientType, encoder: Option<FrameEncoder>) {
         let routes = Arc::clone(self.shared.endpoint.routes.routes_for(&client_type));
+        // Filed under its type once, so a broadcast to the type visits its members only.
+        self.shared
+            .endpoint
+            .connections
+            .lock()
+            .classified(self.id(), &client_type);
         if let Some(history) = &self.shared.history {
             history.set_limits(self.shared.endpoint.limits.history_for(&client_type));
         }

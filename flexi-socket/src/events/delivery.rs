@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::{classify, fail};
 use crate::connection::report;
-use crate::connection::{Connection, DisconnectReason};
+use crate::connection::{Connection, DisconnectReason, ReplyHook};
 use crate::error::Error;
 use crate::future::BoxFuture;
 use crate::handler::Routes;
@@ -186,7 +186,8 @@ async fn classify_and_filter(
     Delivery { connection, step }.await
 }
 
-/// Hands `message` to a waiting `request` (client mode), or to the client
+/// Hands `message` to a waiting `request` (a client's, or a server's of this
+/// connection), or to the client
 /// type's on_message handler; a message with neither is reported, never
 /// dropped in silence.
 fn route<'a>(
@@ -195,7 +196,12 @@ fn route<'a>(
     mut message: Message,
     slot: &'a mut HandlerSlot,
 ) -> DeliveryStep<'a> {
-    if let Some(replies) = &connection.endpoint().replies {
+    // A client's requests, or those a server made of this connection.
+    let replies = match &connection.endpoint().replies {
+        Some(client) => Some(&**client),
+        None => connection.requests().map(|own| own as &dyn ReplyHook),
+    };
+    if let Some(replies) = replies {
         match replies.offer(connection.id(), message) {
             Some(unclaimed) => message = unclaimed,
             None => return DeliveryStep::Done(ControlFlow::Continue(())),

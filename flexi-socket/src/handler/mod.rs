@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::connection::{Connection, DisconnectReason};
+use crate::connection::{Connection, Connections, DisconnectReason};
 use crate::error::Error;
 use crate::message::Message;
 use crate::metric;
@@ -131,7 +131,7 @@ impl EventContext {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a handler argument",
     label = "not a handler argument",
-    note = "handlers take `Connection`, a message (`String`, `&str`, `Bytes`, `Vec<u8>`, `&[u8]` or `Message`), `State<T>`, `DisconnectReason` (on_disconnect) or `Error` (on_error)"
+    note = "handlers take `Connection`, a message (`String`, `&str`, `Bytes`, `Vec<u8>`, `&[u8]` or `Message`), `Connections`, `State<T>`, `DisconnectReason` (on_disconnect) or `Error` (on_error)"
 )]
 pub trait FromEvent: Sized {
     /// Takes the argument out of the event.
@@ -242,6 +242,14 @@ impl FromEvent for DisconnectReason {
                 argument: "DisconnectReason",
             }),
         }
+    }
+}
+
+/// The server's open connections (all its listeners'): a handler reaches
+/// other connections by id, key, group or client type.
+impl FromEvent for Connections {
+    fn from_event(context: &mut EventContext) -> Result<Self, Error> {
+        Ok(context.connection()?.endpoint().connections.clone())
     }
 }
 

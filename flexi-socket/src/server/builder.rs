@@ -19,7 +19,8 @@ use crate::address::{self, Accepts};
 use crate::classify::{ClientFraming, FirstUnit};
 use crate::client_type::ClientType;
 use crate::config::{
-    HistoryLimits, Limits, PanicPolicy, SlowConsumerPolicy, history_method, read_buffer_method,
+    HistoryLimits, KeyPolicy, Limits, PanicPolicy, SlowConsumerPolicy, history_method,
+    read_buffer_method,
 };
 use crate::connection::setup::{HandlerSetup, handler_setup_methods};
 use crate::connection::{Endpoint, ServerWide, Side};
@@ -601,6 +602,29 @@ impl<T> ServerBuilder<T> {
     #[must_use]
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.limits.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Who keeps a key that a second connection claims with
+    /// [`Connection::set_key`](crate::Connection::set_key) (default:
+    /// [`KeyPolicy::NewestWins`], the older connection is closed with
+    /// [`DisconnectReason::Replaced`](crate::DisconnectReason::Replaced)).
+    /// Keys are unique across all the server's listeners; this builder's
+    /// policy holds for all of them (a [`listener`](Self::listener)'s own is
+    /// not used).
+    #[must_use]
+    pub fn key_policy(mut self, policy: KeyPolicy) -> Self {
+        self.limits.key_policy = policy;
+        self
+    }
+
+    /// The name this server goes by in
+    /// [`Connections::locate`](crate::Connections::locate) and
+    /// [`SendOutcome::Delivered`](crate::SendOutcome::Delivered) (default
+    /// `local`). Server-wide, like [`key_policy`](Self::key_policy).
+    #[must_use]
+    pub fn node_name(mut self, name: impl Into<String>) -> Self {
+        self.limits.node_name = std::sync::Arc::from(name.into());
         self
     }
 }

@@ -1,5 +1,8 @@
 //! Request/reply: requests waiting for their reply, the replies a
-//! connection still owes, and the one routine both client modes use to ask.
+//! connection still owes, and the one routine every requester uses to ask:
+//! both client modes (one book for the client, across its reconnections)
+//! and a server asking one of its connections (one book per connection
+//! that was ever asked, matching replies only).
 //!
 //! Under [`ReplyOrder::EveryMessage`] every message the client sends owes
 //! one reply, in order. The book keeps a queue of what the current
@@ -14,8 +17,8 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::endpoint::ReplyHook;
 use crate::config::ReplyOrder;
-use crate::connection::ReplyHook;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::sync;
@@ -30,6 +33,9 @@ type IsReply = Box<dyn Fn(&Message) -> bool + Send + Sync>;
 pub(crate) struct Replies {
     order: ReplyOrder,
     book: Mutex<Book>,
+    /// A server connection's own book: when it ends, its requests end
+    /// with `ConnectionClosed` (a client's, with `ClientClosed`).
+    connection: Option<u64>,
 }
 
 #[derive(Default)]
@@ -74,6 +80,24 @@ impl Replies {
         Self {
             order,
             book: Mutex::default(),
+            connection: None,
+        }
+    }
+
+    /// The book of server connection `id`, whose requests recognise their
+    /// replies (nothing is counted).
+    pub(crate) fn of_connection(id: u64) -> Self {
+        Self {
+            connection: Some(id),
+            ..Self::new(ReplyOrder::RequestsOnly)
+        }
+    }
+
+    /// What a request gets when no reply can come any more.
+    fn ended(&self) -> Error {
+        match self.connection {
+            Some(id) => Error::ConnectionClosed { id },
+            None => Error::ClientClosed,
         }
     }
 
@@ -126,8 +150,9 @@ impl Replies {
         let (id, reply) = self.wait(expects);
         let outcome = async {
             send(id).await?;
-            // The sender is dropped unanswered only when the client ends.
-            reply.await.unwrap_or(Err(Error::ClientClosed))
+            // The sender is dropped unanswered only when the client (or the
+            // server's connection) ends.
+            reply.await.unwrap_or_else(|_| Err(self.ended()))
         };
         match tokio::time::timeout(timeout, outcome).await {
             Ok(Ok(reply)) => Ok(reply),
@@ -289,7 +314,8 @@ impl Replies {
     }
 
     /// Ends every request waiting, and every later one, with
-    /// [`Error::ClientClosed`]: the client has ended. (One signal here, not a
+    /// [`Error::ClientClosed`] (or, for a server's connection,
+    /// [`Error::ConnectionClosed`]): the client has ended. (One signal here, not a
     /// shutdown future polled beside every request.)
     pub(crate) fn close(&self) {
         let mut book = self.lock();
