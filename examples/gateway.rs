@@ -22,15 +22,19 @@
 //! - anything else: closed.
 //!
 //! The node name is `local` unless `--node` names it.
+//!
+//! The gateway keeps no table of its own: a device's `HELLO` gives its
+//! connection a key (`Connection::set_key`), and the operators' commands
+//! go through the `Connections` their handler takes (`send_to_key`,
+//! `broadcast_to` the device client type, `locate`).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use flexi_socket::{
-    Classifier, Connection, FlexiSocket, ProxyProtocol, State, on_disconnect, on_message,
+    Classifier, Connection, Connections, FlexiSocket, LocateOutcome, ProxyProtocol, SendOutcome,
+    on_message,
 };
 
 /// A gateway between devices and the operators who reach them by name.
@@ -72,103 +76,66 @@ enum Role {
     Stranger,
 }
 
-/// The devices connected to this node, by id.
-struct Gateway {
-    node: String,
-    devices: Mutex<HashMap<String, Connection>>,
-}
-
-impl Gateway {
-    fn device(&self, id: &str) -> Option<Connection> {
-        self.devices.lock().unwrap().get(id).cloned()
-    }
-}
-
-/// The id a device connection said `HELLO` with.
-#[derive(Clone)]
-struct DeviceId(String);
-
+/// A device's first line names it: the id becomes its key, which the
+/// framework keeps unique (a newer connection with the id closes the older)
+/// and drops when the connection ends.
 #[on_message(client_type = "device")]
 async fn device_line(
     conn: Connection,
     line: String,
-    gateway: State<Arc<Gateway>>,
+    connections: Connections,
 ) -> flexi_socket::Result<()> {
     let Some(id) = line.strip_prefix("HELLO ") else {
         // What a device says after its HELLO is its own business here.
         return Ok(());
     };
-    if conn.state::<DeviceId>().is_some() {
+    if conn.key().is_some() {
         return Ok(());
     }
-    conn.set_state(DeviceId(id.to_owned()));
-    let older = gateway
-        .devices
-        .lock()
-        .unwrap()
-        .insert(id.to_owned(), conn.clone());
-    if let Some(older) = older {
-        tracing::info!(id, older = %older.peer_addr(), newer = %conn.peer_addr(), "the same device again: newest wins");
-        older.close();
-    }
-    conn.send(format!("WELCOME {id} {}", gateway.node)).await
-}
-
-#[on_disconnect(client_type = "device")]
-async fn device_gone(conn: Connection, gateway: State<Arc<Gateway>>) {
-    let Some(DeviceId(id)) = conn.state::<DeviceId>() else {
-        return;
-    };
-    let mut devices = gateway.devices.lock().unwrap();
-    // Only if it is still this connection: a newer one may have its id now.
-    if devices.get(&id).is_some_and(|c| c.id() == conn.id()) {
-        devices.remove(&id);
-    }
+    conn.set_key(id).await?;
+    conn.send(format!("WELCOME {id} {}", connections.node_name()))
+        .await
 }
 
 #[on_message(client_type = "operator")]
 async fn operator_line(
     conn: Connection,
     line: String,
-    gateway: State<Arc<Gateway>>,
+    connections: Connections,
 ) -> flexi_socket::Result<()> {
-    let reply = command(&line, &gateway).await;
+    let reply = command(&line, &connections).await;
     conn.send(reply).await
 }
 
 /// The reply to one operator line.
-async fn command(line: &str, gateway: &Gateway) -> String {
-    let node = &gateway.node;
+async fn command(line: &str, connections: &Connections) -> String {
     let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
     match verb {
-        "OPERATOR" => format!("WELCOME operator {node}"),
+        "OPERATOR" => format!("WELCOME operator {}", connections.node_name()),
         "SEND" => {
             let (id, text) = rest.split_once(' ').unwrap_or((rest, ""));
-            match gateway.device(id) {
-                Some(device) if device.send(text).await.is_ok() => {
-                    format!("DELIVERED {id} {node}")
-                }
-                _ => format!("OFFLINE {id}"),
-            }
-        }
-        "BROADCAST" => {
-            let devices: Vec<Connection> =
-                gateway.devices.lock().unwrap().values().cloned().collect();
-            let mut reached = 0;
-            for device in devices {
-                if device.send(rest).await.is_ok() {
-                    reached += 1;
+            match connections.send_to_key(id, text).await {
+                Ok(SendOutcome::Delivered { node, .. }) => format!("DELIVERED {id} {node}"),
+                // The protocol has no word for a full queue or a device on
+                // its way out: to the operator it is not reachable now.
+                outcome => {
+                    tracing::debug!(id, ?outcome, "not delivered");
+                    format!("OFFLINE {id}")
                 }
             }
-            format!("BROADCAST {reached}")
         }
-        "WHERE" => match gateway.device(rest) {
-            Some(_) => format!("AT {rest} {node}"),
-            None => format!("OFFLINE {rest}"),
+        // Devices only: the client type's index, not every connection.
+        "BROADCAST" => format!(
+            "BROADCAST {}",
+            connections.broadcast_to("device", rest).await
+        ),
+        "WHERE" => match connections.locate(rest).await {
+            LocateOutcome::Found(at) => format!("AT {rest} {}", at.node),
+            _ => format!("OFFLINE {rest}"),
         },
-        "PEER" => match gateway.device(rest) {
-            Some(device) => format!("PEER {rest} {}", device.peer_addr()),
-            None => format!("OFFLINE {rest}"),
+        "PEER" => match connections.locate(rest).await {
+            LocateOutcome::Found(at) => format!("PEER {rest} {}", at.peer_addr),
+            _ => format!("OFFLINE {rest}"),
         },
         _ => format!("ERROR unknown command {verb:?}: SEND, BROADCAST, WHERE or PEER"),
     }
@@ -199,13 +166,9 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(addr) = options.metrics {
         metrics::serve(addr)?;
     }
-    let gateway = Arc::new(Gateway {
-        node: options.node,
-        devices: Mutex::default(),
-    });
     let mut server = FlexiSocket::server(&options.addr)
         .classifier::<Role>()
-        .state(gateway)
+        .node_name(options.node)
         .reuse_port(options.reuse_port);
     if options.proxy_protocol {
         server = server.proxy_protocol(ProxyProtocol::new());
