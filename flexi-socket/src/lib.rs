@@ -13,7 +13,7 @@
 //! | [`framing`] | bytes <-> frames, one bounded codec per file |
 //! | `classify/` | running the classifier, the raw first unit, per-client-type framing |
 //! | `handler/` | the handler contract, the routing table, the attribute registry, running one handler (panics, timeouts, blocking) |
-//! | `connection/` | [`Connection`], sending and closing, the outbound queue, [`Connections`], deadlines, the endpoint a server or client shares, `on_error` reporting, the shutdown drain |
+//! | `connection/` | [`Connection`], sending and closing, the outbound queue, [`Connections`] and its directory of keys, groups and client types, requests and their replies, deadlines, the endpoint a server or client shares, `on_error` reporting, the shutdown drain |
 //! | `events/` | one connection's event sequence: on_connect, classify, after_receive, on_message, on_disconnect |
 //! | `transport/` | the stream driver (TCP, TLS, in-memory pipes), UDP sessions, the decoder both share, TLS |
 //! | `server/` | the accept loop, admission under the limits, the builders, the UDP receive loop |
@@ -26,8 +26,9 @@
 //! |---|---|
 //! | [`FlexiSocket`] | entry point: `FlexiSocket::server(addr)` (TCP) or `FlexiSocket::udp(addr)` returns a [`ServerBuilder`] of that transport ([`Tcp`], [`Udp`]); `FlexiSocket::client(addr)` and `FlexiSocket::udp_client(addr)` the clients' builders |
 //! | [`Server`] | a bound server: its address, its [`Connections`], `serve*()` |
-//! | [`Connection`] | one peer: addresses, client type, counters, `send`, `close`, typed state |
-//! | [`Connections`] | every open connection, usable from outside handlers: send, broadcast |
+//! | [`Connection`] | one peer: addresses, client type, counters, `send`, `close`, typed state, a key and groups (`set_key`, `join`), `request_matching` |
+//! | [`Connections`] | every open connection, a handler argument or from outside: by id, key, group or client type; `send_to_key` ([`SendOutcome`]), `locate` ([`LocateOutcome`]), broadcasts, `request_to_key` |
+//! | [`KeyPolicy`] | who keeps a key two connections claim (newest wins by default) |
 //! | [`Client`] | client mode over TCP, TLS or a Unix socket (`FlexiSocket::client(addr)` returns a [`ClientBuilder`]): reconnects with backoff, keeps an outbox while disconnected; `send`, `request`, `close` |
 //! | [`UdpClient`] | client mode over UDP (`FlexiSocket::udp_client(addr)`): one session with the server; `send`, `request`, `close` |
 //! | [`Router`] | the routing table; built by the attributes or by hand |
