@@ -140,3 +140,78 @@ fn a_variant_with_a_shadowed_rule_is_reached_by_its_live_one() {
     assert_eq!(Mixed::classify(b"broom"), Mixed::Later);
     assert_eq!(Mixed::Later.client_type(), "Later");
 }
+
+/// Prefix and exact rules only: their first bytes often settle the type.
+#[derive(Classifier, Debug, PartialEq, Eq)]
+enum Gate {
+    #[classify(prefix = "\n")]
+    Framed,
+    #[classify(exact = "PING", prefix = "GET ")]
+    Text,
+    #[classify(default)]
+    Stranger,
+}
+
+#[test]
+fn classify_early_decides_once_no_rule_can_change_its_mind() {
+    assert_eq!(Gate::classify_early(b"\n12"), Some(Gate::Framed));
+    assert_eq!(Gate::classify_early(b"GET /"), Some(Gate::Text));
+    // No rule can match a frame that starts like these.
+    assert_eq!(Gate::classify_early(b"\x16\x03\x01"), Some(Gate::Stranger));
+    assert_eq!(Gate::classify_early(b"GEX"), Some(Gate::Stranger));
+    assert_eq!(Gate::classify_early(b"PINGS"), Some(Gate::Stranger));
+}
+
+#[test]
+fn classify_early_waits_while_a_rule_may_still_match() {
+    assert_eq!(Gate::classify_early(b"GE"), None);
+    assert_eq!(Gate::classify_early(b"P"), None);
+    // `exact = "PING"` matches this frame if it ends here, not if it goes on.
+    assert_eq!(Gate::classify_early(b"PING"), None);
+}
+
+#[test]
+fn classify_early_stops_at_a_rule_that_needs_the_whole_frame() {
+    // Alarm's prefix settles it before any later rule is asked.
+    assert_eq!(Panel::classify_early(b"!!1"), Some(Panel::Alarm));
+    // Any frame may still end with Sensor's "#END".
+    assert_eq!(Panel::classify_early(b"x"), None);
+    assert_eq!(Mixed::classify_early(b"fo"), Some(Mixed::Fallback));
+    assert_eq!(Mixed::classify_early(b"fi"), None);
+    assert_eq!(Mixed::classify_early(b"x"), None);
+    assert_eq!(Single::classify_early(b"x"), Some(Single::Everyone));
+}
+
+mod early_decisions_are_final {
+    use super::{Gate, Mixed, Panel};
+    use flexi_socket::Classifier;
+    use proptest::prelude::*;
+
+    /// Bytes of every pattern above, and a few of none, so that frames
+    /// often come close to a rule.
+    const ALPHABET: &[u8] = b"!#ENDHBATPIGfrmis x\n\x02\x03\x00\xff";
+
+    fn frames() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(proptest::sample::select(ALPHABET), 1..14)
+    }
+
+    /// Every decision `classify_early` takes on a frame's first bytes is
+    /// the one `classify` gives the whole frame.
+    fn holds<C: Classifier + PartialEq + std::fmt::Debug>(frame: &[u8]) {
+        let whole = C::classify(frame);
+        for end in 1..=frame.len() {
+            if let Some(early) = C::classify_early(&frame[..end]) {
+                assert_eq!(early, whole, "{:?} of {:?}", &frame[..end], frame);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn for_every_start_of_a_frame(frame in frames()) {
+            holds::<Gate>(&frame);
+            holds::<Panel>(&frame);
+            holds::<Mixed>(&frame);
+        }
+    }
+}

@@ -128,6 +128,37 @@ impl Rule {
     }
 }
 
+/// What the bytes a frame starts with tell about one rule, for the
+/// generated `classify_early`.
+impl Rule {
+    /// The test that the rule matches every frame starting with
+    /// `first_bytes`; `None` for rules that need the whole frame to match
+    /// (`exact`, `suffix`).
+    fn matches_every_frame_from(&self) -> Option<TokenStream> {
+        let pattern = LitByteStr::new(&self.pattern, self.lit.span());
+        match self.kind {
+            RuleKind::Prefix => Some(quote!(first_bytes.starts_with(#pattern))),
+            RuleKind::Contains => {
+                let len = self.pattern.len();
+                Some(quote!(first_bytes.windows(#len).any(|window| window == #pattern)))
+            }
+            RuleKind::Exact | RuleKind::Suffix => None,
+        }
+    }
+
+    /// The test that some frame starting with `first_bytes` may still match
+    /// (asked once [`matches_every_frame_from`](Self::matches_every_frame_from)
+    /// said no); `None` when one always may (`suffix`, `contains`: the rest of
+    /// the frame can end with or hold the pattern).
+    fn may_match_a_frame_from(&self) -> Option<TokenStream> {
+        let pattern = LitByteStr::new(&self.pattern, self.lit.span());
+        match self.kind {
+            RuleKind::Prefix | RuleKind::Exact => Some(quote!(#pattern.starts_with(first_bytes))),
+            RuleKind::Suffix | RuleKind::Contains => None,
+        }
+    }
+}
+
 impl<'a> Enum<'a> {
     fn parse(input: &'a DeriveInput) -> Result<Self> {
         let data = match &input.data {
@@ -366,12 +397,15 @@ impl Enum<'_> {
             })
             .collect::<Vec<_>>();
         let variants = self.variants.iter().map(Variant::ident);
+        let classify_early = self.classify_early(default);
 
         quote! {
             impl #impl_generics #runtime::Classifier for #ident #ty_generics #where_clause {
                 fn classify(#frame: &[u8]) -> Self {
                     #(#branches else)* { Self::#default }
                 }
+
+                #classify_early
 
                 fn client_type(&self) -> #runtime::ClientType {
                     match self {
@@ -382,6 +416,68 @@ impl Enum<'_> {
                 fn client_types() -> ::core::option::Option<#runtime::Vec<#runtime::ClientType>> {
                     #runtime::Some(#runtime::Vec::from([#(#keys),*]))
                 }
+            }
+        }
+    }
+}
+
+impl Enum<'_> {
+    /// `classify_early`: the rules in `classify`'s order, each variant in
+    /// turn. A variant one of whose rules matches every frame starting with
+    /// the bytes is the decision (no earlier variant could match, or the
+    /// walk would have stopped); one whose rules may still match some such
+    /// frame leaves it undecided; one none of whose rules can match is
+    /// passed over; past every variant, the default is the decision. So a
+    /// decision is what `classify` gives every frame those bytes start.
+    fn classify_early(&self, default: Option<&Ident>) -> TokenStream {
+        let runtime = private(Span::call_site());
+        // (condition, decision) in order; `None` as the decision is "not yet".
+        let mut steps: Vec<(TokenStream, Option<&Ident>)> = Vec::new();
+        let mut end = quote!(#runtime::Some(Self::#default));
+        for variant in self
+            .variants
+            .iter()
+            .filter(|variant| !variant.rules.is_empty())
+        {
+            let settles: Vec<_> = variant
+                .rules
+                .iter()
+                .filter_map(Rule::matches_every_frame_from)
+                .collect();
+            if !settles.is_empty() {
+                steps.push((quote!(#(#settles)||*), Some(variant.ident())));
+            }
+            let may_match: Option<Vec<_>> = variant
+                .rules
+                .iter()
+                .map(Rule::may_match_a_frame_from)
+                .collect();
+            let Some(may_match) = may_match else {
+                // A rule that may always match: nothing later can be decided.
+                end = quote!(#runtime::None);
+                break;
+            };
+            match steps.last_mut() {
+                // Joined with the step before when that is "not yet" as well.
+                Some((condition, None)) => *condition = quote!(#condition || #(#may_match)||*),
+                _ => steps.push((quote!(#(#may_match)||*), None)),
+            }
+        }
+        let parameter = if steps.is_empty() {
+            quote!(_)
+        } else {
+            quote!(first_bytes)
+        };
+        let branches = steps.iter().map(|(condition, decision)| {
+            let decision = match decision {
+                Some(ident) => quote!(#runtime::Some(Self::#ident)),
+                None => quote!(#runtime::None),
+            };
+            quote!(if #condition { #decision })
+        });
+        quote! {
+            fn classify_early(#parameter: &[u8]) -> ::core::option::Option<Self> {
+                #(#branches else)* { #end }
             }
         }
     }

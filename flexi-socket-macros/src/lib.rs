@@ -118,6 +118,12 @@ pub fn on_error(args: TokenStream, item: TokenStream) -> TokenStream {
 /// rule matches. A variant whose every rule an earlier variant's rule already
 /// covers (e.g. `prefix = "fr"` after `prefix = "f"`) is rejected as unreachable.
 ///
+/// `classify_early` is generated too: on the first bytes of an unfinished
+/// frame, a `prefix` or `contains` rule they match decides its variant, `prefix`
+/// and `exact` rules they can no longer match are passed over (the default is
+/// decided once all are), and a `suffix` or `contains` rule that may still
+/// match leaves the type undecided.
+///
 /// ```ignore
 /// #[derive(Classifier)]
 /// enum Panel {

@@ -101,6 +101,63 @@ pub trait Classifier: Send + Sync + 'static {
     where
         Self: Sized;
 
+    /// Decides on the bytes of the first frame (or raw first unit) seen so
+    /// far, before it is complete, when they already settle the type; `None`
+    /// ("not yet", the default) waits for the whole frame as before.
+    ///
+    /// Called while the connection is not classified and its first frame is
+    /// still incomplete, each time more bytes arrive, with the frame's bytes
+    /// so far as the framing would deliver them (no delimiter, never empty);
+    /// with [`classify_raw`](crate::ServerBuilder::classify_raw), the raw
+    /// bytes of the unfinished unit. A decision must be the one
+    /// [`classify`](Self::classify) gives **every** frame that starts with
+    /// `first_bytes` (the bytes themselves included): then deciding early
+    /// changes when the connection is classified, never how. Such a decision
+    /// classifies the connection at once: its client type's routes and
+    /// framing apply from then on, and the first frame, once complete, goes
+    /// to that type's on_message. Give a type that should be answered at
+    /// once its own [`Framing::raw`](crate::Framing::raw) (with
+    /// [`framing_for`](crate::ServerBuilder::framing_for)): the bytes already
+    /// read are then delivered right away, and its on_message can
+    /// [`close`](crate::Connection::close) a stranger without waiting for a
+    /// frame it may never finish.
+    ///
+    /// Framings whose frames are not the stream's leading bytes
+    /// (`delimited`, `length_prefixed`, custom codecs) give no bytes to
+    /// decide on early; a datagram is complete when it arrives.
+    /// `#[derive(Classifier)]` generates this method from its rules.
+    ///
+    /// ```
+    /// use flexi_socket::{Classifier, ClientType};
+    ///
+    /// /// Text commands start with a letter; anything else is refused.
+    /// enum Peer { Command, Stranger }
+    ///
+    /// impl Classifier for Peer {
+    ///     fn classify(first_frame: &[u8]) -> Self {
+    ///         match first_frame.first() {
+    ///             Some(byte) if byte.is_ascii_alphabetic() => Peer::Command,
+    ///             _ => Peer::Stranger,
+    ///         }
+    ///     }
+    ///     // The first byte settles it: no need to wait for the line's end.
+    ///     fn classify_early(first_bytes: &[u8]) -> Option<Self> {
+    ///         Some(Self::classify(first_bytes))
+    ///     }
+    ///     fn client_type(&self) -> ClientType {
+    ///         match self { Peer::Command => "command".into(), Peer::Stranger => "stranger".into() }
+    ///     }
+    /// }
+    /// assert!(matches!(Peer::classify_early(b"\x16\x03\x01"), Some(Peer::Stranger)));
+    /// ```
+    fn classify_early(first_bytes: &[u8]) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        let _ = first_bytes;
+        None
+    }
+
     /// The routing key of this value.
     fn client_type(&self) -> ClientType;
 

@@ -32,7 +32,7 @@
 //! | [`Client`] | client mode over TCP, TLS or a Unix socket (`FlexiSocket::client(addr)` returns a [`ClientBuilder`]): reconnects with backoff, keeps an outbox while disconnected; `send`, `request`, `close` |
 //! | [`UdpClient`] | client mode over UDP (`FlexiSocket::udp_client(addr)`): one session with the server; `send`, `request`, `close` |
 //! | [`Router`] | the routing table; built by the attributes or by hand |
-//! | [`Classifier`] | decides a client type from the first frame; usually derived |
+//! | [`Classifier`] | decides a client type from the first frame, or early from its first bytes; usually derived |
 //! | [`Framing`] | how bytes become messages (lines, separator, fixed, length prefix, ...) |
 //! | [`Message`] | one message: immutable bytes |
 //! | [`checksum`] | CRC-16/ARC, CRC-16/CCITT-FALSE, CRC-32, XOR and sums, binary or hex, for `after_receive`/`before_send` |

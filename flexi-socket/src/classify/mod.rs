@@ -15,6 +15,7 @@ use crate::client_type::{Classifier, ClientType};
 #[derive(Clone)]
 pub(crate) struct ErasedClassifier {
     classify: fn(&[u8]) -> ClientType,
+    classify_early: fn(&[u8]) -> Option<ClientType>,
     pub(crate) client_types: Option<Vec<ClientType>>,
     pub(crate) name: &'static str,
 }
@@ -23,6 +24,7 @@ impl ErasedClassifier {
     pub(crate) fn of<C: Classifier>() -> Self {
         Self {
             classify: |frame| C::classify(frame).client_type(),
+            classify_early: |first_bytes| C::classify_early(first_bytes).map(|c| c.client_type()),
             client_types: C::client_types(),
             name: std::any::type_name::<C>(),
         }
@@ -30,6 +32,12 @@ impl ErasedClassifier {
 
     pub(crate) fn classify(&self, first_frame: &[u8]) -> ClientType {
         (self.classify)(first_frame)
+    }
+
+    /// The client type `first_bytes` of an unfinished first frame already
+    /// settle, if they do (see [`Classifier::classify_early`]).
+    pub(crate) fn classify_early(&self, first_bytes: &[u8]) -> Option<ClientType> {
+        (self.classify_early)(first_bytes)
     }
 
     /// If this classifier can never produce `client_type`, the client types

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
+use crate::client_type::ClientType;
 use crate::config::PanicPolicy;
 use crate::connection::report;
 use crate::connection::{CloseStage, Connection, DisconnectReason};
@@ -62,19 +63,54 @@ pub(crate) async fn classify(
     if !connection.take_classification() {
         return Ok(());
     }
-    let client_type = match catch_unwind(AssertUnwindSafe(|| classifier.classify(first))) {
-        Ok(client_type) => client_type,
+    match catch_unwind(AssertUnwindSafe(|| classifier.classify(first))) {
+        Ok(client_type) => settle(connection, client_type, "classified").await,
         Err(payload) => {
-            connection.classification_failed();
-            let error = Error::HandlerPanicked {
-                handler: classifier.name,
-                message: panic_message(&*payload),
-            };
-            return Err(fail(connection, error).await);
+            let failing = classifier_panicked(connection, classifier.name, &*payload);
+            Err(failing.await)
+        }
+    }
+}
+
+/// Before the connection is classified, lets the classifier decide on
+/// `first_bytes`, the start of a first frame or raw unit not complete yet
+/// (see [`Classifier::classify_early`](crate::Classifier::classify_early)).
+/// `None` while it does not decide, or when there is nothing to decide;
+/// otherwise the connection is classified (as [`classify`] does) and the
+/// flow says whether it goes on.
+pub(crate) async fn classify_early(
+    connection: &Connection,
+    first_bytes: &[u8],
+) -> Option<ControlFlow<DisconnectReason>> {
+    let classifier = connection.endpoint().classifier.as_ref()?;
+    if first_bytes.is_empty() || connection.classification_over() {
+        return None;
+    }
+    let settled = match catch_unwind(AssertUnwindSafe(|| classifier.classify_early(first_bytes))) {
+        Ok(decided) => {
+            let client_type = decided?;
+            // Only this connection's task classifies it: still ours to take.
+            connection.take_classification();
+            settle(connection, client_type, "classified on its first bytes").await
+        }
+        Err(payload) => {
+            connection.take_classification();
+            let failing = classifier_panicked(connection, classifier.name, &*payload);
+            Err(failing.await)
         }
     };
+    Some(settled.err().unwrap_or(ControlFlow::Continue(())))
+}
+
+/// Gives the connection `client_type`, and that type's encoder if it has
+/// its own framing.
+async fn settle(
+    connection: &Connection,
+    client_type: ClientType,
+    how: &'static str,
+) -> Result<(), ControlFlow<DisconnectReason>> {
     tracing::Span::current().record("client_type", client_type.as_str());
-    tracing::debug!(%client_type, "classified");
+    tracing::debug!(%client_type, "{how}");
     let own_framing = connection.endpoint().client_framing.for_type(&client_type);
     let encoder = match own_framing.map(Framing::try_encoder).transpose() {
         Ok(encoder) => encoder,
@@ -87,10 +123,26 @@ pub(crate) async fn classify(
     Ok(())
 }
 
+/// The classifier panicked: the connection stays unclassified for good, and
+/// the panic is handled like a handler's.
+fn classifier_panicked(
+    connection: &Connection,
+    classifier: &'static str,
+    payload: &(dyn std::any::Any + Send),
+) -> BoxFuture<'static, ControlFlow<DisconnectReason>> {
+    connection.classification_failed();
+    let error = Error::HandlerPanicked {
+        handler: classifier,
+        message: panic_message(payload),
+    };
+    fail(connection, error)
+}
+
 /// With `classify_raw`, classifies the connection by the raw first unit at
 /// the start of `bytes` once that unit is complete (`at_end`: no more bytes
-/// will come). `None` while the unit is incomplete or when there is
-/// nothing to do; otherwise whether the connection goes on.
+/// will come), or earlier if the bytes of the unit so far settle the type
+/// ([`classify_early`]). `None` while the type is undecided or when there
+/// is nothing to do; otherwise whether the connection goes on.
 pub(crate) async fn classify_first_unit(
     connection: &Connection,
     bytes: &[u8],
@@ -101,7 +153,10 @@ pub(crate) async fn classify_first_unit(
         // Classified already (by a first frame, say): no cut, no classifier.
         return Some(ControlFlow::Continue(()));
     }
-    let unit = first_unit.cut(bytes, at_end)?;
+    let Some(unit) = first_unit.cut(bytes, at_end) else {
+        // The unit is not complete: what there is of it may settle the type.
+        return classify_early(connection, bytes).await;
+    };
     Some(match classify(connection, unit).await {
         Ok(()) => ControlFlow::Continue(()),
         Err(flow) => flow,

@@ -149,6 +149,28 @@ impl FrameDecoder {
         }
     }
 
+    /// The bytes of `buf` that certainly begin the next frame, as it will be
+    /// delivered, once [`decode`](Self::decode) found no complete frame in
+    /// `buf`: what a classifier may decide on early. Empty where the framing
+    /// cannot tell: a frame that does not start at the stream's next byte
+    /// (`delimited`, `length_prefixed`), a custom codec, an oversize frame
+    /// being dropped.
+    pub(crate) fn pending_frame<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        let DecoderKind::Builtin(builtin) = &self.0 else {
+            return &[];
+        };
+        match builtin {
+            Builtin::Lines(codec) => codec.pending_frame(buf),
+            Builtin::Separator(codec) => codec.pending_frame(buf),
+            Builtin::Fixed(codec) => codec.pending_frame(buf),
+            Builtin::Eof(codec) => codec.pending_frame(buf),
+            Builtin::IdleGap(codec) => codec.pending_frame(buf),
+            // Each read is a frame: nothing is left pending.
+            Builtin::Raw(_) => buf,
+            Builtin::Delimited(_) | Builtin::LengthPrefixed(_) => &[],
+        }
+    }
+
     /// What a built-in codec itself makes of `buf`, even an empty one
     /// (which [`decode`](Self::decode) does not ask it about); `None` for a
     /// custom codec.

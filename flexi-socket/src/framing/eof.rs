@@ -44,6 +44,12 @@ impl EofCodec {
         self.max_length
     }
 
+    /// The bytes of `buf` that certainly begin the message: all of them,
+    /// unless it is already over the limit.
+    pub(super) fn pending_frame<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        if self.discarded.is_some() { &[] } else { buf }
+    }
+
     pub(super) fn encode_message(&self, message: &[u8], dst: &mut BytesMut) -> io::Result<()> {
         dst.put_slice(message);
         Ok(())

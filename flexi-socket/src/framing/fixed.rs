@@ -66,6 +66,19 @@ impl FixedLengthCodec {
         self.pad
     }
 
+    /// The bytes of `buf`, shorter than a frame, that certainly begin the
+    /// next frame: with trimmed padding, not the pad bytes at its end.
+    pub(super) fn pending_frame<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        if !self.trim_padding {
+            return buf;
+        }
+        let kept = buf
+            .iter()
+            .rposition(|&byte| byte != self.pad)
+            .map_or(0, |last| last + 1);
+        &buf[..kept]
+    }
+
     pub(super) fn encode_message(&self, message: &[u8], dst: &mut BytesMut) -> io::Result<()> {
         if message.len() > self.length {
             return Err(io::Error::new(

@@ -96,6 +96,12 @@ impl IdleGapCodec {
         })
     }
 
+    /// The bytes of `buf` that certainly begin the pending message: all of
+    /// them, unless an oversize burst is being dropped.
+    pub(super) fn pending_frame<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        if self.discarding { &[] } else { buf }
+    }
+
     pub(super) fn encode_message(&self, message: &[u8], dst: &mut BytesMut) -> io::Result<()> {
         dst.put_slice(message);
         Ok(())

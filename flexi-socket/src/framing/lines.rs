@@ -58,6 +58,13 @@ impl LineCodec {
         }
     }
 
+    /// The bytes of `buf`, which holds no complete line, that certainly
+    /// begin the next line: a last `'\r'` may be the start of `"\r\n"`.
+    pub(super) fn pending_frame<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        let pending = self.inner.pending_frame(buf);
+        pending.strip_suffix(b"\r").unwrap_or(pending)
+    }
+
     #[inline]
     pub(super) fn encode_message(&self, message: &[u8], dst: &mut BytesMut) -> io::Result<()> {
         self.inner.encode_message(message, dst)

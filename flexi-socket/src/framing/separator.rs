@@ -160,6 +160,16 @@ impl SeparatorCodec {
         }))
     }
 
+    /// The bytes of `buf`, which holds no complete frame, that certainly
+    /// begin the next frame: all but a tail that may be the start of the
+    /// separator; none while an oversize frame is dropped.
+    pub(super) fn pending_frame<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        if self.discarding {
+            return &[];
+        }
+        &buf[..buf.len().saturating_sub(self.separator.len() - 1)]
+    }
+
     #[inline]
     pub(super) fn encode_message(&self, message: &[u8], dst: &mut BytesMut) -> io::Result<()> {
         dst.reserve(message.len() + self.separator.len());

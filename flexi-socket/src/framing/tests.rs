@@ -551,3 +551,56 @@ fn fixed_options_on_another_framing_panic() {
 fn length_prefix_options_on_another_framing_panic() {
     let _ = Framing::raw().little_endian();
 }
+
+/// Decodes `chunks` then EOF like [`run`]; after each read that left an
+/// unfinished frame, notes what [`FrameDecoder::pending_frame`] said of it,
+/// with the number of outcomes before it.
+fn run_noting_pending(
+    framing: &Framing,
+    chunks: &[&[u8]],
+) -> (Vec<Outcome>, Vec<(usize, Vec<u8>)>) {
+    let mut decoder = framing.decoder();
+    let mut buf = BytesMut::new();
+    let (mut outcomes, mut pending) = (Vec::new(), Vec::new());
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(decoded)) => outcomes.push(Outcome::from(decoded)),
+                Ok(None) => break,
+                Err(_) => return (outcomes, pending),
+            }
+        }
+        let start = decoder.pending_frame(&buf);
+        if !start.is_empty() {
+            pending.push((outcomes.len(), start.to_vec()));
+        }
+    }
+    while let Ok(Some(decoded)) = decoder.decode_eof(&mut buf) {
+        outcomes.push(Outcome::from(decoded));
+    }
+    (outcomes, pending)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// What a classifier may decide on early is how the next frame starts,
+    /// if that frame is delivered at all.
+    #[test]
+    fn a_pending_frame_is_the_start_of_the_next_frame(
+        case in case(),
+        input in input(),
+        cuts in vec(any::<Index>(), 0..10),
+    ) {
+        let (outcomes, pending) = run_noting_pending(&case.framing(), &split(&input, &cuts));
+        for (before, start) in pending {
+            if let Some(Outcome::Frame(frame)) = outcomes.get(before) {
+                prop_assert!(
+                    frame.starts_with(&start),
+                    "{:?}: {:?} does not start {:?}", case, start, frame
+                );
+            }
+        }
+    }
+}

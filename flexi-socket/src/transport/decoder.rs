@@ -1,8 +1,9 @@
 //! A connection's decoder, the one decoding path of streams and datagrams:
 //! it may first wait for the raw first unit to classify the connection by,
-//! and it switches to the client type's own framing once the connection is
-//! classified. The read buffer is never
-//! touched by either step, so no byte read is lost in the switch.
+//! lets the classifier decide on the first frame's bytes before the frame is
+//! complete, and switches to the client type's own framing once the
+//! connection is classified. The read buffer is never touched by any of
+//! these steps, so no byte read is lost in the switch.
 
 use std::ops::ControlFlow;
 
@@ -11,7 +12,7 @@ use bytes::BytesMut;
 use crate::connection::report;
 use crate::connection::{Connection, DisconnectReason};
 use crate::error::Error;
-use crate::events::classify_first_unit;
+use crate::events::{classify_early, classify_first_unit};
 use crate::framing::{FrameDecoder, Framing};
 
 pub(crate) struct ConnectionDecoder {
@@ -20,6 +21,9 @@ pub(crate) struct ConnectionDecoder {
     /// Whether pending bytes are a partial frame that the frame deadline
     /// (slowloris) applies to; it depends on the framing in use.
     frame_deadline_applies: bool,
+    /// Whether the classifier is still to be offered the first frame's bytes
+    /// before the frame is complete (see [`classify_early`](Self::classify_early)).
+    early: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -64,6 +68,7 @@ impl ConnectionDecoder {
             decoder: framing.try_decoder()?,
             stage,
             frame_deadline_applies: framing.frame_deadline_applies(),
+            early: endpoint.classifier.is_some() && !connection.classification_over(),
         })
     }
 
@@ -106,6 +111,37 @@ impl ConnectionDecoder {
             }
         }
         ControlFlow::Continue(Prepared::Ready)
+    }
+
+    /// Whether [`classify_early`](Self::classify_early) has anything to do:
+    /// the connection is not classified yet. A plain flag once it is.
+    pub(crate) fn offers_early(&mut self, connection: &Connection) -> bool {
+        self.early &= !connection.classification_over();
+        self.early
+    }
+
+    /// After the decoder found no complete frame in `buffer`: while the
+    /// connection is not classified, lets the classifier decide on the
+    /// bytes the first frame has so far. `Continue(true)` when it decided:
+    /// decode `buffer` again ([`prepare`](Self::prepare) first), as the
+    /// client type may bring its own framing.
+    pub(crate) async fn classify_early(
+        &mut self,
+        connection: &Connection,
+        buffer: &BytesMut,
+    ) -> ControlFlow<DisconnectReason, bool> {
+        if !self.offers_early(connection) {
+            return ControlFlow::Continue(false);
+        }
+        let first_bytes = self.decoder.pending_frame(buffer);
+        match classify_early(connection, first_bytes).await {
+            None => ControlFlow::Continue(false),
+            Some(flow) => {
+                self.early = false;
+                flow?;
+                ControlFlow::Continue(true)
+            }
+        }
     }
 
     async fn switch_to(

@@ -307,7 +307,13 @@ async fn deframe(connection: &Connection, datagram: Bytes) -> ControlFlow<Discon
                 ControlFlow::Continue(())
             }
             Ok(None) if !at_end => {
-                at_end = true;
+                // An unfinished frame may already settle the type; if so the
+                // datagram is decoded again (the type may bring its framing).
+                match decoder.classify_early(connection, &buffer).await {
+                    ControlFlow::Continue(true) => {}
+                    ControlFlow::Continue(false) => at_end = true,
+                    ControlFlow::Break(reason) => return ControlFlow::Break(reason),
+                }
                 ControlFlow::Continue(())
             }
             Ok(None) => return ControlFlow::Continue(()),

@@ -457,7 +457,15 @@ async fn drain(
                 report(connection, *error).await;
                 ControlFlow::Continue(())
             }
-            Ok(None) => return ControlFlow::Continue(()),
+            Ok(None) => {
+                // Boxed: only a connection not yet classified has work to do here.
+                if decoder.offers_early(connection)
+                    && Box::pin(decoder.classify_early(connection, buffer)).await?
+                {
+                    continue;
+                }
+                return ControlFlow::Continue(());
+            }
             Err(error) => {
                 report(connection, *error).await;
                 ControlFlow::Break(DisconnectReason::FramingFailed)
