@@ -22,6 +22,10 @@
 //! | a digit ... DC4 | `surgard` | ... DC4 in, one bare byte out |
 //! | anything else (HTTP, a TLS hello, binary) | `unknown` | closed without a reply |
 //!
+//! A stranger is told by its first bytes: one that starts with neither LF, a
+//! digit nor the hex digits of a frame that lost its LF is closed as soon as
+//! they arrive, without waiting for its unit to end.
+//!
 //! The checks of a DC-09 frame and their replies are in `alarm/verdict.rs`,
 //! the encryption in `alarm/encryption.rs`, the Sur-Gard lines in
 //! `alarm/surgard.rs`.
@@ -69,6 +73,21 @@ impl Classifier for Device {
             [b'0'..=b'9', .., 0x14] => Self::SurGard,
             _ if lost_lf => Self::Dc09,
             _ => Self::Unknown,
+        }
+    }
+
+    /// A stranger (a TLS hello, an HTTP request, binary) is told by its first
+    /// bytes: closed at once instead of when its unit would end.
+    fn classify_early(first_bytes: &[u8]) -> Option<Self> {
+        // Up to 8 hex digits, then `"`: may still be a DC-09 frame that lost its LF.
+        let may_have_lost_lf = first_bytes.iter().take(8).all(u8::is_ascii_hexdigit)
+            && first_bytes.get(8).is_none_or(|&byte| byte == b'"');
+        match first_bytes {
+            [dc09::LF, ..] => Some(Self::Dc09),
+            // A Sur-Gard line's DC4 may still come.
+            [b'0'..=b'9', ..] => None,
+            _ if may_have_lost_lf => None,
+            _ => Some(Self::Unknown),
         }
     }
 
