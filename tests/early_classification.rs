@@ -1,7 +1,7 @@
 //! A classifier that decides on the first bytes (`Classifier::classify_early`)
 //! classifies the connection before its first frame is complete: a stranger
 //! whose first bytes rule out every protocol is closed at once, over TCP,
-//! TLS and UDP, long before the first-message timeout. The timeout is set
+//! TLS, Unix sockets and UDP, long before the first-message timeout. The timeout is set
 //! to a minute and every wait here is a few seconds, so these tests fail if
 //! the early decision is missing.
 
@@ -18,6 +18,7 @@ use support::tls::server_identity;
 use support::udp::UdpClient;
 use support::{EventLog, Events, start, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 
@@ -193,6 +194,33 @@ async fn over_tls_the_decision_uses_the_decrypted_bytes() {
     stranger_closed(&mut log, junk).await;
     drop(stream);
     running.stop().await;
+}
+
+#[tokio::test]
+async fn over_a_unix_socket_as_over_tcp() {
+    let (events, mut log) = Events::new();
+    let dir = std::env::temp_dir().join(format!("flexi-early-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("server.sock");
+    let builder = classified(
+        FlexiSocket::server(format!("unix:{}", path.display())),
+        &events,
+    );
+    let server = builder.bind().await.expect("server should start");
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
+    let mut stream = within("connect", UnixStream::connect(&path)).await.unwrap();
+    write(&mut stream, b"\x00junk").await;
+    assert_eq!(closed_promptly(&mut stream).await, b"");
+    stranger_closed(&mut log, b"\x00junk").await;
+    drop(stream);
+    handle.shutdown();
+    within("server shutdown", serving)
+        .await
+        .expect("server task panicked")
+        .expect("server failed");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -340,7 +340,10 @@ impl<T> ServerBuilder<T> {
     /// type's framing (see [`framing_for`](Self::framing_for)) then decodes
     /// the connection's bytes from the first one. Over UDP the first
     /// datagram is cut the same way. The wait is bounded by the unit's
-    /// length and by [`first_message_timeout`](Self::first_message_timeout).
+    /// length and by [`first_message_timeout`](Self::first_message_timeout),
+    /// and ends earlier where the classifier's
+    /// [`classify_early`](crate::Classifier::classify_early) decides on the
+    /// unit's first bytes.
     #[must_use]
     pub fn classify_raw(mut self, unit: FirstUnit) -> Self {
         self.client_framing.first_unit = Some(unit);
