@@ -5,6 +5,11 @@
 //! `--key ACCOUNT=HEX` (repeatable; 32, 48 or 64 hex digits) serves an
 //! account with DC-09's AES encryption, and with it only.
 //!
+//! No ACK leaves before its event is committed to the SQLite file `--db`
+//! (default `alarm-events.db`), durably; when the database refuses, the
+//! panel gets a NAK and sends the event again. `--supervise ACCOUNT=SECONDS`
+//! records a communication failure for an account that falls silent.
+//!
 //! ```text
 //! cargo run --example alarm_receiver -- 127.0.0.1:9000 --accounts 1234,ABC
 //! cargo run --example alarm_panel -- 127.0.0.1:9000 --account 1234
@@ -28,14 +33,23 @@
 //!
 //! The checks of a DC-09 frame and their replies are in `alarm/verdict.rs`,
 //! the encryption in `alarm/encryption.rs`, the Sur-Gard lines in
-//! `alarm/surgard.rs`.
+//! `alarm/surgard.rs`, the schema in `alarm/database.rs`, the grouped
+//! commits in `alarm/store.rs`, line supervision in `alarm/supervision.rs`.
 
+#[path = "alarm/database.rs"]
+mod database;
 #[path = "alarm/dc09.rs"]
 mod dc09;
 #[path = "alarm/encryption.rs"]
 mod encryption;
 #[path = "alarm/event.rs"]
 mod event;
+#[path = "alarm/options.rs"]
+mod options;
+#[path = "alarm/store.rs"]
+mod store;
+#[path = "alarm/supervision.rs"]
+mod supervision;
 #[path = "alarm/surgard.rs"]
 mod surgard;
 #[path = "alarm/verdict.rs"]
@@ -49,12 +63,12 @@ use flexi_socket::{
     LogVerdict, Message, ServerBuilder, State, after_receive, before_send, on_error, on_message,
 };
 
-use encryption::Key;
+use database::{Database, EventRecord, Outcome, Record, now_millis};
 use event::Event;
-use verdict::{Accounts, Verdict};
-
-const USAGE: &str = "usage: alarm_receiver <listen address> [--accounts 1234,ABC] \
-                     [--key ACCOUNT=HEX]... [--udp] [--json]";
+use options::Options;
+use store::{Store, StoreError};
+use supervision::Supervisor;
+use verdict::{Accounts, Token, Verdict};
 
 /// What a client is, from the first bytes it sends.
 enum Device {
@@ -104,21 +118,43 @@ impl Classifier for Device {
     }
 }
 
-/// Shared with every handler: whom we serve and how we print.
+/// Shared with every handler: whom we serve, where events are stored, who
+/// watches the lines, and how we print.
 #[derive(Clone)]
 struct Receiver {
     accounts: Arc<Accounts>,
+    store: Store,
+    supervisor: Arc<Supervisor>,
     json: bool,
 }
 
 impl Receiver {
-    fn print(&self, event: Event, conn: &Connection) {
-        let event = event.with("peer", conn.peer_addr().to_string());
-        if self.json {
-            println!("{}", event.json_line());
-        } else {
-            println!("{}", event.text_line());
+    /// Commits `record` (none for a link test or a heartbeat, which are
+    /// supervision, not events), then prints `event` and tells the
+    /// supervisor that `account` was heard from. Returns once the ACK may
+    /// go, or why it may not.
+    async fn keep(
+        &self,
+        conn: &Connection,
+        record: Option<EventRecord>,
+        event: Event,
+        account: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let outcome = match record {
+            Some(record) => self.store.commit(Record::Event(record)).await?,
+            None => Outcome::Stored,
+        };
+        match outcome {
+            Outcome::Stored => {
+                let event = event.with("peer", conn.peer_addr().to_string());
+                println!("{}", event.line(self.json));
+            }
+            Outcome::Repeat => log_repeat(conn, &event),
         }
+        if let Some(account) = account {
+            self.supervisor.heard(account).await;
+        }
+        Ok(())
     }
 }
 
@@ -148,12 +184,36 @@ async fn dc09_frame(
 ) -> flexi_socket::Result<()> {
     let now = dc09::unix_now();
     let verdict = verdict::judge(frame, &receiver.accounts, now);
-    match &verdict {
-        Verdict::Ack(accepted) => receiver.print(accepted.event(), &conn),
-        Verdict::Nak(why) => log_refusal(&conn, "NAK", why),
-        Verdict::Duh { why, .. } => log_refusal(&conn, "DUH", why),
-    }
-    conn.send(verdict.reply(now)).await
+    let reply = match &verdict {
+        Verdict::Ack(accepted) => {
+            let record = (accepted.token != Token::Null)
+                .then(|| accepted.record(conn.peer_addr().to_string(), now_millis()));
+            let kept = receiver
+                .keep(
+                    &conn,
+                    record,
+                    accepted.event(),
+                    Some(accepted.header.account),
+                )
+                .await;
+            match kept {
+                Ok(()) => verdict.reply(now),
+                Err(error) => {
+                    log_unstored(&conn, &error);
+                    Verdict::Nak("not stored").reply(now)
+                }
+            }
+        }
+        Verdict::Nak(why) => {
+            log_refusal(&conn, "NAK", why);
+            verdict.reply(now)
+        }
+        Verdict::Duh { why, .. } => {
+            log_refusal(&conn, "DUH", why);
+            verdict.reply(now)
+        }
+    };
+    conn.send(reply).await
 }
 
 #[on_message(client_type = "surgard")]
@@ -163,9 +223,19 @@ async fn surgard_line(
     receiver: State<Receiver>,
 ) -> flexi_socket::Result<()> {
     let reply = match surgard::Line::parse(line) {
-        Some(line) => {
-            receiver.print(line.event(), &conn);
-            surgard::ACK
+        Some(parsed) => {
+            let record = parsed.record(line, conn.peer_addr().to_string(), now_millis());
+            let account = match &parsed {
+                surgard::Line::ContactId { account, .. } => Some(*account),
+                _ => None,
+            };
+            match receiver.keep(&conn, record, parsed.event(), account).await {
+                Ok(()) => surgard::ACK,
+                Err(error) => {
+                    log_unstored(&conn, &error);
+                    surgard::NAK
+                }
+            }
         }
         None => {
             log_refusal(&conn, "NAK", "unknown Sur-Gard line");
@@ -193,6 +263,32 @@ async fn stranger(conn: Connection, first: &[u8]) {
 static REFUSAL_LOG: LogRate = LogRate::per_second(10);
 static STRANGER_LOG: LogRate = LogRate::per_second(10);
 static ERROR_LOG: LogRate = LogRate::per_second(10);
+static REPEAT_LOG: LogRate = LogRate::per_second(10);
+static STORE_LOG: LogRate = LogRate::per_second(10);
+
+/// An event refused because the database could not commit it.
+fn log_unstored(conn: &Connection, error: &StoreError) {
+    if let LogVerdict::Log { suppressed } = STORE_LOG.admit() {
+        if suppressed > 0 {
+            tracing::error!("{suppressed} more events were not stored in the last second");
+        }
+        tracing::error!(peer = %conn.peer_addr(), "NAK: event not stored: {error}");
+    }
+}
+
+/// A retransmission of an event already stored: ACKed again, not printed.
+fn log_repeat(conn: &Connection, event: &Event) {
+    if let LogVerdict::Log { suppressed } = REPEAT_LOG.admit() {
+        if suppressed > 0 {
+            tracing::info!("{suppressed} more retransmissions were not logged in the last second");
+        }
+        tracing::info!(
+            peer = %conn.peer_addr(),
+            "ACK again, already stored: {}",
+            event.text_line()
+        );
+    }
+}
 
 /// A NAK or DUH, and why.
 fn log_refusal(conn: &Connection, reply: &str, why: impl std::fmt::Display) {
@@ -220,90 +316,80 @@ async fn trouble(conn: Connection, error: Error) {
     }
 }
 
-struct Options {
-    addr: String,
-    accounts: Accounts,
-    udp: bool,
-    json: bool,
-}
-
-fn options() -> Result<Options, String> {
-    let mut args = std::env::args().skip(1);
-    let mut addr = None;
-    let mut accounts = Accounts::default();
-    let (mut udp, mut json) = (false, false);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--accounts" => {
-                let list = args.next().ok_or("--accounts needs a list")?;
-                accounts.add_list(&list);
-            }
-            "--key" => {
-                let pair = args.next().ok_or("--key needs ACCOUNT=HEX")?;
-                let (account, hex) = pair.split_once('=').ok_or("--key needs ACCOUNT=HEX")?;
-                let key =
-                    Key::from_hex(hex).map_err(|problem| format!("--key {account}: {problem}"))?;
-                accounts.add_key(account, key);
-            }
-            "--udp" => udp = true,
-            "--json" => json = true,
-            _ if arg.starts_with("--") || addr.is_some() => {
-                return Err(format!("unexpected argument {arg:?}"));
-            }
-            _ => addr = Some(arg),
-        }
-    }
-    if accounts.is_empty() {
-        return Err("no account: give --accounts or --key".into());
-    }
-    Ok(Options {
-        addr: addr.ok_or("the listen address is missing")?,
-        accounts,
-        udp,
-        json,
-    })
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .init();
-    let options = match options() {
-        Ok(options) => options,
-        Err(problem) => {
-            eprintln!("{problem}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match serve(options).await {
+    let (options, accounts) = Options::from_command_line();
+    match serve(options, accounts).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{error}");
+        Err(problem) => {
+            eprintln!("{problem}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn serve(options: Options) -> flexi_socket::Result<()> {
+async fn serve(options: Options, accounts: Accounts) -> Result<(), String> {
+    let (store, failed) = open_store(&options).await?;
+    for account in &failed {
+        tracing::warn!(account, "communication failure, stored before the restart");
+    }
+    let state = Receiver {
+        accounts: Arc::new(accounts),
+        supervisor: Supervisor::new(&options.supervise, &failed, store.clone(), options.json),
+        store,
+        json: options.json,
+    };
+    let supervisor = Arc::clone(&state.supervisor);
     // The same receiver over either transport: each builder keeps its own
     // transport's settings, so the choice is made here, not at run time.
     let server = if options.udp {
-        receiver(FlexiSocket::udp(&options.addr), options)
+        receiver(FlexiSocket::udp(&options.addr), state)
             .bind()
-            .await?
+            .await
     } else {
-        receiver(FlexiSocket::server(&options.addr), options)
+        receiver(FlexiSocket::server(&options.addr), state)
             .bind()
-            .await?
-    };
+            .await
+    }
+    .map_err(|error| error.to_string())?;
     println!("listening on {}", server.local_addr());
-    server.serve().await?;
+    // Intervals count from now: a panel could not report while we were down.
+    tokio::spawn(supervisor.watch());
+    server.serve().await.map_err(|error| error.to_string())?;
     Ok(())
 }
 
+/// Opens the database off the tokio workers and starts its writer thread;
+/// also returns the supervised accounts that were failed when it was last
+/// written.
+async fn open_store(
+    options: &Options,
+) -> Result<(Store, std::collections::HashSet<String>), String> {
+    let path = options.db.clone();
+    let supervised: Vec<String> = options
+        .supervise
+        .iter()
+        .map(|(account, _)| account.clone())
+        .collect();
+    let opened = tokio::task::spawn_blocking(move || {
+        let database = Database::open(&path)?;
+        let failed = database.failed_lines(supervised.iter().map(String::as_str))?;
+        Ok::<_, rusqlite::Error>((database, failed))
+    })
+    .await
+    .expect("opening the database does not panic");
+    let (database, failed) = opened
+        .map_err(|error| format!("cannot use the database {}: {error}", options.db.display()))?;
+    let store = Store::start(database, usize::from(options.max_batch))
+        .map_err(|error| format!("cannot start the database writer: {error}"))?;
+    Ok((store, failed))
+}
+
 /// The receiver's classification, per-type framing and state, on either transport.
-fn receiver<T>(builder: ServerBuilder<T>, options: Options) -> ServerBuilder<T> {
+fn receiver<T>(builder: ServerBuilder<T>, state: Receiver) -> ServerBuilder<T> {
     builder
         .classifier::<Device>()
         .classify_raw(FirstUnit::until_any(b"\r\x14").max_length(64))
@@ -318,8 +404,5 @@ fn receiver<T>(builder: ServerBuilder<T>, options: Options) -> ServerBuilder<T> 
                 .outbound(Framing::raw()),
         )
         .framing_for("unknown", Framing::raw())
-        .state(Receiver {
-            accounts: Arc::new(options.accounts),
-            json: options.json,
-        })
+        .state(state)
 }

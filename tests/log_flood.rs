@@ -65,8 +65,10 @@ async fn the_alarm_receivers_nak_lines_are_logged_within_a_rate() {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
     const FRAMES: usize = 2_000;
+    let scratch = tempfile::tempdir().expect("a temporary directory");
     let mut receiver = tokio::process::Command::new(example_path("alarm_receiver"))
-        .args(["127.0.0.1:0", "--accounts", "1234"])
+        .args(["127.0.0.1:0", "--accounts", "1234", "--db"])
+        .arg(scratch.path().join("alarm-events.db"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

@@ -80,17 +80,33 @@ impl Event {
             .map(|(key, value)| {
                 let value = match value {
                     Value::Text(text) => json_string(text),
-                    Value::List(list) => {
-                        let items: Vec<String> =
-                            list.iter().map(|item| json_string(item)).collect();
-                        format!("[{}]", items.join(","))
-                    }
+                    Value::List(list) => json_list(list.as_slice()),
                 };
                 format!("{}:{value}", json_string(key))
             })
             .collect();
         format!("{{{}}}", fields.join(","))
     }
+
+    /// [`json_line`](Self::json_line) when `json`, else
+    /// [`text_line`](Self::text_line).
+    pub fn line(&self, json: bool) -> String {
+        if json {
+            self.json_line()
+        } else {
+            self.text_line()
+        }
+    }
+}
+
+/// `["a","b"]`: each value as a JSON string (bytes that are not UTF-8 as
+/// U+FFFD).
+pub fn json_list<T: AsRef<[u8]>>(values: &[T]) -> String {
+    let items: Vec<String> = values
+        .iter()
+        .map(|value| json_string(&lossy(value)))
+        .collect();
+    format!("[{}]", items.join(","))
 }
 
 /// Bytes that are not UTF-8 are shown as U+FFFD.

@@ -8,6 +8,7 @@
 //! | `5RRL 18AAAAQXYZGGCCC` | Contact ID from receiver RR, line L, account AAAA; Q is `E`, `R` or `P` (or Contact ID's `1`, `3`, `6`) |
 //! | `3RRL ` and SIA data | SIA from receiver RR, line L |
 
+use crate::database::EventRecord;
 use crate::event::{ContactId, Event, Qualifier};
 
 /// The reply to a line that was understood.
@@ -105,6 +106,36 @@ impl<'a> Line<'a> {
                 .with("line", line)
                 .with("data", data),
         }
+    }
+
+    /// The row stored for `raw`, the line (without its DC4) this was parsed
+    /// from, which arrived from `peer` at `received_at` (Unix milliseconds);
+    /// none for a heartbeat, which supervises the link and is no event.
+    pub fn record(&self, raw: &[u8], peer: String, received_at: i64) -> Option<EventRecord> {
+        let (token, account, receiver, line) = match self {
+            Self::Heartbeat => return None,
+            Self::ContactId {
+                receiver,
+                line,
+                account,
+                ..
+            } => ("contact-id", Some(*account), *receiver, *line),
+            Self::Sia { receiver, line, .. } => ("sia", None, *receiver, *line),
+        };
+        Some(EventRecord {
+            received_at,
+            protocol: "surgard",
+            token: token.to_owned(),
+            account: account.map(str::to_owned),
+            receiver: Some(receiver.to_owned()),
+            line: line.to_owned(),
+            sequence: None,
+            // The whole line: Sur-Gard has no data block to cut out.
+            data: String::from_utf8_lossy(raw).into_owned(),
+            extended: None,
+            panel_time: None,
+            peer,
+        })
     }
 }
 

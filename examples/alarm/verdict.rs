@@ -21,9 +21,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::database::EventRecord;
 use crate::dc09::{self, Header};
 use crate::encryption::Key;
-use crate::event::{ContactId, Event, Qualifier};
+use crate::event::{ContactId, Event, Qualifier, json_list};
 
 /// How far a frame's timestamp may lag behind our clock, in seconds.
 const MAX_AGE: i64 = 40;
@@ -59,7 +60,7 @@ impl Accounts {
         self.served.is_empty()
     }
 
-    fn knows(&self, account: &str) -> bool {
+    pub fn knows(&self, account: &str) -> bool {
         self.served.contains(&account.to_ascii_uppercase())
     }
 
@@ -149,14 +150,7 @@ impl Accepted<'_> {
         let header = &self.header;
         let mut event = Event::new()
             .with("protocol", "dc09")
-            // As on the wire: `*SIA-DCS` when it came encrypted.
-            .with(
-                "token",
-                match self.key {
-                    Some(_) => format!("*{}", self.token.as_str()),
-                    None => self.token.as_str().to_owned(),
-                },
-            )
+            .with("token", self.wire_token())
             .with("account", header.account)
             .with("sequence", header.sequence);
         if let Some(receiver) = header.receiver {
@@ -174,6 +168,37 @@ impl Accepted<'_> {
             event = event.with("timestamp", timestamp);
         }
         event
+    }
+
+    /// The token as on the wire: `*SIA-DCS` when it came encrypted.
+    fn wire_token(&self) -> String {
+        match self.key {
+            Some(_) => format!("*{}", self.token.as_str()),
+            None => self.token.as_str().to_owned(),
+        }
+    }
+
+    /// The row stored for this frame, which arrived from `peer` at
+    /// `received_at` (Unix milliseconds).
+    pub fn record(&self, peer: String, received_at: i64) -> EventRecord {
+        let header = &self.header;
+        EventRecord {
+            received_at,
+            protocol: "dc09",
+            token: self.wire_token(),
+            account: Some(header.account.to_owned()),
+            receiver: header.receiver.map(str::to_owned),
+            line: header.line.to_owned(),
+            sequence: Some(header.sequence.to_owned()),
+            data: String::from_utf8_lossy(&self.data).into_owned(),
+            extended: (!self.extended.is_empty()).then(|| json_list(&self.extended)),
+            panel_time: self.timestamp.as_ref().and_then(|stamp| {
+                let mut with_underscore = b"_".to_vec();
+                with_underscore.extend_from_slice(stamp);
+                dc09::parse_timestamp(&with_underscore)
+            }),
+            peer,
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -171,15 +172,25 @@ impl Peer {
     }
 }
 
-/// The receiver on 127.0.0.1:0, knowing accounts 1234 and ABC.
+/// The receiver on 127.0.0.1:0, knowing accounts 1234 and ABC, with a
+/// database of its own in a temporary directory.
 pub async fn receiver(extra: &[&str]) -> ExampleServer {
-    ExampleServer::start_command(
-        Command::new(example_path("alarm_receiver"))
-            .args(["127.0.0.1:0", "--accounts", "1234,ABC"])
-            .args(extra),
+    let scratch = tempfile::tempdir().expect("a temporary directory");
+    let db = scratch.path().join("alarm-events.db");
+    let mut server = ExampleServer::start_command(
+        receiver_command(&db, &["--accounts", "1234,ABC"]).args(extra),
         "alarm_receiver",
     )
-    .await
+    .await;
+    server.scratch = Some(scratch);
+    server
+}
+
+/// The receiver on 127.0.0.1:0 with `args`, storing its events in `db`.
+pub fn receiver_command(db: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(example_path("alarm_receiver"));
+    command.arg("127.0.0.1:0").arg("--db").arg(db).args(args);
+    command
 }
 
 /// The next line the receiver printed, without its newline.

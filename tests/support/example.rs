@@ -7,6 +7,7 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::mpsc;
 
 use super::within;
 
@@ -32,6 +33,8 @@ pub struct ExampleServer {
     pub child: Child,
     pub addr: SocketAddr,
     pub stdout: BufReader<ChildStdout>,
+    /// A directory the example writes in (its database), removed with it.
+    pub scratch: Option<tempfile::TempDir>,
 }
 
 impl ExampleServer {
@@ -41,10 +44,31 @@ impl ExampleServer {
 
     /// Starts `command`, which runs example `name`, and waits for `listening on`.
     pub async fn start_command(command: &mut Command, name: &str) -> Self {
+        // The examples log to stderr; the tests read what they print.
+        Self::spawn(command.stderr(Stdio::null()), name).await
+    }
+
+    /// Like [`start_command`](Self::start_command), and each line the
+    /// example logs on stderr arrives on the returned channel.
+    pub async fn start_logged(
+        command: &mut Command,
+        name: &str,
+    ) -> (Self, mpsc::UnboundedReceiver<String>) {
+        let mut server = Self::spawn(command.stderr(Stdio::piped()), name).await;
+        let mut stderr = BufReader::new(server.child.stderr.take().unwrap()).lines();
+        let (lines, log) = mpsc::unbounded_channel();
+        // Drained as it comes, so the example never waits on a full pipe.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                let _ = lines.send(line);
+            }
+        });
+        (server, log)
+    }
+
+    async fn spawn(command: &mut Command, name: &str) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
-            // The examples log to stderr; the tests read what they print.
-            .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("example starts");
@@ -63,6 +87,7 @@ impl ExampleServer {
             child,
             addr,
             stdout,
+            scratch: None,
         }
     }
 
