@@ -14,6 +14,7 @@
 //! alarm_commits --fsync-probe /tmp
 //! ```
 
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -118,23 +119,35 @@ async fn panel(addr: SocketAddr, line: u32, events: u32) -> Histogram<u64> {
     latencies
 }
 
-/// Appends 4 KiB and `fdatasync`s, 200 times, in a file under `dir`.
+/// Writes 4 KiB and `fdatasync`s, 200 times, in a file under `dir`: first
+/// appending (the file grows: the file system's journal is flushed too),
+/// then overwriting the same pages (as a WAL that was reset after a
+/// checkpoint is written).
 fn fsync_probe(dir: &std::path::Path) {
     const WRITES: u32 = 200;
     let path = dir.join(format!("alarm-commits-probe-{}", std::process::id()));
-    let mut file = std::fs::File::create(&path).expect("a probe file");
     let page = [0x5a_u8; 4096];
-    let started = Instant::now();
-    for _ in 0..WRITES {
-        file.write_all(&page).expect("write");
-        file.sync_data().expect("fdatasync");
+    let mut report = format!("dir={}", dir.display());
+    for (mode, options) in [
+        (
+            "append",
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .clone(),
+        ),
+        ("overwrite", OpenOptions::new().write(true).clone()),
+    ] {
+        let mut file = options.open(&path).expect("a probe file");
+        let started = Instant::now();
+        for _ in 0..WRITES {
+            file.write_all(&page).expect("write");
+            file.sync_data().expect("fdatasync");
+        }
+        let micros = started.elapsed().as_secs_f64() * 1e6 / f64::from(WRITES);
+        report.push_str(&format!(" fdatasync_4k_{mode}_us={micros:.0}"));
     }
-    let elapsed = started.elapsed();
-    drop(file);
     let _ = std::fs::remove_file(&path);
-    println!(
-        "dir={} fdatasync_of_4k_us={:.0} ({WRITES} writes)",
-        dir.display(),
-        elapsed.as_secs_f64() * 1e6 / f64::from(WRITES)
-    );
+    println!("{report} ({WRITES} writes each)");
 }
