@@ -15,7 +15,8 @@ impl Connection {
     /// [`locate`](super::Connections::locate) and
     /// [`by_key`](super::Connections::by_key) find it by that key. A key it
     /// held before is released. The key goes when the connection ends, after
-    /// its `on_disconnect` (which still sees it).
+    /// its `on_disconnect` (which still sees it; a connection closed as
+    /// `Replaced` has lost it already).
     ///
     /// When another open connection holds `key`, the builder's
     /// [`key_policy`](crate::ServerBuilder::key_policy) decides:

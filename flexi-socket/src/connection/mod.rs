@@ -158,7 +158,7 @@ struct Shared {
     /// The message history, when the builder asked for one.
     history: Option<Box<Recorder>>,
     /// Requests waiting for this connection's replies, once it was asked
-    /// (see `request.rs`): until then one word, and one load per message.
+    /// (see `request.rs`): until then two words, and one load per message.
     requests: OnceLock<Box<replies::Replies>>,
 }
 
