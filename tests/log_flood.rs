@@ -52,6 +52,70 @@ async fn a_flood_of_oversize_frames_is_logged_within_a_budget() {
     server.shutdown().await;
 }
 
+/// The kind's budget is the server's: one connection's flood spends it.
+/// Another connection's first error of that kind is still logged, and so
+/// are the first errors of many connections, up to a second budget: the
+/// log stays bounded whatever the number of connections (issue 18).
+#[tokio::test(start_paused = true)]
+async fn a_connections_first_error_is_logged_through_anothers_flood() {
+    let captured = Captured::default();
+    let _logging = captured.install();
+
+    let echo = Router::new()
+        .on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await });
+    let server = TestServer::start(
+        FlexiSocket::server("in memory")
+            .router(echo)
+            .framing(Framing::lines().max_length(16)),
+    )
+    .unwrap();
+    let oversize = format!("{}\n", "x".repeat(40));
+    let mut flooder = server.connect_from("10.0.0.1:4000".parse().unwrap()).await;
+    for _ in 0..200 {
+        flooder.write(&oversize).await.unwrap();
+    }
+    flooder.send("ok").await.unwrap();
+    assert_eq!(flooder.receive_str().await.unwrap(), "ok");
+    assert_eq!(captured.count("connection error"), 10, "the kind's budget");
+
+    let mut quiet = server.connect_from("10.0.0.2:4000".parse().unwrap()).await;
+    quiet.write(&oversize).await.unwrap();
+    quiet.send("ok").await.unwrap();
+    assert_eq!(quiet.receive_str().await.unwrap(), "ok");
+    assert_eq!(
+        captured.count("peer=10.0.0.2:4000"),
+        1,
+        "the quiet connection's first oversize frame is logged"
+    );
+    // Its second one is not: the kind's budget is spent.
+    quiet.write(&oversize).await.unwrap();
+    quiet.send("ok").await.unwrap();
+    assert_eq!(quiet.receive_str().await.unwrap(), "ok");
+    assert_eq!(captured.count("peer=10.0.0.2:4000"), 1);
+
+    // Many connections' first errors in the same second: bounded all the same.
+    let before = captured.text().len();
+    for n in 0..200u16 {
+        let mut peer = server
+            .connect_from(format!("10.0.1.{}:{}", n % 250, 5000 + n).parse().unwrap())
+            .await;
+        peer.write(&oversize).await.unwrap();
+        peer.send("ok").await.unwrap();
+        assert_eq!(peer.receive_str().await.unwrap(), "ok");
+    }
+    let lines = captured.count("connection error");
+    assert_eq!(
+        lines,
+        10 + 20,
+        "the kind's ten, then twenty first errors a second beyond it"
+    );
+    assert_eq!(server.stats().errors.frame_too_large, 200 + 2 + 200);
+    let logged = captured.text().len() - before;
+    eprintln!("200 connections' first errors after a flood: {logged} bytes of log");
+    assert!(logged < 20 * 400, "{logged} bytes of log");
+    server.shutdown().await;
+}
+
 /// The alarm receiver example answers each of a flood of 3-byte garbage
 /// frames with a NAK, and logs its NAK lines within its rate: ten a second
 /// and a line counting the rest, not one line per frame (issue 18: 40x

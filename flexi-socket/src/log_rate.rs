@@ -82,6 +82,14 @@ impl LogRate {
 
     /// Whether to write one more line now.
     pub fn admit(&self) -> LogVerdict {
+        self.admit_or(|| false)
+    }
+
+    /// Whether to write one more line now: within the rate, or beyond it
+    /// when `beyond` says so (asked only then). A line let through beyond
+    /// the rate is not counted as suppressed; those suppressed before it are
+    /// reported with the next line within the rate.
+    pub(crate) fn admit_or(&self, beyond: impl FnOnce() -> bool) -> LogVerdict {
         let now = Instant::now();
         let mut window = sync::lock(&self.window);
         let mut suppressed = 0;
@@ -97,6 +105,11 @@ impl LogRate {
             window.logged += 1;
             LogVerdict::Log { suppressed }
         } else {
+            // Not lost: kept for the next line within the rate.
+            window.suppressed += suppressed;
+            if beyond() {
+                return LogVerdict::Log { suppressed: 0 };
+            }
             window.suppressed += 1;
             LogVerdict::Suppress
         }

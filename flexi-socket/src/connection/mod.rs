@@ -34,6 +34,7 @@ use history::Recorder;
 pub use history::{Direction, History, HistoryEntry};
 pub use list::Connections;
 pub use outcome::{LocateOutcome, Location, SendOutcome};
+use log_budget::KindsSeen;
 pub(crate) use report::report;
 pub use shutdown::ShutdownReport;
 
@@ -147,6 +148,9 @@ struct Shared {
     first_message: AtomicBool,
     messages_in: AtomicU64,
     bytes_in: AtomicU64,
+    /// The kinds of error it has had: its first of each is logged beyond
+    /// the endpoint's budget (see `log_budget`).
+    error_kinds_seen: KindsSeen,
     /// This connection's own encoder, for a custom codec (a built-in codec's
     /// is shared: see `Endpoint::encoder`).
     encoder: Option<Box<FrameEncoder>>,
@@ -194,6 +198,7 @@ impl Connection {
                 first_message: AtomicBool::new(true),
                 messages_in: AtomicU64::new(0),
                 bytes_in: AtomicU64::new(0),
+                error_kinds_seen: KindsSeen::default(),
                 encoder,
                 outbound,
                 close: CloseSignal::default(),
@@ -444,6 +449,12 @@ impl Connection {
     /// it is (the stream driver's `abort`, or `pipeline::until_aborted`).
     pub(crate) fn abort(&self) {
         self.shared.close.abort();
+    }
+
+    /// Notes an error of kind `kind` (an index of `ERROR_KINDS`); whether
+    /// it is the connection's first of that kind.
+    pub(crate) fn first_error_of_kind(&self, kind: usize) -> bool {
+        self.shared.error_kinds_seen.first(kind)
     }
 
     /// Why the connection is closing, once it is.

@@ -28,7 +28,8 @@ pub(crate) fn report(connection: &Connection, error: Error) -> BoxFuture<'_, ()>
         let endpoint = connection.endpoint();
         endpoint.counters.count_error(&error);
         let kind = error_kind(&error);
-        if let LogVerdict::Log { suppressed } = endpoint.log_budget.admit(kind) {
+        let first = connection.first_error_of_kind(kind);
+        if let LogVerdict::Log { suppressed } = endpoint.log_budget.admit(kind, first) {
             if suppressed > 0 {
                 tracing::warn!(
                     suppressed,
