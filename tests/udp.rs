@@ -430,6 +430,71 @@ async fn a_full_session_queue_drops_and_reports_while_others_are_served() {
     running.stop().await;
 }
 
+/// Handlers that finish at once run in the receive loop, the others go on
+/// in their session's task (issue 19): either way a session's datagrams are
+/// handled one at a time, in order, and each reply leaves in order, while
+/// several peers send at once.
+#[tokio::test]
+async fn mixing_handlers_that_wait_and_that_finish_at_once_keeps_each_sessions_order() {
+    const PEERS: usize = 4;
+    const DATAGRAMS: usize = 60;
+    /// A session's turn: how many datagrams it handled, whether one runs.
+    #[derive(Default)]
+    struct Turn {
+        handled: usize,
+        busy: bool,
+    }
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let overlapped = Arc::clone(&overlaps);
+    let router = Router::new().on_message(move |conn: Connection, msg: String| {
+        let overlapped = Arc::clone(&overlapped);
+        async move {
+            if conn.with_state(|_: &mut Turn| ()).is_none() {
+                conn.set_state(Turn::default());
+            }
+            let (nth, overlapping) = conn
+                .with_state(|turn: &mut Turn| {
+                    turn.handled += 1;
+                    (turn.handled, std::mem::replace(&mut turn.busy, true))
+                })
+                .expect("the turn was set");
+            if overlapping {
+                overlapped.fetch_add(1, Ordering::SeqCst);
+            }
+            let number: usize = msg.parse().expect("a number");
+            // Every third one waits (its handler goes on in the session's task).
+            if number.is_multiple_of(3) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            conn.with_state(|turn: &mut Turn| turn.busy = false);
+            conn.send(format!("{number} {nth}")).await
+        }
+    });
+    let running = start(server().router(router).udp_session_queue(DATAGRAMS)).await;
+    let mut peers = Vec::new();
+    for _ in 0..PEERS {
+        peers.push(UdpClient::connect(running.addr).await);
+    }
+    // The first datagram opens each session; then all at once.
+    for peer in &peers {
+        assert_eq!(peer.ask("0").await, "0 1");
+    }
+    for number in 1..DATAGRAMS {
+        for peer in &peers {
+            peer.send(number.to_string()).await;
+        }
+    }
+    for peer in &peers {
+        for number in 1..DATAGRAMS {
+            // Handled in the order sent: the n-th datagram is the session's n-th.
+            assert_eq!(peer.recv_text().await, format!("{number} {}", number + 1));
+        }
+    }
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0);
+    assert_eq!(running.handle.stats().datagrams_dropped, 0);
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn shutdown_handles_what_was_received_and_sends_every_reply() {
     let (events, mut log) = Events::new();

@@ -183,7 +183,7 @@ impl UdpClientBuilder {
         if let Some(handshake) = self.handshake {
             connection.send(handshake).await?;
         }
-        let config = self.options.session();
+        let config = self.options.session(false);
         let peer = DatagramPeer::connected(Arc::clone(&socket));
         let (inbox, serve) = datagram::open(connection.clone(), queue, peer, config);
         let receiving = receive(socket, inbox, self.options.max_datagram, connection.clone());
@@ -263,7 +263,7 @@ async fn receive(socket: Arc<UdpSocket>, inbox: Inbox, max: usize, connection: C
             received = socket.recv(&mut buffer) => received,
         };
         let (inbound, pause) = match received {
-            Ok(length) => (Inbound::received(&buffer[..length], max), false),
+            Ok(length) => (Inbound::received(&buffer[..length], length, max), false),
             // Anything but a refusal may persist: pausing keeps it from spinning the loop.
             Err(error) => {
                 let pause = !is_refusal(&error);

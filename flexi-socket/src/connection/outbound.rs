@@ -87,6 +87,8 @@ struct State {
     closed: bool,
     /// The writer, while it waits for frames.
     writer: Option<Waker>,
+    /// A [`Flusher`] takes what is queued next: senders need not wake the writer.
+    held: bool,
     /// Frames and bytes ever queued: the connection's outbound counters.
     queued_frames: u64,
     queued_bytes: u64,
@@ -176,7 +178,7 @@ impl Queue {
         state.queued_frames += 1;
         state.queued_bytes += length as u64;
         queued();
-        let wake = state.writer.is_some() && !self.sent_by_writer_task();
+        let wake = state.writer.is_some() && !state.held && !self.sent_by_writer_task();
         let writer = if wake { state.writer.take() } else { None };
         drop(state);
         if let Some(writer) = writer {
@@ -189,6 +191,53 @@ impl Queue {
         self.writer_task
             .get()
             .is_some_and(|task| tokio::task::try_id() == Some(*task))
+    }
+
+    /// Moves the waiting frames into `frames` for whoever sends them, if
+    /// nobody holds frames taken before (they are sent first).
+    fn take_into(&self, state: &mut State, frames: &mut Frames) -> bool {
+        debug_assert!(frames.is_empty());
+        if state.waiting.is_empty() || state.writing_frames > 0 {
+            return false;
+        }
+        std::mem::swap(&mut state.waiting, frames);
+        state.writing_frames = frames.count;
+        state.writing_cost = frames.cost(self.max_bytes);
+        true
+    }
+
+    /// Gives back the budget of `frames`, which reached the socket, and
+    /// empties it for the next take. `by_flusher`: a [`Flusher`] wrote them,
+    /// and wakes the writer if it waits for them to be written (frames
+    /// queued meanwhile, or the end).
+    fn written(&self, frames: &mut Frames, by_flusher: bool) {
+        let writer = {
+            let mut state = self.lock();
+            state.writing_frames = 0;
+            state.writing_cost = 0;
+            let writer_waits = !state.waiting.is_empty() || state.closed;
+            if by_flusher && writer_waits {
+                state.writer.take()
+            } else {
+                None
+            }
+        };
+        if let Some(writer) = writer {
+            writer.wake();
+        }
+        frames.count = 0;
+        frames.lengths.clear();
+        if frames.lengths.capacity() > 64 {
+            // A burst is over: a quiet connection should not keep its peak.
+            frames.lengths.shrink_to_fit();
+        }
+        WRITE_BUFFERS.give_back(&mut frames.bytes);
+        // A sender counts itself before it takes the lock to look for room,
+        // and this looks after freeing room under that lock: a sender that
+        // found none is seen here.
+        if self.waiting_for_room.load(Ordering::SeqCst) > 0 {
+            self.room.notify_waiters();
+        }
     }
 }
 
@@ -329,15 +378,12 @@ impl OutboundReceiver {
     /// (see [`written`](Self::written)); `Ready(false)` once the queue is
     /// closed and empty. Pending until a frame is queued.
     pub(crate) fn poll_take(&mut self, cx: &mut Context<'_>, frames: &mut Frames) -> Poll<bool> {
-        debug_assert!(frames.is_empty());
         let mut state = self.queue.lock();
-        if !state.waiting.is_empty() {
-            std::mem::swap(&mut state.waiting, frames);
-            state.writing_frames = frames.count;
-            state.writing_cost = frames.cost(self.queue.max_bytes);
+        if self.queue.take_into(&mut state, frames) {
             return Poll::Ready(true);
         }
-        if state.closed {
+        // Frames a flusher holds are not written yet: not the end.
+        if state.closed && state.waiting.is_empty() && state.writing_frames == 0 {
             return Poll::Ready(false);
         }
         sync::keep_waker(&mut state.writer, cx);
@@ -363,24 +409,59 @@ impl OutboundReceiver {
     /// Gives back the budget of `frames`, which reached the socket, and
     /// empties it for the next [`take`](Self::take).
     pub(crate) fn written(&self, frames: &mut Frames) {
-        {
+        self.queue.written(frames, false);
+    }
+
+    /// Another way to the frames, for whoever ran the connection's handler
+    /// in its own task and sends the replies right after (a UDP receive
+    /// loop), while this writer waits.
+    pub(crate) fn flusher(&self) -> Flusher {
+        Flusher {
+            queue: Arc::clone(&self.queue),
+        }
+    }
+}
+
+/// Sends a connection's replies instead of its writer, in the task that ran
+/// the handler that made them: no wake-up of the writer's task. Frames stay
+/// in order: each side takes only while the other holds none.
+#[derive(Debug, Clone)]
+pub(crate) struct Flusher {
+    queue: Arc<Queue>,
+}
+
+impl Flusher {
+    /// Until [`take`](Self::take), frames queued need not wake the writer:
+    /// they are taken here.
+    pub(crate) fn hold(&self) {
+        self.queue.lock().held = true;
+    }
+
+    /// Ends the [`hold`](Self::hold): moves the waiting frames into
+    /// `frames`, which must be empty, unless the writer holds frames it has
+    /// not written (then it is woken to take these after them).
+    pub(crate) fn take(&self, frames: &mut Frames) -> bool {
+        let writer = {
             let mut state = self.queue.lock();
-            state.writing_frames = 0;
-            state.writing_cost = 0;
+            state.held = false;
+            if self.queue.take_into(&mut state, frames) {
+                return true;
+            }
+            if state.waiting.is_empty() {
+                None
+            } else {
+                state.writer.take()
+            }
+        };
+        if let Some(writer) = writer {
+            writer.wake();
         }
-        frames.count = 0;
-        frames.lengths.clear();
-        if frames.lengths.capacity() > 64 {
-            // A burst is over: a quiet connection should not keep its peak.
-            frames.lengths.shrink_to_fit();
-        }
-        WRITE_BUFFERS.give_back(&mut frames.bytes);
-        // A sender counts itself before it takes the lock to look for room,
-        // and this looks after freeing room under that lock: a sender that
-        // found none is seen here.
-        if self.queue.waiting_for_room.load(Ordering::SeqCst) > 0 {
-            self.queue.room.notify_waiters();
-        }
+        false
+    }
+
+    /// See [`OutboundReceiver::written`].
+    pub(crate) fn written(&self, frames: &mut Frames) {
+        self.queue.written(frames, true);
     }
 }
 

@@ -4,7 +4,9 @@
 //!
 //! One receive loop reads the socket and hands each datagram to its peer's
 //! session without ever waiting on it; sessions (`transport/datagram`) run
-//! their events in order, each in its own task.
+//! their events in order, each in its own task, or, when a session waits
+//! with nothing else to do and its handler finishes at once, right in the
+//! receive loop (in place), replies included.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -25,12 +27,13 @@ use super::bind::{self, SocketOptions};
 use super::builder::{FlexiSocket, ServerBuilder, ServerTransport, handlers_beside, sealed};
 use super::{Listener, Server};
 use crate::address::{self, Accepts};
-use crate::connection::outbound::Transport;
+use crate::connection::outbound::{Frames, Transport};
 use crate::connection::{Endpoint, Side};
 use crate::error::{Error, Result};
 use crate::sync;
 use crate::transport::datagram::{
-    self, DatagramPeer, Inbound, Inbox, InboxRefused, LARGEST_DATAGRAM, ReceiveErrors, UdpOptions,
+    self, DatagramPeer, Inbound, Inbox, InboxRefused, ReceiveBatch, ReceiveErrors, UdpOptions,
+    Unsent,
 };
 use crate::transport::spawn_in;
 
@@ -263,7 +266,9 @@ impl Receiver {
     /// `tasks`) for each new peer. Nothing a peer sends ends the loop.
     async fn receive(mut self) {
         let max_datagram = self.options.max_datagram;
-        let mut buffer = vec![0; max_datagram.max(LARGEST_DATAGRAM) + 1];
+        let mut batch = ReceiveBatch::new(max_datagram);
+        // The replies of datagrams handled in place, reused.
+        let mut replies = Frames::default();
         let mut errors = ReceiveErrors::default();
         let endpoint = Arc::clone(&self.endpoint);
         // Made once, not per datagram: each new one registers with the token anew.
@@ -273,31 +278,47 @@ impl Receiver {
             let received = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                received = self.socket.recv_from(&mut buffer) => received,
+                received = batch.receive(&self.socket) => received,
             };
             match received {
-                Ok((length, peer)) => {
+                Ok(()) => {
                     errors.reset();
-                    let inbound = Inbound::received(&buffer[..length], max_datagram);
-                    self.deliver(peer, inbound);
+                    // Behind: datagrams are only handed on, so that a flood is
+                    // shed at its session's queue, not at the socket's buffer.
+                    let behind = batch.is_full();
+                    for (datagram, length, peer) in batch.datagrams() {
+                        let inbound = Inbound::received(datagram, length, max_datagram);
+                        let replies = (!behind).then_some(&mut replies);
+                        if let Some(unsent) = self.deliver(peer, inbound, replies) {
+                            unsent.send().await;
+                        }
+                    }
                 }
                 Err(error) => errors.note(&endpoint, error).await,
             }
         }
     }
 
-    /// Hands `inbound` to `peer`'s session, opening one if there is none.
-    fn deliver(&mut self, peer: SocketAddr, inbound: Inbound) {
-        let inbound = match self.sessions.offer(peer, inbound) {
-            Ok(()) => return,
+    /// Hands `inbound` to `peer`'s session, opening one if there is none;
+    /// returns the replies left to send when it was handled in place.
+    /// `replies`: where the replies go if it is handled in place (`None`: not).
+    fn deliver(
+        &mut self,
+        peer: SocketAddr,
+        inbound: Inbound,
+        replies: Option<&mut Frames>,
+    ) -> Option<Unsent> {
+        let inbound = match self.sessions.deliver(peer, inbound, replies) {
+            Ok(unsent) => return unsent,
             Err(InboxRefused::Full) => {
                 // The session reports the drop to its on_error when it catches up.
                 self.dropped(peer, "its session's queue is full");
-                return;
+                return None;
             }
             Err(InboxRefused::Ended(inbound)) => inbound,
         };
         self.open(peer, inbound);
+        None
     }
 
     fn open(&mut self, peer: SocketAddr, inbound: Inbound) {
@@ -330,7 +351,7 @@ impl Receiver {
         endpoint.register(&connection);
         let id = connection.id();
         let target = DatagramPeer::new(Arc::clone(&self.socket), peer);
-        let (inbox, serve) = datagram::open(connection, queue, target, self.options.session());
+        let (inbox, serve) = datagram::open(connection, queue, target, self.options.session(true));
         // A fresh inbox has room for the datagram that opened it.
         let _ = inbox.offer(inbound);
         self.sessions.insert(peer, inbox);
@@ -365,9 +386,14 @@ impl Sessions {
         sync::lock(&self.0)
     }
 
-    fn offer(&self, peer: SocketAddr, inbound: Inbound) -> Result<(), InboxRefused> {
+    fn deliver(
+        &self,
+        peer: SocketAddr,
+        inbound: Inbound,
+        replies: Option<&mut Frames>,
+    ) -> Result<Option<Unsent>, InboxRefused> {
         match self.lock().get(&Peer(peer)) {
-            Some(inbox) => inbox.offer(inbound),
+            Some(inbox) => inbox.deliver(inbound, replies),
             None => Err(InboxRefused::Ended(inbound)),
         }
     }

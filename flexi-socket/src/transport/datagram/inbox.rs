@@ -15,14 +15,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use super::in_place::{InPlace, Unsent};
 use super::session::Inbound;
 use crate::connection::Connection;
+use crate::connection::outbound::Frames;
 use crate::error::Error;
+use crate::handler::HandlerSlot;
 use crate::sync;
 
 /// Opens the inbox of session `id`, which holds at most `capacity`
 /// datagrams: the receiving side's end and the session's end.
-pub(crate) fn inbox(id: u64, capacity: usize) -> (Inbox, Datagrams) {
+/// `in_place`: how the receiving side may handle datagrams itself.
+pub(crate) fn inbox(id: u64, capacity: usize, in_place: Option<InPlace>) -> (Inbox, Datagrams) {
     let shared = Arc::new(Shared {
         state: Mutex::default(),
         capacity,
@@ -31,6 +35,7 @@ pub(crate) fn inbox(id: u64, capacity: usize) -> (Inbox, Datagrams) {
     let inbox = Inbox {
         id,
         shared: Arc::clone(&shared),
+        in_place,
     };
     (inbox, Datagrams { shared })
 }
@@ -40,6 +45,7 @@ pub(crate) fn inbox(id: u64, capacity: usize) -> (Inbox, Datagrams) {
 pub(crate) struct Inbox {
     id: u64,
     shared: Arc<Shared>,
+    in_place: Option<InPlace>,
 }
 
 /// The session's end: takes the datagrams in the order they came.
@@ -66,6 +72,16 @@ struct State {
     abandoned: bool,
     /// The session, while it waits for a datagram.
     session: Option<Waker>,
+    /// The session waits for a datagram with nothing left to handle: the
+    /// receiving side may handle the next one itself (see `in_place`).
+    parked: bool,
+    /// The receiving side is handling one of the session's datagrams: the
+    /// session waits until it is done.
+    in_place: bool,
+    /// The session asked for a datagram while one was handled in place.
+    session_waits_in_place: bool,
+    /// The handler slot of the datagrams handled in place, between them.
+    slot: HandlerSlot,
 }
 
 impl Shared {
@@ -89,6 +105,32 @@ impl Inbox {
     /// The id of the session's connection.
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Handles `inbound` in place if the session lets it (see `in_place`)
+    /// and the receiving side can (`frames`, empty, for the replies; `None`:
+    /// it is behind), or offers it. `Ok` with the replies the socket did not
+    /// take at once.
+    pub(crate) fn deliver(
+        &self,
+        inbound: Inbound,
+        frames: Option<&mut Frames>,
+    ) -> Result<Option<Unsent>, InboxRefused> {
+        let inbound = match (&self.in_place, frames) {
+            (Some(in_place), Some(frames)) => match in_place.handle(self, inbound, frames) {
+                Ok(unsent) => return Ok(unsent),
+                Err(inbound) => inbound,
+            },
+            _ => inbound,
+        };
+        self.offer(inbound).map(|()| None)
+    }
+
+    /// The way the session's failed sends take, for replies sent in place.
+    pub(super) fn send_failures(&self) -> SendFailures {
+        SendFailures {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     pub(crate) fn offer(&self, inbound: Inbound) -> Result<(), InboxRefused> {
@@ -159,6 +201,55 @@ impl SendFailures {
     }
 }
 
+impl Inbox {
+    /// Takes the session's turn to handle one datagram in place, if the
+    /// session waits with nothing to handle and nothing to report; returns
+    /// the slot to handle it in. [`end_in_place`](Self::end_in_place) gives
+    /// the turn back.
+    pub(super) fn begin_in_place(&self) -> Option<HandlerSlot> {
+        let mut state = self.shared.lock();
+        let free = state.parked
+            && !state.in_place
+            && !state.closed
+            && state.waiting.is_empty()
+            && self.shared.dropped.load(Ordering::Relaxed) == 0;
+        if !free {
+            return None;
+        }
+        state.in_place = true;
+        Some(std::mem::take(&mut state.slot))
+    }
+
+    /// Gives the turn back, with the slot, or with what the session goes on
+    /// with (the slot travels in it), which it gets before anything else.
+    pub(super) fn end_in_place(&self, ended: InPlaceEnd) {
+        let session = {
+            let mut state = self.shared.lock();
+            state.in_place = false;
+            let mut wake = std::mem::take(&mut state.session_waits_in_place);
+            match ended {
+                InPlaceEnd::Done(slot) => state.slot = slot,
+                InPlaceEnd::GoOn(inbound) => {
+                    state.waiting.push_front(inbound);
+                    wake = true;
+                }
+            }
+            if wake { state.session.take() } else { None }
+        };
+        if let Some(session) = session {
+            session.wake();
+        }
+    }
+}
+
+/// How a datagram handled in place ended.
+pub(crate) enum InPlaceEnd {
+    /// Its handling is over: the slot goes back.
+    Done(HandlerSlot),
+    /// The session goes on with this.
+    GoOn(Inbound),
+}
+
 impl Drop for Inbox {
     fn drop(&mut self) {
         let session = {
@@ -177,13 +268,22 @@ impl Datagrams {
     /// empty and abandoned by the receiving side.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
         let mut state = self.shared.lock();
+        if state.in_place {
+            // One event at a time: what is handled in place comes first.
+            state.session_waits_in_place = true;
+            sync::keep_waker(&mut state.session, cx);
+            return Poll::Pending;
+        }
         if let Some(inbound) = state.waiting.pop_front() {
+            state.parked = false;
             return Poll::Ready(Some(inbound));
         }
         if state.closed || state.abandoned {
+            state.parked = false;
             return Poll::Ready(None);
         }
         sync::keep_waker(&mut state.session, cx);
+        state.parked = true;
         Poll::Pending
     }
 
@@ -246,7 +346,7 @@ mod tests {
 
     #[test]
     fn a_full_inbox_drops_and_counts_and_a_closed_one_hands_back() {
-        let (inbox, mut datagrams) = inbox(7, 2);
+        let (inbox, mut datagrams) = inbox(7, 2, None);
         assert_eq!(inbox.id(), 7);
         inbox.offer(datagram("a")).unwrap();
         inbox.offer(datagram("b")).unwrap();
@@ -275,7 +375,7 @@ mod tests {
 
     #[test]
     fn an_empty_inbox_waits_until_its_receiving_side_is_gone() {
-        let (inbox, mut datagrams) = inbox(1, 4);
+        let (inbox, mut datagrams) = inbox(1, 4, None);
         assert_eq!(received(&mut datagrams), Poll::Pending);
         inbox.offer(datagram("last")).unwrap();
         drop(inbox);
@@ -293,8 +393,42 @@ mod tests {
     }
 
     #[test]
+    fn the_receiving_side_takes_only_the_turn_of_a_session_that_waits_for_nothing() {
+        let (inbox, mut datagrams) = inbox(1, 4, None);
+        // Not waiting yet: the session may be busy.
+        assert!(inbox.begin_in_place().is_none());
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(Arc::clone(&flag));
+        let mut cx = Context::from_waker(&waker);
+        assert!(datagrams.poll_recv(&mut cx).is_pending());
+        let slot = inbox.begin_in_place().expect("the session waits");
+        assert!(inbox.begin_in_place().is_none(), "one at a time");
+        // Meanwhile the session does not go on, even with a datagram waiting.
+        inbox.offer(datagram("later")).unwrap();
+        assert!(flag.0.swap(false, Ordering::SeqCst));
+        assert!(datagrams.poll_recv(&mut cx).is_pending());
+        // What the receiving side hands over comes before what waited.
+        inbox.end_in_place(InPlaceEnd::GoOn(datagram("first")));
+        assert!(flag.0.swap(false, Ordering::SeqCst), "woken by the end");
+        assert_eq!(received(&mut datagrams), Poll::Ready(Some("first".into())));
+        assert_eq!(received(&mut datagrams), Poll::Ready(Some("later".into())));
+        drop(slot);
+        // Busy, then waiting again; a closed inbox lends no turn.
+        assert!(
+            inbox.begin_in_place().is_none(),
+            "busy since it took a datagram"
+        );
+        assert!(datagrams.poll_recv(&mut cx).is_pending());
+        let slot = inbox.begin_in_place().expect("waiting again");
+        inbox.end_in_place(InPlaceEnd::Done(slot));
+        assert!(!flag.0.load(Ordering::SeqCst), "nothing to wake it for");
+        datagrams.close();
+        assert!(inbox.begin_in_place().is_none());
+    }
+
+    #[test]
     fn an_offer_and_the_end_of_the_receiving_side_wake_the_waiting_session() {
-        let (inbox, mut datagrams) = inbox(1, 4);
+        let (inbox, mut datagrams) = inbox(1, 4, None);
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = Waker::from(Arc::clone(&flag));
         let mut cx = Context::from_waker(&waker);

@@ -15,12 +15,15 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
+use super::in_place::InPlace;
 use super::inbox::{Datagrams, Inbox, SendFailures, inbox};
 use crate::connection::outbound::{Frames, OutboundReceiver};
 use crate::connection::report;
 use crate::connection::{CloseStage, Connection, DisconnectReason};
 use crate::error::Error;
-use crate::events::{classify_first_unit, on_connect, on_disconnect, on_frame, until_aborted};
+use crate::events::{
+    Suspended, classify_first_unit, on_connect, on_disconnect, on_frame, resume, until_aborted,
+};
 use crate::framing::{Decoded, Decoding, FrameDecoder};
 use crate::handler::HandlerSlot;
 use crate::transport::decoder::{ConnectionDecoder, Prepared};
@@ -36,17 +39,32 @@ pub(crate) enum Inbound {
     /// refusal of an earlier datagram: nothing listens at the server's
     /// port), or sending a reply did.
     Failed(io::Error),
+    /// A datagram whose handling the receiving side started in place and
+    /// could not finish at once (see `in_place`): the session goes on with it.
+    Resumed(Box<Resumption>),
+    /// A datagram handled in place ended the session, for this reason.
+    Ended(DisconnectReason),
+}
+
+/// What a delivery started in place leaves to its session.
+pub(crate) struct Resumption {
+    pub(super) suspended: Suspended,
+    /// The slot the handler's future lives in.
+    pub(super) slot: HandlerSlot,
+}
+
+impl std::fmt::Debug for Resumption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resumption").finish_non_exhaustive()
+    }
 }
 
 impl Inbound {
-    /// What arrived, read into a buffer longer than `max` so that an
-    /// oversize datagram shows as such instead of arriving cut to size.
-    pub(crate) fn received(datagram: &[u8], max: usize) -> Self {
-        if datagram.len() > max {
-            Inbound::TooLarge {
-                length: datagram.len(),
-                max,
-            }
+    /// What arrived: `datagram`, `length` bytes long (its bytes may have been
+    /// cut to the room there was; then it is over `max`).
+    pub(crate) fn received(datagram: &[u8], length: usize, max: usize) -> Self {
+        if length > max {
+            Inbound::TooLarge { length, max }
         } else {
             Inbound::Datagram(Bytes::copy_from_slice(datagram))
         }
@@ -59,7 +77,7 @@ impl Inbound {
 }
 
 /// Where a session's datagrams go.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum DatagramPeer {
     /// A server's peer: its address, through a socket shared with other sessions.
     Addressed {
@@ -88,6 +106,15 @@ impl DatagramPeer {
         }
         .map(drop)
     }
+
+    /// Sends `datagram` if the socket takes it now.
+    pub(super) fn try_send(&self, datagram: &[u8]) -> io::Result<()> {
+        match self {
+            DatagramPeer::Addressed { socket, addr } => socket.try_send_to(datagram, *addr),
+            DatagramPeer::Connected(socket) => socket.try_send(datagram),
+        }
+        .map(drop)
+    }
 }
 
 /// How a session behaves.
@@ -97,6 +124,9 @@ pub(crate) struct SessionConfig {
     pub(crate) inbox: usize,
     /// Whether the framing splits each datagram; otherwise a datagram is one message.
     pub(crate) framed: bool,
+    /// Whether the receiving side may handle a datagram in place (see
+    /// `in_place`): a server's receive loop does, a client's does not.
+    pub(crate) in_place: bool,
 }
 
 /// Opens the session of `connection`: the inbox that feeds it, and the
@@ -109,7 +139,13 @@ pub(crate) fn open(
     peer: DatagramPeer,
     config: SessionConfig,
 ) -> (Inbox, impl Future<Output = ()> + Send + 'static) {
-    let (inbox, datagrams) = inbox(connection.id(), config.inbox);
+    let in_place = config.in_place.then(|| InPlace {
+        connection: connection.clone(),
+        flusher: outbound.flusher(),
+        peer: peer.clone(),
+        framed: config.framed,
+    });
+    let (inbox, datagrams) = inbox(connection.id(), config.inbox, in_place);
     let session = Session {
         connection,
         slot: HandlerSlot::default(),
@@ -249,6 +285,14 @@ impl Session {
                 report(&self.connection, Error::Io(error)).await;
                 ControlFlow::Continue(())
             }
+            Inbound::Resumed(resumption) => {
+                let Resumption {
+                    suspended,
+                    mut slot,
+                } = *resumption;
+                resume(&self.connection, suspended, &mut slot).await
+            }
+            Inbound::Ended(reason) => ControlFlow::Break(reason),
         }
     }
 
@@ -386,7 +430,20 @@ async fn send(
     frames: &mut Frames,
     failures: &SendFailures,
 ) {
-    for frame in frames.datagrams() {
+    send_datagrams(connection, peer, frames, 0, failures).await;
+    outbound.written(frames);
+}
+
+/// Sends each of `frames` but the first `sent` as a datagram of its own; a
+/// failure goes to `failures`.
+pub(super) async fn send_datagrams(
+    connection: &Connection,
+    peer: &DatagramPeer,
+    frames: &Frames,
+    sent: usize,
+    failures: &SendFailures,
+) {
+    for frame in frames.datagrams().skip(sent) {
         let mut sent = peer.send(frame).await;
         if let Err(error) = sent {
             sent = if super::is_refusal(&error) {
@@ -402,5 +459,4 @@ async fn send(
             failures.offer(connection, error);
         }
     }
-    outbound.written(frames);
 }

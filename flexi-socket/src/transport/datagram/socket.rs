@@ -49,10 +49,12 @@ impl UdpOptions {
         limits.for_datagrams(Some(self.session_idle))
     }
 
-    pub(crate) fn session(&self) -> SessionConfig {
+    /// How a session is served; `in_place`: a server's (see `SessionConfig`).
+    pub(crate) fn session(&self, in_place: bool) -> SessionConfig {
         SessionConfig {
             inbox: self.session_queue,
             framed: self.framed,
+            in_place,
         }
     }
 }

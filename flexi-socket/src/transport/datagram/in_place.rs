@@ -1,0 +1,123 @@
+//! Handling a datagram in place: in the receiving task, without the hop to
+//! the session's own task, when the session waits with nothing else to do
+//! and its handler finishes at once (an echo's does). Its replies leave
+//! right after, from the same task. The session's contract holds: it is
+//! its turn that the receiving side takes (one event at a time, in order),
+//! and whatever cannot finish at once goes on in the session's task.
+
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use super::inbox::{InPlaceEnd, Inbox, SendFailures};
+use super::session::{DatagramPeer, Inbound, Resumption, send_datagrams};
+use crate::connection::Connection;
+use crate::connection::outbound::{Flusher, Frames};
+use crate::events::{on_frame, suspendable};
+
+/// What a server's session lends its receive loop to handle its datagrams
+/// in place.
+#[derive(Debug)]
+pub(crate) struct InPlace {
+    pub(super) connection: Connection,
+    pub(super) flusher: Flusher,
+    pub(super) peer: DatagramPeer,
+    /// Whether the framing splits each datagram (then the session does).
+    pub(super) framed: bool,
+}
+
+/// Replies a datagram handled in place made that the socket did not take
+/// at once: [`send`](Self::send) them.
+#[derive(Debug)]
+#[must_use]
+pub(crate) struct Unsent {
+    connection: Connection,
+    flusher: Flusher,
+    peer: DatagramPeer,
+    failures: SendFailures,
+    frames: Frames,
+    /// How many of `frames` went out already.
+    sent: usize,
+}
+
+impl Unsent {
+    /// Sends the rest, waiting for the socket as the session's writer does.
+    pub(crate) async fn send(mut self) {
+        let (connection, peer) = (&self.connection, &self.peer);
+        send_datagrams(connection, peer, &self.frames, self.sent, &self.failures).await;
+        self.flusher.written(&mut self.frames);
+    }
+}
+
+impl InPlace {
+    /// Handles `inbound` for the session of `inbox` if it can be done here;
+    /// otherwise hands it back for the inbox. `Ok` with replies left to send.
+    /// `frames`: empty, the receiving side's to reuse from one datagram to
+    /// the next (its allocations go round between it and the queues).
+    pub(super) fn handle(
+        &self,
+        inbox: &Inbox,
+        inbound: Inbound,
+        frames: &mut Frames,
+    ) -> Result<Option<Unsent>, Inbound> {
+        let connection = &self.connection;
+        // What the session would do first otherwise: open, classify, deframe.
+        let plain = !self.framed && connection.own_framing().is_none() && suspendable(connection);
+        let Inbound::Datagram(datagram) = inbound else {
+            return Err(inbound);
+        };
+        if !plain {
+            return Err(Inbound::Datagram(datagram));
+        }
+        let Some(mut slot) = inbox.begin_in_place() else {
+            return Err(Inbound::Datagram(datagram));
+        };
+        self.flusher.hold();
+        let activity = connection.activity();
+        activity.handlers_started();
+        let mut delivery = on_frame(connection, datagram, &mut slot);
+        // Whatever waits is polled again in the session's task, with its
+        // waker: none is needed here.
+        let ended = match Pin::new(&mut delivery).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(ControlFlow::Continue(())) => {
+                activity.handlers_done(&connection.endpoint().deadlines);
+                drop(delivery);
+                InPlaceEnd::Done(slot)
+            }
+            // The session ends it, as if it had handled the datagram.
+            Poll::Ready(ControlFlow::Break(reason)) => InPlaceEnd::GoOn(Inbound::Ended(reason)),
+            Poll::Pending => {
+                let suspended = delivery.suspend();
+                InPlaceEnd::GoOn(Inbound::Resumed(Box::new(Resumption { suspended, slot })))
+            }
+        };
+        inbox.end_in_place(ended);
+        if !self.flusher.take(frames) {
+            return Ok(None);
+        }
+        let mut sent = 0;
+        let mut all_sent = true;
+        for frame in frames.datagrams() {
+            // A full socket, a refusal, an error: the way the writer sends
+            // takes over, from this datagram on.
+            if self.peer.try_send(frame).is_err() {
+                all_sent = false;
+                break;
+            }
+            sent += 1;
+        }
+        if all_sent {
+            self.flusher.written(frames);
+            return Ok(None);
+        }
+        Ok(Some(Unsent {
+            connection: connection.clone(),
+            flusher: self.flusher.clone(),
+            peer: self.peer.clone(),
+            failures: inbox.send_failures(),
+            frames: std::mem::take(frames),
+            sent,
+        }))
+    }
+}
