@@ -90,8 +90,9 @@ for rep in $(seq "$REPS"); do
             --scenario udp --server-name "$name" >"$work/$name.json" &
         loads+=($!)
     done
+    failed=
     for load in "${loads[@]}"; do
-        wait "$load"
+        wait "$load" || failed=1
     done
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
@@ -100,6 +101,10 @@ for rep in $(seq "$REPS"); do
     pids=()
     flexi=$(rate "$work/flexi.json")
     tokio=$(rate "$work/tokio.json")
+    if [[ -n $failed || -z $flexi || -z $tokio ]]; then
+        echo "run $rep: a load generator reported errors; left out" >&2
+        continue
+    fi
     ratio=$(awk -v a="$flexi" -v b="$tokio" 'BEGIN { printf "%.3f", a / b }')
     ratios+=("$ratio")
     printf 'run %d: flexi-socket %.0f/s, tokio %.0f/s, ratio %s\n' "$rep" "$flexi" "$tokio" "$ratio"

@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
@@ -65,6 +65,10 @@ struct Queue {
     waiting_for_room: AtomicUsize,
     max_messages: usize,
     max_bytes: usize,
+    /// A [`Flusher`] takes what is queued next: senders need not wake the
+    /// writer. Set without the lock (a sender that does not see it yet only
+    /// wakes the writer for nothing), read and cleared under it.
+    held: AtomicBool,
     /// The task that runs the writer, once known. Its own pushes need no
     /// wake-up: it polls the writer right after what sent them (the
     /// connection's driver, a UDP session's biased join), and waking a
@@ -87,8 +91,6 @@ struct State {
     closed: bool,
     /// The writer, while it waits for frames.
     writer: Option<Waker>,
-    /// A [`Flusher`] takes what is queued next: senders need not wake the writer.
-    held: bool,
     /// Frames and bytes ever queued: the connection's outbound counters.
     queued_frames: u64,
     queued_bytes: u64,
@@ -178,7 +180,9 @@ impl Queue {
         state.queued_frames += 1;
         state.queued_bytes += length as u64;
         queued();
-        let wake = state.writer.is_some() && !state.held && !self.sent_by_writer_task();
+        let wake = state.writer.is_some()
+            && !self.held.load(Ordering::Relaxed)
+            && !self.sent_by_writer_task();
         let writer = if wake { state.writer.take() } else { None };
         drop(state);
         if let Some(writer) = writer {
@@ -256,6 +260,7 @@ pub(crate) fn channel(limits: &Limits, transport: Transport) -> (OutboundSender,
         state: Mutex::new(State::default()),
         room: Notify::new(),
         waiting_for_room: AtomicUsize::new(0),
+        held: AtomicBool::new(false),
         max_messages: limits.outbound_messages,
         max_bytes: limits.outbound_bytes,
         writer_task: OnceLock::new(),
@@ -434,7 +439,7 @@ impl Flusher {
     /// Until [`take`](Self::take), frames queued need not wake the writer:
     /// they are taken here.
     pub(crate) fn hold(&self) {
-        self.queue.lock().held = true;
+        self.queue.held.store(true, Ordering::Relaxed);
     }
 
     /// Ends the [`hold`](Self::hold): moves the waiting frames into
@@ -443,7 +448,7 @@ impl Flusher {
     pub(crate) fn take(&self, frames: &mut Frames) -> bool {
         let writer = {
             let mut state = self.queue.lock();
-            state.held = false;
+            self.queue.held.store(false, Ordering::Relaxed);
             if self.queue.take_into(&mut state, frames) {
                 return true;
             }
