@@ -100,8 +100,12 @@ impl InPlace {
         let mut all_sent = true;
         for frame in frames.datagrams() {
             // A full socket, a refusal, an error: the way the writer sends
-            // takes over, from this datagram on.
-            if self.peer.try_send(frame).is_err() {
+            // takes over, from this datagram on (and tries it again).
+            if let Err(error) = self.peer.try_send(frame) {
+                if super::is_refusal(&error) {
+                    // An earlier datagram's, as the writer reports it.
+                    inbox.send_failures().offer(connection, error);
+                }
                 all_sent = false;
                 break;
             }
