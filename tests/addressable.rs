@@ -448,3 +448,35 @@ async fn keys_and_groups_leave_no_trace_after_200_connections_come_and_go() {
     assert_eq!(connections.locate("dev-0-0").await, LocateOutcome::Offline);
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_replaced_connection_cannot_take_its_key_back_while_it_closes() {
+    let (builder, mut log, _gate) = server();
+    let running = start(builder).await;
+    let mut silent = device(&running, "silent").await;
+    let mut first = device(&running, "42").await;
+    let older = running.connections.by_key("42").expect("keyed");
+    // The older one's handler waits on a request, so the connection stays
+    // listed (closing) after it is replaced, until the handler returns.
+    first.send_line("ASK silent ping").await;
+    assert_eq!(silent.recv_line().await, "ping");
+    let mut second = device(&running, "42").await;
+    assert!(older.is_closing(), "replaced");
+
+    let again = older.set_key("42").await;
+    assert!(
+        matches!(again, Err(Error::ConnectionClosed { .. })),
+        "{again:?}"
+    );
+    let holder = running.connections.by_key("42").expect("still held");
+    assert_ne!(holder.id(), older.id());
+    assert!(!holder.is_closing(), "the newer one is not replaced back");
+    assert_eq!(second.ask("JOIN still-here").await, "JOINED still-here");
+
+    silent.send_line("RE pong").await;
+    assert_eq!(
+        log.next_starting("gone").await,
+        format!("gone {} - Replaced", older.id())
+    );
+    running.stop().await;
+}

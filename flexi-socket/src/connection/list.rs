@@ -84,15 +84,25 @@ impl Connections {
     }
 
     /// Gives `key` to `connection` under the server's policy, and closes
-    /// the connection it replaces, if any.
+    /// the connection it replaces, if any. A connection that is closing
+    /// takes no key: it is about to let it go, and a replaced one would
+    /// otherwise take its key back and close the one that replaced it.
     pub(crate) fn claim(&self, connection: &Connection, key: &str) -> Claim<Connection> {
-        let claim = self.lock().claim(connection.id(), key, self.key_policy());
+        let mut directory = self.lock();
+        // Checked, and the replaced one closed, under the lock, so no claim
+        // slips in between a replacement and the close it implies. Closing
+        // only sets flags and wakes a task: nothing waits here.
+        if connection.is_closing() {
+            return Claim::NotOpen;
+        }
+        let claim = directory.claim(connection.id(), key, self.key_policy());
         if let Claim::Taken {
             replaced: Some(older),
         } = &claim
         {
-            tracing::info!(key, older = %older, newer = %connection, "key taken over: the older connection is closed");
             older.close_with(super::DisconnectReason::Replaced);
+            drop(directory);
+            tracing::info!(key, older = %older, newer = %connection, "key taken over: the older connection is closed");
         }
         claim
     }

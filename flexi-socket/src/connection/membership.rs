@@ -16,7 +16,7 @@ impl Connection {
     /// [`by_key`](super::Connections::by_key) find it by that key. A key it
     /// held before is released. The key goes when the connection ends, after
     /// its `on_disconnect` (which still sees it; a connection closed as
-    /// `Replaced` has lost it already).
+    /// `Replaced` has lost it already). A closing connection takes no key.
     ///
     /// When another open connection holds `key`, the builder's
     /// [`key_policy`](crate::ServerBuilder::key_policy) decides:
@@ -28,8 +28,8 @@ impl Connection {
     /// # Errors
     ///
     /// [`Error::KeyTaken`] when the policy keeps the key with the other
-    /// connection; [`Error::ConnectionClosed`] when this connection has
-    /// already ended.
+    /// connection; [`Error::ConnectionClosed`] when this connection is
+    /// closing (replaced, say, or closed) or has ended.
     ///
     /// # Examples
     ///
