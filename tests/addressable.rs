@@ -480,3 +480,32 @@ async fn a_replaced_connection_cannot_take_its_key_back_while_it_closes() {
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_to_a_client_side_connection_takes_its_reply() {
+    let (builder, mut log, _gate) = server();
+    let running = start(builder).await;
+    let (events, _client_log) = support::Events::new();
+    let client = FlexiSocket::client(running.addr.to_string())
+        .state(Shared {
+            events,
+            gate: Arc::new(Semaphore::new(0)),
+        })
+        .connect()
+        .await
+        .expect("connected");
+    within("connected", client.connected()).await.unwrap();
+    let conn = client.connection().expect("connected");
+    let reply = within(
+        "the reply",
+        conn.request_matching("HELLO c", Duration::from_secs(5), |m| {
+            m.starts_with(b"WELCOME ")
+        }),
+    )
+    .await;
+    assert_eq!(reply.expect("answered").as_bytes(), b"WELCOME c");
+    assert!(running.connections.by_key("c").is_some());
+    client.close().await;
+    log.next_starting("gone").await;
+    running.stop().await;
+}

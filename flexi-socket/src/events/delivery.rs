@@ -186,9 +186,8 @@ async fn classify_and_filter(
     Delivery { connection, step }.await
 }
 
-/// Hands `message` to a waiting `request` (a client's, or a server's of this
-/// connection), or to the client
-/// type's on_message handler; a message with neither is reported, never
+/// Hands `message` to a waiting `request` (a client's, or one made of this
+/// connection on either side), or to the client type's on_message handler; a message with neither is reported, never
 /// dropped in silence.
 fn route<'a>(
     connection: &'a Connection,
@@ -196,12 +195,11 @@ fn route<'a>(
     mut message: Message,
     slot: &'a mut HandlerSlot,
 ) -> DeliveryStep<'a> {
-    // A client's requests, or those a server made of this connection.
-    let replies = match &connection.endpoint().replies {
-        Some(client) => Some(&**client),
-        None => connection.requests().map(|own| own as &dyn ReplyHook),
-    };
-    if let Some(replies) = replies {
+    // A client's requests, then those made of this connection itself
+    // (`Connection::request_matching`, on either side).
+    let client = connection.endpoint().replies.as_deref();
+    let own = connection.requests().map(|own| own as &dyn ReplyHook);
+    for replies in [client, own].into_iter().flatten() {
         match replies.offer(connection.id(), message) {
             Some(unclaimed) => message = unclaimed,
             None => return DeliveryStep::Done(ControlFlow::Continue(())),
