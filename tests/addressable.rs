@@ -509,3 +509,37 @@ async fn a_request_to_a_client_side_connection_takes_its_reply() {
     log.next_starting("gone").await;
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_given_up_by_its_caller_leaves_the_next_ones_reply_alone() {
+    let (builder, mut log, _gate) = server();
+    let running = start(builder).await;
+    let mut panel = device(&running, "panel").await;
+    let is_reply = |m: &flexi_socket::Message| m.starts_with(b"RE ");
+
+    // A caller that gives up (its task is cancelled) once the request is out.
+    let connections = running.connections.clone();
+    let abandoned = tokio::spawn(async move {
+        connections
+            .request_to_key("panel", "first", Duration::from_secs(30), is_reply)
+            .await
+    });
+    assert_eq!(panel.recv_line().await, "first");
+    abandoned.abort();
+    assert!(within("the cancellation", abandoned).await.is_err());
+
+    let connections = running.connections.clone();
+    let next = tokio::spawn(async move {
+        connections
+            .request_to_key("panel", "second", Duration::from_secs(5), is_reply)
+            .await
+    });
+    assert_eq!(panel.recv_line().await, "second");
+    panel.send_line("RE second").await;
+    let reply = within("the reply", next).await.unwrap();
+    assert_eq!(reply.expect("answered").as_bytes(), b"RE second");
+    // Nothing of it reached on_message.
+    panel.send_line("after").await;
+    assert_eq!(log.next().await, "msg panel after");
+    running.stop().await;
+}

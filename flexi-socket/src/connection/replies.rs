@@ -148,6 +148,9 @@ impl Replies {
         F: Future<Output = Result<()>>,
     {
         let (id, reply) = self.wait(expects);
+        // However the caller lets go (its future dropped too), the waiter
+        // goes: a dead one would take the next matching reply and lose it.
+        let _waiting = Waiting { replies: self, id };
         let outcome = async {
             send(id).await?;
             // The sender is dropped unanswered only when the client (or the
@@ -166,6 +169,12 @@ impl Replies {
                 owed_before: self.timed_out(id, timeout),
             }),
         }
+    }
+
+    /// Request `id`'s caller stopped waiting: the waiter goes, its place
+    /// stays (a reply still owed to its message goes to `on_message`).
+    fn abandon(&self, id: RequestId) {
+        self.lock().waiters.retain(|waiter| waiter.id != id);
     }
 
     /// Request `id` ends without its reply: it and its place go.
@@ -322,6 +331,19 @@ impl Replies {
         book.closed = true;
         book.waiters.clear();
         book.owed.clear();
+    }
+}
+
+/// A request being waited for in [`Replies::ask`]; dropped, its waiter goes
+/// (nothing is left once it was answered, forgotten or timed out).
+struct Waiting<'a> {
+    replies: &'a Replies,
+    id: RequestId,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.replies.abandon(self.id);
     }
 }
 
