@@ -112,8 +112,11 @@ pub trait Classifier: Send + Sync + 'static {
     /// bytes of the unfinished unit. A decision must be the one
     /// [`classify`](Self::classify) gives **every** frame that starts with
     /// `first_bytes` (the bytes themselves included): then deciding early
-    /// changes when the connection is classified, never how. Such a decision
-    /// classifies the connection at once: its client type's routes and
+    /// changes when the connection is classified, never how, as long as
+    /// that frame is delivered. A decision stands if the frame is then
+    /// dropped (over the framing's limit) or never completed (a datagram
+    /// that ends inside it): the next frame is not classified again. Such
+    /// a decision classifies the connection at once: its client type's routes and
     /// framing apply from then on, and the first frame, once complete, goes
     /// to that type's on_message. Give a type that should be answered at
     /// once its own [`Framing::raw`](crate::Framing::raw) (with
@@ -124,7 +127,7 @@ pub trait Classifier: Send + Sync + 'static {
     ///
     /// Framings whose frames are not the stream's leading bytes
     /// (`delimited`, `length_prefixed`, custom codecs) give no bytes to
-    /// decide on early; a datagram is complete when it arrives.
+    /// decide on early; an unframed datagram is a whole frame when it arrives.
     /// `#[derive(Classifier)]` generates this method from its rules.
     ///
     /// ```
