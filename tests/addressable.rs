@@ -478,6 +478,7 @@ async fn a_replaced_connection_cannot_take_its_key_back_while_it_closes() {
         log.next_starting("gone").await,
         format!("gone {} - Replaced", older.id())
     );
+    drop((first, second, silent));
     running.stop().await;
 }
 
@@ -541,5 +542,6 @@ async fn a_request_given_up_by_its_caller_leaves_the_next_ones_reply_alone() {
     // Nothing of it reached on_message.
     panel.send_line("after").await;
     assert_eq!(log.next().await, "msg panel after");
+    drop(panel);
     running.stop().await;
 }
