@@ -545,3 +545,29 @@ async fn a_request_given_up_by_its_caller_leaves_the_next_ones_reply_alone() {
     drop(panel);
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_from_a_udp_sessions_own_on_connect_fails_at_once() {
+    let (events, mut log) = Events::new();
+    let router = flexi_socket::Router::new()
+        .on_connect(move |conn: Connection| {
+            let events = events.clone();
+            async move {
+                let asked = conn
+                    .request_matching("ping", Duration::from_secs(5), |_| true)
+                    .await;
+                events.push(match asked {
+                    Err(Error::RequestInOwnTask { .. }) => "own task".to_owned(),
+                    other => format!("UNEXPECTED {other:?}"),
+                });
+            }
+        })
+        .on_message(|_conn: Connection, _msg: flexi_socket::Message| async {});
+    let running = start(FlexiSocket::udp("127.0.0.1:0").router(router)).await;
+    let peer = support::udp::UdpClient::connect(running.addr).await;
+    peer.send(b"hello").await;
+    // Its session's task runs on_connect: no reply could be read meanwhile.
+    assert_eq!(log.next().await, "own task");
+    drop(peer);
+    running.stop().await;
+}

@@ -118,7 +118,7 @@ impl CloseSignal {
 
     /// Whether `cx` is the connection's own task (which runs its handlers),
     /// as far as it has waited here yet: the stream driver does so before
-    /// its first handler, a UDP session before its first message handler.
+    /// its first handler, a UDP session before on_connect (`driven_here`).
     pub(crate) fn polled_by_driver(&self, cx: &Context<'_>) -> bool {
         let data = cx.waker().data().cast_mut();
         !data.is_null() && self.driver_task.load(Ordering::Relaxed) == data
@@ -151,6 +151,18 @@ impl CloseSignal {
             }
             notified.await;
         }
+    }
+
+    /// Marks the task that awaits this as the connection's own, for
+    /// [`polled_by_driver`](Self::polled_by_driver), before it first waits
+    /// here: for a driver whose first handler runs before that wait.
+    pub(crate) async fn driven_here(&self) {
+        poll_fn(|cx| {
+            let data = cx.waker().data().cast_mut();
+            self.driver_task.store(data, Ordering::Relaxed);
+            Poll::Ready(())
+        })
+        .await;
     }
 
     /// [`poll_reached`](Self::poll_reached) as a future.

@@ -186,6 +186,9 @@ async fn serve(
     );
     let handling = async {
         let connection = session.connection.clone();
+        // This task is the session's own from on_connect on: a request from
+        // one of its handlers could never be answered, and fails at once.
+        connection.close_signal().driven_here().await;
         let reason = match on_connect(&connection).await {
             ControlFlow::Continue(()) => session.handle_until_closed().await,
             ControlFlow::Break(reason) => reason,
