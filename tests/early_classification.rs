@@ -241,3 +241,62 @@ async fn over_udp_an_unfinished_frame_in_a_junk_datagram_is_decided_at_once() {
     assert_eq!(device.recv().await, b"HELLO udp\n");
     running.stop().await;
 }
+
+/// The longest first bytes [`Watcher::classify_early`] was shown.
+static LONGEST_LOOK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A classifier that never decides early, and notes what it was shown.
+enum Watcher {
+    Device,
+}
+
+impl Classifier for Watcher {
+    fn classify(_first_frame: &[u8]) -> Self {
+        Watcher::Device
+    }
+    fn classify_early(first_bytes: &[u8]) -> Option<Self> {
+        LONGEST_LOOK.fetch_max(first_bytes.len(), std::sync::atomic::Ordering::Relaxed);
+        None
+    }
+    fn client_type(&self) -> flexi_socket::ClientType {
+        "device".into()
+    }
+}
+
+#[tokio::test]
+async fn a_long_first_frame_is_shown_early_only_up_to_512_bytes() {
+    use std::sync::atomic::Ordering;
+    let running = start(
+        FlexiSocket::server("127.0.0.1:0")
+            .framing(Framing::lines())
+            .classifier::<Watcher>()
+            .first_message_timeout(FIRST_MESSAGE_TIMEOUT)
+            .router(
+                Router::new()
+                    .on_message_for("device", |conn: Connection, msg: Message| async move {
+                        conn.send(msg).await
+                    }),
+            ),
+    )
+    .await;
+    let mut stream = running.connect().await;
+    // 4 KiB of a first line in small pieces, none of which settles anything.
+    let line: Vec<u8> = (0..4096).map(|i| b'a' + (i % 26) as u8).collect();
+    for piece in line.chunks(64) {
+        write(&mut stream, piece).await;
+    }
+    support::eventually("the classifier's last early look", || {
+        LONGEST_LOOK.load(Ordering::Relaxed) >= 512
+    })
+    .await;
+    write(&mut stream, b"\n").await;
+    // The whole frame still classifies the connection and reaches its handler.
+    let mut echo = vec![0; line.len() + 1];
+    within("the echo", stream.read_exact(&mut echo))
+        .await
+        .unwrap();
+    assert_eq!(&echo[..line.len()], &line[..]);
+    assert_eq!(LONGEST_LOOK.load(Ordering::Relaxed), 512);
+    drop(stream);
+    running.stop().await;
+}

@@ -109,7 +109,11 @@ pub trait Classifier: Send + Sync + 'static {
     /// still incomplete, each time more bytes arrive, with the frame's bytes
     /// so far as the framing would deliver them (no delimiter, never empty);
     /// with [`classify_raw`](crate::ServerBuilder::classify_raw), the raw
-    /// bytes of the unfinished unit. A decision must be the one
+    /// bytes of the unfinished unit. It is shown at most the first 512
+    /// bytes: once that many have arrived it gets one last look, then the
+    /// whole frame decides (so a peer trickling a long first frame a byte at
+    /// a time cannot make the server re-read it all on every read). A
+    /// decision must be the one
     /// [`classify`](Self::classify) gives **every** frame that starts with
     /// `first_bytes` (the bytes themselves included): then deciding early
     /// changes when the connection is classified, never how, as long as

@@ -33,8 +33,8 @@ pub(crate) use endpoint::{Endpoint, ReplyHook, ServerWide, Side};
 use history::Recorder;
 pub use history::{Direction, History, HistoryEntry};
 pub use list::Connections;
-pub use outcome::{LocateOutcome, Location, SendOutcome};
 use log_budget::KindsSeen;
+pub use outcome::{LocateOutcome, Location, SendOutcome};
 pub(crate) use report::report;
 pub use shutdown::ShutdownReport;
 

@@ -72,8 +72,15 @@ pub(crate) async fn classify(
     }
 }
 
+/// How many of a first frame's (or unit's) leading bytes
+/// [`Classifier::classify_early`](crate::Classifier::classify_early) is
+/// shown at most: each read offers the bytes so far again, so a peer
+/// trickling a long first frame a byte at a time costs at most this many
+/// per read, not the whole frame's length.
+pub(crate) const EARLY_LOOK_BYTES: usize = 512;
+
 /// Before the connection is classified, lets the classifier decide on
-/// `first_bytes`, the start of a first frame or raw unit not complete yet
+/// `first_bytes` (at most [`EARLY_LOOK_BYTES`] of them), the start of a first frame or raw unit not complete yet
 /// (see [`Classifier::classify_early`](crate::Classifier::classify_early)).
 /// `None` while it does not decide, or when there is nothing to decide;
 /// otherwise the connection is classified (as [`classify`] does) and the
@@ -86,6 +93,7 @@ pub(crate) async fn classify_early(
     if first_bytes.is_empty() || connection.classification_over() {
         return None;
     }
+    let first_bytes = &first_bytes[..first_bytes.len().min(EARLY_LOOK_BYTES)];
     let settled = match catch_unwind(AssertUnwindSafe(|| classifier.classify_early(first_bytes))) {
         Ok(decided) => {
             let client_type = decided?;

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use crate::connection::report;
 use crate::connection::{Connection, DisconnectReason};
 use crate::error::Error;
-use crate::events::{classify_early, classify_first_unit};
+use crate::events::{EARLY_LOOK_BYTES, classify_early, classify_first_unit};
 use crate::framing::{FrameDecoder, Framing};
 
 pub(crate) struct ConnectionDecoder {
@@ -134,6 +134,10 @@ impl ConnectionDecoder {
             return ControlFlow::Continue(false);
         }
         let first_bytes = self.decoder.pending_frame(buffer);
+        if first_bytes.len() >= EARLY_LOOK_BYTES {
+            // The classifier's last look: then the whole frame decides.
+            self.early = false;
+        }
         match classify_early(connection, first_bytes).await {
             None => ControlFlow::Continue(false),
             Some(flow) => {
