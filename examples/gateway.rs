@@ -7,6 +7,7 @@
 //! ```text
 //! cargo run --example gateway -- 127.0.0.1:7000 [--unix PATH] [--proxy-protocol]
 //!                                [--metrics ADDR] [--node NAME] [--reuse-port]
+//!                                [--nats URL]
 //! ```
 //!
 //! The line protocol, the first line deciding who is who:
@@ -23,6 +24,14 @@
 //!
 //! The node name is `local` unless `--node` names it.
 //!
+//! With `--nats URL` the gateway is one node of a cluster (every node given
+//! the same NATS server and its own `--node`): `SEND`, `BROADCAST`, `WHERE`
+//! and `PEER` reach the devices of every node, and a `HELLO` on one node
+//! closes a connection with that id on any other. A command about a device
+//! on another node may also answer `TIMEOUT <id>` (that node did not
+//! answer in time) or `ERROR cluster unavailable` (this node has no NATS
+//! connection; its own devices are still served).
+//!
 //! The gateway keeps no table of its own: a device's `HELLO` gives its
 //! connection a key (`Connection::set_key`), and the operators' commands
 //! go through the `Connections` their handler takes (`send_to_key`,
@@ -33,8 +42,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use flexi_socket::{
-    Classifier, Connection, Connections, FlexiSocket, LocateOutcome, ProxyProtocol, SendOutcome,
-    on_message,
+    Classifier, ClusterConfig, Connection, Connections, FlexiSocket, LocateOutcome, ProxyProtocol,
+    SendOutcome, on_message,
 };
 
 /// A gateway between devices and the operators who reach them by name.
@@ -53,9 +62,12 @@ struct Options {
     /// Serve Prometheus metrics at `GET /metrics` on this address.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
-    /// This node's name in replies.
+    /// This node's name in replies (in a cluster: unique, of A-Z a-z 0-9 - _).
     #[arg(long, default_value = "local")]
     node: String,
+    /// Join the cluster of the NATS server at this URL (`nats://host:port`).
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
     /// Share the port with other processes (`SO_REUSEPORT`); the kernel
     /// spreads new connections among them.
     #[arg(long)]
@@ -116,9 +128,12 @@ async fn command(line: &str, connections: &Connections) -> String {
             let (id, text) = rest.split_once(' ').unwrap_or((rest, ""));
             match connections.send_to_key(id, text).await {
                 Ok(SendOutcome::Delivered { node, .. }) => format!("DELIVERED {id} {node}"),
+                Ok(SendOutcome::Timeout) => format!("TIMEOUT {id}"),
+                Ok(SendOutcome::ClusterUnavailable) => CLUSTER_UNAVAILABLE.to_owned(),
+                Err(error) => format!("ERROR {error}"),
                 // The protocol has no word for a full queue or a device on
                 // its way out: to the operator it is not reachable now.
-                outcome => {
+                Ok(outcome) => {
                     tracing::debug!(id, ?outcome, "not delivered");
                     format!("OFFLINE {id}")
                 }
@@ -131,13 +146,25 @@ async fn command(line: &str, connections: &Connections) -> String {
         ),
         "WHERE" => match connections.locate(rest).await {
             LocateOutcome::Found(at) => format!("AT {rest} {}", at.node),
-            _ => format!("OFFLINE {rest}"),
+            other => not_found(rest, &other),
         },
         "PEER" => match connections.locate(rest).await {
             LocateOutcome::Found(at) => format!("PEER {rest} {}", at.peer_addr),
-            _ => format!("OFFLINE {rest}"),
+            other => not_found(rest, &other),
         },
         _ => format!("ERROR unknown command {verb:?}: SEND, BROADCAST, WHERE or PEER"),
+    }
+}
+
+/// What an operator hears when this node cannot reach NATS.
+const CLUSTER_UNAVAILABLE: &str = "ERROR cluster unavailable";
+
+/// The reply to `WHERE` or `PEER` for a device that was not found.
+fn not_found(id: &str, outcome: &LocateOutcome) -> String {
+    match outcome {
+        LocateOutcome::Timeout => format!("TIMEOUT {id}"),
+        LocateOutcome::ClusterUnavailable => CLUSTER_UNAVAILABLE.to_owned(),
+        _ => format!("OFFLINE {id}"),
     }
 }
 
@@ -175,6 +202,9 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(path) = &options.unix {
         server = server.listener(FlexiSocket::server(format!("unix:{}", path.display())));
+    }
+    if let Some(url) = options.nats {
+        server = server.cluster(ClusterConfig::new([url]));
     }
     let server = server.bind().await?;
     println!("listening on {}", server.local_addr());

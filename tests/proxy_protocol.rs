@@ -7,73 +7,40 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::Stdio;
 
 use flexi_socket::{Connection, FlexiSocket, ProxyProtocol, Router, ServerBuilder};
-use support::{Events, Running, eventually, free_port, missing_tool, start, within};
+use support::haproxy::Haproxy;
+use support::{Events, Running, eventually, free_port, start, within};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::process::{Child, Command};
 
 /// HAProxy in front of `backend`: a v1 front end and a v2 one, and health
 /// checks every 100 ms; `None` when haproxy is not installed.
 struct Balancer {
-    child: Child,
+    haproxy: Haproxy,
     v1: SocketAddr,
     v2: SocketAddr,
-    _config: std::path::PathBuf,
 }
 
 impl Balancer {
     async fn start(backend: SocketAddr, source: &str) -> Option<Self> {
-        let (v1, v2, ready) = (free_port(), free_port(), free_port());
-        let config = std::env::temp_dir().join(format!("flexi-haproxy-{v1}-{v2}.cfg"));
-        std::fs::write(
-            &config,
-            format!(
-                "global\n    maxconn 200\n\
-                 defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
-                 frontend v1\n    bind 127.0.0.1:{v1}\n    default_backend b1\n\
-                 backend b1\n    server s1 {backend} send-proxy source {source}\n\
-                 frontend v2\n    bind 127.0.0.1:{v2}\n    default_backend b2\n\
-                 backend b2\n    server s2 {backend} send-proxy-v2 source {source} check inter 100ms\n\
-                 frontend ready\n    bind 127.0.0.1:{ready}\n    tcp-request connection reject\n"
-            ),
-        )
-        .unwrap();
-        let spawned = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
-        let Ok(child) = spawned else {
-            missing_tool("haproxy", ".ci/run installs haproxy");
-            return None;
-        };
-        let balancer = Self {
-            child,
+        let (v1, v2) = (free_port(), free_port());
+        let haproxy = Haproxy::start(&format!(
+            "frontend v1\n    bind 127.0.0.1:{v1}\n    default_backend b1\n\
+             backend b1\n    server s1 {backend} send-proxy source {source}\n\
+             frontend v2\n    bind 127.0.0.1:{v2}\n    default_backend b2\n\
+             backend b2\n    server s2 {backend} send-proxy-v2 source {source} check inter 100ms\n"
+        ))
+        .await?;
+        Some(Self {
+            haproxy,
             v1: SocketAddr::from(([127, 0, 0, 1], v1)),
             v2: SocketAddr::from(([127, 0, 0, 1], v2)),
-            _config: config,
-        };
-        // HAProxy binds every front end before it accepts on any; this one
-        // refuses at once, so probing it reaches no backend.
-        let ready = SocketAddr::from(([127, 0, 0, 1], ready));
-        within("haproxy listens", async {
-            while TcpStream::connect(ready).await.is_err() {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
         })
-        .await;
-        Some(balancer)
     }
 
-    async fn stop(mut self) {
-        self.child.start_kill().expect("kill haproxy by PID");
-        within("haproxy exits", self.child.wait()).await.unwrap();
+    async fn stop(self) {
+        self.haproxy.stop().await;
     }
 }
 

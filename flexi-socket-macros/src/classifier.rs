@@ -261,16 +261,15 @@ impl<'a> Variant<'a> {
 }
 
 fn parse_key(meta: &Meta) -> Result<Key> {
-    if let Meta::NameValue(name_value) = meta {
-        if let Expr::Lit(ExprLit {
+    if let Meta::NameValue(name_value) = meta
+        && let Expr::Lit(ExprLit {
             lit: Lit::Str(lit), ..
         }) = &name_value.value
-        {
-            return Ok(Key {
-                value: lit.value(),
-                span: lit.span(),
-            });
-        }
+    {
+        return Ok(Key {
+            value: lit.value(),
+            span: lit.span(),
+        });
     }
     Err(Error::new_spanned(
         meta,

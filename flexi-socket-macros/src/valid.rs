@@ -46,13 +46,13 @@ fn client_type(handler: &Handler, errors: &mut Errors) {
     }
     let mut seen: Vec<String> = Vec::new();
     for value in &arg.values {
-        if let ClientTypeValue::Key(key) = value {
-            if key.value().is_empty() {
-                errors.push(Error::new(
+        if let ClientTypeValue::Key(key) = value
+            && key.value().is_empty()
+        {
+            errors.push(Error::new(
                     key.span(),
                     "empty client type; write the key the classifier produces, e.g. `client_type = \"001\"`, or remove `client_type` to handle every client type",
                 ));
-            }
         }
         // Spelled the same twice: the registration would clash with itself.
         let spelled = value.spelled();

@@ -454,6 +454,15 @@ pub enum Error {
         /// The connection asked.
         id: u64,
     },
+
+    /// The cluster configuration is wrong, or a cluster operation failed
+    /// for a reason that is not an outcome (a message too large for NATS,
+    /// an answer this node cannot read).
+    #[error("cluster: {reason}")]
+    Cluster {
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// `Debug` shows the same sentence as `Display`: `fn main() -> Result<()>`

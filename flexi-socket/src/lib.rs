@@ -53,6 +53,46 @@
 //! facade under Prometheus names (`flexi_socket_*`; the README's "The metrics
 //! scrape" lists them); install a recorder before the server starts.
 //!
+//! # Cluster (feature `nats`)
+//!
+//! Several servers behind a load balancer become one: give each a unique
+//! [`node_name`](ServerBuilder::node_name) and the same
+//! [`ClusterConfig`] (`ServerBuilder::cluster`), and [`Connections`]'
+//! send to a key, locate and broadcasts reach every node through NATS.
+//! Local operations never touch NATS and keep working without it.
+//!
+//! What a cross-node operation reports, and what it means:
+//!
+//! | outcome | meaning |
+//! |---|---|
+//! | `SendOutcome::Delivered { node, connection }` | the node holding the key put the message in that connection's outbound queue (as a local `send` returning `Ok`) |
+//! | `SendOutcome::Offline`, `LocateOutcome::Offline` | no node holds the key: the NATS server knew no subscriber ("no responders"), at once |
+//! | `SendOutcome::QueueFull`, `SendOutcome::Closing` | the holding node's connection refused it, as locally |
+//! | `SendOutcome::Timeout`, `LocateOutcome::Timeout` | no answer within [`ClusterConfig::request_timeout`]: the message may or may not have been delivered |
+//! | `SendOutcome::ClusterUnavailable`, `LocateOutcome::ClusterUnavailable` | this node has no NATS connection: nothing was sent |
+//!
+//! Guaranteed: a message is delivered at most once (never retried); sends
+//! made one after another by one node to one key are delivered in that
+//! order (one NATS connection publishes them in order and the holder
+//! serves each key one message at a time); a key is held by at most one
+//! node once the claims have crossed (newest wins, by claim time then node
+//! name); a node that dies loses its keys as soon as the NATS server drops
+//! its connection (at once for a killed process, whose socket the kernel
+//! closes; after the server's `ping_interval` × `ping_max` for a host that
+//! vanishes); after NATS returns, a node subscribes its keys again, says
+//! hello and repeats its claims by itself.
+//!
+//! Not guaranteed: delivery to the device itself (`Delivered` means queued
+//! on its node, as a local send); an answer to a send the node handed to
+//! NATS as the connection went down (`Timeout`, and the message is written
+//! when the connection returns); order between different sending nodes;
+//! reachability of a key in the moment between its connection's claim and
+//! its subscription reaching the NATS server (one round trip). A broadcast
+//! asks each node known through presence messages and adds up their
+//! answers; a node that does not answer in time is logged and counted as
+//! zero. Subjects, the payload format and its limits are in the README's
+//! "Scaling out".
+//!
 //! # Example
 //!
 //! ```no_run
@@ -129,6 +169,9 @@ mod transport;
 mod server;
 // Connect and reconnect, request/reply, the UDP client.
 mod client;
+// Cross-node addressing over NATS.
+#[cfg(feature = "nats")]
+mod cluster;
 // The in-memory test harness.
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -137,6 +180,8 @@ pub use bytes::Bytes;
 pub use classify::FirstUnit;
 pub use client::{Client, ClientBuilder, OutboxPolicy, UdpClient, UdpClientBuilder};
 pub use client_type::{Classifier, ClientType};
+#[cfg(feature = "nats")]
+pub use cluster::ClusterConfig;
 pub use config::{KeyPolicy, PanicPolicy, Reconnect, ReplyOrder, SlowConsumerPolicy};
 pub use connection::{
     Connection, ConnectionStats, Connections, Direction, DisconnectReason, History, HistoryEntry,
@@ -167,6 +212,12 @@ pub mod __private {
     /// The PROXY header reader over `bytes`, for the fuzz target.
     pub fn proxy_header_leftover(bytes: &[u8]) -> usize {
         crate::transport::proxy::leftover_after_header(bytes)
+    }
+    /// The cluster message decoder over `bytes`, for the fuzz target:
+    /// whether they decoded (a message that decodes must encode back to itself).
+    #[cfg(feature = "nats")]
+    pub fn cluster_message_round_trip(bytes: &[u8]) -> bool {
+        crate::cluster::check_round_trip(bytes)
     }
     pub use crate::client_type::{Classifier, ClientType};
     pub use crate::connection::Connection;

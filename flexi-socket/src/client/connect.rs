@@ -254,14 +254,13 @@ async fn hand_over(shared: &Shared, connection: &Connection, handshake: Option<M
     // The handshake and the outbox may be more than the outbound queue holds
     // at once: they wait for room whatever the policy for later sends says.
     let patience = SlowConsumerPolicy::Wait(shared.endpoint.limits.shutdown_timeout);
-    if let Some(handshake) = handshake {
-        if connection
+    if let Some(handshake) = handshake
+        && connection
             .send_for(handshake, None, Some(patience))
             .await
             .is_err()
-        {
-            return false;
-        }
+    {
+        return false;
     }
     loop {
         let next = {

@@ -3,10 +3,11 @@
 //! client type.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use super::directory::{Claim, Directory};
 use super::outcome::{LocateOutcome, Location, SendOutcome};
+use super::remote::{Audience, Remote};
 use crate::client_type::ClientType;
 use crate::config::{KeyPolicy, Limits};
 use crate::connection::Connection;
@@ -42,6 +43,25 @@ struct Shared {
     directory: Mutex<Directory<Connection>>,
     key_policy: KeyPolicy,
     node: Arc<str>,
+    /// The other nodes, once the server has joined a cluster.
+    remote: OnceLock<Arc<dyn Remote>>,
+}
+
+/// A [`Connections`] that does not keep the list alive (what the cluster
+/// holds, the list holding the cluster).
+#[derive(Clone)]
+pub(crate) struct WeakConnections(Weak<Shared>);
+
+impl WeakConnections {
+    pub(crate) fn upgrade(&self) -> Option<Connections> {
+        self.0.upgrade().map(|shared| Connections { shared })
+    }
+}
+
+impl fmt::Debug for WeakConnections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WeakConnections")
+    }
 }
 
 impl Connections {
@@ -53,8 +73,29 @@ impl Connections {
                 directory: Mutex::default(),
                 key_policy: limits.key_policy,
                 node: Arc::clone(&limits.node_name),
+                remote: OnceLock::new(),
             }),
         }
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakConnections {
+        WeakConnections(Arc::downgrade(&self.shared))
+    }
+
+    /// From now on, what is not found here is asked of `remote` (once).
+    pub(crate) fn join_cluster(&self, remote: Arc<dyn Remote>) {
+        let _ = self.shared.remote.set(remote);
+    }
+
+    /// Leaves the cluster, if the server is in one (at shutdown).
+    pub(crate) async fn leave_cluster(&self) {
+        if let Some(remote) = self.remote() {
+            remote.leave().await;
+        }
+    }
+
+    fn remote(&self) -> Option<&dyn Remote> {
+        self.shared.remote.get().map(|remote| &**remote)
     }
 
     pub(crate) fn insert(&self, connection: Connection) {
@@ -64,7 +105,32 @@ impl Connections {
     /// Takes the connection `id` off the list, its key and groups with it;
     /// whether it was on it.
     pub(crate) fn remove(&self, id: u64) -> bool {
-        self.lock().remove(id)
+        let (removed, key) = {
+            let mut directory = self.lock();
+            let key = directory.key_of(id).cloned();
+            (directory.remove(id), key)
+        };
+        self.released(key.as_deref());
+        removed
+    }
+
+    /// Connection `id` gives up its key, if it holds one; whether it did.
+    pub(crate) fn release_key(&self, id: u64) -> bool {
+        let key = {
+            let mut directory = self.lock();
+            let key = directory.key_of(id).cloned();
+            directory.release(id);
+            key
+        };
+        self.released(key.as_deref());
+        key.is_some()
+    }
+
+    /// Tells the cluster that no local connection holds `key` any more.
+    fn released(&self, key: Option<&str>) {
+        if let (Some(key), Some(remote)) = (key, self.remote()) {
+            remote.key_released(key);
+        }
     }
 
     /// Runs `f` on every open connection, under the list's lock (so `f`
@@ -87,6 +153,8 @@ impl Connections {
     /// the connection it replaces, if any. A connection that is closing
     /// takes no key: it is about to let it go, and a replaced one would
     /// otherwise take its key back and close the one that replaced it.
+    /// In a cluster, the other nodes are told: one holding the key closes
+    /// its connection too.
     pub(crate) fn claim(&self, connection: &Connection, key: &str) -> Claim<Connection> {
         let mut directory = self.lock();
         // Checked, and the replaced one closed, under the lock, so no claim
@@ -95,14 +163,20 @@ impl Connections {
         if connection.is_closing() {
             return Claim::NotOpen;
         }
+        let before = directory.key_of(connection.id()).cloned();
         let claim = directory.claim(connection.id(), key, self.key_policy());
-        if let Claim::Taken {
-            replaced: Some(older),
-        } = &claim
-        {
-            older.close_with(super::DisconnectReason::Replaced);
+        if let Claim::Taken { replaced } = &claim {
+            if let Some(older) = replaced {
+                older.close_with(super::DisconnectReason::Replaced);
+            }
             drop(directory);
-            tracing::info!(key, older = %older, newer = %connection, "key taken over: the older connection is closed");
+            if let Some(older) = replaced {
+                tracing::info!(key, older = %older, newer = %connection, "key taken over: the older connection is closed");
+            }
+            self.released(before.as_deref().filter(|before| *before != key));
+            if let Some(remote) = self.remote() {
+                remote.key_claimed(key);
+            }
         }
         claim
     }
@@ -188,15 +262,19 @@ impl Connections {
     /// }
     /// # let _ = where_is;
     /// ```
+    ///
+    /// In a cluster, a key not held here is looked for on the other nodes
+    /// (the crate docs' "Cluster" says what each outcome means).
     pub async fn locate(&self, key: &str) -> LocateOutcome {
-        match self.by_key(key) {
-            Some(connection) => LocateOutcome::Found(Location {
+        match (self.by_key(key), self.remote()) {
+            (Some(connection), _) => LocateOutcome::Found(Location {
                 node: Arc::clone(&self.shared.node),
                 connection: connection.id(),
                 peer_addr: connection.peer_addr(),
                 client_type: connection.client_type().cloned(),
             }),
-            None => LocateOutcome::Offline,
+            (None, Some(remote)) => remote.locate(key).await,
+            (None, None) => LocateOutcome::Offline,
         }
     }
 
@@ -209,10 +287,33 @@ impl Connections {
     ///
     /// What is not about reaching the peer: [`Error::Encode`] if the
     /// framing refuses the message, or the error of a failing `before_send`.
+    ///
+    /// In a cluster, a key not held here is sent to the node that holds it,
+    /// whose answer is the outcome (the crate docs' "Cluster" says what
+    /// each means); sends from this node to one key arrive in the order made.
+    ///
+    /// # Errors
+    ///
+    /// With a cluster also [`Error::Cluster`] when the message is too large
+    /// for a cluster message, or the other node's answer cannot be read.
     pub async fn send_to_key(
         &self,
         key: &str,
         message: impl Into<Message>,
+    ) -> Result<SendOutcome, Error> {
+        let message = message.into();
+        match (self.by_key(key), self.remote()) {
+            (None, Some(remote)) => remote.send_to_key(key, message).await,
+            _ => self.send_to_key_here(key, message).await,
+        }
+    }
+
+    /// [`send_to_key`](Self::send_to_key) on this node only (what another
+    /// node asks of this one).
+    pub(crate) async fn send_to_key_here(
+        &self,
+        key: &str,
+        message: Message,
     ) -> Result<SendOutcome, Error> {
         let Some(connection) = self.by_key(key) else {
             return Ok(SendOutcome::Offline);
@@ -235,9 +336,13 @@ impl Connections {
     /// Sends to every open connection at once; returns how many accepted the
     /// message. Connections that are closing are skipped, and a slow peer only
     /// delays its own send (bounded by the slow-consumer policy), not the others.
+    ///
+    /// In a cluster, every node's connections, counted together; a node
+    /// that does not answer within the request timeout counts none and is
+    /// logged (a warning naming it).
     pub async fn broadcast(&self, message: impl Into<Message>) -> usize {
-        let targets = self.lock().connections().cloned().collect();
-        self.send_each(targets, message.into()).await
+        self.broadcast_everywhere(Audience::All, message.into())
+            .await
     }
 
     /// Sends to every open connection of one client type, as
@@ -247,15 +352,43 @@ impl Connections {
         client_type: impl Into<ClientType>,
         message: impl Into<Message>,
     ) -> usize {
-        let targets = self.lock().of_type(&client_type.into());
-        self.send_each(targets, message.into()).await
+        let audience = Audience::ClientType(client_type.into());
+        self.broadcast_everywhere(audience, message.into()).await
     }
 
     /// Sends to every member of `group` (see [`Connection::join`]), as
     /// [`broadcast`](Self::broadcast) does; returns how many accepted the message.
     pub async fn broadcast_to_group(&self, group: &str, message: impl Into<Message>) -> usize {
-        let targets = self.lock().in_group(group);
-        self.send_each(targets, message.into()).await
+        let audience = Audience::Group(group.to_owned());
+        self.broadcast_everywhere(audience, message.into()).await
+    }
+
+    /// Here and, in a cluster, on every other node at the same time.
+    async fn broadcast_everywhere(&self, audience: Audience, message: Message) -> usize {
+        let Some(remote) = self.remote() else {
+            return self.broadcast_here(&audience, message).await;
+        };
+        let (here, there) = tokio::join!(
+            self.broadcast_here(&audience, message.clone()),
+            remote.broadcast(audience.clone(), message)
+        );
+        if there.cluster_unavailable {
+            tracing::warn!(
+                ?audience,
+                "broadcast reached this node only: the cluster is unavailable"
+            );
+        }
+        here + there.reached
+    }
+
+    /// A broadcast to this node's connections only.
+    pub(crate) async fn broadcast_here(&self, audience: &Audience, message: Message) -> usize {
+        let targets = match audience {
+            Audience::All => self.lock().connections().cloned().collect(),
+            Audience::ClientType(client_type) => self.lock().of_type(client_type),
+            Audience::Group(group) => self.lock().in_group(group),
+        };
+        self.send_each(targets, message).await
     }
 
     /// Sends concurrently, so one slow peer delays only its own send.

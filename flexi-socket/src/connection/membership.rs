@@ -63,7 +63,7 @@ impl Connection {
 
     /// Gives up this connection's key, if it holds one; whether it did.
     pub fn clear_key(&self) -> bool {
-        self.endpoint().connections.lock().release(self.id())
+        self.endpoint().connections.release_key(self.id())
     }
 
     /// Adds this connection to `group`, for

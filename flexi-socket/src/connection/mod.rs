@@ -19,6 +19,7 @@ pub(crate) mod log_budget;
 mod membership;
 pub(crate) mod outbound;
 mod outcome;
+mod remote;
 pub(crate) mod replies;
 mod report;
 mod request;
@@ -33,8 +34,10 @@ pub(crate) use endpoint::{Endpoint, ReplyHook, ServerWide, Side};
 use history::Recorder;
 pub use history::{Direction, History, HistoryEntry};
 pub use list::Connections;
+pub(crate) use list::WeakConnections;
 use log_budget::KindsSeen;
 pub use outcome::{LocateOutcome, Location, SendOutcome};
+pub(crate) use remote::{Audience, Remote, RemoteReach};
 pub(crate) use report::report;
 pub use shutdown::ShutdownReport;
 

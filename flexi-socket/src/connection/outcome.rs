@@ -48,6 +48,12 @@ pub enum SendOutcome {
     QueueFull,
     /// The connection holding the key is closing: not sent.
     Closing,
+    /// Cluster only: the node asked did not answer within the cluster's
+    /// request timeout. The message may or may not have been delivered.
+    Timeout,
+    /// Cluster only: the key is not held here and this node has no
+    /// connection to NATS, so no other node could be asked. Not sent.
+    ClusterUnavailable,
 }
 
 impl SendOutcome {
@@ -85,6 +91,8 @@ impl fmt::Display for SendOutcome {
             SendOutcome::Offline => f.write_str("no connection holds the key"),
             SendOutcome::QueueFull => f.write_str("the connection's outbound queue is full"),
             SendOutcome::Closing => f.write_str("the connection is closing"),
+            SendOutcome::Timeout => f.write_str("no answer from the cluster in time"),
+            SendOutcome::ClusterUnavailable => f.write_str("the cluster is unavailable"),
         }
     }
 }
@@ -97,6 +105,12 @@ pub enum LocateOutcome {
     Found(Location),
     /// No open connection holds the key.
     Offline,
+    /// Cluster only: the node asked did not answer within the cluster's
+    /// request timeout.
+    Timeout,
+    /// Cluster only: the key is not held here and this node has no
+    /// connection to NATS, so no other node could be asked.
+    ClusterUnavailable,
 }
 
 impl LocateOutcome {
@@ -104,7 +118,7 @@ impl LocateOutcome {
     pub fn found(self) -> Option<Location> {
         match self {
             LocateOutcome::Found(location) => Some(location),
-            LocateOutcome::Offline => None,
+            _ => None,
         }
     }
 }

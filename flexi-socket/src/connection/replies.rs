@@ -311,13 +311,13 @@ impl Replies {
         book.owed_by = None;
         let owed = std::mem::take(&mut book.owed);
         for owed in owed {
-            if let Owed::Request(id) = owed {
-                if let Some(index) = book.waiters.iter().position(|waiter| waiter.id == id) {
-                    let waiter = book.waiters.remove(index);
-                    let _ = waiter
-                        .reply
-                        .send(Err(Error::ConnectionClosed { id: connection }));
-                }
+            if let Owed::Request(id) = owed
+                && let Some(index) = book.waiters.iter().position(|waiter| waiter.id == id)
+            {
+                let waiter = book.waiters.remove(index);
+                let _ = waiter
+                    .reply
+                    .send(Err(Error::ConnectionClosed { id: connection }));
             }
         }
     }

@@ -58,7 +58,6 @@ impl HandlerSlot {
     pub(crate) fn trim(&mut self) {
         /// A typical `async fn` handler's future is a few dozen bytes.
         const KEPT: usize = 256;
-        // Not a let chain: those need Rust 1.88, the crate's rust-version is 1.85.
         let large = self
             .future
             .as_ref()

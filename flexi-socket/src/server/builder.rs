@@ -209,6 +209,9 @@ pub struct ServerBuilder<T = Tcp> {
     pub(super) transport: T,
     /// More listeners of the same server, from [`listener`](Self::listener).
     added: Vec<AddedListener>,
+    /// The cluster to join at `bind`, from [`cluster`](Self::cluster).
+    #[cfg(feature = "nats")]
+    cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl<T> ServerBuilder<T> {
@@ -225,6 +228,8 @@ impl<T> ServerBuilder<T> {
             socket: SocketOptions::default(),
             transport,
             added: Vec::new(),
+            #[cfg(feature = "nats")]
+            cluster: None,
         }
     }
 
@@ -630,6 +635,31 @@ impl<T> ServerBuilder<T> {
         self.limits.node_name = std::sync::Arc::from(name.into());
         self
     }
+
+    /// Joins a cluster over NATS at [`bind`](Self::bind), as the node named
+    /// by [`node_name`](Self::node_name): [`Connections`](crate::Connections)'
+    /// send to a key, locate and broadcasts then reach every node (the
+    /// crate docs' "Cluster" says what each outcome means). `bind` does not
+    /// wait for NATS longer than the request timeout: without it the server
+    /// serves its own connections and joins when NATS answers.
+    ///
+    /// ```no_run
+    /// use flexi_socket::{ClusterConfig, FlexiSocket};
+    ///
+    /// # async fn run() -> flexi_socket::Result<()> {
+    /// FlexiSocket::server("0.0.0.0:7001")
+    ///     .node_name("gateway-1")
+    ///     .cluster(ClusterConfig::new(["nats://10.0.0.5:4222"]))
+    ///     .serve()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "nats")]
+    #[must_use]
+    pub fn cluster(mut self, config: crate::cluster::ClusterConfig) -> Self {
+        self.cluster = Some(config);
+        self
+    }
 }
 
 impl sealed::Sealed for Tcp {
@@ -800,6 +830,8 @@ impl<T: ServerTransport> ServerBuilder<T> {
     /// # Ok(()) }
     /// ```
     pub async fn bind(mut self) -> Result<Server> {
+        #[cfg(feature = "nats")]
+        let cluster = self.cluster.take();
         let added = std::mem::take(&mut self.added);
         let (setup, limits) = (self.setup.clone(), self.limits.clone());
         let mut server = <T as sealed::Sealed>::bind_listener(self, None).await?;
@@ -810,6 +842,17 @@ impl<T: ServerTransport> ServerBuilder<T> {
                 wide: server.endpoint.server_wide(),
             };
             server.add(bind_added(beside).await?);
+        }
+        #[cfg(feature = "nats")]
+        if let Some(config) = cluster {
+            let connections = server.connections();
+            let node = crate::cluster::ClusterNode::join(
+                &config,
+                connections.node_name(),
+                connections.downgrade(),
+            )
+            .await?;
+            connections.join_cluster(std::sync::Arc::new(node));
         }
         Ok(server)
     }

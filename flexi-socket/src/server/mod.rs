@@ -272,6 +272,8 @@ impl Server {
             stopped = listening.join_next() => stopped,
         };
         endpoint.shutdown.stop_accepting();
+        // The other nodes stop counting on this one before its connections go.
+        endpoint.connections.leave_cluster().await;
         let mut panicked = stopped.and_then(stopped_with_panic);
         while let Some(stopped) = listening.join_next().await {
             if let Some(payload) = stopped_with_panic(stopped) {

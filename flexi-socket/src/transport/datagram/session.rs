@@ -267,12 +267,11 @@ impl Session {
                 // before any framing. Here rather than in `deframe`'s decoder
                 // (which would do the same): whether the datagram needs
                 // deframing at all depends on the client type it makes.
-                if !self.connection.classification_over() {
-                    if let Some(ControlFlow::Break(reason)) =
+                if !self.connection.classification_over()
+                    && let Some(ControlFlow::Break(reason)) =
                         classify_first_unit(&self.connection, &datagram, true).await
-                    {
-                        return ControlFlow::Break(reason);
-                    }
+                {
+                    return ControlFlow::Break(reason);
                 }
                 if self.config.framed || self.connection.own_framing().is_some() {
                     deframe(&self.connection, datagram).await

@@ -1,0 +1,299 @@
+//! [`ClusterNode`]: this server as one node of the cluster. It holds the
+//! NATS client, answers the other nodes (broadcasts, presence), and is the
+//! [`Remote`] that this server's [`Connections`] ask about keys held
+//! elsewhere.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use async_nats::{Client, ConnectOptions, Event};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::config::ClusterConfig;
+use super::keys::HeldKeys;
+use super::subject::Subjects;
+use super::wire::{Target, Wire};
+use crate::connection::{Audience, Connections, Remote, WeakConnections};
+use crate::error::Error;
+use crate::sync;
+
+/// This server as a node of the cluster. Dropping it leaves the cluster:
+/// its tasks end and its NATS connection closes, and with it every
+/// subscription of its keys.
+#[derive(Debug)]
+pub(crate) struct ClusterNode {
+    pub(super) shared: Arc<Shared>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+/// What the node's tasks share.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) client: Client,
+    pub(super) name: Arc<str>,
+    pub(super) subjects: Subjects,
+    /// This server's connections, for what other nodes ask of them. Weak:
+    /// the list holds this node (as its [`Remote`]), not the other way.
+    pub(super) connections: WeakConnections,
+    pub(super) keys: HeldKeys,
+    /// The other nodes that said hello and not goodbye.
+    members: Mutex<BTreeSet<String>>,
+}
+
+impl ClusterNode {
+    /// Joins the cluster as `name`, serving `connections`. Returns at once
+    /// even when no NATS server answers yet: the client keeps trying in the
+    /// background, and cross-node operations answer "cluster unavailable"
+    /// until it is connected.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cluster`] if the configuration is wrong (an invalid node
+    /// name or prefix, a URL that does not parse).
+    pub(crate) async fn join(
+        config: &ClusterConfig,
+        name: &str,
+        connections: WeakConnections,
+    ) -> Result<Self, Error> {
+        config.check(name)?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let client = ConnectOptions::new()
+            .name(format!("flexi-socket node {name}"))
+            .retry_on_initial_connect()
+            .ping_interval(config.ping_interval)
+            .request_timeout(Some(config.request_timeout))
+            .event_callback(move |event| {
+                let events = events_tx.clone();
+                async move {
+                    let _ = events.send(event);
+                }
+            })
+            .connect(config.urls.clone())
+            .await
+            .map_err(|error| Error::Cluster {
+                reason: format!("cannot use the NATS servers {:?}: {error}", config.urls),
+            })?;
+        let shared = Arc::new(Shared {
+            client,
+            name: Arc::from(name),
+            subjects: Subjects::new(&config.subject_prefix),
+            connections,
+            keys: HeldKeys::default(),
+            members: Mutex::default(),
+        });
+        let mut tasks = JoinSet::new();
+        // Subscribed before the first hello goes out, so no answer is missed.
+        let presence = subscribe(&shared, shared.subjects.presence()).await?;
+        let broadcasts = subscribe(&shared, shared.subjects.node(name)).await?;
+        tasks.spawn(Arc::clone(&shared).answer_presence(presence));
+        tasks.spawn(Arc::clone(&shared).answer_broadcasts(broadcasts));
+        tasks.spawn(Arc::clone(&shared).follow_connection(events_rx));
+        // Normally NATS answers at once: the node is then in the cluster,
+        // its subscriptions in place, when the server starts accepting.
+        // Otherwise it joins in the background when NATS comes.
+        let first_contact = tokio::time::timeout(config.request_timeout, shared.client.flush());
+        if matches!(first_contact.await, Ok(Ok(()))) {
+            shared.say_hello().await;
+            let _ = shared.client.flush().await;
+        } else {
+            tracing::warn!(node = name, urls = ?config.urls, "no NATS server answers yet: serving local connections only until one does");
+        }
+        Ok(Self {
+            shared,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    /// Says goodbye to the other nodes and stops answering them.
+    pub(crate) async fn leave(&self) {
+        let goodbye = Wire::Goodbye {
+            node: self.shared.name.to_string(),
+        };
+        let shared = &self.shared;
+        if shared.is_connected() {
+            let _ = shared
+                .client
+                .publish(shared.subjects.presence(), goodbye.encode())
+                .await;
+            let _ = shared.client.flush().await;
+        }
+        sync::lock(&self.tasks).abort_all();
+        shared.keys.release_all();
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        // The key tasks hold the shared state: end them, or they outlive the node.
+        self.shared.keys.release_all();
+    }
+}
+
+async fn subscribe(shared: &Shared, subject: String) -> Result<async_nats::Subscriber, Error> {
+    shared
+        .client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|error| Error::Cluster {
+            reason: format!("cannot subscribe to {subject}: {error}"),
+        })
+}
+
+impl Shared {
+    pub(super) fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    pub(super) fn connections(&self) -> Option<Connections> {
+        self.connections.upgrade()
+    }
+
+    /// The other nodes known now.
+    pub(super) fn members(&self) -> Vec<String> {
+        sync::lock(&self.members).iter().cloned().collect()
+    }
+
+    pub(super) fn forget(&self, node: &str) {
+        if sync::lock(&self.members).remove(node) {
+            tracing::info!(node, "node left the cluster (no answer on its subject)");
+        }
+    }
+
+    /// Tells every node this one is here, and asks them to say so too.
+    async fn say_hello(&self) {
+        let hello = Wire::Hello {
+            node: self.name.to_string(),
+            answer_back: true,
+        };
+        let _ = self
+            .client
+            .publish(self.subjects.presence(), hello.encode())
+            .await;
+    }
+
+    /// Every (re)connection to NATS: say hello, ask the others to, and
+    /// claim every key again (async-nats has already renewed the
+    /// subscriptions; a claim made while we were away may have reached
+    /// nobody).
+    async fn follow_connection(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<Event>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Connected => {
+                    tracing::info!(node = %self.name, "connected to NATS: announcing this node and its keys");
+                    self.say_hello().await;
+                    self.keys.claim_all_again(&self).await;
+                }
+                Event::Disconnected => {
+                    tracing::warn!(node = %self.name, "lost NATS: cross-node operations answer \"cluster unavailable\" until it is back");
+                }
+                other => tracing::debug!(node = %self.name, event = %other, "NATS event"),
+            }
+        }
+    }
+
+    async fn answer_presence(self: Arc<Self>, mut presence: async_nats::Subscriber) {
+        while let Some(message) = presence.next().await {
+            match Wire::decode(&message.payload) {
+                Ok(Wire::Hello { node, answer_back }) if *node != *self.name => {
+                    if sync::lock(&self.members).insert(node.clone()) {
+                        tracing::info!(node, "node joined the cluster");
+                    }
+                    if answer_back {
+                        let hello = Wire::Hello {
+                            node: self.name.to_string(),
+                            answer_back: false,
+                        };
+                        let _ = self
+                            .client
+                            .publish(self.subjects.presence(), hello.encode())
+                            .await;
+                    }
+                }
+                Ok(Wire::Goodbye { node }) => {
+                    if sync::lock(&self.members).remove(&node) {
+                        tracing::info!(node, "node said goodbye");
+                    }
+                }
+                Ok(Wire::Hello { .. }) => {}
+                other => unreadable("presence", &other),
+            }
+        }
+    }
+
+    async fn answer_broadcasts(self: Arc<Self>, mut broadcasts: async_nats::Subscriber) {
+        while let Some(message) = broadcasts.next().await {
+            let (Ok(Wire::Broadcast { target, body }), Some(reply)) =
+                (Wire::decode(&message.payload), message.reply)
+            else {
+                unreadable("broadcast", &Wire::decode(&message.payload));
+                continue;
+            };
+            let Some(connections) = self.connections() else {
+                return;
+            };
+            let audience = match target {
+                Target::All => Audience::All,
+                Target::ClientType(name) => Audience::ClientType(name.into()),
+                Target::Group(name) => Audience::Group(name),
+            };
+            let reached = connections.broadcast_here(&audience, body.into()).await;
+            let answer = Wire::Reached {
+                count: u64::try_from(reached).unwrap_or(u64::MAX),
+            };
+            let _ = self.client.publish(reply, answer.encode()).await;
+        }
+    }
+}
+
+/// Something another node sent that this one cannot use: logged, dropped.
+pub(super) fn unreadable(subject: &str, decoded: &Result<Wire, super::wire::WireError>) {
+    match decoded {
+        Err(error) => tracing::warn!(subject, %error, "dropped an unreadable cluster message"),
+        Ok(message) => {
+            tracing::warn!(
+                subject,
+                ?message,
+                "dropped a cluster message that does not belong here"
+            );
+        }
+    }
+}
+
+impl Remote for ClusterNode {
+    fn send_to_key<'a>(
+        &'a self,
+        key: &'a str,
+        message: crate::message::Message,
+    ) -> crate::future::BoxFuture<'a, Result<crate::connection::SendOutcome, Error>> {
+        Box::pin(super::request::send_to_key(&self.shared, key, message))
+    }
+
+    fn locate<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> crate::future::BoxFuture<'a, crate::connection::LocateOutcome> {
+        Box::pin(super::request::locate(&self.shared, key))
+    }
+
+    fn broadcast(
+        &self,
+        audience: Audience,
+        message: crate::message::Message,
+    ) -> crate::future::BoxFuture<'_, crate::connection::RemoteReach> {
+        Box::pin(super::request::broadcast(&self.shared, audience, message))
+    }
+
+    fn key_claimed(&self, key: &str) {
+        self.shared.keys.claim(&self.shared, key);
+    }
+
+    fn key_released(&self, key: &str) {
+        self.shared.keys.release(key);
+    }
+
+    fn leave(&self) -> crate::future::BoxFuture<'_, ()> {
+        Box::pin(ClusterNode::leave(self))
+    }
+}

@@ -1,0 +1,254 @@
+//! Two gateway nodes joined through a real nats-server (`--nats URL --node
+//! NAME`), as the README's "Scaling out" runs them: operators on one node
+//! reach devices on the other, broadcasts count every node's devices, a key
+//! taken on one node closes it on the other, and the failures answer within
+//! their bounds: a killed node's devices are offline, a stopped nats-server
+//! leaves local operations working and remote ones answering `ERROR`, and a
+//! restarted one brings the nodes back by themselves. nats-server and
+//! HAProxy are started by the tests on free ports and stopped by their PIDs.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use support::example::{ExampleServer, example_path};
+use support::haproxy::Haproxy;
+use support::nats::NatsServer;
+use support::{LineClient, WAIT, free_port, within};
+use tokio::process::Command;
+
+/// A gateway node in the cluster of `nats`.
+async fn node(nats: &NatsServer, name: &str, extra: &[&str]) -> ExampleServer {
+    let url = nats.url();
+    let mut args = vec!["127.0.0.1:0", "--nats", url.as_str(), "--node", name];
+    args.extend_from_slice(extra);
+    ExampleServer::start_command(Command::new(example_path("gateway")).args(&args), "gateway").await
+}
+
+async fn device(addr: SocketAddr, id: &str, node: &str) -> LineClient {
+    let mut device = LineClient::connect(addr).await;
+    assert_eq!(
+        device.ask(&format!("HELLO {id}")).await,
+        format!("WELCOME {id} {node}")
+    );
+    device
+}
+
+async fn operator(addr: SocketAddr, node: &str) -> LineClient {
+    let mut operator = LineClient::connect(addr).await;
+    assert_eq!(
+        operator.ask("OPERATOR").await,
+        format!("WELCOME operator {node}")
+    );
+    operator
+}
+
+/// Asks `line` until the answer is `expected` (a key reaches the other
+/// nodes once its subscription reaches the NATS server, a moment after the
+/// device's WELCOME), for at most [`WAIT`].
+async fn ask_until(operator: &mut LineClient, line: &str, expected: &str) {
+    let mut last = String::new();
+    let reached = tokio::time::timeout(WAIT, async {
+        loop {
+            last = operator.ask(line).await;
+            if last == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "`{line}` never answered `{expected}`; last: `{last}`"
+    );
+}
+
+/// Two nodes, a device on each (one behind HAProxy's PROXY header): an
+/// operator on either reaches, finds and names both, and a broadcast counts
+/// them all.
+#[tokio::test]
+async fn operators_reach_find_and_count_devices_on_every_node() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let a = node(&nats, "a", &[]).await;
+    let b = node(&nats, "b", &["--proxy-protocol"]).await;
+    let front_b = free_port();
+    let Some(haproxy) = Haproxy::start(&format!(
+        "frontend front_b\n    bind 127.0.0.1:{front_b}\n    default_backend node_b\n\
+         backend node_b\n    server b {} send-proxy\n",
+        b.addr
+    ))
+    .await
+    else {
+        return;
+    };
+    let front_b = SocketAddr::from(([127, 0, 0, 1], front_b));
+
+    let mut on_a = device(a.addr, "42", "a").await;
+    // Another loopback address is another host: HAProxy's header names it.
+    let device_ip: IpAddr = "127.0.0.2".parse().unwrap();
+    let mut on_b = LineClient::connect_from(device_ip, front_b).await;
+    assert_eq!(on_b.ask("HELLO 43").await, "WELCOME 43 b");
+    let on_b_addr = on_b.writer.local_addr().unwrap();
+    let mut operator_a = operator(a.addr, "a").await;
+    let mut operator_b = operator(front_b, "b").await;
+
+    ask_until(&mut operator_a, "WHERE 43", "AT 43 b").await;
+    ask_until(&mut operator_b, "WHERE 42", "AT 42 a").await;
+    assert_eq!(operator_a.ask("WHERE 42").await, "AT 42 a");
+    assert_eq!(operator_a.ask("WHERE 7").await, "OFFLINE 7");
+
+    assert_eq!(
+        operator_a.ask("SEND 43 open the door").await,
+        "DELIVERED 43 b"
+    );
+    assert_eq!(on_b.recv_line().await, "open the door");
+    assert_eq!(operator_b.ask("SEND 42 and you").await, "DELIVERED 42 a");
+    assert_eq!(on_a.recv_line().await, "and you");
+    assert_eq!(operator_a.ask("SEND 7 anyone?").await, "OFFLINE 7");
+
+    assert_eq!(
+        operator_a.ask("PEER 43").await,
+        format!("PEER 43 {on_b_addr}"),
+        "the address in HAProxy's header, read on node b, named on node a"
+    );
+
+    assert_eq!(operator_a.ask("BROADCAST all devices").await, "BROADCAST 2");
+    assert_eq!(on_a.recv_line().await, "all devices");
+    assert_eq!(on_b.recv_line().await, "all devices");
+
+    haproxy.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// 200 sends from one node to a device on another arrive in the order made.
+#[tokio::test]
+async fn two_hundred_cross_node_sends_arrive_in_order() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let a = node(&nats, "a", &[]).await;
+    let b = node(&nats, "b", &[]).await;
+    let mut on_b = device(b.addr, "42", "b").await;
+    let mut operator_a = operator(a.addr, "a").await;
+    ask_until(&mut operator_a, "WHERE 42", "AT 42 b").await;
+
+    // All 200 written at once, so they are in flight together.
+    let sends: String = (0..200).map(|i| format!("SEND 42 message {i}\n")).collect();
+    operator_a.send_raw(sends.as_bytes()).await;
+    for i in 0..200 {
+        assert_eq!(operator_a.recv_line().await, "DELIVERED 42 b");
+        assert_eq!(on_b.recv_line().await, format!("message {i}"));
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A HELLO on node b for an id held on node a closes a's connection: the
+/// newest wins across nodes as on one.
+#[tokio::test]
+async fn the_newest_connection_wins_across_nodes() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let a = node(&nats, "a", &[]).await;
+    let b = node(&nats, "b", &[]).await;
+    let mut older = device(a.addr, "42", "a").await;
+    let mut operator_b = operator(b.addr, "b").await;
+    ask_until(&mut operator_b, "WHERE 42", "AT 42 a").await;
+
+    let mut newer = device(b.addr, "42", "b").await;
+    assert_eq!(
+        older.try_recv_line().await,
+        None,
+        "node a closed the older connection"
+    );
+    let mut operator_a = operator(a.addr, "a").await;
+    ask_until(&mut operator_a, "WHERE 42", "AT 42 b").await;
+    assert_eq!(
+        operator_a.ask("SEND 42 to the newest").await,
+        "DELIVERED 42 b"
+    );
+    assert_eq!(newer.recv_line().await, "to the newest");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A node killed with SIGKILL takes its keys with it: its NATS connection
+/// closes, the NATS server drops its subscriptions, and sends to its
+/// devices answer OFFLINE (a host that vanishes without closing its
+/// connections is dropped after the server's unanswered pings).
+#[tokio::test]
+async fn a_killed_nodes_devices_are_offline() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let a = node(&nats, "a", &[]).await;
+    let b = node(&nats, "b", &[]).await;
+    let _on_b = device(b.addr, "42", "b").await;
+    let mut operator_a = operator(a.addr, "a").await;
+    ask_until(&mut operator_a, "WHERE 42", "AT 42 b").await;
+
+    b.stop().await; // SIGKILL, by PID
+    ask_until(&mut operator_a, "SEND 42 still there?", "OFFLINE 42").await;
+    assert_eq!(operator_a.ask("WHERE 42").await, "OFFLINE 42");
+    let _on_a = device(a.addr, "9", "a").await;
+    assert_eq!(
+        operator_a.ask("BROADCAST who is left").await,
+        "BROADCAST 1",
+        "only node a's device; node b is forgotten"
+    );
+    a.stop().await;
+}
+
+/// Without nats-server, each node still serves its own devices and says
+/// `ERROR` for the others at once; when nats-server is back on the same
+/// port, the nodes reconnect and announce their devices again by
+/// themselves.
+#[tokio::test]
+async fn without_nats_local_works_and_remote_fails_fast_then_recovers() {
+    let Some(mut nats) = NatsServer::start().await else {
+        return;
+    };
+    let a = node(&nats, "a", &[]).await;
+    let b = node(&nats, "b", &[]).await;
+    let mut on_a = device(a.addr, "1", "a").await;
+    let mut on_b = device(b.addr, "2", "b").await;
+    let mut operator_a = operator(a.addr, "a").await;
+    ask_until(&mut operator_a, "WHERE 2", "AT 2 b").await;
+
+    nats.stop().await;
+    assert_eq!(operator_a.ask("SEND 1 local").await, "DELIVERED 1 a");
+    assert_eq!(on_a.recv_line().await, "local");
+    assert_eq!(operator_a.ask("WHERE 1").await, "AT 1 a");
+    ask_until(
+        &mut operator_a,
+        "SEND 2 remote",
+        "ERROR cluster unavailable",
+    )
+    .await;
+    assert_eq!(operator_a.ask("WHERE 2").await, "ERROR cluster unavailable");
+    // A device that arrives while NATS is away is announced when it returns.
+    let mut late = device(b.addr, "3", "b").await;
+
+    nats.restart().await;
+    ask_until(&mut operator_a, "SEND 2 back again", "DELIVERED 2 b").await;
+    // A send handed to NATS just as it went (answered TIMEOUT, not ERROR)
+    // is written when the connection returns: at most once, maybe late.
+    let mut line = on_b.recv_line().await;
+    while line == "remote" {
+        line = on_b.recv_line().await;
+    }
+    assert_eq!(line, "back again");
+    ask_until(&mut operator_a, "SEND 3 welcome", "DELIVERED 3 b").await;
+    assert_eq!(late.recv_line().await, "welcome");
+    within("the nodes", async {
+        a.stop().await;
+        b.stop().await;
+    })
+    .await;
+}
