@@ -252,3 +252,55 @@ async fn without_nats_local_works_and_remote_fails_fast_then_recovers() {
     })
     .await;
 }
+
+/// Whatever arrives through NATS, a node drops what it cannot read and
+/// goes on: malformed payloads on its presence, broadcast and key
+/// subjects, each with and without a reply subject, one nearly as large as
+/// NATS allows, leave it answering as before.
+#[tokio::test]
+async fn garbage_through_nats_neither_crashes_nor_blocks_a_node() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let a = node(&nats, "a", &[]).await;
+    let b = node(&nats, "b", &[]).await;
+    let mut on_b = device(b.addr, "42", "b").await;
+    let mut operator_a = operator(a.addr, "a").await;
+    ask_until(&mut operator_a, "WHERE 42", "AT 42 b").await;
+
+    let intruder = within("connect to NATS", async_nats::connect(nats.url()))
+        .await
+        .expect("NATS accepts a client");
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![1],
+        vec![2, 1],
+        vec![1, 99],
+        vec![1, 4, 9, 0, 0],
+        vec![1, 5, 0xff, 0xff, b'a'],
+        vec![1, 6, 0, 1, 0xff],
+        vec![1, 16, 0],
+        vec![1, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3],
+        vec![0xff; 1024 * 1024 + 1 - 64],
+    ];
+    // The subject of key "42": `k` and the key in URL-safe base64.
+    for subject in ["flexi.presence", "flexi.node.b", "flexi.key.kNDI"] {
+        for payload in &garbage {
+            let payload = bytes::Bytes::from(payload.clone());
+            intruder.publish(subject, payload.clone()).await.unwrap();
+            intruder
+                .publish_with_reply(subject, "intruder.inbox", payload)
+                .await
+                .unwrap();
+        }
+    }
+    within("NATS takes it all", intruder.flush()).await.unwrap();
+
+    assert_eq!(operator_a.ask("SEND 42 still fine").await, "DELIVERED 42 b");
+    assert_eq!(on_b.recv_line().await, "still fine");
+    assert_eq!(operator_a.ask("WHERE 42").await, "AT 42 b");
+    assert_eq!(operator_a.ask("BROADCAST still one").await, "BROADCAST 1");
+    assert_eq!(on_b.recv_line().await, "still one");
+    a.stop().await;
+    b.stop().await;
+}
