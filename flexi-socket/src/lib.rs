@@ -18,6 +18,7 @@
 //! | `transport/` | the stream driver (TCP, TLS, in-memory pipes), UDP sessions, the decoder both share, TLS |
 //! | `server/` | the accept loop, admission under the limits, the builders, the UDP receive loop |
 //! | `client/` | connecting and reconnecting, request/reply, the UDP client |
+//! | `cluster/` | send to a key, locate and broadcasts across nodes over NATS (feature `nats`): subjects, the payload format, key claims |
 //! | `testing` | the in-memory test harness (feature `testing`) |
 //!
 //! # Public types
@@ -39,6 +40,7 @@
 //! | [`enum@Error`] | the one error type; per-connection errors reach `#[on_error]` |
 //! | `TlsServerConfig` | certificate and key for `ServerBuilder::tls` (feature `tls`) |
 //! | `TlsClientConfig` | trusted roots, server name, client certificate for `ClientBuilder::tls` (feature `tls`) |
+//! | `ClusterConfig` | the NATS servers and timeouts for `ServerBuilder::cluster` (feature `nats`) |
 //!
 //! Attributes: `#[on_connect]`, `#[on_message]`, `#[after_receive]`, `#[before_send]`,
 //! `#[on_error]`, `#[on_disconnect]`, all but `on_connect` taking an optional
