@@ -7,17 +7,25 @@
 #
 #   bench/instructions.sh                      # TCP ping-pong: the echo example and the minimal echo
 #   MODE=pipelined bench/instructions.sh       # 16 connections x 64 lines in flight
+#   MODE=pipelined-1k bench/instructions.sh    # the same with 1 KiB lines
+#   MODE=tls bench/instructions.sh             # ping-pong over TLS: tls_echo and the tokio-rustls echo
+#   MODE=tls-pipelined bench/instructions.sh   # pipelined over TLS
+#   MODE=broadcast bench/instructions.sh       # one line to BROADCAST_CONNECTIONS clients, per line delivered
 #   MODE=udp bench/instructions.sh             # the udp_echo example and the tokio UDP echo
 #   MODE=client bench/instructions.sh          # flexi-socket's client and a plain tokio client
 #   SERVERS="/tmp/old/echo" bench/instructions.sh
 #   METRICS=1 bench/instructions.sh            # the echo example without and with metrics
 #
 # Environment:
-#   MODE (pingpong): pingpong, pipelined, udp or client. In client mode the
+#   MODE (pingpong): pingpong, pipelined, pipelined-1k, tls, tls-pipelined,
+#     broadcast, udp or client. In client mode the
 #     load generators are counted (flexi_client_load, loadgen --mode client),
 #     both against the minimal echo run without valgrind; each count includes
 #     the load generator's own work (making and checking lines, the histogram)
 #   MESSAGES (100000): messages the load generator sends, all answered
+#     (broadcast: broadcasts, each delivered BROADCAST_CONNECTIONS times;
+#     default 100, so 100,000 lines delivered)
+#   BROADCAST_CONNECTIONS (1000)
 #   SERVERS: the server binaries to count (default: the tree's flexi-socket
 #     example for MODE, then its hand-written counterpart)
 #   METRICS: 1 counts, instead of SERVERS, the echo example built without
@@ -32,15 +40,36 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=${MODE:-pingpong}
-MESSAGES=${MESSAGES:-100000}
+BROADCAST_CONNECTIONS=${BROADCAST_CONNECTIONS:-1000}
+if [[ $MODE == broadcast ]]; then
+    MESSAGES=${MESSAGES:-100}
+    # Instructions per line delivered.
+    per=$((MESSAGES * BROADCAST_CONNECTIONS))
+else
+    MESSAGES=${MESSAGES:-100000}
+    per=$MESSAGES
+fi
+# Where cargo builds.
+target=${CARGO_TARGET_DIR:-target}
 
+# example: the flexi-socket server (an example, or a bench binary when
+# `bench_server` is set); baseline: its hand-written counterpart.
+bench_server=
 case $MODE in
     pingpong) load=(--mode pingpong --connections 16) example=echo baseline=baseline_minimal ;;
     pipelined) load=(--mode pipelined --connections 16 --depth 64) example=echo baseline=baseline_batching ;;
+    pipelined-1k) load=(--mode pipelined --connections 16 --depth 64 --size 1024) example=echo baseline=baseline_batching ;;
+    tls) load=(--mode pingpong --connections 16) example=tls_echo baseline=baseline_tls ;;
+    tls-pipelined) load=(--mode pipelined --connections 16 --depth 64) example=tls_echo baseline=baseline_tls ;;
+    broadcast)
+        load=(--mode broadcast --connections "$BROADCAST_CONNECTIONS")
+        example=echo bench_server=flexi_broadcast baseline=baseline_broadcast
+        ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+        ;;
     udp) load=(--mode udp --connections 16) example=udp_echo baseline=baseline_udp ;;
     client) load=(--mode client --connections 16) example=echo baseline=baseline_minimal ;;
     *)
-        echo "error: MODE=$MODE: expected pingpong, pipelined, udp or client" >&2
+        echo "error: MODE=$MODE: expected pingpong, pipelined, pipelined-1k, tls, tls-pipelined, broadcast, udp or client" >&2
         exit 2
         ;;
 esac
@@ -52,7 +81,11 @@ fi
 # Without the suite's default `metrics` feature: the servers record no metrics.
 cargo build --release --quiet --no-default-features -p flexi-socket-suite --example "$example" \
     -p flexi-socket-bench --bins
-SERVERS=${SERVERS:-target/release/examples/$example target/release/$baseline}
+if [[ -n $bench_server ]]; then
+    SERVERS=${SERVERS:-$target/release/$bench_server $target/release/$baseline}
+else
+    SERVERS=${SERVERS:-$target/release/examples/$example $target/release/$baseline}
+fi
 
 work=$(mktemp -d)
 server_pid=
@@ -70,20 +103,25 @@ if [[ ${METRICS:-} == 1 ]]; then
         exit 2
     fi
     mkdir "$work/bin"
-    cp target/release/examples/echo "$work/bin/echo"
+    cp "$target/release/examples/echo" "$work/bin/echo"
     cargo build --release --quiet -p flexi-socket-suite --example echo
-    cp target/release/examples/echo "$work/bin/echo_feature_no_recorder"
+    cp "$target/release/examples/echo" "$work/bin/echo_feature_no_recorder"
     cargo build --release --quiet -p flexi-socket-bench --features metrics --bin echo_metrics
-    cp target/release/echo_metrics "$work/bin/echo_metrics"
+    cp "$target/release/echo_metrics" "$work/bin/echo_metrics"
     SERVERS="$work/bin/echo $work/bin/echo_feature_no_recorder $work/bin/echo_metrics"
 fi
 
-# Sets `addr` from what the server started in the background prints.
+# Sets `addr` from what the server started in the background prints, and
+# in the TLS modes `tls_ca` to the flags for the certificate it prints.
 wait_for_address() {
+    local ca
     addr=
+    tls_ca=()
     for _ in $(seq 600); do
         addr=$(sed -n 's/^listening on //p' "$work/stdout")
-        [[ -n $addr ]] && return 0
+        ca=$(sed -n 's/.* -CAfile //p' "$work/stdout")
+        [[ -n $ca ]] && tls_ca=(--tls-ca "$ca")
+        [[ -n $addr && ($MODE != tls* || -n $ca) ]] && return 0
         sleep 0.05
     done
     echo "error: $1 did not print 'listening on' within 30 s" >&2
@@ -96,7 +134,7 @@ report() {
     total=$(sed -n 's/^totals: //p' "$2")
     # Start-up and shutdown are in the total too: a few hundred thousand
     # instructions, under 1% at the default MESSAGES.
-    echo "$1: $((total / MESSAGES)) instructions per message ($total for $MESSAGES)"
+    echo "$1: $((total / per)) instructions per message ($total for $per)"
     if [[ -n ${KEEP:-} ]]; then
         mkdir -p "$KEEP"
         cp "$2" "$KEEP/"
@@ -104,10 +142,10 @@ report() {
 }
 
 if [[ $MODE == client ]]; then
-    target/release/$baseline 127.0.0.1:0 >"$work/stdout" 2>/dev/null &
+    "$target/release/$baseline" 127.0.0.1:0 >"$work/stdout" 2>/dev/null &
     server_pid=$!
     wait_for_address "$baseline"
-    for client in target/release/flexi_client_load target/release/loadgen; do
+    for client in "$target/release/flexi_client_load" "$target/release/loadgen"; do
         name=$(basename "$client")
         out=$work/callgrind.out.$name
         valgrind --tool=callgrind --callgrind-out-file="$out" "$client" --addr "$addr" \
@@ -124,7 +162,7 @@ for server in $SERVERS; do
         >"$work/stdout" 2>"$work/stderr" &
     server_pid=$!
     wait_for_address "$server"
-    target/release/loadgen --addr "$addr" "${load[@]}" --count "$MESSAGES" --warmup 0 \
+    "$target/release/loadgen" --addr "$addr" "${load[@]}" "${tls_ca[@]}" --count "$MESSAGES" --warmup 0 \
         --scenario "$MODE" --server-name "$name" >"$work/load.json"
     # Ctrl-C: the server shuts down and callgrind writes its counts.
     kill -INT "$server_pid"

@@ -12,9 +12,13 @@
 # Environment:
 #   REPS (5) repetitions; DURATION (3) seconds measured per run, after WARMUP (1)
 #   SCENARIOS (all): a subset of pingpong duel pipelined latency idle udp client
+#     pipelined-1k tls tls-pipelined broadcast scale
 #     (duel: the ping-pong of flexi-socket and the minimal echo at the same
-#     time, sharing the server CPU, for a precise ratio; see BENCHMARKS.md)
+#     time, sharing the server CPU, for a precise ratio; see BENCHMARKS.md;
+#     scale: ping-pong at each of SCALE_CONNECTIONS, one scenario scale-N each)
 #   IDLE_CONNECTIONS (10000) for the memory scenario
+#   BROADCAST_CONNECTIONS (10000): clients that each broadcast reaches
+#   SCALE_CONNECTIONS ("1 16 256 4096 10000"): the scale scenario's steps
 #   RESULTS (bench/results) where machine.txt, runs.jsonl (one line per run),
 #     table.md, summary.json, summary.csv and chart.svg go
 #   FLEXI_ECHO, FLEXI_UDP_ECHO: echo binaries to measure instead of this
@@ -29,9 +33,13 @@ cd "$(dirname "$0")/.."
 REPS=${REPS:-5}
 DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-1}
-SCENARIOS=${SCENARIOS:-pingpong duel pipelined latency idle udp client}
+SCENARIOS=${SCENARIOS:-pingpong duel pipelined latency idle udp client pipelined-1k tls tls-pipelined broadcast scale}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+BROADCAST_CONNECTIONS=${BROADCAST_CONNECTIONS:-10000}
+SCALE_CONNECTIONS=${SCALE_CONNECTIONS:-1 16 256 4096 10000}
 RESULTS=${RESULTS:-bench/results}
+# Where cargo builds (the binaries are copied from there).
+target=${CARGO_TARGET_DIR:-target}
 
 # name|who runs|load generator arguments
 all_scenarios=(
@@ -42,12 +50,22 @@ all_scenarios=(
     "idle|tcp|--mode idle --connections $IDLE_CONNECTIONS"
     "udp|udp|--mode udp --connections 16"
     "client|client|--mode client --connections 16"
+    # Eighth session: 1 KiB lines, TLS, broadcast, and how cost grows with
+    # the connections.
+    "pipelined-1k|tcp|--mode pipelined --connections 16 --depth 64 --size 1024"
+    "tls|tls|--mode pingpong --connections 16"
+    "tls-pipelined|tls|--mode pipelined --connections 16 --depth 64"
+    "broadcast|broadcast|--mode broadcast --connections $BROADCAST_CONNECTIONS"
 )
+for connections in $SCALE_CONNECTIONS; do
+    all_scenarios+=("scale-$connections|tcp|--mode pingpong --connections $connections")
+done
 scenarios=()
 for wanted in $SCENARIOS; do
     found=
     for scenario in "${all_scenarios[@]}"; do
-        if [[ ${scenario%%|*} == "$wanted" ]]; then
+        name=${scenario%%|*}
+        if [[ $name == "$wanted" || ($wanted == scale && $name == scale-*) ]]; then
             scenarios+=("$scenario")
             found=1
         fi
@@ -66,6 +84,9 @@ fi
 if [[ -z ${FLEXI_UDP_ECHO:-} ]]; then
     examples+=(--example udp_echo)
 fi
+if [[ -z ${FLEXI_TLS_ECHO:-} ]]; then
+    examples+=(--example tls_echo)
+fi
 if [[ ${#examples[@]} -gt 0 ]]; then
     examples=(-p flexi-socket-suite "${examples[@]}")
 fi
@@ -78,16 +99,18 @@ cargo build --release --quiet --no-default-features "${examples[@]}" -p flexi-so
 # benchmark runs cannot swap a binary between repetitions.
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
-for program in loadgen flexi_client_load baseline_minimal baseline_batching baseline_udp report chart; do
-    cp target/release/$program "$bin/"
+for program in loadgen flexi_client_load baseline_minimal baseline_batching baseline_udp report chart \
+    baseline_tls baseline_broadcast flexi_broadcast; do
+    cp "$target/release/$program" "$bin/"
 done
-for example in echo udp_echo; do
-    if [[ -x target/release/examples/$example ]]; then
-        cp target/release/examples/$example "$bin/"
+for example in echo udp_echo tls_echo; do
+    if [[ -x $target/release/examples/$example ]]; then
+        cp "$target/release/examples/$example" "$bin/"
     fi
 done
 flexi_echo=${FLEXI_ECHO:-$bin/echo}
 flexi_udp_echo=${FLEXI_UDP_ECHO:-$bin/udp_echo}
+flexi_tls_echo=${FLEXI_TLS_ECHO:-$bin/tls_echo}
 
 # Who runs in each kind of scenario, as name|server|load generator; the first
 # is the one under test.
@@ -115,6 +138,18 @@ client=(
     "flexi-socket|$bin/baseline_minimal|$bin/flexi_client_load"
     "tokio|$bin/baseline_minimal|$bin/loadgen"
 )
+# The line echo over TLS (rustls, ring provider, both with their defaults);
+# the load generator trusts the certificate each server prints.
+tls=(
+    "flexi-socket|$flexi_tls_echo|$bin/loadgen"
+    "tokio|$bin/baseline_tls|$bin/loadgen"
+)
+# One line to every connected client: Connections::broadcast against a
+# hand-written loop of try_write over every socket.
+broadcast=(
+    "flexi-socket|$bin/flexi_broadcast|$bin/loadgen"
+    "tokio|$bin/baseline_broadcast|$bin/loadgen"
+)
 
 # Server on CPU 0, load generator on CPU 1, so neither steals the other's core.
 server_cpu=()
@@ -126,11 +161,16 @@ else
     echo "warning: fewer than 2 CPUs or no taskset (util-linux): not pinning" >&2
 fi
 
-# The idle scenario holds IDLE_CONNECTIONS sockets in the server and as many in
-# the load generator (each a separate process with this limit).
+# The idle, broadcast and scale scenarios hold thousands of sockets in the
+# server and as many in the load generator (each a separate process with
+# this limit).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [[ $(ulimit -n) != unlimited && $(ulimit -n) -lt $((IDLE_CONNECTIONS + 100)) ]]; then
-    echo "warning: ulimit -n is $(ulimit -n); IDLE_CONNECTIONS=$IDLE_CONNECTIONS will fail" >&2
+most=$IDLE_CONNECTIONS
+for connections in $BROADCAST_CONNECTIONS $SCALE_CONNECTIONS; do
+    ((connections > most)) && most=$connections
+done
+if [[ $(ulimit -n) != unlimited && $(ulimit -n) -lt $((most + 100)) ]]; then
+    echo "warning: ulimit -n is $(ulimit -n); $most connections will fail" >&2
 fi
 
 mkdir -p "$RESULTS"
@@ -148,6 +188,7 @@ runs=$RESULTS/runs.jsonl
     echo "kernel: $(uname -r)"
     echo "pinning: ${server_cpu[*]:-none} / ${load_cpu[*]:-none}"
     echo "REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP IDLE_CONNECTIONS=$IDLE_CONNECTIONS"
+    echo "BROADCAST_CONNECTIONS=$BROADCAST_CONNECTIONS SCALE_CONNECTIONS=$SCALE_CONNECTIONS"
     echo "SCENARIOS=$SCENARIOS"
     echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$RESULTS/machine.txt"
@@ -165,18 +206,25 @@ stop_servers() {
 trap 'stop_servers; rm -f "$server_out" "$server_out".*; rm -rf "$bin"' EXIT
 
 # Starts server $1 (a binary) on a free port, its stdout to file $2
-# ($server_out); sets server_pid and server_addr.
+# ($server_out); sets server_pid and server_addr, and `tls_ca` to the
+# load generator's flags for the certificate a TLS server prints (after
+# its address, as `... -CAfile <file>`) when the scenario is a TLS one.
 start_server() {
-    local out=${2:-$server_out}
+    local out=${2:-$server_out} ca
     : >"$out"
     # taskset execs the server, so $! is the server's own PID. Its stderr
     # (tracing) is not part of the measurement.
     "${server_cpu[@]}" "$1" 127.0.0.1:0 >"$out" 2>/dev/null &
     server_pid=$!
     server_pids+=("$server_pid")
+    tls_ca=()
     for _ in $(seq 100); do
         server_addr=$(sed -n 's/^listening on //p' "$out")
-        [[ -n $server_addr ]] && return 0
+        ca=$(sed -n 's/.* -CAfile //p' "$out")
+        if [[ ${group:-} == tls && -n $ca ]]; then
+            tls_ca=(--tls-ca "$ca")
+        fi
+        [[ -n $server_addr && (${group:-} != tls || -n $ca) ]] && return 0
         kill -0 "$server_pid" 2>/dev/null || break
         sleep 0.05
     done
@@ -238,7 +286,7 @@ for scenario in "${scenarios[@]}"; do
 done
 done_runs=0
 for scenario in "${scenarios[@]}"; do
-    IFS='|' read -r name _ arguments <<<"$scenario"
+    IFS='|' read -r name group arguments <<<"$scenario"
     read -ra args <<<"$arguments"
     runners_of "$scenario"
     if [[ $name == idle ]]; then
@@ -260,7 +308,7 @@ for scenario in "${scenarios[@]}"; do
             done_runs=$((done_runs + 1))
             printf '[%d/%d] %-9s %-12s rep %d\n' "$done_runs" "$total" "$name" "$runner" "$rep" >&2
             start_server "$server"
-            if ! "${load_cpu[@]}" "$load" --addr "$server_addr" "${args[@]}" "${bound[@]}" \
+            if ! "${load_cpu[@]}" "$load" --addr "$server_addr" "${args[@]}" "${bound[@]}" "${tls_ca[@]}" \
                 --server-pid "$server_pid" --scenario "$name" --server-name "$runner" \
                 >>"$runs"; then
                 failures=$((failures + 1))

@@ -21,7 +21,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod line_echo;
 pub mod load;
+pub mod tls;
 
 /// The implementations a run compares, in table order: the first is the one
 /// under test (a server, or in client mode the client); `tokio` is the
@@ -34,6 +36,10 @@ pub const SERVERS: [&str; 4] = ["flexi-socket", "minimal", "batching", "tokio"];
 /// which needs less CPU per message, to within about 1 %, where separate
 /// runs on this kind of VM differ by 5-10 %. Its runs pair up in order.
 pub const DUEL: &str = "duel";
+
+/// The scale scenario's steps are named `scale-<connections>`: ping-pong at
+/// each number of connections, drawn as curves.
+pub const SCALE: &str = "scale-";
 
 /// Parsed `--name value` flags; anything else is an error naming the flag.
 #[derive(Debug, Default)]
@@ -176,13 +182,18 @@ pub struct Record {
     /// whole run (warm-up included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,
-    /// Idle mode: the server's `VmRSS` before connecting, KiB.
+    /// TLS: the protocol version and cipher suite the connections negotiated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+    /// Idle mode, and load modes with `--server-pid`: the server's `VmRSS`
+    /// before connecting, KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_before_kib: Option<u64>,
-    /// Idle mode: the server's `VmRSS` with every connection open, KiB.
+    /// The server's `VmRSS` with every connection open (load modes: at the
+    /// end of the measured window), KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_after_kib: Option<u64>,
-    /// Idle mode: RSS growth divided by the connections, KiB.
+    /// RSS growth divided by the connections, KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kib_per_connection: Option<f64>,
 }

@@ -273,6 +273,13 @@ impl Tally {
         self.messages += 1;
     }
 
+    /// Counts one broadcast round: a line sent at `sent` reached
+    /// `deliveries` connections, the last at `last_arrived`.
+    pub fn round(&mut self, sent: Instant, last_arrived: Instant, deliveries: u64) {
+        self.reply(sent, last_arrived);
+        self.messages += deliveries.saturating_sub(1);
+    }
+
     fn add(&mut self, other: &Tally) {
         self.histogram
             .add(&other.histogram)
@@ -290,6 +297,8 @@ pub struct Measured {
     seconds: f64,
     /// Spent in the measured window.
     cpu: CpuTime,
+    /// The server's `VmRSS` at the window's end (with `--server-pid`), KiB.
+    server_rss_kib: Option<u64>,
 }
 
 impl Measured {
@@ -300,6 +309,7 @@ impl Measured {
             tally,
             seconds,
             cpu,
+            server_rss_kib: _,
         } = self;
         let quantile_us = |q: f64| tally.histogram.value_at_quantile(q) as f64 / 1000.0;
         let per_message = |ticks: Option<u64>| {
@@ -320,6 +330,12 @@ impl Measured {
             client_cpu_us_per_message: per_message(Some(cpu.own)),
             ..record
         }
+    }
+
+    /// The server's `VmRSS` at the end of the window, KiB (with `--server-pid`).
+    #[must_use]
+    pub fn server_rss_kib(&self) -> Option<u64> {
+        self.server_rss_kib
     }
 
     /// Datagrams lost over the whole run (UDP).
@@ -348,6 +364,7 @@ pub async fn measure(
     let started = Instant::now();
     let before = CpuTime::now(options.server_pid)?;
     let mut ended = None;
+    let mut rss = None;
     let mut total = Tally::default();
     let deadline = match options.bound {
         Bound::Duration(duration) => Some(tokio::time::Instant::now() + duration),
@@ -364,6 +381,8 @@ pub async fn measure(
             () = &mut stop, if ended.is_none() => {
                 phase.set(Stage::Stopping);
                 ended = Some((started.elapsed(), CpuTime::now(options.server_pid)?));
+                // Every connection is still open here.
+                rss = options.server_pid.map(rss_kib).transpose()?;
             }
             joined = drivers.join_next() => match joined {
                 Some(tally) => {
@@ -382,6 +401,7 @@ pub async fn measure(
         tally: total,
         seconds: elapsed.as_secs_f64(),
         cpu: after.since(before),
+        server_rss_kib: rss,
     })
 }
 

@@ -1,20 +1,17 @@
 //! A hand-written tokio line echo that answers every complete line of one
 //! read with a single write, and holds no buffer while a connection is idle
 //! (reads go to one buffer per worker thread; a connection keeps only an
-//! incomplete line).
-//! Lines are bounded like `LinesCodec::new_with_max_length(64 * 1024)`: a
-//! longer one is dropped and the next line is served; `\r\n` comes back as
-//! `\n`. The first argument is the listen address; prints `listening on <addr>`.
+//! incomplete line). Lines as in [`flexi_socket_bench::line_echo`].
+//! The first argument is the listen address; prints `listening on <addr>`.
 
 use std::cell::RefCell;
 use std::io::{self, ErrorKind};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use flexi_socket_bench::line_echo::LineEcho;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-const MAX_LINE: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
 thread_local! {
@@ -53,16 +50,14 @@ async fn accept(listener: TcpListener) -> io::Result<()> {
 async fn echo(mut stream: TcpStream) -> io::Result<()> {
     // The socket options flexi-socket sets, so only the code path differs.
     stream.set_nodelay(true)?;
-    // Only an incomplete line waits here between reads; usually it is empty
-    // and holds no memory.
-    let mut pending = BytesMut::new();
-    let mut discarding = false;
+    let mut lines = LineEcho::default();
     loop {
         stream.readable().await?;
         let read = SCRATCH.with_borrow_mut(|scratch| match stream.try_read(scratch) {
             Ok(0) => Ok(None),
             Ok(n) => {
-                let output = complete_lines(&mut pending, &scratch[..n], &mut discarding);
+                let mut output = Vec::new();
+                lines.complete_lines(&scratch[..n], &mut output);
                 Ok(Some(output))
             }
             Err(error) => Err(error),
@@ -76,68 +71,6 @@ async fn echo(mut stream: TcpStream) -> io::Result<()> {
         if !output.is_empty() {
             stream.write_all(&output).await?;
         }
-        if pending.is_empty() {
-            pending = BytesMut::new();
-        }
-    }
-}
-
-/// Echoes every line completed by `data`, each ending in `\n`; an incomplete
-/// line is kept in `pending`. `discarding` carries "inside an oversize line"
-/// from one read to the next.
-fn complete_lines(pending: &mut BytesMut, mut data: &[u8], discarding: &mut bool) -> Vec<u8> {
-    let mut output = Vec::new();
-    while let Some(end) = data.iter().position(|&b| b == b'\n') {
-        let line = if pending.is_empty() {
-            &data[..end]
-        } else {
-            pending.extend_from_slice(&data[..end]);
-            &pending[..]
-        };
-        if !std::mem::take(discarding) && line.len() <= MAX_LINE {
-            output.reserve(data.len() + line.len());
-            output.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
-            output.push(b'\n');
-        }
-        pending.clear();
-        data = &data[end + 1..];
-    }
-    if *discarding || pending.len() + data.len() > MAX_LINE {
-        pending.clear();
-        *discarding = true;
-    } else {
-        pending.extend_from_slice(data);
-    }
-    output
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn echoes_complete_lines_and_keeps_the_rest() {
-        let (mut pending, mut discarding) = (BytesMut::new(), false);
-        let output = complete_lines(&mut pending, b"a\r\nbc\nde", &mut discarding);
-        assert_eq!(output, b"a\nbc\n");
-        assert_eq!(&pending[..], b"de");
-        let output = complete_lines(&mut pending, b"f\ng", &mut discarding);
-        assert_eq!(output, b"def\n");
-        assert_eq!(&pending[..], b"g");
-    }
-
-    #[test]
-    fn drops_an_oversize_line_and_serves_the_next() {
-        let (mut pending, mut discarding) = (BytesMut::new(), false);
-        let long = vec![b'x'; MAX_LINE];
-        assert!(complete_lines(&mut pending, &long, &mut discarding).is_empty());
-        assert!(!discarding);
-        assert!(complete_lines(&mut pending, b"x", &mut discarding).is_empty());
-        assert!(discarding && pending.is_empty());
-        let output = complete_lines(&mut pending, b"xx\nok\n", &mut discarding);
-        assert_eq!(output, b"ok\n");
-        let mut exact = long.clone();
-        exact.push(b'\n');
-        assert_eq!(complete_lines(&mut pending, &exact, &mut discarding), exact);
+        lines.settle();
     }
 }

@@ -1,6 +1,8 @@
 //! Draws a benchmark run as an SVG: per scenario, throughput and p99 (or KiB
 //! per idle connection) of each server (in client mode, each client), medians
-//! of the runs.
+//! of the runs. The scale scenario's steps (`scale-<connections>`) are drawn
+//! apart, as curves over the connections (throughput, p99, RSS per
+//! connection), into `scale.svg` beside the chart.
 //!
 //! ```text
 //! chart bench/results/runs.jsonl bench/results/chart.svg
@@ -8,14 +10,16 @@
 
 use std::path::Path;
 
-use flexi_socket_bench::{DUEL, Flags, Median, Scenario, Summary, read_records};
+use flexi_socket_bench::{DUEL, Flags, Median, SCALE, Scenario, Summary, read_records};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+mod scale;
 
 /// One color per position in a panel: the server under test, then its
 /// baselines in `SERVERS` order (tokio, alone, takes the second), then any
 /// compared build.
-const COLORS: [RGBColor; 4] = [
+pub(crate) const COLORS: [RGBColor; 4] = [
     RGBColor(0xd9, 0x5f, 0x02),
     RGBColor(0x75, 0x70, 0xb3),
     RGBColor(0x1b, 0x9e, 0x77),
@@ -39,7 +43,19 @@ fn run() -> Result<(), String> {
     if summary.scenarios.is_empty() {
         return Err(format!("{runs}: no records"));
     }
-    draw(&summary, Path::new(svg)).map_err(|e| format!("{svg}: {e}"))
+    let (steps, rest): (Vec<Scenario>, Vec<Scenario>) = summary
+        .scenarios
+        .into_iter()
+        .partition(|s| s.name.starts_with(SCALE));
+    let svg = Path::new(svg);
+    if !rest.is_empty() {
+        draw(&Summary { scenarios: rest }, svg).map_err(|e| format!("{}: {e}", svg.display()))?;
+    }
+    if !steps.is_empty() {
+        let curves = svg.with_file_name("scale.svg");
+        scale::draw(&steps, &curves).map_err(|e| format!("{}: {e}", curves.display()))?;
+    }
+    Ok(())
 }
 
 /// A panel: a title, a unit and a value per server.
@@ -65,6 +81,20 @@ fn panels(scenario: &Scenario) -> [Option<Panel<'_>>; 2] {
         "udp" => format!("{}, {} sockets", scenario.name, scenario.connections),
         _ => format!("{}, {} conns", scenario.name, scenario.connections),
     };
+    if scenario.mode == "broadcast" {
+        return [
+            Some(Panel {
+                title: format!("{title}: p50 µs until the last has it"),
+                values: of(|m| Some(m.p50_us)),
+                label: |v| format!("{v:.0}"),
+            }),
+            Some(Panel {
+                title: format!("{title}: p99 µs until the last has it"),
+                values: of(|m| Some(m.p99_us)),
+                label: |v| format!("{v:.0}"),
+            }),
+        ];
+    }
     if scenario.mode == "idle" {
         return [
             Some(Panel {
@@ -134,6 +164,9 @@ fn draw(summary: &Summary, path: &Path) -> Result<(), Box<dyn std::error::Error>
             "batching: one write per read, no idle buffers.".to_owned(),
             "flexi-socket: the echo and udp_echo examples.".to_owned(),
             "udp: tokio = one UdpSocket, recv_from + send_to.".to_owned(),
+            "tls: tls_echo vs a tokio-rustls batching echo.".to_owned(),
+            "broadcast: Connections::broadcast vs try_write".to_owned(),
+            "to every socket in one loop.".to_owned(),
             "client: Client::request vs a plain tokio client,".to_owned(),
             "both against the minimal echo.".to_owned(),
             "duel: flexi-socket and minimal at the same time,".to_owned(),

@@ -5,6 +5,7 @@
 //!         [--mode pingpong|pipelined|client|udp|idle] [--depth 64] [--size 32]
 //!         [--duration 3 | --count N] [--warmup 1] [--loss-timeout 1]
 //!         [--server-pid PID] [--threads 1] [--scenario NAME] [--server-name NAME]
+//!         [--tls-ca FILE]
 //! ```
 //!
 //! - `pingpong`: one line in flight per TCP connection.
@@ -18,14 +19,22 @@
 //! - `udp`: one datagram in flight per UDP socket (`--connections` sockets);
 //!   a datagram without a reply within `--loss-timeout` seconds counts as
 //!   lost (see [`udp`]).
+//! - `broadcast`: opens `--connections` connections, then has the server
+//!   send one line to all of them (see [`broadcast`]) over and over: the
+//!   round trip is the time until the last connection has the line.
 //! - `idle`: opens `--connections` connections, one echo on each so the server
 //!   surely holds them, then reports the growth of the server's `VmRSS`
 //!   (`--server-pid`) per connection.
 //!
 //! With `--server-pid`, the load modes also report the server's CPU time
 //! (user + system) per message over the measured window: a figure that moves
-//! much less than messages/s when other work shares the machine. They always
-//! report their own.
+//! much less than messages/s when other work shares the machine, and the
+//! growth of its `VmRSS` from before connecting to the window's end per
+//! connection. They always report their own CPU time.
+//!
+//! With `--tls-ca FILE` (pingpong and pipelined), the connections speak TLS
+//! (rustls, ring provider) to a server whose certificate `FILE` holds; the
+//! record names the protocol version and cipher suite negotiated.
 //!
 //! Every reply is compared byte for byte with the message sent (each carries
 //! its connection and sequence number), so a lost, reordered or corrupted
@@ -40,10 +49,13 @@ use std::time::{Duration, Instant};
 
 use flexi_socket_bench::load::{Lines, LoadOptions, Phase, Stage, Tally, measure, rss_kib};
 use flexi_socket_bench::{Flags, Record};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 
+mod broadcast;
 mod udp;
 
 /// No reply for this long means the server is stuck: an error, not a hang.
@@ -83,6 +95,7 @@ enum Mode {
     Pipelined,
     Client,
     Udp,
+    Broadcast,
     Idle,
 }
 
@@ -93,6 +106,7 @@ impl Mode {
             Mode::Pipelined => "pipelined",
             Mode::Client => "client",
             Mode::Udp => "udp",
+            Mode::Broadcast => "broadcast",
             Mode::Idle => "idle",
         }
     }
@@ -105,6 +119,7 @@ struct Options {
     depth: usize,
     loss_timeout: Duration,
     threads: usize,
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -112,7 +127,7 @@ impl Options {
         let flags = Flags::from_env()?;
         let known: Vec<&str> = LoadOptions::FLAGS
             .into_iter()
-            .chain(["mode", "depth", "loss-timeout", "threads"])
+            .chain(["mode", "depth", "loss-timeout", "threads", "tls-ca"])
             .collect();
         flags.only(&known)?;
         let mode = match flags.get_or("mode", "pingpong".to_owned())?.as_str() {
@@ -120,10 +135,11 @@ impl Options {
             "pipelined" => Mode::Pipelined,
             "client" => Mode::Client,
             "udp" => Mode::Udp,
+            "broadcast" => Mode::Broadcast,
             "idle" => Mode::Idle,
             other => {
                 return Err(format!(
-                    "--mode {other}: expected pingpong, pipelined, client, udp or idle"
+                    "--mode {other}: expected pingpong, pipelined, client, udp, broadcast or idle"
                 ));
             }
         };
@@ -140,9 +156,13 @@ impl Options {
                 .filter(|timeout| !timeout.is_zero())
                 .ok_or_else(|| format!("--loss-timeout {loss_timeout}: expected seconds > 0"))?,
             threads: flags.get_or("threads", 1)?,
+            tls_ca: flags.get("tls-ca")?,
         };
         if options.depth == 0 {
             return Err("--depth must be at least 1".into());
+        }
+        if options.tls_ca.is_some() && !matches!(options.mode, Mode::PingPong | Mode::Pipelined) {
+            return Err("--tls-ca works with --mode pingpong or pipelined".into());
         }
         if options.mode == Mode::Idle && options.load.server_pid.is_none() {
             return Err("--mode idle needs --server-pid to read the server's memory".into());
@@ -159,15 +179,46 @@ async fn run(options: Options) -> Result<Record, String> {
     match options.mode {
         Mode::Idle => idle(options).await,
         Mode::Udp => udp::load(&options.load, options.loss_timeout).await,
-        Mode::PingPong | Mode::Pipelined | Mode::Client => load(options).await,
+        Mode::Broadcast => broadcast::load(&options.load).await,
+        Mode::PingPong | Mode::Pipelined | Mode::Client => match &options.tls_ca {
+            Some(ca) => load_tls(&options, ca).await,
+            None => load(&options, connect).await,
+        },
     }
 }
 
-async fn load(options: Options) -> Result<Record, String> {
+/// `load` over TLS connections, and the protocol and cipher suite they
+/// negotiated (those of the first: every one has the same configuration).
+async fn load_tls(options: &Options, ca: &std::path::Path) -> Result<Record, String> {
+    let connector = TlsConnector::from(flexi_socket_bench::tls::client_trusting(ca)?);
+    let record = load(options, |addr| {
+        let connector = connector.clone();
+        async move {
+            let stream = connect(addr).await?;
+            let name = ServerName::try_from("localhost").expect("a valid DNS name");
+            tokio::time::timeout(REPLY_TIMEOUT, connector.connect(name, stream))
+                .await
+                .map_err(|_| format!("no TLS handshake within {REPLY_TIMEOUT:?}"))?
+                .map_err(|e| format!("TLS handshake with {addr}: {e}"))
+        }
+    })
+    .await?;
+    Ok(record)
+}
+
+/// Connects `--connections` streams with `connect`, then drives them.
+async fn load<S, C, F>(options: &Options, connect: C) -> Result<Record, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + Negotiated + 'static,
+    C: Fn(SocketAddr) -> F,
+    F: Future<Output = Result<S, String>>,
+{
+    let rss_before = options.load.server_pid.map(rss_kib).transpose()?;
     let mut streams = Vec::with_capacity(options.load.connections);
     for _ in 0..options.load.connections {
         streams.push(connect(options.load.addr).await?);
     }
+    let negotiated = streams.first().and_then(Negotiated::negotiated);
     let phase = Phase::new(options.load.warmup);
     let mut drivers = JoinSet::new();
     for (id, stream) in streams.into_iter().enumerate() {
@@ -180,7 +231,38 @@ async fn load(options: Options) -> Result<Record, String> {
         ));
     }
     let measured = measure(&options.load, &phase, drivers).await?;
-    Ok(measured.fill(options.record()))
+    let rss_after = measured.server_rss_kib();
+    let mut record = measured.fill(options.record());
+    if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        record.rss_before_kib = Some(before);
+        record.rss_after_kib = Some(after);
+        record.kib_per_connection =
+            Some(after.saturating_sub(before) as f64 / options.load.connections as f64);
+    }
+    record.tls = negotiated;
+    Ok(record)
+}
+
+/// What a connection negotiated: TLS's protocol version and cipher suite.
+trait Negotiated {
+    fn negotiated(&self) -> Option<String>;
+}
+
+impl Negotiated for TcpStream {
+    fn negotiated(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Negotiated for tokio_rustls::client::TlsStream<TcpStream> {
+    fn negotiated(&self) -> Option<String> {
+        let session = self.get_ref().1;
+        Some(format!(
+            "{:?} {:?}",
+            session.protocol_version()?,
+            session.negotiated_cipher_suite()?.suite()
+        ))
+    }
 }
 
 async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
@@ -196,8 +278,8 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
 
 /// Keeps `depth` lines in flight on one connection until `phase` says stop
 /// (or `share` lines were answered), then collects the replies still due.
-async fn drive(
-    mut stream: TcpStream,
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     lines: Lines,
     depth: usize,
     share: Option<u64>,
@@ -216,8 +298,8 @@ async fn drive(
     tally
 }
 
-async fn exchange(
-    stream: &mut TcpStream,
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     lines: &Lines,
     depth: usize,
     share: Option<u64>,
@@ -245,6 +327,8 @@ async fn exchange(
                     .write_all(&out)
                     .await
                     .map_err(|e| format!("write: {e}"))?;
+                // TLS may hold records back until flushed (TCP: nothing to do).
+                stream.flush().await.map_err(|e| format!("write: {e}"))?;
             }
         }
         if in_flight.is_empty() {
@@ -343,7 +427,7 @@ fn collect(
 }
 
 /// Connects and gets one echo back, so the server has accepted and served it.
-async fn open_and_echo(addr: SocketAddr, lines: &Lines) -> Result<TcpStream, String> {
+pub(crate) async fn open_and_echo(addr: SocketAddr, lines: &Lines) -> Result<TcpStream, String> {
     let mut stream = connect(addr).await?;
     let mut line = Vec::with_capacity(lines.len());
     lines.write(0, &mut line);
