@@ -43,13 +43,15 @@ pub(crate) async fn load(options: &LoadOptions) -> Result<Record, String> {
         errors: AtomicU64::new(0),
     });
     let mut readers = JoinSet::new();
-    let mut requests = None;
+    // Every write half is kept: dropping one would close its side.
+    let mut writers = Vec::with_capacity(streams.len());
     for stream in streams {
         let (reader, writer) = stream.into_split();
-        requests.get_or_insert(writer);
+        writers.push(writer);
         readers.spawn(receive(reader, options.size, Arc::clone(&arrivals)));
     }
-    let requests = requests.expect("at least one connection");
+    let mut writers = writers.into_iter();
+    let requests = writers.next().expect("at least one connection");
     let phase = Phase::new(options.warmup);
     let rounds = match options.bound {
         Bound::Count(count) => Some(count),
@@ -66,6 +68,7 @@ pub(crate) async fn load(options: &LoadOptions) -> Result<Record, String> {
     ));
     let measured = measure(options, &phase, drivers).await?;
     readers.abort_all();
+    drop(writers);
     let mut record = measured.fill(options.record("broadcast", 1));
     record.errors += arrivals.errors.load(Ordering::Relaxed);
     Ok(record)

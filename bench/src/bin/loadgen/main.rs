@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use flexi_socket_bench::load::{Lines, LoadOptions, Phase, Stage, Tally, measure, rss_kib};
 use flexi_socket_bench::{Flags, Record};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -191,10 +191,10 @@ async fn run(options: Options) -> Result<Record, String> {
 /// negotiated (those of the first: every one has the same configuration).
 async fn load_tls(options: &Options, ca: &std::path::Path) -> Result<Record, String> {
     let connector = TlsConnector::from(flexi_socket_bench::tls::client_trusting(ca)?);
-    let record = load(options, |addr| {
+    let record = load(options, |addr, id| {
         let connector = connector.clone();
         async move {
-            let stream = connect(addr).await?;
+            let stream = connect(addr, id).await?;
             let name = ServerName::try_from("localhost").expect("a valid DNS name");
             tokio::time::timeout(REPLY_TIMEOUT, connector.connect(name, stream))
                 .await
@@ -210,13 +210,13 @@ async fn load_tls(options: &Options, ca: &std::path::Path) -> Result<Record, Str
 async fn load<S, C, F>(options: &Options, connect: C) -> Result<Record, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + Negotiated + 'static,
-    C: Fn(SocketAddr) -> F,
+    C: Fn(SocketAddr, usize) -> F,
     F: Future<Output = Result<S, String>>,
 {
     let rss_before = options.load.server_pid.map(rss_kib).transpose()?;
     let mut streams = Vec::with_capacity(options.load.connections);
-    for _ in 0..options.load.connections {
-        streams.push(connect(options.load.addr).await?);
+    for id in 0..options.load.connections {
+        streams.push(connect(options.load.addr, id).await?);
     }
     let negotiated = streams.first().and_then(Negotiated::negotiated);
     let phase = Phase::new(options.load.warmup);
@@ -265,8 +265,28 @@ impl Negotiated for tokio_rustls::client::TlsStream<TcpStream> {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
-    let stream = TcpStream::connect(addr)
+/// Connects connection `id`. To an IPv4 loopback server, connections come
+/// from 200 loopback addresses in turn (127.0.1.0 to 127.0.1.199), as many
+/// clients would: a server keeps its last free places from any one address
+/// (flexi-socket's default: a tenth of `max_connections`), and thousands of
+/// connections from 127.0.0.1 alone would be turned away there.
+async fn connect(addr: SocketAddr, id: usize) -> Result<TcpStream, String> {
+    /// Source addresses used in turn.
+    const SOURCES: usize = 200;
+    let socket = match addr {
+        SocketAddr::V4(v4) if v4.ip().is_loopback() => {
+            let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+            let source = u8::try_from(id % SOURCES).expect("below 256");
+            socket
+                .bind(SocketAddr::from(([127, 0, 1, source], 0)))
+                .map_err(|e| format!("bind 127.0.1.{source}: {e}"))?;
+            socket
+        }
+        SocketAddr::V4(_) => TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?,
+        SocketAddr::V6(_) => TcpSocket::new_v6().map_err(|e| format!("socket: {e}"))?,
+    };
+    let stream = socket
+        .connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
     // Same as the servers: a small write goes out now, not after an ACK.
@@ -428,7 +448,8 @@ fn collect(
 
 /// Connects and gets one echo back, so the server has accepted and served it.
 pub(crate) async fn open_and_echo(addr: SocketAddr, lines: &Lines) -> Result<TcpStream, String> {
-    let mut stream = connect(addr).await?;
+    let id = usize::try_from(lines.connection()).unwrap_or_default();
+    let mut stream = connect(addr, id).await?;
     let mut line = Vec::with_capacity(lines.len());
     lines.write(0, &mut line);
     stream
