@@ -21,7 +21,7 @@
 #   SCALE_CONNECTIONS ("1 16 256 4096 10000"): the scale scenario's steps
 #   RESULTS (bench/results) where machine.txt, runs.jsonl (one line per run),
 #     table.md, summary.json, summary.csv and chart.svg go
-#   FLEXI_ECHO, FLEXI_UDP_ECHO: echo binaries to measure instead of this
+#   FLEXI_ECHO, FLEXI_UDP_ECHO, FLEXI_TLS_ECHO: echo binaries to measure instead of this
 #     tree's examples
 #   COMPARE_ECHO: a second flexi-socket TCP echo binary (say, built from an
 #     older commit) run as a fourth server named COMPARE_NAME (flexi-before)
