@@ -618,3 +618,54 @@ async fn wait_for_another_task() {
         .await
         .expect("an empty task completes");
 }
+
+/// A broadcast's send that must wait (here a `before_send` held on one
+/// connection) holds up only itself: the other connection has the line
+/// while it waits, and the count includes both once it is let go.
+#[tokio::test]
+async fn a_broadcast_reaches_the_others_while_one_send_waits() {
+    use flexi_socket::Message;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::sync::Semaphore;
+    // The held connection's before_send waits for a permit; the others pass.
+    let gate = Arc::new(Semaphore::new(0));
+    let held_id = Arc::new(AtomicU64::new(u64::MAX));
+    let (held, held_by) = (gate.clone(), held_id.clone());
+    let router = Router::new()
+        .on_message(|conn: Connection, _msg: Bytes| async move {
+            conn.send(format!("id {}", conn.id())).await
+        })
+        .before_send(move |conn: Connection, msg: Message| {
+            let (gate, held_by) = (held.clone(), held_by.clone());
+            async move {
+                if conn.id() == held_by.load(Ordering::Relaxed) && msg.as_bytes() == b"news" {
+                    gate.acquire().await.expect("gate open").forget();
+                }
+                Some(Message::from(format!(
+                    "<{}>",
+                    String::from_utf8_lossy(&msg)
+                )))
+            }
+        });
+    let running = start(server().router(router)).await;
+    let mut first = LineClient::connect(running.addr).await;
+    let first_id: u64 = first.ask("hi").await["<id ".len()..]
+        .trim_end_matches('>')
+        .parse()
+        .unwrap();
+    held_id.store(first_id, Ordering::Relaxed);
+    let mut second = LineClient::connect(running.addr).await;
+    assert!(second.ask("hi").await.starts_with("<id "));
+
+    let connections = running.connections.clone();
+    let broadcast = tokio::spawn(async move { connections.broadcast("news").await });
+    // The second has it while the first's send still waits at its gate.
+    assert_eq!(second.recv_line().await, "<news>");
+    assert!(!broadcast.is_finished());
+    gate.add_permits(1);
+    assert_eq!(within("the broadcast", broadcast).await.unwrap(), 2);
+    assert_eq!(first.recv_line().await, "<news>");
+    drop((first, second));
+    running.stop().await;
+}

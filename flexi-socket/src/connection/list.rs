@@ -3,7 +3,9 @@
 //! client type.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+#[cfg(feature = "nats")]
+use std::sync::Weak;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::directory::{Claim, Directory};
 use super::outcome::{LocateOutcome, Location, SendOutcome};
@@ -47,17 +49,20 @@ struct Shared {
     remote: OnceLock<Arc<dyn Remote>>,
 }
 
+#[cfg(feature = "nats")]
 /// A [`Connections`] that does not keep the list alive (what the cluster
 /// holds, the list holding the cluster).
 #[derive(Clone)]
 pub(crate) struct WeakConnections(Weak<Shared>);
 
+#[cfg(feature = "nats")]
 impl WeakConnections {
     pub(crate) fn upgrade(&self) -> Option<Connections> {
         self.0.upgrade().map(|shared| Connections { shared })
     }
 }
 
+#[cfg(feature = "nats")]
 impl fmt::Debug for WeakConnections {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("WeakConnections")
@@ -78,10 +83,12 @@ impl Connections {
         }
     }
 
+    #[cfg(feature = "nats")]
     pub(crate) fn downgrade(&self) -> WeakConnections {
         WeakConnections(Arc::downgrade(&self.shared))
     }
 
+    #[cfg(feature = "nats")]
     /// From now on, what is not found here is asked of `remote` (once).
     pub(crate) fn join_cluster(&self, remote: Arc<dyn Remote>) {
         let _ = self.shared.remote.set(remote);
@@ -391,25 +398,42 @@ impl Connections {
         self.send_each(targets, message).await
     }
 
-    /// Sends concurrently, so one slow peer delays only its own send.
+    /// Sends to each of `targets`; one slow peer delays only its own send.
+    /// Most find room in their queue and are done here, in one pass with no
+    /// task; only a send that must wait (a full queue, a `before_send`)
+    /// gets a task of its own.
     async fn send_each(&self, targets: Vec<Connection>, message: Message) -> usize {
-        let mut sends = tokio::task::JoinSet::new();
-        for connection in targets.into_iter().filter(|c| !c.is_closing()) {
-            let message = message.clone();
-            sends.spawn(async move {
-                let sent = connection.send(message).await;
-                if let Err(error) = &sent {
-                    tracing::debug!(connection = connection.id(), %error, "broadcast skipped");
-                }
-                sent.is_ok()
-            });
-        }
         let mut delivered = 0;
-        while let Some(sent) = sends.join_next().await {
+        let mut waiting = tokio::task::JoinSet::new();
+        for connection in targets.into_iter().filter(|c| !c.is_closing()) {
+            // The boxed rest of a send that must wait borrows its
+            // connection: dropped unpolled, and the send starts over in a task.
+            let done_here = connection.try_send(message.clone(), None, None).ok();
+            match done_here {
+                Some(sent) => delivered += usize::from(broadcast_sent(&connection, sent)),
+                None => {
+                    let message = message.clone();
+                    waiting.spawn(async move {
+                        let sent = connection.send(message).await;
+                        broadcast_sent(&connection, sent)
+                    });
+                }
+            }
+        }
+        while let Some(sent) = waiting.join_next().await {
             delivered += usize::from(sent.unwrap_or(false));
         }
         delivered
     }
+}
+
+/// Whether a broadcast's send to `connection` was accepted; a refusal is
+/// only worth a debug line (the count says how many were reached).
+fn broadcast_sent(connection: &Connection, sent: Result<(), Error>) -> bool {
+    if let Err(error) = &sent {
+        tracing::debug!(connection = connection.id(), %error, "broadcast skipped");
+    }
+    sent.is_ok()
 }
 
 impl fmt::Debug for Connections {

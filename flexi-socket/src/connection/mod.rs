@@ -34,9 +34,12 @@ pub(crate) use endpoint::{Endpoint, ReplyHook, ServerWide, Side};
 use history::Recorder;
 pub use history::{Direction, History, HistoryEntry};
 pub use list::Connections;
+#[cfg(feature = "nats")]
 pub(crate) use list::WeakConnections;
 use log_budget::KindsSeen;
 pub use outcome::{LocateOutcome, Location, SendOutcome};
+// What the cluster layer implements and calls.
+#[cfg(feature = "nats")]
 pub(crate) use remote::{Audience, Remote, RemoteReach};
 pub(crate) use report::report;
 pub use shutdown::ShutdownReport;

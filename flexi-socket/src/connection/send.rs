@@ -87,8 +87,9 @@ impl Connection {
     }
 
     /// Frames and queues `message` if nothing needs waiting for; otherwise
-    /// the boxed rest of the work.
-    fn try_send(
+    /// the boxed rest of the work, which has done nothing yet (dropped
+    /// unpolled, it leaves the connection as it was).
+    pub(super) fn try_send(
         &self,
         message: Message,
         policy: Option<SlowConsumerPolicy>,
