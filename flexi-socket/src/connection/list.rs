@@ -112,28 +112,29 @@ impl Connections {
     /// Takes the connection `id` off the list, its key and groups with it;
     /// whether it was on it.
     pub(crate) fn remove(&self, id: u64) -> bool {
-        let (removed, key) = {
-            let mut directory = self.lock();
-            let key = directory.key_of(id).cloned();
-            (directory.remove(id), key)
-        };
+        let mut directory = self.lock();
+        let key = directory.key_of(id).cloned();
+        let removed = directory.remove(id);
         self.released(key.as_deref());
         removed
     }
 
     /// Connection `id` gives up its key, if it holds one; whether it did.
     pub(crate) fn release_key(&self, id: u64) -> bool {
-        let key = {
-            let mut directory = self.lock();
-            let key = directory.key_of(id).cloned();
-            directory.release(id);
-            key
-        };
+        let mut directory = self.lock();
+        let key = directory.key_of(id).cloned();
+        directory.release(id);
         self.released(key.as_deref());
         key.is_some()
     }
 
     /// Tells the cluster that no local connection holds `key` any more.
+    /// Called, like the cluster's `key_claimed`, under the directory's lock:
+    /// the cluster hears the claims and releases of a key in the order the
+    /// directory made them. Told after the lock, a release could reach it
+    /// after another connection's claim of the same key, and the cluster
+    /// would stop serving a key that is held (other nodes: offline).
+    /// Both calls only take the cluster's own lock and start tasks.
     fn released(&self, key: Option<&str>) {
         if let (Some(key), Some(remote)) = (key, self.remote()) {
             remote.key_released(key);
@@ -176,13 +177,14 @@ impl Connections {
             if let Some(older) = replaced {
                 older.close_with(super::DisconnectReason::Replaced);
             }
-            drop(directory);
-            if let Some(older) = replaced {
-                tracing::info!(key, older = %older, newer = %connection, "key taken over: the older connection is closed");
-            }
+            // The cluster is told under the lock (see `released`).
             self.released(before.as_deref().filter(|before| *before != key));
             if let Some(remote) = self.remote() {
                 remote.key_claimed(key);
+            }
+            drop(directory);
+            if let Some(older) = replaced {
+                tracing::info!(key, older = %older, newer = %connection, "key taken over: the older connection is closed");
             }
         }
         claim
@@ -442,5 +444,120 @@ impl fmt::Debug for Connections {
             .field("open", &self.len())
             .field("node", &self.node_name())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, feature = "nats"))]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::classify::ClientFraming;
+    use crate::connection::endpoint::Handlers;
+    use crate::connection::outbound::Transport;
+    use crate::connection::remote::RemoteReach;
+    use crate::connection::{Endpoint, Side};
+    use crate::framing::Framing;
+    use crate::future::BoxFuture;
+    use crate::handler::Router;
+
+    /// The cluster's view of the keys this node holds, as the list tells it.
+    /// Its `key_released` waits (a little) for a claim made meanwhile on
+    /// another thread: the moment where the two calls can cross.
+    #[derive(Debug)]
+    struct Held {
+        keys: Mutex<HashSet<String>>,
+        claimed_elsewhere: Mutex<Option<mpsc::Receiver<()>>>,
+    }
+
+    impl Remote for Held {
+        fn send_to_key<'a>(
+            &'a self,
+            _: &'a str,
+            _: Message,
+        ) -> BoxFuture<'a, Result<SendOutcome, Error>> {
+            Box::pin(async { Ok(SendOutcome::Offline) })
+        }
+        fn locate<'a>(&'a self, _: &'a str) -> BoxFuture<'a, LocateOutcome> {
+            Box::pin(async { LocateOutcome::Offline })
+        }
+        fn broadcast(&self, _: Audience, _: Message) -> BoxFuture<'_, RemoteReach> {
+            Box::pin(async { RemoteReach::default() })
+        }
+        fn key_claimed(&self, key: &str) {
+            sync::lock(&self.keys).insert(key.to_owned());
+        }
+        fn key_released(&self, key: &str) {
+            if let Some(claimed) = sync::lock(&self.claimed_elsewhere).take() {
+                let _ = claimed.recv_timeout(Duration::from_millis(300));
+            }
+            sync::lock(&self.keys).remove(key);
+        }
+        fn leave(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn endpoint() -> Arc<Endpoint> {
+        let handlers = Handlers {
+            routes: Router::new().resolve(None, Side::Client, &[]).unwrap(),
+            app_state: None,
+            classifier: None,
+        };
+        Endpoint::new(
+            handlers,
+            Framing::lines(),
+            ClientFraming::default(),
+            Limits::default(),
+            Side::Server,
+            None,
+            None,
+        )
+    }
+
+    fn open(endpoint: &Arc<Endpoint>) -> Connection {
+        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let (connection, _receiver) = Arc::clone(endpoint)
+            .open(addr, addr, Transport::Stream)
+            .unwrap();
+        endpoint.register(&connection);
+        connection
+    }
+
+    /// A connection leaves with its key while another takes the same key:
+    /// whatever the order, the cluster must end up told that the key is
+    /// held (the directory holds it), or the other nodes find it offline.
+    #[test]
+    fn a_key_taken_as_its_holder_leaves_stays_claimed_in_the_cluster() {
+        let endpoint = endpoint();
+        let list = endpoint.connections.clone();
+        let (claimed, claimed_elsewhere) = mpsc::channel();
+        let remote = Arc::new(Held {
+            keys: Mutex::default(),
+            claimed_elsewhere: Mutex::new(None),
+        });
+        list.join_cluster(Arc::clone(&remote) as Arc<dyn Remote>);
+        let (old, new) = (open(&endpoint), open(&endpoint));
+        assert!(matches!(list.claim(&old, "42"), Claim::Taken { .. }));
+        *sync::lock(&remote.claimed_elsewhere) = Some(claimed_elsewhere);
+        std::thread::scope(|scope| {
+            scope.spawn(|| list.remove(old.id()));
+            scope.spawn(|| {
+                // Once the old one is off the list (its release may be on
+                // its way to the cluster).
+                while list.by_key("42").is_some() {
+                    std::thread::yield_now();
+                }
+                assert!(matches!(list.claim(&new, "42"), Claim::Taken { .. }));
+                let _ = claimed.send(());
+            });
+        });
+        assert_eq!(list.by_key("42").map(|c| c.id()), Some(new.id()));
+        assert!(
+            sync::lock(&remote.keys).contains("42"),
+            "the directory holds the key, the cluster was told it is released"
+        );
     }
 }
