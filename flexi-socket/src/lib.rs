@@ -78,7 +78,9 @@
 //! order (one NATS connection publishes them in order and the holder
 //! serves each key one message at a time); a key is held by at most one
 //! node once the claims have crossed (newest wins, by claim time then node
-//! name); a node that dies loses its keys as soon as the NATS server drops
+//! name; a claim's time is its node's wall clock, so keep the nodes' clocks
+//! in step, e.g. with NTP: with skew, a HELLO later in real time can lose
+//! to an earlier one); a node that dies loses its keys as soon as the NATS server drops
 //! its connection (at once for a killed process, whose socket the kernel
 //! closes; after the server's `ping_interval` × `ping_max` for a host that
 //! vanishes); after NATS returns, a node subscribes its keys again, says
