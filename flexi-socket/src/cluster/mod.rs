@@ -16,6 +16,7 @@
 
 mod config;
 mod keys;
+mod members;
 mod node;
 mod request;
 mod subject;

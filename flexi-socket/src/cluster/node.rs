@@ -3,7 +3,6 @@
 //! [`Remote`] that this server's [`Connections`] ask about keys held
 //! elsewhere.
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use async_nats::{Client, ConnectOptions, Event};
@@ -13,6 +12,7 @@ use tokio::task::JoinSet;
 
 use super::config::ClusterConfig;
 use super::keys::HeldKeys;
+use super::members::{Admission, Members};
 use super::subject::Subjects;
 use super::wire::{Target, Wire};
 use crate::connection::{Audience, Connections, Remote, WeakConnections};
@@ -39,7 +39,7 @@ pub(super) struct Shared {
     pub(super) connections: WeakConnections,
     pub(super) keys: HeldKeys,
     /// The other nodes that said hello and not goodbye.
-    members: Mutex<BTreeSet<String>>,
+    members: Members,
 }
 
 impl ClusterNode {
@@ -81,7 +81,7 @@ impl ClusterNode {
             subjects: Subjects::new(&config.subject_prefix),
             connections,
             keys: HeldKeys::default(),
-            members: Mutex::default(),
+            members: Members::default(),
         });
         let mut tasks = JoinSet::new();
         // Subscribed before the first hello goes out, so no answer is missed.
@@ -152,11 +152,11 @@ impl Shared {
 
     /// The other nodes known now.
     pub(super) fn members(&self) -> Vec<String> {
-        sync::lock(&self.members).iter().cloned().collect()
+        self.members.list()
     }
 
     pub(super) fn forget(&self, node: &str) {
-        if sync::lock(&self.members).remove(node) {
+        if self.members.remove(node) {
             tracing::info!(node, "node left the cluster (no answer on its subject)");
         }
     }
@@ -197,8 +197,14 @@ impl Shared {
         while let Some(message) = presence.next().await {
             match Wire::decode(&message.payload) {
                 Ok(Wire::Hello { node, answer_back }) if *node != *self.name => {
-                    if sync::lock(&self.members).insert(node.clone()) {
-                        tracing::info!(node, "node joined the cluster");
+                    match self.members.admit(&node) {
+                        Admission::Joined => tracing::info!(node, "node joined the cluster"),
+                        Admission::Known => {}
+                        Admission::InvalidName | Admission::Full => {
+                            // Not a node this one will count on: no answer either.
+                            unreadable("presence", &Ok(Wire::Hello { node, answer_back }));
+                            continue;
+                        }
                     }
                     if answer_back {
                         let hello = Wire::Hello {
@@ -212,7 +218,7 @@ impl Shared {
                     }
                 }
                 Ok(Wire::Goodbye { node }) => {
-                    if sync::lock(&self.members).remove(&node) {
+                    if self.members.remove(&node) {
                         tracing::info!(node, "node said goodbye");
                     }
                 }
