@@ -19,6 +19,13 @@ use crate::connection::{Audience, Connections, Remote, WeakConnections};
 use crate::error::Error;
 use crate::sync;
 
+/// How many messages wait at most on one subscription (a key's, the
+/// node's, presence) while its task is busy, e.g. with a slow device; past
+/// it NATS drops them, and their senders get `Timeout`. async-nats's
+/// default, 65,536, would let messages of up to 1 MiB pile up to 64 GiB
+/// behind one slow device.
+const SUBSCRIPTION_CAPACITY: usize = 1024;
+
 /// This server as a node of the cluster. Dropping it leaves the cluster:
 /// its tasks end and its NATS connection closes, and with it every
 /// subscription of its keys.
@@ -63,6 +70,7 @@ impl ClusterNode {
             .name(format!("flexi-socket node {name}"))
             .retry_on_initial_connect()
             .ping_interval(config.ping_interval)
+            .subscription_capacity(SUBSCRIPTION_CAPACITY)
             .request_timeout(Some(config.request_timeout))
             .event_callback(move |event| {
                 let events = events_tx.clone();
