@@ -181,7 +181,8 @@ async fn the_newest_connection_wins_across_nodes() {
 /// A node killed with SIGKILL takes its keys with it: its NATS connection
 /// closes, the NATS server drops its subscriptions, and sends to its
 /// devices answer OFFLINE (a host that vanishes without closing its
-/// connections is dropped after the server's unanswered pings).
+/// connections is dropped after the server's unanswered pings). Started
+/// again, it is reached again by the node that kept running.
 #[tokio::test]
 async fn a_killed_nodes_devices_are_offline() {
     let Some(nats) = NatsServer::start().await else {
@@ -202,6 +203,14 @@ async fn a_killed_nodes_devices_are_offline() {
         "BROADCAST 1",
         "only node a's device; node b is forgotten"
     );
+
+    // Node b started again: node a, never restarted, reaches it again.
+    let b = node(&nats, "b", &[]).await;
+    let mut back_on_b = device(b.addr, "42", "b").await;
+    ask_until(&mut operator_a, "SEND 42 welcome back", "DELIVERED 42 b").await;
+    assert_eq!(back_on_b.recv_line().await, "welcome back");
+    assert_eq!(operator_a.ask("BROADCAST both again").await, "BROADCAST 2");
+    b.stop().await;
     a.stop().await;
 }
 
