@@ -13,20 +13,26 @@ use flexi_socket::testing::TestServer;
 use flexi_socket::{Connection, FlexiSocket, Framing, Message, Router};
 use support::log::Captured;
 
+/// An echo whose lines may be 16 bytes at most: a longer one is a
+/// `frame_too_large` error, logged within the budget.
+fn echo_with_short_lines() -> TestServer {
+    let echo = Router::new()
+        .on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await });
+    TestServer::start(
+        FlexiSocket::server("in memory")
+            .router(echo)
+            .framing(Framing::lines().max_length(16)),
+    )
+    .unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_flood_of_oversize_frames_is_logged_within_a_budget() {
     let captured = Captured::default();
     // This test's runtime is the current thread: the server's tasks log here.
     let _logging = captured.install();
 
-    let echo = Router::new()
-        .on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await });
-    let server = TestServer::start(
-        FlexiSocket::server("in memory")
-            .router(echo)
-            .framing(Framing::lines().max_length(16)),
-    )
-    .unwrap();
+    let server = echo_with_short_lines();
     let mut peer = server.connect().await;
     let oversize = format!("{}\n", "x".repeat(40));
     for _ in 0..200 {
@@ -61,14 +67,7 @@ async fn a_connections_first_error_is_logged_through_anothers_flood() {
     let captured = Captured::default();
     let _logging = captured.install();
 
-    let echo = Router::new()
-        .on_message(|conn: Connection, msg: Message| async move { conn.send(msg).await });
-    let server = TestServer::start(
-        FlexiSocket::server("in memory")
-            .router(echo)
-            .framing(Framing::lines().max_length(16)),
-    )
-    .unwrap();
+    let server = echo_with_short_lines();
     let oversize = format!("{}\n", "x".repeat(40));
     let mut flooder = server.connect_from("10.0.0.1:4000".parse().unwrap()).await;
     for _ in 0..200 {
