@@ -36,6 +36,17 @@ fn supervision_rows(db: &Path) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// Account 1234's link test is ACKed and printed, and restores the line.
+async fn link_test_restores(panel: &mut Peer, server: &mut ExampleServer) {
+    assert_eq!(
+        panel.ask("\"NULL\"0001R1L0#1234[]").await,
+        "\"ACK\"0001R1L0#1234[]"
+    );
+    let link_test = printed(server).await;
+    assert!(link_test.starts_with("protocol=dc09 token=NULL account=1234 "));
+    assert_eq!(printed(server).await, RESTORED);
+}
+
 #[tokio::test]
 async fn a_silent_account_fails_and_is_restored_by_a_link_test_or_an_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -45,13 +56,7 @@ async fn a_silent_account_fails_and_is_restored_by_a_link_test_or_an_event() {
     assert_eq!(printed(&mut server).await, FAILURE);
 
     let mut panel = Peer::connect(server.addr).await;
-    assert_eq!(
-        panel.ask("\"NULL\"0001R1L0#1234[]").await,
-        "\"ACK\"0001R1L0#1234[]"
-    );
-    let link_test = printed(&mut server).await;
-    assert!(link_test.starts_with("protocol=dc09 token=NULL account=1234 "));
-    assert_eq!(printed(&mut server).await, RESTORED);
+    link_test_restores(&mut panel, &mut server).await;
 
     // Silent again: failed again, and this time an event restores it.
     assert_eq!(printed(&mut server).await, FAILURE);
@@ -82,15 +87,9 @@ async fn a_failed_account_stays_failed_across_a_restart_until_it_reports() {
 
     let mut server = start(&db).await;
     let mut panel = Peer::connect(server.addr).await;
-    assert_eq!(
-        panel.ask("\"NULL\"0001R1L0#1234[]").await,
-        "\"ACK\"0001R1L0#1234[]"
-    );
     // Restored at once: the receiver knew from its database that the line
     // was down. Had it forgotten, the next line would be a new failure.
-    let link_test = printed(&mut server).await;
-    assert!(link_test.starts_with("protocol=dc09 token=NULL account=1234 "));
-    assert_eq!(printed(&mut server).await, RESTORED);
+    link_test_restores(&mut panel, &mut server).await;
     let rows = supervision_rows(&db);
     assert_eq!(
         rows[..2],
