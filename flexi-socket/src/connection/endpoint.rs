@@ -160,6 +160,27 @@ impl Endpoint {
         })
     }
 
+    /// A server's endpoint with `router`'s handlers, line framing, no
+    /// classifier and `limits`: what the crate's unit tests open
+    /// connections of.
+    #[cfg(test)]
+    pub(crate) fn for_tests(router: crate::handler::Router, limits: Limits) -> Arc<Self> {
+        let handlers = Handlers {
+            routes: router.resolve(None, Side::Client, &[]).unwrap(),
+            app_state: None,
+            classifier: None,
+        };
+        Endpoint::new(
+            handlers,
+            Framing::lines(),
+            ClientFraming::default(),
+            limits,
+            Side::Server,
+            None,
+            None,
+        )
+    }
+
     /// What this endpoint shares with the other listeners of its server.
     pub(crate) fn server_wide(&self) -> ServerWide {
         ServerWide {

@@ -454,12 +454,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::classify::ClientFraming;
-    use crate::connection::endpoint::Handlers;
+    use crate::connection::Endpoint;
     use crate::connection::outbound::Transport;
     use crate::connection::remote::RemoteReach;
-    use crate::connection::{Endpoint, Side};
-    use crate::framing::Framing;
     use crate::future::BoxFuture;
     use crate::handler::Router;
 
@@ -501,20 +498,7 @@ mod tests {
     }
 
     fn endpoint() -> Arc<Endpoint> {
-        let handlers = Handlers {
-            routes: Router::new().resolve(None, Side::Client, &[]).unwrap(),
-            app_state: None,
-            classifier: None,
-        };
-        Endpoint::new(
-            handlers,
-            Framing::lines(),
-            ClientFraming::default(),
-            Limits::default(),
-            Side::Server,
-            None,
-            None,
-        )
+        Endpoint::for_tests(Router::new(), Limits::default())
     }
 
     fn open(endpoint: &Arc<Endpoint>) -> Connection {

@@ -95,30 +95,14 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::classify::ClientFraming;
     use crate::client_type::ClientType;
     use crate::config::Limits;
-    use crate::connection::endpoint::Handlers;
+    use crate::connection::Endpoint;
     use crate::connection::outbound::Transport;
-    use crate::connection::{Endpoint, Side};
-    use crate::framing::Framing;
     use crate::handler::Router;
 
     fn connection() -> Connection {
-        let handlers = Handlers {
-            routes: Router::new().resolve(None, Side::Client, &[]).unwrap(),
-            app_state: None,
-            classifier: None,
-        };
-        let endpoint = Endpoint::new(
-            handlers,
-            Framing::lines(),
-            ClientFraming::default(),
-            Limits::default(),
-            Side::Server,
-            None,
-            None,
-        );
+        let endpoint = Endpoint::for_tests(Router::new(), Limits::default());
         let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
         Arc::clone(&endpoint)
             .open(addr, addr, Transport::Stream)

@@ -10,14 +10,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::classify::ClientFraming;
 use crate::config::Limits;
 use crate::connection::DisconnectReason;
-use crate::connection::endpoint::Handlers;
+use crate::connection::Endpoint;
 use crate::connection::outbound::Transport;
-use crate::connection::{Endpoint, Side};
 use crate::error::Error;
-use crate::framing::Framing;
 use crate::handler::Router;
 
 fn plain_endpoint() -> Arc<Endpoint> {
@@ -25,20 +22,7 @@ fn plain_endpoint() -> Arc<Endpoint> {
 }
 
 fn endpoint(router: Router, limits: Limits) -> Arc<Endpoint> {
-    let handlers = Handlers {
-        routes: router.resolve(None, Side::Client, &[]).unwrap(),
-        app_state: None,
-        classifier: None,
-    };
-    Endpoint::new(
-        handlers,
-        Framing::lines(),
-        ClientFraming::default(),
-        limits,
-        Side::Server,
-        None,
-        None,
-    )
+    Endpoint::for_tests(router, limits)
 }
 
 /// What the handlers of [`recording`] saw, in order.
