@@ -17,11 +17,11 @@
 //! | 6 | [`Wire::Goodbye`] | node:text |
 //! | 16 | [`Wire::SendReply`] | outcome:u8 (0 delivered, 1 offline, 2 queue full, 3 closing), node:text, connection:u64 |
 //! | 17 | [`Wire::Located`] | node:text, connection:u64, peer, client_type:u8 (0 none, 1 one), text |
+//! | 18 | [`Wire::Reached`] | count:u64 |
+//! | 19 | [`Wire::NotHere`] | |
 //!
 //! `peer` is a kind byte then text: 0 and `ip:port`, 1 and a Unix socket's
 //! path, 2 and nothing (an unnamed Unix socket).
-//! | 18 | [`Wire::Reached`] | count:u64 |
-//! | 19 | [`Wire::NotHere`] | |
 //!
 //! Decoding never panics and never allocates more than the payload: every
 //! length is checked against what is left, and a payload longer than
