@@ -292,17 +292,14 @@ impl Connections {
     /// holds the key), queue full, or closing. Waits for room in the queue
     /// as that connection's slow-consumer policy says.
     ///
-    /// # Errors
-    ///
-    /// What is not about reaching the peer: [`Error::Encode`] if the
-    /// framing refuses the message, or the error of a failing `before_send`.
-    ///
     /// In a cluster, a key not held here is sent to the node that holds it,
     /// whose answer is the outcome (the crate docs' "Cluster" says what
     /// each means); sends from this node to one key arrive in the order made.
     ///
     /// # Errors
     ///
+    /// What is not about reaching the peer: [`Error::Encode`] if the
+    /// framing refuses the message, or the error of a failing `before_send`.
     /// With a cluster also [`Error::Cluster`] when the message is too large
     /// for a cluster message, or the other node's answer cannot be read.
     pub async fn send_to_key(
@@ -313,7 +310,7 @@ impl Connections {
         let message = message.into();
         match (self.by_key(key), self.remote()) {
             (None, Some(remote)) => remote.send_to_key(key, message).await,
-            _ => self.send_to_key_here(key, message).await,
+            (holder, _) => self.send_to_holder(holder, message).await,
         }
     }
 
@@ -324,7 +321,17 @@ impl Connections {
         key: &str,
         message: Message,
     ) -> Result<SendOutcome, Error> {
-        let Some(connection) = self.by_key(key) else {
+        self.send_to_holder(self.by_key(key), message).await
+    }
+
+    /// Sends to `holder`, the connection found holding a key here (`None`:
+    /// the key is offline).
+    async fn send_to_holder(
+        &self,
+        holder: Option<Connection>,
+        message: Message,
+    ) -> Result<SendOutcome, Error> {
+        let Some(connection) = holder else {
             return Ok(SendOutcome::Offline);
         };
         let sent = connection.send(message).await;
