@@ -14,7 +14,7 @@ use super::config::ClusterConfig;
 use super::keys::HeldKeys;
 use super::members::{Admission, Members};
 use super::subject::Subjects;
-use super::wire::{Target, Wire};
+use super::wire::Wire;
 use crate::connection::{Audience, Connections, Remote, WeakConnections};
 use crate::error::Error;
 use crate::sync;
@@ -238,7 +238,7 @@ impl Shared {
 
     async fn answer_broadcasts(self: Arc<Self>, mut broadcasts: async_nats::Subscriber) {
         while let Some(message) = broadcasts.next().await {
-            let (Ok(Wire::Broadcast { target, body }), Some(reply)) =
+            let (Ok(Wire::Broadcast { audience, body }), Some(reply)) =
                 (Wire::decode(&message.payload), message.reply)
             else {
                 unreadable("broadcast", &Wire::decode(&message.payload));
@@ -246,11 +246,6 @@ impl Shared {
             };
             let Some(connections) = self.connections() else {
                 return;
-            };
-            let audience = match target {
-                Target::All => Audience::All,
-                Target::ClientType(name) => Audience::ClientType(name.into()),
-                Target::Group(name) => Audience::Group(name),
             };
             let reached = connections.broadcast_here(&audience, body.into()).await;
             let answer = Wire::Reached {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use super::node::Shared;
-use super::wire::{MAX_BODY, RemoteSend, Target, Wire};
+use super::wire::{MAX_BODY, RemoteSend, Wire};
 use crate::client_type::ClientType;
 use crate::connection::{Audience, LocateOutcome, Location, RemoteReach, SendOutcome};
 use crate::error::Error;
@@ -143,12 +143,7 @@ pub(super) async fn broadcast(
             return reach;
         }
     };
-    let target = match audience {
-        Audience::All => Target::All,
-        Audience::ClientType(client_type) => Target::ClientType(client_type.to_string()),
-        Audience::Group(group) => Target::Group(group),
-    };
-    let payload = Wire::Broadcast { target, body }.encode();
+    let payload = Wire::Broadcast { audience, body }.encode();
     let mut asked = JoinSet::new();
     for node in shared.members() {
         let (shared, payload) = (Arc::clone(shared), payload.clone());

@@ -31,6 +31,8 @@ use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::client_type::ClientType;
+use crate::connection::Audience;
 use crate::peer_addr::PeerAddr;
 
 /// The format's version, the first byte of every payload.
@@ -62,17 +64,6 @@ pub(crate) enum RemoteSend {
     Closing,
 }
 
-/// Which connections a broadcast is for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Target {
-    /// Every connection.
-    All,
-    /// The connections of one client type.
-    ClientType(String),
-    /// The members of one group.
-    Group(String),
-}
-
 /// One cluster message, as decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Wire {
@@ -84,7 +75,7 @@ pub(crate) enum Wire {
     /// since the Unix epoch); a holder with an older claim closes.
     Claim { claimed_at: u64, node: String },
     /// To a node's subject: send `body` to the matching connections there.
-    Broadcast { target: Target, body: Bytes },
+    Broadcast { audience: Audience, body: Bytes },
     /// To the presence subject: `node` is in the cluster; with
     /// `answer_back`, every node that hears it says hello too.
     Hello { node: String, answer_back: bool },
@@ -156,12 +147,12 @@ impl Wire {
                 out.put_u64(*claimed_at);
                 put_text(&mut out, node);
             }
-            Wire::Broadcast { target, body } => {
+            Wire::Broadcast { audience, body } => {
                 out.put_u8(4);
-                let (code, name) = match target {
-                    Target::All => (0, ""),
-                    Target::ClientType(name) => (1, name.as_str()),
-                    Target::Group(name) => (2, name.as_str()),
+                let (code, name) = match audience {
+                    Audience::All => (0, ""),
+                    Audience::ClientType(client_type) => (1, client_type.as_str()),
+                    Audience::Group(group) => (2, group.as_str()),
                 };
                 out.put_u8(code);
                 put_text(&mut out, name);
@@ -240,14 +231,14 @@ impl Wire {
             4 => {
                 let code = reader.u8()?;
                 let name = reader.text()?;
-                let target = match code {
-                    0 => Target::All,
-                    1 => Target::ClientType(name),
-                    2 => Target::Group(name),
+                let audience = match code {
+                    0 => Audience::All,
+                    1 => Audience::ClientType(ClientType::from(name)),
+                    2 => Audience::Group(name),
                     other => return Err(WireError::BadValue(other)),
                 };
                 Wire::Broadcast {
-                    target,
+                    audience,
                     body: reader.rest(),
                 }
             }
@@ -405,15 +396,15 @@ mod tests {
                 node: "a".into(),
             },
             Wire::Broadcast {
-                target: Target::All,
+                audience: Audience::All,
                 body: Bytes::from_static(b"all"),
             },
             Wire::Broadcast {
-                target: Target::ClientType("001".into()),
+                audience: Audience::ClientType("001".into()),
                 body: Bytes::from_static(b"panels"),
             },
             Wire::Broadcast {
-                target: Target::Group("floor 3 ✓".into()),
+                audience: Audience::Group("floor 3 ✓".into()),
                 body: Bytes::new(),
             },
             Wire::Hello {

@@ -13,8 +13,9 @@ use crate::error::Error;
 use crate::future::BoxFuture;
 use crate::message::Message;
 
-/// Which connections a broadcast is for.
-#[derive(Clone, Debug)]
+/// Which connections a broadcast is for (also what a cluster's broadcast
+/// carries to the other nodes).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Audience {
     /// Every connection.
     All,
