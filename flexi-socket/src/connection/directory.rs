@@ -141,13 +141,11 @@ impl<C: Clone> Directory<C> {
         Claim::Taken { replaced }
     }
 
-    /// Connection `id` gives up its key, if it has one; whether it had.
-    pub(crate) fn release(&mut self, id: u64) -> bool {
-        let Some(key) = self.open.get_mut(&id).and_then(|entry| entry.key.take()) else {
-            return false;
-        };
+    /// Connection `id` gives up its key, if it has one; the key it had.
+    pub(crate) fn release(&mut self, id: u64) -> Option<Name> {
+        let key = self.open.get_mut(&id)?.key.take()?;
         self.keys.remove(&key);
-        true
+        Some(key)
     }
 
     pub(crate) fn key_of(&self, id: u64) -> Option<&Name> {

@@ -122,8 +122,7 @@ impl Connections {
     /// Connection `id` gives up its key, if it holds one; whether it did.
     pub(crate) fn release_key(&self, id: u64) -> bool {
         let mut directory = self.lock();
-        let key = directory.key_of(id).cloned();
-        directory.release(id);
+        let key = directory.release(id);
         self.released(key.as_deref());
         key.is_some()
     }
