@@ -163,13 +163,12 @@ pub(super) async fn broadcast(
             // Gone without a goodbye: its subscription went with its connection.
             Answer::NoResponders => shared.forget(&node),
             Answer::Unavailable => reach.cluster_unavailable = true,
+            // It counts none; the warning names it.
             Answer::Timeout | Answer::Reply(_) | Answer::Failed(_) => {
                 tracing::warn!(node, "a node did not answer a broadcast");
-                reach.unanswered.push(Arc::from(node));
             }
         }
     }
-    reach.unanswered.sort_unstable();
     reach
 }
 

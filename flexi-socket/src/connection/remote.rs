@@ -5,7 +5,6 @@
 #![cfg_attr(not(feature = "nats"), allow(dead_code))]
 
 use std::fmt;
-use std::sync::Arc;
 
 use super::outcome::{LocateOutcome, SendOutcome};
 use crate::client_type::ClientType;
@@ -30,8 +29,6 @@ pub(crate) enum Audience {
 pub(crate) struct RemoteReach {
     /// Connections that took the message, on every node that answered.
     pub(crate) reached: usize,
-    /// The nodes that did not answer in time.
-    pub(crate) unanswered: Vec<Arc<str>>,
     /// This node had no NATS connection: no other node was asked.
     pub(crate) cluster_unavailable: bool,
 }
