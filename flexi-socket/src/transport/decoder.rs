@@ -116,7 +116,8 @@ impl ConnectionDecoder {
     /// Whether [`classify_early`](Self::classify_early) has anything to do:
     /// the connection is not classified yet. A plain flag once it is.
     pub(crate) fn offers_early(&mut self, connection: &Connection) -> bool {
-        self.early &= !connection.classification_over();
+        // `&&`, not `&=`: once the flag is down, the connection is not asked.
+        self.early = self.early && !connection.classification_over();
         self.early
     }
 
