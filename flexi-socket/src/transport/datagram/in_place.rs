@@ -96,25 +96,22 @@ impl InPlace {
         if !self.flusher.take(frames) {
             return Ok(None);
         }
-        let mut sent = 0;
-        let mut all_sent = true;
-        for frame in frames.datagrams() {
-            // A full socket, a refusal, an error: the way the writer sends
-            // takes over, from this datagram on (and tries it again).
-            if let Err(error) = self.peer.try_send(frame) {
-                if super::is_refusal(&error) {
-                    // An earlier datagram's, as the writer reports it.
-                    inbox.send_failures().offer(connection, error);
-                }
-                all_sent = false;
-                break;
+        // A full socket, a refusal, an error: the way the writer sends takes
+        // over, from the datagram that failed on (and tries it again).
+        let first_unsent = frames.datagrams().position(|frame| {
+            let Err(error) = self.peer.try_send(frame) else {
+                return false;
+            };
+            if super::is_refusal(&error) {
+                // An earlier datagram's, as the writer reports it.
+                inbox.send_failures().offer(connection, error);
             }
-            sent += 1;
-        }
-        if all_sent {
+            true
+        });
+        let Some(sent) = first_unsent else {
             self.flusher.written(frames);
             return Ok(None);
-        }
+        };
         Ok(Some(Unsent {
             connection: connection.clone(),
             flusher: self.flusher.clone(),
