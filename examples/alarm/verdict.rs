@@ -140,6 +140,8 @@ pub struct Accepted<'a> {
     pub extended: Vec<Vec<u8>>,
     /// Without its `_`.
     pub timestamp: Option<Vec<u8>>,
+    /// The timestamp's Unix seconds, as the time window checked them.
+    pub panel_time: Option<i64>,
     /// The key the frame came encrypted with, which encrypts the reply.
     pub key: Option<&'a Key>,
 }
@@ -192,11 +194,7 @@ impl Accepted<'_> {
             sequence: Some(header.sequence.to_owned()),
             data: String::from_utf8_lossy(&self.data).into_owned(),
             extended: (!self.extended.is_empty()).then(|| json_list(&self.extended)),
-            panel_time: self.timestamp.as_ref().and_then(|stamp| {
-                let mut with_underscore = b"_".to_vec();
-                with_underscore.extend_from_slice(stamp);
-                dc09::parse_timestamp(&with_underscore)
-            }),
+            panel_time: self.panel_time,
             peer,
         }
     }
@@ -316,11 +314,11 @@ fn check_content<'a>(
         Ok(split) => split,
         Err(why) => return Verdict::Nak(why),
     };
-    let timestamp = if rest.is_empty() {
+    let (timestamp, panel_time) = if rest.is_empty() {
         if key.is_some() {
             return Verdict::Nak("an encrypted frame without a timestamp");
         }
-        None
+        (None, None)
     } else {
         let Some(time) = dc09::parse_timestamp(rest) else {
             return Verdict::Nak("neither extended-data blocks nor a timestamp after the data");
@@ -329,7 +327,7 @@ fn check_content<'a>(
         if age > MAX_AGE || -age > MAX_AHEAD {
             return Verdict::Nak("timestamp out of the time window");
         }
-        Some(rest[1..].to_vec())
+        (Some(rest[1..].to_vec()), Some(time))
     };
     Verdict::Ack(Accepted {
         token,
@@ -337,6 +335,7 @@ fn check_content<'a>(
         data: data.to_vec(),
         extended: extended.into_iter().map(<[u8]>::to_vec).collect(),
         timestamp,
+        panel_time,
         key,
     })
 }
