@@ -148,9 +148,9 @@ fn classifier_panicked(
 
 /// With `classify_raw`, classifies the connection by the raw first unit at
 /// the start of `bytes` once that unit is complete (`at_end`: no more bytes
-/// will come), or earlier if the bytes of the unit so far settle the type
-/// ([`classify_early`]). `None` while the type is undecided or when there
-/// is nothing to do; otherwise whether the connection goes on.
+/// will come). `None` while the unit is incomplete (the decoder then offers
+/// its bytes so far to [`classify_early`]) or when there is nothing to do;
+/// otherwise whether the connection goes on.
 pub(crate) async fn classify_first_unit(
     connection: &Connection,
     bytes: &[u8],
@@ -161,10 +161,7 @@ pub(crate) async fn classify_first_unit(
         // Classified already (by a first frame, say): no cut, no classifier.
         return Some(ControlFlow::Continue(()));
     }
-    let Some(unit) = first_unit.cut(bytes, at_end) else {
-        // The unit is not complete: what there is of it may settle the type.
-        return classify_early(connection, bytes).await;
-    };
+    let unit = first_unit.cut(bytes, at_end)?;
     Some(match classify(connection, unit).await {
         Ok(()) => ControlFlow::Continue(()),
         Err(flow) => flow,

@@ -98,9 +98,19 @@ impl ConnectionDecoder {
         at_end: bool,
     ) -> ControlFlow<DisconnectReason, Prepared> {
         if self.stage == DecoderStage::AwaitingFirstUnit {
-            match classify_first_unit(connection, buffer, at_end).await {
-                None => return ControlFlow::Continue(Prepared::NeedsBytes),
-                Some(flow) => flow?,
+            let decided = match classify_first_unit(connection, buffer, at_end).await {
+                Some(flow) => {
+                    flow?;
+                    true
+                }
+                // The unit is not complete: what there is of it may settle the type.
+                None if self.offers_early(connection) => {
+                    self.look_early(connection, buffer).await?
+                }
+                None => false,
+            };
+            if !decided {
+                return ControlFlow::Continue(Prepared::NeedsBytes);
             }
             self.stage = DecoderStage::AwaitingClientType;
         }
@@ -135,8 +145,18 @@ impl ConnectionDecoder {
             return ControlFlow::Continue(false);
         }
         let first_bytes = self.decoder.pending_frame(buffer);
+        self.look_early(connection, first_bytes).await
+    }
+
+    /// Offers the classifier `first_bytes`, those of the first frame or raw
+    /// unit so far; `Continue(true)` when it decided.
+    async fn look_early(
+        &mut self,
+        connection: &Connection,
+        first_bytes: &[u8],
+    ) -> ControlFlow<DisconnectReason, bool> {
         if first_bytes.len() >= EARLY_LOOK_BYTES {
-            // The classifier's last look: then the whole frame decides.
+            // The classifier's last look: then the whole frame (or unit) decides.
             self.early = false;
         }
         match classify_early(connection, first_bytes).await {
