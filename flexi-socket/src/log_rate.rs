@@ -92,24 +92,21 @@ impl LogRate {
     pub(crate) fn admit_or(&self, beyond: impl FnOnce() -> bool) -> LogVerdict {
         let now = Instant::now();
         let mut window = sync::lock(&self.window);
-        let mut suppressed = 0;
         if window.started.is_none_or(|started| now - started >= WINDOW) {
-            suppressed = std::mem::take(&mut window.suppressed);
-            *window = Window {
-                started: Some(now),
-                logged: 0,
-                suppressed: 0,
-            };
+            window.started = Some(now);
+            window.logged = 0;
         }
         if window.logged < self.per_window {
             window.logged += 1;
-            LogVerdict::Log { suppressed }
-        } else {
-            // Not lost: kept for the next line within the rate.
-            window.suppressed += suppressed;
-            if beyond() {
-                return LogVerdict::Log { suppressed: 0 };
+            // Lines are suppressed only once a window's are all logged, so
+            // this count is the earlier windows', reported with the first line
+            // of this one.
+            LogVerdict::Log {
+                suppressed: std::mem::take(&mut window.suppressed),
             }
+        } else if beyond() {
+            LogVerdict::Log { suppressed: 0 }
+        } else {
             window.suppressed += 1;
             LogVerdict::Suppress
         }
