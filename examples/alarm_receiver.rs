@@ -184,33 +184,29 @@ async fn dc09_frame(
 ) -> flexi_socket::Result<()> {
     let now = dc09::unix_now();
     let verdict = verdict::judge(frame, &receiver.accounts, now);
-    let reply = match &verdict {
+    let kept = match &verdict {
         Verdict::Ack(accepted) => {
             let record = (accepted.token != Token::Null)
                 .then(|| accepted.record(conn.peer_addr().to_string(), now_millis()));
-            let kept = receiver
-                .keep(
-                    &conn,
-                    record,
-                    accepted.event(),
-                    Some(accepted.header.account),
-                )
-                .await;
-            match kept {
-                Ok(()) => verdict.reply(now),
-                Err(error) => {
-                    log_unstored(&conn, &error);
-                    Verdict::Nak("not stored").reply(now)
-                }
-            }
+            let account = Some(accepted.header.account);
+            receiver
+                .keep(&conn, record, accepted.event(), account)
+                .await
         }
         Verdict::Nak(why) => {
             log_refusal(&conn, "NAK", why);
-            verdict.reply(now)
+            Ok(())
         }
         Verdict::Duh { why, .. } => {
             log_refusal(&conn, "DUH", why);
-            verdict.reply(now)
+            Ok(())
+        }
+    };
+    let reply = match kept {
+        Ok(()) => verdict.reply(now),
+        Err(error) => {
+            log_unstored(&conn, &error);
+            Verdict::Nak("not stored").reply(now)
         }
     };
     conn.send(reply).await
