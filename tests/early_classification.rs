@@ -8,6 +8,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use flexi_socket::{
@@ -243,7 +244,9 @@ async fn over_udp_an_unfinished_frame_in_a_junk_datagram_is_decided_at_once() {
 }
 
 /// The longest first bytes [`Watcher::classify_early`] was shown.
-static LONGEST_LOOK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static LONGEST_LOOK: AtomicUsize = AtomicUsize::new(0);
+/// How many times it was shown 512 bytes, the most it may be shown.
+static LOOKS_AT_THE_BOUND: AtomicUsize = AtomicUsize::new(0);
 
 /// A classifier that never decides early, and notes what it was shown.
 enum Watcher {
@@ -255,7 +258,10 @@ impl Classifier for Watcher {
         Watcher::Device
     }
     fn classify_early(first_bytes: &[u8]) -> Option<Self> {
-        LONGEST_LOOK.fetch_max(first_bytes.len(), std::sync::atomic::Ordering::Relaxed);
+        LONGEST_LOOK.fetch_max(first_bytes.len(), Ordering::Relaxed);
+        if first_bytes.len() == 512 {
+            LOOKS_AT_THE_BOUND.fetch_add(1, Ordering::Relaxed);
+        }
         None
     }
     fn client_type(&self) -> flexi_socket::ClientType {
@@ -263,11 +269,14 @@ impl Classifier for Watcher {
     }
 }
 
-#[tokio::test]
-async fn a_long_first_frame_is_shown_early_only_up_to_512_bytes() {
-    use std::sync::atomic::Ordering;
+/// Trickles a 4 KiB first line to a server classified by [`Watcher`], and
+/// more of it after the classifier's last look; the line still reaches its
+/// handler whole.
+async fn trickle_a_long_first_line(builder: ServerBuilder) {
+    LONGEST_LOOK.store(0, Ordering::Relaxed);
+    LOOKS_AT_THE_BOUND.store(0, Ordering::Relaxed);
     let running = start(
-        FlexiSocket::server("127.0.0.1:0")
+        builder
             .framing(Framing::lines())
             .classifier::<Watcher>()
             .first_message_timeout(FIRST_MESSAGE_TIMEOUT)
@@ -280,23 +289,43 @@ async fn a_long_first_frame_is_shown_early_only_up_to_512_bytes() {
     )
     .await;
     let mut stream = running.connect().await;
-    // 4 KiB of a first line in small pieces, none of which settles anything.
+    // None of these pieces settles anything.
     let line: Vec<u8> = (0..4096).map(|i| b'a' + (i % 26) as u8).collect();
-    for piece in line.chunks(64) {
+    let (before, after) = line.split_at(3840);
+    for piece in before.chunks(64) {
         write(&mut stream, piece).await;
     }
     support::eventually("the classifier's last early look", || {
         LONGEST_LOOK.load(Ordering::Relaxed) >= 512
     })
     .await;
+    // Reads after the last look: none may look again.
+    for piece in after.chunks(64) {
+        write(&mut stream, piece).await;
+    }
     write(&mut stream, b"\n").await;
-    // The whole frame still classifies the connection and reaches its handler.
     let mut echo = vec![0; line.len() + 1];
     within("the echo", stream.read_exact(&mut echo))
         .await
         .unwrap();
     assert_eq!(&echo[..line.len()], &line[..]);
     assert_eq!(LONGEST_LOOK.load(Ordering::Relaxed), 512);
+    assert_eq!(
+        LOOKS_AT_THE_BOUND.load(Ordering::Relaxed),
+        1,
+        "one last look at 512 bytes, then the whole unit decides"
+    );
     drop(stream);
     running.stop().await;
+}
+
+/// The statics above are this one test's: a frame, then a raw first unit.
+#[tokio::test]
+async fn a_long_first_frame_or_raw_unit_is_shown_early_once_up_to_512_bytes() {
+    trickle_a_long_first_line(FlexiSocket::server("127.0.0.1:0")).await;
+    trickle_a_long_first_line(
+        FlexiSocket::server("127.0.0.1:0")
+            .classify_raw(FirstUnit::until_any(b"\n").max_length(8192)),
+    )
+    .await;
 }
