@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 
-use crate::{Flags, Record};
+use crate::Record;
 
 /// How long a run lasts.
 #[derive(Debug, Clone, Copy)]
@@ -42,52 +42,64 @@ pub struct LoadOptions {
     pub server_name: String,
 }
 
-impl LoadOptions {
-    /// The flags [`parse`](Self::parse) reads.
-    pub const FLAGS: [&str; 9] = [
-        "addr",
-        "connections",
-        "size",
-        "duration",
-        "count",
-        "warmup",
-        "server-pid",
-        "scenario",
-        "server-name",
-    ];
+/// The flags every load generator takes, as clap reads them; made into
+/// [`LoadOptions`] by [`LoadArgs::options`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// The server's listen address.
+    #[arg(long)]
+    pub addr: SocketAddr,
+    /// Connections (or UDP sockets), each with one driver task.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connections: u32,
+    /// Message length in bytes, newline included.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(2..))]
+    pub size: u32,
+    /// Seconds measured, after the warm-up (3 unless --count is given).
+    #[arg(long, conflicts_with = "count")]
+    pub duration: Option<f64>,
+    /// Total messages over all connections, instead of a timed run.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Seconds under load before measuring.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
+    /// The server process, to read its CPU time and memory.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// The scenario's name, copied into the record.
+    #[arg(long, default_value = "")]
+    pub scenario: String,
+    /// The measured server's (or client's) name, copied into the record.
+    #[arg(long, default_value = "")]
+    pub server_name: String,
+}
 
-    /// Reads [`FLAGS`](Self::FLAGS) from `flags`.
+impl LoadArgs {
+    /// The options these flags give.
     ///
     /// # Errors
     ///
-    /// A value that does not parse, a missing `--addr`, or values out of range.
-    pub fn parse(flags: &Flags) -> Result<Self, String> {
-        let bound = match (flags.get::<f64>("duration")?, flags.get::<u64>("count")?) {
-            (Some(_), Some(_)) => return Err("give --duration or --count, not both".into()),
-            (None, Some(count)) => Bound::Count(count),
+    /// A duration or warm-up that is not a number of seconds.
+    pub fn options(&self) -> Result<LoadOptions, String> {
+        let bound = match (self.duration, self.count) {
+            (_, Some(count)) => Bound::Count(count),
             (duration, None) => Bound::Duration(seconds(duration.unwrap_or(3.0), "duration")?),
         };
-        let options = Self {
-            addr: flags
-                .get("addr")?
-                .ok_or("--addr is required (the server's listen address)")?,
-            connections: flags.get_or("connections", 16)?,
-            size: flags.get_or("size", 32)?,
+        Ok(LoadOptions {
+            addr: self.addr,
+            connections: self.connections as usize,
+            size: self.size as usize,
             bound,
-            warmup: seconds(flags.get_or("warmup", 0.0)?, "warmup")?,
-            server_pid: flags.get("server-pid")?,
-            scenario: flags.get_or("scenario", String::new())?,
-            server_name: flags.get_or("server-name", String::new())?,
-        };
-        if options.connections == 0 {
-            return Err("--connections must be at least 1".into());
-        }
-        if options.size < 2 {
-            return Err("--size must be at least 2 (one byte and the newline)".into());
-        }
-        Ok(options)
+            warmup: seconds(self.warmup, "warmup")?,
+            server_pid: self.server_pid,
+            scenario: self.scenario.clone(),
+            server_name: self.server_name.clone(),
+        })
     }
+}
 
+impl LoadOptions {
     /// The messages connection `id` sends with a `--count` bound (its share
     /// of the total), or `None` when the run is timed.
     #[must_use]
@@ -510,22 +522,45 @@ mod tests {
         assert_eq!(short.seq_of(&message), None);
     }
 
+    /// The load flags alone, as a tool that flattens them reads them.
+    #[derive(clap::Parser)]
+    struct Tool {
+        #[command(flatten)]
+        load: LoadArgs,
+    }
+
+    fn options(args: &[&str]) -> Result<LoadOptions, String> {
+        use clap::Parser;
+        let args = ["tool"].iter().chain(args);
+        Tool::try_parse_from(args)
+            .map_err(|error| error.to_string())?
+            .load
+            .options()
+    }
+
     #[test]
     fn a_count_is_shared_out_over_the_connections() {
-        let flags = Flags::parse(
-            [
-                "--addr",
-                "127.0.0.1:1",
-                "--count",
-                "10",
-                "--connections",
-                "4",
-            ]
-            .map(String::from),
-        )
+        let options = options(&[
+            "--addr",
+            "127.0.0.1:1",
+            "--count",
+            "10",
+            "--connections",
+            "4",
+        ])
         .unwrap();
-        let options = LoadOptions::parse(&flags).unwrap();
         let shares: Vec<_> = (0..4).map(|id| options.share(id).unwrap()).collect();
         assert_eq!(shares, [3, 3, 2, 2]);
+    }
+
+    #[test]
+    fn flags_out_of_range_or_unknown_are_refused() {
+        assert!(options(&["--addr", "127.0.0.1:1"]).is_ok());
+        assert!(options(&[]).is_err(), "--addr is required");
+        assert!(options(&["--addr", "127.0.0.1:1", "--connections", "0"]).is_err());
+        assert!(options(&["--addr", "127.0.0.1:1", "--size", "1"]).is_err());
+        assert!(options(&["--addr", "127.0.0.1:1", "--count", "5", "--duration", "1"]).is_err());
+        assert!(options(&["--addr", "127.0.0.1:1", "--duration", "-1"]).is_err());
+        assert!(options(&["--addr", "127.0.0.1:1", "--depht", "8"]).is_err());
     }
 }

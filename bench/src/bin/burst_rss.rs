@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use flexi_socket_bench::Flags;
+use clap::Parser;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -24,7 +24,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    if let Err(error) = runtime.block_on(run()) {
+    if let Err(error) = runtime.block_on(run(Args::parse())) {
         eprintln!("burst_rss: {error}");
         std::process::exit(1);
     }
@@ -41,13 +41,34 @@ fn rss_kib(pid: u32) -> Result<u64, String> {
         .ok_or_else(|| "no VmRSS line".to_owned())
 }
 
-async fn run() -> Result<(), String> {
-    let flags = Flags::from_env()?;
-    flags.only(&["addr", "pid", "connections", "megabytes"])?;
-    let addr: String = flags.get_or("addr", "127.0.0.1:8081".to_owned())?;
-    let pid: u32 = flags.get("pid")?.ok_or("--pid is needed")?;
-    let connections: usize = flags.get_or("connections", 50)?;
-    let megabytes: usize = flags.get_or("megabytes", 64)?;
+/// The command line (see the module's documentation).
+#[derive(Debug, Parser)]
+#[command(
+    name = "burst_rss",
+    about = "What a burst of peers that never read costs a server's memory"
+)]
+struct Args {
+    /// The echo server's address.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    addr: String,
+    /// The echo server's process, whose memory is read.
+    #[arg(long)]
+    pid: u32,
+    /// Peers that write and never read.
+    #[arg(long, default_value_t = 50)]
+    connections: usize,
+    /// What each peer writes at most, MiB.
+    #[arg(long, default_value_t = 64)]
+    megabytes: usize,
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let Args {
+        addr,
+        pid,
+        connections,
+        megabytes,
+    } = args;
 
     let baseline = rss_kib(pid)?;
     let mut peers = Vec::with_capacity(connections);

@@ -23,9 +23,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use flexi_socket::{Client, Connection, FlexiSocket, Message, Reconnect, Router};
-use flexi_socket_bench::load::{Lines, LoadOptions, Phase, Stage, Tally, measure};
-use flexi_socket_bench::{Flags, Record};
+use flexi_socket_bench::Record;
+use flexi_socket_bench::load::{Lines, LoadArgs, LoadOptions, Phase, Stage, Tally, measure};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -33,7 +34,7 @@ use tokio::task::JoinSet;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() {
-    let options = match Options::parse() {
+    let options = match Options::from_args(Args::parse()) {
         Ok(options) => options,
         Err(error) => {
             eprintln!("flexi_client_load: {error}");
@@ -48,9 +49,29 @@ fn main() {
     Record::print_and_exit("flexi_client_load", record);
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The command line (see the module's documentation).
+#[derive(Debug, Parser)]
+#[command(
+    name = "flexi_client_load",
+    about = "flexi-socket's TCP client as a load generator; prints one JSON line"
+)]
+struct Args {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Accepted so that run.sh gives both clients the same arguments: only
+    /// `client` (ping-pong) is supported.
+    #[arg(long, default_value = "client", value_parser = ["client"])]
+    mode: String,
+    /// How each client waits for its reply.
+    #[arg(long, value_enum, default_value_t = Api::Request)]
+    api: Api,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Api {
+    /// `client.request(line, timeout)`.
     Request,
+    /// `client.send(line)`, the reply arriving at an `on_message` handler.
     Handler,
 }
 
@@ -61,28 +82,10 @@ struct Options {
 }
 
 impl Options {
-    fn parse() -> Result<Self, String> {
-        let flags = Flags::from_env()?;
-        let known: Vec<&str> = LoadOptions::FLAGS
-            .into_iter()
-            .chain(["mode", "api"])
-            .collect();
-        flags.only(&known)?;
-        // Accepted so that run.sh gives both clients the same arguments.
-        let mode = flags.get_or("mode", "client".to_owned())?;
-        if mode != "client" {
-            return Err(format!(
-                "--mode {mode}: only client (ping-pong) is supported"
-            ));
-        }
-        let api = match flags.get_or("api", "request".to_owned())?.as_str() {
-            "request" => Api::Request,
-            "handler" => Api::Handler,
-            other => return Err(format!("--api {other}: expected request or handler")),
-        };
+    fn from_args(args: Args) -> Result<Self, String> {
         Ok(Self {
-            load: LoadOptions::parse(&flags)?,
-            api,
+            load: args.load.options()?,
+            api: args.api,
         })
     }
 }

@@ -8,26 +8,31 @@
 //! ```
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use flexi_socket_bench::{
-    DUEL, Flags, Median, SCALE, SERVERS, Scenario, Summary, median, read_records,
-};
+use clap::Parser;
+use flexi_socket_bench::{DUEL, Median, SCALE, SERVERS, Scenario, Summary, median, read_records};
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "report",
+    about = "Prints and writes the tables of a benchmark run"
+)]
+struct Args {
+    /// The run's records, one JSON line each (`bench/results/runs.jsonl`).
+    runs: PathBuf,
+}
 
 fn main() {
-    if let Err(error) = run() {
+    if let Err(error) = run(&Args::parse()) {
         eprintln!("report: {error}");
         std::process::exit(1);
     }
 }
 
-fn run() -> Result<(), String> {
-    let flags = Flags::from_env()?;
-    flags.only(&[])?;
-    let [runs] = flags.positional() else {
-        return Err("usage: report <runs.jsonl>".into());
-    };
-    let runs = Path::new(runs);
+fn run(args: &Args) -> Result<(), String> {
+    let runs = args.runs.as_path();
     let summary = Summary::of(&read_records(runs)?);
     let table = table(&summary);
     print!("{table}");

@@ -18,8 +18,29 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use flexi_socket_bench::Flags;
+use clap::Parser;
 use tokio::net::UdpSocket;
+
+/// The command line (see the module's documentation).
+#[derive(Debug, Parser)]
+#[command(
+    name = "udp_flood",
+    about = "One peer floods a UDP server while another pings it"
+)]
+struct Args {
+    /// The UDP echo server's address.
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    addr: String,
+    /// Datagrams the flooding peer sends.
+    #[arg(long, default_value_t = 1_000_000)]
+    flood: u64,
+    /// Bytes per datagram.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// Milliseconds between the good peer's pings.
+    #[arg(long, default_value_t = 2)]
+    interval_ms: u64,
+}
 
 struct Options {
     addr: String,
@@ -29,13 +50,7 @@ struct Options {
 }
 
 fn main() {
-    let options = match parse() {
-        Ok(options) => options,
-        Err(error) => {
-            eprintln!("udp_flood: {error}");
-            std::process::exit(2);
-        }
-    };
+    let options = Options::from(Args::parse());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -46,15 +61,15 @@ fn main() {
     }
 }
 
-fn parse() -> Result<Options, String> {
-    let flags = Flags::from_env()?;
-    flags.only(&["addr", "flood", "size", "interval-ms"])?;
-    Ok(Options {
-        addr: flags.get_or("addr", "127.0.0.1:8082".to_owned())?,
-        flood: flags.get_or("flood", 1_000_000)?,
-        size: flags.get_or("size", 32)?,
-        interval: Duration::from_millis(flags.get_or("interval-ms", 2)?),
-    })
+impl From<Args> for Options {
+    fn from(args: Args) -> Self {
+        Self {
+            addr: args.addr,
+            flood: args.flood,
+            size: args.size,
+            interval: Duration::from_millis(args.interval_ms),
+        }
+    }
 }
 
 async fn run(options: Options) -> Result<(), String> {

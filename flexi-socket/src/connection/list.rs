@@ -315,6 +315,7 @@ impl Connections {
 
     /// [`send_to_key`](Self::send_to_key) on this node only (what another
     /// node asks of this one).
+    #[cfg(feature = "nats")]
     pub(crate) async fn send_to_key_here(
         &self,
         key: &str,

@@ -8,9 +8,10 @@
 //! chart bench/results/runs.jsonl bench/results/chart.svg
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use flexi_socket_bench::{DUEL, Flags, Median, SCALE, Scenario, Summary, read_records};
+use clap::Parser;
+use flexi_socket_bench::{DUEL, Median, SCALE, Scenario, Summary, read_records};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -27,27 +28,32 @@ pub(crate) const COLORS: [RGBColor; 4] = [
 ];
 
 fn main() {
-    if let Err(error) = run() {
+    if let Err(error) = run(&Args::parse()) {
         eprintln!("chart: {error}");
         std::process::exit(1);
     }
 }
 
-fn run() -> Result<(), String> {
-    let flags = Flags::from_env()?;
-    flags.only(&[])?;
-    let [runs, svg] = flags.positional() else {
-        return Err("usage: chart <runs.jsonl> <chart.svg>".into());
-    };
-    let summary = Summary::of(&read_records(Path::new(runs))?);
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "chart", about = "Draws a benchmark run as an SVG")]
+struct Args {
+    /// The run's records, one JSON line each (`bench/results/runs.jsonl`).
+    runs: PathBuf,
+    /// The chart to write; the scale steps go to `scale.svg` beside it.
+    svg: PathBuf,
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let summary = Summary::of(&read_records(&args.runs)?);
     if summary.scenarios.is_empty() {
-        return Err(format!("{runs}: no records"));
+        return Err(format!("{}: no records", args.runs.display()));
     }
     let (steps, rest): (Vec<Scenario>, Vec<Scenario>) = summary
         .scenarios
         .into_iter()
         .partition(|s| s.name.starts_with(SCALE));
-    let svg = Path::new(svg);
+    let svg = args.svg.as_path();
     if !rest.is_empty() {
         draw(&Summary { scenarios: rest }, svg).map_err(|e| format!("{}: {e}", svg.display()))?;
     }

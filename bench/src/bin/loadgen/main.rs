@@ -47,8 +47,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flexi_socket_bench::load::{Lines, LoadOptions, Phase, Stage, Tally, measure, rss_kib};
-use flexi_socket_bench::{Flags, Record};
+use clap::Parser;
+use flexi_socket_bench::Record;
+use flexi_socket_bench::load::{
+    Lines, LoadArgs, LoadOptions, Phase, Stage, Tally, measure, rss_kib,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
@@ -66,7 +69,7 @@ const CONNECT_CONCURRENCY: usize = 128;
 const SETTLE: Duration = Duration::from_millis(500);
 
 fn main() {
-    let options = match Options::parse() {
+    let options = match Options::from_args(Args::parse()) {
         Ok(options) => options,
         Err(error) => {
             eprintln!("loadgen: {error}");
@@ -89,8 +92,36 @@ fn main() {
     Record::print_and_exit("loadgen", record);
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The command line (see the module's documentation).
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    about = "Load generator for echo servers; prints one JSON line"
+)]
+struct Args {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// What the connections do.
+    #[arg(long, value_enum, default_value_t = Mode::PingPong)]
+    mode: Mode,
+    /// Lines in flight per connection (pipelined mode only).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    depth: u32,
+    /// UDP: seconds without a reply after which a datagram counts as lost.
+    #[arg(long, default_value_t = 1.0)]
+    loss_timeout: f64,
+    /// Runtime worker threads (1: a current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Speak TLS to a server whose certificate this PEM file holds
+    /// (pingpong and pipelined).
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
+    #[value(name = "pingpong")]
     PingPong,
     Pipelined,
     Client,
@@ -123,44 +154,23 @@ struct Options {
 }
 
 impl Options {
-    fn parse() -> Result<Self, String> {
-        let flags = Flags::from_env()?;
-        let known: Vec<&str> = LoadOptions::FLAGS
-            .into_iter()
-            .chain(["mode", "depth", "loss-timeout", "threads", "tls-ca"])
-            .collect();
-        flags.only(&known)?;
-        let mode = match flags.get_or("mode", "pingpong".to_owned())?.as_str() {
-            "pingpong" => Mode::PingPong,
-            "pipelined" => Mode::Pipelined,
-            "client" => Mode::Client,
-            "udp" => Mode::Udp,
-            "broadcast" => Mode::Broadcast,
-            "idle" => Mode::Idle,
-            other => {
-                return Err(format!(
-                    "--mode {other}: expected pingpong, pipelined, client, udp, broadcast or idle"
-                ));
-            }
-        };
-        let loss_timeout = flags.get_or("loss-timeout", 1.0)?;
+    /// What `args` ask for, once checked against each other.
+    fn from_args(args: Args) -> Result<Self, String> {
+        let loss_timeout = args.loss_timeout;
         let options = Self {
-            load: LoadOptions::parse(&flags)?,
-            depth: match mode {
-                Mode::Pipelined => flags.get_or("depth", 64)?,
+            load: args.load.options()?,
+            depth: match args.mode {
+                Mode::Pipelined => args.depth as usize,
                 _ => 1,
             },
-            mode,
+            mode: args.mode,
             loss_timeout: Duration::try_from_secs_f64(loss_timeout)
                 .ok()
                 .filter(|timeout| !timeout.is_zero())
                 .ok_or_else(|| format!("--loss-timeout {loss_timeout}: expected seconds > 0"))?,
-            threads: flags.get_or("threads", 1)?,
-            tls_ca: flags.get("tls-ca")?,
+            threads: args.threads,
+            tls_ca: args.tls_ca,
         };
-        if options.depth == 0 {
-            return Err("--depth must be at least 1".into());
-        }
         if options.tls_ca.is_some() && !matches!(options.mode, Mode::PingPong | Mode::Pipelined) {
             return Err("--tls-ca works with --mode pingpong or pipelined".into());
         }
