@@ -40,9 +40,6 @@ use flexi_socket::{
 use dc09::Header;
 use encryption::Key;
 
-const USAGE: &str = "usage: alarm_panel <receiver address> [--account 1234] [--count 3] [--udp] \
-                     [--timeout 5] [--attempts 3] [--key HEX]";
-
 /// Seconds to add to our clock for the receiver's, learnt from its NAKs.
 static CLOCK_OFFSET: AtomicI64 = AtomicI64::new(0);
 
@@ -250,61 +247,49 @@ async fn deliver(link: &Link, options: &Options, index: usize) -> bool {
     false
 }
 
+/// The command line.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "alarm_panel",
+    about = "A SIA DC-09 alarm panel: sends events to a receiver and waits for each ACK"
+)]
 struct Options {
+    /// The receiver's address, `host:port`.
     addr: String,
+    /// The panel's account, 3 to 16 hex digits.
+    #[arg(long, default_value = "1234", value_parser = account)]
     account: String,
+    /// Events to send (a link test, a SIA-DCS and an ADM-CID alarm, in turn).
+    #[arg(long, default_value_t = Kind::ALL.len())]
     count: usize,
+    /// Over UDP instead of TCP.
+    #[arg(long)]
     udp: bool,
+    /// Seconds to wait for each reply.
+    #[arg(long, default_value = "5", value_parser = seconds)]
     timeout: Duration,
+    /// Sends of each event before giving up.
+    #[arg(long, default_value_t = 3)]
     attempts: u32,
-    /// Encrypts every frame (`*` tokens) when given.
+    /// Encrypts every frame (`*` tokens): 32, 48 or 64 hex digits for
+    /// AES-128, -192 or -256.
+    #[arg(long, value_parser = Key::from_hex)]
     key: Option<Key>,
 }
 
-fn options() -> Result<Options, String> {
-    let mut options = Options {
-        addr: String::new(),
-        account: "1234".into(),
-        count: Kind::ALL.len(),
-        udp: false,
-        timeout: Duration::from_secs(5),
-        attempts: 3,
-        key: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--account" => options.account = value()?.to_ascii_uppercase(),
-            "--count" => options.count = value()?.parse().map_err(|_| "--count: a number")?,
-            "--udp" => options.udp = true,
-            "--timeout" => {
-                let seconds: f64 = value()?.parse().map_err(|_| "--timeout: seconds")?;
-                options.timeout =
-                    Duration::try_from_secs_f64(seconds).map_err(|_| "--timeout: seconds")?;
-            }
-            "--key" => {
-                options.key =
-                    Some(Key::from_hex(&value()?).map_err(|problem| format!("--key: {problem}"))?);
-            }
-            "--attempts" => {
-                options.attempts = value()?.parse().map_err(|_| "--attempts: a number")?;
-            }
-            _ if arg.starts_with("--") || !options.addr.is_empty() => {
-                return Err(format!("unexpected argument {arg:?}"));
-            }
-            _ => options.addr = arg,
-        }
-    }
-    let account_ok = (3..=16).contains(&options.account.len())
-        && options.account.bytes().all(|b| b.is_ascii_hexdigit());
-    if options.addr.is_empty() {
-        Err("the receiver address is missing".into())
-    } else if !account_ok {
-        Err("--account: 3 to 16 hex digits".into())
+/// An account: 3 to 16 hex digits, kept in upper case.
+fn account(text: &str) -> Result<String, String> {
+    if (3..=16).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(text.to_ascii_uppercase())
     } else {
-        Ok(options)
+        Err("3 to 16 hex digits".into())
     }
+}
+
+/// Seconds, as a decimal number.
+fn seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text.parse().map_err(|_| "seconds, as a number")?;
+    Duration::try_from_secs_f64(seconds).map_err(|error| error.to_string())
 }
 
 #[tokio::main]
@@ -316,13 +301,8 @@ async fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let options = match options() {
-        Ok(options) => options,
-        Err(problem) => {
-            eprintln!("{problem}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // A wrong command line exits with 2 and the usage, as clap does.
+    let options = <Options as clap::Parser>::parse();
     let link = match Link::open(&options).await {
         Ok(link) => link,
         Err(error) => {
