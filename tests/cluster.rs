@@ -10,13 +10,16 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
+use flexi_socket::{ClusterConfig, Connection, FlexiSocket, Message, Router};
 use support::example::{ExampleServer, example_path};
 use support::haproxy::Haproxy;
 use support::nats::NatsServer;
 use support::{LineClient, WAIT, free_port, within};
 use tokio::process::Command;
+use tokio::sync::Semaphore;
 
 /// A gateway node in the cluster of `nats`.
 async fn node(nats: &NatsServer, name: &str, extra: &[&str]) -> ExampleServer {
@@ -312,4 +315,168 @@ async fn garbage_through_nats_neither_crashes_nor_blocks_a_node() {
     assert_eq!(on_b.recv_line().await, "still one");
     a.stop().await;
     b.stop().await;
+}
+
+/// The group router of the in-process nodes: `JOIN <group>` -> `OK`. A
+/// message `held` waits in `before_send` (a device that is slow to take it)
+/// until `release` has a permit, and says so on `entered`.
+fn group_router(entered: Arc<Semaphore>, release: Arc<Semaphore>) -> Router {
+    Router::new()
+        .on_message(|conn: Connection, line: String| async move {
+            if let Some(group) = line.strip_prefix("JOIN ") {
+                conn.join(group)?;
+                conn.send("OK").await?;
+            }
+            Ok::<(), flexi_socket::Error>(())
+        })
+        .before_send(move |_conn: Connection, message: Message| {
+            let (entered, release) = (Arc::clone(&entered), Arc::clone(&release));
+            async move {
+                if &message[..] == b"held" {
+                    entered.add_permits(1);
+                    let _ = tokio::time::timeout(WAIT, release.acquire()).await;
+                }
+                Some(message)
+            }
+        })
+}
+
+async fn in_process_node(
+    nats: &NatsServer,
+    name: &str,
+    entered: &Arc<Semaphore>,
+    release: &Arc<Semaphore>,
+) -> support::Running {
+    let cluster = ClusterConfig::new([nats.url()]).request_timeout(Duration::from_millis(500));
+    support::start(
+        FlexiSocket::server("127.0.0.1:0")
+            .router(group_router(Arc::clone(entered), Arc::clone(release)))
+            .node_name(name)
+            .cluster(cluster),
+    )
+    .await
+}
+
+/// Broadcasts other nodes ask of a node are answered side by side: one
+/// held up by a slow device there does not hold up the next, which would
+/// otherwise time out on the asking node and count none.
+#[tokio::test]
+async fn a_broadcast_held_up_on_a_node_does_not_hold_up_the_next() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let (entered, release) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let a = in_process_node(&nats, "a", &entered, &release).await;
+    let b = in_process_node(&nats, "b", &entered, &release).await;
+    let mut slow = LineClient::connect(b.addr).await;
+    assert_eq!(slow.ask("JOIN slow").await, "OK");
+    let mut fast = LineClient::connect(b.addr).await;
+    assert_eq!(fast.ask("JOIN fast").await, "OK");
+    // Until node a knows node b.
+    within("node a reaches node b", async {
+        while a.connections.broadcast_to_group("fast", "ping").await == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(fast.recv_line().await, "ping");
+
+    let held = tokio::spawn({
+        let connections = a.connections.clone();
+        async move { connections.broadcast_to_group("slow", "held").await }
+    });
+    within("node b takes the held broadcast", entered.acquire())
+        .await
+        .unwrap()
+        .forget();
+    assert_eq!(
+        within(
+            "the second broadcast",
+            a.connections.broadcast_to_group("fast", "not held")
+        )
+        .await,
+        1,
+        "node b answered the second broadcast only after the first"
+    );
+    assert_eq!(fast.recv_line().await, "not held");
+
+    release.add_permits(1);
+    assert_eq!(within("the held broadcast", held).await.unwrap(), 1);
+    assert_eq!(slow.recv_line().await, "held");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Anyone who can publish on the cluster's subjects decides how often a
+/// node meets an unreadable payload: it logs a few a second, then one line
+/// that counts the rest, not a line per payload.
+#[tokio::test]
+async fn garbage_through_nats_is_logged_within_a_rate() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let (b, mut log) = ExampleServer::start_logged(
+        Command::new(example_path("gateway")).args(["127.0.0.1:0", "--nats", &url, "--node", "b"]),
+        "gateway",
+    )
+    .await;
+    let intruder = within("connect to NATS", async_nats::connect(nats.url()))
+        .await
+        .expect("NATS accepts a client");
+    // Fewer than a subscription holds (1,024), so none is dropped unread.
+    for _ in 0..1000 {
+        intruder
+            .publish("flexi.presence", bytes::Bytes::from_static(&[1, 99]))
+            .await
+            .unwrap();
+    }
+    // Then a hello, read after all of them: node b logs that `zz` joined.
+    let hello = bytes::Bytes::from_static(&[1, 5, 0, 2, b'z', b'z', 0]);
+    intruder.publish("flexi.presence", hello).await.unwrap();
+    within("NATS takes it all", intruder.flush()).await.unwrap();
+    let mut unreadable = 0;
+    within("node b reads up to the hello", async {
+        while let Some(line) = log.recv().await {
+            if line.contains("node joined the cluster") && line.contains("zz") {
+                return;
+            }
+            unreadable += usize::from(line.contains("unreadable cluster message"));
+        }
+        panic!("node b's log ended");
+    })
+    .await;
+    assert!(
+        (1..100).contains(&unreadable),
+        "{unreadable} warnings for 1,000 unreadable payloads"
+    );
+    b.stop().await;
+}
+
+/// Two processes given the same node name: each hears the other's hello
+/// (its own come back with its own instance) and says so in its log.
+#[tokio::test]
+async fn a_second_process_with_the_same_node_name_is_logged() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let args = ["127.0.0.1:0", "--nats", url.as_str(), "--node", "b"];
+    let (first, mut log) =
+        ExampleServer::start_logged(Command::new(example_path("gateway")).args(args), "gateway")
+            .await;
+    let second =
+        ExampleServer::start_command(Command::new(example_path("gateway")).args(args), "gateway")
+            .await;
+    within("the first node notices the second", async {
+        while let Some(line) = log.recv().await {
+            if line.contains("another process says hello with this node's name") {
+                return;
+            }
+        }
+        panic!("the first node's log ended");
+    })
+    .await;
+    first.stop().await;
+    second.stop().await;
 }

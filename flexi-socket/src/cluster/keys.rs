@@ -11,6 +11,9 @@
 //!   that hears an older claim publishes its own again, so the older holder
 //!   hears it and closes. Claims are ordered by (time, node name): every
 //!   node decides the same, and at most one keeps the key.
+//! - A key's claims are published by its task too, the latest only: a
+//!   device saying HELLO again and again while NATS is away leaves one
+//!   claim waiting for NATS, not one task per HELLO.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +21,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use super::node::{Shared, unreadable};
+use super::node::Shared;
+use super::warnings::Warning;
 use super::wire::{RemoteSend, Wire};
-use crate::connection::{DisconnectReason, SendOutcome};
+use crate::connection::SendOutcome;
 use crate::message::Message;
 use crate::sync;
 
@@ -36,8 +41,10 @@ pub(crate) struct HeldKeys {
 
 #[derive(Debug)]
 struct Held {
-    /// Nanoseconds since the Unix epoch.
-    claimed_at: u64,
+    /// The latest claim, in nanoseconds since the Unix epoch; the serving
+    /// task publishes it when it changes (a newer one replaces one it has
+    /// not published yet).
+    claim: watch::Sender<u64>,
     serving: AbortHandle,
 }
 
@@ -66,7 +73,9 @@ impl HeldKeys {
     }
 
     fn claimed_at(&self, key: &str) -> Option<u64> {
-        sync::lock(&self.held).get(key).map(|held| held.claimed_at)
+        sync::lock(&self.held)
+            .get(key)
+            .map(|held| *held.claim.borrow())
     }
 
     /// Stops serving `key` (its subscription ends with the task).
@@ -88,16 +97,17 @@ impl HeldKeys {
         let claimed_at = self.stamp();
         let mut held = sync::lock(&self.held);
         if let Some(entry) = held.get_mut(key) {
-            // Already subscribed (a local newest-wins): a newer claim.
-            entry.claimed_at = claimed_at;
-            tokio::spawn(Arc::clone(shared).publish_claim(key.to_owned(), claimed_at));
+            // Already served (a local newest-wins): its task publishes the
+            // newer claim, replacing one still waiting for NATS.
+            entry.claim.send_replace(claimed_at);
             return;
         }
-        let serving = tokio::spawn(Arc::clone(shared).serve_key(key.to_owned(), claimed_at));
+        let (claim, claims) = watch::channel(claimed_at);
+        let serving = tokio::spawn(Arc::clone(shared).serve_key(key.to_owned(), claims));
         held.insert(
             key.to_owned(),
             Held {
-                claimed_at,
+                claim,
                 serving: serving.abort_handle(),
             },
         );
@@ -107,7 +117,7 @@ impl HeldKeys {
     pub(super) async fn claim_all_again(&self, shared: &Arc<Shared>) {
         let claims: Vec<(String, u64)> = sync::lock(&self.held)
             .iter()
-            .map(|(key, held)| (key.clone(), held.claimed_at))
+            .map(|(key, held)| (key.clone(), *held.claim.borrow()))
             .collect();
         for (key, claimed_at) in claims {
             Arc::clone(shared).publish_claim(key, claimed_at).await;
@@ -125,26 +135,43 @@ impl Shared {
             .client
             .publish(self.subjects.key(&key), claim.encode())
             .await
+            && self.warnings.admit(Warning::Nats)
         {
             tracing::warn!(key, %error, "could not publish a key claim");
         }
     }
 
     /// Subscribes to `key`'s subject, claims it, and answers what comes
-    /// there, one message at a time, until the key is released.
-    async fn serve_key(self: Arc<Self>, key: String, claimed_at: u64) {
+    /// there, one message at a time, until the key is released. A newer
+    /// claim of the key here is published between two messages.
+    async fn serve_key(self: Arc<Self>, key: String, mut claims: watch::Receiver<u64>) {
         let subject = self.subjects.key(&key);
         let mut requests = match self.client.subscribe(subject.clone()).await {
             Ok(requests) => requests,
             Err(error) => {
-                tracing::warn!(key, %error, "cannot serve a key to the cluster");
+                if self.warnings.admit(Warning::Nats) {
+                    tracing::warn!(key, %error, "cannot serve a key to the cluster");
+                }
                 return;
             }
         };
+        let claimed_at = *claims.borrow_and_update();
         Arc::clone(&self)
             .publish_claim(key.clone(), claimed_at)
             .await;
-        while let Some(request) = requests.next().await {
+        loop {
+            let request = tokio::select! {
+                request = requests.next() => request,
+                // Err: the key was released, and this task is being aborted.
+                Ok(()) = claims.changed() => {
+                    let claimed_at = *claims.borrow_and_update();
+                    Arc::clone(&self).publish_claim(key.clone(), claimed_at).await;
+                    continue;
+                }
+            };
+            let Some(request) = request else {
+                return;
+            };
             let decoded = Wire::decode(&request.payload);
             let answer = match decoded {
                 Ok(Wire::Send { body }) => Some(self.send_here(&key, body.into()).await),
@@ -157,7 +184,7 @@ impl Shared {
                     None
                 }
                 other => {
-                    unreadable(&subject, &other);
+                    self.unreadable(&subject, &other);
                     None
                 }
             };
@@ -180,7 +207,9 @@ impl Shared {
             Err(error) => {
                 // The framing or `before_send` refused it: the sender
                 // learns it was not sent, this node's log says why.
-                tracing::warn!(key, %error, "a message from another node could not be sent");
+                if self.warnings.admit(Warning::Refused) {
+                    tracing::warn!(key, %error, "a message from another node could not be sent");
+                }
                 (RemoteSend::Closing, 0)
             }
         };
@@ -205,28 +234,78 @@ impl Shared {
 
     /// `node` claimed `key` at `claimed_at`. Returns whether this node gave
     /// the key up (its connection is closed).
+    ///
+    /// Decided under the connection list's lock, which a local claim of the
+    /// key also holds while it tells this node: a local connection taking
+    /// the key in between could otherwise be the one closed, for a claim
+    /// older than its own.
     async fn resolve_claim(self: &Arc<Self>, key: &str, claimed_at: u64, node: &str) -> bool {
         if node == &*self.name {
             return false;
         }
-        let Some(mine) = self.keys.claimed_at(key) else {
+        let Some(connections) = self.connections() else {
             return false;
         };
-        if (mine, &*self.name) < (claimed_at, node) {
+        let mut mine = None;
+        let gave_up = connections.give_up_key(key, || {
+            mine = self.keys.claimed_at(key);
+            let older = mine.is_some_and(|mine| (mine, &*self.name) < (claimed_at, node));
+            if older {
+                self.keys.release(key);
+            }
+            older
+        });
+        if gave_up {
             tracing::info!(
                 key,
                 newer = node,
                 "the key was taken on another node: closing it here"
             );
-            self.keys.release(key);
-            if let Some(connection) = self.connections().and_then(|list| list.by_key(key)) {
-                connection.close_with(DisconnectReason::Replaced);
-            }
-            true
-        } else {
+        } else if let Some(mine) = mine {
             // An older claim: say ours again so that its node gives up.
             Arc::clone(self).publish_claim(key.to_owned(), mine).await;
-            false
         }
+        gave_up
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::ClusterConfig;
+    use super::super::node::ClusterNode;
+    use super::*;
+    use crate::config::Limits;
+    use crate::connection::Connections;
+
+    /// A device saying HELLO again and again while NATS is away: each HELLO
+    /// is a newer claim of a key this node serves already. Publishing waits
+    /// for NATS, so a task per claim would pile up; one waits, holding the
+    /// latest claim.
+    #[tokio::test]
+    async fn claims_of_a_held_key_while_nats_is_away_do_not_pile_up() {
+        // Accepts TCP, never speaks NATS: the node never gets connected.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let config = ClusterConfig::new([format!("nats://{}", silent.local_addr().unwrap())])
+            .request_timeout(Duration::from_millis(20));
+        let connections = Connections::new(&Limits::default());
+        let node = ClusterNode::join(&config, "a", connections.downgrade())
+            .await
+            .unwrap();
+        let shared = &node.shared;
+        let alive = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        shared.keys.claim(shared, "42");
+        let serving = alive();
+        for _ in 0..10_000 {
+            shared.keys.claim(shared, "42");
+        }
+        assert_eq!(alive(), serving, "a task started per claim");
+        let latest = shared.keys.last_stamp.load(Ordering::Relaxed);
+        assert_eq!(shared.keys.claimed_at("42"), Some(latest));
     }
 }

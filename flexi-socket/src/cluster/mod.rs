@@ -10,6 +10,7 @@
 //! - `node.rs`: joining, presence of the other nodes, answering broadcasts.
 //! - `keys.rs`: one subscription per key held here; claims (newest wins).
 //! - `request.rs`: asking the others; every answer becomes an outcome.
+//! - `warnings.rs`: what the node logs about the cluster, within a rate.
 //!
 //! The crate docs ("Cluster") and the README ("Scaling out") say what is
 //! and is not guaranteed.
@@ -20,6 +21,7 @@ mod members;
 mod node;
 mod request;
 mod subject;
+mod warnings;
 mod wire;
 
 pub use config::ClusterConfig;

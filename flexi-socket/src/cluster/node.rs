@@ -5,16 +5,17 @@
 
 use std::sync::{Arc, Mutex};
 
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions, Event, HeaderMap};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::config::ClusterConfig;
 use super::keys::HeldKeys;
 use super::members::{Admission, Members};
 use super::subject::Subjects;
-use super::wire::Wire;
+use super::warnings::{Warning, Warnings};
+use super::wire::{Wire, WireError};
 use crate::connection::{Audience, Connections, Remote, WeakConnections};
 use crate::error::Error;
 use crate::sync;
@@ -25,6 +26,18 @@ use crate::sync;
 /// default, 65,536, would let messages of up to 1 MiB pile up to 64 GiB
 /// behind one slow device.
 const SUBSCRIPTION_CAPACITY: usize = 1024;
+
+/// How many broadcasts asked of this node by the others are answered at
+/// once. Each waits for its slowest connection (bounded by that one's
+/// slow-consumer policy); answered one at a time, one held up by a slow
+/// device would make the others time out. Past this many, the next waits
+/// for one to finish (and behind it NATS keeps [`SUBSCRIPTION_CAPACITY`]).
+const CONCURRENT_BROADCASTS: usize = 64;
+
+/// The header of a hello that names the process saying it: NATS echoes a
+/// node's own hellos back to it, and a hello with its name but another
+/// instance is another process given the same name.
+const INSTANCE_HEADER: &str = "Flexi-Instance";
 
 /// This server as a node of the cluster. Dropping it leaves the cluster:
 /// its tasks end and its NATS connection closes, and with it every
@@ -40,6 +53,8 @@ pub(crate) struct ClusterNode {
 pub(super) struct Shared {
     pub(super) client: Client,
     pub(super) name: Arc<str>,
+    /// This process's node, among any others given the same name by mistake.
+    instance: String,
     pub(super) subjects: Subjects,
     /// This server's connections, for what other nodes ask of them. Weak:
     /// the list holds this node (as its [`Remote`]), not the other way.
@@ -47,6 +62,8 @@ pub(super) struct Shared {
     pub(super) keys: HeldKeys,
     /// The other nodes that said hello and not goodbye.
     members: Members,
+    /// Warnings within a rate: other nodes (or anyone) decide how often.
+    pub(super) warnings: Warnings,
 }
 
 impl ClusterNode {
@@ -86,10 +103,12 @@ impl ClusterNode {
         let shared = Arc::new(Shared {
             client,
             name: Arc::from(name),
+            instance: instance(),
             subjects: Subjects::new(&config.subject_prefix),
             connections,
             keys: HeldKeys::default(),
             members: Members::default(),
+            warnings: Warnings::default(),
         });
         let mut tasks = JoinSet::new();
         // Subscribed before the first hello goes out, so no answer is missed.
@@ -139,6 +158,15 @@ impl Drop for ClusterNode {
     }
 }
 
+/// This process and this moment: unique enough among the processes that
+/// could share a node name.
+fn instance() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    format!("{}-{nanos}", std::process::id())
+}
+
 async fn subscribe(shared: &Shared, subject: String) -> Result<async_nats::Subscriber, Error> {
     shared
         .client
@@ -171,14 +199,36 @@ impl Shared {
 
     /// Tells every node this one is here, and asks them to say so too.
     async fn say_hello(&self) {
+        self.publish_hello(true).await;
+    }
+
+    async fn publish_hello(&self, answer_back: bool) {
         let hello = Wire::Hello {
             node: self.name.to_string(),
-            answer_back: true,
+            answer_back,
         };
+        let mut headers = HeaderMap::new();
+        headers.insert(INSTANCE_HEADER, self.instance.as_str());
         let _ = self
             .client
-            .publish(self.subjects.presence(), hello.encode())
+            .publish_with_headers(self.subjects.presence(), headers, hello.encode())
             .await;
+    }
+
+    /// A hello with this node's name: its own, echoed, or another process's.
+    fn same_name(&self, headers: Option<&HeaderMap>) {
+        let instance = headers.and_then(|headers| headers.get(INSTANCE_HEADER));
+        if instance.is_some_and(|instance| instance.as_str() == self.instance)
+            || !self.warnings.admit(Warning::SameName)
+        {
+            return;
+        }
+        tracing::warn!(
+            node = %self.name,
+            other = instance.map(|instance| instance.as_str()),
+            "another process says hello with this node's name: node names must be unique \
+             in the cluster (either may answer for the other's keys and broadcasts)"
+        );
     }
 
     /// Every (re)connection to NATS: say hello, ask the others to, and
@@ -194,7 +244,9 @@ impl Shared {
                     self.keys.claim_all_again(&self).await;
                 }
                 Event::Disconnected => {
-                    tracing::warn!(node = %self.name, "lost NATS: cross-node operations answer \"cluster unavailable\" until it is back");
+                    if self.warnings.admit(Warning::Nats) {
+                        tracing::warn!(node = %self.name, "lost NATS: cross-node operations answer \"cluster unavailable\" until it is back");
+                    }
                 }
                 other => tracing::debug!(node = %self.name, event = %other, "NATS event"),
             }
@@ -210,19 +262,12 @@ impl Shared {
                         Admission::Known => {}
                         Admission::InvalidName | Admission::Full => {
                             // Not a node this one will count on: no answer either.
-                            unreadable("presence", &Ok(Wire::Hello { node, answer_back }));
+                            self.unreadable("presence", &Ok(Wire::Hello { node, answer_back }));
                             continue;
                         }
                     }
                     if answer_back {
-                        let hello = Wire::Hello {
-                            node: self.name.to_string(),
-                            answer_back: false,
-                        };
-                        let _ = self
-                            .client
-                            .publish(self.subjects.presence(), hello.encode())
-                            .await;
+                        self.publish_hello(false).await;
                     }
                 }
                 Ok(Wire::Goodbye { node }) => {
@@ -230,42 +275,59 @@ impl Shared {
                         tracing::info!(node, "node said goodbye");
                     }
                 }
-                Ok(Wire::Hello { .. }) => {}
-                other => unreadable("presence", &other),
+                Ok(Wire::Hello { .. }) => self.same_name(message.headers.as_ref()),
+                other => self.unreadable("presence", &other),
             }
         }
     }
 
+    /// Answers the broadcasts other nodes ask of this one, up to
+    /// [`CONCURRENT_BROADCASTS`] at once. The answering tasks are this
+    /// task's: they end with it, when the node leaves.
     async fn answer_broadcasts(self: Arc<Self>, mut broadcasts: async_nats::Subscriber) {
+        let slots = Arc::new(Semaphore::new(CONCURRENT_BROADCASTS));
+        let mut answering = JoinSet::new();
         while let Some(message) = broadcasts.next().await {
+            while answering.try_join_next().is_some() {}
             let (Ok(Wire::Broadcast { audience, body }), Some(reply)) =
                 (Wire::decode(&message.payload), message.reply)
             else {
-                unreadable("broadcast", &Wire::decode(&message.payload));
+                self.unreadable("broadcast", &Wire::decode(&message.payload));
                 continue;
             };
             let Some(connections) = self.connections() else {
                 return;
             };
-            let reached = connections.broadcast_here(&audience, body.into()).await;
-            let answer = Wire::Reached {
-                count: u64::try_from(reached).unwrap_or(u64::MAX),
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                return; // never closed
             };
-            let _ = self.client.publish(reply, answer.encode()).await;
+            let shared = Arc::clone(&self);
+            answering.spawn(async move {
+                let reached = connections.broadcast_here(&audience, body.into()).await;
+                drop(slot);
+                let answer = Wire::Reached {
+                    count: u64::try_from(reached).unwrap_or(u64::MAX),
+                };
+                let _ = shared.client.publish(reply, answer.encode()).await;
+            });
         }
     }
-}
 
-/// Something another node sent that this one cannot use: logged, dropped.
-pub(super) fn unreadable(subject: &str, decoded: &Result<Wire, super::wire::WireError>) {
-    match decoded {
-        Err(error) => tracing::warn!(subject, %error, "dropped an unreadable cluster message"),
-        Ok(message) => {
-            tracing::warn!(
-                subject,
-                ?message,
-                "dropped a cluster message that does not belong here"
-            );
+    /// Something another node sent that this one cannot use: dropped, and
+    /// logged within [`Warning::Unreadable`]'s rate.
+    pub(super) fn unreadable(&self, subject: &str, decoded: &Result<Wire, WireError>) {
+        if !self.warnings.admit(Warning::Unreadable) {
+            return;
+        }
+        match decoded {
+            Err(error) => tracing::warn!(subject, %error, "dropped an unreadable cluster message"),
+            Ok(message) => {
+                tracing::warn!(
+                    subject,
+                    ?message,
+                    "dropped a cluster message that does not belong here"
+                );
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use super::node::Shared;
+use super::warnings::Warning;
 use super::wire::{MAX_BODY, RemoteSend, Wire};
 use crate::client_type::ClientType;
 use crate::connection::{Audience, LocateOutcome, Location, RemoteReach, SendOutcome};
@@ -113,11 +114,15 @@ pub(super) async fn locate(shared: &Shared, key: &str) -> LocateOutcome {
         Answer::Timeout => LocateOutcome::Timeout,
         Answer::Unavailable => LocateOutcome::ClusterUnavailable,
         Answer::Reply(other) => {
-            tracing::warn!(key, error = %unexpected(&other), "locate failed");
+            if shared.warnings.admit(Warning::Unanswered) {
+                tracing::warn!(key, error = %unexpected(&other), "locate failed");
+            }
             LocateOutcome::ClusterUnavailable
         }
         Answer::Failed(reason) => {
-            tracing::warn!(key, reason, "locate failed");
+            if shared.warnings.admit(Warning::Unanswered) {
+                tracing::warn!(key, reason, "locate failed");
+            }
             LocateOutcome::ClusterUnavailable
         }
     }
@@ -165,7 +170,9 @@ pub(super) async fn broadcast(
             Answer::Unavailable => reach.cluster_unavailable = true,
             // It counts none; the warning names it.
             Answer::Timeout | Answer::Reply(_) | Answer::Failed(_) => {
-                tracing::warn!(node, "a node did not answer a broadcast");
+                if shared.warnings.admit(Warning::Unanswered) {
+                    tracing::warn!(node, "a node did not answer a broadcast");
+                }
             }
         }
     }

@@ -189,6 +189,27 @@ impl Connections {
         claim
     }
 
+    #[cfg(feature = "nats")]
+    /// Another node claimed `key`: under the directory's lock, asks
+    /// `gives_up` whether this node lets the key go (the cluster compares
+    /// the claims there) and, if so, closes the connection holding it here.
+    /// Whether it gave up.
+    ///
+    /// Under the lock because a local claim of the key tells the cluster
+    /// under it too: decided outside, a connection that took the key in
+    /// between, with a newer claim, would be the one closed.
+    pub(crate) fn give_up_key(&self, key: &str, gives_up: impl FnOnce() -> bool) -> bool {
+        let directory = self.lock();
+        if !gives_up() {
+            return false;
+        }
+        if let Some(holder) = directory.by_key(key) {
+            // Only sets flags and wakes its task: nothing waits under the lock.
+            holder.close_with(super::DisconnectReason::Replaced);
+        }
+        true
+    }
+
     /// The name this node goes by in locations and send outcomes: `local`
     /// unless the builder's [`node_name`](crate::ServerBuilder::node_name)
     /// says otherwise.
@@ -550,5 +571,42 @@ mod tests {
             sync::lock(&remote.keys).contains("42"),
             "the directory holds the key, the cluster was told it is released"
         );
+    }
+
+    /// Another node's claim, newer than the key's holder here, is being
+    /// decided when a local connection, newer still, takes the key: the
+    /// decision was made on the older holder, so the older one is closed,
+    /// never the newer.
+    #[test]
+    fn a_key_given_up_to_another_node_closes_the_holder_it_was_decided_on() {
+        let endpoint = endpoint();
+        let list = endpoint.connections.clone();
+        let remote = Arc::new(Held {
+            keys: Mutex::default(),
+            claimed_elsewhere: Mutex::new(None),
+        });
+        list.join_cluster(Arc::clone(&remote) as Arc<dyn Remote>);
+        let (old, new) = (open(&endpoint), open(&endpoint));
+        assert!(matches!(list.claim(&old, "42"), Claim::Taken { .. }));
+        std::thread::scope(|scope| {
+            let gave_up = list.give_up_key("42", || {
+                // The claims are compared here (the older holder's loses);
+                // meanwhile the newer connection takes the key.
+                let (claimed, claimed_here) = mpsc::channel();
+                let (list, new) = (&list, &new);
+                scope.spawn(move || {
+                    assert!(matches!(list.claim(new, "42"), Claim::Taken { .. }));
+                    let _ = claimed.send(());
+                });
+                // Taken under the same lock, the claim waits for this
+                // decision; the wait is only long enough to see it did not.
+                let _ = claimed_here.recv_timeout(Duration::from_millis(300));
+                true
+            });
+            assert!(gave_up);
+        });
+        assert!(old.is_closing(), "the holder the decision was made on");
+        assert!(!new.is_closing(), "the newer connection was closed");
+        assert_eq!(list.by_key("42").map(|c| c.id()), Some(new.id()));
     }
 }

@@ -1,0 +1,89 @@
+//! What a node warns about the cluster, each kind within its own rate.
+//! Anyone who can publish on the cluster's subjects decides how often a
+//! payload is unreadable, and a NATS server that comes and goes decides how
+//! often publishing fails: one warning per event would let either fill the
+//! log. The first few of a second are written, the rest counted in one line.
+
+use crate::log_rate::{LogRate, LogVerdict};
+
+/// Warnings of one kind logged per second.
+const PER_SECOND: u32 = 10;
+
+/// The kinds of cluster warning, each with its own budget, so a flood of
+/// one (garbage payloads) does not hide the others (a node not answering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Warning {
+    /// A payload that does not decode, or does not belong on its subject.
+    Unreadable,
+    /// Another node's message that this node could not act on (a body the
+    /// framing refuses).
+    Refused,
+    /// Another node did not answer (in time, or readably).
+    Unanswered,
+    /// Publishing or subscribing failed, or the NATS connection changed.
+    Nats,
+    /// Another process says hello with this node's name.
+    SameName,
+}
+
+const KINDS: usize = 5;
+
+/// A node's warning budgets (one [`LogRate`] per [`Warning`]).
+#[derive(Debug)]
+pub(super) struct Warnings([LogRate; KINDS]);
+
+impl Default for Warnings {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| LogRate::per_second(PER_SECOND)))
+    }
+}
+
+impl Warnings {
+    /// Whether to write one more warning of `kind`; when it is, the number
+    /// of those not written before it is logged first.
+    pub(super) fn admit(&self, kind: Warning) -> bool {
+        let index = match kind {
+            Warning::Unreadable => 0,
+            Warning::Refused => 1,
+            Warning::Unanswered => 2,
+            Warning::Nats => 3,
+            Warning::SameName => 4,
+        };
+        match self.0[index].admit() {
+            LogVerdict::Log { suppressed } => {
+                if suppressed > 0 {
+                    tracing::warn!(
+                        ?kind,
+                        suppressed,
+                        "cluster warnings of this kind were over {PER_SECOND} a second: {suppressed} not logged"
+                    );
+                }
+                true
+            }
+            LogVerdict::Suppress => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn each_kind_has_its_own_budget() {
+        let warnings = Warnings::default();
+        let written = (0..1000)
+            .filter(|_| warnings.admit(Warning::Unreadable))
+            .count();
+        assert_eq!(written, PER_SECOND as usize);
+        assert!(
+            warnings.admit(Warning::Unanswered),
+            "another kind still logs"
+        );
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        assert!(
+            warnings.admit(Warning::Unreadable),
+            "a new second logs again"
+        );
+    }
+}
