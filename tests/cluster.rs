@@ -456,27 +456,30 @@ async fn garbage_through_nats_is_logged_within_a_rate() {
 /// Two processes given the same node name: each hears the other's hello
 /// (its own come back with its own instance) and says so in its log.
 #[tokio::test]
-async fn a_second_process_with_the_same_node_name_is_logged() {
+async fn a_second_process_with_the_same_node_name_is_logged_by_both() {
     let Some(nats) = NatsServer::start().await else {
         return;
     };
     let url = nats.url();
     let args = ["127.0.0.1:0", "--nats", url.as_str(), "--node", "b"];
-    let (first, mut log) =
-        ExampleServer::start_logged(Command::new(example_path("gateway")).args(args), "gateway")
-            .await;
-    let second =
-        ExampleServer::start_command(Command::new(example_path("gateway")).args(args), "gateway")
-            .await;
-    within("the first node notices the second", async {
-        while let Some(line) = log.recv().await {
-            if line.contains("another process says hello with this node's name") {
-                return;
+    let gateway = || {
+        let mut command = Command::new(example_path("gateway"));
+        command.args(args);
+        command
+    };
+    let (first, mut first_log) = ExampleServer::start_logged(&mut gateway(), "gateway").await;
+    let (second, mut second_log) = ExampleServer::start_logged(&mut gateway(), "gateway").await;
+    for (which, log) in [("first", &mut first_log), ("second", &mut second_log)] {
+        within("a node notices the other with its name", async {
+            while let Some(line) = log.recv().await {
+                if line.contains("another process says hello with this node's name") {
+                    return;
+                }
             }
-        }
-        panic!("the first node's log ended");
-    })
-    .await;
+            panic!("the {which} node's log ended");
+        })
+        .await;
+    }
     first.stop().await;
     second.stop().await;
 }

@@ -215,8 +215,10 @@ impl Shared {
             .await;
     }
 
-    /// A hello with this node's name: its own, echoed, or another process's.
-    fn same_name(&self, headers: Option<&HeaderMap>) {
+    /// A hello with this node's name: its own, echoed, or another
+    /// process's. Another's is logged, and answered when it asks, so that
+    /// process hears of this one too (both within the warning's rate).
+    async fn same_name(&self, headers: Option<&HeaderMap>, answer_back: bool) {
         let instance = headers.and_then(|headers| headers.get(INSTANCE_HEADER));
         if instance.is_some_and(|instance| instance.as_str() == self.instance)
             || !self.warnings.admit(Warning::SameName)
@@ -229,6 +231,9 @@ impl Shared {
             "another process says hello with this node's name: node names must be unique \
              in the cluster (either may answer for the other's keys and broadcasts)"
         );
+        if answer_back {
+            self.publish_hello(false).await;
+        }
     }
 
     /// Every (re)connection to NATS: say hello, ask the others to, and
@@ -275,7 +280,9 @@ impl Shared {
                         tracing::info!(node, "node said goodbye");
                     }
                 }
-                Ok(Wire::Hello { .. }) => self.same_name(message.headers.as_ref()),
+                Ok(Wire::Hello { answer_back, .. }) => {
+                    self.same_name(message.headers.as_ref(), answer_back).await;
+                }
                 other => self.unreadable("presence", &other),
             }
         }
