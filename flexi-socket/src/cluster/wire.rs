@@ -20,6 +20,10 @@
 //! | 18 | [`Wire::Reached`] | count:u64 |
 //! | 19 | [`Wire::NotHere`] | |
 //!
+//! A hello is published with the NATS header `Flexi-Instance` (its
+//! process's id and start time), outside the payload: a node tells its own
+//! hellos, which NATS echoes back, from another process's with its name.
+//!
 //! `peer` is a kind byte then text: 0 and `ip:port`, 1 and a Unix socket's
 //! path, 2 and nothing (an unnamed Unix socket).
 //!
