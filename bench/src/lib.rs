@@ -11,13 +11,11 @@
 //!   are compared with.
 //! - `report`, `chart` (binaries): read the records of a run, print the table
 //!   of medians and ratios ([`Summary`]) and draw it.
-//! - [`load`]: what the load generators share; [`Flags`]: the `--name value`
-//!   command lines of all of them.
+//! - [`load`]: what the load generators share, their command line's
+//!   [`LoadArgs`](load::LoadArgs) among it (every tool reads its command
+//!   line with clap).
 
-use std::collections::HashMap;
-use std::fmt::Display;
 use std::path::Path;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,103 +38,6 @@ pub const DUEL: &str = "duel";
 /// The scale scenario's steps are named `scale-<connections>`: ping-pong at
 /// each number of connections, drawn as curves.
 pub const SCALE: &str = "scale-";
-
-/// Parsed `--name value` flags; anything else is an error naming the flag.
-#[derive(Debug, Default)]
-pub struct Flags {
-    values: HashMap<String, String>,
-    positional: Vec<String>,
-}
-
-impl Flags {
-    /// Reads the process's arguments.
-    ///
-    /// # Errors
-    ///
-    /// A `--name` without a value.
-    pub fn from_env() -> Result<Self, String> {
-        Self::parse(std::env::args().skip(1))
-    }
-
-    /// Parses `args` (without the program name).
-    ///
-    /// # Errors
-    ///
-    /// A `--name` without a value.
-    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
-        let mut flags = Self::default();
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            if let Some(name) = arg.strip_prefix("--") {
-                let value = args
-                    .next()
-                    .ok_or_else(|| format!("--{name} needs a value"))?;
-                flags.values.insert(name.to_owned(), value);
-            } else {
-                flags.positional.push(arg);
-            }
-        }
-        Ok(flags)
-    }
-
-    /// The value of `--name`, parsed, or `default` when absent.
-    ///
-    /// # Errors
-    ///
-    /// The value does not parse as `T`.
-    pub fn get_or<T>(&self, name: &str, default: T) -> Result<T, String>
-    where
-        T: FromStr,
-        T::Err: Display,
-    {
-        self.get(name).map(|value| value.unwrap_or(default))
-    }
-
-    /// The value of `--name`, parsed, if given.
-    ///
-    /// # Errors
-    ///
-    /// The value does not parse as `T`.
-    pub fn get<T>(&self, name: &str) -> Result<Option<T>, String>
-    where
-        T: FromStr,
-        T::Err: Display,
-    {
-        self.values
-            .get(name)
-            .map(|value| {
-                value
-                    .parse()
-                    .map_err(|error| format!("--{name} {value}: {error}"))
-            })
-            .transpose()
-    }
-
-    /// Arguments that are not flags, in order.
-    #[must_use]
-    pub fn positional(&self) -> &[String] {
-        &self.positional
-    }
-
-    /// Fails on a flag not in `known`, so a typo is not silently ignored.
-    ///
-    /// # Errors
-    ///
-    /// The first unknown flag.
-    pub fn only(&self, known: &[&str]) -> Result<(), String> {
-        match self
-            .values
-            .keys()
-            .find(|name| !known.contains(&name.as_str()))
-        {
-            Some(name) => Err(format!(
-                "unknown flag --{name} (known: --{})",
-                known.join(", --")
-            )),
-            None => Ok(()),
-        }
-    }
-}
 
 /// One load generator run: what `loadgen` prints, one JSON line.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -425,18 +326,6 @@ mod tests {
         assert!((median([3.0, 1.0, 2.0]) - 2.0).abs() < f64::EPSILON);
         assert!((median([4.0, 1.0, 2.0, 3.0]) - 2.5).abs() < f64::EPSILON);
         assert!(median([]).abs() < f64::EPSILON);
-    }
-
-    #[test]
-    fn flags_parse_values_and_reject_unknown_names() {
-        let flags = Flags::parse(["x".into(), "--depth".into(), "8".into()]).unwrap();
-        assert_eq!(flags.get_or("depth", 64_usize).unwrap(), 8);
-        assert_eq!(flags.get_or("size", 32_usize).unwrap(), 32);
-        assert_eq!(flags.positional(), ["x"]);
-        assert!(flags.only(&["depth"]).is_ok());
-        assert!(flags.only(&["size"]).is_err());
-        assert!(Flags::parse(["--depth".into()]).is_err());
-        assert!(flags.get::<u8>("depth").is_ok());
     }
 
     #[test]
