@@ -189,7 +189,7 @@ async fn serve(shared: &Arc<Shared>, settings: &Settings, stream: Opened) {
     };
     match stream {
         Opened::Tcp(stream) => {
-            let (reader, writer) = stream.into_split();
+            let (reader, writer) = stream::split_tcp(stream);
             serve_halves(shared, settings, addrs, reader, writer).await;
         }
         #[cfg(feature = "tls")]

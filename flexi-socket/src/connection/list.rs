@@ -8,6 +8,7 @@ use std::sync::Weak;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::directory::{Claim, Directory};
+use super::outbound::WrittenBy;
 use super::outcome::{LocateOutcome, Location, SendOutcome};
 use super::remote::{Audience, Remote};
 use crate::client_type::ClientType;
@@ -438,7 +439,11 @@ impl Connections {
         for connection in targets.into_iter().filter(|c| !c.is_closing()) {
             // The boxed rest of a send that must wait borrows its
             // connection: dropped unpolled, and the send starts over in a task.
-            let done_here = connection.try_send(message.clone(), None, None).ok();
+            // A frame that finds the connection's writer idle is written here:
+            // no wake-up and poll of its task for one frame.
+            let done_here = connection
+                .try_send(message.clone(), None, None, WrittenBy::Sender)
+                .ok();
             match done_here {
                 Some(sent) => delivered += usize::from(broadcast_sent(&connection, sent)),
                 None => {

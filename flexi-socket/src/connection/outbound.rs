@@ -8,14 +8,21 @@
 //! frame's length, so every frame is still sent on its own. Buffers come
 //! from a per-thread spare and go back to it once written, so an idle
 //! connection's queue holds none.
+//!
+//! A TCP connection's queue also holds its socket while the writer runs: a
+//! sender that finds the writer idle may write its frame there itself
+//! ([`WrittenBy::Sender`], what a broadcast does), instead of waking the
+//! connection's task to write one frame.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
+use std::fmt;
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use crate::config::{Limits, SlowConsumerPolicy};
@@ -31,6 +38,25 @@ pub(crate) enum QueueRefused {
     TimedOut,
     /// The connection no longer accepts frames.
     Closed,
+}
+
+/// Who writes a frame that finds the connection's writer idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WrittenBy {
+    /// The connection's writer, woken if need be: a handler's replies,
+    /// written together once it returns.
+    Writer,
+    /// The sender, straight to the socket if the queue holds one and the
+    /// socket takes the frame now (what the socket does not take is left to
+    /// the writer): a broadcast, which would otherwise wake every
+    /// connection's task for one frame each.
+    Sender,
+}
+
+/// A socket a sender can write to without waiting (TCP).
+pub(crate) trait SocketWrite: fmt::Debug + Send + Sync {
+    /// Writes what the socket takes now (`WouldBlock`: nothing).
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize>;
 }
 
 /// Whether frame boundaries survive the queue.
@@ -91,9 +117,40 @@ struct State {
     closed: bool,
     /// The writer, while it waits for frames.
     writer: Option<Waker>,
+    /// The connection's socket while the writer runs, if senders may write
+    /// to it (see [`WrittenBy::Sender`]).
+    socket: Option<Arc<dyn SocketWrite>>,
     /// Frames and bytes ever queued: the connection's outbound counters.
     queued_frames: u64,
     queued_bytes: u64,
+}
+
+impl State {
+    /// Writes the one frame waiting to the socket, if there is a socket and
+    /// the writer holds no frames (so everything queued before is written:
+    /// order holds); whether all of it was written. Under the queue's lock,
+    /// so the writer takes nothing meanwhile. What the socket does not take
+    /// stays queued for the writer, and so does the frame on an error: the
+    /// writer meets it too and ends the connection as a failed write does.
+    fn write_alone_now(&mut self) -> bool {
+        let Some(socket) = &self.socket else {
+            return false;
+        };
+        if self.waiting.count != 1 || self.writing_frames > 0 {
+            return false;
+        }
+        let written = match socket.try_write(&self.waiting.bytes) {
+            Ok(written) => written,
+            Err(_) => return false,
+        };
+        if written < self.waiting.bytes.len() {
+            self.waiting.bytes.advance(written);
+            return false;
+        }
+        self.waiting.count = 0;
+        WRITE_BUFFERS.give_back(&mut self.waiting.bytes);
+        true
+    }
 }
 
 /// Frames back to back, with their count and byte budget; the unit that
@@ -147,6 +204,7 @@ impl Queue {
     fn try_append<E>(
         &self,
         transport: Transport,
+        written_by: WrittenBy,
         append: impl FnOnce(&mut BytesMut) -> Result<(), E>,
         queued: impl FnOnce(),
     ) -> Result<usize, Unqueued<E>> {
@@ -180,6 +238,9 @@ impl Queue {
         state.queued_frames += 1;
         state.queued_bytes += length as u64;
         queued();
+        if written_by == WrittenBy::Sender && state.write_alone_now() {
+            return Ok(length);
+        }
         let wake = state.writer.is_some()
             && !self.held.load(Ordering::Relaxed)
             && !self.sent_by_writer_task();
@@ -289,6 +350,7 @@ impl OutboundSender {
         self.queue
             .try_append(
                 self.transport,
+                WrittenBy::Writer,
                 |waiting| {
                     waiting.extend_from_slice(frame);
                     Ok::<(), Infallible>(())
@@ -308,10 +370,12 @@ impl OutboundSender {
     /// nothing when it fails.
     pub(crate) fn try_append<E>(
         &self,
+        written_by: WrittenBy,
         append: impl FnOnce(&mut BytesMut) -> Result<(), E>,
         queued: impl FnOnce(),
     ) -> Result<usize, Unqueued<E>> {
-        self.queue.try_append(self.transport, append, queued)
+        self.queue
+            .try_append(self.transport, written_by, append, queued)
     }
 
     /// Queues `frame`, which [`try_push`](Self::try_push) found no room for,
@@ -400,13 +464,22 @@ impl OutboundReceiver {
         std::future::poll_fn(|cx| self.poll_take(cx, frames)).await
     }
 
+    /// Lets senders write to `socket` while the queue is open (see
+    /// [`WrittenBy::Sender`]); the writer writes to the same socket.
+    pub(crate) fn share_socket(&self, socket: Arc<dyn SocketWrite>) {
+        self.queue.lock().socket = Some(socket);
+    }
+
     /// Refuses further frames; those already queued can still be taken.
     pub(crate) fn close(&mut self) {
-        {
+        let socket = {
             let mut state = self.queue.lock();
             state.refusing = true;
             state.closed = true;
-        }
+            // No sender writes any more; the socket closes with the writer.
+            state.socket.take()
+        };
+        drop(socket);
         // Senders waiting for room learn that none will come.
         self.queue.room.notify_waiters();
     }

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{Connection, DisconnectReason};
 use crate::config::{PanicPolicy, SlowConsumerPolicy};
-use crate::connection::outbound::{QueueRefused, Unqueued, with_encoded};
+use crate::connection::outbound::{QueueRefused, Unqueued, WrittenBy, with_encoded};
 use crate::connection::report;
 use crate::error::Error;
 use crate::framing::FrameEncoder;
@@ -88,12 +88,15 @@ impl Connection {
 
     /// Frames and queues `message` if nothing needs waiting for; otherwise
     /// the boxed rest of the work, which has done nothing yet (dropped
-    /// unpolled, it leaves the connection as it was).
+    /// unpolled, it leaves the connection as it was). `written_by` says who
+    /// writes the frame if it finds the writer idle (the boxed rest leaves
+    /// it to the writer).
     pub(super) fn try_send(
         &self,
         message: Message,
         policy: Option<SlowConsumerPolicy>,
         request: Option<u64>,
+        written_by: WrittenBy,
     ) -> Result<Result<(), Error>, BoxFuture<'_, Result<(), Error>>> {
         // Routes and encoder from one look: classification may happen meanwhile.
         let classified = self.shared.classified.get();
@@ -112,7 +115,7 @@ impl Connection {
                 request,
             )));
         }
-        match self.queue(encoder, &message, request) {
+        match self.queue(encoder, &message, request, written_by) {
             Ok(None) => Ok(Ok(())),
             Ok(Some(frame)) => Err(Box::pin(self.queue_when_full(frame, policy, request))),
             Err(error) => Ok(Err(self.refused(error, policy))),
@@ -142,7 +145,7 @@ impl Connection {
             },
             None => message,
         };
-        match self.queue(encoder, &message, request) {
+        match self.queue(encoder, &message, request, WrittenBy::Writer) {
             Ok(None) => {}
             Ok(Some(frame)) => self.queue_when_full(frame, policy, request).await?,
             Err(error) => return Err(self.refused(error, policy)),
@@ -162,6 +165,7 @@ impl Connection {
         encoder: &FrameEncoder,
         message: &Message,
         request: Option<u64>,
+        written_by: WrittenBy,
     ) -> Result<Option<Bytes>, Unsent> {
         let outbound = &self.shared.outbound;
         let queued = || self.count_for_replies(request);
@@ -180,7 +184,7 @@ impl Connection {
             )
             .map_err(Unsent::Encode)?;
         }
-        match outbound.try_append(|dst| encoder.encode(message, dst), queued) {
+        match outbound.try_append(written_by, |dst| encoder.encode(message, dst), queued) {
             Ok(length) => {
                 self.meter_sent(length);
                 Ok(None)
@@ -311,7 +315,13 @@ impl Future for SendFuture<'_> {
         loop {
             match std::mem::replace(&mut this.step, SendStep::Done) {
                 SendStep::Start(message) => {
-                    match this.connection.try_send(message, this.policy, this.request) {
+                    let sent = this.connection.try_send(
+                        message,
+                        this.policy,
+                        this.request,
+                        WrittenBy::Writer,
+                    );
+                    match sent {
                         Ok(result) => return Poll::Ready(result),
                         Err(rest) => this.step = SendStep::Waiting(rest),
                     }

@@ -84,7 +84,7 @@ trait ServedStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 
 impl ServedStream for TcpStream {
     fn halves(self) -> (impl StreamReader + 'static, impl StreamWriter + 'static) {
-        self.into_split()
+        stream::split_tcp(self)
     }
 }
 

@@ -3,13 +3,16 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
+use super::tcp::{TcpReader, TcpWriter};
+use crate::connection::outbound::SocketWrite;
 use crate::spare::READ_BUFFERS;
 
 /// The read half of a connection's byte stream.
@@ -28,7 +31,7 @@ pub(crate) trait StreamReader: AsyncRead + Unpin + Send {
     }
 }
 
-impl StreamReader for OwnedReadHalf {
+impl StreamReader for TcpReader {
     fn poll_read_lazily(
         &mut self,
         cx: &mut Context<'_>,
@@ -46,10 +49,10 @@ impl StreamReader for OwnedReadHalf {
             if buffer.capacity() > 0 {
                 READ_BUFFERS.give_back(buffer);
             }
-            ready!(self.as_ref().poll_read_ready(cx))?;
+            ready!(self.socket().poll_read_ready(cx))?;
             READ_BUFFERS.take(buffer);
             buffer.reserve(chunk);
-            match try_read_draining(self, buffer) {
+            match try_read_draining(self.socket(), buffer) {
                 Ok(read) => return Poll::Ready(Ok(read)),
                 // Readiness was stale (and is now cleared): wait again.
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
@@ -68,7 +71,7 @@ impl StreamReader for OwnedReadHalf {
 /// Clearing is safe: tokio clears only if no new readiness arrived since,
 /// and never clears the closed state. Level-triggered selectors (Windows,
 /// `poll`) re-arm only on a real `WouldBlock`: there, a plain read.
-fn try_read_draining(half: &OwnedReadHalf, buffer: &mut BytesMut) -> io::Result<usize> {
+fn try_read_draining(socket: &TcpStream, buffer: &mut BytesMut) -> io::Result<usize> {
     const EDGE_TRIGGERED: bool = cfg!(any(
         target_os = "android",
         target_os = "illumos",
@@ -81,12 +84,12 @@ fn try_read_draining(half: &OwnedReadHalf, buffer: &mut BytesMut) -> io::Result<
         target_os = "openbsd",
     ));
     if !EDGE_TRIGGERED {
-        return half.try_read_buf(buffer);
+        return socket.try_read_buf(buffer);
     }
     let room = buffer.capacity() - buffer.len();
     let mut read = None;
-    let outcome = half.as_ref().try_io(Interest::READABLE, || {
-        let n = half.try_read_buf(buffer)?;
+    let outcome = socket.try_io(Interest::READABLE, || {
+        let n = socket.try_read_buf(buffer)?;
         read = Some(n);
         if 0 < n && n < room {
             // Not an error: `try_io` clears readiness on `WouldBlock` only.
@@ -110,5 +113,23 @@ impl StreamReader for tokio::net::unix::OwnedReadHalf {}
 impl<T: AsyncRead + Send> StreamReader for tokio::io::ReadHalf<T> {}
 
 /// The write half of a connection's byte stream.
-pub(crate) trait StreamWriter: AsyncWrite + Unpin + Send {}
-impl<T: AsyncWrite + Unpin + Send> StreamWriter for T {}
+pub(crate) trait StreamWriter: AsyncWrite + Unpin + Send {
+    /// The socket under this half, if senders may write to it while the
+    /// writer is idle (see `outbound::WrittenBy`): a plain socket only,
+    /// not a stream that encrypts or buffers what it writes.
+    fn shared_socket(&self) -> Option<Arc<dyn SocketWrite>> {
+        None
+    }
+}
+
+impl StreamWriter for TcpWriter {
+    fn shared_socket(&self) -> Option<Arc<dyn SocketWrite>> {
+        Some(TcpWriter::shared_socket(self))
+    }
+}
+
+#[cfg(unix)]
+impl StreamWriter for tokio::net::unix::OwnedWriteHalf {}
+
+/// TLS, and in-memory pipes.
+impl<T: AsyncWrite + Send> StreamWriter for tokio::io::WriteHalf<T> {}

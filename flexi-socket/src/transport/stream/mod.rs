@@ -17,9 +17,11 @@
 mod driver;
 mod io;
 mod reading;
+mod tcp;
 mod writing;
 
 pub(crate) use io::{StreamReader, StreamWriter};
+pub(crate) use tcp::split as split_tcp;
 
 use std::future::Future;
 use std::pin::Pin;

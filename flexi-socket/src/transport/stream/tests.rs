@@ -238,7 +238,7 @@ async fn an_idle_connection_task_stays_small() {
     let endpoint = plain_endpoint();
     let peer = accepted.peer_addr().unwrap();
     let (connection, receiver) = endpoint.open(peer, peer, Transport::Stream).unwrap();
-    let (reader, writer) = accepted.into_split();
+    let (reader, writer) = super::split_tcp(accepted);
     let task_size = std::mem::size_of_val(&run(reader, writer, connection, receiver, ()));
     eprintln!("connection task {task_size} bytes");
     assert!(

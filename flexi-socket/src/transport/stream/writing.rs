@@ -49,6 +49,9 @@ enum Phase {
 
 impl<W: StreamWriter> Writing<W> {
     pub(super) fn new(writer: W, outbound: OutboundReceiver) -> Self {
+        if let Some(socket) = writer.shared_socket() {
+            outbound.share_socket(socket);
+        }
         Self {
             writer,
             outbound,
