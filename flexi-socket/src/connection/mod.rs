@@ -30,7 +30,7 @@ pub(crate) mod shutdown;
 pub use crate::stats::ConnectionStats;
 use close::CloseSignal;
 pub(crate) use close::CloseStage;
-pub(crate) use endpoint::{Endpoint, ReplyHook, ServerWide, Side};
+pub(crate) use endpoint::{Endpoint, ServerWide, Side};
 use history::Recorder;
 pub use history::{Direction, History, HistoryEntry};
 pub use list::Connections;

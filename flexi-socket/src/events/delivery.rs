@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::{classify, fail};
 use crate::connection::report;
-use crate::connection::{Connection, DisconnectReason, ReplyHook};
+use crate::connection::{Connection, DisconnectReason};
 use crate::error::Error;
 use crate::future::BoxFuture;
 use crate::handler::Routes;
@@ -196,11 +196,16 @@ fn route<'a>(
     slot: &'a mut HandlerSlot,
 ) -> DeliveryStep<'a> {
     // A client's requests, then those made of this connection itself
-    // (`Connection::request_matching`, on either side).
-    let client = connection.endpoint().replies.as_deref();
-    let own = connection.requests().map(|own| own as &dyn ReplyHook);
-    for replies in [client, own].into_iter().flatten() {
-        match replies.offer(connection.id(), message) {
+    // (`Connection::request_matching`, on either side). Two plain looks, not
+    // a loop over both: every message passes here, and usually neither is.
+    if let Some(client) = connection.endpoint().replies.as_deref() {
+        match client.offer(connection.id(), message) {
+            Some(unclaimed) => message = unclaimed,
+            None => return DeliveryStep::Done(ControlFlow::Continue(())),
+        }
+    }
+    if let Some(own) = connection.requests() {
+        match own.offer(connection.id(), message) {
             Some(unclaimed) => message = unclaimed,
             None => return DeliveryStep::Done(ControlFlow::Continue(())),
         }

@@ -174,7 +174,12 @@ impl SeparatorCodec {
     pub(super) fn encode_message(&self, message: &[u8], dst: &mut BytesMut) -> io::Result<()> {
         dst.reserve(message.len() + self.separator.len());
         dst.put_slice(message);
-        dst.put_slice(&self.separator);
+        match *self.separator {
+            // Most separators are one byte (`lines()`): stored as such, not
+            // copied by a `memcpy` call of unknown length per message.
+            [byte] => dst.put_u8(byte),
+            ref separator => dst.put_slice(separator),
+        }
         Ok(())
     }
 }
