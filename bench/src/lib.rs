@@ -9,6 +9,8 @@
 //! - `baseline_minimal`, `baseline_batching`, `baseline_udp` (binaries): the
 //!   hand-written echo servers flexi-socket's `echo` and `udp_echo` examples
 //!   are compared with.
+//! - `idle_bytes` (binary): live heap bytes per idle connection of the echo
+//!   server, counted by its own global allocator, by block size.
 //! - `report`, `chart` (binaries): read the records of a run, print the table
 //!   of medians and ratios ([`Summary`]) and draw it.
 //! - [`load`]: what the load generators share, their command line's
