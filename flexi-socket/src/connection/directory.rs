@@ -26,14 +26,38 @@ pub(crate) struct Directory<C> {
     types: HashMap<ClientType, HashSet<u64>>,
 }
 
-/// One open connection and what it is filed under.
+/// One open connection and what it is filed under. Every open connection
+/// has one in a hash table that keeps an eighth or more of its places
+/// empty: two words, so that a connection filed under nothing (the usual
+/// case) costs no more.
 #[derive(Debug)]
 struct Entry<C> {
     connection: C,
+    /// From the first key, group or client type on.
+    filed: Option<Box<Filed>>,
+}
+
+/// What a connection is filed under.
+#[derive(Debug, Default)]
+struct Filed {
     key: Option<Name>,
     /// Few per connection, usually none: a vector costs nothing until used.
     groups: Vec<Name>,
     client_type: Option<ClientType>,
+}
+
+impl<C> Entry<C> {
+    fn filed(&mut self) -> &mut Filed {
+        self.filed.get_or_insert_default()
+    }
+
+    fn key(&self) -> Option<&Name> {
+        self.filed.as_ref()?.key.as_ref()
+    }
+
+    fn groups(&self) -> &[Name] {
+        self.filed.as_ref().map_or(&[], |filed| &filed.groups)
+    }
 }
 
 /// What [`Directory::claim`] did.
@@ -64,9 +88,7 @@ impl<C: Clone> Directory<C> {
             id,
             Entry {
                 connection,
-                key: None,
-                groups: Vec::new(),
-                client_type: None,
+                filed: None,
             },
         );
     }
@@ -76,13 +98,16 @@ impl<C: Clone> Directory<C> {
         let Some(entry) = self.open.remove(&id) else {
             return false;
         };
-        if let Some(key) = entry.key {
+        let Some(filed) = entry.filed else {
+            return true;
+        };
+        if let Some(key) = filed.key {
             self.keys.remove(&key);
         }
-        for group in entry.groups {
+        for group in filed.groups {
             remove_member(&mut self.groups, &group, id);
         }
-        if let Some(client_type) = entry.client_type {
+        if let Some(client_type) = filed.client_type {
             remove_member(&mut self.types, &client_type, id);
         }
         true
@@ -105,7 +130,7 @@ impl<C: Clone> Directory<C> {
         let Some(entry) = self.open.get_mut(&id) else {
             return;
         };
-        if let Some(old) = entry.client_type.replace(client_type.clone()) {
+        if let Some(old) = entry.filed().client_type.replace(client_type.clone()) {
             remove_member(&mut self.types, &old, id);
         }
         self.types
@@ -129,27 +154,27 @@ impl<C: Clone> Directory<C> {
         }
         let replaced = holder.and_then(|holder| {
             let entry = self.open.get_mut(&holder)?;
-            entry.key = None;
+            entry.filed().key = None;
             Some(entry.connection.clone())
         });
         self.release(id);
         let key: Name = Arc::from(key);
         self.keys.insert(Arc::clone(&key), id);
         if let Some(entry) = self.open.get_mut(&id) {
-            entry.key = Some(key);
+            entry.filed().key = Some(key);
         }
         Claim::Taken { replaced }
     }
 
     /// Connection `id` gives up its key, if it has one; the key it had.
     pub(crate) fn release(&mut self, id: u64) -> Option<Name> {
-        let key = self.open.get_mut(&id)?.key.take()?;
+        let key = self.open.get_mut(&id)?.filed.as_mut()?.key.take()?;
         self.keys.remove(&key);
         Some(key)
     }
 
     pub(crate) fn key_of(&self, id: u64) -> Option<&Name> {
-        self.open.get(&id)?.key.as_ref()
+        self.open.get(&id)?.key()
     }
 
     pub(crate) fn by_key(&self, key: &str) -> Option<&C> {
@@ -166,11 +191,11 @@ impl<C: Clone> Directory<C> {
         let Some(entry) = self.open.get_mut(&id) else {
             return false;
         };
-        if entry.groups.iter().any(|joined| &**joined == group) {
+        if entry.groups().iter().any(|joined| &**joined == group) {
             return true;
         }
         let group: Name = Arc::from(group);
-        entry.groups.push(Arc::clone(&group));
+        entry.filed().groups.push(Arc::clone(&group));
         self.groups.entry(group).or_default().insert(id);
         true
     }
@@ -180,16 +205,16 @@ impl<C: Clone> Directory<C> {
         let Some(entry) = self.open.get_mut(&id) else {
             return false;
         };
-        let Some(index) = entry.groups.iter().position(|joined| &**joined == group) else {
+        let Some(index) = entry.groups().iter().position(|joined| &**joined == group) else {
             return false;
         };
-        entry.groups.swap_remove(index);
+        entry.filed().groups.swap_remove(index);
         remove_member(&mut self.groups, group, id);
         true
     }
 
     pub(crate) fn groups_of(&self, id: u64) -> &[Name] {
-        self.open.get(&id).map_or(&[], |entry| &entry.groups)
+        self.open.get(&id).map_or(&[], Entry::groups)
     }
 
     /// Every group with a member, in no particular order.
