@@ -18,6 +18,8 @@ pub(crate) struct Counting;
 
 static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
 static LIVE_BLOCKS: [AtomicI64; CLASSES] = [const { AtomicI64::new(0) }; CLASSES];
+/// Live bytes by class: a power-of-two range holds blocks of several sizes.
+static LIVE_CLASS_BYTES: [AtomicI64; CLASSES] = [const { AtomicI64::new(0) }; CLASSES];
 
 /// A block size whose next allocations print where they were made; 0: none.
 static TRACED_SIZE: AtomicUsize = AtomicUsize::new(0);
@@ -54,6 +56,7 @@ fn count(size: usize, blocks: i64) {
     // Relaxed: only the totals matter, read once the server is quiet.
     LIVE_BYTES.fetch_add(blocks * size as i64, Ordering::Relaxed);
     LIVE_BLOCKS[class(size)].fetch_add(blocks, Ordering::Relaxed);
+    LIVE_CLASS_BYTES[class(size)].fetch_add(blocks * size as i64, Ordering::Relaxed);
 }
 
 // SAFETY: every call goes to `System` with the caller's own arguments; the
@@ -98,6 +101,7 @@ unsafe impl GlobalAlloc for Counting {
 pub(crate) struct Snapshot {
     bytes: i64,
     blocks: Vec<i64>,
+    class_bytes: Vec<i64>,
 }
 
 /// Live bytes now.
@@ -112,6 +116,10 @@ pub(crate) fn snapshot() -> Snapshot {
             .iter()
             .map(|blocks| blocks.load(Ordering::Relaxed))
             .collect(),
+        class_bytes: LIVE_CLASS_BYTES
+            .iter()
+            .map(|bytes| bytes.load(Ordering::Relaxed))
+            .collect(),
     }
 }
 
@@ -123,6 +131,7 @@ pub(crate) struct Grown {
     /// Whether `size` is a range's lower bound.
     pub(crate) at_least: bool,
     pub(crate) blocks: i64,
+    pub(crate) bytes: i64,
 }
 
 impl Snapshot {
@@ -136,18 +145,21 @@ impl Snapshot {
         (0..CLASSES)
             .filter_map(|class| {
                 let blocks = self.blocks[class] - earlier.blocks[class];
-                (blocks != 0).then(|| {
+                let bytes = self.class_bytes[class] - earlier.class_bytes[class];
+                (blocks != 0 || bytes != 0).then(|| {
                     if class <= EXACT {
                         Grown {
                             size: class,
                             at_least: false,
                             blocks,
+                            bytes,
                         }
                     } else {
                         Grown {
                             size: 1 << (class - EXACT - 2),
                             at_least: true,
                             blocks,
+                            bytes,
                         }
                     }
                 })

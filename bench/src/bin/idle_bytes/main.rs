@@ -230,8 +230,13 @@ fn print_report(before: &allocator::Snapshot, after: &allocator::Snapshot, conne
     let mut with_malloc = 0.0;
     let mut rest = (0.0, 0.0);
     for size in &grown {
-        let bytes = per_connection(size.blocks * size.size as i64);
-        let chunk = per_connection(size.blocks * malloc_chunk(size.size) as i64);
+        let bytes = per_connection(size.bytes);
+        // A range's blocks are few (tables, not structs): counted as they are.
+        let chunk = if size.at_least {
+            bytes
+        } else {
+            per_connection(size.blocks * malloc_chunk(size.size) as i64)
+        };
         let blocks = per_connection(size.blocks);
         if blocks.abs() < 0.05 && !size.at_least {
             rest.0 += bytes;
