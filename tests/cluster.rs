@@ -483,3 +483,39 @@ async fn a_second_process_with_the_same_node_name_is_logged_by_both() {
     first.stop().await;
     second.stop().await;
 }
+
+/// A node hears its own hellos back from NATS: those are not another
+/// process with its name. Its hellos are echoed before it starts listening
+/// (it flushes them), so they are read before the hello of `zz`, sent after.
+#[tokio::test]
+async fn a_node_does_not_take_its_own_echoed_hello_for_another_process() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let (b, mut log) = ExampleServer::start_logged(
+        Command::new(example_path("gateway")).args(["127.0.0.1:0", "--nats", &url, "--node", "b"]),
+        "gateway",
+    )
+    .await;
+    let intruder = within("connect to NATS", async_nats::connect(nats.url()))
+        .await
+        .expect("NATS accepts a client");
+    let hello = bytes::Bytes::from_static(&[1, 5, 0, 2, b'z', b'z', 0]);
+    intruder.publish("flexi.presence", hello).await.unwrap();
+    within("NATS takes it", intruder.flush()).await.unwrap();
+    within("node b reads up to the hello of zz", async {
+        while let Some(line) = log.recv().await {
+            if line.contains("node joined the cluster") && line.contains("zz") {
+                return;
+            }
+            assert!(
+                !line.contains("another process says hello with this node's name"),
+                "node b took its own hello for another process's: {line}"
+            );
+        }
+        panic!("node b's log ended");
+    })
+    .await;
+    b.stop().await;
+}
