@@ -159,6 +159,21 @@ async fn reachable(connections: &Connections, key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Waits until the two nodes together have `count` open connections.
+async fn accepted(a: &Connections, b: &Connections, count: usize) -> Result<(), String> {
+    let deadline = Instant::now() + WAIT;
+    while a.len() + b.len() < count {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the nodes accepted {} of {count} connections",
+                a.len() + b.len()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
 async fn latency(
     from: &Connections,
     key: &str,
@@ -207,7 +222,7 @@ async fn measure(cli: &Cli) -> Result<(), String> {
     let (sends, devices) = (cli.sends, cli.devices);
     let (a, a_addr) = node("a", nats).await?;
     // Node b serves in the background; node a asks it.
-    let (_b, b_addr) = node("b", nats).await?;
+    let (b, b_addr) = node("b", nats).await?;
 
     let mut local = within("a device on a", device(a_addr, "local")).await??;
     let mut remote = within("a device on b", device(b_addr, "remote")).await??;
@@ -225,6 +240,10 @@ async fn measure(cli: &Cli) -> Result<(), String> {
     // Broadcast and memory: the devices in a process of their own.
     let mut driver = DeviceProcess::start(&[a_addr, b_addr], devices)?;
     driver.expect("connected").await?;
+    // A device's connect returns once the kernel has queued the connection,
+    // before the node accepts it: without this wait, connections the nodes
+    // set up afterwards were counted as the keys' memory.
+    accepted(&a, &b, devices + 2).await?;
     // Everything but the keys is in place: the difference is theirs (and
     // the first message's buffers).
     let before = rss_kib();
