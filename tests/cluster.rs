@@ -519,3 +519,32 @@ async fn a_node_does_not_take_its_own_echoed_hello_for_another_process() {
     .await;
     b.stop().await;
 }
+
+/// While NATS is away every broadcast reaches this node only, and the
+/// application decides how often it broadcasts: the warning that says so
+/// is written within a rate, not once per broadcast.
+#[tokio::test]
+async fn broadcasts_while_nats_is_away_are_logged_within_a_rate() {
+    // Nothing listens there: the node never reaches NATS.
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let (a, mut log) = ExampleServer::start_logged(
+        Command::new(example_path("gateway")).args(["127.0.0.1:0", "--nats", &url, "--node", "a"]),
+        "gateway",
+    )
+    .await;
+    let mut operator_a = operator(a.addr, "a").await;
+    for _ in 0..200 {
+        assert_eq!(operator_a.ask("BROADCAST anyone?").await, "BROADCAST 0");
+    }
+    // Every warning was written before its answer: all are in the log once
+    // the process is gone.
+    a.stop().await;
+    let mut unavailable = 0;
+    while let Some(line) = within("node a's log", log.recv()).await {
+        unavailable += usize::from(line.contains("the cluster is unavailable"));
+    }
+    assert!(
+        (1..100).contains(&unavailable),
+        "{unavailable} warnings for 200 broadcasts while NATS is away"
+    );
+}

@@ -137,18 +137,19 @@ pub(super) async fn broadcast(
 ) -> RemoteReach {
     let mut reach = RemoteReach::default();
     if !shared.is_connected() {
-        reach.cluster_unavailable = true;
+        unavailable(shared, &audience);
         return reach;
     }
     let body = match checked_body(message) {
         Ok(body) => body,
         Err(error) => {
             tracing::warn!(%error, "broadcast not sent to the other nodes");
-            reach.cluster_unavailable = true;
             return reach;
         }
     };
+    let logged_audience = audience.clone();
     let payload = Wire::Broadcast { audience, body }.encode();
+    let mut cluster_unavailable = false;
     let mut asked = JoinSet::new();
     for node in shared.members() {
         let (shared, payload) = (Arc::clone(shared), payload.clone());
@@ -167,7 +168,7 @@ pub(super) async fn broadcast(
             }
             // Gone without a goodbye: its subscription went with its connection.
             Answer::NoResponders => shared.forget(&node),
-            Answer::Unavailable => reach.cluster_unavailable = true,
+            Answer::Unavailable => cluster_unavailable = true,
             // It counts none; the warning names it.
             Answer::Timeout | Answer::Reply(_) | Answer::Failed(_) => {
                 if shared.warnings.admit(Warning::Unanswered) {
@@ -176,7 +177,22 @@ pub(super) async fn broadcast(
             }
         }
     }
+    if cluster_unavailable {
+        unavailable(shared, &logged_audience);
+    }
     reach
+}
+
+/// A broadcast that reached this node only. Logged within
+/// [`Warning::Nats`]'s rate: while NATS is away, every broadcast the
+/// application makes would otherwise write this line.
+fn unavailable(shared: &Shared, audience: &Audience) {
+    if shared.warnings.admit(Warning::Nats) {
+        tracing::warn!(
+            ?audience,
+            "broadcast reached this node only: the cluster is unavailable"
+        );
+    }
 }
 
 fn unexpected(reply: &Wire) -> Error {

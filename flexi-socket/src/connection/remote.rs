@@ -29,8 +29,6 @@ pub(crate) enum Audience {
 pub(crate) struct RemoteReach {
     /// Connections that took the message, on every node that answered.
     pub(crate) reached: usize,
-    /// This node had no NATS connection: no other node was asked.
-    pub(crate) cluster_unavailable: bool,
 }
 
 /// The other nodes of a cluster, as this node's connection list sees them.
