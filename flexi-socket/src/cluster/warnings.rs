@@ -2,7 +2,8 @@
 //! Anyone who can publish on the cluster's subjects decides how often a
 //! payload is unreadable, and a NATS server that comes and goes decides how
 //! often publishing fails: one warning per event would let either fill the
-//! log. The first few of a second are written, the rest counted in one line.
+//! log. The first few of a second are written; the rest are counted, and
+//! the next one written of that kind says how many were left out.
 
 use crate::log_rate::{LogRate, LogVerdict};
 

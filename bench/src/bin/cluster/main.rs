@@ -51,14 +51,23 @@ struct Cli {
     #[arg(long)]
     nats: Option<String>,
     /// Sends per latency measurement (the throughput run sends ten times as many).
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
     sends: u64,
-    /// Devices of the broadcast, half on each node.
-    #[arg(long, default_value_t = 10_000)]
+    /// Devices of the broadcast, half on each node (an even number, so
+    /// that the last one is on node b).
+    #[arg(long, default_value_t = 10_000, value_parser = even_devices)]
     devices: usize,
     /// How many times the broadcast is measured.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     broadcasts: usize,
+}
+
+/// `--devices`: an even number, at least 2.
+fn even_devices(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(devices) if devices >= 2 && devices % 2 == 0 => Ok(devices),
+        _ => Err("an even number of devices, at least 2".into()),
+    }
 }
 
 #[derive(Debug, Subcommand)]
