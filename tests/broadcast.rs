@@ -6,8 +6,11 @@
 mod support;
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use flexi_socket::{Connection, Connections, FlexiSocket, Router, SlowConsumerPolicy};
+use flexi_socket::{
+    Connection, Connections, DisconnectReason, FlexiSocket, Router, SlowConsumerPolicy,
+};
 use support::{LineClient, Running, start, within};
 
 fn server() -> flexi_socket::ServerBuilder {
@@ -142,5 +145,42 @@ async fn a_client_that_stops_reading_misses_only_what_it_had_no_room_for_and_kee
     assert_eq!(reached, 2);
     assert_eq!(stalled.recv_line().await, "after");
     assert_eq!(reading.recv_line().await, "after");
+    running.stop().await;
+}
+
+/// A peer that resets its connection is reported as reset even when a
+/// broadcast's write meets the reset before the connection's own read: the
+/// socket's error (which the kernel reports once) stays the reader's.
+#[tokio::test]
+async fn a_reset_that_a_broadcast_meets_first_is_still_reported_as_a_reset() {
+    let (told, mut reasons) = tokio::sync::mpsc::unbounded_channel();
+    let router = Router::new()
+        .on_message(|conn: Connection, msg: String| async move { conn.send(msg).await })
+        .on_disconnect(move |_conn: Connection, reason: DisconnectReason| {
+            let told = told.clone();
+            async move {
+                let _ = told.send(reason);
+            }
+        });
+    let running = start(server().router(router)).await;
+    let mut client = LineClient::connect(running.addr).await;
+    assert_eq!(client.ask("hello").await, "hello");
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let stream = client.reader.into_inner().reunite(client.writer).unwrap();
+    // Closed with a zero linger: a reset, not a FIN (and no wait on drop).
+    #[allow(deprecated)]
+    stream.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(stream);
+    // Blocking, so the server's task cannot read the reset meanwhile.
+    std::thread::sleep(Duration::from_millis(50));
+    within("the broadcast", running.connections.broadcast("news")).await;
+    let reason = within("on_disconnect", reasons.recv()).await.unwrap();
+    let reset = std::io::Error::from_raw_os_error(libc::ECONNRESET).to_string();
+    assert!(
+        matches!(&reason, DisconnectReason::Reset(error) if *error == reset),
+        "disconnected for {reason:?}"
+    );
     running.stop().await;
 }

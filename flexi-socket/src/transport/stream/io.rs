@@ -53,6 +53,7 @@ impl StreamReader for TcpReader {
             READ_BUFFERS.take(buffer);
             buffer.reserve(chunk);
             match try_read_draining(self.socket(), buffer) {
+                Ok(0) => return Poll::Ready(self.at_eof().map(|()| 0)),
                 Ok(read) => return Poll::Ready(Ok(read)),
                 // Readiness was stale (and is now cleared): wait again.
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
