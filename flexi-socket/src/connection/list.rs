@@ -449,6 +449,9 @@ impl Connections {
                     });
                 }
             }
+            // A system call per target: to ten thousand of them, the other
+            // tasks of this worker get their turns in between.
+            tokio::task::coop::consume_budget().await;
         }
         while let Some(sent) = waiting.join_next().await {
             delivered += usize::from(sent.unwrap_or(false));

@@ -136,7 +136,10 @@ impl State {
         let Some(socket) = &self.socket else {
             return false;
         };
-        if self.waiting.count != 1 || self.writing_frames > 0 {
+        if self.waiting.count != 1
+            || self.writing_frames > 0
+            || self.waiting.bytes.len() > DIRECT_WRITE_MAX
+        {
             return false;
         }
         let written = match socket.try_write(&self.waiting.bytes) {
@@ -152,6 +155,13 @@ impl State {
         true
     }
 }
+
+/// The longest frame a sender writes to the socket itself: its copy into
+/// the kernel happens under the queue's lock, which the writer and every
+/// other sender wait for meanwhile, and in the sender's task (a broadcast
+/// writes to each connection in turn). A longer frame is the connection's
+/// own task's to write.
+const DIRECT_WRITE_MAX: usize = 64 * 1024;
 
 /// Frames back to back, with their count and byte budget; the unit that
 /// moves from the queue to the writer.
