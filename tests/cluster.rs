@@ -20,6 +20,7 @@ use support::nats::NatsServer;
 use support::{LineClient, WAIT, free_port, within};
 use tokio::process::Command;
 use tokio::sync::Semaphore;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// A gateway node in the cluster of `nats`.
 async fn node(nats: &NatsServer, name: &str, extra: &[&str]) -> ExampleServer {
@@ -280,9 +281,7 @@ async fn garbage_through_nats_neither_crashes_nor_blocks_a_node() {
     let mut operator_a = operator(a.addr, "a").await;
     ask_until(&mut operator_a, "WHERE 42", "AT 42 b").await;
 
-    let intruder = within("connect to NATS", async_nats::connect(nats.url()))
-        .await
-        .expect("NATS accepts a client");
+    let intruder = intruder(&nats).await;
     let garbage: Vec<Vec<u8>> = vec![
         vec![],
         vec![1],
@@ -425,14 +424,8 @@ async fn garbage_through_nats_is_logged_within_a_rate() {
         return;
     };
     let url = nats.url();
-    let (b, mut log) = ExampleServer::start_logged(
-        Command::new(example_path("gateway")).args(["127.0.0.1:0", "--nats", &url, "--node", "b"]),
-        "gateway",
-    )
-    .await;
-    let intruder = within("connect to NATS", async_nats::connect(nats.url()))
-        .await
-        .expect("NATS accepts a client");
+    let (b, mut log) = logged_node(&url, "b").await;
+    let intruder = intruder(&nats).await;
     // Fewer than a subscription holds (1,024), so none is dropped unread.
     for _ in 0..1000 {
         intruder
@@ -502,14 +495,8 @@ async fn a_node_does_not_take_its_own_echoed_hello_for_another_process() {
         return;
     };
     let url = nats.url();
-    let (b, mut log) = ExampleServer::start_logged(
-        Command::new(example_path("gateway")).args(["127.0.0.1:0", "--nats", &url, "--node", "b"]),
-        "gateway",
-    )
-    .await;
-    let intruder = within("connect to NATS", async_nats::connect(nats.url()))
-        .await
-        .expect("NATS accepts a client");
+    let (b, mut log) = logged_node(&url, "b").await;
+    let intruder = intruder(&nats).await;
     let hello = bytes::Bytes::from_static(&[1, 5, 0, 2, b'z', b'z', 0]);
     intruder.publish("flexi.presence", hello).await.unwrap();
     within("NATS takes it", intruder.flush()).await.unwrap();
@@ -536,11 +523,7 @@ async fn a_node_does_not_take_its_own_echoed_hello_for_another_process() {
 async fn broadcasts_while_nats_is_away_are_logged_within_a_rate() {
     // Nothing listens there: the node never reaches NATS.
     let url = format!("nats://127.0.0.1:{}", free_port());
-    let (a, mut log) = ExampleServer::start_logged(
-        Command::new(example_path("gateway")).args(["127.0.0.1:0", "--nats", &url, "--node", "a"]),
-        "gateway",
-    )
-    .await;
+    let (a, mut log) = logged_node(&url, "a").await;
     let mut operator_a = operator(a.addr, "a").await;
     for _ in 0..200 {
         assert_eq!(operator_a.ask("BROADCAST anyone?").await, "BROADCAST 0");
@@ -556,4 +539,22 @@ async fn broadcasts_while_nats_is_away_are_logged_within_a_rate() {
         (1..100).contains(&unavailable),
         "{unavailable} warnings for 200 broadcasts while NATS is away"
     );
+}
+
+/// A gateway node `node` joined through the NATS server at `url`, and its
+/// log (stderr, line by line).
+async fn logged_node(url: &str, node: &str) -> (ExampleServer, UnboundedReceiver<String>) {
+    ExampleServer::start_logged(
+        Command::new(example_path("gateway")).args(["127.0.0.1:0", "--nats", url, "--node", node]),
+        "gateway",
+    )
+    .await
+}
+
+/// A NATS client that publishes on the cluster's subjects as anyone who
+/// can reach the NATS server could.
+async fn intruder(nats: &NatsServer) -> async_nats::Client {
+    within("connect to NATS", async_nats::connect(nats.url()))
+        .await
+        .expect("NATS accepts a client")
 }
