@@ -755,4 +755,175 @@ mod tests {
         drop(receiver);
         assert_eq!(sender.try_push(b"lost?"), Err(QueueRefused::Closed));
     }
+
+    /// A socket that takes at most `room` bytes in all (then `WouldBlock`),
+    /// or fails with `fail`; what it took, in order.
+    #[derive(Debug, Default)]
+    struct FakeSocket {
+        took: Mutex<Vec<u8>>,
+        room: Mutex<usize>,
+        fail: Option<io::ErrorKind>,
+    }
+
+    impl FakeSocket {
+        fn with_room(room: usize) -> Arc<Self> {
+            Arc::new(Self {
+                room: Mutex::new(room),
+                ..Self::default()
+            })
+        }
+
+        fn took(&self) -> Vec<u8> {
+            sync::lock(&self.took).clone()
+        }
+    }
+
+    impl SocketWrite for FakeSocket {
+        fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+            if let Some(kind) = self.fail {
+                return Err(kind.into());
+            }
+            let mut room = sync::lock(&self.room);
+            let taken = bytes.len().min(*room);
+            if taken == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            *room -= taken;
+            sync::lock(&self.took).extend_from_slice(&bytes[..taken]);
+            Ok(taken)
+        }
+    }
+
+    fn push_as(sender: &OutboundSender, written_by: WrittenBy, frame: &[u8]) {
+        sender
+            .try_append(
+                written_by,
+                |waiting| {
+                    waiting.extend_from_slice(frame);
+                    Ok::<(), Infallible>(())
+                },
+                || {},
+            )
+            .unwrap();
+    }
+
+    /// What the writer would take next, if anything.
+    async fn taken(receiver: &mut OutboundReceiver) -> Option<Vec<u8>> {
+        let mut frames = Frames::default();
+        let ready = poll_fn(|cx| Poll::Ready(receiver.poll_take(cx, &mut frames))).await;
+        let bytes = ready.is_ready().then(|| frames.bytes().to_vec());
+        receiver.written(&mut frames);
+        bytes
+    }
+
+    /// A writing side with `socket` shared for senders' direct writes.
+    fn sharing(socket: &Arc<FakeSocket>) -> (OutboundSender, OutboundReceiver) {
+        let (sender, receiver) = channel(&limits(8, 1 << 20), Transport::Stream);
+        receiver.share_socket(Arc::clone(socket) as Arc<dyn SocketWrite>);
+        (sender, receiver)
+    }
+
+    #[tokio::test]
+    async fn a_senders_frame_to_an_idle_writer_is_written_at_once() {
+        let socket = FakeSocket::with_room(1024);
+        let (sender, mut receiver) = sharing(&socket);
+        push_as(&sender, WrittenBy::Sender, b"one\n");
+        assert_eq!(socket.took(), b"one\n");
+        assert_eq!(sender.pending(), 0);
+        assert_eq!(sender.queued(), (1, 4), "counted as sent");
+        assert_eq!(
+            taken(&mut receiver).await,
+            None,
+            "nothing left for the writer"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_a_partial_direct_write_is_the_writers_and_later_frames_queue_behind_it() {
+        let socket = FakeSocket::with_room(3);
+        let (sender, mut receiver) = sharing(&socket);
+        push_as(&sender, WrittenBy::Sender, b"hello\n");
+        assert_eq!(socket.took(), b"hel");
+        assert_eq!(sender.pending(), 1);
+        // The rest waits at the head of the queue: the next frame goes behind it.
+        push_as(&sender, WrittenBy::Sender, b"next\n");
+        assert_eq!(socket.took(), b"hel");
+        assert_eq!(taken(&mut receiver).await.unwrap(), b"lo\nnext\n");
+    }
+
+    #[tokio::test]
+    async fn a_frame_the_socket_refuses_stays_queued_whole() {
+        for (socket, why) in [
+            (FakeSocket::with_room(0), "would block"),
+            (
+                Arc::new(FakeSocket {
+                    fail: Some(io::ErrorKind::ConnectionReset),
+                    ..FakeSocket::default()
+                }),
+                "an error, which the writer then meets and reports",
+            ),
+        ] {
+            let (sender, mut receiver) = sharing(&socket);
+            push_as(&sender, WrittenBy::Sender, b"one\n");
+            assert_eq!(socket.took(), b"", "{why}");
+            assert_eq!(taken(&mut receiver).await.unwrap(), b"one\n", "{why}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sender_never_writes_ahead_of_frames_already_queued_or_being_written() {
+        let socket = FakeSocket::with_room(1024);
+        let (sender, mut receiver) = sharing(&socket);
+        // A handler's reply, queued for the writer.
+        push_as(&sender, WrittenBy::Writer, b"reply\n");
+        push_as(&sender, WrittenBy::Sender, b"broadcast\n");
+        assert_eq!(socket.took(), b"");
+        // Taken by the writer and not yet written: still none ahead of it.
+        let mut frames = Frames::default();
+        assert!(receiver.take(&mut frames).await);
+        assert_eq!(frames.bytes(), b"reply\nbroadcast\n");
+        push_as(&sender, WrittenBy::Sender, b"later\n");
+        assert_eq!(socket.took(), b"");
+        receiver.written(&mut frames);
+        assert_eq!(taken(&mut receiver).await.unwrap(), b"later\n");
+        // The writer holds nothing now: the next one goes straight out.
+        push_as(&sender, WrittenBy::Sender, b"now\n");
+        assert_eq!(socket.took(), b"now\n");
+    }
+
+    #[tokio::test]
+    async fn a_frame_longer_than_the_direct_write_bound_is_left_to_the_writer() {
+        let socket = FakeSocket::with_room(usize::MAX);
+        let (sender, mut receiver) = sharing(&socket);
+        let long = vec![b'x'; DIRECT_WRITE_MAX + 1];
+        push_as(&sender, WrittenBy::Sender, &long);
+        assert_eq!(socket.took(), b"");
+        assert_eq!(taken(&mut receiver).await.unwrap(), long);
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_lets_go_of_the_socket_and_writes_no_more() {
+        let socket = FakeSocket::with_room(1024);
+        let (sender, mut receiver) = sharing(&socket);
+        assert_eq!(Arc::strong_count(&socket), 2);
+        receiver.close();
+        assert_eq!(
+            Arc::strong_count(&socket),
+            1,
+            "the queue no longer holds it"
+        );
+        let refused = sender.try_append(
+            WrittenBy::Sender,
+            |waiting| {
+                waiting.extend_from_slice(b"late\n");
+                Ok::<(), Infallible>(())
+            },
+            || {},
+        );
+        assert!(matches!(
+            refused,
+            Err(Unqueued::Refused(QueueRefused::Closed))
+        ));
+        assert_eq!(socket.took(), b"");
+    }
 }
