@@ -500,6 +500,18 @@ mod tests {
         claimed_elsewhere: Mutex<Option<mpsc::Receiver<()>>>,
     }
 
+    impl Held {
+        /// A cluster that knows nothing yet, joined by `list`.
+        fn joined(list: &Connections) -> Arc<Self> {
+            let remote = Arc::new(Self {
+                keys: Mutex::default(),
+                claimed_elsewhere: Mutex::new(None),
+            });
+            list.join_cluster(Arc::clone(&remote) as Arc<dyn Remote>);
+            remote
+        }
+    }
+
     impl Remote for Held {
         fn send_to_key<'a>(
             &'a self,
@@ -549,11 +561,7 @@ mod tests {
         let endpoint = endpoint();
         let list = endpoint.connections.clone();
         let (claimed, claimed_elsewhere) = mpsc::channel();
-        let remote = Arc::new(Held {
-            keys: Mutex::default(),
-            claimed_elsewhere: Mutex::new(None),
-        });
-        list.join_cluster(Arc::clone(&remote) as Arc<dyn Remote>);
+        let remote = Held::joined(&list);
         let (old, new) = (open(&endpoint), open(&endpoint));
         assert!(matches!(list.claim(&old, "42"), Claim::Taken { .. }));
         *sync::lock(&remote.claimed_elsewhere) = Some(claimed_elsewhere);
@@ -584,11 +592,7 @@ mod tests {
     fn a_key_given_up_to_another_node_closes_the_holder_it_was_decided_on() {
         let endpoint = endpoint();
         let list = endpoint.connections.clone();
-        let remote = Arc::new(Held {
-            keys: Mutex::default(),
-            claimed_elsewhere: Mutex::new(None),
-        });
-        list.join_cluster(Arc::clone(&remote) as Arc<dyn Remote>);
+        Held::joined(&list);
         let (old, new) = (open(&endpoint), open(&endpoint));
         assert!(matches!(list.claim(&old, "42"), Claim::Taken { .. }));
         std::thread::scope(|scope| {

@@ -794,17 +794,23 @@ mod tests {
         }
     }
 
+    fn try_push_as(
+        sender: &OutboundSender,
+        written_by: WrittenBy,
+        frame: &[u8],
+    ) -> Result<usize, Unqueued<Infallible>> {
+        sender.try_append(
+            written_by,
+            |waiting| {
+                waiting.extend_from_slice(frame);
+                Ok(())
+            },
+            || {},
+        )
+    }
+
     fn push_as(sender: &OutboundSender, written_by: WrittenBy, frame: &[u8]) {
-        sender
-            .try_append(
-                written_by,
-                |waiting| {
-                    waiting.extend_from_slice(frame);
-                    Ok::<(), Infallible>(())
-                },
-                || {},
-            )
-            .unwrap();
+        try_push_as(sender, written_by, frame).unwrap();
     }
 
     /// What the writer would take next, if anything.
@@ -912,14 +918,7 @@ mod tests {
             1,
             "the queue no longer holds it"
         );
-        let refused = sender.try_append(
-            WrittenBy::Sender,
-            |waiting| {
-                waiting.extend_from_slice(b"late\n");
-                Ok::<(), Infallible>(())
-            },
-            || {},
-        );
+        let refused = try_push_as(&sender, WrittenBy::Sender, b"late\n");
         assert!(matches!(
             refused,
             Err(Unqueued::Refused(QueueRefused::Closed))
