@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::Record;
@@ -126,6 +128,65 @@ impl LoadOptions {
             ..Record::default()
         }
     }
+}
+
+/// No reply for this long means the server is stuck: an error, not a hang.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects connection `id`. To an IPv4 loopback server, connections come
+/// from 200 loopback addresses in turn (127.0.1.0 to 127.0.1.199), as many
+/// clients would: a server keeps its last free places from any one address
+/// (flexi-socket's default: a tenth of `max_connections`), and thousands of
+/// connections from 127.0.0.1 alone would be turned away there.
+pub async fn connect(addr: SocketAddr, id: usize) -> Result<TcpStream, String> {
+    /// Source addresses used in turn.
+    const SOURCES: usize = 200;
+    let socket = match addr {
+        SocketAddr::V4(v4) if v4.ip().is_loopback() => {
+            let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+            let source = u8::try_from(id % SOURCES).expect("below 256");
+            socket
+                .bind(SocketAddr::from(([127, 0, 1, source], 0)))
+                .map_err(|e| format!("bind 127.0.1.{source}: {e}"))?;
+            socket
+        }
+        SocketAddr::V4(_) => TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?,
+        SocketAddr::V6(_) => TcpSocket::new_v6().map_err(|e| format!("socket: {e}"))?,
+    };
+    let stream = socket
+        .connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    // Same as the servers: a small write goes out now, not after an ACK.
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+    Ok(stream)
+}
+
+/// Connects and gets one echo back, so the server has accepted and served it.
+pub async fn open_and_echo(addr: SocketAddr, lines: &Lines) -> Result<TcpStream, String> {
+    let id = usize::try_from(lines.connection()).unwrap_or_default();
+    let mut stream = connect(addr, id).await?;
+    let mut line = Vec::with_capacity(lines.len());
+    lines.write(0, &mut line);
+    stream
+        .write_all(&line)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut reply = vec![0; line.len()];
+    tokio::time::timeout(REPLY_TIMEOUT, stream.read_exact(&mut reply))
+        .await
+        .map_err(|_| format!("no echo within {REPLY_TIMEOUT:?}"))?
+        .map_err(|e| format!("read: {e}"))?;
+    if reply != line {
+        return Err(format!(
+            "echo differs: sent {:?}, got {:?}",
+            String::from_utf8_lossy(&line),
+            String::from_utf8_lossy(&reply)
+        ));
+    }
+    Ok(stream)
 }
 
 fn seconds(value: f64, name: &str) -> Result<Duration, String> {

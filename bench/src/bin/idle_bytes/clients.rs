@@ -2,20 +2,14 @@
 //! counted: opens the connections, gets one echo on each, says `ready` on
 //! stdout and holds them until stdin closes.
 
+use flexi_socket_bench::load::{Lines, open_and_echo};
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 /// Connects in flight at once (below the listen backlog).
 const IN_FLIGHT: usize = 256;
-/// Source addresses used in turn: the server keeps a tenth of its places
-/// for other addresses than the busiest one, as it would for real clients.
-const SOURCES: usize = 200;
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens `connections` to `addr`, one echo of a `line_size`-byte line on
 /// each, and holds them until stdin closes.
@@ -49,7 +43,7 @@ async fn open(
         if pending.len() >= IN_FLIGHT {
             held.push(joined(pending.join_next().await)?);
         }
-        pending.spawn(open_and_echo(addr, id, line_size));
+        pending.spawn(async move { open_and_echo(addr, &Lines::new(line_size, id)).await });
     }
     while let Some(result) = pending.join_next().await {
         held.push(joined(Some(result))?);
@@ -65,31 +59,4 @@ fn joined(
         Some(Err(error)) => Err(format!("a client task failed: {error}")),
         None => Err("no client task left".into()),
     }
-}
-
-async fn open_and_echo(addr: SocketAddr, id: usize, line_size: usize) -> Result<TcpStream, String> {
-    let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
-    let source = u8::try_from(id % SOURCES).expect("below 256");
-    socket
-        .bind(SocketAddr::from(([127, 0, 1, source], 0)))
-        .map_err(|e| format!("bind 127.0.1.{source}: {e}"))?;
-    let mut stream = socket
-        .connect(addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    let mut line = format!("{id:0>width$}", width = line_size.saturating_sub(1)).into_bytes();
-    line.push(b'\n');
-    stream
-        .write_all(&line)
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    let mut reply = vec![0; line.len()];
-    tokio::time::timeout(REPLY_TIMEOUT, stream.read_exact(&mut reply))
-        .await
-        .map_err(|_| format!("no echo within {REPLY_TIMEOUT:?}"))?
-        .map_err(|e| format!("read: {e}"))?;
-    if reply != line {
-        return Err(format!("connection {id}: the echo differs from the line"));
-    }
-    Ok(stream)
 }

@@ -19,7 +19,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::{CONNECT_CONCURRENCY, REPLY_TIMEOUT, open_and_echo};
+use flexi_socket_bench::load::{REPLY_TIMEOUT, open_and_echo};
+
+use super::CONNECT_CONCURRENCY;
 
 /// What the reading tasks tell the round's driver.
 #[derive(Debug)]
