@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -22,7 +22,8 @@ pub(crate) struct Admission {
     /// When fewer places than this are free, an address holding this many
     /// gets no more (0: never).
     reserved_for_others: usize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Connections open per address (see [`ip_key`]).
+    per_ip: Mutex<HashMap<Ipv6Addr, usize>>,
 }
 
 /// Why an address got no place.
@@ -75,9 +76,11 @@ impl Admission {
         ip: Option<IpAddr>,
     ) -> Result<Place, Refusal> {
         let ip = self.claim_ip(ip)?;
+        // The place gives the permit back itself (see `Place`'s drop).
+        permit.forget();
         Ok(Place {
-            _permit: permit,
-            _ip: ip,
+            admission: Arc::clone(self),
+            ip,
         })
     }
 
@@ -88,22 +91,21 @@ impl Admission {
         self.admit(permit, Some(ip)).ok()
     }
 
-    /// Takes a per-IP slot, or says why the address gets none; a peer
-    /// without an IP address (a Unix socket's) counts under no rule.
-    fn claim_ip(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<IpSlot, Refusal> {
-        // One client, one key: `::ffff:a.b.c.d` is `a.b.c.d` (dual-stack
-        // listeners, PROXY headers of either family).
-        let ip = ip.map(|ip| ip.to_canonical());
-        let Some(ip) = ip.filter(|_| self.counts_per_ip()) else {
-            return Ok(IpSlot {
-                admission: Arc::clone(self),
-                ip: None,
-            });
+    /// Counts a connection from `ip` under its address's cap, or says why
+    /// the address gets none; a peer without an IP address (a Unix
+    /// socket's) counts under no rule. The key counted is the one to give
+    /// back ([`NOT_COUNTED`] if none).
+    fn claim_ip(&self, ip: Option<IpAddr>) -> Result<Ipv6Addr, Refusal> {
+        let Some(key) = ip.map(ip_key).filter(|key| *key != NOT_COUNTED) else {
+            return Ok(NOT_COUNTED);
         };
+        if !self.counts_per_ip() {
+            return Ok(NOT_COUNTED);
+        }
         // The caller's permit is taken already: these are the places left.
         let free = self.permits.available_permits();
         let mut per_ip = sync::lock(&self.per_ip);
-        let open = per_ip.entry(ip).or_insert(0);
+        let open = per_ip.entry(key).or_insert(0);
         if self.per_ip_cap.is_some_and(|cap| *open >= cap) {
             return Err(Refusal::PerIpCap);
         }
@@ -112,44 +114,130 @@ impl Admission {
             return Err(Refusal::Reserved);
         }
         *open += 1;
-        Ok(IpSlot {
-            admission: Arc::clone(self),
-            ip: Some(ip),
-        })
+        Ok(key)
     }
-}
 
-/// What an open connection holds: its place under the connection limits,
-/// given back when dropped.
-#[derive(Debug)]
-pub(crate) struct Place {
-    _permit: OwnedSemaphorePermit,
-    _ip: IpSlot,
-}
-
-/// One connection's share of its IP's cap, given back on drop.
-struct IpSlot {
-    admission: Arc<Admission>,
-    ip: Option<IpAddr>,
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let Some(ip) = self.ip else {
-            return;
-        };
-        let mut per_ip = sync::lock(&self.admission.per_ip);
-        if let Some(open) = per_ip.get_mut(&ip) {
+    /// Gives back the share of the address counted under `key`.
+    fn release_ip(&self, key: Ipv6Addr) {
+        let mut per_ip = sync::lock(&self.per_ip);
+        if let Some(open) = per_ip.get_mut(&key) {
             *open -= 1;
             if *open == 0 {
-                per_ip.remove(&ip);
+                per_ip.remove(&key);
             }
         }
     }
 }
 
-impl fmt::Debug for IpSlot {
+/// The key an address is counted under: one client, one key, so IPv4 is
+/// counted as its IPv6-mapped form (`a.b.c.d` and `::ffff:a.b.c.d` alike:
+/// dual-stack listeners, PROXY headers of either family).
+fn ip_key(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+/// The key of a [`Place`] whose address is not counted: `::`, which is no
+/// peer's address (it is never a packet's source; a PROXY header that
+/// claims it is counted under no rule, as a Unix peer). A key rather than
+/// an `Option`, which would make every connection's task a word larger.
+const NOT_COUNTED: Ipv6Addr = Ipv6Addr::UNSPECIFIED;
+
+/// What an open connection holds: its place under the connection limits,
+/// given back when dropped. Every connection's task holds one, so it is a
+/// pointer and an address: the permit is the admission's to give back
+/// rather than an `OwnedSemaphorePermit` with a second `Arc`.
+pub(crate) struct Place {
+    admission: Arc<Admission>,
+    /// The key of the address counted under its cap, or [`NOT_COUNTED`].
+    ip: Ipv6Addr,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        // The address's share first: a connection that the freed permit
+        // lets in finds its address's count without this one.
+        if self.ip != NOT_COUNTED {
+            self.admission.release_ip(self.ip);
+        }
+        self.admission.permits.add_permits(1);
+    }
+}
+
+impl fmt::Debug for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IpSlot").field("ip", &self.ip).finish()
+        f.debug_struct("Place").field("ip", &self.ip).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(max_connections: usize, per_ip: Option<usize>) -> Arc<Admission> {
+        Admission::new(&Limits {
+            max_connections,
+            max_connections_per_ip: per_ip,
+            reserved_for_others: Some(0),
+            ..Limits::default()
+        })
+    }
+
+    async fn admit(admission: &Arc<Admission>, ip: &str) -> Result<Place, Refusal> {
+        let permit = admission.permit().await.expect("a permit is free");
+        admission.admit(permit, Some(ip.parse().unwrap()))
+    }
+
+    #[tokio::test]
+    async fn an_ipv4_address_and_its_mapped_form_share_one_cap() {
+        let admission = admission(10, Some(1));
+        let place = admit(&admission, "10.0.0.1").await.unwrap();
+        assert_eq!(
+            admit(&admission, "::ffff:10.0.0.1").await.unwrap_err(),
+            Refusal::PerIpCap
+        );
+        assert!(admit(&admission, "10.0.0.2").await.is_ok());
+        drop(place);
+        assert!(admit(&admission, "::ffff:10.0.0.1").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_place_gives_back_its_permit_and_its_address_share() {
+        let admission = admission(1, Some(1));
+        let place = admit(&admission, "10.0.0.1").await.unwrap();
+        assert_eq!(admission.permits.available_permits(), 0);
+        drop(place);
+        assert_eq!(admission.permits.available_permits(), 1);
+        assert!(sync::lock(&admission.per_ip).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refused_address_keeps_no_permit() {
+        let admission = admission(2, Some(1));
+        let _place = admit(&admission, "10.0.0.1").await.unwrap();
+        assert!(admit(&admission, "10.0.0.1").await.is_err());
+        assert_eq!(admission.permits.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_an_address_is_counted_under_no_rule() {
+        let admission = admission(2, Some(1));
+        let permit = admission.permit().await.unwrap();
+        let unix = admission.admit(permit, None).unwrap();
+        let permit = admission.permit().await.unwrap();
+        let _other = admission.admit(permit, None).unwrap();
+        assert!(sync::lock(&admission.per_ip).is_empty());
+        drop(unix);
+        assert_eq!(admission.permits.available_permits(), 1);
+    }
+
+    /// Every connection's task holds its place: a pointer and an address
+    /// (see the stream driver's `an_idle_connection_task_stays_small`).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_place_is_a_pointer_and_an_address() {
+        assert_eq!(std::mem::size_of::<Place>(), 24);
     }
 }
