@@ -18,9 +18,9 @@ use crate::error::Error;
 /// [`Error::FrameTruncated`] and not delivered.
 #[derive(Clone, Debug)]
 pub struct LineCodec {
-    // Allows one byte more than `max_length`: the '\r' that is stripped afterwards.
+    // Allows one byte more than `max_length`: the '\r' that is stripped
+    // afterwards. The one limit kept: every connection holds a decoder.
     inner: SeparatorCodec,
-    max_length: usize,
 }
 
 impl LineCodec {
@@ -35,13 +35,16 @@ impl LineCodec {
     pub fn with_max_length(self, max_length: usize) -> Self {
         LineCodec {
             inner: self.inner.with_max_length(max_length.saturating_add(1)),
-            max_length,
         }
     }
 
     /// The longest accepted line in bytes, `"\r\n"` excluded.
     pub fn max_length(&self) -> usize {
-        self.max_length
+        match self.inner.max_length() {
+            // Saturated: no limit either way.
+            usize::MAX => usize::MAX,
+            allowed => allowed - 1,
+        }
     }
 
     /// The limit the inner codec could not know, in its report of an
@@ -50,7 +53,7 @@ impl LineCodec {
         match decoded {
             Decoded::Discarded(mut error) => {
                 if let Error::FrameTooLarge { max, .. } = &mut *error {
-                    *max = self.max_length;
+                    *max = self.max_length();
                 }
                 Decoded::Discarded(error)
             }
@@ -75,7 +78,6 @@ impl Default for LineCodec {
     fn default() -> Self {
         LineCodec {
             inner: SeparatorCodec::new("\n").with_max_length(DEFAULT_DELIMITED_MAX + 1),
-            max_length: DEFAULT_DELIMITED_MAX,
         }
     }
 }
@@ -86,33 +88,35 @@ impl Decoder for LineCodec {
 
     #[inline]
     fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
-        let max_length = self.max_length;
+        let allowed = self.inner.max_length();
         let decoded = self
             .inner
-            .decode_with(buf, |line| line_of(line.freeze(), max_length));
+            .decode_with(buf, |line| line_of(line.freeze(), allowed));
         Ok(decoded.map(|decoded| self.with_limit(decoded)))
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
         Ok(self.inner.decode_eof(buf)?.map(|decoded| match decoded {
-            Decoded::Frame(line) => line_of(line, self.max_length),
+            Decoded::Frame(line) => line_of(line, self.inner.max_length()),
             discarded @ Decoded::Discarded(_) => self.with_limit(discarded),
         }))
     }
 }
 
 /// A line as a message: without its `'\r'`, if it had one, and dropped if
-/// it is longer than `max_length` (the inner codec allowed one byte more,
-/// for that `'\r'`).
+/// it is longer than the line limit. `allowed` is the inner codec's limit,
+/// one byte more (for that `'\r'`): a line that still takes it all without
+/// the `'\r'` is too long.
 #[inline]
-fn line_of(mut line: Bytes, max_length: usize) -> Decoded {
+fn line_of(mut line: Bytes, allowed: usize) -> Decoded {
     if line.last() == Some(&b'\r') {
         line.truncate(line.len() - 1);
     }
-    if line.len() > max_length {
+    if line.len() >= allowed {
         return Decoded::discarded(Error::FrameTooLarge {
             length: line.len(),
-            max: max_length,
+            // At least one: the inner limit is the line limit plus one.
+            max: allowed - 1,
         });
     }
     Decoded::Frame(line)

@@ -1,6 +1,7 @@
 //! [`SeparatorCodec`]: a message ends with a separator of one or more bytes.
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -30,8 +31,10 @@ pub(super) const DEFAULT_DELIMITED_MAX: usize = 64 * 1024;
 /// several messages in one write is a legitimate use).
 #[derive(Clone, Debug)]
 pub struct SeparatorCodec {
-    // Not `Bytes`: every connection's decoder holds one, and this is half the size.
-    separator: Box<[u8]>,
+    // Every connection's decoder is a clone of its framing's codec: shared,
+    // the separator costs none of them an allocation (and `Bytes` would be
+    // twice the size).
+    separator: Arc<[u8]>,
     max_length: usize,
     // Where the next search starts: no separator starts before this index.
     next_index: usize,
@@ -47,7 +50,7 @@ impl SeparatorCodec {
     /// If `separator` is empty: an empty separator would end a frame at every
     /// byte position.
     pub fn new(separator: impl Into<Bytes>) -> Self {
-        let separator: Box<[u8]> = separator.into().as_ref().into();
+        let separator: Arc<[u8]> = separator.into().as_ref().into();
         assert!(
             !separator.is_empty(),
             "the framing separator must be at least one byte long"
