@@ -13,7 +13,7 @@ use crate::connection::Connection;
 use crate::connection::outbound::Transport;
 use crate::message::Message;
 use crate::peer_addr::PeerAddr;
-use crate::transport::stream::{self, StreamReader, StreamWriter};
+use crate::transport::stream::{self, Stream};
 
 /// How long a connection must live for its loss to start the backoff afresh.
 const STABLE_CONNECTION: Duration = Duration::from_secs(1);
@@ -182,37 +182,32 @@ impl Opened {
     }
 }
 
-/// Splits an open connection into the halves its task runs on.
+/// Runs an open connection on the stream its task reads and writes.
 async fn serve(shared: &Arc<Shared>, settings: &Settings, stream: Opened) {
     let Ok(addrs) = stream.addresses() else {
         return;
     };
     match stream {
         Opened::Tcp(stream) => {
-            let (reader, writer) = stream::split_tcp(stream);
-            serve_halves(shared, settings, addrs, reader, writer).await;
+            serve_stream(shared, settings, addrs, stream::shared_tcp(stream)).await;
         }
         #[cfg(feature = "tls")]
         Opened::Tls(stream) => {
-            let (reader, writer) = crate::transport::tls::split(*stream, &shared.endpoint.framing);
-            serve_halves(shared, settings, addrs, reader, writer).await;
+            let stream = crate::transport::tls::driven(*stream, &shared.endpoint.framing);
+            serve_stream(shared, settings, addrs, stream).await;
         }
         #[cfg(unix)]
-        Opened::Unix(stream) => {
-            let (reader, writer) = stream.into_split();
-            serve_halves(shared, settings, addrs, reader, writer).await;
-        }
+        Opened::Unix(stream) => serve_stream(shared, settings, addrs, stream).await,
     }
 }
 
 /// Runs one connection: handshake and outbox first, then the usual
 /// connection task until it ends.
-async fn serve_halves(
+async fn serve_stream(
     shared: &Arc<Shared>,
     settings: &Settings,
     (local_addr, peer_addr): (PeerAddr, PeerAddr),
-    reader: impl StreamReader,
-    writer: impl StreamWriter,
+    stream: impl Stream,
 ) {
     let endpoint = &shared.endpoint;
     let (connection, queue) = match endpoint.open(peer_addr, local_addr, Transport::Stream) {
@@ -229,7 +224,7 @@ async fn serve_halves(
         let ready = hand_over(shared, &connection, settings.handshake.clone()).await;
         let _ = flushed.send(ready);
     };
-    let running = stream::run(reader, writer, connection.clone(), queue, ());
+    let running = stream::run(stream, connection.clone(), queue, ());
     // Biased, handover first: its sends are then always followed by a poll
     // of the connection's writer in the same turn (see outbound::Queue).
     tokio::join!(biased; handover, running);

@@ -24,7 +24,7 @@ use crate::connection::{Connection, Endpoint};
 use crate::peer_addr::PeerAddr;
 use crate::proxy_header::ProxyHeader;
 use crate::transport::proxy::{ProxyProtocol, Received};
-use crate::transport::stream::{StreamReader, StreamWriter};
+use crate::transport::stream::Stream;
 use crate::transport::{spawn_in, stream};
 
 /// Where streams are accepted from.
@@ -77,28 +77,28 @@ impl StreamListener {
     }
 }
 
-/// A stream the accept loop serves: split into the stream driver's halves.
+/// A stream the accept loop serves, and the stream its driver runs on.
 trait ServedStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    fn halves(self) -> (impl StreamReader + 'static, impl StreamWriter + 'static);
+    fn driven(self) -> impl Stream + 'static;
 }
 
 impl ServedStream for TcpStream {
-    fn halves(self) -> (impl StreamReader + 'static, impl StreamWriter + 'static) {
-        stream::split_tcp(self)
+    fn driven(self) -> impl Stream + 'static {
+        stream::shared_tcp(self)
     }
 }
 
 #[cfg(unix)]
 impl ServedStream for tokio::net::UnixStream {
-    fn halves(self) -> (impl StreamReader + 'static, impl StreamWriter + 'static) {
-        self.into_split()
+    fn driven(self) -> impl Stream + 'static {
+        self
     }
 }
 
 #[cfg(feature = "testing")]
 impl ServedStream for tokio::io::DuplexStream {
-    fn halves(self) -> (impl StreamReader + 'static, impl StreamWriter + 'static) {
-        tokio::io::split(self)
+    fn driven(self) -> impl Stream + 'static {
+        self
     }
 }
 
@@ -288,8 +288,7 @@ impl Acceptor {
             spawn_in(&self.tasks, span, task);
             return Some(connection);
         }
-        let (reader, writer) = stream.halves();
-        self.serve(reader, writer, connection.clone(), queue, place);
+        self.serve(stream.driven(), connection.clone(), queue, place);
         Some(connection)
     }
 
@@ -328,15 +327,14 @@ impl Acceptor {
     /// Lists `connection` and runs it on the stream driver in its own task.
     fn serve(
         &self,
-        reader: impl StreamReader + 'static,
-        writer: impl StreamWriter + 'static,
+        stream: impl Stream + 'static,
         connection: Connection,
         queue: OutboundReceiver,
         place: Place,
     ) {
         self.endpoint.register(&connection);
         let span = span(&connection);
-        let task = stream::run(reader, writer, connection, queue, place);
+        let task = stream::run(stream, connection, queue, place);
         spawn_in(&self.tasks, span, task);
     }
 }

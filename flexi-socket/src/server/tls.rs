@@ -89,8 +89,8 @@ pub(super) async fn serve(
         Ok(_) if endpoint.shutdown.has_begun() => return,
         Ok(stream) => {
             endpoint.register(&connection);
-            let (reader, writer) = tls::split(stream, &endpoint.framing);
-            stream::run(reader, writer, connection, queue, ()).await;
+            let stream = tls::driven(stream, &endpoint.framing);
+            stream::run(stream, connection, queue, ()).await;
             return;
         }
         Err(reason) => reason,

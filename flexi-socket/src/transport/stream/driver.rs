@@ -21,21 +21,24 @@ use crate::connection::{CloseStage, Connection, DisconnectReason};
 use crate::error::Error;
 use crate::events::{after_abort, on_disconnect};
 use crate::future::BoxFuture;
-use crate::transport::stream::{StreamReader, StreamWriter};
+use crate::transport::stream::Stream;
 
-pub(super) struct Driver<R, W> {
+pub(super) struct Driver<S> {
     connection: Connection,
-    reader: R,
+    stream: S,
     reading: Reading,
-    writing: Writing<W>,
-    step: DriverStep,
-    /// A write that failed before reading ended, to report then.
-    write_error: Option<io::Error>,
+    writing: Writing,
+    /// `None` while serving. Boxed: every idle connection's task holds this
+    /// field, and only a closing connection (or one whose write failed)
+    /// has anything in it.
+    closing: Option<Box<Closing>>,
 }
 
-enum DriverStep {
-    /// Reading and writing.
-    Serving,
+enum Closing {
+    /// A write failed while reading and writing: reading goes on until it
+    /// sees the close this caused, then the error is reported, before
+    /// on_disconnect.
+    WriteFailed(io::Error),
     /// Reading ended: a failed write is reported, then on_disconnect runs
     /// (the writing side goes on meanwhile); then the close goes on as
     /// `close` says.
@@ -43,10 +46,11 @@ enum DriverStep {
         future: BoxFuture<'static, ()>,
         close: Close,
     },
-    /// The writing side flushes what was queued (or gives it up); then,
-    /// if `linger`, the peer's leftovers are read.
+    /// The writing side flushes what was queued (or gives it up) before
+    /// `deadline`; then, if `linger`, the peer's leftovers are read.
     Flushing {
         linger: bool,
+        deadline: Pin<Box<Sleep>>,
     },
     /// After our FIN, the peer's unread bytes would turn close() into a RST
     /// that destroys our last replies in flight; so they are read and
@@ -83,27 +87,46 @@ impl Close {
     }
 }
 
-impl<R: StreamReader, W: StreamWriter> Driver<R, W> {
-    pub(super) fn new(
-        reader: R,
-        writer: W,
-        connection: Connection,
-        outbound: OutboundReceiver,
-    ) -> Self {
+impl<S: Stream> Driver<S> {
+    pub(super) fn new(stream: S, connection: Connection, outbound: OutboundReceiver) -> Self {
         Self {
             reading: Reading::new(&connection),
-            writing: Writing::new(writer, outbound),
+            writing: Writing::new(&stream, outbound),
             connection,
-            reader,
-            step: DriverStep::Serving,
-            write_error: None,
+            stream,
+            closing: None,
+        }
+    }
+
+    /// Whether reading and writing go on: the close has not begun.
+    fn serving(&self) -> bool {
+        matches!(
+            self.closing.as_deref(),
+            None | Some(Closing::WriteFailed(_))
+        )
+    }
+
+    /// The close goes on with `next`, in the box of the step before if there
+    /// was one: a connection's close allocates it once.
+    fn enter(&mut self, next: Closing) {
+        match &mut self.closing {
+            Some(step) => **step = next,
+            None => self.closing = Some(Box::new(next)),
         }
     }
 
     /// Reading ended for `reason`: the close begins.
     fn disconnect(&mut self, reason: DisconnectReason) {
         let connection = self.connection.clone();
-        let failed_write = self.write_error.take();
+        // Serving until now: the box, if any, holds a failed write.
+        let failed_write = match self
+            .closing
+            .as_deref_mut()
+            .map(|step| std::mem::replace(step, Closing::Done))
+        {
+            Some(Closing::WriteFailed(error)) => Some(error),
+            _ => None,
+        };
         let close = Close::after(&reason);
         let future = Box::pin(async move {
             if let Some(error) = failed_write {
@@ -115,26 +138,27 @@ impl<R: StreamReader, W: StreamWriter> Driver<R, W> {
             connection.close_because(reason.clone());
             on_disconnect(&connection, reason).await;
         });
-        self.step = DriverStep::Disconnecting { future, close };
+        self.enter(Closing::Disconnecting { future, close });
     }
 
     /// on_disconnect ran: no more sends are accepted, what was is written.
     fn flush(&mut self, close: Close) {
         let flush_timeout = self.connection.endpoint().limits.shutdown_timeout;
-        self.writing.finish(close.finish, flush_timeout);
-        self.step = DriverStep::Flushing {
+        self.writing.finish(close.finish);
+        self.enter(Closing::Flushing {
             linger: close.linger,
-        };
+            deadline: Box::pin(tokio::time::sleep(flush_timeout)),
+        });
     }
 
     /// Writes what it can; a failed write closes the connection.
     fn poll_writing(&mut self, cx: &mut Context<'_>) {
-        if let Poll::Ready(Err(error)) = self.writing.poll(cx) {
-            if matches!(self.step, DriverStep::Serving) {
+        if let Poll::Ready(Err(error)) = self.writing.poll(&mut self.stream, cx) {
+            if self.serving() {
                 self.connection
                     .close_because(DisconnectReason::Reset(error.to_string()));
                 // Reported once reading ended, before on_disconnect.
-                self.write_error = Some(error);
+                self.enter(Closing::WriteFailed(error));
             } else {
                 // Closing already: the peer is gone or does not read.
                 tracing::debug!(%error, "writing failed while closing");
@@ -152,15 +176,15 @@ impl<R: StreamReader, W: StreamWriter> Driver<R, W> {
     /// The shutdown deadline passed: everything stops where it is.
     fn abort(&mut self) {
         // on_disconnect runs once: a cut in the middle of it does not run it again.
-        let disconnected = !matches!(self.step, DriverStep::Serving);
+        let disconnected = !self.serving();
         self.reading.stop();
         // The queue closes: the late on_disconnect's sends fail instead of
         // being lost uncounted.
         self.writing.abandon();
         let connection = self.connection.clone();
-        self.step = DriverStep::Aborting(Box::pin(async move {
+        self.enter(Closing::Aborting(Box::pin(async move {
             after_abort(&connection, disconnected).await;
-        }));
+        })));
     }
 }
 
@@ -171,24 +195,26 @@ pub(super) struct Ended {
     pub(super) aborted: bool,
 }
 
-impl<R: StreamReader, W: StreamWriter> Future for Driver<R, W> {
+impl<S: Stream> Future for Driver<S> {
     type Output = Ended;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
         let this = self.get_mut();
-        if !matches!(this.step, DriverStep::Aborting(_) | DriverStep::Done)
-            && this
-                .connection
-                .close_signal()
-                .poll_reached(CloseStage::Aborted, cx)
-                .is_ready()
+        if !matches!(
+            this.closing.as_deref(),
+            Some(Closing::Aborting(_) | Closing::Done)
+        ) && this
+            .connection
+            .close_signal()
+            .poll_reached(CloseStage::Aborted, cx)
+            .is_ready()
         {
             this.abort();
         }
         loop {
-            match &mut this.step {
-                DriverStep::Serving => {
-                    let read = this.reading.poll(&this.connection, &mut this.reader, cx);
+            match this.closing.as_deref_mut() {
+                None | Some(Closing::WriteFailed(_)) => {
+                    let read = this.reading.poll(&this.connection, &mut this.stream, cx);
                     if let Poll::Ready(reason) = read {
                         this.disconnect(reason);
                         continue;
@@ -196,7 +222,7 @@ impl<R: StreamReader, W: StreamWriter> Future for Driver<R, W> {
                     this.poll_writing(cx);
                     return Poll::Pending;
                 }
-                DriverStep::Disconnecting { future, close } => {
+                Some(Closing::Disconnecting { future, close }) => {
                     if future.as_mut().poll(cx).is_ready() {
                         let close = *close;
                         this.flush(close);
@@ -205,27 +231,35 @@ impl<R: StreamReader, W: StreamWriter> Future for Driver<R, W> {
                     this.poll_writing(cx);
                     return Poll::Pending;
                 }
-                &mut DriverStep::Flushing { linger } => {
-                    this.poll_writing(cx);
-                    if !this.writing.is_done() {
-                        return Poll::Pending;
-                    }
-                    this.step = if linger {
-                        DriverStep::Lingering(Linger::new(this.connection.endpoint().limits.linger))
+                Some(Closing::Flushing { linger, deadline }) => {
+                    let linger = *linger;
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        // The peer is gone or does not read: the rest is given up.
+                        this.writing.abandon();
+                        tracing::debug!("flushing the outbound queue timed out");
                     } else {
-                        DriverStep::Done
+                        this.poll_writing(cx);
+                        if !this.writing.is_done() {
+                            return Poll::Pending;
+                        }
+                    }
+                    let next = if linger {
+                        Closing::Lingering(Linger::new(this.connection.endpoint().limits.linger))
+                    } else {
+                        Closing::Done
                     };
+                    this.enter(next);
                 }
-                DriverStep::Lingering(linger) => {
-                    ready!(linger.poll(&mut this.reader, cx));
-                    this.step = DriverStep::Done;
+                Some(Closing::Lingering(linger)) => {
+                    ready!(linger.poll(&mut this.stream, cx));
+                    this.enter(Closing::Done);
                 }
-                DriverStep::Aborting(future) => {
+                Some(Closing::Aborting(future)) => {
                     ready!(future.as_mut().poll(cx));
-                    this.step = DriverStep::Done;
+                    this.enter(Closing::Done);
                     return Poll::Ready(this.ended(true));
                 }
-                DriverStep::Done => return Poll::Ready(this.ended(false)),
+                Some(Closing::Done) => return Poll::Ready(this.ended(false)),
             }
         }
     }
@@ -246,13 +280,13 @@ impl Linger {
         }
     }
 
-    fn poll(&mut self, reader: &mut impl StreamReader, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(&mut self, stream: &mut impl Stream, cx: &mut Context<'_>) -> Poll<()> {
         if self.deadline.as_mut().poll(cx).is_ready() {
             return Poll::Ready(());
         }
         loop {
             let mut sink = ReadBuf::new(&mut self.sink);
-            match ready!(Pin::new(&mut *reader).poll_read(cx, &mut sink)) {
+            match ready!(Pin::new(&mut *stream).poll_read(cx, &mut sink)) {
                 Ok(()) if !sink.filled().is_empty() => {}
                 // EOF or an error: the peer is done.
                 _ => return Poll::Ready(()),

@@ -1,5 +1,8 @@
-//! The byte streams a connection runs on (TCP, TLS halves) and how they read
-//! without making idle connections hold a read buffer.
+//! The byte streams a connection runs on (TCP, TLS, Unix, in-memory) and
+//! how they read without making idle connections hold a read buffer. One
+//! task reads and writes a connection, so a stream is never split into
+//! halves (each would be another pointer in every connection's task, and
+//! tokio's split another lock per poll).
 
 use std::io;
 use std::pin::Pin;
@@ -11,12 +14,12 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
-use super::tcp::{TcpReader, TcpWriter};
+use super::tcp::SharedTcpStream;
 use crate::connection::outbound::SocketWrite;
 use crate::spare::READ_BUFFERS;
 
-/// The read half of a connection's byte stream.
-pub(crate) trait StreamReader: AsyncRead + Unpin + Send {
+/// A connection's byte stream.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
     /// Reads into `buffer`, with room for at least `chunk` bytes. A stream
     /// that can wait for data without a buffer does so when `buffer` is
     /// empty, so an idle connection holds none.
@@ -29,9 +32,16 @@ pub(crate) trait StreamReader: AsyncRead + Unpin + Send {
         buffer.reserve(chunk);
         poll_read_buf(Pin::new(self), cx, buffer)
     }
+
+    /// The socket under this stream, if senders may write to it while the
+    /// writer is idle (see `outbound::WrittenBy`): a plain socket only,
+    /// not a stream that encrypts or buffers what it writes.
+    fn shared_socket(&self) -> Option<Arc<dyn SocketWrite>> {
+        None
+    }
 }
 
-impl StreamReader for TcpReader {
+impl Stream for SharedTcpStream {
     fn poll_read_lazily(
         &mut self,
         cx: &mut Context<'_>,
@@ -60,6 +70,10 @@ impl StreamReader for TcpReader {
                 Err(error) => return Poll::Ready(Err(error)),
             }
         }
+    }
+
+    fn shared_socket(&self) -> Option<Arc<dyn SocketWrite>> {
+        Some(SharedTcpStream::shared_socket(self))
     }
 }
 
@@ -108,29 +122,8 @@ fn try_read_draining(socket: &TcpStream, buffer: &mut BytesMut) -> io::Result<us
 
 /// A Unix socket reads with a buffer ready (its idle connections hold one).
 #[cfg(unix)]
-impl StreamReader for tokio::net::unix::OwnedReadHalf {}
+impl Stream for tokio::net::UnixStream {}
 
-/// TLS through `tokio::io::split` cannot wait without reading: eager buffer.
-impl<T: AsyncRead + Send> StreamReader for tokio::io::ReadHalf<T> {}
-
-/// The write half of a connection's byte stream.
-pub(crate) trait StreamWriter: AsyncWrite + Unpin + Send {
-    /// The socket under this half, if senders may write to it while the
-    /// writer is idle (see `outbound::WrittenBy`): a plain socket only,
-    /// not a stream that encrypts or buffers what it writes.
-    fn shared_socket(&self) -> Option<Arc<dyn SocketWrite>> {
-        None
-    }
-}
-
-impl StreamWriter for TcpWriter {
-    fn shared_socket(&self) -> Option<Arc<dyn SocketWrite>> {
-        Some(TcpWriter::shared_socket(self))
-    }
-}
-
-#[cfg(unix)]
-impl StreamWriter for tokio::net::unix::OwnedWriteHalf {}
-
-/// TLS, and in-memory pipes.
-impl<T: AsyncWrite + Send> StreamWriter for tokio::io::WriteHalf<T> {}
+/// In-memory pipes (the testing harness's), with a buffer ready.
+#[cfg(any(test, feature = "testing"))]
+impl Stream for tokio::io::DuplexStream {}

@@ -1,6 +1,6 @@
-//! The stream driver: one task per connection over any byte stream split
-//! into a [`StreamReader`] and a [`StreamWriter`] (TCP, TLS, in-memory
-//! pipes; a new stream transport is a constructor, not a copy of this).
+//! The stream driver: one task per connection over any byte [`Stream`]
+//! (TCP, TLS, Unix, in-memory pipes; a new stream transport is a
+//! constructor, not a copy of this).
 //!
 //! The per-connection task: read → decode → classify once → after_receive →
 //! route → handler, one event at a time; beside it, in the same task, a
@@ -20,8 +20,8 @@ mod reading;
 mod tcp;
 mod writing;
 
-pub(crate) use io::{StreamReader, StreamWriter};
-pub(crate) use tcp::split as split_tcp;
+pub(crate) use io::Stream;
+pub(crate) use tcp::shared as shared_tcp;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,14 +35,13 @@ use crate::events::finished;
 /// once, even when the shutdown deadline cuts the connection short. `held`
 /// (a place under the connection limits, say) is dropped at the very end.
 pub(crate) fn run(
-    reader: impl StreamReader,
-    writer: impl StreamWriter,
+    stream: impl Stream,
     connection: Connection,
     outbound: OutboundReceiver,
     held: impl Send + Unpin,
 ) -> impl Future<Output = ()> + Send {
     Task {
-        driver: Some(driver::Driver::new(reader, writer, connection, outbound)),
+        driver: Some(driver::Driver::new(stream, connection, outbound)),
         _held: held,
     }
 }

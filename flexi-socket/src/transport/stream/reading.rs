@@ -27,7 +27,7 @@ use crate::framing::{Decoded, Decoding, FrameDecoder};
 use crate::future::BoxFuture;
 use crate::handler::HandlerSlot;
 use crate::transport::decoder::{ConnectionDecoder, Prepared};
-use crate::transport::stream::StreamReader;
+use crate::transport::stream::Stream;
 
 /// The reading side's state.
 pub(super) struct Reading {
@@ -38,25 +38,27 @@ pub(super) struct Reading {
     /// The on_message handler's future: its allocation serves message after
     /// message (see [`HandlerSlot`]). Empty while a drain has it.
     slot: HandlerSlot,
-    /// How much room each read asks for (`read_buffer_size`).
-    read_chunk: usize,
 }
 
+/// Two words: the wait's timer, or one boxed future for whatever runs.
+/// There is no "ended" step: the driver polls the reading side no more
+/// once it ended, and [`Reading::stop`] leaves it waiting on nothing.
 enum ReadingStep {
-    /// on_connect runs.
-    Connecting(BoxFuture<'static, ControlFlow<DisconnectReason>>),
     /// Waiting for bytes, the close, or (idle-gap framing) a gap.
-    Waiting {
-        gap: Option<Pin<Box<Sleep>>>,
-    },
-    /// Handling the frames in the buffer.
-    Draining {
-        mode: Drain,
-        future: BoxFuture<'static, Drained>,
-    },
-    /// Reporting why reading ended; then it has, for the reason it gives.
-    Reporting(BoxFuture<'static, DisconnectReason>),
-    Done,
+    Waiting { gap: Option<Pin<Box<Sleep>>> },
+    /// on_connect, a drain of the buffer's frames or the report of why
+    /// reading ends runs; its [`Ran`] says which.
+    Running(BoxFuture<'static, Ran>),
+}
+
+/// What a [`ReadingStep::Running`] future gives back.
+enum Ran {
+    /// on_connect ran.
+    Connected(ControlFlow<DisconnectReason>),
+    /// The buffer was drained in `mode`.
+    Drained(Drained, Drain),
+    /// Why reading ended was reported; it ended for this reason.
+    Reported(DisconnectReason),
 }
 
 /// What a drain gives back.
@@ -122,14 +124,14 @@ impl Drain {
 impl Reading {
     /// Starts with on_connect.
     pub(super) fn new(connection: &Connection) -> Self {
-        let read_chunk = connection.endpoint().limits.read_buffer;
         let connection = connection.clone();
         Self {
-            step: ReadingStep::Connecting(Box::pin(async move { on_connect(&connection).await })),
+            step: ReadingStep::Running(Box::pin(async move {
+                Ran::Connected(on_connect(&connection).await)
+            })),
             decoder: None,
             buffer: BytesMut::new(),
             slot: HandlerSlot::default(),
-            read_chunk,
         }
     }
 
@@ -137,15 +139,11 @@ impl Reading {
     pub(super) fn poll(
         &mut self,
         connection: &Connection,
-        reader: &mut impl StreamReader,
+        stream: &mut impl Stream,
         cx: &mut Context<'_>,
     ) -> Poll<DisconnectReason> {
         loop {
             match &mut self.step {
-                ReadingStep::Connecting(future) => match ready!(future.as_mut().poll(cx)) {
-                    ControlFlow::Continue(()) => self.open(connection),
-                    ControlFlow::Break(reason) => return self.end(reason),
-                },
                 ReadingStep::Waiting { gap } => {
                     if connection
                         .close_signal()
@@ -159,8 +157,10 @@ impl Reading {
                         }
                         continue;
                     }
-                    if let Poll::Ready(read) =
-                        reader.poll_read_lazily(cx, &mut self.buffer, self.read_chunk)
+                    // How much room a read asks for: the endpoint's
+                    // (`read_buffer_size`), not a copy in every connection.
+                    let chunk = connection.endpoint().limits.read_buffer;
+                    if let Poll::Ready(read) = stream.poll_read_lazily(cx, &mut self.buffer, chunk)
                     {
                         match read {
                             Ok(0) => self.drain(connection, Drain::Eof),
@@ -185,27 +185,28 @@ impl Reading {
                         _ => return Poll::Pending,
                     }
                 }
-                ReadingStep::Draining { mode, future } => {
-                    let mode = *mode;
-                    let drained = ready!(future.as_mut().poll(cx));
-                    connection
-                        .activity()
-                        .handlers_done(&connection.endpoint().deadlines);
-                    self.decoder = Some(drained.decoder);
-                    self.buffer = drained.buffer;
-                    self.slot = drained.slot;
-                    if let ControlFlow::Break(reason) = drained.flow {
+                ReadingStep::Running(future) => match ready!(future.as_mut().poll(cx)) {
+                    Ran::Connected(ControlFlow::Continue(())) => self.open(connection),
+                    Ran::Connected(ControlFlow::Break(reason)) | Ran::Reported(reason) => {
                         return self.end(reason);
                     }
-                    if let Some(reason) = self.after_drain(connection, mode, drained.framed_some) {
-                        return self.end(reason);
+                    Ran::Drained(drained, mode) => {
+                        connection
+                            .activity()
+                            .handlers_done(&connection.endpoint().deadlines);
+                        self.decoder = Some(drained.decoder);
+                        self.buffer = drained.buffer;
+                        self.slot = drained.slot;
+                        if let ControlFlow::Break(reason) = drained.flow {
+                            return self.end(reason);
+                        }
+                        if let Some(reason) =
+                            self.after_drain(connection, mode, drained.framed_some)
+                        {
+                            return self.end(reason);
+                        }
                     }
-                }
-                ReadingStep::Reporting(future) => {
-                    let reason = ready!(future.as_mut().poll(cx));
-                    return self.end(reason);
-                }
-                ReadingStep::Done => panic!("the reading side is not polled after it ended"),
+                },
             }
         }
     }
@@ -316,15 +317,16 @@ impl Reading {
                 leftover,
             )
             .await;
-            Drained {
+            let drained = Drained {
                 framed_some: framed_already || buffer.len() < buffered,
                 decoder,
                 buffer,
                 slot,
                 flow,
-            }
+            };
+            Ran::Drained(drained, mode)
         });
-        self.step = ReadingStep::Draining { mode, future };
+        self.step = ReadingStep::Running(future);
     }
 
     /// What follows a drain in `mode`: another drain, a wait, or the end.
@@ -379,11 +381,12 @@ impl Reading {
 
     /// Drops whatever runs (the connection is cut).
     pub(super) fn stop(&mut self) {
-        self.step = ReadingStep::Done;
+        self.step = ReadingStep::Waiting { gap: None };
     }
 
+    /// Reading ended: what ran is dropped, and the driver polls no more.
     fn end(&mut self, reason: DisconnectReason) -> Poll<DisconnectReason> {
-        self.step = ReadingStep::Done;
+        self.stop();
         Poll::Ready(reason)
     }
 }
@@ -391,9 +394,9 @@ impl Reading {
 /// The step that reports `error`, after which reading ends for `reason`.
 fn reporting(connection: &Connection, error: Error, reason: DisconnectReason) -> ReadingStep {
     let connection = connection.clone();
-    ReadingStep::Reporting(Box::pin(async move {
+    ReadingStep::Running(Box::pin(async move {
         report(&connection, error).await;
-        reason
+        Ran::Reported(reason)
     }))
 }
 

@@ -1,7 +1,6 @@
-//! A TCP connection's halves over one shared socket. Unlike tokio's
-//! `into_split`, the socket stays reachable beside them: the outbound queue
-//! keeps it while the writer runs, so a broadcast can write a frame that
-//! finds the writer idle itself, without waking the connection's task.
+//! A TCP connection's stream over a shared socket: the outbound queue keeps
+//! the socket too while the writer runs, so a broadcast can write a frame
+//! that finds the writer idle itself, without waking the connection's task.
 
 use std::io;
 use std::net::Shutdown;
@@ -15,16 +14,15 @@ use tokio::net::TcpStream;
 
 use crate::connection::outbound::SocketWrite;
 
-/// Splits `stream` into the halves a connection task runs on.
-pub(crate) fn split(stream: TcpStream) -> (TcpReader, TcpWriter) {
-    let socket = Arc::new(Socket {
+/// The stream a connection task reads and writes `stream` through.
+pub(crate) fn shared(stream: TcpStream) -> SharedTcpStream {
+    SharedTcpStream(Arc::new(Socket {
         stream,
         senders_error: AtomicI32::new(0),
-    });
-    (TcpReader(Arc::clone(&socket)), TcpWriter(socket))
+    }))
 }
 
-/// The socket both halves and the outbound queue share.
+/// The socket the connection's task and its outbound queue share.
 #[derive(Debug)]
 struct Socket {
     stream: TcpStream,
@@ -34,11 +32,13 @@ struct Socket {
     senders_error: AtomicI32,
 }
 
-/// The read half.
+/// A connection task's stream. Dropped, it sends no FIN of its own: the
+/// socket closes when the connection's task ends (with it, the queue lets
+/// it go).
 #[derive(Debug)]
-pub(crate) struct TcpReader(Arc<Socket>);
+pub(crate) struct SharedTcpStream(Arc<Socket>);
 
-impl TcpReader {
+impl SharedTcpStream {
     pub(super) fn socket(&self) -> &TcpStream {
         &self.0.stream
     }
@@ -46,6 +46,11 @@ impl TcpReader {
     /// What an EOF means: the error a sender took from the socket, if any.
     pub(super) fn at_eof(&self) -> io::Result<()> {
         self.0.senders_error().map_or(Ok(()), Err)
+    }
+
+    /// The socket, for the outbound queue (see `SocketWrite`).
+    pub(super) fn shared_socket(&self) -> Arc<dyn SocketWrite> {
+        Arc::clone(&self.0) as Arc<dyn SocketWrite>
     }
 }
 
@@ -58,7 +63,7 @@ impl Socket {
     }
 }
 
-impl AsyncRead for TcpReader {
+impl AsyncRead for SharedTcpStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -76,19 +81,7 @@ impl AsyncRead for TcpReader {
     }
 }
 
-/// The write half. Dropped, it sends no FIN of its own: the socket closes
-/// when the connection's task ends (with it, the queue lets it go).
-#[derive(Debug)]
-pub(crate) struct TcpWriter(Arc<Socket>);
-
-impl TcpWriter {
-    /// The socket, for the outbound queue (see `SocketWrite`).
-    pub(super) fn shared_socket(&self) -> Arc<dyn SocketWrite> {
-        Arc::clone(&self.0) as Arc<dyn SocketWrite>
-    }
-}
-
-impl AsyncWrite for TcpWriter {
+impl AsyncWrite for SharedTcpStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

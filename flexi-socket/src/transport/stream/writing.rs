@@ -1,18 +1,14 @@
 //! The writing side of a connection's task: all frames queued at a moment
 //! leave in one write, as soon as they are queued, until the reading side
-//! says to finish; then the rest is flushed and FIN sent (within the
-//! shutdown timeout) or, for a peer that does not read, abandoned.
+//! says to finish; then the rest is flushed and FIN sent or, for a peer
+//! that does not read, abandoned. The driver bounds the flush in time.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
-
-use tokio::time::Sleep;
 
 use crate::connection::outbound::{Frames, OutboundReceiver};
-use crate::transport::stream::StreamWriter;
+use crate::transport::stream::Stream;
 
 /// How the writing side ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,8 +20,8 @@ pub(super) enum Finish {
 }
 
 /// The writing side's state: what every connection's task holds for it.
-pub(super) struct Writing<W> {
-    writer: W,
+/// The stream it writes to is the driver's, lent to each poll.
+pub(super) struct Writing {
     outbound: OutboundReceiver,
     /// Frames taken from the queue and not yet all written.
     frames: Frames,
@@ -38,22 +34,24 @@ pub(super) struct Writing<W> {
     phase: Phase,
 }
 
+/// No deadline here: every connection's task holds this, and only a
+/// closing one needs the flush's (the driver keeps it).
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Writing frames as they are queued.
     Running,
-    /// Told to finish: writing what is left, then FIN, before the deadline.
-    Flushing(Pin<Box<Sleep>>),
-    ShuttingDown(Pin<Box<Sleep>>),
+    /// Told to finish: writing what is left, then FIN.
+    Flushing,
+    ShuttingDown,
     Done,
 }
 
-impl<W: StreamWriter> Writing<W> {
-    pub(super) fn new(writer: W, outbound: OutboundReceiver) -> Self {
-        if let Some(socket) = writer.shared_socket() {
+impl Writing {
+    pub(super) fn new(stream: &impl Stream, outbound: OutboundReceiver) -> Self {
+        if let Some(socket) = stream.shared_socket() {
             outbound.share_socket(socket);
         }
         Self {
-            writer,
             outbound,
             frames: Frames::default(),
             written: 0,
@@ -64,19 +62,19 @@ impl<W: StreamWriter> Writing<W> {
     }
 
     pub(super) fn is_done(&self) -> bool {
-        matches!(self.phase, Phase::Done)
+        self.phase == Phase::Done
     }
 
     /// From now on no more sends are accepted; `Flush` writes what was
-    /// accepted (within `flush_timeout`), `Abandon` drops it.
-    pub(super) fn finish(&mut self, finish: Finish, flush_timeout: Duration) {
-        if !matches!(self.phase, Phase::Running) {
+    /// accepted, `Abandon` drops it.
+    pub(super) fn finish(&mut self, finish: Finish) {
+        if self.phase != Phase::Running {
             return;
         }
         match finish {
             Finish::Flush => {
                 self.outbound.close();
-                self.phase = Phase::Flushing(Box::pin(tokio::time::sleep(flush_timeout)));
+                self.phase = Phase::Flushing;
             }
             Finish::Abandon => self.abandon(),
         }
@@ -90,29 +88,20 @@ impl<W: StreamWriter> Writing<W> {
 
     /// Makes what progress it can; `Ready` once done. A write that fails
     /// ends the writing side with its error.
-    pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(super) fn poll(
+        &mut self,
+        stream: &mut impl Stream,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         if !self.bound {
             // Here, not when built: this runs in the connection's own task.
             // Its sends then need not wake the writer, which it polls after them.
             self.outbound.polled_after_senders_in_this_task();
             self.bound = true;
         }
-        let polled = match &mut self.phase {
-            Phase::Running => self.poll_queue(cx),
-            Phase::Flushing(deadline) => {
-                if deadline.as_mut().poll(cx).is_ready() {
-                    Poll::Ready(Err(flush_timed_out()))
-                } else {
-                    self.poll_queue(cx)
-                }
-            }
-            Phase::ShuttingDown(deadline) => {
-                if deadline.as_mut().poll(cx).is_ready() {
-                    Poll::Ready(Err(flush_timed_out()))
-                } else {
-                    Pin::new(&mut self.writer).poll_shutdown(cx)
-                }
-            }
+        let polled = match self.phase {
+            Phase::Running | Phase::Flushing => self.poll_queue(stream, cx),
+            Phase::ShuttingDown => Pin::new(&mut *stream).poll_shutdown(cx),
             Phase::Done => return Poll::Ready(Ok(())),
         };
         match polled {
@@ -122,14 +111,14 @@ impl<W: StreamWriter> Writing<W> {
                 Poll::Ready(Err(error))
             }
             Poll::Ready(Ok(())) => {
-                self.phase = match std::mem::replace(&mut self.phase, Phase::Done) {
-                    Phase::Flushing(deadline) => Phase::ShuttingDown(deadline),
+                self.phase = match self.phase {
+                    Phase::Flushing => Phase::ShuttingDown,
                     _ => Phase::Done,
                 };
                 if self.is_done() {
                     Poll::Ready(Ok(()))
                 } else {
-                    self.poll(cx)
+                    self.poll(stream, cx)
                 }
             }
         }
@@ -137,37 +126,49 @@ impl<W: StreamWriter> Writing<W> {
 
     /// Writes frames as they are queued, until the queue is closed and
     /// empty (while running, it is closed only when the writing side ends).
-    fn poll_queue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_queue(
+        &mut self,
+        stream: &mut impl Stream,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         loop {
             if !self.frames.is_empty() {
-                ready!(self.poll_write(cx))?;
+                ready!(self.poll_write(stream, cx))?;
             }
             match self.outbound.poll_take(cx, &mut self.frames) {
                 Poll::Ready(true) => {}
-                Poll::Ready(false) => return self.poll_flush(cx),
+                Poll::Ready(false) => return self.poll_flush(stream, cx),
                 Poll::Pending => {
                     // Nothing more to write for now: what a TLS stream still
                     // holds goes out, or a reply could wait for the next one.
-                    ready!(self.poll_flush(cx))?;
+                    ready!(self.poll_flush(stream, cx))?;
                     return Poll::Pending;
                 }
             }
         }
     }
 
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush(
+        &mut self,
+        stream: &mut impl Stream,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.unflushed {
-            ready!(Pin::new(&mut self.writer).poll_flush(cx))?;
+            ready!(Pin::new(stream).poll_flush(cx))?;
             self.unflushed = false;
         }
         Poll::Ready(Ok(()))
     }
 
     /// Writes the rest of `frames`, then gives them back to the queue.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_write(
+        &mut self,
+        stream: &mut impl Stream,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         let bytes = self.frames.bytes();
         while self.written < bytes.len() {
-            match ready!(Pin::new(&mut self.writer).poll_write(cx, &bytes[self.written..])) {
+            match ready!(Pin::new(&mut *stream).poll_write(cx, &bytes[self.written..])) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     self.written += n;
@@ -180,11 +181,4 @@ impl<W: StreamWriter> Writing<W> {
         self.written = 0;
         Poll::Ready(Ok(()))
     }
-}
-
-fn flush_timed_out() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        "flushing the outbound queue timed out",
-    )
 }

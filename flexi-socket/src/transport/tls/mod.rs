@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::rustls::crypto::{CryptoProvider, ring};
 use tokio_rustls::rustls::{self, RootCertStore};
 
@@ -26,7 +26,7 @@ pub(crate) use server::{TlsServer, TlsSettings};
 
 use crate::error::{Error, Result};
 use crate::framing::Framing;
-use crate::transport::stream::StreamReader;
+use crate::transport::stream::Stream;
 
 /// The default of both sides' `tls_handshake_timeout`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,32 +131,30 @@ fn rustls_error(error: &io::Error) -> Option<&rustls::Error> {
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
 }
 
-/// Splits a stream whose handshake is done into the halves a connection task
-/// runs on, reading it as [`UnnotifiedClose`] says.
-pub(crate) fn split<S>(stream: S, framing: &Framing) -> (impl StreamReader, WriteHalf<S>)
+/// The stream a connection task runs on over a stream whose handshake is
+/// done, read as [`UnnotifiedClose`] says.
+pub(crate) fn driven<S>(stream: S, framing: &Framing) -> impl Stream
 where
-    S: AsyncRead + AsyncWrite + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (reader, writer) = tokio::io::split(stream);
-    let reader = UnnotifiedClose {
-        inner: reader,
+    UnnotifiedClose {
+        inner: stream,
         is_eof: framing.frame_deadline_applies(),
-    };
-    (reader, writer)
+    }
 }
 
-/// Reads a TLS stream. A peer that closes without TLS's close_notify (many
+/// A TLS stream, written as it is and read as follows. A peer that closes without TLS's close_notify (many
 /// do: killed processes, embedded stacks) could be an attacker truncating the
 /// stream. Where the framing itself reports a cut frame (lines, separator,
 /// fixed, length prefix, custom codecs) that is harmless and counts as an
 /// ordinary EOF; where pending bytes at EOF become a message (eof, raw,
 /// idle_gap) it stays an error.
-struct UnnotifiedClose<R> {
-    inner: R,
+struct UnnotifiedClose<S> {
+    inner: S,
     is_eof: bool,
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for UnnotifiedClose<R> {
+impl<S: AsyncRead + Unpin> AsyncRead for UnnotifiedClose<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -173,4 +171,23 @@ impl<R: AsyncRead + Unpin> AsyncRead for UnnotifiedClose<R> {
     }
 }
 
-impl<R: AsyncRead + Unpin + Send> StreamReader for UnnotifiedClose<R> {}
+impl<S: AsyncWrite + Unpin> AsyncWrite for UnnotifiedClose<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Reads with a buffer ready: TLS cannot wait for bytes without reading them.
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for UnnotifiedClose<S> {}
