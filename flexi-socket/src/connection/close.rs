@@ -8,7 +8,7 @@
 //! there is not already this task's. Only that task waits on it.
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering, fence};
 use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 
@@ -31,7 +31,9 @@ pub(crate) enum CloseStage {
 #[derive(Debug, Default)]
 pub(crate) struct CloseSignal {
     stage: AtomicU8,
-    reason: OnceLock<DisconnectReason>,
+    /// Boxed: set once, when closing starts; an open connection holds a
+    /// pointer, not a reason's room.
+    reason: OnceLock<Box<DisconnectReason>>,
     /// The connection's own task.
     driver: Mutex<Option<Waker>>,
     /// The data pointer of the waker in `driver` (null while there is none),
@@ -42,21 +44,24 @@ pub(crate) struct CloseSignal {
     driver_task: AtomicPtr<()>,
     /// The connection has ended: on_disconnect ran, its task is done.
     ended: AtomicBool,
-    /// Wakes those waiting for the end (`Connection::closed`).
-    ended_waiters: Notify,
+    /// Wakes those waiting for the end (`Connection::closed`). Made by the
+    /// first of them: most connections have none, and every connection
+    /// holds this field.
+    ended_waiters: OnceLock<Box<Notify>>,
 }
 
 impl CloseSignal {
     /// Starts closing for `reason`, unless closing already started (the
     /// first reason stays).
     pub(crate) fn close(&self, reason: DisconnectReason) {
-        let _ = self.reason.set(reason);
+        self.reason.get_or_init(|| Box::new(reason));
         self.advance(CloseStage::Closing);
     }
 
     /// Cuts the connection (see [`CloseStage::Aborted`]).
     pub(crate) fn abort(&self) {
-        let _ = self.reason.set(DisconnectReason::Shutdown);
+        self.reason
+            .get_or_init(|| Box::new(DisconnectReason::Shutdown));
         self.advance(CloseStage::Aborted);
     }
 
@@ -84,7 +89,7 @@ impl CloseSignal {
         if !self.reached(CloseStage::Closing) {
             return None;
         }
-        self.reason.get().cloned()
+        self.reason.get().map(|reason| (**reason).clone())
     }
 
     /// For the connection's own task: ready once `stage` is reached.
@@ -131,7 +136,12 @@ impl CloseSignal {
         self.driver_task
             .store(std::ptr::null_mut(), Ordering::Relaxed);
         self.ended.store(true, Ordering::Release);
-        self.ended_waiters.notify_waiters();
+        // Either a waiter that makes the `Notify` after this looks sees
+        // `ended` (its own fence), or this sees its `Notify`.
+        fence(Ordering::SeqCst);
+        if let Some(waiters) = self.ended_waiters.get() {
+            waiters.notify_waiters();
+        }
     }
 
     /// Whether the connection has ended.
@@ -141,11 +151,14 @@ impl CloseSignal {
 
     /// Completes once the connection has ended.
     pub(crate) async fn ended(&self) {
+        let waiters = self.ended_waiters.get_or_init(Box::default);
         loop {
             // Registered before looking, so an end meanwhile is not missed.
-            let notified = self.ended_waiters.notified();
+            let notified = waiters.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // See `end`.
+            fence(Ordering::SeqCst);
             if self.ended.load(Ordering::Acquire) {
                 return;
             }
@@ -232,5 +245,34 @@ mod tests {
         signal.abort();
         assert_eq!(woken(), 2, "woken on abort");
         assert!(signal.poll_reached(CloseStage::Aborted, &mut cx).is_ready());
+    }
+
+    #[tokio::test]
+    async fn those_waiting_for_the_end_are_woken_and_a_late_one_returns_at_once() {
+        let signal = Arc::new(CloseSignal::default());
+        let waiting = tokio::spawn({
+            let signal = Arc::clone(&signal);
+            async move { signal.ended().await }
+        });
+        // Made by the first waiter only.
+        while signal.ended_waiters.get().is_none() {
+            tokio::task::yield_now().await;
+        }
+        signal.end();
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiter is woken at the end")
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), signal.ended())
+            .await
+            .expect("after the end, waiting returns at once");
+    }
+
+    #[test]
+    fn a_connection_nobody_waits_for_makes_no_notify() {
+        let signal = CloseSignal::default();
+        signal.end();
+        assert!(signal.has_ended());
+        assert!(signal.ended_waiters.get().is_none());
     }
 }

@@ -164,7 +164,9 @@ struct Shared {
     close: CloseSignal,
     /// For the deadline sweeper.
     activity: Activity,
-    state: Mutex<Vec<(TypeId, Box<dyn Any + Send>)>>,
+    /// The typed per-connection state (`set_state`); boxed once set, so a
+    /// connection without any holds no empty `Vec`.
+    state: Mutex<Option<Box<StateValues>>>,
     /// The message history, when the builder asked for one.
     history: Option<Box<Recorder>>,
     /// Requests waiting for this connection's replies, once it was asked
@@ -209,7 +211,7 @@ impl Connection {
                 outbound,
                 close: CloseSignal::default(),
                 activity: Activity::default(),
-                state: Mutex::new(Vec::new()),
+                state: Mutex::new(None),
                 history,
                 requests: OnceLock::new(),
             }),
@@ -532,6 +534,7 @@ impl Connection {
     /// ```
     pub fn set_state<T: Send + 'static>(&self, value: T) {
         let mut state = self.lock_state();
+        let state = state.get_or_insert_with(Box::default);
         let slot = (TypeId::of::<T>(), Box::new(value) as Box<dyn Any + Send>);
         match state.iter_mut().find(|(id, _)| *id == TypeId::of::<T>()) {
             Some(existing) => *existing = slot,
@@ -589,6 +592,7 @@ impl Connection {
     pub fn with_state<T: Send + 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let mut state = self.lock_state();
         state
+            .as_mut()?
             .iter_mut()
             .find(|(id, _)| *id == TypeId::of::<T>())
             .and_then(|(_, value)| value.downcast_mut::<T>())
@@ -614,11 +618,12 @@ impl Connection {
     /// ```
     pub fn take_state<T: Send + 'static>(&self) -> Option<T> {
         let mut state = self.lock_state();
+        let state = state.as_mut()?;
         let index = state.iter().position(|(id, _)| *id == TypeId::of::<T>())?;
         state.swap_remove(index).1.downcast::<T>().ok().map(|b| *b)
     }
 
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, Vec<(TypeId, Box<dyn Any + Send>)>> {
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, Option<Box<StateValues>>> {
         // A panic while holding the lock cannot leave the Vec half-updated.
         sync::lock(&self.shared.state)
     }
@@ -852,6 +857,9 @@ pub(crate) struct Addresses {
     pub(crate) proxy: Option<Box<ProxyHeader>>,
 }
 
+/// A connection's typed state: one value per type.
+type StateValues = Vec<(TypeId, Box<dyn Any + Send>)>;
+
 /// What classification decided for a connection.
 struct Classified {
     client_type: ClientType,
@@ -894,5 +902,21 @@ impl fmt::Debug for Connection {
             .field("peer_addr", &self.peer_addr())
             .field("client_type", &self.client_type())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every connection holds one, idle or not: what only some connections
+    /// use (typed state, waiters for the end) is made when first used.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_connections_shared_state_stays_small() {
+        let size = std::mem::size_of::<super::Shared>();
+        eprintln!("shared state {size} bytes");
+        assert!(
+            size <= 336,
+            "a connection's shared state grew to {size} bytes"
+        );
     }
 }
