@@ -1,8 +1,8 @@
 //! Transports: the drivers that turn bytes in into a connection's events,
 //! and its queued replies into bytes out.
 //!
-//! - [`stream`]: any byte stream (`AsyncRead + AsyncWrite`): TCP, TLS, and
-//!   whatever else can be split into halves, one task per connection.
+//! - [`stream`]: any byte stream (`AsyncRead + AsyncWrite`): TCP, TLS, Unix,
+//!   in-memory pipes, one task per connection that reads and writes it.
 //! - [`datagram`]: UDP sessions, one per peer, fed by a receive loop.
 //! - [`decoder`]: the decoder both use: the wait for a raw first unit and the
 //!   switch to a client type's own framing.
