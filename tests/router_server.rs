@@ -277,6 +277,38 @@ async fn handler_error_and_panic_are_isolated() {
     );
 }
 
+/// Starting a handler runs user code too: a hand-written closure that panics
+/// before it returns its future is that handler's panic, caught by the same
+/// guard as a panic in the future's first poll.
+#[tokio::test]
+async fn a_closure_that_panics_before_returning_its_future_is_a_handler_panic() {
+    let (events, mut log) = Events::new();
+    let router = Router::new()
+        .on_message(|conn: Connection, msg: String| {
+            if msg == "panic" {
+                panic!("before the future");
+            }
+            async move { conn.send(msg).await }
+        })
+        .on_error(move |_conn: Connection, error: Error| {
+            let events = events.clone();
+            async move { events.push(format!("error {error}")) }
+        });
+    let running = start(server().router(router)).await;
+    let mut client = LineClient::connect(running.addr).await;
+    assert_eq!(client.ask("hello").await, "hello");
+
+    client.send_line("panic").await;
+    let error = log.next().await;
+    assert!(error.contains("panicked: before the future"), "{error}");
+    assert_eq!(
+        client.try_recv_line().await,
+        None,
+        "the panicking connection is closed"
+    );
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn connections_handle_lists_sends_and_broadcasts() {
     let router = Router::new().on_message(|conn: Connection, _msg: Bytes| async move {

@@ -81,23 +81,23 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
             }
         };
         let extracted = if take {
-            quote_spanned!(at(ty.span())=> #owned::take_from_event(&mut __ctx))
+            quote_spanned!(at(ty.span())=> #owned::take_from_event(__ctx))
         } else {
-            quote_spanned!(at(ty.span())=> #owned::from_event(&mut __ctx))
+            quote_spanned!(at(ty.span())=> #owned::from_event(__ctx))
         };
         bindings.push(quote! {
             let #binding = match #extracted {
                 #runtime::Ok(value) => value,
-                #runtime::Err(error) => return __slot.reject(error),
+                #runtime::Err(error) => return #runtime::rejected(error),
             };
         });
         call_args.push(call_arg);
     }
     // Only name the context if it is used: an unused name would warn.
     let context = if inputs.is_empty() {
-        quote!(_: #runtime::EventContext)
+        quote!(_: &mut #runtime::EventContext)
     } else {
-        quote!(mut __ctx: #runtime::EventContext)
+        quote!(__ctx: &mut #runtime::EventContext)
     };
 
     // The Send check is reported at the handler's name ("future returned by `x` is
@@ -121,19 +121,21 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
         }
     };
 
-    // With owned arguments only, the handler's own future goes into the slot
-    // as it is, its output converted on the way out; a borrowed argument
-    // must live beside the future that borrows it, in an async block.
+    // The call starts the handler's future in the slot and polls it once
+    // (most handlers finish there). With owned arguments only, the handler's
+    // own future goes into the slot as it is, its output converted on the way
+    // out; a borrowed argument must live beside the future that borrows it,
+    // in an async block.
     let borrows = inputs
         .iter()
         .any(|input| matches!(input, Input::Borrowed { .. }));
-    let start = if borrows {
+    let run = if borrows {
         quote! {
             #handler_value
-            __slot.start(async move {
+            __slot.run(async move {
                 let __ret = #future.await;
                 #convert
-            });
+            }, __cx)
         }
     } else {
         // Spanned like the call: a handler whose future is not `Send` is
@@ -141,7 +143,7 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
         let runtime = private(send_span);
         quote_spanned! {send_span=>
             #handler_value
-            __slot.start(#runtime::MapOutput::new(#future, |__ret| #convert));
+            __slot.run(#runtime::MapOutput::new(#future, |__ret| #convert), __cx)
         }
     };
 
@@ -205,9 +207,13 @@ pub(crate) fn handler(handler: &Handler) -> TokenStream {
                 future
             }
 
-            fn __flexi_call(#context, __slot: &mut #runtime::HandlerSlot) {
+            fn __flexi_call(
+                #context,
+                __slot: &mut #runtime::HandlerSlot,
+                __cx: &mut #runtime::Context<'_>,
+            ) -> #runtime::Poll<#runtime::HandlerOutput> {
                 #(#bindings)*
-                #start
+                #run
             }
 
             #registrations

@@ -227,11 +227,12 @@ pub mod __private {
     pub use crate::connection::Connection;
     pub use crate::handler::{
         BorrowedArg, EventContext, FromEvent, HandlerError, HandlerOutput, HandlerSlot,
-        IntoFiltered, IntoHandlerResult, MapOutput, Registration,
+        IntoFiltered, IntoHandlerResult, MapOutput, Registration, rejected,
     };
     pub use crate::handler_kind::HandlerKind;
     pub use inventory;
     pub use std::option::Option::{None, Some};
     pub use std::result::Result::{Err, Ok};
+    pub use std::task::{Context, Poll};
     pub use std::vec::Vec;
 }

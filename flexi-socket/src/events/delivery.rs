@@ -25,6 +25,10 @@ use crate::metric::Stopwatch;
 
 /// Handles one inbound frame. `slot` keeps the on_message handler's future
 /// from one frame to the next (see [`HandlerSlot`]).
+///
+/// Always inlined, like [`route`] and [`invoke`]: the delivery is then built
+/// where its caller keeps it, instead of returned through memory three times.
+#[inline(always)]
 pub(crate) fn on_frame<'a>(
     connection: &'a Connection,
     frame: Bytes,
@@ -166,7 +170,7 @@ async fn classify_and_filter(
     let raw = connection.keeps_history().then(|| frame.clone());
     let mut message = Message::from(frame);
     if let Some(after_receive) = &routes.after_receive {
-        let context = EventContext::new(connection.clone()).with_message(message);
+        let context = EventContext::for_message(connection.clone(), message);
         let mut own_slot = HandlerSlot::default();
         match invoke(connection, after_receive, context, &mut own_slot).await {
             Ok(Some(kept)) => message = kept,
@@ -189,6 +193,7 @@ async fn classify_and_filter(
 /// Hands `message` to a waiting `request` (a client's, or one made of this
 /// connection on either side), or to the client type's on_message handler; a message with neither is reported, never
 /// dropped in silence.
+#[inline(always)]
 fn route<'a>(
     connection: &'a Connection,
     routes: &'a Routes,
@@ -221,6 +226,6 @@ fn route<'a>(
             ControlFlow::Continue(())
         }));
     };
-    let context = EventContext::new(connection.clone()).with_message(message);
+    let context = EventContext::for_message(connection.clone(), message);
     DeliveryStep::Handler(invoke(connection, on_message, context, slot))
 }

@@ -19,6 +19,8 @@ use crate::metric::Stopwatch;
 ///
 /// A plain function returning a small hand-written future, not an `async
 /// fn`: it runs for every message, and every future that awaits it embeds it.
+/// Always inlined: the invocation is then built in its caller's place.
+#[inline(always)]
 pub(crate) fn invoke<'a>(
     connection: &Connection,
     handler: &'a Handler,
@@ -26,18 +28,18 @@ pub(crate) fn invoke<'a>(
     slot: &'a mut HandlerSlot,
 ) -> Invocation<'a> {
     let stopwatch = Stopwatch::start(&handler.duration);
+    // Nothing runs yet: the first poll starts the handler.
     if runs_in_slot(connection, handler) {
-        let call = start(handler, context, slot);
         return Invocation {
             handler,
-            call,
+            call: Call::starting(slot, context),
             stopwatch,
         };
     }
     let call = if handler.blocking {
         Call::Elsewhere(Box::pin(run_blocking(handler, context)))
     } else {
-        start(handler, context, slot)
+        Call::starting(slot, context)
     };
     let call = match connection.endpoint().limits.handler_timeout {
         Some(after) => Call::Elsewhere(Box::pin(within(after, handler, call))),
@@ -69,7 +71,7 @@ impl<'a> Invocation<'a> {
     /// be dropped and [`resume`](Self::resume)d), rather than in a future
     /// of its own.
     pub(crate) fn lives_in_slot(&self) -> bool {
-        matches!(self.call, Call::Here(_))
+        matches!(self.call, Call::Here { start: None, .. })
     }
 
     /// When the call started: what a caller that drops this invocation
@@ -88,61 +90,60 @@ impl<'a> Invocation<'a> {
     ) -> Self {
         Self {
             handler,
-            call: Call::Here(slot),
+            call: Call::Here { slot, start: None },
             stopwatch,
         }
     }
 }
 
 enum Call<'a> {
-    /// The future in this slot, polled on this task, panics caught at every poll.
-    Here(&'a mut HandlerSlot),
+    /// The future in this slot, polled on this task, panics caught at every
+    /// poll; `start` holds the event until the first poll starts it.
+    Here {
+        slot: &'a mut HandlerSlot,
+        start: Option<EventContext>,
+    },
     /// On the blocking pool, or under the handler timeout.
     Elsewhere(BoxFuture<'a, Result<HandlerOutput, Error>>),
-    /// Starting the handler panicked; taken once polled (boxed: rare, and
-    /// this type is in every message's future).
-    Failed(Option<Box<Error>>),
 }
 
-/// Starts the handler's future in `slot`. That runs user code too: a
-/// hand-written closure may panic before returning its future.
-fn start<'a>(handler: &Handler, context: EventContext, slot: &'a mut HandlerSlot) -> Call<'a> {
-    match call_caught(handler, context, slot) {
-        Ok(()) => Call::Here(slot),
-        Err(error) => Call::Failed(Some(Box::new(error))),
+impl<'a> Call<'a> {
+    fn starting(slot: &'a mut HandlerSlot, context: EventContext) -> Self {
+        Call::Here {
+            slot,
+            start: Some(context),
+        }
     }
-}
 
-/// Puts the handler's future in `slot`, its panic caught.
-fn call_caught(
-    handler: &Handler,
-    context: EventContext,
-    slot: &mut HandlerSlot,
-) -> Result<(), Error> {
-    catch_unwind(AssertUnwindSafe(|| handler.call(context, slot)))
-        .map_err(|payload| panicked(handler, &*payload))
-}
-
-impl Call<'_> {
+    // Always inlined, like `Invocation::poll`: a delivery's poll then
+    // reaches the handler's erased call through `catch_unwind` alone.
+    #[inline(always)]
     fn poll_call(
         &mut self,
         handler: &Handler,
         cx: &mut Context<'_>,
     ) -> Poll<Result<HandlerOutput, Error>> {
         match self {
-            Call::Here(slot) => match catch_unwind(AssertUnwindSafe(|| {
-                slot.future()
-                    .expect("a started handler has a future")
-                    .poll(cx)
-            })) {
-                Ok(Poll::Pending) => Poll::Pending,
-                Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-                Err(payload) => Poll::Ready(Err(panicked(handler, &*payload))),
-            },
+            // Starting runs user code too (a hand-written closure may panic
+            // before returning its future): one guard covers the start and
+            // the first poll, so a handler that finishes at once costs one
+            // erased call.
+            Call::Here { slot, start } => {
+                match catch_unwind(AssertUnwindSafe(|| match start {
+                    Some(context) => {
+                        let polled = handler.call(context, slot, cx);
+                        // What the arguments left of the event.
+                        *start = None;
+                        polled
+                    }
+                    None => slot.poll(cx),
+                })) {
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+                    Err(payload) => Poll::Ready(Err(panicked(handler, &*payload))),
+                }
+            }
             Call::Elsewhere(future) => future.as_mut().poll(cx),
-            Call::Failed(error) => Poll::Ready(Err(*error
-                .take()
-                .expect("a handler call is not polled after it completed"))),
         }
     }
 }
@@ -150,13 +151,15 @@ impl Call<'_> {
 impl Future for Invocation<'_> {
     type Output = Result<Option<Message>, Error>;
 
+    // Always inlined, like `poll_call`: into the delivery's poll.
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let handler = this.handler;
         let outcome = ready!(this.call.poll_call(handler, cx));
         this.stopwatch.stop(&handler.duration);
         Poll::Ready(outcome?.map_err(|error| match error {
-            HandlerError::Argument(error) => error,
+            HandlerError::Argument(error) => *error,
             HandlerError::Failed(message) => Error::Handler {
                 handler: handler.name,
                 message,
@@ -188,19 +191,22 @@ fn panicked(handler: &Handler, payload: &(dyn std::any::Any + Send)) -> Error {
 }
 
 /// Runs a handler marked `blocking` on tokio's blocking pool, so a handler
-/// that blocks its thread stalls no other connection.
+/// that blocks its thread stalls no other connection. Its start runs there
+/// too: a hand-written closure may block before returning its future.
 async fn run_blocking(handler: &Handler, context: EventContext) -> Result<HandlerOutput, Error> {
-    let mut slot = HandlerSlot::default();
-    call_caught(handler, context, &mut slot)?;
-    let future = slot.take().expect("a started handler has a future");
     let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || runtime.block_on(future))
-        .await
-        .map_err(|join_error| match join_error.try_into_panic() {
-            Ok(payload) => panicked(handler, &*payload),
-            Err(join_error) => Error::Handler {
-                handler: handler.name,
-                message: join_error.to_string(),
-            },
-        })
+    let on_pool = handler.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut slot = HandlerSlot::default();
+        let mut call = Call::starting(&mut slot, context);
+        runtime.block_on(std::future::poll_fn(|cx| call.poll_call(&on_pool, cx)))
+    })
+    .await
+    .map_err(|join_error| match join_error.try_into_panic() {
+        Ok(payload) => panicked(handler, &*payload),
+        Err(join_error) => Error::Handler {
+            handler: handler.name,
+            message: join_error.to_string(),
+        },
+    })?
 }

@@ -7,15 +7,17 @@
 //!
 //! Every handler, whether registered by an attribute or by [`Router`]
 //! methods, becomes a [`Handler`]: a name and a function that takes an
-//! [`EventContext`] and starts a `Send + 'static` future in a [`HandlerSlot`]
-//! (reused from one call to the next). Arguments are pulled out of the context by
-//! [`FromEvent`]; return values are turned into a [`HandlerOutput`] by
-//! [`IntoHandlerResult`] (event handlers) or [`IntoFiltered`] (`after_receive`,
-//! `before_send`).
+//! [`EventContext`], starts a `Send + 'static` future in a [`HandlerSlot`]
+//! (reused from one call to the next) and polls it once, so that a handler
+//! that finishes at once costs one erased call. Arguments are pulled out of
+//! the context by [`FromEvent`]; return values are turned into a
+//! [`HandlerOutput`] by [`IntoHandlerResult`] (event handlers) or
+//! [`IntoFiltered`] (`after_receive`, `before_send`).
 
 use std::fmt::{self, Display};
 use std::ops::Deref;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
@@ -35,7 +37,7 @@ pub use registry::Registration;
 pub use router::Router;
 pub(crate) use router::{RouteTable, Routes};
 pub(crate) use scope::attribute_router;
-pub use slot::{HandlerSlot, MapOutput};
+pub use slot::{HandlerSlot, MapOutput, rejected};
 
 /// What a handler's future resolves to: `Some(message)` is the (possibly
 /// rewritten) message for filters, `None` means "nothing" (or "drop it" for
@@ -46,14 +48,16 @@ pub type HandlerOutput = Result<Option<Message>, HandlerError>;
 #[derive(Debug)]
 pub enum HandlerError {
     /// An argument could not be produced (e.g. invalid UTF-8 for a `String`).
-    Argument(Error),
+    /// Boxed: rare, and every handler call returns this type through its
+    /// caller's memory (`Error` is large).
+    Argument(Box<Error>),
     /// The handler returned `Err`; this is its `Display` text.
     Failed(String),
 }
 
 impl From<Error> for HandlerError {
     fn from(error: Error) -> Self {
-        HandlerError::Argument(error)
+        HandlerError::Argument(Box::new(error))
     }
 }
 
@@ -93,6 +97,16 @@ impl EventContext {
             None => Err(Error::NotInThisEvent {
                 argument: "Connection",
             }),
+        }
+    }
+
+    /// The event of `message` arriving on `connection`: built whole, not
+    /// as [`new`](Self::new) then [`with_message`](Self::with_message),
+    /// whose replaced payload costs a drop per message.
+    pub(crate) fn for_message(connection: Connection, message: Message) -> Self {
+        Self {
+            connection: Some(connection),
+            payload: Payload::Message(message),
         }
     }
 
@@ -389,7 +403,11 @@ impl<T: IntoFiltered, E: Display> IntoFiltered for Result<T, E> {
     }
 }
 
-type ErasedCall = dyn Fn(EventContext, &mut HandlerSlot) + Send + Sync;
+/// Takes the handler's arguments out of the event, starts its future in the
+/// slot and polls it once.
+type ErasedCall = dyn Fn(&mut EventContext, &mut HandlerSlot, &mut Context<'_>) -> Poll<HandlerOutput>
+    + Send
+    + Sync;
 
 /// A registered handler: its name and its erased call.
 #[derive(Clone)]
@@ -405,7 +423,10 @@ pub(crate) struct Handler {
 impl Handler {
     pub(crate) fn new(
         name: &'static str,
-        call: impl Fn(EventContext, &mut HandlerSlot) + Send + Sync + 'static,
+        call: impl Fn(&mut EventContext, &mut HandlerSlot, &mut Context<'_>) -> Poll<HandlerOutput>
+        + Send
+        + Sync
+        + 'static,
     ) -> Self {
         Self {
             name,
@@ -426,9 +447,16 @@ impl Handler {
         }
     }
 
-    /// Starts the handler for `context`: its future goes into `slot`.
-    pub(crate) fn call(&self, context: EventContext, slot: &mut HandlerSlot) {
-        (self.call)(context, slot);
+    /// Starts the handler with its arguments taken out of `context`, its
+    /// future in `slot`, and polls it once with `cx`: `Pending` while it
+    /// waits, and then `slot` holds what to poll next.
+    pub(crate) fn call(
+        &self,
+        context: &mut EventContext,
+        slot: &mut HandlerSlot,
+        cx: &mut Context<'_>,
+    ) -> Poll<HandlerOutput> {
+        (self.call)(context, slot, cx)
     }
 }
 

@@ -1,8 +1,10 @@
 //! The only file that touches `inventory`: attribute macros submit a
 //! [`Registration`] each; [`registered`] collects them at start-up.
 
+use std::task::{Context, Poll};
+
 use crate::client_type::ClientType;
-use crate::handler::{EventContext, HandlerSlot};
+use crate::handler::{EventContext, HandlerOutput, HandlerSlot};
 use crate::handler_kind::HandlerKind;
 
 /// One handler submitted by an attribute macro. Not public API.
@@ -15,8 +17,8 @@ pub struct Registration {
     pub client_type: Option<fn() -> ClientType>,
     /// `module::function`.
     pub name: &'static str,
-    /// The erased call: starts the handler's future in the slot.
-    pub call: fn(EventContext, &mut HandlerSlot),
+    /// The erased call: starts the handler's future in the slot and polls it once.
+    pub call: fn(&mut EventContext, &mut HandlerSlot, &mut Context<'_>) -> Poll<HandlerOutput>,
     /// Whether to run it on the blocking pool.
     pub blocking: bool,
     /// The handler scope it belongs to (`scope = "..."`), or `None`: the

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Context;
 
 use super::registry;
 use crate::classify::ErasedClassifier;
@@ -11,7 +12,7 @@ use crate::client_type::ClientType;
 use crate::connection::{Connection, Side};
 use crate::error::Error;
 use crate::handler::{
-    EventContext, FromEvent, Handler, HandlerSlot, IntoFiltered, IntoHandlerResult,
+    EventContext, FromEvent, Handler, HandlerSlot, IntoFiltered, IntoHandlerResult, rejected,
 };
 use crate::handler_kind::HandlerKind;
 
@@ -181,14 +182,15 @@ impl Router {
         Fut: Future + Send + 'static,
         Fut::Output: IntoHandlerResult,
     {
-        let call = move |mut context: EventContext, slot: &mut HandlerSlot| {
-            let connection = match Connection::take_from_event(&mut context) {
-                Ok(connection) => connection,
-                Err(error) => return slot.reject(error),
+        let call =
+            move |context: &mut EventContext, slot: &mut HandlerSlot, cx: &mut Context<'_>| {
+                let connection = match Connection::take_from_event(context) {
+                    Ok(connection) => connection,
+                    Err(error) => return rejected(error),
+                };
+                let future = handler(connection);
+                slot.run(async move { future.await.into_handler_result() }, cx)
             };
-            let future = handler(connection);
-            slot.start(async move { future.await.into_handler_result() });
-        };
         self.push(kind, client_type, Handler::new(handler_name::<F>(), call))
     }
 
@@ -205,20 +207,21 @@ impl Router {
         M: FromEvent + Send + 'static,
         Fut: Future + Send + 'static,
     {
-        let call = move |mut context: EventContext, slot: &mut HandlerSlot| {
-            // The argument first, copied: it may need the connection (`State`).
-            let argument = match M::from_event(&mut context) {
-                Ok(argument) => argument,
-                Err(error) => return slot.reject(error),
+        let call =
+            move |context: &mut EventContext, slot: &mut HandlerSlot, cx: &mut Context<'_>| {
+                // The argument first, copied: it may need the connection (`State`).
+                let argument = match M::from_event(context) {
+                    Ok(argument) => argument,
+                    Err(error) => return rejected(error),
+                };
+                let connection = match Connection::take_from_event(context) {
+                    Ok(connection) => connection,
+                    Err(error) => return rejected(error),
+                };
+                // Called here, not in the slot: the slot then holds its future only.
+                let future = handler(connection, argument);
+                slot.run(async move { convert(future.await) }, cx)
             };
-            let connection = match Connection::take_from_event(&mut context) {
-                Ok(connection) => connection,
-                Err(error) => return slot.reject(error),
-            };
-            // Called here, not in the slot: the slot then holds its future only.
-            let future = handler(connection, argument);
-            slot.start(async move { convert(future.await) });
-        };
         self.push(kind, client_type, Handler::new(handler_name::<F>(), call))
     }
 

@@ -10,6 +10,7 @@
 use std::any::TypeId;
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use super::{HandlerError, HandlerOutput};
 use crate::error::Error;
@@ -28,27 +29,56 @@ pub struct HandlerSlot {
 }
 
 impl HandlerSlot {
-    /// Puts `future` into the slot, in the allocation of the previous
-    /// future if that was of the same type.
-    pub fn start<F>(&mut self, future: F)
+    /// Starts `future` in the slot, in the allocation of the previous
+    /// future if that was of the same type, and polls it once: a handler
+    /// that finishes at once (an echo's does) is started and done in this
+    /// one call, its future polled by its own type rather than through the
+    /// erasure. One that waits is polled again by [`poll`](Self::poll).
+    pub fn run<F>(&mut self, future: F, cx: &mut Context<'_>) -> Poll<HandlerOutput>
     where
         F: Future<Output = HandlerOutput> + Send + 'static,
     {
-        match &mut self.future {
-            Some((current, type_id)) if *type_id == TypeId::of::<F>() => {
-                // SAFETY: the box holds an `F`: its type was recorded when it
-                // was put in, so the cast only restores the erased type. The
-                // pinned `F` is not moved: `set` drops it in place and writes
-                // the new future into the same memory, which pinning allows.
-                #[allow(unsafe_code)]
-                let mut current = unsafe {
-                    current
-                        .as_mut()
-                        .map_unchecked_mut(|erased| &mut *std::ptr::from_mut(erased).cast::<F>())
-                };
+        self.start(future).poll(cx)
+    }
+
+    /// Puts `future` into the slot (see [`run`](Self::run)) and gives it
+    /// back pinned where it lives.
+    fn start<F>(&mut self, future: F) -> Pin<&mut F>
+    where
+        F: Future<Output = HandlerOutput> + Send + 'static,
+    {
+        let type_id = TypeId::of::<F>();
+        match &self.future {
+            Some((_, held)) if *held == type_id => {
+                // Pinning allows this: `set` drops the old `F` in place and
+                // writes the new one into the same memory.
+                let mut current = self.current::<F>();
                 current.set(future);
+                current
             }
-            _ => self.future = Some((Box::pin(future), TypeId::of::<F>())),
+            _ => {
+                self.future = Some((Box::pin(future), type_id));
+                self.current::<F>()
+            }
+        }
+    }
+
+    /// The future in the slot, which is an `F`.
+    ///
+    /// # Panics
+    /// If the slot is empty or holds a future of another type.
+    fn current<F: Future + 'static>(&mut self) -> Pin<&mut F> {
+        let (current, held) = self.future.as_mut().expect("the slot holds a future");
+        assert!(*held == TypeId::of::<F>(), "the slot holds an `F`");
+        // SAFETY: the box holds an `F`: the type it was put in with was
+        // recorded then and checked just above, so the cast only restores
+        // the erased type. Nothing is moved: the pin goes on at the same
+        // address.
+        #[allow(unsafe_code)]
+        unsafe {
+            current
+                .as_mut()
+                .map_unchecked_mut(|erased| &mut *std::ptr::from_mut(erased).cast::<F>())
         }
     }
 
@@ -67,21 +97,26 @@ impl HandlerSlot {
         }
     }
 
-    /// Puts in the future of a handler whose argument could not be
-    /// produced: it resolves at once to that error.
-    pub fn reject(&mut self, error: Error) {
-        self.start(std::future::ready(Err(HandlerError::Argument(error))));
+    /// Polls the future put in last again, through the erasure: a handler
+    /// that did not finish in its first poll ([`run`](Self::run)).
+    ///
+    /// # Panics
+    /// If no future was put in.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<HandlerOutput> {
+        let (future, _) = self
+            .future
+            .as_mut()
+            .expect("a started handler has a future");
+        future.as_mut().poll(cx)
     }
+}
 
-    /// The future put in last, to poll.
-    pub(crate) fn future(&mut self) -> Option<Pin<&mut SlotFuture>> {
-        self.future.as_mut().map(|(future, _)| future.as_mut())
-    }
-
-    /// Takes the future put in last out of the slot (to run it elsewhere).
-    pub(crate) fn take(&mut self) -> Option<Pin<Box<SlotFuture>>> {
-        self.future.take().map(|(future, _)| future)
-    }
+/// The outcome of a handler call whose argument could not be produced: it
+/// ends at once with that error, and the slot keeps what it holds. Not
+/// public API: the attribute macros return it.
+#[doc(hidden)]
+pub fn rejected(error: Error) -> Poll<HandlerOutput> {
+    Poll::Ready(Err(HandlerError::Argument(Box::new(error))))
 }
 
 pin_project_lite::pin_project! {
@@ -118,17 +153,14 @@ where
 {
     type Output = HandlerOutput;
 
-    fn poll(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<HandlerOutput> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<HandlerOutput> {
         let this = self.project();
         let output = std::task::ready!(this.future.poll(cx));
         let convert = this
             .convert
             .take()
             .expect("a handler's future is not polled after it completed");
-        std::task::Poll::Ready(convert(output))
+        Poll::Ready(convert(output))
     }
 }
 
@@ -142,63 +174,76 @@ impl std::fmt::Debug for HandlerSlot {
 
 #[cfg(test)]
 mod tests {
-    use std::task::{Context, Poll, Waker};
+    use std::task::Waker;
 
     use super::*;
 
-    fn poll(slot: &mut HandlerSlot) -> Poll<HandlerOutput> {
-        let mut cx = Context::from_waker(Waker::noop());
-        slot.future().expect("a future was started").poll(&mut cx)
+    fn run<F>(slot: &mut HandlerSlot, future: F) -> Poll<HandlerOutput>
+    where
+        F: Future<Output = HandlerOutput> + Send + 'static,
+    {
+        slot.run(future, &mut Context::from_waker(Waker::noop()))
     }
 
-    fn address(slot: &mut HandlerSlot) -> *const () {
-        let future = slot.future().unwrap();
-        std::ptr::from_ref(&*future).cast()
+    /// Where the slot's future lives, and its type.
+    fn held(slot: &HandlerSlot) -> Option<(*const (), TypeId)> {
+        let (future, type_id) = slot.future.as_ref()?;
+        Some((std::ptr::from_ref(&**future).cast(), *type_id))
     }
 
     async fn call(n: u8) -> HandlerOutput {
         Ok(Some(crate::Message::from(vec![n])))
     }
 
-    #[test]
-    fn a_future_of_the_same_type_reuses_the_allocation() {
-        let mut slot = HandlerSlot::default();
-        slot.start(call(1));
-        let first = address(&mut slot);
-        assert!(matches!(poll(&mut slot), Poll::Ready(Ok(Some(m))) if m.as_bytes() == [1]));
-        slot.start(call(2));
-        assert_eq!(address(&mut slot), first);
-        assert!(matches!(poll(&mut slot), Poll::Ready(Ok(Some(m))) if m.as_bytes() == [2]));
+    fn is_message(polled: &Poll<HandlerOutput>, n: u8) -> bool {
+        matches!(polled, Poll::Ready(Ok(Some(m))) if m.as_bytes() == [n])
     }
 
     #[test]
-    fn a_future_of_another_type_gets_its_own() {
+    fn a_future_of_the_same_type_reuses_the_allocation() {
         let mut slot = HandlerSlot::default();
-        slot.start(call(1));
-        slot.reject(Error::NoHandlers);
-        assert!(matches!(
-            poll(&mut slot),
-            Poll::Ready(Err(HandlerError::Argument(Error::NoHandlers)))
-        ));
-        assert!(slot.take().is_some());
-        assert!(slot.future().is_none());
+        assert!(is_message(&run(&mut slot, call(1)), 1));
+        let first = held(&slot);
+        assert!(is_message(&run(&mut slot, call(2)), 2));
+        assert_eq!(held(&slot), first);
+    }
+
+    #[test]
+    fn a_future_of_another_type_replaces_the_last() {
+        let mut slot = HandlerSlot::default();
+        let _ = run(&mut slot, call(1));
+        let other = std::future::ready(Ok(None));
+        assert!(matches!(run(&mut slot, other), Poll::Ready(Ok(None))));
+        let (_, type_id) = held(&slot).expect("the slot holds the new future");
+        assert_eq!(type_id, TypeId::of::<std::future::Ready<HandlerOutput>>());
+    }
+
+    #[test]
+    fn a_future_that_waits_stays_and_is_polled_again() {
+        let mut slot = HandlerSlot::default();
+        let waits = async {
+            tokio::task::yield_now().await;
+            call(3).await
+        };
+        assert!(run(&mut slot, waits).is_pending());
+        let polled = slot.poll(&mut Context::from_waker(Waker::noop()));
+        assert!(is_message(&polled, 3));
     }
 
     #[test]
     fn only_a_small_future_is_kept_by_trim() {
         let mut slot = HandlerSlot::default();
-        slot.start(call(1));
-        let _ = poll(&mut slot);
+        let _ = run(&mut slot, call(1));
         slot.trim();
-        assert!(slot.future().is_some(), "a small future is kept");
+        assert!(slot.future.is_some(), "a small future is kept");
 
         let large = async {
             let state = [7u8; 1024];
             tokio::task::yield_now().await;
             Ok(Some(crate::Message::from(state.to_vec())))
         };
-        slot.start(large);
+        let _ = run(&mut slot, large);
         slot.trim();
-        assert!(slot.future().is_none(), "a large future is freed");
+        assert!(slot.future.is_none(), "a large future is freed");
     }
 }
