@@ -33,7 +33,7 @@ impl HandlerSlot {
     /// future if that was of the same type, and polls it once: a handler
     /// that finishes at once (an echo's does) is started and done in this
     /// one call, its future polled by its own type rather than through the
-    /// erasure. One that waits is polled again by [`poll`](Self::poll).
+    /// erasure. One that waits is polled again by `poll`.
     pub fn run<F>(&mut self, future: F, cx: &mut Context<'_>) -> Poll<HandlerOutput>
     where
         F: Future<Output = HandlerOutput> + Send + 'static,
