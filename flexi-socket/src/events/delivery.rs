@@ -133,19 +133,25 @@ impl Delivery<'_> {
 impl Future for Delivery<'_> {
     type Output = ControlFlow<DisconnectReason>;
 
+    // Always inlined: into the read's loop, where the delivery was built
+    // (a loop, not a call of itself for the report, so that it can be).
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let flow = match &mut this.step {
-            DeliveryStep::Handler(invocation) => match ready!(Pin::new(invocation).poll(cx)) {
-                Ok(_) => ControlFlow::Continue(()),
-                Err(error) => {
-                    this.step = DeliveryStep::Reporting(fail(this.connection, error));
-                    return Pin::new(this).poll(cx);
+        let flow = loop {
+            match &mut this.step {
+                DeliveryStep::Handler(invocation) => match ready!(Pin::new(invocation).poll(cx)) {
+                    Ok(_) => break ControlFlow::Continue(()),
+                    Err(error) => {
+                        this.step = DeliveryStep::Reporting(fail(this.connection, error));
+                    }
+                },
+                DeliveryStep::Reporting(future) => break ready!(future.as_mut().poll(cx)),
+                DeliveryStep::Other(future) => break ready!(future.as_mut().poll(cx)),
+                DeliveryStep::Done(flow) => {
+                    break std::mem::replace(flow, ControlFlow::Continue(()));
                 }
-            },
-            DeliveryStep::Reporting(future) => ready!(future.as_mut().poll(cx)),
-            DeliveryStep::Other(future) => ready!(future.as_mut().poll(cx)),
-            DeliveryStep::Done(flow) => std::mem::replace(flow, ControlFlow::Continue(())),
+            }
         };
         this.connection.first_message_done();
         Poll::Ready(flow)
