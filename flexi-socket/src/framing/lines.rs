@@ -2,7 +2,7 @@
 
 use std::io;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::Decoded;
@@ -47,20 +47,6 @@ impl LineCodec {
         }
     }
 
-    /// The limit the inner codec could not know, in its report of an
-    /// oversize line.
-    fn with_limit(&self, decoded: Decoded) -> Decoded {
-        match decoded {
-            Decoded::Discarded(mut error) => {
-                if let Error::FrameTooLarge { max, .. } = &mut *error {
-                    *max = self.max_length();
-                }
-                Decoded::Discarded(error)
-            }
-            frame @ Decoded::Frame(_) => frame,
-        }
-    }
-
     /// The bytes of `buf`, which holds no complete line, that certainly
     /// begin the next line: a last `'\r'` may be the start of `"\r\n"`.
     pub(super) fn pending_frame<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
@@ -86,40 +72,40 @@ impl Decoder for LineCodec {
     type Item = Decoded;
     type Error = io::Error;
 
+    // The inner codec reports an oversize line against this codec's limit,
+    // which it could not know.
     #[inline]
     fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
-        let allowed = self.inner.max_length();
-        let decoded = self
+        let max = self.max_length();
+        Ok(self
             .inner
-            .decode_with(buf, |line| line_of(line.freeze(), allowed));
-        Ok(decoded.map(|decoded| self.with_limit(decoded)))
+            .decode_with(buf, max, |line| line_length(line, max)))
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
-        Ok(self.inner.decode_eof(buf)?.map(|decoded| match decoded {
-            Decoded::Frame(line) => line_of(line, self.inner.max_length()),
-            discarded @ Decoded::Discarded(_) => self.with_limit(discarded),
-        }))
+        let max = self.max_length();
+        Ok(self
+            .inner
+            .decode_eof_with(buf, max, |line| line_length(line, max)))
     }
 }
 
-/// A line as a message: without its `'\r'`, if it had one, and dropped if
-/// it is longer than the line limit. `allowed` is the inner codec's limit,
-/// one byte more (for that `'\r'`): a line that still takes it all without
-/// the `'\r'` is too long.
+/// How much of `line` is the message: all but its `'\r'`, if it had one;
+/// or why it is dropped: it is longer than `max_length` (the inner codec
+/// allowed one byte more, for that `'\r'`).
 #[inline]
-fn line_of(mut line: Bytes, allowed: usize) -> Decoded {
-    if line.last() == Some(&b'\r') {
-        line.truncate(line.len() - 1);
-    }
-    if line.len() >= allowed {
-        return Decoded::discarded(Error::FrameTooLarge {
-            length: line.len(),
-            // At least one: the inner limit is the line limit plus one.
-            max: allowed - 1,
+fn line_length(line: &[u8], max_length: usize) -> Result<usize, Error> {
+    let length = match line {
+        [text @ .., b'\r'] => text.len(),
+        text => text.len(),
+    };
+    if length > max_length {
+        return Err(Error::FrameTooLarge {
+            length,
+            max: max_length,
         });
     }
-    Decoded::Frame(line)
+    Ok(length)
 }
 
 impl<T: AsRef<[u8]>> Encoder<T> for LineCodec {

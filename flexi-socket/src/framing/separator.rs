@@ -102,28 +102,45 @@ impl SeparatorCodec {
         }
     }
 
-    /// Decodes the next item of `buf`, making a frame into an item with
-    /// `frame`: the codecs built on this one shape their frames there, on
-    /// the path every message takes, with no item made and taken apart.
+    /// Decodes the next item of `buf`. `shape` sees each complete frame
+    /// (separator excluded) before it is taken off the buffer, and says how
+    /// much of it is the message, or why it is dropped instead; an oversize
+    /// frame is reported against `stated_max`. The codecs built on this one
+    /// shape their frames there, on the path every message takes, so a
+    /// frame is split off once and moved once.
     #[inline]
     pub(super) fn decode_with(
         &mut self,
         buf: &mut BytesMut,
-        frame: impl FnOnce(BytesMut) -> Decoded,
+        stated_max: usize,
+        shape: impl FnOnce(&[u8]) -> Result<usize, Error>,
     ) -> Option<Decoded> {
         if self.discarding && self.skip_oversize(buf).is_none() {
             return None;
         }
-        match self.split_frame(buf) {
-            Some(found) => Some(frame(found)),
-            None => self.oversize(buf),
-        }
+        let Some(length) = self.find_frame(buf) else {
+            return self.oversize(buf, stated_max);
+        };
+        self.next_index = 0;
+        let taken = length + self.separator.len();
+        Some(match shape(&buf[..length]) {
+            Ok(kept) => {
+                // One split takes the frame and its separator off the buffer.
+                let mut frame = buf.split_to(taken);
+                frame.truncate(kept);
+                Decoded::Frame(frame.freeze())
+            }
+            Err(error) => {
+                buf.advance(taken);
+                Decoded::discarded(error)
+            }
+        })
     }
 
-    /// Takes the next complete frame within the limit off `buf`, separator
-    /// excluded.
+    /// The length of the next complete frame within the limit in `buf`,
+    /// separator excluded.
     #[inline]
-    fn split_frame(&mut self, buf: &mut BytesMut) -> Option<BytesMut> {
+    fn find_frame(&mut self, buf: &BytesMut) -> Option<usize> {
         let separator_len = self.separator.len();
         // The separator of an acceptable frame ends within this many bytes.
         let limit = self.max_length.saturating_add(separator_len);
@@ -134,18 +151,37 @@ impl SeparatorCodec {
             self.next_index = (window + 1).saturating_sub(separator_len).max(start);
             return None;
         };
-        let length = start + offset;
-        // One split takes the frame and its separator off the buffer.
-        let mut frame = buf.split_to(length + separator_len);
-        frame.truncate(length);
+        Some(start + offset)
+    }
+
+    /// [`decode_with`](Self::decode_with) once the peer closed its side: an
+    /// unfinished frame is reported as truncated, not delivered.
+    pub(super) fn decode_eof_with(
+        &mut self,
+        buf: &mut BytesMut,
+        stated_max: usize,
+        shape: impl FnOnce(&[u8]) -> Result<usize, Error>,
+    ) -> Option<Decoded> {
+        if let Some(decoded) = self.decode_with(buf, stated_max, shape) {
+            return Some(decoded);
+        }
+        let was_discarding = self.discarding;
+        self.discarding = false;
         self.next_index = 0;
-        Some(frame)
+        let bytes = buf.len();
+        buf.clear();
+        // The rest of an oversize frame was already reported.
+        if bytes == 0 || was_discarding {
+            return None;
+        }
+        Some(Decoded::discarded(Error::FrameTruncated { bytes }))
     }
 
     /// After [`split_frame`](Self::split_frame) found no frame: `None` until
     /// more bytes may still end one within the limit; otherwise the oversize
-    /// frame is reported, and dropped up to its separator.
-    fn oversize(&mut self, buf: &mut BytesMut) -> Option<Decoded> {
+    /// frame is reported (against `stated_max`), and dropped up to its
+    /// separator.
+    fn oversize(&mut self, buf: &mut BytesMut, stated_max: usize) -> Option<Decoded> {
         let separator_len = self.separator.len();
         if buf.len() < self.max_length.saturating_add(separator_len) {
             return None;
@@ -159,7 +195,7 @@ impl SeparatorCodec {
             .unwrap_or(buffered + 1 - separator_len);
         Some(Decoded::discarded(Error::FrameTooLarge {
             length,
-            max: self.max_length,
+            max: stated_max,
         }))
     }
 
@@ -193,24 +229,18 @@ impl Decoder for SeparatorCodec {
 
     #[inline]
     fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
-        Ok(self.decode_with(buf, |frame| Decoded::Frame(frame.freeze())))
+        Ok(self.decode_with(buf, self.max_length, whole))
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> io::Result<Option<Decoded>> {
-        if let Some(decoded) = self.decode(buf)? {
-            return Ok(Some(decoded));
-        }
-        let was_discarding = self.discarding;
-        self.discarding = false;
-        self.next_index = 0;
-        let bytes = buf.len();
-        buf.clear();
-        // The rest of an oversize frame was already reported.
-        if bytes == 0 || was_discarding {
-            return Ok(None);
-        }
-        Ok(Some(Decoded::discarded(Error::FrameTruncated { bytes })))
+        Ok(self.decode_eof_with(buf, self.max_length, whole))
     }
+}
+
+/// A frame delivered as it is.
+#[inline]
+fn whole(frame: &[u8]) -> Result<usize, Error> {
+    Ok(frame.len())
 }
 
 impl<T: AsRef<[u8]>> Encoder<T> for SeparatorCodec {
