@@ -160,6 +160,8 @@ struct Shared {
     /// This connection's own encoder, for a custom codec (a built-in codec's
     /// is shared: see `Endpoint::encoder`).
     encoder: Option<Box<FrameEncoder>>,
+    /// How sends go until classified (see [`Sends`]).
+    sends: Sends,
     outbound: OutboundSender,
     close: CloseSignal,
     /// For the deadline sweeper.
@@ -196,6 +198,7 @@ impl Connection {
             endpoint.limits.history
         }
         .map(|limits| Box::new(Recorder::new(limits)));
+        let sends = Sends::of(endpoint.routes.default_routes(), history.is_some());
         Ok(Self {
             shared: Arc::new(Shared {
                 id,
@@ -208,6 +211,7 @@ impl Connection {
                 bytes_in: AtomicU64::new(0),
                 error_kinds_seen: KindsSeen::default(),
                 encoder,
+                sends,
                 outbound,
                 close: CloseSignal::default(),
                 activity: Activity::default(),
@@ -678,6 +682,27 @@ impl Connection {
             .map_or_else(|| self.default_routes(), |classified| &classified.routes)
     }
 
+    /// What a send needs from classification, from one look at it (it may
+    /// happen meanwhile): how sends go, the routes they take, and the encoder.
+    #[inline]
+    fn sending(&self) -> (Sends, &Arc<Routes>, &FrameEncoder) {
+        match self.shared.classified.get() {
+            Some(classified) => (
+                classified.sends,
+                &classified.routes,
+                classified
+                    .encoder
+                    .as_deref()
+                    .unwrap_or_else(|| self.default_encoder()),
+            ),
+            None => (
+                self.shared.sends,
+                self.default_routes(),
+                self.default_encoder(),
+            ),
+        }
+    }
+
     /// The encoder until classified, and for client types without their own framing.
     fn default_encoder(&self) -> &FrameEncoder {
         match &self.shared.encoder {
@@ -742,6 +767,7 @@ impl Connection {
         }
         // Classification runs once (take_classification): this cannot be set twice.
         let _ = self.shared.classified.set(Classified {
+            sends: Sends::of(&routes, self.keeps_history()),
             traffic: self.shared.endpoint.counters.traffic(Some(&client_type)),
             client_type,
             routes,
@@ -860,10 +886,32 @@ pub(crate) struct Addresses {
 /// A connection's typed state: one value per type.
 type StateValues = Vec<(TypeId, Box<dyn Any + Send>)>;
 
+/// How a connection's sends go: what every send would otherwise ask of
+/// its routes and history, decided once per connection (when it opens, and
+/// again when classified).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sends {
+    /// Straight to the framing and the queue, in the sender's poll.
+    Plain,
+    /// Through `before_send`, or kept in the history: the boxed way.
+    Filtered,
+}
+
+impl Sends {
+    fn of(routes: &Routes, keeps_history: bool) -> Self {
+        if routes.before_send.is_some() || keeps_history {
+            Sends::Filtered
+        } else {
+            Sends::Plain
+        }
+    }
+}
+
 /// What classification decided for a connection.
 struct Classified {
     client_type: ClientType,
     routes: Arc<Routes>,
+    sends: Sends,
     /// The client type's own encoder (see `framing_for`); boxed, so
     /// connections without one pay a pointer.
     encoder: Option<Box<FrameEncoder>>,

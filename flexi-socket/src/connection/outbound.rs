@@ -19,7 +19,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -41,11 +41,16 @@ pub(crate) enum QueueRefused {
 }
 
 /// Who writes a frame that finds the connection's writer idle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WrittenBy {
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WrittenBy<'a> {
     /// The connection's writer, woken if need be: a handler's replies,
-    /// written together once it returns.
-    Writer,
+    /// written together once it returns. `sending_task` is the waker of
+    /// the task that sends, when known: the writer's own task polls the
+    /// writer right after the code that sends (the connection's driver, a
+    /// UDP session's biased join), so its frames need no wake-up, and waking
+    /// the running task would only cost it another turn. Told by the waker
+    /// the writer waits with, at the cost of a comparison.
+    Writer { sending_task: Option<&'a Waker> },
     /// The sender, straight to the socket if the queue holds one and the
     /// socket takes the frame now (what the socket does not take is left to
     /// the writer): a broadcast, which would otherwise wake every
@@ -95,11 +100,6 @@ struct Queue {
     /// writer. Set without the lock (a sender that does not see it yet only
     /// wakes the writer for nothing), read and cleared under it.
     held: AtomicBool,
-    /// The task that runs the writer, once known. Its own pushes need no
-    /// wake-up: it polls the writer right after what sent them (the
-    /// connection's driver, a UDP session's biased join), and waking a
-    /// running task would only cost it another turn.
-    writer_task: OnceLock<tokio::task::Id>,
 }
 
 #[derive(Debug, Default)]
@@ -214,7 +214,7 @@ impl Queue {
     fn try_append<E>(
         &self,
         transport: Transport,
-        written_by: WrittenBy,
+        written_by: WrittenBy<'_>,
         append: impl FnOnce(&mut BytesMut) -> Result<(), E>,
         queued: impl FnOnce(),
     ) -> Result<usize, Unqueued<E>> {
@@ -248,24 +248,25 @@ impl Queue {
         state.queued_frames += 1;
         state.queued_bytes += length as u64;
         queued();
-        if written_by == WrittenBy::Sender && state.write_alone_now() {
+        if matches!(written_by, WrittenBy::Sender) && state.write_alone_now() {
             return Ok(length);
         }
-        let wake = state.writer.is_some()
-            && !self.held.load(Ordering::Relaxed)
-            && !self.sent_by_writer_task();
+        let wake = match (&state.writer, written_by) {
+            (None, _) => false,
+            (
+                Some(writer),
+                WrittenBy::Writer {
+                    sending_task: Some(task),
+                },
+            ) if writer.will_wake(task) => false,
+            (Some(_), _) => !self.held.load(Ordering::Relaxed),
+        };
         let writer = if wake { state.writer.take() } else { None };
         drop(state);
         if let Some(writer) = writer {
             writer.wake();
         }
         Ok(length)
-    }
-
-    fn sent_by_writer_task(&self) -> bool {
-        self.writer_task
-            .get()
-            .is_some_and(|task| tokio::task::try_id() == Some(*task))
     }
 
     /// Moves the waiting frames into `frames` for whoever sends them, if
@@ -334,7 +335,6 @@ pub(crate) fn channel(limits: &Limits, transport: Transport) -> (OutboundSender,
         held: AtomicBool::new(false),
         max_messages: limits.outbound_messages,
         max_bytes: limits.outbound_bytes,
-        writer_task: OnceLock::new(),
     });
     let sender = OutboundSender {
         queue: Arc::clone(&queue),
@@ -347,20 +347,22 @@ impl OutboundSender {
     /// Queues `frame` if there is room now.
     #[cfg(test)]
     pub(crate) fn try_push(&self, frame: &[u8]) -> Result<(), QueueRefused> {
-        self.try_push_then(frame, || {})
+        self.try_push_then(frame, None, || {})
     }
 
     /// Queues `frame` if there is room now, and then runs `queued` under
-    /// the queue's lock (see `Queue::try_append`).
+    /// the queue's lock (see `Queue::try_append`); `sending_task` as in
+    /// [`WrittenBy::Writer`].
     pub(crate) fn try_push_then(
         &self,
         frame: &[u8],
+        sending_task: Option<&Waker>,
         queued: impl FnOnce(),
     ) -> Result<(), QueueRefused> {
         self.queue
             .try_append(
                 self.transport,
-                WrittenBy::Writer,
+                WrittenBy::Writer { sending_task },
                 |waiting| {
                     waiting.extend_from_slice(frame);
                     Ok::<(), Infallible>(())
@@ -380,7 +382,7 @@ impl OutboundSender {
     /// nothing when it fails.
     pub(crate) fn try_append<E>(
         &self,
-        written_by: WrittenBy,
+        written_by: WrittenBy<'_>,
         append: impl FnOnce(&mut BytesMut) -> Result<(), E>,
         queued: impl FnOnce(),
     ) -> Result<usize, Unqueued<E>> {
@@ -415,7 +417,7 @@ impl OutboundSender {
             let room = self.queue.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.try_push_then(frame, queued) {
+            match self.try_push_then(frame, None, queued) {
                 Err(QueueRefused::Full) => {}
                 other => return other,
             }
@@ -445,14 +447,6 @@ impl OutboundSender {
 }
 
 impl OutboundReceiver {
-    /// Declares that the current task polls this writer after every poll of
-    /// the code that sends (see `Queue::writer_task`).
-    pub(crate) fn polled_after_senders_in_this_task(&self) {
-        if let Some(task) = tokio::task::try_id() {
-            let _ = self.queue.writer_task.set(task);
-        }
-    }
-
     /// Moves all frames that are waiting into `frames`, which must be empty
     /// (see [`written`](Self::written)); `Ready(false)` once the queue is
     /// closed and empty. Pending until a frame is queued.
@@ -809,7 +803,7 @@ mod tests {
         )
     }
 
-    fn push_as(sender: &OutboundSender, written_by: WrittenBy, frame: &[u8]) {
+    fn push_as(sender: &OutboundSender, written_by: WrittenBy<'_>, frame: &[u8]) {
         try_push_as(sender, written_by, frame).unwrap();
     }
 
@@ -881,7 +875,11 @@ mod tests {
         let socket = FakeSocket::with_room(1024);
         let (sender, mut receiver) = sharing(&socket);
         // A handler's reply, queued for the writer.
-        push_as(&sender, WrittenBy::Writer, b"reply\n");
+        push_as(
+            &sender,
+            WrittenBy::Writer { sending_task: None },
+            b"reply\n",
+        );
         push_as(&sender, WrittenBy::Sender, b"broadcast\n");
         assert_eq!(socket.took(), b"");
         // Taken by the writer and not yet written: still none ahead of it.
@@ -924,5 +922,43 @@ mod tests {
             Err(Unqueued::Refused(QueueRefused::Closed))
         ));
         assert_eq!(socket.took(), b"");
+    }
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_frame_from_the_writers_own_task_does_not_wake_it_and_one_from_another_task_does() {
+        let (sender, mut receiver) = channel(&limits(8, 1024), Transport::Stream);
+        let writers_task = Arc::new(CountingWaker::default());
+        let other_task = Arc::new(CountingWaker::default());
+        let (writers_waker, others_waker) = (
+            Waker::from(Arc::clone(&writers_task)),
+            Waker::from(Arc::clone(&other_task)),
+        );
+        let mut frames = Frames::default();
+        let mut cx = Context::from_waker(&writers_waker);
+        assert!(receiver.poll_take(&mut cx, &mut frames).is_pending());
+        let from = |waker| WrittenBy::Writer {
+            sending_task: Some(waker),
+        };
+        push_as(&sender, from(&writers_waker), b"reply\n");
+        assert_eq!(
+            writers_task.0.load(Ordering::SeqCst),
+            0,
+            "polled right after its sends"
+        );
+        push_as(&sender, from(&others_waker), b"other\n");
+        assert_eq!(writers_task.0.load(Ordering::SeqCst), 1);
+        assert_eq!(other_task.0.load(Ordering::SeqCst), 0);
+        assert!(receiver.poll_take(&mut cx, &mut frames).is_ready());
+        assert_eq!(frames.bytes(), b"reply\nother\n");
     }
 }

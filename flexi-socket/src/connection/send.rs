@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Connection, DisconnectReason};
+use super::{Connection, DisconnectReason, Sends};
 use crate::config::{PanicPolicy, SlowConsumerPolicy};
 use crate::connection::outbound::{QueueRefused, Unqueued, WrittenBy, with_encoded};
 use crate::connection::report;
@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::framing::FrameEncoder;
 use crate::future::BoxFuture;
 use crate::handler::invoke;
-use crate::handler::{EventContext, Handler, HandlerSlot};
+use crate::handler::{EventContext, Handler, HandlerSlot, Routes};
 use crate::message::Message;
 
 impl Connection {
@@ -90,41 +90,59 @@ impl Connection {
     /// the boxed rest of the work, which has done nothing yet (dropped
     /// unpolled, it leaves the connection as it was). `written_by` says who
     /// writes the frame if it finds the writer idle (the boxed rest leaves
-    /// it to the writer).
+    /// it to the writer). Inline: the common case, a plain send with room in
+    /// the queue, is a few checks, the lock and the frame's copy, and
+    /// returns nothing but `Ok`.
+    #[inline]
     pub(super) fn try_send(
         &self,
         message: Message,
         policy: Option<SlowConsumerPolicy>,
         request: Option<u64>,
-        written_by: WrittenBy,
+        written_by: WrittenBy<'_>,
     ) -> Result<Result<(), Error>, BoxFuture<'_, Result<(), Error>>> {
-        // Routes and encoder from one look: classification may happen meanwhile.
-        let classified = self.shared.classified.get();
-        let routes = classified.map_or_else(|| self.default_routes(), |c| &c.routes);
-        let encoder = classified
-            .and_then(|c| c.encoder.as_deref())
-            .unwrap_or_else(|| self.default_encoder());
-        // before_send, or a history to keep: the boxed way, which does both.
-        if routes.before_send.is_some() || self.keeps_history() {
-            let before_send = routes.before_send.as_ref();
-            return Err(Box::pin(self.send_filtered(
-                before_send,
-                encoder,
-                message,
-                policy,
-                request,
-            )));
+        let (sends, routes, encoder) = self.sending();
+        if sends == Sends::Filtered {
+            return Err(self.send_filtered(routes, encoder, message, policy, request));
         }
         match self.queue(encoder, &message, request, written_by) {
-            Ok(None) => Ok(Ok(())),
-            Ok(Some(frame)) => Err(Box::pin(self.queue_when_full(frame, policy, request))),
-            Err(error) => Ok(Err(self.refused(error, policy))),
+            Queued::Yes => Ok(Ok(())),
+            Queued::Not(not_queued) => self.not_queued(not_queued, policy, request),
         }
+    }
+
+    /// A message [`queue`](Self::queue) did not queue: the boxed wait for
+    /// room, or the error. Out of line: the common case never comes here.
+    #[inline(never)]
+    fn not_queued(
+        &self,
+        not_queued: NotQueued,
+        policy: Option<SlowConsumerPolicy>,
+        request: Option<u64>,
+    ) -> Result<Result<(), Error>, BoxFuture<'_, Result<(), Error>>> {
+        match not_queued {
+            NotQueued::Full(frame) => Err(Box::pin(self.queue_when_full(frame, policy, request))),
+            NotQueued::Unsent(unsent) => Ok(Err(self.refused(unsent, policy))),
+        }
+    }
+
+    /// The boxed way of a send through `before_send` or into the history.
+    #[inline(never)]
+    fn send_filtered<'a>(
+        &'a self,
+        routes: &'a Routes,
+        encoder: &'a FrameEncoder,
+        message: Message,
+        policy: Option<SlowConsumerPolicy>,
+        request: Option<u64>,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        let before_send = routes.before_send.as_ref();
+        Box::pin(self.filtered(before_send, encoder, message, policy, request))
     }
 
     /// Runs `before_send` (if any), then frames and queues what it returns,
     /// and records both forms in the history once the message is queued.
-    async fn send_filtered(
+    async fn filtered(
         &self,
         before_send: Option<&Handler>,
         encoder: &FrameEncoder,
@@ -145,10 +163,20 @@ impl Connection {
             },
             None => message,
         };
-        match self.queue(encoder, &message, request, WrittenBy::Writer) {
-            Ok(None) => {}
-            Ok(Some(frame)) => self.queue_when_full(frame, policy, request).await?,
-            Err(error) => return Err(self.refused(error, policy)),
+        // Queued in a poll of its own, to tell the writer which task sends.
+        let queued = std::future::poll_fn(|cx| {
+            let written_by = WrittenBy::Writer {
+                sending_task: Some(cx.waker()),
+            };
+            Poll::Ready(self.queue(encoder, &message, request, written_by))
+        })
+        .await;
+        match queued {
+            Queued::Yes => {}
+            Queued::Not(NotQueued::Full(frame)) => {
+                self.queue_when_full(frame, policy, request).await?;
+            }
+            Queued::Not(NotQueued::Unsent(unsent)) => return Err(self.refused(unsent, policy)),
         }
         // Recorded once queued: a send that failed was not written.
         if let Some(given) = given {
@@ -157,49 +185,67 @@ impl Connection {
         Ok(())
     }
 
-    /// Frames `message` and queues it if the queue has room; `Some(frame)`
-    /// when it has none. Once queued, a client counts the reply it owes
-    /// (for `request`, if it is one's).
+    /// Frames `message` and queues it if the queue has room; otherwise the
+    /// frame, to wait for room, or why it cannot be queued. Once queued, a
+    /// client counts the reply it owes (for `request`, if it is one's).
+    /// Always inline: every send comes here, and a call costs its prologue
+    /// and the result moved through memory (callgrind).
+    #[inline(always)]
     fn queue(
         &self,
         encoder: &FrameEncoder,
         message: &Message,
         request: Option<u64>,
-        written_by: WrittenBy,
-    ) -> Result<Option<Bytes>, Unsent> {
-        let outbound = &self.shared.outbound;
-        let queued = || self.count_for_replies(request);
+        written_by: WrittenBy<'_>,
+    ) -> Queued {
         if encoder.runs_user_code() {
-            // Not under the queue's lock: encoded aside first, then copied in.
-            return with_encoded(
-                |dst| encoder.encode(message, dst),
-                |frame| match outbound.try_push_then(frame, queued) {
-                    Ok(()) => {
-                        self.meter_sent(frame.len());
-                        Ok(None)
-                    }
-                    Err(QueueRefused::Full) => Ok(Some(Bytes::copy_from_slice(frame))),
-                    Err(refused) => Err(Unsent::Refused(refused)),
-                },
-            )
-            .map_err(Unsent::Encode)?;
+            return self.queue_encoded_aside(encoder, message, request, written_by);
         }
-        match outbound.try_append(written_by, |dst| encoder.encode(message, dst), queued) {
+        let appended = self.shared.outbound.try_append(
+            written_by,
+            |dst| encoder.encode(message, dst),
+            || self.count_for_replies(request),
+        );
+        match appended {
             Ok(length) => {
                 self.meter_sent(length);
-                Ok(None)
+                Queued::Yes
             }
-            Err(Unqueued::Refused(QueueRefused::Full)) => {
-                // The frame waits for room on its own.
-                let mut frame = BytesMut::new();
-                encoder
-                    .encode(message, &mut frame)
-                    .map_err(Unsent::Encode)?;
-                Ok(Some(frame.freeze()))
-            }
-            Err(Unqueued::Refused(refused)) => Err(Unsent::Refused(refused)),
-            Err(Unqueued::Append(error)) => Err(Unsent::Encode(error)),
+            Err(unqueued) => Queued::Not(not_appended(encoder, message, unqueued)),
         }
+    }
+
+    /// [`queue`](Self::queue) with a custom codec, user code that runs
+    /// outside the queue's lock: encoded aside first, then copied in.
+    #[inline(never)]
+    fn queue_encoded_aside(
+        &self,
+        encoder: &FrameEncoder,
+        message: &Message,
+        request: Option<u64>,
+        written_by: WrittenBy<'_>,
+    ) -> Queued {
+        let outbound = &self.shared.outbound;
+        let sending_task = match written_by {
+            WrittenBy::Writer { sending_task } => sending_task,
+            WrittenBy::Sender => None,
+        };
+        let queued = with_encoded(
+            |dst| encoder.encode(message, dst),
+            |frame| match outbound.try_push_then(frame, sending_task, || {
+                self.count_for_replies(request);
+            }) {
+                Ok(()) => {
+                    self.meter_sent(frame.len());
+                    Queued::Yes
+                }
+                Err(QueueRefused::Full) => {
+                    Queued::Not(NotQueued::Full(Bytes::copy_from_slice(frame)))
+                }
+                Err(refused) => Queued::Not(NotQueued::Unsent(Unsent::Refused(refused))),
+            },
+        );
+        queued.unwrap_or_else(|error| Queued::Not(NotQueued::Unsent(Unsent::Encode(error))))
     }
 
     /// Queues `frame` once the queue has room, as the slow-consumer policy says.
@@ -290,6 +336,36 @@ enum Unsent {
     Refused(QueueRefused),
 }
 
+/// What [`Connection::queue`] did with a message.
+enum Queued {
+    Yes,
+    Not(NotQueued),
+}
+
+/// A message [`Connection::queue`] did not queue.
+enum NotQueued {
+    /// No room now: the frame, to wait for room on its own.
+    Full(Bytes),
+    Unsent(Unsent),
+}
+
+/// What a built-in codec's frame that `OutboundSender::try_append` did not
+/// append comes to.
+#[cold]
+fn not_appended(encoder: &FrameEncoder, message: &[u8], unqueued: Unqueued<Error>) -> NotQueued {
+    match unqueued {
+        Unqueued::Refused(QueueRefused::Full) => {
+            let mut frame = BytesMut::new();
+            match encoder.encode(message, &mut frame) {
+                Ok(()) => NotQueued::Full(frame.freeze()),
+                Err(error) => NotQueued::Unsent(Unsent::Encode(error)),
+            }
+        }
+        Unqueued::Refused(refused) => NotQueued::Unsent(Unsent::Refused(refused)),
+        Unqueued::Append(error) => NotQueued::Unsent(Unsent::Encode(error)),
+    }
+}
+
 /// The future of [`Connection::send`].
 struct SendFuture<'a> {
     connection: &'a Connection,
@@ -319,7 +395,9 @@ impl Future for SendFuture<'_> {
                         message,
                         this.policy,
                         this.request,
-                        WrittenBy::Writer,
+                        WrittenBy::Writer {
+                            sending_task: Some(cx.waker()),
+                        },
                     );
                     match sent {
                         Ok(result) => return Poll::Ready(result),

@@ -393,8 +393,6 @@ async fn write_loop(
     mut finish: oneshot::Receiver<bool>,
     failures: SendFailures,
 ) {
-    // Here, in the session's own task, which polls this after its handlers.
-    outbound.polled_after_senders_in_this_task();
     let mut frames = Frames::default();
     let flush = loop {
         tokio::select! {

@@ -29,8 +29,6 @@ pub(super) struct Writing {
     written: usize,
     /// Bytes were written since the last flush (TLS buffers what it encrypts).
     unflushed: bool,
-    /// Whether the queue knows this task as the writer's (see `poll`).
-    bound: bool,
     phase: Phase,
 }
 
@@ -56,7 +54,6 @@ impl Writing {
             frames: Frames::default(),
             written: 0,
             unflushed: false,
-            bound: false,
             phase: Phase::Running,
         }
     }
@@ -93,12 +90,6 @@ impl Writing {
         stream: &mut impl Stream,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.bound {
-            // Here, not when built: this runs in the connection's own task.
-            // Its sends then need not wake the writer, which it polls after them.
-            self.outbound.polled_after_senders_in_this_task();
-            self.bound = true;
-        }
         let polled = match self.phase {
             Phase::Running | Phase::Flushing => self.poll_queue(stream, cx),
             Phase::ShuttingDown => Pin::new(&mut *stream).poll_shutdown(cx),
