@@ -963,9 +963,12 @@ mod tests {
     #[cfg(all(target_pointer_width = "64", not(feature = "metrics")))]
     fn a_connections_shared_state_stays_small() {
         let size = std::mem::size_of::<super::Shared>();
-        eprintln!("shared state {size} bytes");
+        // With the `metrics` feature (the workspace's tests turn it on), the
+        // client type's counters sit in `classified`; none without it.
+        let counters = std::mem::size_of::<crate::stats::Traffic>();
+        eprintln!("shared state {size} bytes, {counters} of them metrics counters");
         assert!(
-            size <= 336,
+            size <= 336 + counters,
             "a connection's shared state grew to {size} bytes"
         );
     }
