@@ -745,3 +745,48 @@ fn unusable_client_configurations_are_clear_errors() {
         "{unnamed}"
     );
 }
+
+/// One TLS stream now carries a connection's reads and writes (no halves):
+/// a peer that streams lines while the echoes stream back gets every echo
+/// in order, both directions busy at once, and a close the server starts
+/// ends with TLS's close_notify (an orderly EOF for the peer, not a cut).
+#[tokio::test]
+async fn a_tls_stream_reads_and_writes_at_once_and_a_server_close_sends_close_notify() {
+    let identity = server_identity();
+    let router = Router::new().on_message(|conn: Connection, msg: String| async move {
+        if msg == "bye" {
+            conn.send("bye").await?;
+            conn.close();
+            return Ok(());
+        }
+        conn.send(msg).await
+    });
+    let tls = TlsServerConfig::from_pem(&identity.cert_pem, &identity.key_pem).unwrap();
+    let running = start(FlexiSocket::server("127.0.0.1:0").router(router).tls(tls)).await;
+    let stream = tls_connect(running.addr, client_config(&identity.cert_pem, None)).await;
+    let (mut reader, mut writer) = tokio::io::split(stream);
+
+    // Far more than the sockets buffer: the server's writes wait on this
+    // client's reads while it still reads the lines that keep coming.
+    const LINES: usize = 20_000;
+    let line = |n: usize| format!("{n:06} {}\n", "x".repeat(90));
+    let sending = tokio::spawn(async move {
+        for n in 0..LINES {
+            writer.write_all(line(n).as_bytes()).await.unwrap();
+        }
+        writer.write_all(b"bye\n").await.unwrap();
+        writer.flush().await.unwrap();
+        writer
+    });
+    let mut received = Vec::new();
+    within("every echo, then the server's close_notify", async {
+        reader.read_to_end(&mut received).await
+    })
+    .await
+    .expect("an orderly TLS close: close_notify, not a cut");
+    let expected: String = (0..LINES).map(line).chain(["bye\n".to_owned()]).collect();
+    assert_eq!(received.len(), expected.len());
+    assert!(received == expected.as_bytes(), "echoes out of order");
+    drop(within("the sender", sending).await.unwrap());
+    running.stop().await;
+}

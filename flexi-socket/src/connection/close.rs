@@ -268,6 +268,62 @@ mod tests {
             .expect("after the end, waiting returns at once");
     }
 
+    /// A waiter registered with a waker is woken by the end; one dropped
+    /// after its first poll leaves nothing the end could trip on; and after
+    /// the end, waiting returns at the first poll.
+    #[test]
+    fn a_registered_waiter_is_woken_at_the_end_and_a_dropped_one_is_no_matter() {
+        let signal = CloseSignal::default();
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+
+        let mut dropped = Box::pin(signal.ended());
+        assert!(dropped.as_mut().poll(&mut cx).is_pending());
+        drop(dropped);
+        let mut waiting = Box::pin(signal.ended());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(counter.0.load(Ordering::SeqCst), 0);
+
+        signal.end();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "woken at the end");
+        assert!(waiting.as_mut().poll(&mut cx).is_ready());
+        assert!(Box::pin(signal.ended()).as_mut().poll(&mut cx).is_ready());
+    }
+
+    /// Waiters that come while the end happens on another thread, several
+    /// at once, one of them polled, dropped and waiting again: none sleeps
+    /// through the end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_waiter_sleeps_through_an_end_that_comes_meanwhile() {
+        for _ in 0..500 {
+            let signal = Arc::new(CloseSignal::default());
+            let waiters: Vec<_> = (0..3)
+                .map(|n| {
+                    let signal = Arc::clone(&signal);
+                    tokio::spawn(async move {
+                        if n == 0 {
+                            let mut first = std::pin::pin!(signal.ended());
+                            let _ = poll_fn(|cx| Poll::Ready(first.as_mut().poll(cx))).await;
+                        }
+                        signal.ended().await;
+                    })
+                })
+                .collect();
+            let ending = tokio::spawn({
+                let signal = Arc::clone(&signal);
+                async move { signal.end() }
+            });
+            for waiter in waiters {
+                tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+                    .await
+                    .expect("a waiter is woken by an end that came meanwhile")
+                    .unwrap();
+            }
+            ending.await.unwrap();
+        }
+    }
+
     #[test]
     fn a_connection_nobody_waits_for_makes_no_notify() {
         let signal = CloseSignal::default();
