@@ -957,18 +957,19 @@ impl fmt::Debug for Connection {
 mod tests {
     /// Every connection holds one, idle or not: what only some connections
     /// use (typed state, waiters for the end) is made when first used.
-    /// Without `metrics`: with it, the classification also holds the
-    /// client type's counters (96 bytes more).
     #[test]
-    #[cfg(all(target_pointer_width = "64", not(feature = "metrics")))]
+    #[cfg(target_pointer_width = "64")]
     fn a_connections_shared_state_stays_small() {
         let size = std::mem::size_of::<super::Shared>();
         // With the `metrics` feature (the workspace's tests turn it on), the
         // client type's counters sit in `classified`; none without it.
         let counters = std::mem::size_of::<crate::stats::Traffic>();
         eprintln!("shared state {size} bytes, {counters} of them metrics counters");
+        // 344: 336 after the idle-memory work, and 8 (with padding) for the
+        // sends' way decided once per connection. With the `Arc`'s 16, 352
+        // and 360 bytes take the same 368-byte block from glibc.
         assert!(
-            size <= 336 + counters,
+            size <= 344 + counters,
             "a connection's shared state grew to {size} bytes"
         );
     }
