@@ -8,6 +8,7 @@
 //! printf 'hello\n' | nc -q 1 127.0.0.1 8081            # default
 //! ```
 
+use clap::Parser;
 use flexi_socket::{
     Classifier, Connection, FlexiSocket, Framing, Message, after_receive, on_connect,
     on_disconnect, on_message,
@@ -67,15 +68,21 @@ async fn disconnected(conn: Connection) {
     println!("client {} ({kind}) disconnected", conn.id());
 }
 
+/// The Python README's example: the first message decides the client's type.
+#[derive(Parser)]
+struct Args {
+    /// The address to listen on (port 0: any free port).
+    #[arg(default_value = "127.0.0.1:8081")]
+    addr: String,
+}
+
 #[tokio::main]
 async fn main() -> flexi_socket::Result<()> {
     // Errors (oversize lines, invalid UTF-8, ...) and the routing table, on stderr.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .init();
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8081".into());
+    let Args { addr } = Args::parse();
     let server = FlexiSocket::server(addr)
         .framing(Framing::lines())
         .classifier::<ClientKind>()

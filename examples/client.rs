@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use clap::Parser;
 use flexi_socket::{
     Connection, DisconnectReason, FlexiSocket, Reconnect, on_connect, on_disconnect, on_message,
 };
@@ -29,14 +30,21 @@ async fn lost(reason: DisconnectReason) {
     println!("disconnected: {reason}; reconnecting");
 }
 
+/// A client of the classifier example: type 001, a ping every two seconds,
+/// reconnects with backoff.
+#[derive(Parser)]
+struct Args {
+    /// The server to connect to.
+    #[arg(default_value = "127.0.0.1:8081")]
+    addr: String,
+}
+
 #[tokio::main]
 async fn main() -> flexi_socket::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .init();
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8081".into());
+    let Args { addr } = Args::parse();
     let client = FlexiSocket::client(addr)
         .handshake("!!hello from the client example")
         .reconnect(Reconnect::default().max_delay(Duration::from_secs(5)))

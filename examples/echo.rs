@@ -6,11 +6,20 @@
 //! nc 127.0.0.1 8081
 //! ```
 
+use clap::Parser;
 use flexi_socket::{Connection, FlexiSocket, Message, on_message};
 
 #[on_message]
 async fn echo(conn: Connection, msg: Message) -> flexi_socket::Result<()> {
     conn.send(msg).await
+}
+
+/// The smallest server: every line comes back.
+#[derive(Parser)]
+struct Args {
+    /// The address to listen on (port 0: any free port).
+    #[arg(default_value = "127.0.0.1:8081")]
+    addr: String,
 }
 
 #[tokio::main]
@@ -19,9 +28,7 @@ async fn main() -> flexi_socket::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .init();
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8081".into());
+    let Args { addr } = Args::parse();
     let server = FlexiSocket::server(addr).bind().await?;
     println!("listening on {}", server.local_addr());
     server.serve().await?;

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use clap::Parser;
 use flexi_socket::{
     Classifier, Connection, DisconnectReason, Error, FlexiSocket, Framing, Message, after_receive,
     before_send, on_connect, on_disconnect, on_error, on_message,
@@ -108,11 +109,17 @@ fn type_of(conn: &Connection) -> &str {
     conn.client_type().map_or("none", |t| t.as_str())
 }
 
+/// The demo: a server, three kinds of clients, and a clean shutdown.
+#[derive(Parser)]
+struct Args {
+    /// The address to listen on (port 0: any free port).
+    #[arg(default_value = "127.0.0.1:0")]
+    addr: String,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:0".into());
+    let Args { addr } = Args::parse();
     let server = FlexiSocket::server(addr)
         .framing(Framing::lines().max_length(1024))
         .classifier::<Panel>()

@@ -10,11 +10,20 @@
 
 use std::net::SocketAddr;
 
+use clap::Parser;
 use flexi_socket::{Connection, FlexiSocket, Message, TlsServerConfig, on_message};
 
 #[on_message]
 async fn echo(conn: Connection, msg: Message) -> flexi_socket::Result<()> {
     conn.send(msg).await
+}
+
+/// A line echo over TLS, with a self-signed certificate made at start.
+#[derive(Parser)]
+struct Args {
+    /// The address to listen on (port 0: any free port).
+    #[arg(default_value = "127.0.0.1:8443")]
+    addr: String,
 }
 
 #[tokio::main]
@@ -23,9 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .init();
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8443".into());
+    let Args { addr } = Args::parse();
 
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
     let listen_ip = addr.parse::<SocketAddr>().ok().map(|listen| listen.ip());

@@ -7,11 +7,20 @@
 //! nc -u 127.0.0.1 8082
 //! ```
 
+use clap::Parser;
 use flexi_socket::{Connection, FlexiSocket, Message, on_message};
 
 #[on_message]
 async fn echo(conn: Connection, msg: Message) -> flexi_socket::Result<()> {
     conn.send(msg).await
+}
+
+/// Every datagram comes back.
+#[derive(Parser)]
+struct Args {
+    /// The address to listen on (port 0: any free port).
+    #[arg(default_value = "127.0.0.1:8082")]
+    addr: String,
 }
 
 #[tokio::main]
@@ -20,9 +29,7 @@ async fn main() -> flexi_socket::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .init();
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8082".into());
+    let Args { addr } = Args::parse();
     let server = FlexiSocket::udp(addr).bind().await?;
     println!("listening on {}", server.local_addr());
     server.serve().await?;

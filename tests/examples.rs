@@ -164,3 +164,39 @@ async fn client_identifies_as_001_and_prints_replies() {
     within("client exit", client.wait()).await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn every_example_prints_its_usage_and_refuses_an_unknown_flag() {
+    for name in [
+        "echo",
+        "udp_echo",
+        "tls_echo",
+        "client",
+        "classifier",
+        "quickstart",
+        "gateway",
+        "alarm_receiver",
+        "alarm_panel",
+    ] {
+        let run = |arg: &'static str| {
+            within(
+                "the example's command line",
+                Command::new(example_path(name))
+                    .arg(arg)
+                    .kill_on_drop(true)
+                    .output(),
+            )
+        };
+        let help = run("--help").await.unwrap();
+        let usage = String::from_utf8(help.stdout).unwrap();
+        assert!(help.status.success(), "{name} --help failed: {usage}");
+        assert!(usage.contains("Usage: "), "{name} --help printed {usage:?}");
+        let refused = run("--no-such-flag").await.unwrap();
+        assert_eq!(refused.status.code(), Some(2), "{name} took --no-such-flag");
+        let complaint = String::from_utf8(refused.stderr).unwrap();
+        assert!(
+            complaint.contains("--no-such-flag"),
+            "{name} said {complaint:?}"
+        );
+    }
+}
