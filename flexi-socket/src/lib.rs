@@ -130,7 +130,22 @@
 //!         .await
 //! }
 //! ```
-
+//!
+// The cluster's types exist with the `nats` feature only: without it, the
+// cluster section above names them without a link rather than a broken one.
+#![cfg_attr(feature = "nats", doc = "[`ClusterConfig`]: crate::ClusterConfig")]
+#![cfg_attr(
+    feature = "nats",
+    doc = "[`ClusterConfig::request_timeout`]: crate::ClusterConfig::request_timeout"
+)]
+#![cfg_attr(
+    not(feature = "nats"),
+    doc = "[`ClusterConfig`]: #cluster-feature-nats"
+)]
+#![cfg_attr(
+    not(feature = "nats"),
+    doc = "[`ClusterConfig::request_timeout`]: #cluster-feature-nats"
+)]
 // docs.rs (nightly, `--cfg docsrs`) labels each item with the features it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
