@@ -3,7 +3,8 @@
 //! first bytes. Every accepted event is one line on stdout (`--json` for JSON
 //! lines); every frame is answered and the connection stays open.
 //! `--key ACCOUNT=HEX` (repeatable; 32, 48 or 64 hex digits) serves an
-//! account with DC-09's AES encryption, and with it only.
+//! account with DC-09's AES encryption, and with it only; `--key-file PATH`
+//! reads such lines from a file, out of sight of `ps`.
 //!
 //! No ACK leaves before its event is committed to the SQLite file `--db`
 //! (default `alarm-events.db`), durably; when the database refuses, the

@@ -227,3 +227,48 @@ async fn a_key_of_the_wrong_length_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("32, 48 or 64 hex digits"), "{stderr}");
 }
+
+/// Keys read from a file serve as keys given with `--key`; a bad line is
+/// refused at start with its line number.
+#[tokio::test]
+async fn keys_come_from_a_key_file_and_a_bad_line_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let keys = dir.path().join("keys");
+    std::fs::write(
+        &keys,
+        format!("# panels\n\n5678={KEY_128}\n  DEF0={KEY_256}\n"),
+    )
+    .unwrap();
+    let keys = keys.to_str().unwrap();
+    let mut server = receiver(&["--key-file", keys]).await;
+    let addr = server.addr.to_string();
+    for (account, key) in [("5678", KEY_128), ("DEF0", KEY_256)] {
+        let (output, stdout) =
+            run_panel(&[&addr, "--account", account, "--key", key, "--count", "1"]).await;
+        assert!(output.status.success(), "{account}: {stdout}");
+        let line = printed(&mut server).await;
+        assert!(
+            line.starts_with(&format!("protocol=dc09 token=*NULL account={account} ")),
+            "{line}"
+        );
+    }
+    // An account with a key in the file takes nothing in clear.
+    let (output, stdout) = run_panel(&[&addr, "--account", "5678", "--count", "1"]).await;
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    server.stop().await;
+
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, format!("5678={KEY_128}\n1234=0011\n")).unwrap();
+    let output = tokio::process::Command::new(support::example::example_path("alarm_receiver"))
+        .args(["127.0.0.1:0", "--key-file", bad.to_str().unwrap()])
+        .output();
+    let output = support::within("the receiver to refuse", output)
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 2: ") && stderr.contains("32, 48 or 64 hex digits"),
+        "{stderr}"
+    );
+}

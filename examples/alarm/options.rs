@@ -1,6 +1,7 @@
 //! The `alarm_receiver` example's command line (clap).
 
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::error::ErrorKind;
@@ -21,8 +22,14 @@ pub struct Options {
     accounts: Vec<String>,
     /// Serves ACCOUNT with DC-09's AES encryption, and with it only; HEX is
     /// 32, 48 or 64 hex digits (repeatable).
+    /// A key on the command line is visible to every user of the machine
+    /// (`ps`): `--key-file` keeps it in a file only its owner reads.
     #[arg(long = "key", value_name = "ACCOUNT=HEX", value_parser = account_key)]
     keys: Vec<(String, Key)>,
+    /// Reads keys as with --key, one ACCOUNT=HEX a line (blank lines and
+    /// lines starting with `#` skipped), from PATH (repeatable).
+    #[arg(long = "key-file", value_name = "PATH")]
+    key_files: Vec<PathBuf>,
     /// Serves DC-09 over UDP instead of TCP.
     #[arg(long)]
     pub udp: bool,
@@ -65,8 +72,13 @@ impl Options {
         for (account, key) in &self.keys {
             accounts.add_key(account, key.clone());
         }
+        for path in &self.key_files {
+            for (account, key) in keys_in(path)? {
+                accounts.add_key(&account, key);
+            }
+        }
         if accounts.is_empty() {
-            return Err("no account: give --accounts or --key".into());
+            return Err("no account: give --accounts, --key or --key-file".into());
         }
         if let Some((stranger, _)) = self
             .supervise
@@ -86,6 +98,21 @@ fn account_key(pair: &str) -> Result<(String, Key), String> {
     let (account, hex) = pair.split_once('=').ok_or("expected ACCOUNT=HEX")?;
     let key = Key::from_hex(hex)?;
     Ok((account.to_owned(), key))
+}
+
+/// The `ACCOUNT=HEX` lines of a `--key-file`.
+fn keys_in(path: &Path) -> Result<Vec<(String, Key)>, String> {
+    let shown = path.display();
+    let text = fs::read_to_string(path).map_err(|error| format!("--key-file {shown}: {error}"))?;
+    text.lines()
+        .enumerate()
+        .map(|(index, line)| (index + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+        .map(|(number, line)| {
+            account_key(line)
+                .map_err(|problem| format!("--key-file {shown}, line {number}: {problem}"))
+        })
+        .collect()
 }
 
 /// `ACCOUNT=SECONDS`, the account in upper case.
