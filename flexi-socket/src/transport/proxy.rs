@@ -109,13 +109,18 @@ impl ProxyProtocol {
         self
     }
 
-    /// Whether `peer` (the balancer) may send headers.
+    /// Whether `peer` (the balancer) may send headers. An IPv4 address and
+    /// its IPv4-mapped IPv6 form (`::ffff:10.1.2.3`, how a dual-stack socket
+    /// shows an IPv4 peer) are one peer, whichever form the trusted network
+    /// was written in.
     pub(crate) fn trusts(&self, peer: IpAddr) -> bool {
-        let peer = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-            IpAddr::V4(_) => peer,
+        let other_form = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+            IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
         };
-        self.trusted.iter().any(|network| network.contains(&peer))
+        self.trusted.iter().any(|network| {
+            network.contains(&peer) || other_form.is_some_and(|other| network.contains(&other))
+        })
     }
 
     /// Reads the header at the start of `stream`, within the header timeout.
@@ -389,5 +394,19 @@ mod tests {
         assert!(proxy.trusts("192.0.2.9".parse().unwrap()));
         assert!(!proxy.trusts("192.0.2.10".parse().unwrap()));
         assert!(ProxyProtocol::new().trust("10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn an_ipv4_peer_and_its_mapped_form_are_one_peer_to_either_form_of_network() {
+        let plain = ProxyProtocol::trusting(["10.0.0.0/8"]).unwrap();
+        let mapped = ProxyProtocol::trusting(["::ffff:10.0.0.0/104"]).unwrap();
+        for proxy in [&plain, &mapped] {
+            assert!(proxy.trusts("10.1.2.3".parse().unwrap()));
+            assert!(proxy.trusts("::ffff:10.1.2.3".parse().unwrap()));
+            assert!(!proxy.trusts("11.1.2.3".parse().unwrap()));
+            assert!(!proxy.trusts("::ffff:11.1.2.3".parse().unwrap()));
+            // Not an IPv4-mapped address, though its last 32 bits match.
+            assert!(!proxy.trusts("::10.1.2.3".parse().unwrap()));
+        }
     }
 }
