@@ -217,15 +217,22 @@ async fn the_panel_takes_only_an_ack_encrypted_with_its_key() {
 async fn a_key_of_the_wrong_length_is_refused_at_start() {
     let (output, _) = run_panel(&["127.0.0.1:1", "--key", "0011"]).await;
     assert_eq!(output.status.code(), Some(2));
+    let stderr = receiver_refuses(&["--key", "1234=0011"]).await;
+    assert!(stderr.contains("32, 48 or 64 hex digits"), "{stderr}");
+}
+
+/// What the receiver printed when it refused to start with `args` (clap's
+/// usage error, exit status 2).
+async fn receiver_refuses(args: &[&str]) -> String {
     let output = tokio::process::Command::new(support::example::example_path("alarm_receiver"))
-        .args(["127.0.0.1:0", "--key", "1234=0011"])
+        .arg("127.0.0.1:0")
+        .args(args)
         .output();
     let output = support::within("the receiver to refuse", output)
         .await
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("32, 48 or 64 hex digits"), "{stderr}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Keys read from a file serve as keys given with `--key`; a bad line is
@@ -259,14 +266,7 @@ async fn keys_come_from_a_key_file_and_a_bad_line_is_refused_at_start() {
 
     let bad = dir.path().join("bad");
     std::fs::write(&bad, format!("5678={KEY_128}\n1234=0011\n")).unwrap();
-    let output = tokio::process::Command::new(support::example::example_path("alarm_receiver"))
-        .args(["127.0.0.1:0", "--key-file", bad.to_str().unwrap()])
-        .output();
-    let output = support::within("the receiver to refuse", output)
-        .await
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = receiver_refuses(&["--key-file", bad.to_str().unwrap()]).await;
     assert!(
         stderr.contains("line 2: ") && stderr.contains("32, 48 or 64 hex digits"),
         "{stderr}"
