@@ -23,11 +23,13 @@ pub(super) enum Warning {
     Unanswered,
     /// Publishing or subscribing failed, or the NATS connection changed.
     Nats,
-    /// Another process says hello with this node's name.
+    /// Another process says hello with this node's name. Stays last:
+    /// [`KINDS`] counts up to it.
     SameName,
 }
 
-const KINDS: usize = 5;
+/// One budget per kind, indexed by the kind's discriminant (0, 1, ...).
+const KINDS: usize = Warning::SameName as usize + 1;
 
 /// A node's warning budgets (one [`LogRate`] per [`Warning`]).
 #[derive(Debug)]
@@ -43,14 +45,7 @@ impl Warnings {
     /// Whether to write one more warning of `kind`; when it is, the number
     /// of those not written before it is logged first.
     pub(super) fn admit(&self, kind: Warning) -> bool {
-        let index = match kind {
-            Warning::Unreadable => 0,
-            Warning::Refused => 1,
-            Warning::Unanswered => 2,
-            Warning::Nats => 3,
-            Warning::SameName => 4,
-        };
-        match self.0[index].admit() {
+        match self.0[kind as usize].admit() {
             LogVerdict::Log { suppressed } => {
                 if suppressed > 0 {
                     tracing::warn!(
@@ -86,5 +81,24 @@ mod tests {
             warnings.admit(Warning::Unreadable),
             "a new second logs again"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_kind_has_a_budget_of_its_own() {
+        let kinds = [
+            Warning::Unreadable,
+            Warning::Refused,
+            Warning::Unanswered,
+            Warning::Nats,
+            Warning::SameName,
+        ];
+        assert_eq!(kinds.len(), KINDS);
+        let warnings = Warnings::default();
+        for (spent, kind) in kinds.iter().enumerate() {
+            for other in &kinds[spent..] {
+                assert!(warnings.admit(*other), "{other:?} after {spent} spent");
+            }
+            while warnings.admit(*kind) {}
+        }
     }
 }
