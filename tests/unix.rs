@@ -1,7 +1,7 @@
 //! Unix domain sockets: `FlexiSocket::server("unix:PATH")` runs the same
 //! handlers, limits and shutdown as TCP; peers show as `unix:...`; a stale
-//! socket file is replaced and a live one is not; the file is removed at
-//! exit; `nc -U` talks to it; a client connects with `unix:PATH` too.
+//! socket file is replaced and a live one is not, also with two servers
+//! racing for the path; the file is removed at exit; `nc -U` talks to it; a client connects with `unix:PATH` too.
 
 mod support;
 
@@ -144,6 +144,54 @@ async fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
     assert!(matches!(second, Err(Error::Bind { .. })), "{second:?}");
     assert!(ask(&path, "still").await.ends_with(" still"));
     serving.abort();
+}
+
+/// Two servers starting at once on one path, over a crashed server's file:
+/// one binds and is the one that answers there, the other is refused. (Each
+/// taking the other's file, bound but not yet listening, for stale would
+/// let the later one unlink a live socket: binds take turns.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_racing_for_one_path_leave_one_live_socket() {
+    let dir = SocketDir::new("race");
+    let path = dir.socket();
+    let (events, _log) = Events::new();
+    for round in 0..1000 {
+        // A crashed server's file (the last round's server removed its own).
+        let _ = std::fs::remove_file(&path);
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let (start, address, router) = (start.clone(), dir.address(), who_router(&events));
+                tokio::spawn(async move {
+                    start.wait().await;
+                    FlexiSocket::server(address).router(router).bind().await
+                })
+            })
+            .collect();
+        let mut bound = Vec::new();
+        for racer in racers {
+            match within("a bind", racer).await.unwrap() {
+                Ok(server) => bound.push(server),
+                Err(error) => assert!(
+                    matches!(error, Error::Bind { .. }),
+                    "round {round}: {error:?}"
+                ),
+            }
+        }
+        assert_eq!(bound.len(), 1, "round {round}: both bound");
+        let serving = tokio::spawn(
+            bound
+                .pop()
+                .unwrap()
+                .serve_with_shutdown(std::future::pending()),
+        );
+        assert!(ask(&path, "live").await.ends_with(" live"), "round {round}");
+        serving.abort();
+        let _ = serving.await;
+    }
+    let lock = dir.0.join("server.sock.lock");
+    assert!(lock.exists(), "binds take turns through {}", lock.display());
 }
 
 #[tokio::test]

@@ -41,7 +41,8 @@ impl FlexiSocket {
     ///
     /// `"unix:/run/app.sock"` listens on a Unix domain socket instead, with
     /// the same handlers, limits and TLS; a stale socket file at the path
-    /// (left by a crash) is replaced, and the file is removed at exit.
+    /// (left by a crash) is replaced, and the file is removed at exit. Binds
+    /// at one path take turns through the lock file `<path>.lock`, which stays.
     pub fn server(addr: impl ToString) -> ServerBuilder {
         ServerBuilder::new(addr.to_string(), Tcp::new())
     }

@@ -2,7 +2,9 @@
 //! same accept loop and stream driver as TCP. A socket file left by a
 //! server that crashed is replaced at bind; a live server's, or any other
 //! kind of file, is not. The file is removed when the listener closes.
+//! Binds at one path take turns through the lock file `<path>.lock`.
 
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,9 @@ impl UnixSocketListener {
         // Absolute: the file is removed by this path, whatever the process's
         // working directory is by then.
         let path = std::path::absolute(path)?;
+        // Until this one listens (or failed to), the path is this one's to
+        // decide about.
+        let _bind_lock = lock_binds_at(&path)?;
         remove_stale(&path)?;
         let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
         socket.bind(&socket2::SockAddr::unix(&path)?)?;
@@ -99,6 +104,26 @@ impl Drop for UnixSocketListener {
     }
 }
 
+/// Holds the lock of `path`'s binds: `<path>.lock`, created when missing,
+/// locked (`flock`) until the returned file is dropped. Without it two
+/// servers starting at once on one path could both take its file for stale,
+/// or the later one the earlier one's file, bound but not yet listening,
+/// and unlink a live socket. Like PostgreSQL's `.s.PGSQL.5432.lock`, the
+/// lock file stays: unlinking it would let a third server lock a new file
+/// while a second still holds the old one.
+fn lock_binds_at(path: &Path) -> io::Result<File> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    // Held by another server only while it binds: microseconds.
+    lock.lock()?;
+    Ok(lock)
+}
+
 /// Removes a socket file at `path` that no server listens on any more (a
 /// crash left it); leaves a live one, and any other kind of file, alone,
 /// which makes the bind fail with "address in use".
@@ -121,7 +146,11 @@ fn remove_stale(path: &Path) -> io::Result<()> {
     match probe.connect(&socket2::SockAddr::unix(path)?) {
         Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
             tracing::info!(path = %path.display(), "replacing a stale socket file");
-            std::fs::remove_file(path)
+            match std::fs::remove_file(path) {
+                // Someone else (not a flexi-socket server) removed it first.
+                Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+                removed => removed,
+            }
         }
         // Someone listens there (or is busy): leave it; the bind reports
         // the address in use.
