@@ -1,7 +1,8 @@
 //! Unix domain sockets: `FlexiSocket::server("unix:PATH")` runs the same
 //! handlers, limits and shutdown as TCP; peers show as `unix:...`; a stale
 //! socket file is replaced and a live one is not, also with two servers
-//! racing for the path; the file is removed at exit; `nc -U` talks to it; a client connects with `unix:PATH` too.
+//! racing for the path; the file is removed at exit; `nc -U` talks to it;
+//! a client connects with `unix:PATH` too.
 
 mod support;
 
