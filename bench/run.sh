@@ -11,10 +11,13 @@
 #
 # Environment:
 #   REPS (5) repetitions; DURATION (3) seconds measured per run, after WARMUP (1)
-#   SCENARIOS (all): a subset of pingpong duel pipelined latency idle udp client
-#     pipelined-1k tls tls-pipelined broadcast scale
+#   SCENARIOS (all): a subset of pingpong duel pipelined latency latency-duel
+#     idle udp client pipelined-1k tls tls-duel tls-pipelined tls-pipelined-duel
+#     broadcast scale
 #     (duel: the ping-pong of flexi-socket and the minimal echo at the same
-#     time, sharing the server CPU, for a precise ratio; see BENCHMARKS.md;
+#     time, sharing the server CPU, for precise per-run ratios; see
+#     BENCHMARKS.md; latency-duel, tls-duel, tls-pipelined-duel: the latency,
+#     tls and tls-pipelined scenarios run the same way;
 #     scale: ping-pong at each of SCALE_CONNECTIONS, one scenario scale-N each)
 #   IDLE_CONNECTIONS (10000) for the memory scenario
 #   BROADCAST_CONNECTIONS (10000): clients that each broadcast reaches
@@ -33,7 +36,7 @@ cd "$(dirname "$0")/.."
 REPS=${REPS:-5}
 DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-1}
-SCENARIOS=${SCENARIOS:-pingpong duel pipelined latency idle udp client pipelined-1k tls tls-pipelined broadcast scale}
+SCENARIOS=${SCENARIOS:-pingpong duel pipelined latency latency-duel idle udp client pipelined-1k tls tls-duel tls-pipelined tls-pipelined-duel broadcast scale}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 BROADCAST_CONNECTIONS=${BROADCAST_CONNECTIONS:-10000}
 SCALE_CONNECTIONS=${SCALE_CONNECTIONS:-1 16 256 4096 10000}
@@ -41,7 +44,8 @@ RESULTS=${RESULTS:-bench/results}
 # Where cargo builds (the binaries are copied from there).
 target=${CARGO_TARGET_DIR:-target}
 
-# name|who runs|load generator arguments
+# name|who runs|load generator arguments. A scenario named duel or *-duel
+# runs its runners at the same time (run_together).
 all_scenarios=(
     "pingpong|tcp|--mode pingpong --connections 16"
     "duel|duel|--mode pingpong --connections 16"
@@ -56,6 +60,11 @@ all_scenarios=(
     "tls|tls|--mode pingpong --connections 16"
     "tls-pipelined|tls|--mode pipelined --connections 16 --depth 64"
     "broadcast|broadcast|--mode broadcast --connections $BROADCAST_CONNECTIONS"
+    # Eleventh session: the latency and TLS targets' ratios, each run's
+    # precise where separate runs spread wider than the gap.
+    "latency-duel|duel|--mode pingpong --connections 256"
+    "tls-duel|tls|--mode pingpong --connections 16"
+    "tls-pipelined-duel|tls|--mode pipelined --connections 16 --depth 64"
 )
 for connections in $SCALE_CONNECTIONS; do
     all_scenarios+=("scale-$connections|tcp|--mode pingpong --connections $connections")
@@ -122,9 +131,10 @@ tcp=(
 if [[ -n ${COMPARE_ECHO:-} ]]; then
     tcp+=("${COMPARE_NAME:-flexi-before}|$COMPARE_ECHO|$bin/loadgen")
 fi
-# Ping-pong again, but both servers at the same time on the server CPU (and
-# both load generators on the load CPU): the machine's ups and downs hit
-# both alike, so each run's ratio is precise where separate runs are not.
+# The duels' flexi-socket and minimal echo (the TLS duels run the `tls`
+# pair), both servers at the same time on the server CPU (and both load
+# generators on the load CPU): the machine's ups and downs hit both alike, so
+# each run's ratio is precise where separate runs are not.
 duel=(
     "flexi-socket|$flexi_echo|$bin/loadgen"
     "minimal|$bin/baseline_minimal|$bin/loadgen"
@@ -232,22 +242,30 @@ start_server() {
     return 1
 }
 
+# Whether scenario $1 runs its runners at the same time.
+is_duel() {
+    [[ $1 == duel || $1 == *-duel ]]
+}
+
 # Runs every runner of the duel at once (started in an order that turns
 # with repetition $1), then records them in runner order: the report pairs
 # the n-th record of each, so a repetition is recorded whole or not at all.
 # Adds the runners that reported errors to `failures`.
 run_together() {
-    local i j runner server load n=${#who[@]} pids=() addrs=() loads=() complete=1
+    local i j runner server load n=${#who[@]} pids=() addrs=() cas=() loads=() complete=1
     for i in "${!who[@]}"; do
         IFS='|' read -r runner server load <<<"${who[$i]}"
         start_server "$server" "$server_out.server$i"
         pids+=("$server_pid")
         addrs+=("$server_addr")
+        # Each TLS server prints a certificate of its own.
+        cas+=("${tls_ca[*]}")
     done
     for j in $(seq 0 $((n - 1))); do
         i=$(( (j + $1 - 1) % n ))
         IFS='|' read -r runner server load <<<"${who[$i]}"
-        "${load_cpu[@]}" "$load" --addr "${addrs[$i]}" "${args[@]}" "${bound[@]}" \
+        read -ra tls_ca <<<"${cas[$i]}"
+        "${load_cpu[@]}" "$load" --addr "${addrs[$i]}" "${args[@]}" "${bound[@]}" "${tls_ca[@]}" \
             --server-pid "${pids[$i]}" --scenario "$name" --server-name "$runner" \
             >"$server_out.load$i" &
         loads[i]=$!
@@ -295,7 +313,7 @@ for scenario in "${scenarios[@]}"; do
         bound=(--duration "$DURATION" --warmup "$WARMUP")
     fi
     for rep in $(seq "$REPS"); do
-        if [[ $name == duel ]]; then
+        if is_duel "$name"; then
             done_runs=$((done_runs + ${#who[@]}))
             printf '[%d/%d] %-9s %-12s rep %d\n' "$done_runs" "$total" "$name" "together" "$rep" >&2
             run_together "$rep"

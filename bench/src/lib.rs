@@ -30,12 +30,21 @@ pub mod tls;
 /// hand-written counterpart in the UDP and client-mode scenarios.
 pub const SERVERS: [&str; 4] = ["flexi-socket", "minimal", "batching", "tokio"];
 
-/// The head-to-head scenario: two servers share one core, and their load
-/// generators the other, all at the same time. Whatever slows the machine
-/// down slows both alike, so the ratio of their throughputs in one run says
-/// which needs less CPU per message, to within about 1 %, where separate
-/// runs on this kind of VM differ by 5-10 %. Its runs pair up in order.
+/// The head-to-head ping-pong scenario: two servers share one core, and
+/// their load generators the other, all at the same time. Whatever slows
+/// the machine down slows both alike, so the ratio of their throughputs in
+/// one run says which needs less CPU per message, to within about 1 %, where
+/// separate runs on this kind of VM differ by 5-10 %. Its runs pair up in
+/// order. Other scenarios run this way are named `<scenario>-duel`
+/// ([`is_duel`]).
 pub const DUEL: &str = "duel";
+
+/// Whether `scenario` is a duel: [`DUEL`] or `<scenario>-duel`, whose
+/// servers ran at the same time and whose runs pair up in order.
+#[must_use]
+pub fn is_duel(scenario: &str) -> bool {
+    scenario == DUEL || scenario.ends_with("-duel")
+}
 
 /// The scale scenario's steps are named `scale-<connections>`: ping-pong at
 /// each number of connections, drawn as curves.
@@ -178,9 +187,15 @@ pub struct Scenario {
     pub depth: usize,
     /// Medians per server, in [`SERVERS`] order then any other server.
     pub servers: Vec<Median>,
-    /// In the [`DUEL`]: the server under test's throughput over the other's,
-    /// run by run.
+    /// In a duel ([`is_duel`]): the server under test's throughput over the
+    /// other's, run by run.
     pub paired_ratios: Option<Vec<f64>>,
+    /// In a duel: the same for the median round trip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paired_p50_ratios: Option<Vec<f64>>,
+    /// In a duel: the same for the 99th percentile round trip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paired_p99_ratios: Option<Vec<f64>>,
 }
 
 impl Scenario {
@@ -236,6 +251,8 @@ impl Summary {
                     depth: record.depth,
                     servers: Vec::new(),
                     paired_ratios: None,
+                    paired_p50_ratios: None,
+                    paired_p99_ratios: None,
                 });
             }
         }
@@ -279,18 +296,20 @@ impl Summary {
                     }
                 })
                 .collect();
-            if scenario.name == DUEL {
-                scenario.paired_ratios = paired_ratios(&runs);
+            if is_duel(&scenario.name) {
+                scenario.paired_ratios = paired_ratios(&runs, |r| r.messages_per_s);
+                scenario.paired_p50_ratios = paired_ratios(&runs, |r| r.p50_us);
+                scenario.paired_p99_ratios = paired_ratios(&runs, |r| r.p99_us);
             }
         }
         Self { scenarios }
     }
 }
 
-/// The throughput of the server under test over the other one's, for each
-/// pair of runs that ran together (the n-th run of each); `None` unless
-/// exactly two servers ran, as often each.
-fn paired_ratios(runs: &[&Record]) -> Option<Vec<f64>> {
+/// `figure` of the server under test over the other one's, for each pair of
+/// runs that ran together (the n-th run of each); `None` unless exactly two
+/// servers ran, as often each.
+fn paired_ratios(runs: &[&Record], figure: fn(&Record) -> f64) -> Option<Vec<f64>> {
     let (ours, theirs): (Vec<&Record>, Vec<&Record>) =
         runs.iter().partition(|r| r.server == SERVERS[0]);
     let other = theirs.first()?.server.as_str();
@@ -300,8 +319,8 @@ fn paired_ratios(runs: &[&Record]) -> Option<Vec<f64>> {
     Some(
         ours.iter()
             .zip(&theirs)
-            .filter(|(_, theirs)| theirs.messages_per_s > 0.0)
-            .map(|(ours, theirs)| ours.messages_per_s / theirs.messages_per_s)
+            .filter(|(_, theirs)| figure(theirs) > 0.0)
+            .map(|(ours, theirs)| figure(ours) / figure(theirs))
             .collect(),
     )
 }
@@ -360,28 +379,54 @@ mod tests {
 
     #[test]
     fn duel_runs_pair_up_in_order() {
-        let record = |scenario: &str, server: &str, rate: f64| Record {
+        let record = |scenario: &str, server: &str, rate: f64, p50: f64, p99: f64| Record {
             scenario: scenario.into(),
             server: server.into(),
             messages_per_s: rate,
+            p50_us: p50,
+            p99_us: p99,
             ..Record::default()
         };
         let records = [
-            record(DUEL, "flexi-socket", 60.0),
-            record(DUEL, "minimal", 50.0),
-            record(DUEL, "flexi-socket", 30.0),
-            record(DUEL, "minimal", 40.0),
-            record("pingpong", "flexi-socket", 1.0),
-            record("pingpong", "minimal", 1.0),
+            record(DUEL, "flexi-socket", 60.0, 10.0, 100.0),
+            record(DUEL, "minimal", 50.0, 20.0, 400.0),
+            record(DUEL, "flexi-socket", 30.0, 30.0, 300.0),
+            record(DUEL, "minimal", 40.0, 10.0, 200.0),
+            record("pingpong", "flexi-socket", 1.0, 1.0, 1.0),
+            record("pingpong", "minimal", 1.0, 1.0, 1.0),
+            record("tls-duel", "flexi-socket", 90.0, 5.0, 10.0),
+            record("tls-duel", "tokio", 100.0, 4.0, 20.0),
         ];
         let summary = Summary::of(&records);
-        let ratios = summary.scenarios[0].paired_ratios.as_ref().unwrap();
-        assert_eq!(ratios.len(), 2);
-        assert!((ratios[0] - 1.2).abs() < 1e-9 && (ratios[1] - 0.75).abs() < 1e-9);
+        let close = |ratios: &Option<Vec<f64>>, expected: &[f64]| {
+            let ratios = ratios.as_ref().unwrap();
+            ratios.len() == expected.len()
+                && ratios
+                    .iter()
+                    .zip(expected)
+                    .all(|(r, e)| (r - e).abs() < 1e-9)
+        };
+        let duel = &summary.scenarios[0];
+        assert!(close(&duel.paired_ratios, &[1.2, 0.75]));
+        assert!(close(&duel.paired_p50_ratios, &[0.5, 3.0]));
+        assert!(close(&duel.paired_p99_ratios, &[0.25, 1.5]));
         assert!(summary.scenarios[1].paired_ratios.is_none());
+        assert!(summary.scenarios[1].paired_p99_ratios.is_none());
+        // `<scenario>-duel` pairs up too, against any other server.
+        let tls = &summary.scenarios[2];
+        assert!(close(&tls.paired_ratios, &[0.9]));
+        assert!(close(&tls.paired_p50_ratios, &[1.25]));
+        assert!(close(&tls.paired_p99_ratios, &[0.5]));
         // Unequal counts do not pair.
         let unpaired = Summary::of(&records[..3]);
         assert!(unpaired.scenarios[0].paired_ratios.is_none());
+        assert!(unpaired.scenarios[0].paired_p99_ratios.is_none());
+    }
+
+    #[test]
+    fn duels_are_named_duel_or_ending_in_duel() {
+        assert!(is_duel(DUEL) && is_duel("latency-duel") && is_duel("tls-pipelined-duel"));
+        assert!(!is_duel("latency") && !is_duel("duels") && !is_duel("tls-pipelined"));
     }
 
     #[test]

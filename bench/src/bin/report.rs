@@ -123,12 +123,24 @@ fn table(summary: &Summary) -> String {
         group_table(&mut out, &servers, &scenarios);
     }
     for scenario in &summary.scenarios {
-        if let Some(ratios) = &scenario.paired_ratios {
+        if scenario.paired_ratios.is_some() {
+            out.push('\n');
+        }
+        for (metric, what) in [
+            (
+                THROUGHPUT,
+                "throughput ratio, the servers side by side on one core",
+            ),
+            (P50, "p50 ratio"),
+            (P99, "p99 ratio"),
+        ] {
+            let Some(ratios) = paired(scenario, &metric) else {
+                continue;
+            };
             let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                "\n{}: each run's throughput ratio, the servers side by side on one core: {} \
-                 (median {:.3}×).\n",
+                "{}: each run's {what}: {} (median {:.3}×).",
                 scenario.name,
                 listed.join(", "),
                 median(ratios.iter().copied()),
@@ -230,13 +242,24 @@ fn group_table(out: &mut String, servers: &[&str], scenarios: &[&Scenario]) {
 }
 
 /// The server under test's `metric` over `baseline`'s: of the medians, or
-/// for the duel's throughput the median of each run's ratio (its runs pair
-/// up; the medians of the two columns may come from different runs).
+/// in a duel the median of each run's ratio where it has them (its runs
+/// pair up; the medians of the two columns may come from different runs).
 fn ratio(scenario: &Scenario, baseline: &str, metric: &Metric) -> Option<f64> {
-    match &scenario.paired_ratios {
-        Some(ratios) if metric.name == THROUGHPUT.name => Some(median(ratios.iter().copied())),
-        _ => scenario.ratio(baseline, metric.value),
+    match paired(scenario, metric) {
+        Some(ratios) => Some(median(ratios.iter().copied())),
+        None => scenario.ratio(baseline, metric.value),
     }
+}
+
+/// A duel's per-run ratios of `metric`: throughput, p50 and p99 have them.
+fn paired<'a>(scenario: &'a Scenario, metric: &Metric) -> Option<&'a [f64]> {
+    let ratios = match metric.name {
+        name if name == THROUGHPUT.name => &scenario.paired_ratios,
+        name if name == P50.name => &scenario.paired_p50_ratios,
+        name if name == P99.name => &scenario.paired_p99_ratios,
+        _ => return None,
+    };
+    ratios.as_deref()
 }
 
 fn title(scenario: &Scenario) -> String {
@@ -280,6 +303,10 @@ fn target(scenario: &Scenario, metric: &str) -> Option<String> {
             "≤ 1.0× minimal",
             scenario.ratio("minimal", P99.value)? <= 1.0,
         ),
+        ("latency-duel", "p99 µs") => (
+            "≤ 1.0× minimal (median of per-run ratios)",
+            ratio(scenario, "minimal", &P99)? <= 1.0,
+        ),
         ("idle", _) => (
             "≤ 1 KiB",
             scenario.server(SERVERS[0])?.kib_per_connection? <= 1.0,
@@ -287,6 +314,10 @@ fn target(scenario: &Scenario, metric: &str) -> Option<String> {
         ("tls" | "tls-pipelined", "messages/s") => (
             "≥ 0.95× tokio",
             scenario.ratio("tokio", THROUGHPUT.value)? >= 0.95,
+        ),
+        ("tls-duel" | "tls-pipelined-duel", "messages/s") => (
+            "≥ 0.95× tokio (median of per-run ratios)",
+            ratio(scenario, "tokio", &THROUGHPUT)? >= 0.95,
         ),
         ("broadcast", "p50 µs until the last has it") => (
             "≤ 1.1× tokio",

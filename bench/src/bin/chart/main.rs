@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use flexi_socket_bench::{DUEL, Median, SCALE, Scenario, Summary, read_records};
+use flexi_socket_bench::{Median, SCALE, Scenario, Summary, is_duel, read_records};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -123,9 +123,10 @@ fn panels(scenario: &Scenario) -> [Option<Panel<'_>>; 2] {
                 }
             },
         }),
-        // The duel's latency is the scheduler's time slices between the
-        // two servers, not either server's: not drawn.
-        (scenario.name != DUEL).then(|| Panel {
+        // A duel's latencies are those of two servers sharing one core
+        // (the scheduler's time slices between them), not either server's
+        // alone: not drawn; the report gives their per-run ratios.
+        (!is_duel(&scenario.name)).then(|| Panel {
             title: format!("{title}: p99 µs"),
             values: of(|m| Some(m.p99_us)),
             label: |v| format!("{v:.0}"),
@@ -175,7 +176,7 @@ fn draw(summary: &Summary, path: &Path) -> Result<(), Box<dyn std::error::Error>
             "to every socket in one loop.".to_owned(),
             "client: Client::request vs a plain tokio client,".to_owned(),
             "both against the minimal echo.".to_owned(),
-            "duel: flexi-socket and minimal at the same time,".to_owned(),
+            "duel, *-duel: both servers at the same time,".to_owned(),
             "sharing CPU 0 (see BENCHMARKS.md).".to_owned(),
         ];
         for (i, note) in notes.iter().enumerate() {
