@@ -15,6 +15,7 @@
 #   MODE=client bench/instructions.sh          # flexi-socket's client and a plain tokio client
 #   SERVERS="/tmp/old/echo" bench/instructions.sh
 #   METRICS=1 bench/instructions.sh            # the echo example without and with metrics
+#   CACHE=1 MODE=tls-pipelined bench/instructions.sh   # and simulated cache misses per message
 #
 # Environment:
 #   MODE (pingpong): pingpong, pipelined, pipelined-1k, tls, tls-pipelined,
@@ -32,9 +33,17 @@
 #     the metrics feature (as always otherwise), with it but no recorder, and
 #     bench's echo_metrics (a Prometheus recorder installed and rendered every
 #     15 s); MODE pingpong or pipelined
+#   CACHE: 1 also simulates the caches (callgrind --cache-sim=yes; their
+#     sizes printed with the first count) and prints each server's
+#     first-level data (D1) and instruction (I1) misses per message, and the
+#     misses of the level simulated after them (LL), this CPU's L2 (see
+#     below). Simulated, so they repeat like the instructions on a busy
+#     machine, where perf's counters would not (this VM has none); start-up
+#     is in them as in the instructions (take it out by difference with a
+#     smaller MESSAGES); about twice as slow
 #   KEEP: a directory to keep the callgrind.out.* files in (for
-#     callgrind_annotate; build with CARGO_PROFILE_RELEASE_DEBUG=true to see
-#     source lines)
+#     callgrind_annotate, which with CACHE=1 can also sort by D1mr, D1mw, ...;
+#     build with CARGO_PROFILE_RELEASE_DEBUG=true to see source lines)
 # Needs valgrind (Debian: apt-get install valgrind). Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,6 +96,22 @@ else
     SERVERS=${SERVERS:-$target/release/examples/$example $target/release/$baseline}
 fi
 
+callgrind=(valgrind --tool=callgrind)
+if [[ ${CACHE:-} == 1 ]]; then
+    callgrind+=(--cache-sim=yes)
+    # valgrind simulates two levels, the second taken as the last (LL). Here
+    # that is the L2: every server's working set fits in the L3 (32 MiB),
+    # so a miss that costs is one past the L2; and this VM reports its L3 to
+    # valgrind as 256 MiB direct-mapped, which would count cold misses only.
+    l2=/sys/devices/system/cpu/cpu0/cache/index2
+    if [[ -r $l2/size && $(cat "$l2/level") == 2 ]]; then
+        size=$(cat "$l2/size")
+        callgrind+=("--LL=$((${size%K} * 1024)),$(cat "$l2/ways_of_associativity"),$(cat "$l2/coherency_line_size")")
+    else
+        echo "warning: no L2 in $l2: LL is what valgrind finds (see the sizes below)" >&2
+    fi
+fi
+
 work=$(mktemp -d)
 server_pid=
 cleanup() {
@@ -128,13 +153,29 @@ wait_for_address() {
     exit 1
 }
 
-# Prints the count in callgrind output $2 for program $1, per message.
+# Prints the counts in callgrind output $2 for program $1, per message.
 report() {
     local total
-    total=$(sed -n 's/^totals: //p' "$2")
+    # The totals line has one column per event the `events:` line names;
+    # instructions (Ir) are the first.
+    total=$(sed -n 's/^totals: \([0-9]*\).*/\1/p' "$2")
     # Start-up and shutdown are in the total too: a few hundred thousand
     # instructions, under 1% at the default MESSAGES.
     echo "$1: $((total / per)) instructions per message ($total for $per)"
+    if [[ ${CACHE:-} == 1 ]]; then
+        # Once: the simulated caches (`desc: D1 cache: 32768 B, 64 B, 8-way associative`).
+        [[ -n ${cache_sizes_printed:-} ]] || sed -n 's/^desc: \(.. cache\)/  \1/p' "$2"
+        cache_sizes_printed=1
+        awk -v per="$per" '
+            /^events:/ { for (i = 2; i <= NF; i++) event[i] = $i }
+            /^totals:/ { for (i = 2; i <= NF; i++) count[event[i]] = $i }
+            END {
+                printf "  per message: D1 misses %.2f (read %.2f, write %.2f), I1 misses %.2f, LL misses %.3f (data %.3f)\n",
+                    (count["D1mr"] + count["D1mw"]) / per, count["D1mr"] / per, count["D1mw"] / per,
+                    count["I1mr"] / per, (count["ILmr"] + count["DLmr"] + count["DLmw"]) / per,
+                    (count["DLmr"] + count["DLmw"]) / per
+            }' "$2"
+    fi
     if [[ -n ${KEEP:-} ]]; then
         mkdir -p "$KEEP"
         cp "$2" "$KEEP/"
@@ -148,7 +189,7 @@ if [[ $MODE == client ]]; then
     for client in "$target/release/flexi_client_load" "$target/release/loadgen"; do
         name=$(basename "$client")
         out=$work/callgrind.out.$name
-        valgrind --tool=callgrind --callgrind-out-file="$out" "$client" --addr "$addr" \
+        "${callgrind[@]}" --callgrind-out-file="$out" "$client" --addr "$addr" \
             "${load[@]}" --count "$MESSAGES" --warmup 0 >"$work/load.json" 2>"$work/stderr"
         report "$name" "$out"
     done
@@ -158,7 +199,7 @@ fi
 for server in $SERVERS; do
     name=$(basename "$server")
     out=$work/callgrind.out.$name
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$server" 127.0.0.1:0 \
+    "${callgrind[@]}" --callgrind-out-file="$out" "$server" 127.0.0.1:0 \
         >"$work/stdout" 2>"$work/stderr" &
     server_pid=$!
     wait_for_address "$server"
