@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use clap::Parser;
 use tokio::net::{TcpListener, TcpStream};
 
 const PREFIX: &[u8] = b"broadcast ";
@@ -23,11 +24,22 @@ const MAX_LINE: usize = 64 * 1024;
 /// Every open connection by id.
 type Clients = Arc<Mutex<HashMap<u64, Arc<TcpStream>>>>;
 
+/// The command line: where to listen, as `bench/run.sh` passes it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "baseline_broadcast",
+    about = "The hand-written tokio broadcast server: a line echo, and `broadcast <text>` to every connection"
+)]
+struct Args {
+    /// The address to listen on (port 0: a free one); the server prints
+    /// `listening on <addr>` once bound.
+    #[arg(default_value = "127.0.0.1:8081")]
+    addr: String,
+}
+
 #[tokio::main]
 async fn main() -> io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8081".into());
+    let Args { addr } = Args::parse();
     let listener = TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
     let clients = Clients::default();

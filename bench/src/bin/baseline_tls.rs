@@ -8,6 +8,7 @@
 use std::io;
 use std::time::Duration;
 
+use clap::Parser;
 use flexi_socket_bench::line_echo::LineEcho;
 use flexi_socket_bench::tls::self_signed_server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,11 +21,22 @@ const READ_CHUNK: usize = 16 * 1024;
 /// As flexi-socket's default `tls_handshake_timeout`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The command line: where to listen, as `bench/run.sh` passes it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "baseline_tls",
+    about = "A hand-written tokio-rustls line echo with a self-signed certificate"
+)]
+struct Args {
+    /// The address to listen on (port 0: a free one); the server prints
+    /// `listening on <addr>` once bound.
+    #[arg(default_value = "127.0.0.1:8443")]
+    addr: String,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8443".into());
+    let Args { addr } = Args::parse();
     let (config, cert_file) = self_signed_server()?;
     let listener = TcpListener::bind(&addr)
         .await

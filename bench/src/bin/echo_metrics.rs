@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use clap::Parser;
 use flexi_socket::{Connection, FlexiSocket, Message, on_message};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
@@ -15,8 +16,22 @@ async fn echo(conn: Connection, msg: Message) -> flexi_socket::Result<()> {
     conn.send(msg).await
 }
 
+/// The command line: where to listen, as `bench/run.sh` passes it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "echo_metrics",
+    about = "The echo example with flexi-socket's metrics in a Prometheus recorder"
+)]
+struct Args {
+    /// The address to listen on (port 0: a free one); the server prints
+    /// `listening on <addr>` once bound.
+    #[arg(default_value = "127.0.0.1:8081")]
+    addr: String,
+}
+
 #[tokio::main]
 async fn main() -> flexi_socket::Result<()> {
+    let Args { addr } = Args::parse();
     // As the echo example: errors and the routing table on stderr.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -38,9 +53,6 @@ async fn main() -> flexi_socket::Result<()> {
             std::hint::black_box(scraper.render());
         }
     });
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8081".into());
     let server = FlexiSocket::server(addr).bind().await?;
     println!("listening on {}", server.local_addr());
     server.serve().await?;

@@ -6,6 +6,7 @@
 
 use std::sync::OnceLock;
 
+use clap::Parser;
 use flexi_socket::{Connection, Connections, FlexiSocket, Message, on_message};
 
 /// Above the scenario's largest count (10,000).
@@ -26,11 +27,22 @@ async fn line(conn: Connection, msg: Message) -> flexi_socket::Result<()> {
     }
 }
 
+/// The command line: where to listen, as `bench/run.sh` passes it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "flexi_broadcast",
+    about = "flexi-socket's broadcast server: a line echo, and `broadcast <text>` to every connection"
+)]
+struct Args {
+    /// The address to listen on (port 0: a free one); the server prints
+    /// `listening on <addr>` once bound.
+    #[arg(default_value = "127.0.0.1:8081")]
+    addr: String,
+}
+
 #[tokio::main]
 async fn main() -> flexi_socket::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8081".into());
+    let Args { addr } = Args::parse();
     let server = FlexiSocket::server(addr)
         // As many connections as the scenario opens (the default admits fewer).
         .max_connections(MAX_CONNECTIONS)
