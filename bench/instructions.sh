@@ -6,6 +6,7 @@
 # most of a ping-pong message's cost) is not counted.
 #
 #   bench/instructions.sh                      # TCP ping-pong: the echo example and the minimal echo
+#   MODE=latency bench/instructions.sh         # the same at 256 connections
 #   MODE=pipelined bench/instructions.sh       # 16 connections x 64 lines in flight
 #   MODE=pipelined-1k bench/instructions.sh    # the same with 1 KiB lines
 #   MODE=tls bench/instructions.sh             # ping-pong over TLS: tls_echo and the tokio-rustls echo
@@ -18,8 +19,8 @@
 #   CACHE=1 MODE=tls-pipelined bench/instructions.sh   # and simulated cache misses per message
 #
 # Environment:
-#   MODE (pingpong): pingpong, pipelined, pipelined-1k, tls, tls-pipelined,
-#     broadcast, udp or client. In client mode the
+#   MODE (pingpong): pingpong, latency, pipelined, pipelined-1k, tls,
+#     tls-pipelined, broadcast, udp or client. In client mode the
 #     load generators are counted (flexi_client_load, loadgen --mode client),
 #     both against the minimal echo run without valgrind; each count includes
 #     the load generator's own work (making and checking lines, the histogram)
@@ -66,6 +67,7 @@ target=${CARGO_TARGET_DIR:-target}
 bench_server=
 case $MODE in
     pingpong) load=(--mode pingpong --connections 16) example=echo baseline=baseline_minimal ;;
+    latency) load=(--mode pingpong --connections 256) example=echo baseline=baseline_minimal ;;
     pipelined) load=(--mode pipelined --connections 16 --depth 64) example=echo baseline=baseline_batching ;;
     pipelined-1k) load=(--mode pipelined --connections 16 --depth 64 --size 1024) example=echo baseline=baseline_batching ;;
     tls) load=(--mode pingpong --connections 16) example=tls_echo baseline=baseline_tls ;;
@@ -78,7 +80,7 @@ case $MODE in
     udp) load=(--mode udp --connections 16) example=udp_echo baseline=baseline_udp ;;
     client) load=(--mode client --connections 16) example=echo baseline=baseline_minimal ;;
     *)
-        echo "error: MODE=$MODE: expected pingpong, pipelined, pipelined-1k, tls, tls-pipelined, broadcast, udp or client" >&2
+        echo "error: MODE=$MODE: expected pingpong, latency, pipelined, pipelined-1k, tls, tls-pipelined, broadcast, udp or client" >&2
         exit 2
         ;;
 esac
