@@ -69,7 +69,7 @@ pub(crate) struct Invocation<'a> {
 impl<'a> Invocation<'a> {
     /// Whether all of the call's state is in its slot (and this value can
     /// be dropped and [`resume`](Self::resume)d), rather than in a future
-    /// of its own.
+    /// of its own. This value then owns nothing: borrows and a stopwatch.
     pub(crate) fn lives_in_slot(&self) -> bool {
         matches!(self.call, Call::Here { start: None, .. })
     }
@@ -132,8 +132,9 @@ impl<'a> Call<'a> {
                 match catch_unwind(AssertUnwindSafe(|| match start {
                     Some(context) => {
                         let polled = handler.call(context, slot, cx);
-                        // What the arguments left of the event.
-                        *start = None;
+                        if let Some(context) = start.take() {
+                            context.release();
+                        }
                         polled
                     }
                     None => slot.poll(cx),

@@ -262,7 +262,7 @@ impl Reading {
             };
             let mut delivery = on_frame(connection, frame, &mut self.slot);
             match Pin::new(&mut delivery).poll(cx) {
-                Poll::Ready(ControlFlow::Continue(())) => {}
+                Poll::Ready(ControlFlow::Continue(())) => delivery.finish(),
                 Poll::Ready(ControlFlow::Break(reason)) => {
                     activity.handlers_done(&connection.endpoint().deadlines);
                     break Handled::End(reason);
