@@ -296,7 +296,7 @@ impl Connection {
         handler: &Handler,
         message: Message,
     ) -> Result<Option<Message>, Error> {
-        let context = EventContext::new(self.clone()).with_message(message);
+        let context = EventContext::for_message(self.clone(), message);
         let outcome = invoke(self, handler, context, &mut HandlerSlot::default()).await;
         if let Err(error) = &outcome {
             self.after_panic(error).await;

@@ -100,19 +100,14 @@ impl EventContext {
         }
     }
 
-    /// The event of `message` arriving on `connection`: built whole, not
-    /// as [`new`](Self::new) then [`with_message`](Self::with_message),
-    /// whose replaced payload costs a drop per message.
+    /// The event of `message` on `connection` (arriving, or sent through
+    /// before_send): built whole, not as [`new`](Self::new) with the
+    /// payload replaced, which costs a drop per message.
     pub(crate) fn for_message(connection: Connection, message: Message) -> Self {
         Self {
             connection: Some(connection),
             payload: Payload::Message(message),
         }
-    }
-
-    pub(crate) fn with_message(mut self, message: Message) -> Self {
-        self.payload = Payload::Message(message);
-        self
     }
 
     pub(crate) fn with_error(mut self, error: Error) -> Self {
@@ -474,5 +469,53 @@ impl Handler {
 impl fmt::Debug for Handler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// Bytes whose memory says when it is freed.
+    struct Tracked(Arc<AtomicBool>);
+
+    impl AsRef<[u8]> for Tracked {
+        fn as_ref(&self) -> &[u8] {
+            b"left"
+        }
+    }
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn event_with_tracked_message(freed: &Arc<AtomicBool>) -> EventContext {
+        let bytes = Bytes::from_owner(Tracked(Arc::clone(freed)));
+        EventContext {
+            connection: None,
+            payload: Payload::Message(Message::from(bytes)),
+        }
+    }
+
+    #[test]
+    fn release_drops_a_message_the_arguments_left() {
+        let freed = Arc::new(AtomicBool::new(false));
+        event_with_tracked_message(&freed).release();
+        assert!(freed.load(Ordering::SeqCst), "the message was leaked");
+    }
+
+    #[test]
+    fn release_leaves_a_taken_message_to_its_taker() {
+        let freed = Arc::new(AtomicBool::new(false));
+        let mut event = event_with_tracked_message(&freed);
+        let taken = event.take_message();
+        event.release();
+        assert!(!freed.load(Ordering::SeqCst));
+        drop(taken);
+        assert!(freed.load(Ordering::SeqCst));
     }
 }
