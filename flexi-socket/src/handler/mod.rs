@@ -415,18 +415,33 @@ type ErasedCall = dyn Fn(&mut EventContext, &mut HandlerSlot, &mut Context<'_>) 
     + Send
     + Sync;
 
+/// An attribute's generated [`ErasedCall`]: a plain function.
+type CallFn = fn(&mut EventContext, &mut HandlerSlot, &mut Context<'_>) -> Poll<HandlerOutput>;
+
+/// How a handler is called.
+#[derive(Clone)]
+enum Call {
+    /// An attribute's generated function, called directly: through an
+    /// `Arc<dyn Fn>` it would take the `Arc`'s offset, the closure's shim
+    /// and then the function, per message.
+    Function(CallFn),
+    /// A [`Router`] closure.
+    Closure(Arc<ErasedCall>),
+}
+
 /// A registered handler: its name and its erased call.
 #[derive(Clone)]
 pub(crate) struct Handler {
     pub(crate) name: &'static str,
     /// Run on the blocking pool (`#[on_message(blocking)]`).
     pub(crate) blocking: bool,
-    call: Arc<ErasedCall>,
+    call: Call,
     /// Where its calls' durations go (a server's, with the `metrics` feature).
     pub(crate) duration: metric::Histogram,
 }
 
 impl Handler {
+    /// A [`Router`] closure's handler.
     pub(crate) fn new(
         name: &'static str,
         call: impl Fn(&mut EventContext, &mut HandlerSlot, &mut Context<'_>) -> Poll<HandlerOutput>
@@ -434,10 +449,19 @@ impl Handler {
         + Sync
         + 'static,
     ) -> Self {
+        Self::with_call(name, Call::Closure(Arc::new(call)))
+    }
+
+    /// An attribute's handler, `call` its generated function.
+    pub(crate) fn function(name: &'static str, call: CallFn) -> Self {
+        Self::with_call(name, Call::Function(call))
+    }
+
+    fn with_call(name: &'static str, call: Call) -> Self {
         Self {
             name,
             blocking: false,
-            call: Arc::new(call),
+            call,
             duration: metric::Histogram::default(),
         }
     }
@@ -462,7 +486,10 @@ impl Handler {
         slot: &mut HandlerSlot,
         cx: &mut Context<'_>,
     ) -> Poll<HandlerOutput> {
-        (self.call)(context, slot, cx)
+        match &self.call {
+            Call::Function(call) => call(context, slot, cx),
+            Call::Closure(call) => call(context, slot, cx),
+        }
     }
 }
 

@@ -98,7 +98,7 @@ impl Router {
             .into_iter()
             .filter(|r| r.scope == scope)
             .map(|r| {
-                let mut handler = Handler::new(r.name, r.call);
+                let mut handler = Handler::function(r.name, r.call);
                 handler.blocking = r.blocking;
                 Entry {
                     kind: r.kind,
