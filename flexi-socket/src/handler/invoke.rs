@@ -115,6 +115,15 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// The call will not be polled again: a future in its slot is dropped
+    /// now, so a slot only ever gives a finished future's allocation to
+    /// its thread (see [`HandlerSlot::release`]).
+    fn abandon(&mut self) {
+        if let Call::Here { slot, .. } = self {
+            slot.clear();
+        }
+    }
+
     // Always inlined, like `Invocation::poll`: a delivery's poll then
     // reaches the handler's erased call through `catch_unwind` alone.
     #[inline(always)]
@@ -176,12 +185,14 @@ async fn within(
     mut call: Call<'_>,
 ) -> Result<HandlerOutput, Error> {
     let run = std::future::poll_fn(|cx| call.poll_call(handler, cx));
-    tokio::time::timeout(after, run)
-        .await
-        .map_err(|_elapsed| Error::HandlerTimeout {
+    let outcome = tokio::time::timeout(after, run).await;
+    outcome.map_err(|_elapsed| {
+        call.abandon();
+        Error::HandlerTimeout {
             handler: handler.name,
             after,
-        })?
+        }
+    })?
 }
 
 fn panicked(handler: &Handler, payload: &(dyn std::any::Any + Send)) -> Error {
@@ -210,4 +221,51 @@ async fn run_blocking(handler: &Handler, context: EventContext) -> Result<Handle
             message: join_error.to_string(),
         },
     })?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tokio::sync::oneshot::{self, error::TryRecvError};
+
+    use super::*;
+    use crate::config::Limits;
+    use crate::connection::Endpoint;
+    use crate::connection::outbound::Transport;
+    use crate::handler::Router;
+    use crate::sync;
+
+    fn connection() -> Connection {
+        let endpoint = Endpoint::for_tests(Router::new(), Limits::default());
+        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        Arc::clone(&endpoint)
+            .open(addr, addr, Transport::Stream)
+            .unwrap()
+            .0
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_cut_at_its_timeout_lets_go_of_its_future_at_once() {
+        let (held, dropped) = oneshot::channel::<()>();
+        let held = Mutex::new(Some(held));
+        let handler = Handler::new("hangs", move |_context, slot, cx| {
+            let held = sync::lock(&held).take();
+            slot.run(
+                async move {
+                    let _held = held;
+                    std::future::pending::<HandlerOutput>().await
+                },
+                cx,
+            )
+        });
+        let mut slot = HandlerSlot::default();
+        let call = Call::starting(&mut slot, EventContext::new(connection()));
+        let outcome = within(Duration::from_secs(1), &handler, call).await;
+        assert!(matches!(outcome, Err(Error::HandlerTimeout { .. })));
+        // Not kept in the slot, where its thread could be given it as if finished.
+        let mut dropped = dropped;
+        assert_eq!(dropped.try_recv(), Err(TryRecvError::Closed));
+    }
 }

@@ -240,6 +240,7 @@ impl Reading {
         // Handlers run: a frame deadline that falls meanwhile is not the
         // peer's doing (the boxed drain says the same while it runs).
         activity.handlers_started();
+        self.slot.reclaim();
         let buffered = self.buffer.len();
         loop {
             let decoder = self.decoder.as_mut().expect("the decoder is back");
@@ -304,6 +305,7 @@ impl Reading {
             .take()
             .expect("the decoder is back from the last drain");
         let mut buffer = std::mem::take(&mut self.buffer);
+        self.slot.reclaim();
         let mut slot = std::mem::take(&mut self.slot);
         connection.activity().handlers_started();
         let future = Box::pin(async move {
@@ -368,7 +370,7 @@ impl Reading {
             partial_frame,
             framed_some,
         );
-        self.slot.trim();
+        self.slot.release();
         let gap = decoder
             .current()
             .idle_gap()
