@@ -145,7 +145,6 @@ impl HandlerSlot {
     }
 }
 
-/// A finished future's allocation and the type it was made for.
 /// How many handler types a worker thread keeps an allocation for: a server
 /// has a few on_message handlers, one per client type.
 const SPARE_TYPES: usize = 4;
