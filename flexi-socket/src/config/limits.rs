@@ -139,6 +139,17 @@ impl Limits {
         })
     }
 
+    /// The history a connection keeps from its opening: with a classifier
+    /// as [`history_at_start`](Self::history_at_start) says; without one
+    /// there will be no client type, so only the default history counts.
+    pub(crate) fn history_at_open(&self, classifies: bool) -> Option<HistoryLimits> {
+        if classifies {
+            self.history_at_start()
+        } else {
+            self.history
+        }
+    }
+
     /// The history a connection of `client_type` keeps (none: zero limits;
     /// `ClientType::DEFAULT`, an unclassified one, keeps the default).
     pub(crate) fn history_for(&self, client_type: &ClientType) -> HistoryLimits {

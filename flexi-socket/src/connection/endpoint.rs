@@ -18,7 +18,7 @@ use super::list::Connections;
 use super::log_budget::LogBudget;
 use super::outbound::{self, OutboundReceiver, Transport};
 use super::shutdown::Shutdown;
-use super::{Addresses, Connection};
+use super::{Addresses, Connection, Sends};
 use crate::classify::{ClientFraming, ErasedClassifier};
 use crate::config::Limits;
 use crate::error::Error;
@@ -52,6 +52,9 @@ pub(crate) struct Endpoint {
     pub(crate) framing: Framing,
     /// That framing's encoder, when connections can share it (built-in codecs).
     pub(crate) encoder: Option<FrameEncoder>,
+    /// How a connection's sends go until classified (see [`Sends`]): the
+    /// same for all of them, so decided here rather than per connection.
+    pub(super) unclassified_sends: Sends,
     pub(crate) client_framing: ClientFraming,
     pub(crate) connections: Connections,
     pub(crate) shutdown: Arc<Shutdown>,
@@ -142,12 +145,17 @@ impl Endpoint {
             ServerWide::new(counters, &limits)
         });
         let encoder = framing.shared_encoder();
+        let unclassified_sends = Sends::of(
+            routes.default_routes(),
+            limits.history_at_open(classifier.is_some()).is_some(),
+        );
         Arc::new(Endpoint {
             routes,
             app_state,
             classifier,
             framing,
             encoder,
+            unclassified_sends,
             client_framing,
             connections: wide.connections,
             shutdown: wide.shutdown,

@@ -148,7 +148,9 @@ struct Shared {
     endpoint: Arc<Endpoint>,
     /// Set once, when classified: what the client type decides, together,
     /// so no send ever mixes one type's routes with another's framing.
-    classified: OnceLock<Classified>,
+    /// Boxed: until then (and for good without a classifier) a pointer, not
+    /// the client type, routes, encoder and counters.
+    classified: OnceLock<Box<Classified>>,
     /// Classification ran (or needs not run): it runs at most once.
     classification_done: AtomicBool,
     first_message: AtomicBool,
@@ -160,8 +162,6 @@ struct Shared {
     /// This connection's own encoder, for a custom codec (a built-in codec's
     /// is shared: see `Endpoint::encoder`).
     encoder: Option<Box<FrameEncoder>>,
-    /// How sends go until classified (see [`Sends`]).
-    sends: Sends,
     outbound: OutboundSender,
     close: CloseSignal,
     /// For the deadline sweeper.
@@ -190,15 +190,10 @@ impl Connection {
             None => Some(Box::new(endpoint.framing.try_encoder()?)),
         };
         let classification_done = AtomicBool::new(endpoint.classifier.is_none());
-        // Per-type histories are sized at classification; without a
-        // classifier there will be none, so only the default one counts.
-        let history = if endpoint.classifier.is_some() {
-            endpoint.limits.history_at_start()
-        } else {
-            endpoint.limits.history
-        }
-        .map(|limits| Box::new(Recorder::new(limits)));
-        let sends = Sends::of(endpoint.routes.default_routes(), history.is_some());
+        let history = endpoint
+            .limits
+            .history_at_open(endpoint.classifier.is_some())
+            .map(|limits| Box::new(Recorder::new(limits)));
         Ok(Self {
             shared: Arc::new(Shared {
                 id,
@@ -211,7 +206,6 @@ impl Connection {
                 bytes_in: AtomicU64::new(0),
                 error_kinds_seen: KindsSeen::default(),
                 encoder,
-                sends,
                 outbound,
                 close: CloseSignal::default(),
                 activity: Activity::default(),
@@ -696,7 +690,7 @@ impl Connection {
                     .unwrap_or_else(|| self.default_encoder()),
             ),
             None => (
-                self.shared.sends,
+                self.shared.endpoint.unclassified_sends,
                 self.default_routes(),
                 self.default_encoder(),
             ),
@@ -766,13 +760,13 @@ impl Connection {
             history.set_limits(self.shared.endpoint.limits.history_for(&client_type));
         }
         // Classification runs once (take_classification): this cannot be set twice.
-        let _ = self.shared.classified.set(Classified {
+        let _ = self.shared.classified.set(Box::new(Classified {
             sends: Sends::of(&routes, self.keeps_history()),
             traffic: self.shared.endpoint.counters.traffic(Some(&client_type)),
             client_type,
             routes,
             encoder: encoder.map(Box::new),
-        });
+        }));
     }
 
     /// The last messages in and out, with their raw and processed forms,
@@ -956,20 +950,18 @@ impl fmt::Debug for Connection {
 #[cfg(test)]
 mod tests {
     /// Every connection holds one, idle or not: what only some connections
-    /// use (typed state, waiters for the end) is made when first used.
+    /// use (typed state, waiters for the end, what classification decided)
+    /// is made when first used.
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_connections_shared_state_stays_small() {
         let size = std::mem::size_of::<super::Shared>();
-        // With the `metrics` feature (the workspace's tests turn it on), the
-        // client type's counters sit in `classified`; none without it.
-        let counters = std::mem::size_of::<crate::stats::Traffic>();
-        eprintln!("shared state {size} bytes, {counters} of them metrics counters");
-        // 344: 336 after the idle-memory work, and 8 (with padding) for the
-        // sends' way decided once per connection. With the `Arc`'s 16, 352
-        // and 360 bytes take the same 368-byte block from glibc.
+        eprintln!("shared state {size} bytes");
+        // 304 since the classification is boxed (the client type's counters,
+        // with the `metrics` feature, went with it). With the `Arc`'s 16,
+        // glibc gives it a 336-byte block (368 before).
         assert!(
-            size <= 344 + counters,
+            size <= 304,
             "a connection's shared state grew to {size} bytes"
         );
     }
