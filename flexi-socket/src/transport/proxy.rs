@@ -98,7 +98,7 @@ impl ProxyProtocol {
             .map_err(|_| Error::InvalidNetwork {
                 network: network.to_owned(),
             })?;
-        self.trusted.push(parsed);
+        self.trusted.push(ipv4_form(parsed));
         Ok(self)
     }
 
@@ -114,13 +114,13 @@ impl ProxyProtocol {
     /// shows an IPv4 peer) are one peer, whichever form the trusted network
     /// was written in.
     pub(crate) fn trusts(&self, peer: IpAddr) -> bool {
-        let other_form = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
-            IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
+        // Both sides in IPv4 form (networks since `trust`): an IPv6 network
+        // around the mapped block, `::/0`, then holds no IPv4 peer.
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            IpAddr::V4(_) => peer,
         };
-        self.trusted.iter().any(|network| {
-            network.contains(&peer) || other_form.is_some_and(|other| network.contains(&other))
-        })
+        self.trusted.iter().any(|network| network.contains(&peer))
     }
 
     /// Reads the header at the start of `stream`, within the header timeout.
@@ -270,6 +270,19 @@ fn printable(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// `network` as IPv4 if it lies inside the IPv4-mapped block
+/// (`::ffff:10.0.0.0/104` is `10.0.0.0/8`), as [`ProxyProtocol::trusts`]
+/// compares peers.
+fn ipv4_form(network: IpNet) -> IpNet {
+    match network {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(network, IpNet::V4),
+            None => network,
+        },
+        _ => network,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::AsyncWriteExt;
@@ -408,5 +421,16 @@ mod tests {
             // Not an IPv4-mapped address, though its last 32 bits match.
             assert!(!proxy.trusts("::10.1.2.3".parse().unwrap()));
         }
+    }
+
+    /// A network wider than the IPv4-mapped block (`::/0`, "any IPv6
+    /// balancer") holds every mapped address: it must not thereby trust
+    /// every IPv4 peer.
+    #[test]
+    fn an_ipv6_network_around_the_mapped_block_trusts_no_ipv4_peer() {
+        let proxy = ProxyProtocol::trusting(["::/0"]).unwrap();
+        assert!(proxy.trusts("2001:db8::1".parse().unwrap()));
+        assert!(!proxy.trusts("203.0.113.7".parse().unwrap()));
+        assert!(!proxy.trusts("::ffff:203.0.113.7".parse().unwrap()));
     }
 }
