@@ -121,7 +121,12 @@ impl Delivery<'_> {
     /// value with nothing to drop, is skipped.
     #[inline(always)]
     pub(crate) fn finish(self) {
-        if matches!(&self.step, DeliveryStep::Handler(invocation) if invocation.lives_in_slot()) {
+        // Every field named (no `..`): see `Invocation::lives_in_slot`.
+        let Self {
+            connection: _,
+            step,
+        } = &self;
+        if matches!(step, DeliveryStep::Handler(invocation) if invocation.lives_in_slot()) {
             // Borrows and a stopwatch only: forgetting it leaks nothing.
             std::mem::forget(self);
         }

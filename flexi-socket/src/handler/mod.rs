@@ -134,8 +134,13 @@ impl EventContext {
     /// event's drop glue, an out-of-line call per message, is skipped.
     #[inline(always)]
     pub(crate) fn release(self) {
-        if self.connection.is_none() && matches!(self.payload, Payload::Nothing) {
-            // It owns nothing: forgetting it leaks nothing.
+        // Every field named (no `..`): a field added later fails to compile
+        // here until it is weighed for what forgetting would leak.
+        if let Self {
+            connection: None,
+            payload: Payload::Nothing,
+        } = &self
+        {
             std::mem::forget(self);
         }
     }
