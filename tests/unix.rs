@@ -208,6 +208,53 @@ fn two_servers_racing_for_one_path_leave_one_live_socket() {
     assert!(lock.exists(), "binds take turns through {}", lock.display());
 }
 
+/// A bind waits for the path's lock only so long: one held for longer is
+/// not another server's bind, and the server says whose lock it waits for
+/// rather than hang. (Paused time: the wait passes at once.)
+#[tokio::test(start_paused = true)]
+async fn a_lock_held_by_someone_else_fails_the_bind_and_names_the_lock() {
+    let dir = SocketDir::new("held");
+    let lock_path = dir.0.join("server.sock.lock");
+    let held = std::fs::File::create(&lock_path).unwrap();
+    held.lock().unwrap();
+    let (events, _log) = Events::new();
+    let refused = FlexiSocket::server(dir.address())
+        .router(who_router(&events))
+        .bind()
+        .await;
+    let Err(Error::Bind { source, .. }) = refused else {
+        panic!("bound while the lock was held: {refused:?}");
+    };
+    assert_eq!(source.kind(), std::io::ErrorKind::TimedOut);
+    assert!(source.to_string().contains("server.sock.lock"), "{source}");
+    assert!(!dir.socket().exists());
+    drop(held);
+    let bound = FlexiSocket::server(dir.address())
+        .router(who_router(&events))
+        .bind()
+        .await;
+    assert!(bound.is_ok(), "{bound:?}");
+}
+
+/// In a directory anyone may write to, a link planted where the lock file
+/// goes must not make the server create (or open) what it points to.
+#[tokio::test]
+async fn a_symbolic_link_in_place_of_the_lock_file_is_not_followed() {
+    let dir = SocketDir::new("link");
+    let target = dir.0.join("planted-target");
+    std::os::unix::fs::symlink(&target, dir.0.join("server.sock.lock")).unwrap();
+    let (events, _log) = Events::new();
+    let refused = FlexiSocket::server(dir.address())
+        .router(who_router(&events))
+        .bind()
+        .await;
+    let Err(Error::Bind { source, .. }) = refused else {
+        panic!("bound through a planted link: {refused:?}");
+    };
+    assert!(source.to_string().contains("server.sock.lock"), "{source}");
+    assert!(!target.exists(), "the link's target was created");
+}
+
 #[tokio::test]
 async fn a_file_that_is_not_a_socket_is_left_alone() {
     let dir = SocketDir::new("regular");

@@ -706,6 +706,7 @@ async fn open_stream_listener(
     if let Some(path) = addr.strip_prefix(crate::peer_addr::UNIX_PREFIX) {
         let path = std::path::Path::new(path);
         return super::unix::UnixSocketListener::bind(path, options.backlog)
+            .await
             .map(StreamListener::Unix);
     }
     bind::tcp(addr, options).await.map(StreamListener::Tcp)

@@ -4,12 +4,15 @@
 //! kind of file, is not. The file is removed when the listener closes.
 //! Binds at one path take turns through the lock file `<path>.lock`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
+use tokio::time::Instant;
 
 use crate::peer_addr::PeerAddr;
 
@@ -25,13 +28,13 @@ pub(crate) struct UnixSocketListener {
 
 impl UnixSocketListener {
     /// Listens at `path`, replacing a stale socket file there.
-    pub(crate) fn bind(path: &Path, backlog: u32) -> io::Result<Self> {
+    pub(crate) async fn bind(path: &Path, backlog: u32) -> io::Result<Self> {
         // Absolute: the file is removed by this path, whatever the process's
         // working directory is by then.
         let path = std::path::absolute(path)?;
         // Until this one listens (or failed to), the path is this one's to
         // decide about.
-        let _bind_lock = lock_binds_at(&path)?;
+        let _bind_lock = lock_binds_at(&path).await?;
         remove_stale(&path)?;
         let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
         socket.bind(&socket2::SockAddr::unix(&path)?)?;
@@ -104,6 +107,11 @@ impl Drop for UnixSocketListener {
     }
 }
 
+/// How long a bind waits for another's at the same path: a bind holds the
+/// lock for microseconds, so a lock held longer is someone else's (a stopped
+/// process, a script's `flock`), and the server says so rather than hang.
+const BIND_LOCK_WAIT: Duration = Duration::from_secs(5);
+
 /// Holds the lock of `path`'s binds: `<path>.lock`, created when missing,
 /// locked (`flock`) until the returned file is dropped. Without it two
 /// servers starting at once on one path could both take its file for stale,
@@ -111,17 +119,57 @@ impl Drop for UnixSocketListener {
 /// and unlink a live socket. Like PostgreSQL's `.s.PGSQL.5432.lock`, the
 /// lock file stays: unlinking it would let a third server lock a new file
 /// while a second still holds the old one.
-fn lock_binds_at(path: &Path) -> io::Result<File> {
+async fn lock_binds_at(path: &Path) -> io::Result<File> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
-    let lock = OpenOptions::new()
+    let lock_path = PathBuf::from(lock_path);
+    let about = |error: io::Error| {
+        io::Error::new(error.kind(), format!("{}: {error}", lock_path.display()))
+    };
+    let lock = open_lock_file(&lock_path).map_err(about)?;
+    let deadline = Instant::now() + BIND_LOCK_WAIT;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(TryLockError::Error(error)) => return Err(about(error)),
+            // flock has no asynchronous wait: look again a little later.
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{} is locked by another process for over {} s",
+                        lock_path.display(),
+                        BIND_LOCK_WAIT.as_secs()
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Opens (or creates) a lock file without following a symbolic link: in a
+/// directory anyone may write to, a planted link would otherwise make the
+/// server create the file it points to. Readable by all, as another user's
+/// server locks it too, with read access only (flock needs no more).
+fn open_lock_file(path: &Path) -> io::Result<File> {
+    let opened = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&lock_path)?;
-    // Held by another server only while it binds: microseconds.
-    lock.lock()?;
-    Ok(lock)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    match opened {
+        // Another user's lock file.
+        Err(error) if error.kind() == io::ErrorKind::PermissionDenied => OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path),
+        opened => opened,
+    }
 }
 
 /// Removes a socket file at `path` that no server listens on any more (a
