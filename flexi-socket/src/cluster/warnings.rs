@@ -23,13 +23,23 @@ pub(super) enum Warning {
     Unanswered,
     /// Publishing or subscribing failed, or the NATS connection changed.
     Nats,
-    /// Another process says hello with this node's name. Stays last:
-    /// [`KINDS`] counts up to it.
+    /// Another process says hello with this node's name.
     SameName,
 }
 
-/// One budget per kind, indexed by the kind's discriminant (0, 1, ...).
-const KINDS: usize = Warning::SameName as usize + 1;
+impl Warning {
+    /// Every kind, in declaration order: a kind's budget is at its
+    /// discriminant (`kind as usize`), so this list sizes the budgets.
+    const ALL: [Warning; 5] = [
+        Warning::Unreadable,
+        Warning::Refused,
+        Warning::Unanswered,
+        Warning::Nats,
+        Warning::SameName,
+    ];
+}
+
+const KINDS: usize = Warning::ALL.len();
 
 /// A node's warning budgets (one [`LogRate`] per [`Warning`]).
 #[derive(Debug)]
@@ -85,17 +95,20 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn every_kind_has_a_budget_of_its_own() {
-        let kinds = [
-            Warning::Unreadable,
-            Warning::Refused,
-            Warning::Unanswered,
-            Warning::Nats,
-            Warning::SameName,
-        ];
-        assert_eq!(kinds.len(), KINDS);
+        for (index, kind) in Warning::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, index, "Warning::ALL is out of order");
+            // Does not compile once a kind is added: add it to ALL as well.
+            match kind {
+                Warning::Unreadable
+                | Warning::Refused
+                | Warning::Unanswered
+                | Warning::Nats
+                | Warning::SameName => {}
+            }
+        }
         let warnings = Warnings::default();
-        for (spent, kind) in kinds.iter().enumerate() {
-            for other in &kinds[spent..] {
+        for (spent, kind) in Warning::ALL.iter().enumerate() {
+            for other in &Warning::ALL[spent..] {
                 assert!(warnings.admit(*other), "{other:?} after {spent} spent");
             }
             while warnings.admit(*kind) {}
