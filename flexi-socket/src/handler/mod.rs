@@ -425,7 +425,7 @@ type CallFn = fn(&mut EventContext, &mut HandlerSlot, &mut Context<'_>) -> Poll<
 
 /// How a handler is called.
 #[derive(Clone)]
-enum Call {
+enum Callee {
     /// An attribute's generated function, called directly: through an
     /// `Arc<dyn Fn>` it would take the `Arc`'s offset, the closure's shim
     /// and then the function, per message.
@@ -440,7 +440,7 @@ pub(crate) struct Handler {
     pub(crate) name: &'static str,
     /// Run on the blocking pool (`#[on_message(blocking)]`).
     pub(crate) blocking: bool,
-    call: Call,
+    call: Callee,
     /// Where its calls' durations go (a server's, with the `metrics` feature).
     pub(crate) duration: metric::Histogram,
 }
@@ -454,15 +454,15 @@ impl Handler {
         + Sync
         + 'static,
     ) -> Self {
-        Self::with_call(name, Call::Closure(Arc::new(call)))
+        Self::with_call(name, Callee::Closure(Arc::new(call)))
     }
 
     /// An attribute's handler, `call` its generated function.
     pub(crate) fn function(name: &'static str, call: CallFn) -> Self {
-        Self::with_call(name, Call::Function(call))
+        Self::with_call(name, Callee::Function(call))
     }
 
-    fn with_call(name: &'static str, call: Call) -> Self {
+    fn with_call(name: &'static str, call: Callee) -> Self {
         Self {
             name,
             blocking: false,
@@ -492,8 +492,8 @@ impl Handler {
         cx: &mut Context<'_>,
     ) -> Poll<HandlerOutput> {
         match &self.call {
-            Call::Function(call) => call(context, slot, cx),
-            Call::Closure(call) => call(context, slot, cx),
+            Callee::Function(call) => call(context, slot, cx),
+            Callee::Closure(call) => call(context, slot, cx),
         }
     }
 }
