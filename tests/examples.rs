@@ -167,17 +167,19 @@ async fn client_identifies_as_001_and_prints_replies() {
 
 #[tokio::test]
 async fn every_example_prints_its_usage_and_refuses_an_unknown_flag() {
-    for name in [
-        "echo",
-        "udp_echo",
-        "tls_echo",
-        "client",
-        "classifier",
-        "quickstart",
-        "gateway",
-        "alarm_receiver",
-        "alarm_panel",
-    ] {
+    // Every file examples/NAME.rs (examples/alarm/ holds modules).
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut names: Vec<String> = std::fs::read_dir(folder)
+        .unwrap()
+        .filter_map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_name()?.to_str()?.strip_suffix(".rs")?;
+            Some(name.to_owned())
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 9, "{names:?}");
+    for name in &names {
         let run = |arg: &'static str| {
             within(
                 "the example's command line",
