@@ -266,9 +266,19 @@ async fn keys_come_from_a_key_file_and_a_bad_line_is_refused_at_start() {
 
     let bad = dir.path().join("bad");
     std::fs::write(&bad, format!("5678={KEY_128}\n1234=0011\n")).unwrap();
+    let readable_by_all = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(&bad, readable_by_all).unwrap();
     let stderr = receiver_refuses(&["--key-file", bad.to_str().unwrap()]).await;
+    assert!(stderr.contains("can be read by others"), "{stderr}");
     assert!(
         stderr.contains("line 2: ") && stderr.contains("32, 48 or 64 hex digits"),
+        "{stderr}"
+    );
+    // One account, two keys: which one the panel has would be a guess.
+    let key = format!("5678={KEY_256}");
+    let stderr = receiver_refuses(&["--key", &key, "--key-file", keys]).await;
+    assert!(
+        stderr.contains("account 5678 is given two keys"),
         "{stderr}"
     );
 }

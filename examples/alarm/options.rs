@@ -1,6 +1,8 @@
 //! The `alarm_receiver` example's command line (clap).
 
+use std::collections::HashSet;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -69,13 +71,18 @@ impl Options {
         for list in &self.accounts {
             accounts.add_list(list);
         }
-        for (account, key) in &self.keys {
-            accounts.add_key(account, key.clone());
-        }
+        let mut keys = self.keys.clone();
         for path in &self.key_files {
-            for (account, key) in keys_in(path)? {
-                accounts.add_key(&account, key);
+            keys.extend(keys_in(path)?);
+        }
+        let mut keyed = HashSet::new();
+        for (account, key) in keys {
+            // Which of two keys the panel has is a guess: every frame of
+            // the other would fail to decrypt.
+            if !keyed.insert(account.to_ascii_uppercase()) {
+                return Err(format!("account {account} is given two keys"));
             }
+            accounts.add_key(&account, key);
         }
         if accounts.is_empty() {
             return Err("no account: give --accounts, --key or --key-file".into());
@@ -104,6 +111,9 @@ fn account_key(pair: &str) -> Result<(String, Key), String> {
 fn keys_in(path: &Path) -> Result<Vec<(String, Key)>, String> {
     let shown = path.display();
     let text = fs::read_to_string(path).map_err(|error| format!("--key-file {shown}: {error}"))?;
+    if fs::metadata(path).is_ok_and(|file| file.permissions().mode() & 0o077 != 0) {
+        eprintln!("warning: --key-file {shown} can be read by others than its owner (chmod 600)");
+    }
     text.lines()
         .enumerate()
         .map(|(index, line)| (index + 1, line.trim()))
