@@ -295,6 +295,10 @@ fn target(scenario: &Scenario, metric: &str) -> Option<String> {
             "≥ 0.8× batching",
             scenario.ratio("batching", THROUGHPUT.value)? >= 0.8,
         ),
+        ("pipelined-duel", "messages/s") => (
+            "≥ 0.8× batching (median of per-run ratios)",
+            ratio(scenario, "batching", &THROUGHPUT)? >= 0.8,
+        ),
         ("pipelined-1k", "messages/s") => (
             "≥ 0.85× batching",
             scenario.ratio("batching", THROUGHPUT.value)? >= 0.85,
