@@ -217,18 +217,12 @@ async fn a_lock_held_by_someone_else_fails_the_bind_and_names_the_lock() {
     let lock_path = dir.0.join("server.sock.lock");
     let held = std::fs::File::create(&lock_path).unwrap();
     held.lock().unwrap();
-    let (events, _log) = Events::new();
-    let refused = FlexiSocket::server(dir.address())
-        .router(who_router(&events))
-        .bind()
-        .await;
-    let Err(Error::Bind { source, .. }) = refused else {
-        panic!("bound while the lock was held: {refused:?}");
-    };
+    let source = bind_refused(&dir, "while the lock was held").await;
     assert_eq!(source.kind(), std::io::ErrorKind::TimedOut);
     assert!(source.to_string().contains("server.sock.lock"), "{source}");
     assert!(!dir.socket().exists());
     drop(held);
+    let (events, _log) = Events::new();
     let bound = FlexiSocket::server(dir.address())
         .router(who_router(&events))
         .bind()
@@ -243,16 +237,22 @@ async fn a_symbolic_link_in_place_of_the_lock_file_is_not_followed() {
     let dir = SocketDir::new("link");
     let target = dir.0.join("planted-target");
     std::os::unix::fs::symlink(&target, dir.0.join("server.sock.lock")).unwrap();
+    let source = bind_refused(&dir, "through a planted link").await;
+    assert!(source.to_string().contains("server.sock.lock"), "{source}");
+    assert!(!target.exists(), "the link's target was created");
+}
+
+/// Why a server at `dir`'s socket could not bind, which it should not have.
+async fn bind_refused(dir: &SocketDir, when: &str) -> std::io::Error {
     let (events, _log) = Events::new();
     let refused = FlexiSocket::server(dir.address())
         .router(who_router(&events))
         .bind()
         .await;
-    let Err(Error::Bind { source, .. }) = refused else {
-        panic!("bound through a planted link: {refused:?}");
-    };
-    assert!(source.to_string().contains("server.sock.lock"), "{source}");
-    assert!(!target.exists(), "the link's target was created");
+    match refused {
+        Err(Error::Bind { source, .. }) => source,
+        other => panic!("bound {when}: {other:?}"),
+    }
 }
 
 #[tokio::test]
