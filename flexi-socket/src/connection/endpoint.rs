@@ -189,6 +189,16 @@ impl Endpoint {
         )
     }
 
+    /// A stream connection of a [`for_tests`](Self::for_tests) endpoint
+    /// without handlers: what unit tests that need just a connection use
+    /// (its outbound queue's reader is dropped).
+    #[cfg(test)]
+    pub(crate) fn connection_for_tests() -> Connection {
+        let endpoint = Endpoint::for_tests(crate::handler::Router::new(), Limits::default());
+        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        endpoint.open(addr, addr, Transport::Stream).unwrap().0
+    }
+
     /// What this endpoint shares with the other listeners of its server.
     pub(crate) fn server_wide(&self) -> ServerWide {
         ServerWide {

@@ -92,28 +92,14 @@ impl Unseen {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::client_type::ClientType;
-    use crate::config::Limits;
     use crate::connection::Endpoint;
-    use crate::connection::outbound::Transport;
-    use crate::handler::Router;
-
-    fn connection() -> Connection {
-        let endpoint = Endpoint::for_tests(Router::new(), Limits::default());
-        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
-        Arc::clone(&endpoint)
-            .open(addr, addr, Transport::Stream)
-            .unwrap()
-            .0
-    }
 
     #[test]
     fn the_first_error_of_each_kind_is_printed_with_the_hint() {
         let unseen = Unseen::new();
-        let connection = connection();
+        let connection = Endpoint::connection_for_tests();
         let mut out = Vec::new();
         let unrouted = || Error::Unrouted {
             client_type: ClientType::DEFAULT,

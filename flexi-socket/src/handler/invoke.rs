@@ -240,26 +240,14 @@ async fn run_blocking(handler: &Handler, context: EventContext) -> Result<Handle
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
     use std::time::Duration;
 
     use tokio::sync::oneshot::{self, error::TryRecvError};
 
     use super::*;
-    use crate::config::Limits;
     use crate::connection::Endpoint;
-    use crate::connection::outbound::Transport;
-    use crate::handler::Router;
     use crate::sync;
-
-    fn connection() -> Connection {
-        let endpoint = Endpoint::for_tests(Router::new(), Limits::default());
-        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
-        Arc::clone(&endpoint)
-            .open(addr, addr, Transport::Stream)
-            .unwrap()
-            .0
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_call_cut_at_its_timeout_lets_go_of_its_future_at_once() {
@@ -276,7 +264,10 @@ mod tests {
             )
         });
         let mut slot = HandlerSlot::default();
-        let call = Call::starting(&mut slot, EventContext::new(connection()));
+        let call = Call::starting(
+            &mut slot,
+            EventContext::new(Endpoint::connection_for_tests()),
+        );
         let outcome = within(Duration::from_secs(1), &handler, call).await;
         assert!(matches!(outcome, Err(Error::HandlerTimeout { .. })));
         // Not kept in the slot, where its thread could be given it as if finished.
