@@ -116,10 +116,7 @@ impl ProxyProtocol {
     pub(crate) fn trusts(&self, peer: IpAddr) -> bool {
         // Both sides in IPv4 form (networks since `trust`): an IPv6 network
         // around the mapped block, `::/0`, then holds no IPv4 peer.
-        let peer = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-            IpAddr::V4(_) => peer,
-        };
+        let peer = peer.to_canonical();
         self.trusted.iter().any(|network| network.contains(&peer))
     }
 
