@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod line_echo;
 pub mod load;
+pub mod server_args;
 pub mod tls;
 
 /// The implementations a run compares, in table order: the first is the one

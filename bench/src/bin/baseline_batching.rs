@@ -8,7 +8,6 @@ use std::cell::RefCell;
 use std::io::{self, ErrorKind};
 use std::time::Duration;
 
-use clap::Parser;
 use flexi_socket_bench::line_echo::LineEcho;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -21,22 +20,13 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
 }
 
-/// The command line: where to listen, as `bench/run.sh` passes it.
-#[derive(Debug, Parser)]
-#[command(
-    name = "baseline_batching",
-    about = "A hand-written tokio line echo: every complete line of a read back in one write, no buffer while idle"
-)]
-struct Args {
-    /// The address to listen on (port 0: a free one); the server prints
-    /// `listening on <addr>` once bound.
-    #[arg(default_value = "127.0.0.1:8081")]
-    addr: String,
-}
-
 #[tokio::main]
 async fn main() -> io::Result<()> {
-    let Args { addr } = Args::parse();
+    let addr = flexi_socket_bench::server_args::listen_address(
+        "baseline_batching",
+        "A hand-written tokio line echo: every complete line of a read back in one write, no buffer while idle",
+        "127.0.0.1:8081",
+    );
     let listener = TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
     accept(listener).await

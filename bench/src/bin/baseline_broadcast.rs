@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::Parser;
 use tokio::net::{TcpListener, TcpStream};
 
 const PREFIX: &[u8] = b"broadcast ";
@@ -24,22 +23,13 @@ const MAX_LINE: usize = 64 * 1024;
 /// Every open connection by id.
 type Clients = Arc<Mutex<HashMap<u64, Arc<TcpStream>>>>;
 
-/// The command line: where to listen, as `bench/run.sh` passes it.
-#[derive(Debug, Parser)]
-#[command(
-    name = "baseline_broadcast",
-    about = "The hand-written tokio broadcast server: a line echo, and `broadcast <text>` to every connection"
-)]
-struct Args {
-    /// The address to listen on (port 0: a free one); the server prints
-    /// `listening on <addr>` once bound.
-    #[arg(default_value = "127.0.0.1:8081")]
-    addr: String,
-}
-
 #[tokio::main]
 async fn main() -> io::Result<()> {
-    let Args { addr } = Args::parse();
+    let addr = flexi_socket_bench::server_args::listen_address(
+        "baseline_broadcast",
+        "The hand-written tokio broadcast server: a line echo, and `broadcast <text>` to every connection",
+        "127.0.0.1:8081",
+    );
     let listener = TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
     let clients = Clients::default();

@@ -4,27 +4,17 @@
 
 use std::time::Duration;
 
-use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Framed, LinesCodec};
 
-/// The command line: where to listen, as `bench/run.sh` passes it.
-#[derive(Debug, Parser)]
-#[command(
-    name = "baseline_minimal",
-    about = "The minimal hand-written tokio line echo: Framed with a LinesCodec, one send per line"
-)]
-struct Args {
-    /// The address to listen on (port 0: a free one); the server prints
-    /// `listening on <addr>` once bound.
-    #[arg(default_value = "127.0.0.1:8081")]
-    addr: String,
-}
-
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let Args { addr } = Args::parse();
+    let addr = flexi_socket_bench::server_args::listen_address(
+        "baseline_minimal",
+        "The minimal hand-written tokio line echo: Framed with a LinesCodec, one send per line",
+        "127.0.0.1:8081",
+    );
     let listener = TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
     loop {

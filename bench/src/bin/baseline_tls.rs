@@ -8,7 +8,6 @@
 use std::io;
 use std::time::Duration;
 
-use clap::Parser;
 use flexi_socket_bench::line_echo::LineEcho;
 use flexi_socket_bench::tls::self_signed_server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,22 +20,13 @@ const READ_CHUNK: usize = 16 * 1024;
 /// As flexi-socket's default `tls_handshake_timeout`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The command line: where to listen, as `bench/run.sh` passes it.
-#[derive(Debug, Parser)]
-#[command(
-    name = "baseline_tls",
-    about = "A hand-written tokio-rustls line echo with a self-signed certificate"
-)]
-struct Args {
-    /// The address to listen on (port 0: a free one); the server prints
-    /// `listening on <addr>` once bound.
-    #[arg(default_value = "127.0.0.1:8443")]
-    addr: String,
-}
-
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let Args { addr } = Args::parse();
+    let addr = flexi_socket_bench::server_args::listen_address(
+        "baseline_tls",
+        "A hand-written tokio-rustls line echo with a self-signed certificate",
+        "127.0.0.1:8443",
+    );
     let (config, cert_file) = self_signed_server()?;
     let listener = TcpListener::bind(&addr)
         .await

@@ -4,25 +4,15 @@
 
 use std::io;
 
-use clap::Parser;
 use tokio::net::UdpSocket;
-
-/// The command line: where to listen, as `bench/run.sh` passes it.
-#[derive(Debug, Parser)]
-#[command(
-    name = "baseline_udp",
-    about = "The hand-written tokio UDP echo: one socket, recv_from then send_to"
-)]
-struct Args {
-    /// The address to listen on (port 0: a free one); the server prints
-    /// `listening on <addr>` once bound.
-    #[arg(default_value = "127.0.0.1:8082")]
-    addr: String,
-}
 
 #[tokio::main]
 async fn main() -> io::Result<()> {
-    let Args { addr } = Args::parse();
+    let addr = flexi_socket_bench::server_args::listen_address(
+        "baseline_udp",
+        "The hand-written tokio UDP echo: one socket, recv_from then send_to",
+        "127.0.0.1:8082",
+    );
     let socket = UdpSocket::bind(&addr).await?;
     println!("listening on {}", socket.local_addr()?);
     // On a worker thread, like the framework's receive loop: `main` itself

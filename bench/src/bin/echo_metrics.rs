@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use clap::Parser;
 use flexi_socket::{Connection, FlexiSocket, Message, on_message};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
@@ -16,22 +15,13 @@ async fn echo(conn: Connection, msg: Message) -> flexi_socket::Result<()> {
     conn.send(msg).await
 }
 
-/// The command line: where to listen, as `bench/run.sh` passes it.
-#[derive(Debug, Parser)]
-#[command(
-    name = "echo_metrics",
-    about = "The echo example with flexi-socket's metrics in a Prometheus recorder"
-)]
-struct Args {
-    /// The address to listen on (port 0: a free one); the server prints
-    /// `listening on <addr>` once bound.
-    #[arg(default_value = "127.0.0.1:8081")]
-    addr: String,
-}
-
 #[tokio::main]
 async fn main() -> flexi_socket::Result<()> {
-    let Args { addr } = Args::parse();
+    let addr = flexi_socket_bench::server_args::listen_address(
+        "echo_metrics",
+        "The echo example with flexi-socket's metrics in a Prometheus recorder",
+        "127.0.0.1:8081",
+    );
     // As the echo example: errors and the routing table on stderr.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

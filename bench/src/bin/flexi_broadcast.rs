@@ -6,7 +6,6 @@
 
 use std::sync::OnceLock;
 
-use clap::Parser;
 use flexi_socket::{Connection, Connections, FlexiSocket, Message, on_message};
 
 /// Above the scenario's largest count (10,000).
@@ -27,22 +26,13 @@ async fn line(conn: Connection, msg: Message) -> flexi_socket::Result<()> {
     }
 }
 
-/// The command line: where to listen, as `bench/run.sh` passes it.
-#[derive(Debug, Parser)]
-#[command(
-    name = "flexi_broadcast",
-    about = "flexi-socket's broadcast server: a line echo, and `broadcast <text>` to every connection"
-)]
-struct Args {
-    /// The address to listen on (port 0: a free one); the server prints
-    /// `listening on <addr>` once bound.
-    #[arg(default_value = "127.0.0.1:8081")]
-    addr: String,
-}
-
 #[tokio::main]
 async fn main() -> flexi_socket::Result<()> {
-    let Args { addr } = Args::parse();
+    let addr = flexi_socket_bench::server_args::listen_address(
+        "flexi_broadcast",
+        "flexi-socket's broadcast server: a line echo, and `broadcast <text>` to every connection",
+        "127.0.0.1:8081",
+    );
     let server = FlexiSocket::server(addr)
         // As many connections as the scenario opens (the default admits fewer).
         .max_connections(MAX_CONNECTIONS)
