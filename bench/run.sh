@@ -12,12 +12,12 @@
 # Environment:
 #   REPS (5) repetitions; DURATION (3) seconds measured per run, after WARMUP (1)
 #   SCENARIOS (all): a subset of pingpong duel pipelined latency latency-duel
-#     idle udp client pipelined-1k tls tls-duel tls-pipelined tls-pipelined-duel
-#     pipelined-duel broadcast scale
+#     idle udp udp-duel client pipelined-1k tls tls-duel tls-pipelined
+#     tls-pipelined-duel pipelined-duel broadcast scale
 #     (duel: the ping-pong of flexi-socket and the minimal echo at the same
 #     time, sharing the server CPU, for precise per-run ratios; see
-#     BENCHMARKS.md; latency-duel, tls-duel, tls-pipelined-duel,
-#     pipelined-duel: the latency, tls, tls-pipelined and pipelined
+#     BENCHMARKS.md; latency-duel, udp-duel, tls-duel, tls-pipelined-duel,
+#     pipelined-duel: the latency, udp, tls, tls-pipelined and pipelined
 #     scenarios run the same way;
 #     scale: ping-pong at each of SCALE_CONNECTIONS, one scenario scale-N each)
 #   IDLE_CONNECTIONS (10000) for the memory scenario
@@ -37,7 +37,7 @@ cd "$(dirname "$0")/.."
 REPS=${REPS:-5}
 DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-1}
-SCENARIOS=${SCENARIOS:-pingpong duel pipelined pipelined-duel latency latency-duel idle udp client pipelined-1k tls tls-duel tls-pipelined tls-pipelined-duel broadcast scale}
+SCENARIOS=${SCENARIOS:-pingpong duel pipelined pipelined-duel latency latency-duel idle udp udp-duel client pipelined-1k tls tls-duel tls-pipelined tls-pipelined-duel broadcast scale}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 BROADCAST_CONNECTIONS=${BROADCAST_CONNECTIONS:-10000}
 SCALE_CONNECTIONS=${SCALE_CONNECTIONS:-1 16 256 4096 10000}
@@ -67,6 +67,8 @@ all_scenarios=(
     "tls-duel|tls|--mode pingpong --connections 16"
     "tls-pipelined-duel|tls|--mode pipelined --connections 16 --depth 64"
     "pipelined-duel|batching_duel|--mode pipelined --connections 16 --depth 64"
+    # Twelfth session: UDP the same way (it was bench/udp_duel.sh's).
+    "udp-duel|udp|--mode udp --connections 16"
 )
 for connections in $SCALE_CONNECTIONS; do
     all_scenarios+=("scale-$connections|tcp|--mode pingpong --connections $connections")

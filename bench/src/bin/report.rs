@@ -315,6 +315,14 @@ fn target(scenario: &Scenario, metric: &str) -> Option<String> {
             "≤ 1 KiB",
             scenario.server(SERVERS[0])?.kib_per_connection? <= 1.0,
         ),
+        ("udp", "messages/s") => (
+            "≥ 1.0× tokio",
+            scenario.ratio("tokio", THROUGHPUT.value)? >= 1.0,
+        ),
+        ("udp-duel", "messages/s") => (
+            "≥ 1.0× tokio (median of per-run ratios)",
+            ratio(scenario, "tokio", &THROUGHPUT)? >= 1.0,
+        ),
         ("tls" | "tls-pipelined", "messages/s") => (
             "≥ 0.95× tokio",
             scenario.ratio("tokio", THROUGHPUT.value)? >= 0.95,
