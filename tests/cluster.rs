@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flexi_socket::{ClusterConfig, Connection, FlexiSocket, Message, Router};
+use futures_util::StreamExt;
 use support::example::{ExampleServer, example_path};
 use support::haproxy::Haproxy;
 use support::nats::NatsServer;
@@ -514,6 +515,64 @@ async fn a_node_does_not_take_its_own_echoed_hello_for_another_process() {
     })
     .await;
     b.stop().await;
+}
+
+/// Anyone who can publish on the presence subject can send hellos that ask
+/// every node to say hello too: a node answers at most once a second, the
+/// asks made meanwhile together (one answer reaches them all), not once per
+/// hello. Its answers are counted up to its goodbye, which it says on
+/// SIGTERM after it read the flood.
+#[tokio::test]
+async fn a_flood_of_hellos_asking_for_an_answer_gets_few_answers() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let (mut b, mut log) = logged_node(&url, "b").await;
+    let intruder = intruder(&nats).await;
+    let mut presence = intruder.subscribe("flexi.presence").await.unwrap();
+    let asking = bytes::Bytes::from_static(&[1, 5, 0, 2, b'z', b'z', 1]);
+    // Fewer than a subscription holds (1,024), so none is dropped unread.
+    for _ in 0..1000 {
+        intruder
+            .publish("flexi.presence", asking.clone())
+            .await
+            .unwrap();
+    }
+    // Read after all of them: node b logs that `yy` joined.
+    let last = bytes::Bytes::from_static(&[1, 5, 0, 2, b'y', b'y', 1]);
+    intruder.publish("flexi.presence", last).await.unwrap();
+    within("NATS takes it all", intruder.flush()).await.unwrap();
+    within("node b reads up to the last hello", async {
+        while let Some(line) = log.recv().await {
+            if line.contains("node joined the cluster") && line.contains("yy") {
+                return;
+            }
+        }
+        panic!("node b's log ended");
+    })
+    .await;
+    support::example::send_signal(&b.child, libc::SIGTERM);
+    within("node b exits on SIGTERM", b.child.wait())
+        .await
+        .unwrap();
+    let (hello_of_b, goodbye_of_b) = (&[1, 5, 0, 1, b'b', 0][..], &[1, 6, 0, 1, b'b'][..]);
+    let mut answers = 0;
+    within("node b's goodbye", async {
+        while let Some(message) = presence.next().await {
+            if *message.payload == *goodbye_of_b {
+                return;
+            }
+            answers += usize::from(*message.payload == *hello_of_b);
+        }
+        panic!("the subscription ended");
+    })
+    .await;
+    eprintln!("node b said hello {answers} times");
+    assert!(
+        (1..20).contains(&answers),
+        "node b said hello {answers} times for 1,001 hellos asking it to"
+    );
 }
 
 /// While NATS is away every broadcast reaches this node only, and the

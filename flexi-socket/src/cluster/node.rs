@@ -4,10 +4,11 @@
 //! elsewhere.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event, HeaderMap};
 use futures_util::StreamExt;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::config::ClusterConfig;
@@ -39,6 +40,12 @@ const CONCURRENT_BROADCASTS: usize = 64;
 /// instance is another process given the same name.
 const INSTANCE_HEADER: &str = "Flexi-Instance";
 
+/// How often at most this node answers the hellos that ask for one. One
+/// answer reaches every node (it goes to the presence subject), so the asks
+/// made while it waits share the next; anyone who can publish there could
+/// otherwise make every node publish once per hello sent.
+const HELLO_ANSWERS_EVERY: Duration = Duration::from_secs(1);
+
 /// This server as a node of the cluster. Dropping it leaves the cluster:
 /// its tasks end and its NATS connection closes, and with it every
 /// subscription of its keys.
@@ -64,6 +71,8 @@ pub(super) struct Shared {
     members: Members,
     /// Warnings within a rate: other nodes (or anyone) decide how often.
     pub(super) warnings: Warnings,
+    /// A hello asked this node to say hello too; see [`HELLO_ANSWERS_EVERY`].
+    hello_asked: Notify,
 }
 
 impl ClusterNode {
@@ -109,12 +118,14 @@ impl ClusterNode {
             keys: HeldKeys::default(),
             members: Members::default(),
             warnings: Warnings::default(),
+            hello_asked: Notify::new(),
         });
         let mut tasks = JoinSet::new();
         // Subscribed before the first hello goes out, so no answer is missed.
         let presence = subscribe(&shared, shared.subjects.presence()).await?;
         let broadcasts = subscribe(&shared, shared.subjects.node(name)).await?;
         tasks.spawn(Arc::clone(&shared).answer_presence(presence));
+        tasks.spawn(Arc::clone(&shared).answer_hellos());
         tasks.spawn(Arc::clone(&shared).answer_broadcasts(broadcasts));
         tasks.spawn(Arc::clone(&shared).follow_connection(events_rx));
         // Normally NATS answers at once: the node is then in the cluster,
@@ -215,10 +226,22 @@ impl Shared {
             .await;
     }
 
+    /// Says hello when asked to, at most once every
+    /// [`HELLO_ANSWERS_EVERY`]: the asks made meanwhile are answered
+    /// together, right after.
+    async fn answer_hellos(self: Arc<Self>) {
+        loop {
+            // A permit is kept for an ask made while this task waits below.
+            self.hello_asked.notified().await;
+            self.publish_hello(false).await;
+            tokio::time::sleep(HELLO_ANSWERS_EVERY).await;
+        }
+    }
+
     /// A hello with this node's name: its own, echoed, or another
     /// process's. Another's is logged, and answered when it asks, so that
     /// process hears of this one too (both within the warning's rate).
-    async fn same_name(&self, headers: Option<&HeaderMap>, answer_back: bool) {
+    fn same_name(&self, headers: Option<&HeaderMap>, answer_back: bool) {
         let instance = headers.and_then(|headers| headers.get(INSTANCE_HEADER));
         if instance.is_some_and(|instance| instance.as_str() == self.instance)
             || !self.warnings.admit(Warning::SameName)
@@ -232,7 +255,7 @@ impl Shared {
              in the cluster (either may answer for the other's keys and broadcasts)"
         );
         if answer_back {
-            self.publish_hello(false).await;
+            self.hello_asked.notify_one();
         }
     }
 
@@ -272,7 +295,7 @@ impl Shared {
                         }
                     }
                     if answer_back {
-                        self.publish_hello(false).await;
+                        self.hello_asked.notify_one();
                     }
                 }
                 Ok(Wire::Goodbye { node }) => {
@@ -281,7 +304,7 @@ impl Shared {
                     }
                 }
                 Ok(Wire::Hello { answer_back, .. }) => {
-                    self.same_name(message.headers.as_ref(), answer_back).await;
+                    self.same_name(message.headers.as_ref(), answer_back);
                 }
                 other => self.unreadable("presence", &other),
             }
