@@ -8,13 +8,14 @@
 //! there is not already this task's. Only that task waits on it.
 
 use std::future::poll_fn;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering, fence};
-use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
 
 use super::DisconnectReason;
+use crate::once_box::OnceBox;
 use crate::sync;
 
 /// How far a connection is from open (its stage is 0 while open).
@@ -33,7 +34,7 @@ pub(crate) struct CloseSignal {
     stage: AtomicU8,
     /// Boxed: set once, when closing starts; an open connection holds a
     /// pointer, not a reason's room.
-    reason: OnceLock<Box<DisconnectReason>>,
+    reason: OnceBox<DisconnectReason>,
     /// The connection's own task.
     driver: Mutex<Option<Waker>>,
     /// The data pointer of the waker in `driver` (null while there is none),
@@ -47,7 +48,7 @@ pub(crate) struct CloseSignal {
     /// Wakes those waiting for the end (`Connection::closed`). Made by the
     /// first of them: most connections have none, and every connection
     /// holds this field.
-    ended_waiters: OnceLock<Box<Notify>>,
+    ended_waiters: OnceBox<Notify>,
 }
 
 impl CloseSignal {
@@ -89,7 +90,7 @@ impl CloseSignal {
         if !self.reached(CloseStage::Closing) {
             return None;
         }
-        self.reason.get().map(|reason| (**reason).clone())
+        self.reason.get().cloned()
     }
 
     /// For the connection's own task: ready once `stage` is reached.

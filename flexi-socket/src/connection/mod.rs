@@ -47,12 +47,13 @@ pub use shutdown::ShutdownReport;
 use std::any::{Any, TypeId};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use crate::client_type::ClientType;
 use crate::error::Error;
 use crate::framing::{FrameEncoder, Framing};
 use crate::handler::Routes;
+use crate::once_box::OnceBox;
 use crate::peer_addr::PeerAddr;
 use crate::proxy_header::ProxyHeader;
 use crate::stats::Traffic;
@@ -150,7 +151,7 @@ struct Shared {
     /// so no send ever mixes one type's routes with another's framing.
     /// Boxed: until then (and for good without a classifier) a pointer, not
     /// the client type, routes, encoder and counters.
-    classified: OnceLock<Box<Classified>>,
+    classified: OnceBox<Classified>,
     /// Classification ran (or needs not run): it runs at most once.
     classification_done: AtomicBool,
     first_message: AtomicBool,
@@ -166,14 +167,15 @@ struct Shared {
     close: CloseSignal,
     /// For the deadline sweeper.
     activity: Activity,
-    /// The typed per-connection state (`set_state`); boxed once set, so a
-    /// connection without any holds no empty `Vec`.
-    state: Mutex<Option<Box<StateValues>>>,
+    /// The typed per-connection state (`set_state`), made by the first
+    /// `set_state`: a connection without any holds a pointer, not a lock
+    /// and an empty `Vec`.
+    state: OnceBox<Mutex<StateValues>>,
     /// The message history, when the builder asked for one.
     history: Option<Box<Recorder>>,
     /// Requests waiting for this connection's replies, once it was asked
-    /// (see `request.rs`): until then two words, and one load per message.
-    requests: OnceLock<Box<replies::Replies>>,
+    /// (see `request.rs`): until then a null pointer, one load per message.
+    requests: OnceBox<replies::Replies>,
 }
 
 impl Connection {
@@ -199,7 +201,7 @@ impl Connection {
                 id,
                 addrs,
                 endpoint,
-                classified: OnceLock::new(),
+                classified: OnceBox::new(),
                 classification_done,
                 first_message: AtomicBool::new(true),
                 messages_in: AtomicU64::new(0),
@@ -209,9 +211,9 @@ impl Connection {
                 outbound,
                 close: CloseSignal::default(),
                 activity: Activity::default(),
-                state: Mutex::new(None),
+                state: OnceBox::new(),
                 history,
-                requests: OnceLock::new(),
+                requests: OnceBox::new(),
             }),
         })
     }
@@ -531,8 +533,7 @@ impl Connection {
     /// # fn main() {}
     /// ```
     pub fn set_state<T: Send + 'static>(&self, value: T) {
-        let mut state = self.lock_state();
-        let state = state.get_or_insert_with(Box::default);
+        let mut state = sync::lock(self.shared.state.get_or_init(Box::default));
         let slot = (TypeId::of::<T>(), Box::new(value) as Box<dyn Any + Send>);
         match state.iter_mut().find(|(id, _)| *id == TypeId::of::<T>()) {
             Some(existing) => *existing = slot,
@@ -588,9 +589,8 @@ impl Connection {
     /// # fn main() {}
     /// ```
     pub fn with_state<T: Send + 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-        let mut state = self.lock_state();
+        let mut state = self.lock_state()?;
         state
-            .as_mut()?
             .iter_mut()
             .find(|(id, _)| *id == TypeId::of::<T>())
             .and_then(|(_, value)| value.downcast_mut::<T>())
@@ -615,15 +615,15 @@ impl Connection {
     /// # fn main() {}
     /// ```
     pub fn take_state<T: Send + 'static>(&self) -> Option<T> {
-        let mut state = self.lock_state();
-        let state = state.as_mut()?;
+        let mut state = self.lock_state()?;
         let index = state.iter().position(|(id, _)| *id == TypeId::of::<T>())?;
         state.swap_remove(index).1.downcast::<T>().ok().map(|b| *b)
     }
 
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, Option<Box<StateValues>>> {
+    /// The typed state, locked, once a value was ever set.
+    fn lock_state(&self) -> Option<std::sync::MutexGuard<'_, StateValues>> {
         // A panic while holding the lock cannot leave the Vec half-updated.
-        sync::lock(&self.shared.state)
+        self.shared.state.get().map(sync::lock)
     }
 
     /// The server's shared application state of type `T` (see
@@ -957,11 +957,11 @@ mod tests {
     fn a_connections_shared_state_stays_small() {
         let size = std::mem::size_of::<super::Shared>();
         eprintln!("shared state {size} bytes");
-        // 304 since the classification is boxed (the client type's counters,
-        // with the `metrics` feature, went with it). With the `Arc`'s 16,
-        // glibc gives it a 336-byte block (368 before).
+        // 264 since what is made when first used sits behind one pointer
+        // each (`OnceBox`, not `OnceLock<Box>`: 304 before). With the
+        // `Arc`'s 16, glibc gives it a 288-byte block (336 before).
         assert!(
-            size <= 304,
+            size <= 264,
             "a connection's shared state grew to {size} bytes"
         );
     }

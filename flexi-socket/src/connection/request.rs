@@ -82,7 +82,7 @@ impl Connection {
     /// The book of this connection's waiting requests, if it was ever asked.
     #[inline]
     pub(crate) fn requests(&self) -> Option<&Replies> {
-        self.shared.requests.get().map(|book| &**book)
+        self.shared.requests.get()
     }
 
     /// The connection has ended: its waiting requests end with
