@@ -163,7 +163,6 @@ mod handler_kind;
 mod log_rate;
 mod message;
 mod metric;
-mod once_box;
 mod peer_addr;
 mod proxy_header;
 mod spare;

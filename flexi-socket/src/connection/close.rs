@@ -12,10 +12,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering, fence};
 use std::task::{Context, Poll, Waker};
 
+use once_cell::race::OnceBox;
 use tokio::sync::Notify;
 
 use super::DisconnectReason;
-use crate::once_box::OnceBox;
 use crate::sync;
 
 /// How far a connection is from open (its stage is 0 while open).

@@ -49,11 +49,12 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use once_cell::race::OnceBox;
+
 use crate::client_type::ClientType;
 use crate::error::Error;
 use crate::framing::{FrameEncoder, Framing};
 use crate::handler::Routes;
-use crate::once_box::OnceBox;
 use crate::peer_addr::PeerAddr;
 use crate::proxy_header::ProxyHeader;
 use crate::stats::Traffic;
