@@ -164,6 +164,10 @@ impl<'a> Call<'a> {
                     None => slot.poll(cx),
                 })) {
                     Ok(Poll::Pending) => Poll::Pending,
+                    // What most handlers end with, in an arm of its own:
+                    // written as tags, not the output moved whole (as in
+                    // `SendFuture::poll`).
+                    Ok(Poll::Ready(Ok(None))) => Poll::Ready(Ok(Ok(None))),
                     Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
                     Err(payload) => Poll::Ready(Err(panicked(handler, &*payload))),
                 }
@@ -183,6 +187,9 @@ impl Future for Invocation<'_> {
         let handler = this.handler;
         let outcome = ready!(this.call.poll_call(handler, cx));
         this.stopwatch.stop(&handler.duration);
+        if let Ok(Ok(None)) = outcome {
+            return Poll::Ready(Ok(None));
+        }
         Poll::Ready(outcome?.map_err(|error| match error {
             HandlerError::Argument(error) => *error,
             HandlerError::Failed(message) => Error::Handler {
