@@ -36,7 +36,7 @@ pub(crate) fn on_frame<'a>(
 ) -> Delivery<'a> {
     connection.count_inbound(frame.len());
     let routes = connection.routes();
-    let step = if routed_directly(connection) {
+    let step = if routed_directly(connection, routes) {
         connection.meter_received(frame.len());
         route(connection, routes, Message::from(frame), slot)
     } else {
@@ -69,19 +69,21 @@ enum DeliveryStep<'a> {
 /// whose future lives in the slot (no timeout, not blocking), or a report
 /// that there is none.
 pub(crate) fn suspendable(connection: &Connection) -> bool {
-    let in_slot = match &connection.routes().on_message {
+    let routes = connection.routes();
+    let in_slot = match &routes.on_message {
         Some(handler) => runs_in_slot(connection, handler),
         None => true,
     };
-    routed_directly(connection) && in_slot
+    routed_directly(connection, routes) && in_slot
 }
 
 /// Whether a frame goes straight to its [`route`]: the connection is
 /// classified for good, has no after_receive and keeps no history (which
-/// the other way records, keeping this one free of it).
-fn routed_directly(connection: &Connection) -> bool {
+/// the other way records, keeping this one free of it). `routes`: the
+/// connection's, which its caller has at hand (looked up once a message).
+fn routed_directly(connection: &Connection, routes: &Routes) -> bool {
     connection.classification_over()
-        && connection.routes().after_receive.is_none()
+        && routes.after_receive.is_none()
         && !connection.keeps_history()
 }
 

@@ -187,6 +187,7 @@ impl Future for Invocation<'_> {
         let handler = this.handler;
         let outcome = ready!(this.call.poll_call(handler, cx));
         this.stopwatch.stop(&handler.duration);
+        // The usual end on its own, as in `poll_call`.
         if let Ok(Ok(None)) = outcome {
             return Poll::Ready(Ok(None));
         }
