@@ -11,6 +11,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use super::Connection;
+
 use crate::client_type::ClientType;
 use crate::config::HistoryLimits;
 use crate::sync;
@@ -242,6 +244,47 @@ impl Kept {
             };
             self.bytes -= oldest.cost();
         }
+    }
+}
+
+impl Connection {
+    /// The last messages in and out, with their raw and processed forms,
+    /// when the builder keeps a history
+    /// ([`history`](crate::ServerBuilder::history)); empty otherwise. In
+    /// `on_disconnect` it holds the connection's last words.
+    ///
+    /// ```no_run
+    /// # use flexi_socket::{Connection, DisconnectReason};
+    /// async fn gone(conn: Connection, reason: DisconnectReason) {
+    ///     eprintln!("{} left ({reason}); last messages:\n{}", conn.peer_addr(), conn.history());
+    /// }
+    /// ```
+    pub fn history(&self) -> History {
+        self.shared
+            .history
+            .as_ref()
+            .map_or_else(History::default, |history| history.snapshot())
+    }
+
+    /// Records an inbound message as decoded (`raw`) and as handed to the
+    /// handler (`None`: `after_receive` dropped it), if history is on.
+    pub(crate) fn record_inbound(&self, raw: &[u8], processed: Option<&[u8]>) {
+        if let Some(history) = &self.shared.history {
+            history.record(Direction::Inbound, raw, processed, self.client_type());
+        }
+    }
+
+    /// Records an outbound message as given to `send` and as written
+    /// (`None`: `before_send` dropped it), if history is on.
+    pub(crate) fn record_outbound(&self, given: &[u8], written: Option<&[u8]>) {
+        if let Some(history) = &self.shared.history {
+            history.record(Direction::Outbound, given, written, self.client_type());
+        }
+    }
+
+    /// Whether the history is on (a sender keeps the given message aside).
+    pub(crate) fn keeps_history(&self) -> bool {
+        self.shared.history.is_some()
     }
 }
 

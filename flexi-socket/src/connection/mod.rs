@@ -1,17 +1,20 @@
 //! The connection layer: one peer, whatever carries it. [`Connection`] (the
-//! handle handlers receive) with its sending ([`send`]) and closing
-//! ([`close`]), the bounded outbound queue ([`outbound`]), the list of open
+//! handle handlers receive) with its sending ([`send`]), closing ([`close`])
+//! and why it ended ([`disconnect`]), what classification decided for it
+//! ([`classification`]), its typed state ([`state`]) and its message
+//! [`history`]; the bounded outbound queue ([`outbound`]), the list of open
 //! connections ([`list`]) over the [`directory`] of keys, groups and client
 //! types, a connection's key and groups ([`membership`]), what a send to a
 //! key reports ([`outcome`]), requests and their replies ([`replies`],
-//! [`request`]), the read deadlines ([`deadlines`]), the
-//! [`Endpoint`] its server or client shares, error
-//! reporting ([`report`](mod@report)), shutdown ([`shutdown`]) and the builders' handler
-//! setup ([`setup`]).
+//! [`request`]), the read deadlines ([`deadlines`]), the [`Endpoint`] its
+//! server or client shares, error reporting ([`report`](mod@report)),
+//! shutdown ([`shutdown`]) and the builders' handler setup ([`setup`]).
 
+mod classification;
 mod close;
 pub(crate) mod deadlines;
 mod directory;
+mod disconnect;
 pub(crate) mod endpoint;
 mod history;
 mod list;
@@ -26,10 +29,13 @@ mod request;
 mod send;
 pub(crate) mod setup;
 pub(crate) mod shutdown;
+mod state;
 
 pub use crate::stats::ConnectionStats;
+use classification::{Classified, Sends};
 use close::CloseSignal;
 pub(crate) use close::CloseStage;
+pub use disconnect::DisconnectReason;
 pub(crate) use endpoint::{Endpoint, ServerWide, Side};
 use history::Recorder;
 pub use history::{Direction, History, HistoryEntry};
@@ -43,8 +49,8 @@ pub use outcome::{LocateOutcome, Location, SendOutcome};
 pub(crate) use remote::{Audience, Remote, RemoteReach};
 pub(crate) use report::report;
 pub use shutdown::ShutdownReport;
+use state::StateValues;
 
-use std::any::{Any, TypeId};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,68 +59,11 @@ use once_cell::race::OnceBox;
 
 use crate::client_type::ClientType;
 use crate::error::Error;
-use crate::framing::{FrameEncoder, Framing};
-use crate::handler::Routes;
+use crate::framing::FrameEncoder;
 use crate::peer_addr::PeerAddr;
 use crate::proxy_header::ProxyHeader;
-use crate::stats::Traffic;
-use crate::sync;
 use deadlines::Activity;
 use outbound::OutboundSender;
-
-/// Why a connection ended; `on_disconnect` handlers can take it as an argument.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DisconnectReason {
-    /// The peer closed its side (EOF).
-    PeerClosed,
-    /// Reading or writing failed (connection reset, broken pipe, ...).
-    Reset(String),
-    /// This side closed it: [`Connection::close`], `Client::close` or
-    /// `UdpClient::close` was called.
-    Closed,
-    /// A handler panicked.
-    HandlerPanicked,
-    /// The framing could not go on (a custom codec failed).
-    FramingFailed,
-    /// The server is shutting down.
-    Shutdown,
-    /// Nothing arrived for the idle timeout.
-    IdleTimeout,
-    /// A frame was started but not finished within the frame timeout (slowloris).
-    FrameTimeout,
-    /// No complete first message arrived within the first-message timeout, so
-    /// the connection could not be classified.
-    FirstMessageTimeout,
-    /// The peer did not read what the server sent (slow-consumer policy `Disconnect`).
-    SlowConsumer,
-    /// A limit was hit; the text says which.
-    Limit(String),
-    /// Another connection took this one's key
-    /// ([`Connection::set_key`] under [`KeyPolicy::NewestWins`](crate::KeyPolicy::NewestWins)).
-    Replaced,
-}
-
-impl fmt::Display for DisconnectReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DisconnectReason::PeerClosed => f.write_str("peer closed the connection"),
-            DisconnectReason::Reset(why) => write!(f, "connection failed: {why}"),
-            DisconnectReason::Closed => f.write_str("closed by the application"),
-            DisconnectReason::HandlerPanicked => f.write_str("a handler panicked"),
-            DisconnectReason::FramingFailed => f.write_str("framing failed"),
-            DisconnectReason::Shutdown => f.write_str("server shutdown"),
-            DisconnectReason::IdleTimeout => f.write_str("idle timeout"),
-            DisconnectReason::FrameTimeout => f.write_str("frame not finished in time"),
-            DisconnectReason::FirstMessageTimeout => f.write_str("no first message in time"),
-            DisconnectReason::SlowConsumer => f.write_str("peer does not read (slow consumer)"),
-            DisconnectReason::Limit(which) => write!(f, "limit: {which}"),
-            DisconnectReason::Replaced => {
-                f.write_str("replaced by a newer connection with its key")
-            }
-        }
-    }
-}
 
 /// One peer. Cheap to clone; every clone is the same connection.
 ///
@@ -511,315 +460,9 @@ impl Connection {
         self.shared.close.reached(CloseStage::Closing)
     }
 
-    /// Stores typed per-connection state, replacing any earlier value of the type.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use flexi_socket::{Connection, on_message};
-    ///
-    /// #[derive(Clone)]
-    /// struct Account(String);
-    ///
-    /// #[on_message]
-    /// async fn login(conn: Connection, msg: String) -> flexi_socket::Result<()> {
-    ///     match conn.state::<Account>() {
-    ///         None => {
-    ///             conn.set_state(Account(msg)); // the first line is the account
-    ///             conn.send("logged in").await
-    ///         }
-    ///         Some(Account(account)) => conn.send(format!("{account}: {msg}")).await,
-    ///     }
-    /// }
-    /// # fn main() {}
-    /// ```
-    pub fn set_state<T: Send + 'static>(&self, value: T) {
-        let mut state = sync::lock(self.shared.state.get_or_init(Box::default));
-        let slot = (TypeId::of::<T>(), Box::new(value) as Box<dyn Any + Send>);
-        match state.iter_mut().find(|(id, _)| *id == TypeId::of::<T>()) {
-            Some(existing) => *existing = slot,
-            None => state.push(slot),
-        }
-    }
-
-    /// A clone of the per-connection state of type `T`, if set.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use flexi_socket::{Connection, on_message};
-    ///
-    /// #[derive(Clone, Copy)]
-    /// struct Zone(u8);
-    ///
-    /// #[on_message]
-    /// async fn report(conn: Connection, msg: String) -> flexi_socket::Result<()> {
-    ///     let zone = conn.state::<Zone>().map_or(0, |Zone(zone)| zone); // a copy
-    ///     conn.send(format!("zone {zone}: {msg}")).await
-    /// }
-    /// # fn main() {}
-    /// ```
-    pub fn state<T: Clone + Send + 'static>(&self) -> Option<T> {
-        self.with_state(|value: &mut T| value.clone())
-    }
-
-    /// Runs `f` on the per-connection state of type `T`, if set.
-    ///
-    /// # Examples
-    ///
-    /// Change the state in place (no `Clone` needed):
-    ///
-    /// ```
-    /// use flexi_socket::{Connection, on_connect, on_message};
-    ///
-    /// struct Seen(Vec<String>);
-    ///
-    /// #[on_connect]
-    /// async fn start(conn: Connection) {
-    ///     conn.set_state(Seen(Vec::new()));
-    /// }
-    ///
-    /// #[on_message]
-    /// async fn remember(conn: Connection, msg: String) -> flexi_socket::Result<()> {
-    ///     let count = conn.with_state(|seen: &mut Seen| {
-    ///         seen.0.push(msg);
-    ///         seen.0.len()
-    ///     });
-    ///     conn.send(format!("{} messages so far", count.unwrap_or(0))).await
-    /// }
-    /// # fn main() {}
-    /// ```
-    pub fn with_state<T: Send + 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-        let mut state = self.lock_state()?;
-        state
-            .iter_mut()
-            .find(|(id, _)| *id == TypeId::of::<T>())
-            .and_then(|(_, value)| value.downcast_mut::<T>())
-            .map(f)
-    }
-
-    /// Removes and returns the per-connection state of type `T`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use flexi_socket::{Connection, on_disconnect};
-    ///
-    /// struct Session(Vec<String>);
-    ///
-    /// #[on_disconnect]
-    /// async fn flush(conn: Connection) {
-    ///     if let Some(Session(lines)) = conn.take_state::<Session>() {
-    ///         println!("{} sent {} lines", conn.peer_addr(), lines.len());
-    ///     }
-    /// }
-    /// # fn main() {}
-    /// ```
-    pub fn take_state<T: Send + 'static>(&self) -> Option<T> {
-        let mut state = self.lock_state()?;
-        let index = state.iter().position(|(id, _)| *id == TypeId::of::<T>())?;
-        state.swap_remove(index).1.downcast::<T>().ok().map(|b| *b)
-    }
-
-    /// The typed state, locked, once a value was ever set.
-    fn lock_state(&self) -> Option<std::sync::MutexGuard<'_, StateValues>> {
-        // A panic while holding the lock cannot leave the Vec half-updated.
-        self.shared.state.get().map(sync::lock)
-    }
-
-    /// The server's shared application state of type `T` (see
-    /// [`ServerBuilder::state`](crate::ServerBuilder::state)), if that is its type.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use flexi_socket::{Connection, FlexiSocket, on_message};
-    ///
-    /// struct Config {
-    ///     greeting: String,
-    /// }
-    ///
-    /// #[on_message]
-    /// async fn greet(conn: Connection, name: String) -> flexi_socket::Result<()> {
-    ///     let greeting = conn.app_state::<Config>().map_or("hello", |c| c.greeting.as_str());
-    ///     conn.send(format!("{greeting}, {name}")).await
-    /// }
-    ///
-    /// # async fn run() -> flexi_socket::Result<()> {
-    /// FlexiSocket::server("127.0.0.1:8081")
-    ///     .state(Config { greeting: "welcome".into() })
-    ///     .serve()
-    ///     .await
-    /// # }
-    /// # fn main() {}
-    /// ```
-    ///
-    /// (A handler may also take [`State<Config>`](crate::State) as an argument:
-    /// the same value, cloned for the handler.)
-    pub fn app_state<T: Send + Sync + 'static>(&self) -> Option<&T> {
-        self.shared
-            .endpoint
-            .app_state
-            .as_deref()?
-            .downcast_ref::<T>()
-    }
-
     /// What this connection shares with the others of its server or client.
     pub(crate) fn endpoint(&self) -> &Arc<Endpoint> {
         &self.shared.endpoint
-    }
-
-    /// The routes for this connection's client type (the defaults until classified).
-    pub(crate) fn routes(&self) -> &Arc<Routes> {
-        self.shared
-            .classified
-            .get()
-            .map_or_else(|| self.default_routes(), |classified| &classified.routes)
-    }
-
-    /// What a send needs from classification, from one look at it (it may
-    /// happen meanwhile): how sends go, the routes they take, and the encoder.
-    #[inline]
-    fn sending(&self) -> (Sends, &Arc<Routes>, &FrameEncoder) {
-        match self.shared.classified.get() {
-            Some(classified) => (
-                classified.sends,
-                &classified.routes,
-                classified
-                    .encoder
-                    .as_deref()
-                    .unwrap_or_else(|| self.default_encoder()),
-            ),
-            None => (
-                self.shared.endpoint.unclassified_sends,
-                self.default_routes(),
-                self.default_encoder(),
-            ),
-        }
-    }
-
-    /// The encoder until classified, and for client types without their own framing.
-    fn default_encoder(&self) -> &FrameEncoder {
-        match &self.shared.encoder {
-            Some(own) => own,
-            None => self
-                .shared
-                .endpoint
-                .encoder
-                .as_ref()
-                .expect("a connection without an encoder of its own shares the endpoint's"),
-        }
-    }
-
-    fn default_routes(&self) -> &Arc<Routes> {
-        self.shared.endpoint.routes.default_routes()
-    }
-
-    /// The framing this connection's bytes are decoded with now: its client
-    /// type's own, once classified, or the endpoint's.
-    pub(crate) fn framing(&self) -> &Framing {
-        self.own_framing().unwrap_or(&self.shared.endpoint.framing)
-    }
-
-    /// The framing of this connection's client type, if it has its own.
-    pub(crate) fn own_framing(&self) -> Option<&Framing> {
-        self.shared
-            .endpoint
-            .client_framing
-            .for_type(self.client_type()?)
-    }
-
-    /// Whether classification ran and is over, whatever its outcome (it may
-    /// have failed and left the connection unclassified for good).
-    pub(crate) fn classification_over(&self) -> bool {
-        self.shared.classification_done.load(Ordering::Relaxed)
-    }
-
-    /// Whether classification is still to run; true once at most, for the
-    /// caller that is to run it.
-    pub(crate) fn take_classification(&self) -> bool {
-        // Asked for every inbound frame: a plain load answers all but the
-        // first, without a locked read-modify-write per message.
-        !self.classification_over()
-            && !self
-                .shared
-                .classification_done
-                .swap(true, Ordering::Relaxed)
-    }
-
-    /// Gives the connection its client type, that type's routes and, if the
-    /// type has its own framing, that framing's `encoder`.
-    pub(crate) fn classify_as(&self, client_type: ClientType, encoder: Option<FrameEncoder>) {
-        let routes = Arc::clone(self.shared.endpoint.routes.routes_for(&client_type));
-        // Filed under its type once, so a broadcast to the type visits its members only.
-        self.shared
-            .endpoint
-            .connections
-            .lock()
-            .classified(self.id(), &client_type);
-        if let Some(history) = &self.shared.history {
-            history.set_limits(self.shared.endpoint.limits.history_for(&client_type));
-        }
-        // Classification runs once (take_classification): this cannot be set twice.
-        let _ = self.shared.classified.set(Box::new(Classified {
-            sends: Sends::of(&routes, self.keeps_history()),
-            traffic: self.shared.endpoint.counters.traffic(Some(&client_type)),
-            client_type,
-            routes,
-            encoder: encoder.map(Box::new),
-        }));
-    }
-
-    /// The last messages in and out, with their raw and processed forms,
-    /// when the builder keeps a history
-    /// ([`history`](crate::ServerBuilder::history)); empty otherwise. In
-    /// `on_disconnect` it holds the connection's last words.
-    ///
-    /// ```no_run
-    /// # use flexi_socket::{Connection, DisconnectReason};
-    /// async fn gone(conn: Connection, reason: DisconnectReason) {
-    ///     eprintln!("{} left ({reason}); last messages:\n{}", conn.peer_addr(), conn.history());
-    /// }
-    /// ```
-    pub fn history(&self) -> History {
-        self.shared
-            .history
-            .as_ref()
-            .map_or_else(History::default, |history| history.snapshot())
-    }
-
-    /// Records an inbound message as decoded (`raw`) and as handed to the
-    /// handler (`None`: `after_receive` dropped it), if history is on.
-    pub(crate) fn record_inbound(&self, raw: &[u8], processed: Option<&[u8]>) {
-        if let Some(history) = &self.shared.history {
-            history.record(Direction::Inbound, raw, processed, self.client_type());
-        }
-    }
-
-    /// Records an outbound message as given to `send` and as written
-    /// (`None`: `before_send` dropped it), if history is on.
-    pub(crate) fn record_outbound(&self, given: &[u8], written: Option<&[u8]>) {
-        if let Some(history) = &self.shared.history {
-            history.record(Direction::Outbound, given, written, self.client_type());
-        }
-    }
-
-    /// Whether the history is on (a sender keeps the given message aside).
-    pub(crate) fn keeps_history(&self) -> bool {
-        self.shared.history.is_some()
-    }
-
-    /// Classification failed (the classifier panicked): the connection
-    /// stays unclassified, and keeps the default history, if any.
-    pub(crate) fn classification_failed(&self) {
-        if let Some(history) = &self.shared.history {
-            let unclassified = self
-                .shared
-                .endpoint
-                .limits
-                .history_for(&ClientType::DEFAULT);
-            history.set_limits(unclassified);
-        }
     }
 
     /// Counts one inbound message. Only the connection's own task calls this,
@@ -855,15 +498,6 @@ impl Connection {
         let _ = bytes;
     }
 
-    /// The exported traffic counters for this connection's client type now.
-    #[cfg(feature = "metrics")]
-    fn traffic(&self) -> &Traffic {
-        match self.shared.classified.get() {
-            Some(classified) => &classified.traffic,
-            None => self.shared.endpoint.counters.unclassified(),
-        }
-    }
-
     pub(crate) fn first_message_done(&self) {
         self.shared.first_message.store(false, Ordering::Relaxed);
     }
@@ -876,44 +510,6 @@ pub(crate) struct Addresses {
     pub(crate) local: PeerAddr,
     /// Boxed: most connections have none, and pay a pointer.
     pub(crate) proxy: Option<Box<ProxyHeader>>,
-}
-
-/// A connection's typed state: one value per type.
-type StateValues = Vec<(TypeId, Box<dyn Any + Send>)>;
-
-/// How a connection's sends go: what every send would otherwise ask of
-/// its routes and history, decided once per connection (when it opens, and
-/// again when classified).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sends {
-    /// Straight to the framing and the queue, in the sender's poll.
-    Plain,
-    /// Through `before_send`, or kept in the history: the boxed way.
-    Filtered,
-}
-
-impl Sends {
-    fn of(routes: &Routes, keeps_history: bool) -> Self {
-        if routes.before_send.is_some() || keeps_history {
-            Sends::Filtered
-        } else {
-            Sends::Plain
-        }
-    }
-}
-
-/// What classification decided for a connection.
-struct Classified {
-    client_type: ClientType,
-    routes: Arc<Routes>,
-    sends: Sends,
-    /// The client type's own encoder (see `framing_for`); boxed, so
-    /// connections without one pay a pointer.
-    encoder: Option<Box<FrameEncoder>>,
-    /// The client type's exported traffic counters (empty, and unused,
-    /// without the `metrics` feature).
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    traffic: Traffic,
 }
 
 /// `#id peer`, and the client type once classified: `#7 192.0.2.7:4000
