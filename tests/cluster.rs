@@ -532,8 +532,9 @@ async fn a_flood_of_hellos_asking_for_an_answer_gets_few_answers() {
     let intruder = intruder(&nats).await;
     let mut presence = intruder.subscribe("flexi.presence").await.unwrap();
     let asking = bytes::Bytes::from_static(&[1, 5, 0, 2, b'z', b'z', 1]);
-    // Fewer than a subscription holds (1,024), so none is dropped unread.
-    for _ in 0..1000 {
+    // Half what a subscription holds (1,024), so none is dropped unread
+    // even if the node reads slowly.
+    for _ in 0..500 {
         intruder
             .publish("flexi.presence", asking.clone())
             .await
@@ -571,7 +572,7 @@ async fn a_flood_of_hellos_asking_for_an_answer_gets_few_answers() {
     eprintln!("node b said hello {answers} times");
     assert!(
         (1..20).contains(&answers),
-        "node b said hello {answers} times for 1,001 hellos asking it to"
+        "node b said hello {answers} times for 501 hellos asking it to"
     );
 }
 

@@ -20,6 +20,9 @@ use support::{LineClient, start};
 
 /// The process's live heap bytes.
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// The process's live heap blocks: a leak of even the smallest box, once per
+/// message, shows here.
+static BLOCKS: AtomicIsize = AtomicIsize::new(0);
 
 struct Counting;
 
@@ -28,12 +31,14 @@ struct Counting;
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        BLOCKS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the caller's contract is `System`'s.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        BLOCKS.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: the caller's contract is `System`'s.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -58,9 +63,12 @@ const WARM_UP: usize = 1_000;
 const MEASURED: usize = 10_000;
 /// Lines in flight at once.
 const BATCH: usize = 50;
-/// What the live heap may grow by per measured message. The smallest box
-/// (16 bytes) leaked with each one would be 10x this.
-const ALLOWED_PER_MESSAGE: isize = 1;
+/// What the live heap may grow by per measured message, in bytes: a
+/// 16-byte box leaked with each one would be 16 times this.
+const ALLOWED_BYTES_PER_MESSAGE: isize = 1;
+/// How many measured messages may leave one more live block: a block
+/// leaked with each message, however small, would be 10 times this.
+const MESSAGES_PER_ALLOWED_BLOCK: isize = 10;
 
 /// Every line, whatever became of it, gets one line back: the reply, or
 /// the error the server reported.
@@ -116,13 +124,20 @@ async fn messages_leave_no_heap_behind_whatever_they_met() {
         let last = exchange(&mut client, WARM_UP).await;
         assert!(last.contains(expected), "{case}: {last:?}");
 
-        let before = LIVE.load(Ordering::Relaxed);
+        let (bytes, blocks) = (LIVE.load(Ordering::Relaxed), BLOCKS.load(Ordering::Relaxed));
         exchange(&mut client, MEASURED).await;
-        let grown = LIVE.load(Ordering::Relaxed) - before;
-        eprintln!("{case}: the live heap grew by {grown} bytes over {MEASURED} messages");
+        let grown = LIVE.load(Ordering::Relaxed) - bytes;
+        let more_blocks = BLOCKS.load(Ordering::Relaxed) - blocks;
+        eprintln!(
+            "{case}: the live heap grew by {grown} bytes in {more_blocks} blocks over {MEASURED} messages"
+        );
         assert!(
-            grown < ALLOWED_PER_MESSAGE * MEASURED as isize,
+            grown < ALLOWED_BYTES_PER_MESSAGE * MEASURED as isize,
             "{case}: {grown} bytes more live after {MEASURED} messages"
+        );
+        assert!(
+            more_blocks < MEASURED as isize / MESSAGES_PER_ALLOWED_BLOCK,
+            "{case}: {more_blocks} blocks more live after {MEASURED} messages"
         );
         drop(client);
         running.stop().await;

@@ -140,7 +140,7 @@ impl Connection {
 /// its routes and history, decided once per connection (when it opens, and
 /// again when classified).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Sends {
+pub(super) enum Sends {
     /// Straight to the framing and the queue, in the sender's poll.
     Plain,
     /// Through `before_send`, or kept in the history: the boxed way.
