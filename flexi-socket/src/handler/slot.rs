@@ -277,6 +277,7 @@ impl std::fmt::Debug for HandlerSlot {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::task::Waker;
 
     use super::*;
@@ -391,6 +392,66 @@ mod tests {
         assert!(
             take_spare(held_type(large())).is_none(),
             "a large future is freed"
+        );
+    }
+
+    #[test]
+    fn a_thread_keeps_a_spare_of_each_type() {
+        async fn one(n: u8) -> HandlerOutput {
+            Ok(Some(crate::Message::from(vec![n])))
+        }
+        async fn other(n: u8) -> HandlerOutput {
+            Ok(Some(crate::Message::from(vec![n, n])))
+        }
+        let (mut first, mut second) = (HandlerSlot::default(), HandlerSlot::default());
+        let _ = run(&mut first, one(1));
+        let _ = run(&mut second, other(2));
+        let (one_at, other_at) = (held(&first), held(&second));
+        first.release();
+        second.release();
+        let mut first = HandlerSlot {
+            future: None,
+            type_id: held_type(other(0)),
+        };
+        first.reclaim();
+        assert_eq!(held(&first), other_at, "the other type's spare");
+        let mut second = HandlerSlot {
+            future: None,
+            type_id: held_type(one(0)),
+        };
+        second.reclaim();
+        assert_eq!(held(&second), one_at);
+    }
+
+    /// A future, finished at once, that holds its `Arc` until it is dropped.
+    struct Holding {
+        _held: Arc<()>,
+    }
+
+    impl Future for Holding {
+        type Output = HandlerOutput;
+
+        fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<HandlerOutput> {
+            Poll::Ready(Ok(None))
+        }
+    }
+
+    #[test]
+    fn a_threads_spares_are_dropped_when_it_ends() {
+        let held = Arc::new(());
+        let inside = Arc::clone(&held);
+        std::thread::spawn(move || {
+            let mut slot = HandlerSlot::default();
+            let _ = run(&mut slot, Holding { _held: inside });
+            slot.release();
+            assert!(slot.future.is_none(), "kept by the thread");
+        })
+        .join()
+        .expect("the thread ran");
+        assert_eq!(
+            Arc::strong_count(&held),
+            1,
+            "the spare went with the thread"
         );
     }
 
