@@ -439,15 +439,14 @@ async fn garbage_through_nats_is_logged_within_a_rate() {
     intruder.publish("flexi.presence", hello).await.unwrap();
     within("NATS takes it all", intruder.flush()).await.unwrap();
     let mut unreadable = 0;
-    within("node b reads up to the hello", async {
-        while let Some(line) = log.recv().await {
-            if line.contains("node joined the cluster") && line.contains("zz") {
-                return;
-            }
+    read_log_until(
+        &mut log,
+        "node b reads up to the hello",
+        joined("zz"),
+        |line| {
             unreadable += usize::from(line.contains("unreadable cluster message"));
-        }
-        panic!("node b's log ended");
-    })
+        },
+    )
     .await;
     assert!(
         (1..100).contains(&unreadable),
@@ -472,15 +471,14 @@ async fn a_second_process_with_the_same_node_name_is_logged_by_both() {
     };
     let (first, mut first_log) = ExampleServer::start_logged(&mut gateway(), "gateway").await;
     let (second, mut second_log) = ExampleServer::start_logged(&mut gateway(), "gateway").await;
-    for (which, log) in [("first", &mut first_log), ("second", &mut second_log)] {
-        within("a node notices the other with its name", async {
-            while let Some(line) = log.recv().await {
-                if line.contains("another process says hello with this node's name") {
-                    return;
-                }
-            }
-            panic!("the {which} node's log ended");
-        })
+    for log in [&mut first_log, &mut second_log] {
+        let same_name = |line: &str| line.contains(SAME_NAME_WARNING);
+        read_log_until(
+            log,
+            "a node notices the other with its name",
+            same_name,
+            |_| {},
+        )
         .await;
     }
     first.stop().await;
@@ -501,18 +499,17 @@ async fn a_node_does_not_take_its_own_echoed_hello_for_another_process() {
     let hello = bytes::Bytes::from_static(&[1, 5, 0, 2, b'z', b'z', 0]);
     intruder.publish("flexi.presence", hello).await.unwrap();
     within("NATS takes it", intruder.flush()).await.unwrap();
-    within("node b reads up to the hello of zz", async {
-        while let Some(line) = log.recv().await {
-            if line.contains("node joined the cluster") && line.contains("zz") {
-                return;
-            }
+    read_log_until(
+        &mut log,
+        "node b reads up to the hello of zz",
+        joined("zz"),
+        |line| {
             assert!(
-                !line.contains("another process says hello with this node's name"),
+                !line.contains(SAME_NAME_WARNING),
                 "node b took its own hello for another process's: {line}"
             );
-        }
-        panic!("node b's log ended");
-    })
+        },
+    )
     .await;
     b.stop().await;
 }
@@ -544,14 +541,12 @@ async fn a_flood_of_hellos_asking_for_an_answer_gets_few_answers() {
     let last = bytes::Bytes::from_static(&[1, 5, 0, 2, b'y', b'y', 1]);
     intruder.publish("flexi.presence", last).await.unwrap();
     within("NATS takes it all", intruder.flush()).await.unwrap();
-    within("node b reads up to the last hello", async {
-        while let Some(line) = log.recv().await {
-            if line.contains("node joined the cluster") && line.contains("yy") {
-                return;
-            }
-        }
-        panic!("node b's log ended");
-    })
+    read_log_until(
+        &mut log,
+        "node b reads up to the last hello",
+        joined("yy"),
+        |_| {},
+    )
     .await;
     support::example::send_signal(&b.child, libc::SIGTERM);
     within("node b exits on SIGTERM", b.child.wait())
@@ -609,6 +604,34 @@ async fn logged_node(url: &str, node: &str) -> (ExampleServer, UnboundedReceiver
         "gateway",
     )
     .await
+}
+
+/// What a node logs when another process says hello with its name.
+const SAME_NAME_WARNING: &str = "another process says hello with this node's name";
+
+/// Whether a log line says that `node` joined the cluster.
+fn joined(node: &str) -> impl Fn(&str) -> bool + '_ {
+    move |line| line.contains("node joined the cluster") && line.contains(node)
+}
+
+/// Reads a node's `log` up to the first line `is_last` holds for, handing
+/// each line before it to `each`, for at most [`WAIT`].
+async fn read_log_until(
+    log: &mut UnboundedReceiver<String>,
+    what: &str,
+    is_last: impl Fn(&str) -> bool,
+    mut each: impl FnMut(&str),
+) {
+    within(what, async {
+        while let Some(line) = log.recv().await {
+            if is_last(&line) {
+                return;
+            }
+            each(&line);
+        }
+        panic!("the node's log ended before: {what}");
+    })
+    .await;
 }
 
 /// A NATS client that publishes on the cluster's subjects as anyone who
