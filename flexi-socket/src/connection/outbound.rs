@@ -189,7 +189,7 @@ impl Lengths {
         self.0.iter().flat_map(|lengths| lengths.iter())
     }
 
-    /// Empties it for the next frames; a burst's peak is not kept.
+    /// Empties it for the next frames.
     fn clear(&mut self) {
         if let Some(lengths) = &mut self.0 {
             lengths.clear();
