@@ -240,7 +240,8 @@ impl Shared {
 
     /// A hello with this node's name: its own, echoed, or another
     /// process's. Another's is logged, and answered when it asks, so that
-    /// process hears of this one too (both within the warning's rate).
+    /// process hears of this one too (within the warning's rate, and the
+    /// answer within [`HELLO_ANSWERS_EVERY`]).
     fn same_name(&self, headers: Option<&HeaderMap>, answer_back: bool) {
         let instance = headers.and_then(|headers| headers.get(INSTANCE_HEADER));
         if instance.is_some_and(|instance| instance.as_str() == self.instance)
