@@ -70,6 +70,13 @@ impl CloseSignal {
         if self.stage.fetch_max(stage as u8, Ordering::AcqRel) >= stage as u8 {
             return;
         }
+        self.wake_driver();
+    }
+
+    /// Wakes the connection's task (which registers its waker again when it
+    /// waits here next); without a new stage, a nudge from the deadline
+    /// sweeper to a connection whose peer went quiet, which may then rest.
+    pub(crate) fn wake_driver(&self) {
         let driver = {
             let mut driver = sync::lock(&self.driver);
             self.registered

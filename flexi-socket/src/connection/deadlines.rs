@@ -11,7 +11,7 @@
 //! shortest deadline (from 5 ms to 1 s).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_util::task::AbortOnDropHandle;
@@ -34,6 +34,9 @@ pub(crate) struct Deadlines {
 }
 
 const SHORTEST_TICK: Duration = Duration::from_millis(5);
+/// How long, in ticks, a connection has read nothing to count as quiet: one
+/// to two ticks (up to two seconds with the default limits).
+const QUIET_TICKS: u64 = 2;
 const LONGEST_TICK: Duration = Duration::from_secs(1);
 
 impl Deadlines {
@@ -99,6 +102,13 @@ impl Deadlines {
     }
 }
 
+/// [`Activity::pace`]: nothing read yet.
+const UNREAD: u8 = 0;
+/// [`Activity::pace`]: the last read came after a quiet while.
+const QUIET: u8 = 1;
+/// [`Activity::pace`]: the last read came soon after the one before.
+const BUSY: u8 = 2;
+
 /// What a connection's task records for the sweeper, in ticks.
 #[derive(Debug, Default)]
 pub(crate) struct Activity {
@@ -106,6 +116,9 @@ pub(crate) struct Activity {
     tracked: AtomicBool,
     /// Handlers run: deadlines measure the peer, not them, so they wait.
     handling: AtomicBool,
+    /// How often the peer sends, as of its last read (see [`Self::is_quiet`]):
+    /// [`UNREAD`], [`QUIET`] or [`BUSY`].
+    pace: AtomicU8,
     started: AtomicU64,
     last_read: AtomicU64,
     /// Since when a partial frame is pending; 0 when none is.
@@ -137,7 +150,39 @@ impl Activity {
 
     /// Bytes arrived.
     pub(crate) fn read(&self, deadlines: &Deadlines) {
-        self.last_read.store(deadlines.now(), Ordering::Relaxed);
+        let now = deadlines.now();
+        // Only the connection's task writes it: no read-modify-write needed.
+        let before = self.last_read.load(Ordering::Relaxed);
+        self.last_read.store(now, Ordering::Relaxed);
+        // The first read counts as after a quiet while, however soon it came.
+        let busy = before + QUIET_TICKS > now && self.pace.load(Ordering::Relaxed) != UNREAD;
+        let pace = if busy { BUSY } else { QUIET };
+        if self.pace.load(Ordering::Relaxed) != pace {
+            self.pace.store(pace, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the peer's last read came after a quiet while (nothing read
+    /// or handled for [`QUIET_TICKS`]), or there was none: a stream
+    /// connection's task then rests once everything waits (see
+    /// `transport::stream::rest`), while a busy one keeps its task, since
+    /// coming back costs a task's spawn.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.pace.load(Ordering::Relaxed) != BUSY
+    }
+
+    /// Whether the peer, busy until now, has gone quiet (nothing read or
+    /// handled for [`QUIET_TICKS`], no handler running): if so it counts as
+    /// quiet from now on, and its task, once woken, rests.
+    fn went_quiet(&self, deadlines: &Deadlines) -> bool {
+        if self.pace.load(Ordering::Relaxed) != BUSY
+            || self.handling.load(Ordering::Relaxed)
+            || self.last_read.load(Ordering::Relaxed) + QUIET_TICKS > deadlines.now()
+        {
+            return false;
+        }
+        self.pace.store(QUIET, Ordering::Relaxed);
+        true
     }
 
     /// Starts the frame deadline when a partial frame appears, stops it when
@@ -174,9 +219,10 @@ pub(crate) async fn sweep(endpoint: Arc<Endpoint>) {
             _ = ticks.tick() => {}
         }
         deadlines.now.fetch_add(1, Ordering::Relaxed);
-        // Collected under the list's lock, closed after it: closing wakes
-        // tasks and logs, which the list should not wait for.
+        // Collected under the list's lock, closed (or woken) after it:
+        // closing wakes tasks and logs, which the list should not wait for.
         let mut expired = Vec::new();
+        let mut gone_quiet = Vec::new();
         endpoint.connections.for_each(|connection| {
             // A server's listeners share one list, each with its own limits
             // and clock: a listener's sweeper judges its own connections only.
@@ -185,8 +231,15 @@ pub(crate) async fn sweep(endpoint: Arc<Endpoint>) {
             }
             if let Some(reason) = expired_for(deadlines, connection) {
                 expired.push((connection.clone(), reason));
+            } else if connection.activity().went_quiet(deadlines) {
+                gone_quiet.push(connection.clone());
             }
         });
+        for connection in gone_quiet {
+            // Its task, which a busy peer kept, may rest now (see
+            // `transport::stream::rest`): woken, it finds it may.
+            connection.close_signal().wake_driver();
+        }
         for (connection, reason) in expired {
             let (id, peer) = (connection.id(), connection.peer_addr());
             if reason == DisconnectReason::IdleTimeout {
@@ -269,6 +322,43 @@ mod tests {
             None,
             "a read restarts it"
         );
+    }
+
+    #[test]
+    fn a_peer_is_quiet_before_its_first_read_and_after_a_quiet_while() {
+        let deadlines = Deadlines::new(&limits(0, 0, 320), false);
+        let activity = Activity::default();
+        activity.track(&deadlines);
+        assert!(activity.is_quiet(), "nothing read yet");
+        activity.read(&deadlines);
+        assert!(activity.is_quiet(), "the first read, however soon");
+        activity.read(&deadlines);
+        assert!(!activity.is_quiet(), "a second read in the same tick");
+        advance(&deadlines, QUIET_TICKS - 1);
+        activity.read(&deadlines);
+        assert!(!activity.is_quiet(), "not quiet for long enough");
+        advance(&deadlines, QUIET_TICKS);
+        activity.read(&deadlines);
+        assert!(activity.is_quiet(), "after a quiet while");
+    }
+
+    #[test]
+    fn a_busy_peer_goes_quiet_once_nothing_came_for_a_while() {
+        let deadlines = Deadlines::new(&limits(0, 0, 320), false);
+        let activity = Activity::default();
+        activity.track(&deadlines);
+        activity.read(&deadlines);
+        activity.read(&deadlines);
+        assert!(!activity.is_quiet());
+        activity.handlers_started();
+        advance(&deadlines, QUIET_TICKS);
+        assert!(!activity.went_quiet(&deadlines), "a handler runs");
+        activity.handlers_done(&deadlines);
+        assert!(!activity.went_quiet(&deadlines), "it just finished");
+        advance(&deadlines, QUIET_TICKS);
+        assert!(activity.went_quiet(&deadlines));
+        assert!(activity.is_quiet());
+        assert!(!activity.went_quiet(&deadlines), "once");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::connection::{CloseStage, Connection, DisconnectReason};
 use crate::error::Error;
 use crate::events::{after_abort, on_disconnect};
 use crate::future::BoxFuture;
+use crate::transport::decoder::ConnectionDecoder;
 use crate::transport::stream::Stream;
 
 pub(super) struct Driver<S> {
@@ -95,6 +96,56 @@ impl<S: Stream> Driver<S> {
             connection,
             stream,
             closing: None,
+        }
+    }
+
+    /// The driver of a connection that rested (see `rest`), waiting again.
+    pub(super) fn resumed(rested: Rested<S>) -> Self {
+        Self {
+            reading: Reading::resumed(rested.decoder),
+            writing: Writing::resumed(rested.outbound),
+            connection: rested.connection,
+            stream: rested.stream,
+            closing: None,
+        }
+    }
+
+    /// Whether the connection may rest now: its stream can, its peer has
+    /// been quiet, it serves, and both sides wait holding nothing but what
+    /// [`Rested`] keeps.
+    fn may_rest(&self) -> bool {
+        S::CAN_REST
+            && self.connection.activity().is_quiet()
+            && self.closing.is_none()
+            && self.reading.may_rest()
+            && self.writing.may_rest()
+    }
+
+    /// Registers `cx` (the resting connection's waker) with all that can
+    /// wake the connection: its close, its outbound queue, its socket.
+    /// `false` if one of them is ready already: the driver goes on (and its
+    /// next poll registers its own task's waker in their place).
+    pub(super) fn settle(&mut self, cx: &mut Context<'_>) -> bool {
+        self.connection
+            .close_signal()
+            .poll_reached(CloseStage::Closing, cx)
+            .is_pending()
+            && self.writing.poll_rest(cx)
+            && self.stream.poll_rest(cx).is_pending()
+    }
+
+    /// What the connection keeps while it rests: its task's state without
+    /// the buffers, the handler's slot and the timers, which a connection
+    /// at rest holds empty.
+    pub(super) fn into_rest(self) -> Rested<S> {
+        Rested {
+            decoder: self
+                .reading
+                .into_decoder()
+                .expect("a connection rests only with its decoder"),
+            outbound: self.writing.into_outbound(),
+            connection: self.connection,
+            stream: self.stream,
         }
     }
 
@@ -188,6 +239,23 @@ impl<S: Stream> Driver<S> {
     }
 }
 
+/// Why a connection's driver stopped.
+pub(super) enum Stop {
+    /// The connection ended.
+    Ended(Ended),
+    /// Both sides wait, and the connection may rest (see `rest`); its task
+    /// may also just wait, as its waker is registered.
+    Quiet,
+}
+
+/// What a resting connection keeps of its driver.
+pub(super) struct Rested<S> {
+    connection: Connection,
+    stream: S,
+    decoder: ConnectionDecoder,
+    outbound: OutboundReceiver,
+}
+
 /// How a connection's driver ended; what is left to do once it is dropped.
 pub(super) struct Ended {
     pub(super) connection: Connection,
@@ -196,9 +264,9 @@ pub(super) struct Ended {
 }
 
 impl<S: Stream> Future for Driver<S> {
-    type Output = Ended;
+    type Output = Stop;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Stop> {
         let this = self.get_mut();
         if !matches!(
             this.closing.as_deref(),
@@ -220,6 +288,9 @@ impl<S: Stream> Future for Driver<S> {
                         continue;
                     }
                     this.poll_writing(cx);
+                    if this.may_rest() {
+                        return Poll::Ready(Stop::Quiet);
+                    }
                     return Poll::Pending;
                 }
                 Some(Closing::Disconnecting { future, close }) => {
@@ -257,9 +328,9 @@ impl<S: Stream> Future for Driver<S> {
                 Some(Closing::Aborting(future)) => {
                     ready!(future.as_mut().poll(cx));
                     this.enter(Closing::Done);
-                    return Poll::Ready(this.ended(true));
+                    return Poll::Ready(Stop::Ended(this.ended(true)));
                 }
-                Some(Closing::Done) => return Poll::Ready(this.ended(false)),
+                Some(Closing::Done) => return Poll::Ready(Stop::Ended(this.ended(false))),
             }
         }
     }

@@ -39,6 +39,18 @@ pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
     fn shared_socket(&self) -> Option<Arc<dyn SocketWrite>> {
         None
     }
+
+    /// Whether a connection on this stream can rest: its task ends while
+    /// nothing happens, and the socket's readiness brings it back (see
+    /// `rest`). A stream that buffers what it reads (TLS) cannot: readiness
+    /// of the socket under it says nothing about its own bytes.
+    const CAN_REST: bool = false;
+
+    /// Registers `cx` to be woken once bytes (or the peer's close) can be
+    /// read; `Ready` if they can now. Only called where [`Self::CAN_REST`].
+    fn poll_rest(&self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
 }
 
 impl Stream for SharedTcpStream {
@@ -74,6 +86,13 @@ impl Stream for SharedTcpStream {
 
     fn shared_socket(&self) -> Option<Arc<dyn SocketWrite>> {
         Some(SharedTcpStream::shared_socket(self))
+    }
+
+    const CAN_REST: bool = true;
+
+    fn poll_rest(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // An error is ready too: the read that follows meets it.
+        self.socket().poll_read_ready(cx).map(|_| ())
     }
 }
 
@@ -120,9 +139,16 @@ fn try_read_draining(socket: &TcpStream, buffer: &mut BytesMut) -> io::Result<us
     }
 }
 
-/// A Unix socket reads with a buffer ready (its idle connections hold one).
+/// A Unix socket reads with a buffer ready (while it runs; a resting
+/// connection holds none).
 #[cfg(unix)]
-impl Stream for tokio::net::UnixStream {}
+impl Stream for tokio::net::UnixStream {
+    const CAN_REST: bool = true;
+
+    fn poll_rest(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_read_ready(cx).map(|_| ())
+    }
+}
 
 /// In-memory pipes (the testing harness's), with a buffer ready.
 #[cfg(any(test, feature = "testing"))]

@@ -135,6 +135,31 @@ impl Reading {
         }
     }
 
+    /// Reading goes on with `decoder` after the connection rested: it waits
+    /// for bytes, with nothing buffered.
+    pub(super) fn resumed(decoder: ConnectionDecoder) -> Self {
+        Self {
+            step: ReadingStep::Waiting { gap: None },
+            decoder: Some(decoder),
+            buffer: BytesMut::new(),
+            slot: HandlerSlot::default(),
+        }
+    }
+
+    /// Whether this side holds nothing the connection needs while it rests:
+    /// it waits for bytes with none buffered and no idle-gap timer.
+    pub(super) fn may_rest(&self) -> bool {
+        matches!(self.step, ReadingStep::Waiting { gap: None })
+            && self.buffer.is_empty()
+            && self.decoder.is_some()
+    }
+
+    /// What reading needs kept while the connection rests: the decoder (a
+    /// framing may be in the middle of dropping an oversized frame, say).
+    pub(super) fn into_decoder(self) -> Option<ConnectionDecoder> {
+        self.decoder
+    }
+
     /// Reads and handles frames; `Ready` with the reason once reading ended.
     pub(super) fn poll(
         &mut self,

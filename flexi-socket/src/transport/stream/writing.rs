@@ -58,6 +58,36 @@ impl Writing {
         }
     }
 
+    /// Goes on writing from `outbound` after the connection rested (its
+    /// socket is shared with the queue already).
+    pub(super) fn resumed(outbound: OutboundReceiver) -> Self {
+        Self {
+            outbound,
+            frames: Frames::default(),
+            written: 0,
+            unflushed: false,
+            phase: Phase::Running,
+        }
+    }
+
+    /// Whether this side holds nothing the connection needs while it rests:
+    /// it runs, and everything taken was written.
+    pub(super) fn may_rest(&self) -> bool {
+        self.phase == Phase::Running && self.frames.is_empty() && !self.unflushed
+    }
+
+    /// Registers `cx` to be woken by the next frame queued; `false` if
+    /// there are frames already (taken, for the next write) or the queue
+    /// closed.
+    pub(super) fn poll_rest(&mut self, cx: &mut Context<'_>) -> bool {
+        self.outbound.poll_take(cx, &mut self.frames).is_pending()
+    }
+
+    /// What writing needs kept while the connection rests.
+    pub(super) fn into_outbound(self) -> OutboundReceiver {
+        self.outbound
+    }
+
     pub(super) fn is_done(&self) -> bool {
         self.phase == Phase::Done
     }
