@@ -10,8 +10,10 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::runtime::Handle;
 
 use super::deadlines::Deadlines;
 use super::list::Connections;
@@ -67,6 +69,10 @@ pub(crate) struct Endpoint {
     next_id: Arc<AtomicU64>,
     /// Client mode only: requests waiting for their reply.
     pub(crate) replies: Option<Arc<dyn ReplyHook>>,
+    /// The runtime its connections' tasks run on, set when the first of
+    /// them rests: a resting connection's task comes back there, woken
+    /// perhaps on a thread outside it (see `transport::stream::rest`).
+    pub(crate) runtime: OnceLock<Handle>,
 }
 
 /// What the endpoints of one server's listeners share: one connection list,
@@ -165,6 +171,7 @@ impl Endpoint {
             limits,
             next_id: wide.next_id,
             replies,
+            runtime: OnceLock::new(),
         })
     }
 

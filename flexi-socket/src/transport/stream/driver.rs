@@ -256,6 +256,12 @@ pub(super) struct Rested<S> {
     outbound: OutboundReceiver,
 }
 
+impl<S> Rested<S> {
+    pub(super) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+}
+
 /// How a connection's driver ended; what is left to do once it is dropped.
 pub(super) struct Ended {
     pub(super) connection: Connection,

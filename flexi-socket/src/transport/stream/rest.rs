@@ -64,10 +64,16 @@ impl<S: Stream + 'static, H: Send + Unpin + 'static> Rests<S> for Comeback<H> {
             unreachable!("a task that may rest has its driver and its comeback");
         };
         let span = tracing::Span::current();
+        let rested = driver.into_rest();
+        // In this task, on the runtime: known to be there when it wakes.
+        rested
+            .connection()
+            .endpoint()
+            .runtime
+            .get_or_init(Handle::current);
         resting.fall_asleep(Asleep {
-            rested: driver.into_rest(),
+            rested,
             comeback,
-            runtime: Handle::current(),
             span: (!span.is_disabled()).then(|| Box::new(span)),
         });
         true
@@ -94,9 +100,6 @@ enum State<S, H> {
 struct Asleep<S, H> {
     rested: Rested<S>,
     comeback: Comeback<H>,
-    /// Where its task comes back: the waker may fire outside the runtime (a
-    /// close from another thread).
-    runtime: Handle,
     /// The connection's span, when enabled.
     span: Option<Box<tracing::Span>>,
 }
@@ -140,6 +143,16 @@ impl<S: Stream + 'static, H: Send + Unpin + 'static> Wake for Resting<S, H> {
 impl<S: Stream + 'static, H: Send + Unpin + 'static> Asleep<S, H> {
     /// Spawns the connection's task again.
     fn wake_up(self) {
+        // Not `Handle::current()`: the waker may fire outside the runtime (a
+        // close from another thread).
+        let runtime = self
+            .rested
+            .connection()
+            .endpoint()
+            .runtime
+            .get()
+            .expect("set before the connection rested")
+            .clone();
         let task = Task {
             driver: Some(Driver::resumed(self.rested)),
             _held: (),
@@ -148,8 +161,32 @@ impl<S: Stream + 'static, H: Send + Unpin + 'static> Asleep<S, H> {
         // A runtime shutting down drops the task unpolled, and with it the
         // connection's socket.
         match self.span {
-            None => drop(self.runtime.spawn(task)),
-            Some(span) => drop(self.runtime.spawn(task.instrument(*span))),
+            None => drop(runtime.spawn(task)),
+            Some(span) => drop(runtime.spawn(task.instrument(*span))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use super::*;
+    use crate::transport::stream::tcp::SharedTcpStream;
+
+    /// What a server's connection holds: its place under the limits, a
+    /// pointer and an address (see admission.rs's
+    /// `a_place_is_a_pointer_and_an_address`).
+    type Place = (Arc<()>, Ipv6Addr);
+
+    /// A resting connection holds this block in place of its task (with
+    /// the `Arc`'s two counts): 144 bytes, a 160-byte block with glibc's
+    /// header and rounding (176 while each kept its runtime's handle).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_resting_connection_stays_small() {
+        let size = size_of::<Resting<SharedTcpStream, Place>>() + 16;
+        eprintln!("resting connection {size} bytes");
+        assert!(size <= 144, "a resting connection grew to {size} bytes");
     }
 }
