@@ -73,6 +73,10 @@ pub(crate) struct Endpoint {
     /// them rests: a resting connection's task comes back there, woken
     /// perhaps on a thread outside it (see `transport::stream::rest`).
     pub(crate) runtime: OnceLock<Handle>,
+    /// The local address of its first connection, the one most have (a
+    /// listener's own, unless it listens on a wildcard address): a
+    /// connection with this one does not keep it itself.
+    common_local_addr: OnceLock<PeerAddr>,
 }
 
 /// What the endpoints of one server's listeners share: one connection list,
@@ -172,6 +176,7 @@ impl Endpoint {
             next_id: wide.next_id,
             replies,
             runtime: OnceLock::new(),
+            common_local_addr: OnceLock::new(),
         })
     }
 
@@ -249,13 +254,22 @@ impl Endpoint {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.counters.connections_total.add(1);
         let (sender, receiver) = outbound::channel(&self.limits, transport);
+        let common = self.common_local_addr.get_or_init(|| local_addr.clone());
         let addrs = Addresses {
             peer: peer_addr,
-            local: local_addr,
+            local: (local_addr != *common).then(|| Box::new(local_addr)),
             proxy: proxy.map(Box::new),
         };
         let connection = Connection::new(id, addrs, Arc::clone(self), sender)?;
         Ok((connection, receiver))
+    }
+
+    /// The local address most of its connections have (see
+    /// `Addresses::local`); set when the first one opened.
+    pub(crate) fn common_local_addr(&self) -> &PeerAddr {
+        self.common_local_addr
+            .get()
+            .expect("set when the first connection opened")
     }
 
     /// Lists `connection` among the open ones, where shutdown reaches it.
@@ -301,5 +315,33 @@ impl fmt::Debug for Endpoint {
             .field("classifier", &self.classifier)
             .field("connections", &self.connections)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::handler::Router;
+
+    /// A listener on a wildcard address is reached at several: each
+    /// connection says its own, whether it is the common one (which it does
+    /// not keep itself) or another (which it does).
+    #[test]
+    fn a_connection_knows_the_local_address_it_was_reached_at() {
+        let endpoint = Endpoint::for_tests(Router::new(), Limits::default());
+        let peer: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        let first: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let other: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+        for local in [first, other, first, other] {
+            let (connection, _queue) = endpoint.open(peer, local, Transport::Stream).unwrap();
+            assert_eq!(connection.local_addr(), local);
+            assert_eq!(
+                connection.shared.addrs.local.is_some(),
+                local == other,
+                "only an address other than the common one is kept"
+            );
+        }
     }
 }

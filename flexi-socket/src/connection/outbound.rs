@@ -78,7 +78,6 @@ pub(crate) enum Transport {
 #[derive(Debug)]
 pub(crate) struct OutboundSender {
     queue: Arc<Queue>,
-    transport: Transport,
 }
 
 /// The writer's end.
@@ -103,6 +102,8 @@ struct Queue {
     /// writer. Set without the lock (a sender that does not see it yet only
     /// wakes the writer for nothing), read and cleared under it.
     held: AtomicBool,
+    /// Whether frame boundaries survive the queue.
+    transport: Transport,
 }
 
 #[derive(Debug, Default)]
@@ -244,7 +245,6 @@ impl Queue {
     /// still under the queue's lock, so what it notes is in queue order.
     fn try_append<E>(
         &self,
-        transport: Transport,
         written_by: WrittenBy<'_>,
         append: impl FnOnce(&mut BytesMut) -> Result<(), E>,
         queued: impl FnOnce(),
@@ -271,7 +271,7 @@ impl Queue {
                 appended.map_or_else(Unqueued::Append, |()| Unqueued::Refused(QueueRefused::Full))
             );
         }
-        if transport == Transport::Datagrams {
+        if self.transport == Transport::Datagrams {
             // Datagrams are far smaller than 4 GiB.
             waiting.lengths.push(length as u32);
         }
@@ -370,10 +370,10 @@ pub(crate) fn channel(limits: &Limits, transport: Transport) -> (OutboundSender,
         held: AtomicBool::new(false),
         max_messages: limits.outbound_messages,
         max_bytes: limits.outbound_bytes,
+        transport,
     });
     let sender = OutboundSender {
         queue: Arc::clone(&queue),
-        transport,
     };
     (sender, OutboundReceiver { queue })
 }
@@ -396,7 +396,6 @@ impl OutboundSender {
     ) -> Result<(), QueueRefused> {
         self.queue
             .try_append(
-                self.transport,
                 WrittenBy::Writer { sending_task },
                 |waiting| {
                     waiting.extend_from_slice(frame);
@@ -421,8 +420,7 @@ impl OutboundSender {
         append: impl FnOnce(&mut BytesMut) -> Result<(), E>,
         queued: impl FnOnce(),
     ) -> Result<usize, Unqueued<E>> {
-        self.queue
-            .try_append(self.transport, written_by, append, queued)
+        self.queue.try_append(written_by, append, queued)
     }
 
     /// Queues `frame`, which [`try_push`](Self::try_push) found no room for,
