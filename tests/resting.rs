@@ -1,18 +1,21 @@
-//! A quiet TCP connection rests: its task ends, and its socket, its
+//! A quiet TCP or Unix connection rests: its task ends, and its socket, its
 //! outbound queue or its close brings it back in a new task, as if it had
 //! only waited. Counted with tokio's own count of alive tasks: with every
-//! client quiet, the server runs no more tasks than before they came.
+//! client quiet, the server runs no more tasks than with none. Each poke
+//! below waits first until every connection rests, so it reaches resting
+//! connections, not tasks that a busy peer kept.
 
 mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flexi_socket::{Connection, DisconnectReason, FlexiSocket, Router};
+use flexi_socket::{Connection, DisconnectReason, FlexiSocket, Router, ServerBuilder, Tcp};
 use support::{LineClient, Running, eventually, start, within};
+use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
-const CLIENTS: usize = 30;
+const CLIENTS: usize = 20;
 
 /// The disconnects of a server's connections: how many, and why.
 #[derive(Clone)]
@@ -61,17 +64,32 @@ fn alive_tasks() -> usize {
         .num_alive_tasks()
 }
 
-/// Connects [`CLIENTS`] clients that each had one line echoed, then waits
-/// until the server runs no more tasks than before they came.
-async fn quiet_clients(running: &Running, disconnects: &Disconnects) -> Vec<LineClient> {
-    // A first client that comes and goes: the server's own tasks (its
-    // accept loop, its deadline sweeper) surely run by then.
+/// A server whose tasks of its own (accept loop, deadline sweeper) surely
+/// run, and how many tasks are alive then, with no connection.
+async fn started(builder: ServerBuilder<Tcp>, disconnects: &Disconnects) -> (Running, usize) {
+    let running = start(builder).await;
+    // A first client that comes and goes: the server's own tasks run by then.
     let mut probe = LineClient::connect(running.addr).await;
     assert_eq!(probe.ask("probe").await, "probe");
     drop(probe);
     disconnects.wait(1).await;
     assert_eq!(disconnects.take_reasons(), [DisconnectReason::PeerClosed]);
-    let before = alive_tasks();
+    eventually("the probe gone", || running.connections.is_empty()).await;
+    let without_connections = alive_tasks();
+    (running, without_connections)
+}
+
+/// Waits until no connection has a task: the server runs no more tasks
+/// than `without_connections`.
+async fn all_resting(without_connections: usize) {
+    eventually("every connection resting", || {
+        alive_tasks() <= without_connections
+    })
+    .await;
+}
+
+/// [`CLIENTS`] clients that each had a line echoed, all resting.
+async fn quiet_clients(running: &Running, without_connections: usize) -> Vec<LineClient> {
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
         let mut client = LineClient::connect(running.addr).await;
@@ -81,7 +99,7 @@ async fn quiet_clients(running: &Running, disconnects: &Disconnects) -> Vec<Line
         );
         clients.push(client);
     }
-    eventually("every quiet connection resting", || alive_tasks() <= before).await;
+    all_resting(without_connections).await;
     assert_eq!(running.connections.len(), CLIENTS, "resting, still listed");
     clients
 }
@@ -89,9 +107,9 @@ async fn quiet_clients(running: &Running, disconnects: &Disconnects) -> Vec<Line
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resting_connection_comes_back_for_bytes_sends_and_its_close() {
     let disconnects = Disconnects::new();
-    let router = echo_counting(&disconnects);
-    let running = start(FlexiSocket::server("127.0.0.1:0").router(router)).await;
-    let mut clients = quiet_clients(&running, &disconnects).await;
+    let builder = FlexiSocket::server("127.0.0.1:0").router(echo_counting(&disconnects));
+    let (running, without_connections) = started(builder, &disconnects).await;
+    let mut clients = quiet_clients(&running, without_connections).await;
 
     // Its socket: the peer sends again.
     for (i, client) in clients.iter_mut().enumerate() {
@@ -100,27 +118,32 @@ async fn a_resting_connection_comes_back_for_bytes_sends_and_its_close() {
             format!("again {i}")
         );
     }
-    eventually("resting again", || running.connections.len() == CLIENTS).await;
+    // Busy for a second or two (two lines close together), then nudged to
+    // rest by the deadline sweeper.
+    all_resting(without_connections).await;
 
     // Its queue: a send from outside wakes the writer, which is not there.
-    for connection in running.connections.list() {
+    let mut connections = running.connections.list();
+    connections.sort_by_key(Connection::id);
+    for connection in &connections {
         within("a send", connection.send(format!("to {}", connection.id())))
             .await
             .unwrap();
     }
+    for (client, connection) in clients.iter_mut().zip(&connections) {
+        assert_eq!(client.recv_line().await, format!("to {}", connection.id()));
+    }
+    all_resting(without_connections).await;
+
     // A broadcast written to each socket by the sender itself.
     assert_eq!(running.connections.broadcast("news").await, CLIENTS);
-    let mut ids = running.connections.list();
-    ids.sort_by_key(Connection::id);
     for client in &mut clients {
-        let sent = client.recv_line().await;
-        assert!(sent.starts_with("to "), "{sent}");
         assert_eq!(client.recv_line().await, "news");
     }
+    all_resting(without_connections).await;
 
     // Its close: the server closes one, its peer closes another.
-    let closed_by_server = ids[0].clone();
-    closed_by_server.close();
+    connections[0].close();
     let mut first = clients.remove(0);
     assert_eq!(first.read_to_end().await, b"");
     drop(first);
@@ -134,6 +157,7 @@ async fn a_resting_connection_comes_back_for_bytes_sends_and_its_close() {
         "{reasons:?}"
     );
     eventually("both gone", || running.connections.len() == CLIENTS - 2).await;
+    all_resting(without_connections).await;
 
     // The rest, resting, at shutdown: each is flushed, closed and reported.
     let report = running.stop().await;
@@ -157,8 +181,8 @@ async fn a_resting_connection_still_times_out() {
     let builder = FlexiSocket::server("127.0.0.1:0")
         .router(echo_counting(&disconnects))
         .idle_timeout(Duration::from_millis(400));
-    let running = start(builder).await;
-    let mut clients = quiet_clients(&running, &disconnects).await;
+    let (running, without_connections) = started(builder, &disconnects).await;
+    let mut clients = quiet_clients(&running, without_connections).await;
     disconnects.wait(CLIENTS).await;
     let reasons = disconnects.take_reasons();
     assert!(
@@ -173,27 +197,85 @@ async fn a_resting_connection_still_times_out() {
     running.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_busy_connection_keeps_its_task_until_its_peer_goes_quiet() {
-    let disconnects = Disconnects::new();
-    // The default limits: ticks of a second, so a peer is quiet after two
-    // to three seconds without a line.
-    let builder = FlexiSocket::server("127.0.0.1:0").router(echo_counting(&disconnects));
-    let running = start(builder).await;
-    let mut clients = quiet_clients(&running, &disconnects).await;
-    let resting = alive_tasks();
-    // Lines one after the other: each connection's task stays for the next.
+/// Lines one after the other make a peer busy: its connection keeps its
+/// task for the next, until the deadline sweeper finds the peer quiet (a
+/// second or more without a line) and wakes the task to rest. With no
+/// deadline at all too: the sweeper's clock runs for this alone then.
+async fn busy_then_resting(builder: ServerBuilder<Tcp>, disconnects: &Disconnects) {
+    let (running, without_connections) = started(builder, disconnects).await;
+    let mut clients = quiet_clients(&running, without_connections).await;
     for client in &mut clients {
         for i in 0..20 {
             assert_eq!(client.ask(&format!("busy {i}")).await, format!("busy {i}"));
         }
     }
-    assert!(alive_tasks() > resting, "busy connections keep their tasks");
-    // The deadline sweeper finds them quiet, and wakes them to rest.
-    eventually("every connection resting again", || {
-        alive_tasks() <= resting
-    })
-    .await;
+    assert!(
+        alive_tasks() > without_connections,
+        "busy connections keep their tasks"
+    );
+    all_resting(without_connections).await;
     assert_eq!(running.connections.len(), CLIENTS, "none timed out");
     running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_connection_keeps_its_task_until_its_peer_goes_quiet() {
+    let disconnects = Disconnects::new();
+    let builder = FlexiSocket::server("127.0.0.1:0").router(echo_counting(&disconnects));
+    busy_then_resting(builder, &disconnects).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_deadlines_a_busy_connection_still_rests_once_quiet() {
+    let disconnects = Disconnects::new();
+    let builder = FlexiSocket::server("127.0.0.1:0")
+        .router(echo_counting(&disconnects))
+        .idle_timeout(None)
+        .frame_timeout(None);
+    busy_then_resting(builder, &disconnects).await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resting_unix_connection_comes_back() {
+    let dir = std::env::temp_dir().join(format!("flexi-resting-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("resting.sock");
+    let disconnects = Disconnects::new();
+    let server = FlexiSocket::server(format!("unix:{}", path.display()))
+        .router(echo_counting(&disconnects))
+        .bind()
+        .await
+        .unwrap();
+    let handle = server.handle();
+    let connections = server.connections();
+    let serving = tokio::spawn(server.serve_with_shutdown(std::future::pending()));
+    let connect = || async {
+        within("connect", tokio::net::UnixStream::connect(&path))
+            .await
+            .unwrap()
+    };
+    let mut probe = connect().await;
+    assert_eq!(support::ask_line(&mut probe, "probe").await, "probe");
+    drop(probe);
+    disconnects.wait(1).await;
+    eventually("the probe gone", || connections.is_empty()).await;
+    let without_connections = alive_tasks();
+
+    let mut client = connect().await;
+    assert_eq!(support::ask_line(&mut client, "one").await, "one");
+    all_resting(without_connections).await;
+    assert_eq!(support::ask_line(&mut client, "two").await, "two");
+    all_resting(without_connections).await;
+    let connection = connections.list().pop().unwrap();
+    within("a send", connection.send("pushed")).await.unwrap();
+    let mut pushed = [0; 7];
+    within("the line sent", client.read_exact(&mut pushed))
+        .await
+        .unwrap();
+    assert_eq!(&pushed, b"pushed\n");
+
+    handle.shutdown();
+    within("shutdown", serving).await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

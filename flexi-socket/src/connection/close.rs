@@ -5,7 +5,8 @@
 //! The connection's own task looks at it several times per message: whether
 //! it is closing is one atomic load, and its waker sits in a slot of its
 //! own (a short lock, not a `Notify` wait list), taken only when the waker
-//! there is not already this task's. Only that task waits on it.
+//! there is not already this task's. Only that task waits on it, or, while
+//! the connection rests without a task, its resting waker.
 
 use std::future::poll_fn;
 use std::sync::Mutex;
@@ -102,6 +103,25 @@ impl CloseSignal {
 
     /// For the connection's own task: ready once `stage` is reached.
     pub(crate) fn poll_reached(&self, stage: CloseStage, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_reached_by(stage, cx, true)
+    }
+
+    /// For a resting connection (`transport::stream::rest`), whose waker is
+    /// no task: ready once `stage` is reached. The task it was and the one
+    /// it comes back in are told apart by their own polls.
+    pub(crate) fn poll_reached_at_rest(&self, stage: CloseStage, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_reached_by(stage, cx, false)
+    }
+
+    /// `by_task`: `cx` is the connection's task's (see `polled_by_driver`).
+    fn poll_reached_by(&self, stage: CloseStage, cx: &mut Context<'_>, by_task: bool) -> Poll<()> {
+        let data = cx.waker().data().cast_mut();
+        // At every poll, not only when it waits: a task that comes back
+        // after resting and is cut at the shutdown deadline before it ever
+        // waited here is known as the connection's too.
+        if by_task && self.driver_task.load(Ordering::Relaxed) != data {
+            self.driver_task.store(data, Ordering::Relaxed);
+        }
         if self.reached(stage) {
             return Poll::Ready(());
         }
@@ -109,9 +129,9 @@ impl CloseSignal {
         // hint and takes the waker under one lock, has not done so yet, and
         // will wake it. (A task's waker keeps its data pointer, the task,
         // which the waker in the slot keeps alive; only the connection's
-        // task polls here. A null data pointer, as in `Waker::noop`, says
-        // nothing: such a waker is registered every time.)
-        let data = cx.waker().data().cast_mut();
+        // task, or its resting waker, polls here. A null data pointer, as
+        // in `Waker::noop`, says nothing: such a waker is registered every
+        // time.)
         if !data.is_null() && self.registered.load(Ordering::Acquire) == data {
             return Poll::Pending;
         }
@@ -120,7 +140,6 @@ impl CloseSignal {
             sync::keep_waker(&mut driver, cx);
             self.registered.store(data, Ordering::Release);
         }
-        self.driver_task.store(data, Ordering::Relaxed);
         // Advanced meanwhile: the waker may have been taken before it was put.
         if self.reached(stage) {
             Poll::Ready(())

@@ -9,6 +9,12 @@
 //! none pays for one on every read. A deadline fires after at least its
 //! duration and at most two ticks more; a tick is a sixteenth of the
 //! shortest deadline (from 5 ms to 1 s).
+//!
+//! The same clock tells a quiet peer from a busy one ([`Activity::is_quiet`]):
+//! a quiet peer's connection rests without a task (`transport::stream::rest`),
+//! and the sweeper wakes the task of a busy peer that went quiet to rest.
+//! For this the sweeper runs on a server's every listener, with no
+//! deadline too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -31,12 +37,16 @@ pub(crate) struct Deadlines {
     first_message: Option<u64>,
     frame: Option<u64>,
     idle: Option<u64>,
+    /// [`QUIET_AFTER`] in ticks, and at least two: a peer is quiet after
+    /// this many ticks to one more without a read.
+    quiet: u64,
 }
 
 const SHORTEST_TICK: Duration = Duration::from_millis(5);
-/// How long, in ticks, a connection has read nothing to count as quiet: one
-/// to two ticks (up to two seconds with the default limits).
-const QUIET_TICKS: u64 = 2;
+/// How long a connection has read nothing, at least, to count as quiet (see
+/// [`Activity::is_quiet`]): a peer that sends more often keeps its task,
+/// as coming back from resting costs a task's spawn.
+const QUIET_AFTER: Duration = Duration::from_secs(1);
 const LONGEST_TICK: Duration = Duration::from_secs(1);
 
 impl Deadlines {
@@ -56,6 +66,7 @@ impl Deadlines {
             first_message: first_message.map(in_ticks),
             frame: limits.frame_timeout.map(in_ticks),
             idle: limits.idle_timeout.map(in_ticks),
+            quiet: in_ticks(QUIET_AFTER).max(2),
         }
     }
 
@@ -119,6 +130,8 @@ pub(crate) struct Activity {
     /// How often the peer sends, as of its last read (see [`Self::is_quiet`]):
     /// [`UNREAD`], [`QUIET`] or [`BUSY`].
     pace: AtomicU8,
+    /// The connection may rest (see [`Self::may_rest`]).
+    rests: AtomicBool,
     started: AtomicU64,
     last_read: AtomicU64,
     /// Since when a partial frame is pending; 0 when none is.
@@ -154,16 +167,20 @@ impl Activity {
         // Only the connection's task writes it: no read-modify-write needed.
         let before = self.last_read.load(Ordering::Relaxed);
         self.last_read.store(now, Ordering::Relaxed);
+        let pace = self.pace.load(Ordering::Relaxed);
         // The first read counts as after a quiet while, however soon it came.
-        let busy = before + QUIET_TICKS > now && self.pace.load(Ordering::Relaxed) != UNREAD;
-        let pace = if busy { BUSY } else { QUIET };
-        if self.pace.load(Ordering::Relaxed) != pace {
-            self.pace.store(pace, Ordering::Relaxed);
+        let next = if pace != UNREAD && before + deadlines.quiet > now {
+            BUSY
+        } else {
+            QUIET
+        };
+        if pace != next {
+            self.pace.store(next, Ordering::Relaxed);
         }
     }
 
     /// Whether the peer's last read came after a quiet while (nothing read
-    /// or handled for [`QUIET_TICKS`]), or there was none: a stream
+    /// or handled for [`QUIET_AFTER`]), or there was none: a stream
     /// connection's task then rests once everything waits (see
     /// `transport::stream::rest`), while a busy one keeps its task, since
     /// coming back costs a task's spawn.
@@ -171,13 +188,21 @@ impl Activity {
         self.pace.load(Ordering::Relaxed) != BUSY
     }
 
-    /// Whether the peer, busy until now, has gone quiet (nothing read or
-    /// handled for [`QUIET_TICKS`], no handler running): if so it counts as
-    /// quiet from now on, and its task, once woken, rests.
+    /// The connection may rest (a server's TCP or Unix connection): the
+    /// sweeper tells it when its peer goes quiet.
+    pub(crate) fn may_rest(&self) {
+        self.rests.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the peer of a connection that may rest, busy until now, has
+    /// gone quiet (nothing read or handled for [`QUIET_AFTER`], no handler
+    /// running): if so it counts as quiet from now on, and its task, once
+    /// woken, rests.
     fn went_quiet(&self, deadlines: &Deadlines) -> bool {
-        if self.pace.load(Ordering::Relaxed) != BUSY
+        if !self.rests.load(Ordering::Relaxed)
+            || self.pace.load(Ordering::Relaxed) != BUSY
             || self.handling.load(Ordering::Relaxed)
-            || self.last_read.load(Ordering::Relaxed) + QUIET_TICKS > deadlines.now()
+            || self.last_read.load(Ordering::Relaxed) + deadlines.quiet > deadlines.now()
         {
             return false;
         }
@@ -231,7 +256,7 @@ pub(crate) async fn sweep(endpoint: Arc<Endpoint>) {
             }
             if let Some(reason) = expired_for(deadlines, connection) {
                 expired.push((connection.clone(), reason));
-            } else if connection.activity().went_quiet(deadlines) {
+            } else if !connection.is_closing() && connection.activity().went_quiet(deadlines) {
                 gone_quiet.push(connection.clone());
             }
         });
@@ -334,12 +359,21 @@ mod tests {
         assert!(activity.is_quiet(), "the first read, however soon");
         activity.read(&deadlines);
         assert!(!activity.is_quiet(), "a second read in the same tick");
-        advance(&deadlines, QUIET_TICKS - 1);
+        advance(&deadlines, deadlines.quiet - 1);
         activity.read(&deadlines);
         assert!(!activity.is_quiet(), "not quiet for long enough");
-        advance(&deadlines, QUIET_TICKS);
+        advance(&deadlines, deadlines.quiet);
         activity.read(&deadlines);
         assert!(activity.is_quiet(), "after a quiet while");
+    }
+
+    #[test]
+    fn quiet_is_a_second_at_least_however_short_the_tick() {
+        let short = Deadlines::new(&limits(0, 80, 0), false);
+        assert_eq!(short.tick, SHORTEST_TICK);
+        assert_eq!(short.quiet, 200, "a second of 5-ms ticks");
+        let long = Deadlines::new(&Limits::default(), false);
+        assert_eq!((long.tick, long.quiet), (LONGEST_TICK, 2));
     }
 
     #[test]
@@ -350,12 +384,17 @@ mod tests {
         activity.read(&deadlines);
         activity.read(&deadlines);
         assert!(!activity.is_quiet());
+        advance(&deadlines, deadlines.quiet);
+        assert!(
+            !activity.went_quiet(&deadlines),
+            "a connection that may not rest is left alone"
+        );
+        activity.may_rest();
         activity.handlers_started();
-        advance(&deadlines, QUIET_TICKS);
         assert!(!activity.went_quiet(&deadlines), "a handler runs");
         activity.handlers_done(&deadlines);
         assert!(!activity.went_quiet(&deadlines), "it just finished");
-        advance(&deadlines, QUIET_TICKS);
+        advance(&deadlines, deadlines.quiet);
         assert!(activity.went_quiet(&deadlines));
         assert!(activity.is_quiet());
         assert!(!activity.went_quiet(&deadlines), "once");

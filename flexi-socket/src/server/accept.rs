@@ -334,7 +334,7 @@ impl Acceptor {
     ) {
         self.endpoint.register(&connection);
         let span = span(&connection);
-        let task = stream::run_resting(stream, connection, queue, place, &self.tasks);
+        let task = stream::run_resting(stream, connection, queue, place, &self.tasks, &span);
         spawn_in(&self.tasks, span, task);
     }
 }

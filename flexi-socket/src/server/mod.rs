@@ -260,9 +260,9 @@ impl Server {
         let _close_all_on_drop = ShutdownOnDrop(Arc::clone(&endpoint));
         let mut listening = JoinSet::new();
         for bound in listeners {
-            if bound.endpoint.deadlines.any() {
-                tasks.spawn(deadlines::sweep(Arc::clone(&bound.endpoint)));
-            }
+            // With no deadline too: its clock tells which peers went quiet,
+            // whose connections then rest (see `transport::stream::rest`).
+            tasks.spawn(deadlines::sweep(Arc::clone(&bound.endpoint)));
             listening.spawn(listen(bound, Arc::clone(&admission), tasks.clone()));
         }
         activation::notify(activation::Notify::Ready);

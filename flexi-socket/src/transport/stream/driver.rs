@@ -110,10 +110,10 @@ impl<S: Stream> Driver<S> {
         }
     }
 
-    /// Whether the connection may rest now: its stream can, its peer has
-    /// been quiet, it serves, and both sides wait holding nothing but what
-    /// [`Rested`] keeps.
-    fn may_rest(&self) -> bool {
+    /// Whether the connection may rest now that the driver waits: its
+    /// stream can, its peer has been quiet, it serves, and both sides wait
+    /// holding nothing but what [`Rested`] keeps.
+    pub(super) fn may_rest(&self) -> bool {
         S::CAN_REST
             && self.connection.activity().is_quiet()
             && self.closing.is_none()
@@ -128,10 +128,10 @@ impl<S: Stream> Driver<S> {
     pub(super) fn settle(&mut self, cx: &mut Context<'_>) -> bool {
         self.connection
             .close_signal()
-            .poll_reached(CloseStage::Closing, cx)
+            .poll_reached_at_rest(CloseStage::Closing, cx)
             .is_pending()
-            && self.writing.poll_rest(cx)
-            && self.stream.poll_rest(cx).is_pending()
+            && self.writing.settle(cx)
+            && self.stream.poll_read_ready(cx).is_pending()
     }
 
     /// What the connection keeps while it rests: its task's state without
@@ -239,15 +239,6 @@ impl<S: Stream> Driver<S> {
     }
 }
 
-/// Why a connection's driver stopped.
-pub(super) enum Stop {
-    /// The connection ended.
-    Ended(Ended),
-    /// Both sides wait, and the connection may rest (see `rest`); its task
-    /// may also just wait, as its waker is registered.
-    Quiet,
-}
-
 /// What a resting connection keeps of its driver.
 pub(super) struct Rested<S> {
     connection: Connection,
@@ -270,9 +261,10 @@ pub(super) struct Ended {
 }
 
 impl<S: Stream> Future for Driver<S> {
-    type Output = Stop;
+    type Output = Ended;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Stop> {
+    #[inline(always)]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
         let this = self.get_mut();
         if !matches!(
             this.closing.as_deref(),
@@ -288,15 +280,16 @@ impl<S: Stream> Future for Driver<S> {
         loop {
             match this.closing.as_deref_mut() {
                 None | Some(Closing::WriteFailed(_)) => {
+                    // Both sides poll what `settle` registers a resting
+                    // connection's waker with (the close, the socket, the
+                    // queue; the close also at the top), so after a settle
+                    // that found one ready this task's waker is back in all.
                     let read = this.reading.poll(&this.connection, &mut this.stream, cx);
                     if let Poll::Ready(reason) = read {
                         this.disconnect(reason);
                         continue;
                     }
                     this.poll_writing(cx);
-                    if this.may_rest() {
-                        return Poll::Ready(Stop::Quiet);
-                    }
                     return Poll::Pending;
                 }
                 Some(Closing::Disconnecting { future, close }) => {
@@ -334,9 +327,9 @@ impl<S: Stream> Future for Driver<S> {
                 Some(Closing::Aborting(future)) => {
                     ready!(future.as_mut().poll(cx));
                     this.enter(Closing::Done);
-                    return Poll::Ready(Stop::Ended(this.ended(true)));
+                    return Poll::Ready(this.ended(true));
                 }
-                Some(Closing::Done) => return Poll::Ready(Stop::Ended(this.ended(false))),
+                Some(Closing::Done) => return Poll::Ready(this.ended(false)),
             }
         }
     }

@@ -48,7 +48,7 @@ pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
 
     /// Registers `cx` to be woken once bytes (or the peer's close) can be
     /// read; `Ready` if they can now. Only called where [`Self::CAN_REST`].
-    fn poll_rest(&self, _cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<()> {
         Poll::Ready(())
     }
 }
@@ -90,7 +90,7 @@ impl Stream for SharedTcpStream {
 
     const CAN_REST: bool = true;
 
-    fn poll_rest(&self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         // An error is ready too: the read that follows meets it.
         self.socket().poll_read_ready(cx).map(|_| ())
     }
@@ -145,8 +145,8 @@ fn try_read_draining(socket: &TcpStream, buffer: &mut BytesMut) -> io::Result<us
 impl Stream for tokio::net::UnixStream {
     const CAN_REST: bool = true;
 
-    fn poll_rest(&self, cx: &mut Context<'_>) -> Poll<()> {
-        self.poll_read_ready(cx).map(|_| ())
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        tokio::net::UnixStream::poll_read_ready(self, cx).map(|_| ())
     }
 }
 

@@ -1,16 +1,19 @@
 //! Resting: the task of a quiet connection ends, and the connection waits
 //! without one. What it keeps ([`Rested`]: its stream, decoder and queue;
-//! its place under the limits; its count in the server's tasks) sits
-//! behind the waker it leaves with its socket's readiness, its outbound
-//! queue and its close signal; the first of them to fire spawns its task
-//! again, which reads, writes or closes as if it had only waited.
+//! and [`Rests`]: its place under the limits, its count in the server's
+//! tasks, its span) sits behind the waker it leaves with its socket's
+//! readiness, its outbound queue and its close signal; the first of them
+//! to fire spawns its task again, which reads, writes or closes as if it
+//! had only waited.
 //!
 //! So an idle connection holds no task, no future, no buffer and no timer
 //! (the endpoint's sweeper keeps its deadlines): its memory is the
 //! connection's shared state, the socket's, and this. A connection rests
-//! when everything waits after a read that came after a quiet while
-//! (`Activity::read`), or before its first: a busy one keeps its task, as
-//! coming back costs a task's spawn.
+//! when everything waits before its first read, after it, or after a read
+//! that came a second or more after the one before (`Activity::read`); a
+//! busy peer's connection keeps its task, as coming back costs a task's
+//! spawn, until the deadline sweeper finds the peer quiet and wakes the
+//! task to rest.
 
 use std::mem;
 use std::sync::{Arc, Mutex};
@@ -23,59 +26,65 @@ use tracing::Instrument;
 
 use super::driver::{Driver, Rested};
 use super::io::Stream;
-use super::{Rests, Task};
+use super::{Lifelong, Task};
 use crate::sync;
 
-/// What a connection's task that may rest holds, and takes along when it
-/// does: the connection's count in its server's tasks, and what the task
-/// holds till the connection ends (its place under the limits).
-pub(super) struct Comeback<H> {
-    /// Dropped when the connection ends, like `_held`.
+/// What the task of a connection that may rest holds as long as the
+/// connection lives, and takes along when it rests (`None` in the task that
+/// just rested).
+pub(super) struct Rests<H>(Option<Held<H>>);
+
+struct Held<H> {
+    /// The connection's count in its server's tasks, resting or not.
     _count: TaskTrackerToken,
+    /// What it holds till it ends (its place under the limits).
     _held: H,
+    /// The span its tasks run in, when enabled.
+    span: Option<Box<tracing::Span>>,
 }
 
-impl<H> Comeback<H> {
-    pub(super) fn new(tasks: &TaskTracker, held: H) -> Self {
-        Self {
+impl<H> Rests<H> {
+    pub(super) fn new(held: H, tasks: &TaskTracker, span: &tracing::Span) -> Self {
+        Self(Some(Held {
             _count: tasks.token(),
             _held: held,
-        }
+            span: (!span.is_disabled()).then(|| Box::new(span.clone())),
+        }))
     }
 }
 
-impl<S: Stream + 'static, H: Send + Unpin + 'static> Rests<S> for Comeback<H> {
-    /// Rests the connection of `task` if nothing is ready meanwhile: its
-    /// task then ends (`true`). Otherwise (`false`) the driver goes on, and
-    /// its next poll puts its task's waker back where this left the
-    /// resting one.
-    fn rest<U>(task: &mut Task<S, U, Self>) -> bool {
-        let Some(driver) = task.driver.as_mut() else {
+impl<S: Stream + 'static, H: Send + Unpin + 'static> Lifelong<S> for Rests<H> {
+    const MAY_REST: bool = S::CAN_REST;
+
+    /// Rests the connection if nothing is ready meanwhile: its task then
+    /// ends (`true`). Otherwise (`false`) the driver goes on, and its next
+    /// poll puts its task's waker back where this left the resting one.
+    // Kept out of the task's poll, whose every message inlines the
+    // driver's: resting is the exception.
+    #[cold]
+    #[inline(never)]
+    fn rest(&mut self, driver: &mut Option<Driver<S>>) -> bool {
+        let Some(waiting) = driver.as_mut() else {
             return false;
         };
         let resting = Arc::new(Resting {
             state: Mutex::new(State::Settling),
         });
         let waker = Waker::from(Arc::clone(&resting));
-        if !driver.settle(&mut Context::from_waker(&waker)) {
+        if !waiting.settle(&mut Context::from_waker(&waker)) {
             return false;
         }
-        let (Some(driver), Some(comeback)) = (task.driver.take(), task.comeback.take()) else {
-            unreachable!("a task that may rest has its driver and its comeback");
+        let (Some(driver), Some(held)) = (driver.take(), self.0.take()) else {
+            unreachable!("a task rests once, with its driver");
         };
-        let span = tracing::Span::current();
-        let rested = driver.into_rest();
+        let driver = driver.into_rest();
         // In this task, on the runtime: known to be there when it wakes.
-        rested
+        driver
             .connection()
             .endpoint()
             .runtime
             .get_or_init(Handle::current);
-        resting.fall_asleep(Asleep {
-            rested,
-            comeback,
-            span: (!span.is_disabled()).then(|| Box::new(span)),
-        });
+        resting.fall_asleep(Asleep { driver, held });
         true
     }
 }
@@ -98,10 +107,8 @@ enum State<S, H> {
 
 /// What a resting connection keeps.
 struct Asleep<S, H> {
-    rested: Rested<S>,
-    comeback: Comeback<H>,
-    /// The connection's span, when enabled.
-    span: Option<Box<tracing::Span>>,
+    driver: Rested<S>,
+    held: Held<H>,
 }
 
 impl<S: Stream + 'static, H: Send + Unpin + 'static> Resting<S, H> {
@@ -146,23 +153,23 @@ impl<S: Stream + 'static, H: Send + Unpin + 'static> Asleep<S, H> {
         // Not `Handle::current()`: the waker may fire outside the runtime (a
         // close from another thread).
         let runtime = self
-            .rested
+            .driver
             .connection()
             .endpoint()
             .runtime
             .get()
             .expect("set before the connection rested")
             .clone();
+        let span = self.held.span.as_deref().cloned();
         let task = Task {
-            driver: Some(Driver::resumed(self.rested)),
-            _held: (),
-            comeback: Some(self.comeback),
+            driver: Some(Driver::resumed(self.driver)),
+            lifelong: Rests(Some(self.held)),
         };
         // A runtime shutting down drops the task unpolled, and with it the
         // connection's socket.
-        match self.span {
+        match span {
             None => drop(runtime.spawn(task)),
-            Some(span) => drop(runtime.spawn(task.instrument(*span))),
+            Some(span) => drop(runtime.spawn(task.instrument(span))),
         }
     }
 }

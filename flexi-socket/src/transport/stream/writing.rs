@@ -76,10 +76,10 @@ impl Writing {
         self.phase == Phase::Running && self.frames.is_empty() && !self.unflushed
     }
 
-    /// Registers `cx` to be woken by the next frame queued; `false` if
-    /// there are frames already (taken, for the next write) or the queue
-    /// closed.
-    pub(super) fn poll_rest(&mut self, cx: &mut Context<'_>) -> bool {
+    /// For a connection about to rest: registers `cx` to be woken by the
+    /// next frame queued; `false` if there are frames already (then taken,
+    /// for the next write) or the queue closed.
+    pub(super) fn settle(&mut self, cx: &mut Context<'_>) -> bool {
         self.outbound.poll_take(cx, &mut self.frames).is_pending()
     }
 
