@@ -2,7 +2,8 @@
 //! and its queued replies into bytes out.
 //!
 //! - [`stream`]: any byte stream (`AsyncRead + AsyncWrite`): TCP, TLS, Unix,
-//!   in-memory pipes, one task per connection that reads and writes it.
+//!   in-memory pipes, one task per connection that reads and writes it
+//!   (a server's quiet TCP or Unix connection rests without one).
 //! - [`datagram`]: UDP sessions, one per peer, fed by a receive loop.
 //! - [`decoder`]: the decoder both use: the wait for a raw first unit and the
 //!   switch to a client type's own framing.

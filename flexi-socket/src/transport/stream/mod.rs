@@ -1,4 +1,4 @@
-//! The stream driver: one task per connection over any byte [`Stream`]
+//! The stream driver: a task per connection over any byte [`Stream`]
 //! (TCP, TLS, Unix, in-memory pipes; a new stream transport is a
 //! constructor, not a copy of this).
 //!

@@ -122,17 +122,24 @@ impl Drain {
 }
 
 impl Reading {
-    /// Starts with on_connect.
+    /// Starts with on_connect, if there is one.
     pub(super) fn new(connection: &Connection) -> Self {
-        let connection = connection.clone();
-        Self {
-            step: ReadingStep::Running(Box::pin(async move {
-                Ran::Connected(on_connect(&connection).await)
-            })),
+        let mut reading = Self {
+            step: ReadingStep::Waiting { gap: None },
             decoder: None,
             buffer: BytesMut::new(),
             slot: HandlerSlot::default(),
+        };
+        if connection.routes().on_connect.is_some() {
+            let connection = connection.clone();
+            reading.step = ReadingStep::Running(Box::pin(async move {
+                Ran::Connected(on_connect(&connection).await)
+            }));
+        } else {
+            // Nothing to run first: no boxed future for it.
+            reading.open(connection);
         }
+        reading
     }
 
     /// Reading goes on with `decoder` after the connection rested: it waits
@@ -239,12 +246,20 @@ impl Reading {
     /// on_connect let the connection in: decoding starts.
     fn open(&mut self, connection: &Connection) {
         match ConnectionDecoder::new(connection) {
-            Ok(decoder) => {
+            Ok(mut decoder) => {
+                // A decoder that classifies nothing has nothing to do with
+                // the empty buffer: reading waits at once, without a boxed
+                // drain (every connection of a server without a classifier).
+                let waits = decoder.is_settled() && !decoder.offers_early(connection);
                 self.decoder = Some(decoder);
                 connection
                     .activity()
                     .track(&connection.endpoint().deadlines);
-                self.drain(connection, Drain::Ready);
+                if waits {
+                    self.step = ReadingStep::Waiting { gap: None };
+                } else {
+                    self.drain(connection, Drain::Ready);
+                }
             }
             Err(error) => {
                 self.step = reporting(connection, error, DisconnectReason::FramingFailed);
