@@ -279,3 +279,24 @@ async fn a_resting_unix_connection_comes_back() {
     within("shutdown", serving).await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_rests_once_the_sweeper_finds_it_quiet() {
+    let disconnects = Disconnects::new();
+    let builder = FlexiSocket::server("127.0.0.1:0").router(echo_counting(&disconnects));
+    let (running, without_connections) = started(builder, &disconnects).await;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(LineClient::connect(running.addr).await);
+    }
+    eventually("every connection listed", || {
+        running.connections.len() == CLIENTS
+    })
+    .await;
+    // Nothing sent: a second or two later, each rests.
+    all_resting(without_connections).await;
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(client.ask(&format!("late {i}")).await, format!("late {i}"));
+    }
+    running.stop().await;
+}

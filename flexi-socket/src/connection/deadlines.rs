@@ -180,12 +180,15 @@ impl Activity {
     }
 
     /// Whether the peer's last read came after a quiet while (nothing read
-    /// or handled for [`QUIET_AFTER`]), or there was none: a stream
+    /// or handled for [`QUIET_AFTER`]), or was its first: a stream
     /// connection's task then rests once everything waits (see
     /// `transport::stream::rest`), while a busy one keeps its task, since
-    /// coming back costs a task's spawn.
+    /// coming back costs a task's spawn (and its allocation, which glibc
+    /// places apart from the connection's other blocks). Before its first
+    /// read a peer is not quiet: most send at once, and one that does not
+    /// is told to rest by the sweeper a second later.
     pub(crate) fn is_quiet(&self) -> bool {
-        self.pace.load(Ordering::Relaxed) != BUSY
+        self.pace.load(Ordering::Relaxed) == QUIET
     }
 
     /// The connection may rest (a server's TCP or Unix connection): the
@@ -194,13 +197,13 @@ impl Activity {
         self.rests.store(true, Ordering::Relaxed);
     }
 
-    /// Whether the peer of a connection that may rest, busy until now, has
-    /// gone quiet (nothing read or handled for [`QUIET_AFTER`], no handler
-    /// running): if so it counts as quiet from now on, and its task, once
-    /// woken, rests.
+    /// Whether the peer of a connection that may rest, busy or silent
+    /// since it connected until now, has gone quiet (nothing read or
+    /// handled for [`QUIET_AFTER`], no handler running): if so it counts as
+    /// quiet from now on, and its task, once woken, rests.
     fn went_quiet(&self, deadlines: &Deadlines) -> bool {
         if !self.rests.load(Ordering::Relaxed)
-            || self.pace.load(Ordering::Relaxed) != BUSY
+            || self.pace.load(Ordering::Relaxed) == QUIET
             || self.handling.load(Ordering::Relaxed)
             || self.last_read.load(Ordering::Relaxed) + deadlines.quiet > deadlines.now()
         {
@@ -350,11 +353,11 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_is_quiet_before_its_first_read_and_after_a_quiet_while() {
+    fn a_peer_is_quiet_after_its_first_read_and_after_a_quiet_while() {
         let deadlines = Deadlines::new(&limits(0, 0, 320), false);
         let activity = Activity::default();
         activity.track(&deadlines);
-        assert!(activity.is_quiet(), "nothing read yet");
+        assert!(!activity.is_quiet(), "nothing read yet: bytes may come");
         activity.read(&deadlines);
         assert!(activity.is_quiet(), "the first read, however soon");
         activity.read(&deadlines);
@@ -365,6 +368,18 @@ mod tests {
         advance(&deadlines, deadlines.quiet);
         activity.read(&deadlines);
         assert!(activity.is_quiet(), "after a quiet while");
+    }
+
+    #[test]
+    fn a_silent_peer_goes_quiet_a_while_after_it_connected() {
+        let deadlines = Deadlines::new(&limits(0, 0, 320), false);
+        let activity = Activity::default();
+        activity.may_rest();
+        activity.track(&deadlines);
+        assert!(!activity.went_quiet(&deadlines), "it just connected");
+        advance(&deadlines, deadlines.quiet);
+        assert!(activity.went_quiet(&deadlines));
+        assert!(activity.is_quiet());
     }
 
     #[test]
