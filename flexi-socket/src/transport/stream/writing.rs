@@ -49,17 +49,12 @@ impl Writing {
         if let Some(socket) = stream.shared_socket() {
             outbound.share_socket(socket);
         }
-        Self {
-            outbound,
-            frames: Frames::default(),
-            written: 0,
-            unflushed: false,
-            phase: Phase::Running,
-        }
+        Self::resumed(outbound)
     }
 
-    /// Goes on writing from `outbound` after the connection rested (its
-    /// socket is shared with the queue already).
+    /// Writes from `outbound`, whose socket is shared with the queue
+    /// already (if it can be): from the start, and after the connection
+    /// rested.
     pub(super) fn resumed(outbound: OutboundReceiver) -> Self {
         Self {
             outbound,
