@@ -107,20 +107,24 @@ impl CloseSignal {
     }
 
     /// For a resting connection (`transport::stream::rest`), whose waker is
-    /// no task: ready once `stage` is reached. The task it was and the one
-    /// it comes back in are told apart by their own polls.
+    /// no task: ready once `stage` is reached. The connection has no task
+    /// then: the one it had is forgotten (a later task may get its address,
+    /// as at the end), and the one it comes back in notes itself at its
+    /// first poll.
     pub(crate) fn poll_reached_at_rest(&self, stage: CloseStage, cx: &mut Context<'_>) -> Poll<()> {
         self.poll_reached_by(stage, cx, false)
     }
 
-    /// `by_task`: `cx` is the connection's task's (see `polled_by_driver`).
+    /// `by_task`: `cx` is the connection's task's (see `polled_by_driver`);
+    /// otherwise the connection has none.
     fn poll_reached_by(&self, stage: CloseStage, cx: &mut Context<'_>, by_task: bool) -> Poll<()> {
         let data = cx.waker().data().cast_mut();
         // At every poll, not only when it waits: a task that comes back
         // after resting and is cut at the shutdown deadline before it ever
         // waited here is known as the connection's too.
-        if by_task && self.driver_task.load(Ordering::Relaxed) != data {
-            self.driver_task.store(data, Ordering::Relaxed);
+        let task = if by_task { data } else { std::ptr::null_mut() };
+        if self.driver_task.load(Ordering::Relaxed) != task {
+            self.driver_task.store(task, Ordering::Relaxed);
         }
         if self.reached(stage) {
             return Poll::Ready(());
@@ -237,6 +241,45 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// While the connection rests it has no task: the one it had is not
+    /// taken for it any more (a later task may get its address), and the
+    /// task it comes back in is known from its first poll, even one that
+    /// finds the connection cut already.
+    #[test]
+    fn a_resting_connection_has_no_task_until_it_comes_back() {
+        let signal = CloseSignal::default();
+        let task = Waker::from(Arc::new(Counter(AtomicUsize::new(0))));
+        let mut task_cx = Context::from_waker(&task);
+        let resting = Arc::new(Counter(AtomicUsize::new(0)));
+        let resting_waker = Waker::from(Arc::clone(&resting));
+        let mut resting_cx = Context::from_waker(&resting_waker);
+
+        assert!(
+            signal
+                .poll_reached(CloseStage::Closing, &mut task_cx)
+                .is_pending()
+        );
+        assert!(signal.polled_by_driver(&task_cx));
+        assert!(
+            signal
+                .poll_reached_at_rest(CloseStage::Closing, &mut resting_cx)
+                .is_pending()
+        );
+        assert!(!signal.polled_by_driver(&task_cx), "the task is gone");
+        assert!(!signal.polled_by_driver(&resting_cx), "a waker, no task");
+        signal.abort();
+        assert_eq!(resting.0.load(Ordering::SeqCst), 1, "the rest is woken");
+
+        let back = Waker::from(Arc::new(Counter(AtomicUsize::new(0))));
+        let mut back_cx = Context::from_waker(&back);
+        assert!(
+            signal
+                .poll_reached(CloseStage::Aborted, &mut back_cx)
+                .is_ready()
+        );
+        assert!(signal.polled_by_driver(&back_cx), "cut, and known");
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub(crate) struct Deadlines {
 const SHORTEST_TICK: Duration = Duration::from_millis(5);
 /// How long a connection has read nothing, at least, to count as quiet (see
 /// [`Activity::is_quiet`]): a peer that sends more often keeps its task,
-/// as coming back from resting costs a task's spawn.
+/// as coming back from resting costs a task's spawn. Measured in ticks (two
+/// at least), so a quiet while is this to this and a tick more.
 const QUIET_AFTER: Duration = Duration::from_secs(1);
 const LONGEST_TICK: Duration = Duration::from_secs(1);
 
@@ -70,7 +71,8 @@ impl Deadlines {
         }
     }
 
-    /// Whether any deadline is set, so that a sweeper has work to do.
+    /// Whether any deadline is set: a client's sweeper runs only then (a
+    /// server's always runs, its clock telling quiet peers too).
     pub(crate) fn any(&self) -> bool {
         self.first_message.is_some() || self.frame.is_some() || self.idle.is_some()
     }
@@ -130,7 +132,7 @@ pub(crate) struct Activity {
     /// How often the peer sends, as of its last read (see [`Self::is_quiet`]):
     /// [`UNREAD`], [`QUIET`] or [`BUSY`].
     pace: AtomicU8,
-    /// The connection may rest (see [`Self::may_rest`]).
+    /// The connection may rest (see [`Self::allow_rest`]).
     rests: AtomicBool,
     started: AtomicU64,
     last_read: AtomicU64,
@@ -164,7 +166,10 @@ impl Activity {
     /// Bytes arrived.
     pub(crate) fn read(&self, deadlines: &Deadlines) {
         let now = deadlines.now();
-        // Only the connection's task writes it: no read-modify-write needed.
+        // Only the connection's task writes `last_read`: no
+        // read-modify-write needed. The sweeper may set `pace` meanwhile
+        // (`went_quiet`); a store here that undoes it only makes one quiet
+        // or busy guess wrong, which the next read or sweep corrects.
         let before = self.last_read.load(Ordering::Relaxed);
         self.last_read.store(now, Ordering::Relaxed);
         let pace = self.pace.load(Ordering::Relaxed);
@@ -179,21 +184,22 @@ impl Activity {
         }
     }
 
-    /// Whether the peer's last read came after a quiet while (nothing read
-    /// or handled for [`QUIET_AFTER`]), or was its first: a stream
+    /// Whether the peer is quiet: its last read came after a quiet while
+    /// (nothing read or handled for [`QUIET_AFTER`]), or was its first, or
+    /// the sweeper found it quiet since (`went_quiet`): a stream
     /// connection's task then rests once everything waits (see
     /// `transport::stream::rest`), while a busy one keeps its task, since
     /// coming back costs a task's spawn (and its allocation, which glibc
     /// places apart from the connection's other blocks). Before its first
     /// read a peer is not quiet: most send at once, and one that does not
-    /// is told to rest by the sweeper a second later.
+    /// is told to rest by the sweeper a second or two later.
     pub(crate) fn is_quiet(&self) -> bool {
         self.pace.load(Ordering::Relaxed) == QUIET
     }
 
-    /// The connection may rest (a server's TCP or Unix connection): the
+    /// Lets the connection rest (a server's TCP or Unix connection): the
     /// sweeper tells it when its peer goes quiet.
-    pub(crate) fn may_rest(&self) {
+    pub(crate) fn allow_rest(&self) {
         self.rests.store(true, Ordering::Relaxed);
     }
 
@@ -202,7 +208,9 @@ impl Activity {
     /// handled for [`QUIET_AFTER`], no handler running): if so it counts as
     /// quiet from now on, and its task, once woken, rests.
     fn went_quiet(&self, deadlines: &Deadlines) -> bool {
-        if !self.rests.load(Ordering::Relaxed)
+        // Not tracked yet (on_connect runs): its clock has not started.
+        if !self.tracked.load(Ordering::Acquire)
+            || !self.rests.load(Ordering::Relaxed)
             || self.pace.load(Ordering::Relaxed) == QUIET
             || self.handling.load(Ordering::Relaxed)
             || self.last_read.load(Ordering::Relaxed) + deadlines.quiet > deadlines.now()
@@ -374,7 +382,7 @@ mod tests {
     fn a_silent_peer_goes_quiet_a_while_after_it_connected() {
         let deadlines = Deadlines::new(&limits(0, 0, 320), false);
         let activity = Activity::default();
-        activity.may_rest();
+        activity.allow_rest();
         activity.track(&deadlines);
         assert!(!activity.went_quiet(&deadlines), "it just connected");
         advance(&deadlines, deadlines.quiet);
@@ -404,7 +412,7 @@ mod tests {
             !activity.went_quiet(&deadlines),
             "a connection that may not rest is left alone"
         );
-        activity.may_rest();
+        activity.allow_rest();
         activity.handlers_started();
         assert!(!activity.went_quiet(&deadlines), "a handler runs");
         activity.handlers_done(&deadlines);

@@ -510,7 +510,7 @@ impl Connection {
 pub(crate) struct Addresses {
     /// The peer: the client, behind a PROXY header the client it names.
     pub(crate) peer: PeerAddr,
-    /// `None`: the endpoint's common one (see `Endpoint::local_addr`), which
+    /// `None`: the endpoint's common one (see `Endpoint::common_local_addr`), which
     /// most connections have; boxed otherwise: a pointer, not an address,
     /// in every connection.
     pub(crate) local: Option<Box<PeerAddr>>,

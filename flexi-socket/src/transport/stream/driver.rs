@@ -283,7 +283,11 @@ impl<S: Stream> Future for Driver<S> {
                     // Both sides poll what `settle` registers a resting
                     // connection's waker with (the close, the socket, the
                     // queue; the close also at the top), so after a settle
-                    // that found one ready this task's waker is back in all.
+                    // that found one ready this task's waker is back in each
+                    // once this side waits on it again (a handler that runs
+                    // meanwhile leaves the socket's to the resting waker,
+                    // whose wake is then stale: the readiness stays set for
+                    // this task's next read).
                     let read = this.reading.poll(&this.connection, &mut this.stream, cx);
                     if let Poll::Ready(reason) = read {
                         this.disconnect(reason);

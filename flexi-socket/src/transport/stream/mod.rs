@@ -68,7 +68,7 @@ pub(crate) fn run_resting<S: Stream + 'static, H: Send + Unpin + 'static>(
     span: &tracing::Span,
 ) -> impl Future<Output = ()> + Send + 'static {
     if S::CAN_REST {
-        connection.activity().may_rest();
+        connection.activity().allow_rest();
     }
     Task {
         driver: Some(Driver::new(stream, connection, outbound)),

@@ -44,7 +44,8 @@ pub(super) struct Reading {
 /// There is no "ended" step: the driver polls the reading side no more
 /// once it ended, and [`Reading::stop`] leaves it waiting on nothing.
 enum ReadingStep {
-    /// Waiting for bytes, the close, or (idle-gap framing) a gap.
+    /// Waiting for bytes, the close, or (idle-gap framing) a gap. Without
+    /// a decoder yet (no on_connect ran first), the connection opens first.
     Waiting { gap: Option<Pin<Box<Sleep>>> },
     /// on_connect, a drain of the buffer's frames or the report of why
     /// reading ends runs; its [`Ran`] says which.
@@ -124,22 +125,22 @@ impl Drain {
 impl Reading {
     /// Starts with on_connect, if there is one.
     pub(super) fn new(connection: &Connection) -> Self {
-        let mut reading = Self {
-            step: ReadingStep::Waiting { gap: None },
+        let step = if connection.routes().on_connect.is_some() {
+            let connection = connection.clone();
+            ReadingStep::Running(Box::pin(async move {
+                Ran::Connected(on_connect(&connection).await)
+            }))
+        } else {
+            // Nothing to run first: no boxed future for it; the first poll
+            // opens the connection (see `ReadingStep::Waiting`).
+            ReadingStep::Waiting { gap: None }
+        };
+        Self {
+            step,
             decoder: None,
             buffer: BytesMut::new(),
             slot: HandlerSlot::default(),
-        };
-        if connection.routes().on_connect.is_some() {
-            let connection = connection.clone();
-            reading.step = ReadingStep::Running(Box::pin(async move {
-                Ran::Connected(on_connect(&connection).await)
-            }));
-        } else {
-            // Nothing to run first: no boxed future for it.
-            reading.open(connection);
         }
-        reading
     }
 
     /// Reading goes on with `decoder` after the connection rested: it waits
@@ -176,6 +177,9 @@ impl Reading {
     ) -> Poll<DisconnectReason> {
         loop {
             match &mut self.step {
+                // In the connection's task, not where it was accepted: a
+                // codec factory's panic ends this connection only.
+                ReadingStep::Waiting { .. } if self.decoder.is_none() => self.open(connection),
                 ReadingStep::Waiting { gap } => {
                     if connection
                         .close_signal()

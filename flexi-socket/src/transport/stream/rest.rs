@@ -9,8 +9,9 @@
 //! So an idle connection holds no task, no future, no buffer and no timer
 //! (the endpoint's sweeper keeps its deadlines): its memory is the
 //! connection's shared state, the socket's, and this. A connection rests
-//! when everything waits after its first read, or after a read that came a
-//! second or more after the one before (`Activity::read`); a busy peer's
+//! when everything waits after its first read, or after a read that came
+//! one to two seconds or more after the one before (`Activity::read`, on
+//! the deadline clock); a busy peer's
 //! connection keeps its task, as coming back costs a task's spawn, until
 //! the deadline sweeper finds the peer quiet (or silent since it
 //! connected) and wakes the task to rest.
