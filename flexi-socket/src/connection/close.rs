@@ -103,6 +103,21 @@ impl CloseSignal {
 
     /// For the connection's own task: ready once `stage` is reached.
     pub(crate) fn poll_reached(&self, stage: CloseStage, cx: &mut Context<'_>) -> Poll<()> {
+        // This task's waker is in the slot (and the task noted: see
+        // `poll_reached_by`), and an advance, which empties the hint and
+        // takes the waker under one lock, has not come yet: it will wake it.
+        // (A task's waker keeps its data pointer, the task, which the waker
+        // in the slot keeps alive; only the connection's task, or its
+        // resting waker, polls here. A null data pointer, as in
+        // `Waker::noop`, says nothing: such a waker is registered every
+        // time.) The per-message case, kept small enough to inline.
+        let data = cx.waker().data();
+        if !data.is_null()
+            && self.registered.load(Ordering::Acquire) == data.cast_mut()
+            && !self.reached(stage)
+        {
+            return Poll::Pending;
+        }
         self.poll_reached_by(stage, cx, true)
     }
 
@@ -110,34 +125,24 @@ impl CloseSignal {
     /// no task: ready once `stage` is reached. The connection has no task
     /// then: the one it had is forgotten (a later task may get its address,
     /// as at the end), and the one it comes back in notes itself at its
-    /// first poll.
+    /// first poll (its waker is not the one in the slot).
     pub(crate) fn poll_reached_at_rest(&self, stage: CloseStage, cx: &mut Context<'_>) -> Poll<()> {
         self.poll_reached_by(stage, cx, false)
     }
 
-    /// `by_task`: `cx` is the connection's task's (see `polled_by_driver`);
-    /// otherwise the connection has none.
+    /// Registers `cx`'s waker; `by_task`: it is the connection's task's
+    /// (see `polled_by_driver`), otherwise the connection has none.
     fn poll_reached_by(&self, stage: CloseStage, cx: &mut Context<'_>, by_task: bool) -> Poll<()> {
         let data = cx.waker().data().cast_mut();
-        // At every poll, not only when it waits: a task that comes back
-        // after resting and is cut at the shutdown deadline before it ever
-        // waited here is known as the connection's too.
+        // Also when the stage is reached: a task that comes back after
+        // resting and is cut at the shutdown deadline before it ever waited
+        // here is known as the connection's too.
         let task = if by_task { data } else { std::ptr::null_mut() };
         if self.driver_task.load(Ordering::Relaxed) != task {
             self.driver_task.store(task, Ordering::Relaxed);
         }
         if self.reached(stage) {
             return Poll::Ready(());
-        }
-        // This task's waker is in the slot: an advance, which empties the
-        // hint and takes the waker under one lock, has not done so yet, and
-        // will wake it. (A task's waker keeps its data pointer, the task,
-        // which the waker in the slot keeps alive; only the connection's
-        // task, or its resting waker, polls here. A null data pointer, as
-        // in `Waker::noop`, says nothing: such a waker is registered every
-        // time.)
-        if !data.is_null() && self.registered.load(Ordering::Acquire) == data {
-            return Poll::Pending;
         }
         {
             let mut driver = sync::lock(&self.driver);
