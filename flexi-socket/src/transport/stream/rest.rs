@@ -11,10 +11,9 @@
 //! connection's shared state, the socket's, and this. A connection rests
 //! when everything waits after its first read, or after a read that came
 //! one to two seconds or more after the one before (`Activity::read`, on
-//! the deadline clock); a busy peer's
-//! connection keeps its task, as coming back costs a task's spawn, until
-//! the deadline sweeper finds the peer quiet (or silent since it
-//! connected) and wakes the task to rest.
+//! the deadline clock); a busy peer's connection keeps its task, as coming
+//! back costs a task's spawn, until the deadline sweeper finds the peer
+//! quiet (or silent since it connected) and wakes the task to rest.
 
 use std::mem;
 use std::sync::{Arc, Mutex};
