@@ -263,7 +263,6 @@ pub(super) struct Ended {
 impl<S: Stream> Future for Driver<S> {
     type Output = Ended;
 
-    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
         let this = self.get_mut();
         if !matches!(

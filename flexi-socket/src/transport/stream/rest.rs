@@ -59,8 +59,8 @@ impl<S: Stream + 'static, H: Send + Unpin + 'static> Lifelong<S> for Rests<H> {
     /// Rests the connection if nothing is ready meanwhile: its task then
     /// ends (`true`). Otherwise (`false`) the driver goes on, and its next
     /// poll puts its task's waker back where this left the resting one.
-    // Kept out of the task's poll, whose every message inlines the
-    // driver's: resting is the exception.
+    // Kept out of the task's poll, which runs at every message: resting is
+    // the exception.
     #[cold]
     #[inline(never)]
     fn rest(&mut self, driver: &mut Option<Driver<S>>) -> bool {
