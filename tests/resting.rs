@@ -180,7 +180,10 @@ async fn a_resting_connection_still_times_out() {
     let disconnects = Disconnects::new();
     let builder = FlexiSocket::server("127.0.0.1:0")
         .router(echo_counting(&disconnects))
-        .idle_timeout(Duration::from_millis(400));
+        // Long enough that every client is connected, and its connection
+        // resting, well before the first times out (the helper asserts
+        // they are all listed then).
+        .idle_timeout(Duration::from_millis(1600));
     let (running, without_connections) = started(builder, &disconnects).await;
     let mut clients = quiet_clients(&running, without_connections).await;
     disconnects.wait(CLIENTS).await;
