@@ -10,7 +10,9 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flexi_socket::{Connection, DisconnectReason, FlexiSocket, Router, ServerBuilder, Tcp};
+use flexi_socket::{
+    Connection, DisconnectReason, FlexiSocket, Framing, Router, ServerBuilder, Tcp,
+};
 use support::{LineClient, Running, eventually, start, within};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
@@ -302,4 +304,35 @@ async fn a_silent_connection_rests_once_the_sweeper_finds_it_quiet() {
         assert_eq!(client.ask(&format!("late {i}")).await, format!("late {i}"));
     }
     running.stop().await;
+}
+
+/// A connection that rests while it drops an oversize line keeps its
+/// decoder, which goes on dropping that line when bytes come: a new one
+/// would take the line's tail for a line. One that rests between lines
+/// keeps none, and gets a new one that reads the next line as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_resting_mid_oversize_line_still_drops_its_tail() {
+    let disconnects = Disconnects::new();
+    let builder = FlexiSocket::server("127.0.0.1:0")
+        .framing(Framing::lines().max_length(8))
+        .router(echo_counting(&disconnects));
+    let (running, without_connections) = started(builder, &disconnects).await;
+
+    let mut dropping = LineClient::connect(running.addr).await;
+    // Over the limit, and no newline yet: its bytes are dropped as they come.
+    dropping.send_raw(b"0123456789ab").await;
+    let mut between = LineClient::connect(running.addr).await;
+    assert_eq!(between.ask("first").await, "first");
+    all_resting(without_connections).await;
+
+    dropping.send_raw(b"tail\nnext\n").await;
+    assert_eq!(
+        dropping.recv_line().await,
+        "next",
+        "the tail was not dropped"
+    );
+    assert_eq!(between.ask("second").await, "second");
+    all_resting(without_connections).await;
+    assert_eq!(between.ask("third").await, "third");
+    assert_eq!(running.connections.len(), 2);
 }

@@ -149,6 +149,11 @@ impl Activity {
         self.tracked.store(true, Ordering::Release);
     }
 
+    /// Whether [`track`](Self::track) ran: the connection's clock started.
+    pub(crate) fn is_tracked(&self) -> bool {
+        self.tracked.load(Ordering::Acquire)
+    }
+
     /// Handlers start running for what was read.
     pub(crate) fn handlers_started(&self) {
         self.handling.store(true, Ordering::Relaxed);

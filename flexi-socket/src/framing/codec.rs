@@ -152,6 +152,25 @@ impl FrameDecoder {
         }
     }
 
+    /// Whether it holds nothing of the stream it decodes, so a new decoder
+    /// of its framing is the same: a built-in codec in its first state. A
+    /// custom codec's state is its own, and never counts as fresh.
+    pub(crate) fn is_fresh(&self) -> bool {
+        let DecoderKind::Builtin(builtin) = &self.0 else {
+            return false;
+        };
+        match builtin {
+            Builtin::Lines(codec) => codec.is_fresh(),
+            Builtin::Separator(codec) => codec.is_fresh(),
+            Builtin::Delimited(codec) => codec.is_fresh(),
+            Builtin::LengthPrefixed(codec) => codec.is_fresh(),
+            Builtin::Eof(codec) => codec.is_fresh(),
+            Builtin::IdleGap(codec) => codec.is_fresh(),
+            // Their configuration is all they hold.
+            Builtin::Fixed(_) | Builtin::Raw(_) => true,
+        }
+    }
+
     /// The bytes of `buf` that certainly begin the next frame, as it will be
     /// delivered, once [`decode`](Self::decode) found no complete frame in
     /// `buf`: what a classifier may decide on early. Empty where the framing

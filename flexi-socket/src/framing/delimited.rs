@@ -124,6 +124,13 @@ impl DelimitedCodec {
         self.max_length
     }
 
+    /// Whether it holds nothing of the stream it decodes: it is as a new
+    /// one of its configuration is (a resting connection keeps no such
+    /// decoder: see `ConnectionDecoder::is_remade_by_new`).
+    pub(super) fn is_fresh(&self) -> bool {
+        self.state == HUNTING
+    }
+
     fn delimiter_len(&self, delimiter: Delimiter) -> usize {
         match delimiter {
             Delimiter::Start => self.start.len(),

@@ -44,6 +44,13 @@ impl EofCodec {
         self.max_length
     }
 
+    /// Whether it holds nothing of the stream it decodes: it is as a new
+    /// one of its configuration is (a resting connection keeps no such
+    /// decoder: see `ConnectionDecoder::is_remade_by_new`).
+    pub(super) fn is_fresh(&self) -> bool {
+        self.discarded.is_none()
+    }
+
     /// The bytes of `buf` that certainly begin the message: all of them,
     /// unless it is already over the limit.
     pub(super) fn pending_frame<'a>(&self, buf: &'a [u8]) -> &'a [u8] {

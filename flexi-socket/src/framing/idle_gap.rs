@@ -62,6 +62,13 @@ impl IdleGapCodec {
         self.max_length
     }
 
+    /// Whether it holds nothing of the stream it decodes: it is as a new
+    /// one of its configuration is (a resting connection keeps no such
+    /// decoder: see `ConnectionDecoder::is_remade_by_new`).
+    pub(super) fn is_fresh(&self) -> bool {
+        !self.discarding
+    }
+
     /// Whether a gap of silence would end something: a pending burst, or the
     /// drop of an oversize one (whose bytes are already gone from `buf`).
     pub(super) fn awaits_gap(&self, buf: &BytesMut) -> bool {

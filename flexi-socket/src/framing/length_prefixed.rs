@@ -107,6 +107,13 @@ impl LengthPrefixedCodec {
         self.max_length
     }
 
+    /// Whether it holds nothing of the stream it decodes: it is as a new
+    /// one of its configuration is (a resting connection keeps no such
+    /// decoder: see `ConnectionDecoder::is_remade_by_new`).
+    pub(super) fn is_fresh(&self) -> bool {
+        matches!(self.state, State::Head)
+    }
+
     /// The payload length a complete header declares.
     fn payload_len(&self, mut header: &[u8]) -> io::Result<u64> {
         let value = if self.big_endian {

@@ -47,6 +47,13 @@ impl LineCodec {
         }
     }
 
+    /// Whether it holds nothing of the stream it decodes: it is as a new
+    /// one of its configuration is (a resting connection keeps no such
+    /// decoder: see `ConnectionDecoder::is_remade_by_new`).
+    pub(super) fn is_fresh(&self) -> bool {
+        self.inner.is_fresh()
+    }
+
     /// The bytes of `buf`, which holds no complete line, that certainly
     /// begin the next line: a last `'\r'` may be the start of `"\r\n"`.
     pub(super) fn pending_frame<'a>(&self, buf: &'a [u8]) -> &'a [u8] {

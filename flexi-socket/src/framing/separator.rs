@@ -81,6 +81,13 @@ impl SeparatorCodec {
         self.max_length
     }
 
+    /// Whether it holds nothing of the stream it decodes: it is as a new
+    /// one of its configuration is (a resting connection keeps no such
+    /// decoder: see `ConnectionDecoder::is_remade_by_new`).
+    pub(super) fn is_fresh(&self) -> bool {
+        self.next_index == 0 && !self.discarding
+    }
+
     /// Drops the bytes of an oversize frame up to and including its separator.
     /// Returns the number of frame bytes before the separator if it was found.
     fn skip_oversize(&mut self, buf: &mut BytesMut) -> Option<usize> {

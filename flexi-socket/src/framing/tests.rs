@@ -262,7 +262,10 @@ fn split<'a>(input: &'a [u8], cuts: &[Index]) -> Vec<&'a [u8]> {
 }
 
 /// Runs a connection's decoder over `chunks` then EOF, checking after every
-/// read that the decoder keeps at most `bound` bytes.
+/// read that the decoder keeps at most `bound` bytes. Where the buffer is
+/// empty and the decoder fresh, it goes on with a new decoder, as a resting
+/// connection does: how the input is split decides where, so the tests
+/// that split it check that a fresh decoder decodes as a new one.
 fn run(framing: &Framing, chunks: &[&[u8]], bound: usize) -> Vec<Outcome> {
     let mut decoder = framing.decoder();
     let mut buf = BytesMut::new();
@@ -301,6 +304,9 @@ fn run(framing: &Framing, chunks: &[&[u8]], bound: usize) -> Vec<Outcome> {
             "{} bytes buffered, bound {bound}",
             buf.len()
         );
+        if buf.is_empty() && decoder.is_fresh() {
+            decoder = framing.decoder();
+        }
     }
     loop {
         match decoder.decode_eof(&mut buf) {
@@ -443,6 +449,42 @@ fn framing_and_its_halves_can_cross_tasks() {
     shared::<Framing>();
     shared::<FrameEncoder>();
     owned::<FrameDecoder>();
+}
+
+#[test]
+fn a_new_built_in_decoder_is_fresh_and_a_custom_one_never_is() {
+    for framing in [
+        Framing::lines(),
+        Framing::separator("\r\n"),
+        Framing::delimited("<", ">"),
+        Framing::fixed(4),
+        Framing::length_prefixed(),
+        Framing::eof(),
+        Framing::raw(),
+        Framing::idle_gap(Duration::from_millis(1)),
+    ] {
+        assert!(framing.decoder().is_fresh(), "{framing:?}");
+    }
+    let custom = Case::Custom.framing();
+    assert!(!custom.decoder().is_fresh());
+}
+
+#[test]
+fn a_decoder_is_not_fresh_while_it_holds_part_of_a_frame() {
+    // Dropping an oversize line, its bytes gone from the buffer.
+    let mut lines = Framing::lines().max_length(4).decoder();
+    let mut buf = BytesMut::from(&b"too long"[..]);
+    assert!(matches!(lines.decode(&mut buf), Ok(Some(_))));
+    assert!(buf.is_empty());
+    assert!(!lines.is_fresh());
+    buf.extend_from_slice(b"tail\nok\n");
+    assert!(matches!(lines.decode(&mut buf), Ok(Some(_))));
+    assert!(lines.is_fresh());
+    // A header taken, its payload to come.
+    let mut prefixed = Framing::length_prefixed().decoder();
+    let mut buf = BytesMut::from(&b"\0\0\0\x05"[..]);
+    assert!(matches!(prefixed.decode(&mut buf), Ok(None)));
+    assert!(!prefixed.is_fresh());
 }
 
 #[test]

@@ -72,6 +72,20 @@ impl ConnectionDecoder {
         })
     }
 
+    /// Whether [`new`](Self::new) makes this very decoder again: its stage
+    /// is settled, the classifier has no early look left that a new one
+    /// would offer, and its codec is a built-in one holding nothing of the
+    /// stream. A resting connection keeps no such decoder: it makes a new
+    /// one when it comes back.
+    pub(crate) fn is_remade_by_new(&self, connection: &Connection) -> bool {
+        // A settled decoder's framing is the connection's (`prepare`
+        // switched to it), and a new one of a connection classified or
+        // without a classifier settles at once.
+        let early_again =
+            connection.endpoint().classifier.is_some() && !connection.classification_over();
+        self.stage == DecoderStage::Settled && self.early == early_again && self.decoder.is_fresh()
+    }
+
     /// The decoder in use.
     pub(crate) fn current(&mut self) -> &mut FrameDecoder {
         &mut self.decoder

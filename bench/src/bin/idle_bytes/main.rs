@@ -3,7 +3,7 @@
 //! connection; say where every byte goes").
 //!
 //! ```text
-//! idle_bytes [--connections 10000] [--line-size 32] [--trace-size BYTES [--trace-count 1]]
+//! idle_bytes [--connections 10000] [--line-size 32] [--trace-size BYTES [--trace-count 1]] [--malloc-info]
 //! ```
 //!
 //! The server runs in this process, set up as `examples/echo.rs` does it,
@@ -16,10 +16,13 @@
 //! growth is printed per connection, by block size. Kernel memory (socket
 //! buffers) is not on the heap and not counted; tokio's task and I/O
 //! registration are. The allocator's own overhead per block (glibc: 8
-//! bytes and rounding to 16) is shown as an estimate beside.
+//! bytes and rounding to 16) is shown as an estimate beside; then what
+//! glibc's heap grew by, with the bytes it holds free between live blocks,
+//! and the process's resident memory.
 
 mod allocator;
 mod clients;
+mod glibc;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -55,6 +58,10 @@ struct Args {
     /// How many blocks `--trace-size` prints.
     #[arg(long, default_value_t = 1)]
     trace_count: usize,
+    /// Also print glibc's `malloc_info` report on stderr once measured: its
+    /// free blocks by size, what the free bytes above are.
+    #[arg(long)]
+    malloc_info: bool,
     /// (Internal) be the client process: connect to this address.
     #[arg(long, hide = true)]
     clients: Option<SocketAddr>,
@@ -103,6 +110,7 @@ fn measure(args: &Args) -> Result<(), String> {
     warm_up.close()?;
     settle(&connections, 0)?;
     let before = allocator::snapshot();
+    let heap_before = glibc::Heap::now();
     if let Some(size) = args.trace_size {
         allocator::trace_next(size, args.trace_count);
     }
@@ -110,7 +118,12 @@ fn measure(args: &Args) -> Result<(), String> {
     let clients = Clients::spawn(addr, args.connections, args.line_size)?;
     settle(&connections, args.connections)?;
     let after = allocator::snapshot();
+    let heap_after = glibc::Heap::now();
     print_report(&before, &after, args.connections);
+    heap_after.print_growth(&heap_before, args.connections);
+    if args.malloc_info {
+        glibc::print_malloc_info();
+    }
     clients.close()?;
     Ok(())
 }

@@ -102,7 +102,7 @@ impl<S: Stream> Driver<S> {
     /// The driver of a connection that rested (see `rest`), waiting again.
     pub(super) fn resumed(rested: Rested<S>) -> Self {
         Self {
-            reading: Reading::resumed(rested.decoder),
+            reading: Reading::resumed(rested.decoder.map(|decoder| *decoder)),
             writing: Writing::resumed(rested.outbound),
             connection: rested.connection,
             stream: rested.stream,
@@ -138,11 +138,12 @@ impl<S: Stream> Driver<S> {
     /// the buffers, the handler's slot and the timers, which a connection
     /// at rest holds empty.
     pub(super) fn into_rest(self) -> Rested<S> {
+        let decoder = self
+            .reading
+            .into_decoder()
+            .expect("a connection rests only with its decoder");
         Rested {
-            decoder: self
-                .reading
-                .into_decoder()
-                .expect("a connection rests only with its decoder"),
+            decoder: (!decoder.is_remade_by_new(&self.connection)).then(|| Box::new(decoder)),
             outbound: self.writing.into_outbound(),
             connection: self.connection,
             stream: self.stream,
@@ -243,7 +244,10 @@ impl<S: Stream> Driver<S> {
 pub(super) struct Rested<S> {
     connection: Connection,
     stream: S,
-    decoder: ConnectionDecoder,
+    /// Kept only where a new one would differ (a custom codec's, one
+    /// dropping an oversize frame); boxed, as most connections keep none:
+    /// theirs is made again when they come back.
+    decoder: Option<Box<ConnectionDecoder>>,
     outbound: OutboundReceiver,
 }
 

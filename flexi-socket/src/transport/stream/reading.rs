@@ -143,12 +143,14 @@ impl Reading {
         }
     }
 
-    /// Reading goes on with `decoder` after the connection rested: it waits
-    /// for bytes, with nothing buffered.
-    pub(super) fn resumed(decoder: ConnectionDecoder) -> Self {
+    /// Reading goes on after the connection rested: it waits for bytes,
+    /// with nothing buffered, with `decoder`, or without one if the
+    /// connection kept none: its first poll makes a new one, as it does a
+    /// new connection's.
+    pub(super) fn resumed(decoder: Option<ConnectionDecoder>) -> Self {
         Self {
             step: ReadingStep::Waiting { gap: None },
-            decoder: Some(decoder),
+            decoder,
             buffer: BytesMut::new(),
             slot: HandlerSlot::default(),
         }
@@ -247,7 +249,8 @@ impl Reading {
         }
     }
 
-    /// on_connect let the connection in: decoding starts.
+    /// on_connect let the connection in, or it came back from a rest
+    /// without its decoder: decoding starts.
     fn open(&mut self, connection: &Connection) {
         match ConnectionDecoder::new(connection) {
             Ok(mut decoder) => {
@@ -256,9 +259,11 @@ impl Reading {
                 // drain (every connection of a server without a classifier).
                 let waits = decoder.is_settled() && !decoder.offers_early(connection);
                 self.decoder = Some(decoder);
-                connection
-                    .activity()
-                    .track(&connection.endpoint().deadlines);
+                let activity = connection.activity();
+                // Once: a connection back from a rest keeps its clock.
+                if !activity.is_tracked() {
+                    activity.track(&connection.endpoint().deadlines);
+                }
                 if waits {
                     self.step = ReadingStep::Waiting { gap: None };
                 } else {
