@@ -39,6 +39,8 @@ pub(crate) struct Heap {
     /// Of them, free: in malloc's bins and caches, between live blocks.
     free: usize,
     resident: usize,
+    /// Of it, pages of files: the program's code, paged in as it first runs.
+    resident_file: usize,
 }
 
 impl Heap {
@@ -49,19 +51,22 @@ impl Heap {
             taken: info.arena + info.hblkhd,
             in_use: info.uordblks + info.hblkhd,
             free: info.fordblks,
-            resident: resident_bytes(),
+            resident: resident_bytes("VmRSS:"),
+            resident_file: resident_bytes("RssFile:"),
         }
     }
 
-    /// What grew from `before` to `self`, per connection.
-    pub(crate) fn print_growth(&self, before: &Heap, connections: usize) {
-        let per = |after: usize, before: usize| (after as f64 - before as f64) / connections as f64;
+    /// What grew from `before` to `self`, divided by `per` (the
+    /// connections it is for; 1 for a total), after `label`.
+    pub(crate) fn print_growth(&self, before: &Heap, label: &str, per: usize) {
+        let grown = |after: usize, before: usize| (after as f64 - before as f64) / per as f64;
         println!(
-            "malloc's heap per connection: taken {:.1}, in use {:.1}, free {:.1}; resident memory {:.1}",
-            per(self.taken, before.taken),
-            per(self.in_use, before.in_use),
-            per(self.free, before.free),
-            per(self.resident, before.resident),
+            "{label}: malloc's heap {:.1} (in use {:.1}, free {:.1}); resident memory {:.1}, of it file-backed (code) {:.1}",
+            grown(self.taken, before.taken),
+            grown(self.in_use, before.in_use),
+            grown(self.free, before.free),
+            grown(self.resident, before.resident),
+            grown(self.resident_file, before.resident_file),
         );
     }
 }
@@ -80,11 +85,11 @@ pub(crate) fn print_malloc_info() {
     }
 }
 
-fn resident_bytes() -> usize {
+fn resident_bytes(field: &str) -> usize {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|kib| {
             kib.trim()
                 .trim_end_matches("kB")

@@ -18,7 +18,10 @@
 //! registration are. The allocator's own overhead per block (glibc: 8
 //! bytes and rounding to 16) is shown as an estimate beside; then what
 //! glibc's heap grew by, with the bytes it holds free between live blocks,
-//! and the process's resident memory.
+//! and the process's resident memory. What the warm-up left is printed
+//! first: a server's one-time growth (code paged in, the warm-up's peak
+//! held free by malloc), which a fresh server's resident memory per
+//! connection includes (the benchmark's idle scenario).
 
 mod allocator;
 mod clients;
@@ -106,9 +109,17 @@ fn measure(args: &Args) -> Result<(), String> {
         Ok::<_, String>((addr, connections))
     })?;
 
+    let cold = allocator::snapshot();
+    let cold_heap = glibc::Heap::now();
     let warm_up = Clients::spawn(addr, WARM_UP, args.line_size)?;
     warm_up.close()?;
     settle(&connections, 0)?;
+    let warm = allocator::snapshot();
+    glibc::Heap::now().print_growth(&cold_heap, "once per server", 1);
+    println!(
+        "  (the warm-up's {WARM_UP} connections, opened and closed, left {} live bytes)",
+        warm.bytes_since(&cold)
+    );
     let before = allocator::snapshot();
     let heap_before = glibc::Heap::now();
     if let Some(size) = args.trace_size {
@@ -120,7 +131,7 @@ fn measure(args: &Args) -> Result<(), String> {
     let after = allocator::snapshot();
     let heap_after = glibc::Heap::now();
     print_report(&before, &after, args.connections);
-    heap_after.print_growth(&heap_before, args.connections);
+    heap_after.print_growth(&heap_before, "per connection", args.connections);
     if args.malloc_info {
         glibc::print_malloc_info();
     }
