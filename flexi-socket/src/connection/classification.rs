@@ -43,7 +43,7 @@ impl Connection {
 
     /// The encoder until classified, and for client types without their own framing.
     pub(super) fn default_encoder(&self) -> &FrameEncoder {
-        match &self.shared.encoder {
+        match self.rare().and_then(|rare| rare.encoder.as_deref()) {
             Some(own) => own,
             None => self
                 .shared
@@ -100,7 +100,7 @@ impl Connection {
             .connections
             .lock()
             .classified(self.id(), &client_type);
-        if let Some(history) = &self.shared.history {
+        if let Some(history) = self.recorder() {
             history.set_limits(self.shared.endpoint.limits.history_for(&client_type));
         }
         // Classification runs once (take_classification): this cannot be set twice.
@@ -116,7 +116,7 @@ impl Connection {
     /// Classification failed (the classifier panicked): the connection
     /// stays unclassified, and keeps the default history, if any.
     pub(crate) fn classification_failed(&self) {
-        if let Some(history) = &self.shared.history {
+        if let Some(history) = self.recorder() {
             let unclassified = self
                 .shared
                 .endpoint

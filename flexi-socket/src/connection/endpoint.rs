@@ -257,8 +257,8 @@ impl Endpoint {
         let common = self.common_local_addr.get_or_init(|| local_addr.clone());
         let addrs = Addresses {
             peer: peer_addr,
-            local: (local_addr != *common).then(|| Box::new(local_addr)),
-            proxy: proxy.map(Box::new),
+            local: (local_addr != *common).then_some(local_addr),
+            proxy,
         };
         let connection = Connection::new(id, addrs, Arc::clone(self), sender)?;
         Ok((connection, receiver))
@@ -338,7 +338,7 @@ mod tests {
             let (connection, _queue) = endpoint.open(peer, local, Transport::Stream).unwrap();
             assert_eq!(connection.local_addr(), local);
             assert_eq!(
-                connection.shared.addrs.local.is_some(),
+                connection.rare().is_some_and(|rare| rare.local.is_some()),
                 local == other,
                 "only an address other than the common one is kept"
             );

@@ -260,16 +260,14 @@ impl Connection {
     /// }
     /// ```
     pub fn history(&self) -> History {
-        self.shared
-            .history
-            .as_ref()
-            .map_or_else(History::default, |history| history.snapshot())
+        self.recorder()
+            .map_or_else(History::default, Recorder::snapshot)
     }
 
     /// Records an inbound message as decoded (`raw`) and as handed to the
     /// handler (`None`: `after_receive` dropped it), if history is on.
     pub(crate) fn record_inbound(&self, raw: &[u8], processed: Option<&[u8]>) {
-        if let Some(history) = &self.shared.history {
+        if let Some(history) = self.recorder() {
             history.record(Direction::Inbound, raw, processed, self.client_type());
         }
     }
@@ -277,14 +275,20 @@ impl Connection {
     /// Records an outbound message as given to `send` and as written
     /// (`None`: `before_send` dropped it), if history is on.
     pub(crate) fn record_outbound(&self, given: &[u8], written: Option<&[u8]>) {
-        if let Some(history) = &self.shared.history {
+        if let Some(history) = self.recorder() {
             history.record(Direction::Outbound, given, written, self.client_type());
         }
     }
 
     /// Whether the history is on (a sender keeps the given message aside).
     pub(crate) fn keeps_history(&self) -> bool {
-        self.shared.history.is_some()
+        self.recorder().is_some()
+    }
+
+    /// The history's recorder, if history is on.
+    #[inline]
+    pub(super) fn recorder(&self) -> Option<&Recorder> {
+        self.rare()?.history.as_deref()
     }
 }
 

@@ -95,7 +95,8 @@ pub struct Connection {
 
 struct Shared {
     id: u64,
-    addrs: Addresses,
+    /// The client, behind a PROXY header the client it names.
+    peer: PeerAddr,
     endpoint: Arc<Endpoint>,
     /// Set once, when classified: what the client type decides, together,
     /// so no send ever mixes one type's routes with another's framing.
@@ -110,9 +111,6 @@ struct Shared {
     /// The kinds of error it has had: its first of each is logged beyond
     /// the endpoint's budget (see `log_budget`).
     error_kinds_seen: KindsSeen,
-    /// This connection's own encoder, for a custom codec (a built-in codec's
-    /// is shared: see `Endpoint::encoder`).
-    encoder: Option<Box<FrameEncoder>>,
     outbound: OutboundSender,
     close: CloseSignal,
     /// For the deadline sweeper.
@@ -121,10 +119,27 @@ struct Shared {
     /// `set_state`: a connection without any holds a pointer, not a lock
     /// and an empty `Vec`.
     state: OnceBox<Mutex<StateValues>>,
+    /// What few connections have: a null pointer until one of them is
+    /// there (one load per message for all of them).
+    rare: OnceBox<Rare>,
+}
+
+/// What few connections have, together behind one pointer: every
+/// connection holds one word for them, not five (its shared state is a
+/// 224-byte block in glibc's heap, not 256). Made with the connection
+/// when it has one of the first four, or by its first request.
+#[derive(Default)]
+struct Rare {
+    /// Its local address where it differs from the endpoint's common one
+    /// (see `Endpoint::common_local_addr`).
+    local: Option<Box<PeerAddr>>,
+    proxy: Option<Box<ProxyHeader>>,
+    /// Its own encoder, for a custom codec (a built-in codec's is shared:
+    /// see `Endpoint::encoder`).
+    encoder: Option<Box<FrameEncoder>>,
     /// The message history, when the builder asked for one.
     history: Option<Box<Recorder>>,
-    /// Requests waiting for this connection's replies, once it was asked
-    /// (see `request.rs`): until then a null pointer, one load per message.
+    /// Requests waiting for its replies, once it was asked (see `request.rs`).
     requests: OnceBox<replies::Replies>,
 }
 
@@ -137,6 +152,7 @@ impl Connection {
         endpoint: Arc<Endpoint>,
         outbound: OutboundSender,
     ) -> Result<Self, Error> {
+        let Addresses { peer, local, proxy } = addrs;
         let encoder = match endpoint.encoder {
             Some(_) => None,
             None => Some(Box::new(endpoint.framing.try_encoder()?)),
@@ -146,10 +162,21 @@ impl Connection {
             .limits
             .history_at_open(endpoint.classifier.is_some())
             .map(|limits| Box::new(Recorder::new(limits)));
+        let rare = Rare {
+            local: local.map(Box::new),
+            proxy: proxy.map(Box::new),
+            encoder,
+            history,
+            requests: OnceBox::new(),
+        };
+        let has_rare = rare.local.is_some()
+            || rare.proxy.is_some()
+            || rare.encoder.is_some()
+            || rare.history.is_some();
         Ok(Self {
             shared: Arc::new(Shared {
                 id,
-                addrs,
+                peer,
                 endpoint,
                 classified: OnceBox::new(),
                 classification_done,
@@ -157,13 +184,15 @@ impl Connection {
                 messages_in: AtomicU64::new(0),
                 bytes_in: AtomicU64::new(0),
                 error_kinds_seen: KindsSeen::default(),
-                encoder,
                 outbound,
                 close: CloseSignal::default(),
                 activity: Activity::default(),
                 state: OnceBox::new(),
-                history,
-                requests: OnceBox::new(),
+                rare: if has_rare {
+                    OnceBox::with_value(Box::new(rare))
+                } else {
+                    OnceBox::new()
+                },
             }),
         })
     }
@@ -203,7 +232,7 @@ impl Connection {
     /// # fn main() {}
     /// ```
     pub fn peer_addr(&self) -> PeerAddr {
-        self.shared.addrs.peer.clone()
+        self.shared.peer.clone()
     }
 
     /// The local address the peer connected to.
@@ -223,8 +252,8 @@ impl Connection {
     /// # fn main() {}
     /// ```
     pub fn local_addr(&self) -> PeerAddr {
-        match &self.shared.addrs.local {
-            Some(own) => PeerAddr::clone(own),
+        match self.rare().and_then(|rare| rare.local.as_deref()) {
+            Some(own) => own.clone(),
             None => self.endpoint().common_local_addr().clone(),
         }
     }
@@ -249,7 +278,7 @@ impl Connection {
     /// # fn main() {}
     /// ```
     pub fn proxy_header(&self) -> Option<&ProxyHeader> {
-        self.shared.addrs.proxy.as_deref()
+        self.rare()?.proxy.as_deref()
     }
 
     /// The client type, once the first message classified the connection;
@@ -504,18 +533,22 @@ impl Connection {
     pub(crate) fn first_message_done(&self) {
         self.shared.first_message.store(false, Ordering::Relaxed);
     }
+
+    /// What few connections have, if this one has any of it.
+    #[inline]
+    fn rare(&self) -> Option<&Rare> {
+        self.shared.rare.get()
+    }
 }
 
 /// Where a connection runs between.
 pub(crate) struct Addresses {
     /// The peer: the client, behind a PROXY header the client it names.
     pub(crate) peer: PeerAddr,
-    /// `None`: the endpoint's common one (see `Endpoint::common_local_addr`), which
-    /// most connections have; boxed otherwise: a pointer, not an address,
-    /// in every connection.
-    pub(crate) local: Option<Box<PeerAddr>>,
-    /// Boxed: most connections have none, and pay a pointer.
-    pub(crate) proxy: Option<Box<ProxyHeader>>,
+    /// `None`: the endpoint's common one (see `Endpoint::common_local_addr`),
+    /// which most connections have.
+    pub(crate) local: Option<PeerAddr>,
+    pub(crate) proxy: Option<ProxyHeader>,
 }
 
 /// `#id peer`, and the client type once classified: `#7 192.0.2.7:4000
@@ -532,7 +565,7 @@ pub(crate) struct Addresses {
 /// ```
 impl fmt::Display for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{} {}", self.id(), self.shared.addrs.peer)?;
+        write!(f, "#{} {}", self.id(), self.shared.peer)?;
         match self.client_type() {
             Some(client_type) => write!(f, " ({client_type})"),
             None => Ok(()),
@@ -560,13 +593,14 @@ mod tests {
     fn a_connections_shared_state_stays_small() {
         let size = std::mem::size_of::<super::Shared>();
         eprintln!("shared state {size} bytes");
-        // 232 since the local address most connections share is the
-        // endpoint's, and the queue keeps its transport (264 before; 304
-        // before what is made when first used sat behind one pointer each,
-        // `OnceBox`). With the `Arc`'s 16, glibc gives it a 256-byte block
-        // (288 before, 336 before that).
+        // 200 since what few connections have sits behind one pointer
+        // (`Rare`); 232 since the local address most connections share is
+        // the endpoint's, and the queue keeps its transport (264 before;
+        // 304 before what is made when first used sat behind one pointer
+        // each, `OnceBox`). With the `Arc`'s 16, glibc gives it a 224-byte
+        // block (256 before, 288 before that, 336 before that).
         assert!(
-            size <= 232,
+            size <= 200,
             "a connection's shared state grew to {size} bytes"
         );
     }

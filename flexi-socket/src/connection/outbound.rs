@@ -96,7 +96,10 @@ struct Queue {
     /// How many senders wait for room: a write frees room for nobody
     /// (and costs no `Notify` lock) while none does.
     waiting_for_room: AtomicUsize,
-    max_messages: usize,
+    /// A `u32` (beside the two flags below, in what would be padding): a
+    /// limit above it is none in practice, as that many frames would take
+    /// as many gigabytes at least.
+    max_messages: u32,
     max_bytes: usize,
     /// A [`Flusher`] takes what is queued next: senders need not wake the
     /// writer. Set without the lock (a sender that does not see it yet only
@@ -110,8 +113,9 @@ struct Queue {
 struct State {
     /// The frames waiting for the writer, back to back.
     waiting: Frames,
-    /// Frames taken by the writer and not yet written.
-    writing_frames: u64,
+    /// Frames taken by the writer and not yet written: at most
+    /// `max_messages`, and a `u32` beside the two flags below.
+    writing_frames: u32,
     /// Budget of the frames taken by the writer and not yet written.
     writing_cost: usize,
     /// No frame is accepted any more (`Connection::close`, or the writer
@@ -253,7 +257,7 @@ impl Queue {
         if state.refusing {
             return Err(Unqueued::Refused(QueueRefused::Closed));
         }
-        if state.waiting.count + state.writing_frames >= self.max_messages as u64 {
+        if state.waiting.count + u64::from(state.writing_frames) >= u64::from(self.max_messages) {
             return Err(Unqueued::Refused(QueueRefused::Full));
         }
         let used = state.waiting.cost(self.max_bytes) + state.writing_cost;
@@ -308,7 +312,8 @@ impl Queue {
             return false;
         }
         std::mem::swap(&mut state.waiting, frames);
-        state.writing_frames = frames.count;
+        state.writing_frames =
+            u32::try_from(frames.count).expect("at most `max_messages` frames are queued");
         state.writing_cost = frames.cost(self.max_bytes);
         true
     }
@@ -368,7 +373,7 @@ pub(crate) fn channel(limits: &Limits, transport: Transport) -> (OutboundSender,
         room: OnceBox::new(),
         waiting_for_room: AtomicUsize::new(0),
         held: AtomicBool::new(false),
-        max_messages: limits.outbound_messages,
+        max_messages: u32::try_from(limits.outbound_messages).unwrap_or(u32::MAX),
         max_bytes: limits.outbound_bytes,
         transport,
     });
@@ -470,7 +475,7 @@ impl OutboundSender {
     /// Frames queued and not yet written.
     pub(crate) fn pending(&self) -> u64 {
         let state = self.queue.lock();
-        state.waiting.count + state.writing_frames
+        state.waiting.count + u64::from(state.writing_frames)
     }
 
     /// Frames and bytes queued so far (framing included).
@@ -655,17 +660,18 @@ mod tests {
         assert_eq!(sender.queued(), (2, 8));
     }
 
-    /// Every connection holds one, idle or not: 168 bytes, 184 with the
-    /// `Arc`'s counts, a 192-byte block with glibc's header (208 while
-    /// every queue held its wait list for room, 224 while a stream's waiting
-    /// frames held an empty `Vec` for the datagram-only lengths).
+    /// Every connection holds one, idle or not: 152 bytes, 168 with the
+    /// `Arc`'s counts, a 176-byte block with glibc's header (192 while its
+    /// frame counts were 64-bit, 208 while every queue held its wait list
+    /// for room, 224 while a stream's waiting frames held an empty `Vec`
+    /// for the datagram-only lengths).
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn an_idle_queue_stays_small() {
         let size = std::mem::size_of::<Queue>();
         eprintln!("outbound queue {size} bytes");
         assert!(
-            size <= 168,
+            size <= 152,
             "a connection's outbound queue grew to {size} bytes"
         );
     }

@@ -62,6 +62,8 @@ impl Connection {
         }
         let book = self
             .shared
+            .rare
+            .get_or_init(Box::default)
             .requests
             .get_or_init(|| Box::new(Replies::of_connection(self.id())));
         if self.is_closing() {
@@ -82,7 +84,7 @@ impl Connection {
     /// The book of this connection's waiting requests, if it was ever asked.
     #[inline]
     pub(crate) fn requests(&self) -> Option<&Replies> {
-        self.shared.requests.get()
+        self.rare()?.requests.get()
     }
 
     /// The connection has ended: its waiting requests end with
