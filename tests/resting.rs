@@ -335,4 +335,38 @@ async fn a_connection_resting_mid_oversize_line_still_drops_its_tail() {
     all_resting(without_connections).await;
     assert_eq!(between.ask("third").await, "third");
     assert_eq!(running.connections.len(), 2);
+    running.stop().await;
+}
+
+/// Sends from the server wake a resting connection again and again, its
+/// peer sending nothing: each time it comes back (with a new decoder) its
+/// idle clock goes on from the peer's last line, so it times out on time
+/// while they come. A send every 100 ms, 100 at most (ten seconds, six
+/// idle timeouts), stop at the first one refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resting_connection_woken_by_sends_still_times_out() {
+    let disconnects = Disconnects::new();
+    let builder = FlexiSocket::server("127.0.0.1:0")
+        .router(echo_counting(&disconnects))
+        .idle_timeout(Duration::from_millis(1600));
+    let (running, without_connections) = started(builder, &disconnects).await;
+    let mut client = LineClient::connect(running.addr).await;
+    assert_eq!(client.ask("hello").await, "hello");
+    all_resting(without_connections).await;
+    let connection = running.connections.list().pop().unwrap();
+
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    let mut delivered = 0;
+    for _ in 0..100 {
+        pace.tick().await;
+        if within("a send", connection.send("ping")).await.is_err() {
+            break;
+        }
+        assert_eq!(client.recv_line().await, "ping");
+        delivered += 1;
+    }
+    assert!(delivered < 100, "still open after {delivered} sends");
+    disconnects.wait(1).await;
+    assert_eq!(disconnects.take_reasons(), [DisconnectReason::IdleTimeout]);
+    running.stop().await;
 }

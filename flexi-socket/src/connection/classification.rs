@@ -43,7 +43,7 @@ impl Connection {
 
     /// The encoder until classified, and for client types without their own framing.
     pub(super) fn default_encoder(&self) -> &FrameEncoder {
-        match self.rare().and_then(|rare| rare.encoder.as_deref()) {
+        match self.extras().and_then(|extras| extras.encoder.as_deref()) {
             Some(own) => own,
             None => self
                 .shared

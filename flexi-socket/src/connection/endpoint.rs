@@ -338,7 +338,9 @@ mod tests {
             let (connection, _queue) = endpoint.open(peer, local, Transport::Stream).unwrap();
             assert_eq!(connection.local_addr(), local);
             assert_eq!(
-                connection.rare().is_some_and(|rare| rare.local.is_some()),
+                connection
+                    .extras()
+                    .is_some_and(|extras| extras.local.is_some()),
                 local == other,
                 "only an address other than the common one is kept"
             );

@@ -2,7 +2,8 @@
 //! each as it arrived and as the handlers saw it (after `after_receive`),
 //! or as given to `send` and as written (after `before_send`), bounded in
 //! messages and in bytes so a chatty or hostile peer cannot grow it. Off,
-//! it costs a connection a null pointer and each message one branch.
+//! it costs a connection nothing of its own (the recorder sits with what
+//! few connections have: see `Extras`) and each message one branch.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -288,7 +289,7 @@ impl Connection {
     /// The history's recorder, if history is on.
     #[inline]
     pub(super) fn recorder(&self) -> Option<&Recorder> {
-        self.rare()?.history.as_deref()
+        self.extras()?.history.as_deref()
     }
 }
 

@@ -120,16 +120,18 @@ struct Shared {
     /// and an empty `Vec`.
     state: OnceBox<Mutex<StateValues>>,
     /// What few connections have: a null pointer until one of them is
-    /// there (one load per message for all of them).
-    rare: OnceBox<Rare>,
+    /// there (a connection without them checks for all of them in one load).
+    extras: OnceBox<Extras>,
 }
 
 /// What few connections have, together behind one pointer: every
 /// connection holds one word for them, not five (its shared state is a
 /// 224-byte block in glibc's heap, not 256). Made with the connection
-/// when it has one of the first four, or by its first request.
+/// when it has one of the first four, or by its first request. Where every
+/// connection has one (a PROXY listener's, a custom codec's, history on),
+/// each pays this 48-byte block, and reaching it is one load more.
 #[derive(Default)]
-struct Rare {
+struct Extras {
     /// Its local address where it differs from the endpoint's common one
     /// (see `Endpoint::common_local_addr`).
     local: Option<Box<PeerAddr>>,
@@ -141,6 +143,17 @@ struct Rare {
     history: Option<Box<Recorder>>,
     /// Requests waiting for its replies, once it was asked (see `request.rs`).
     requests: OnceBox<replies::Replies>,
+}
+
+impl Extras {
+    /// Whether it holds nothing: the connection needs none.
+    fn is_empty(&self) -> bool {
+        self.local.is_none()
+            && self.proxy.is_none()
+            && self.encoder.is_none()
+            && self.history.is_none()
+            && self.requests.get().is_none()
+    }
 }
 
 impl Connection {
@@ -162,17 +175,13 @@ impl Connection {
             .limits
             .history_at_open(endpoint.classifier.is_some())
             .map(|limits| Box::new(Recorder::new(limits)));
-        let rare = Rare {
+        let extras = Extras {
             local: local.map(Box::new),
             proxy: proxy.map(Box::new),
             encoder,
             history,
             requests: OnceBox::new(),
         };
-        let has_rare = rare.local.is_some()
-            || rare.proxy.is_some()
-            || rare.encoder.is_some()
-            || rare.history.is_some();
         Ok(Self {
             shared: Arc::new(Shared {
                 id,
@@ -188,10 +197,10 @@ impl Connection {
                 close: CloseSignal::default(),
                 activity: Activity::default(),
                 state: OnceBox::new(),
-                rare: if has_rare {
-                    OnceBox::with_value(Box::new(rare))
-                } else {
+                extras: if extras.is_empty() {
                     OnceBox::new()
+                } else {
+                    OnceBox::with_value(Box::new(extras))
                 },
             }),
         })
@@ -252,7 +261,7 @@ impl Connection {
     /// # fn main() {}
     /// ```
     pub fn local_addr(&self) -> PeerAddr {
-        match self.rare().and_then(|rare| rare.local.as_deref()) {
+        match self.extras().and_then(|extras| extras.local.as_deref()) {
             Some(own) => own.clone(),
             None => self.endpoint().common_local_addr().clone(),
         }
@@ -278,7 +287,7 @@ impl Connection {
     /// # fn main() {}
     /// ```
     pub fn proxy_header(&self) -> Option<&ProxyHeader> {
-        self.rare()?.proxy.as_deref()
+        self.extras()?.proxy.as_deref()
     }
 
     /// The client type, once the first message classified the connection;
@@ -536,8 +545,8 @@ impl Connection {
 
     /// What few connections have, if this one has any of it.
     #[inline]
-    fn rare(&self) -> Option<&Rare> {
-        self.shared.rare.get()
+    fn extras(&self) -> Option<&Extras> {
+        self.shared.extras.get()
     }
 }
 
@@ -594,7 +603,7 @@ mod tests {
         let size = std::mem::size_of::<super::Shared>();
         eprintln!("shared state {size} bytes");
         // 200 since what few connections have sits behind one pointer
-        // (`Rare`); 232 since the local address most connections share is
+        // (`Extras`); 232 since the local address most connections share is
         // the endpoint's, and the queue keeps its transport (264 before;
         // 304 before what is made when first used sat behind one pointer
         // each, `OnceBox`). With the `Arc`'s 16, glibc gives it a 224-byte

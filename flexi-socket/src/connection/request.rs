@@ -62,7 +62,7 @@ impl Connection {
         }
         let book = self
             .shared
-            .rare
+            .extras
             .get_or_init(Box::default)
             .requests
             .get_or_init(|| Box::new(Replies::of_connection(self.id())));
@@ -84,7 +84,7 @@ impl Connection {
     /// The book of this connection's waiting requests, if it was ever asked.
     #[inline]
     pub(crate) fn requests(&self) -> Option<&Replies> {
-        self.rare()?.requests.get()
+        self.extras()?.requests.get()
     }
 
     /// The connection has ended: its waiting requests end with

@@ -126,7 +126,7 @@ impl DelimitedCodec {
 
     /// Whether it holds nothing of the stream it decodes: it is as a new
     /// one of its configuration is (a resting connection keeps no such
-    /// decoder: see `ConnectionDecoder::is_remade_by_new`).
+    /// decoder: see `ConnectionDecoder::is_as_new`).
     pub(super) fn is_fresh(&self) -> bool {
         self.state == HUNTING
     }

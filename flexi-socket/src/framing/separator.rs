@@ -83,7 +83,7 @@ impl SeparatorCodec {
 
     /// Whether it holds nothing of the stream it decodes: it is as a new
     /// one of its configuration is (a resting connection keeps no such
-    /// decoder: see `ConnectionDecoder::is_remade_by_new`).
+    /// decoder: see `ConnectionDecoder::is_as_new`).
     pub(super) fn is_fresh(&self) -> bool {
         self.next_index == 0 && !self.discarding
     }

@@ -473,7 +473,8 @@ impl<T> ServerBuilder<T> {
         self
     }
 
-    /// Capacity of each connection's outbound queue, in messages (default 1024).
+    /// Capacity of each connection's outbound queue, in messages (default
+    /// 1024; more than `u32::MAX` counts as `u32::MAX`).
     ///
     /// # Panics
     ///

@@ -72,18 +72,23 @@ impl ConnectionDecoder {
         })
     }
 
-    /// Whether [`new`](Self::new) makes this very decoder again: its stage
-    /// is settled, the classifier has no early look left that a new one
-    /// would offer, and its codec is a built-in one holding nothing of the
-    /// stream. A resting connection keeps no such decoder: it makes a new
-    /// one when it comes back.
-    pub(crate) fn is_remade_by_new(&self, connection: &Connection) -> bool {
+    /// Whether [`new`](Self::new) makes this very decoder again: it is
+    /// settled, offers the classifier no early look (nor would a new one:
+    /// the connection is classified, or has no classifier), and its codec
+    /// is a built-in one holding nothing of the stream. A resting
+    /// connection keeps no such decoder: it makes a new one when it comes
+    /// back. (One with an early look to offer is kept: a new one would
+    /// first look at the empty buffer, a boxed drain for nothing.)
+    pub(crate) fn is_as_new(&self, connection: &Connection) -> bool {
         // A settled decoder's framing is the connection's (`prepare`
         // switched to it), and a new one of a connection classified or
         // without a classifier settles at once.
-        let early_again =
+        let classifier_waits =
             connection.endpoint().classifier.is_some() && !connection.classification_over();
-        self.stage == DecoderStage::Settled && self.early == early_again && self.decoder.is_fresh()
+        self.stage == DecoderStage::Settled
+            && !self.early
+            && !classifier_waits
+            && self.decoder.is_fresh()
     }
 
     /// The decoder in use.

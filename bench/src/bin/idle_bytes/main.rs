@@ -25,7 +25,7 @@
 
 mod allocator;
 mod clients;
-mod glibc;
+mod heap;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -110,18 +110,18 @@ fn measure(args: &Args) -> Result<(), String> {
     })?;
 
     let cold = allocator::snapshot();
-    let cold_heap = glibc::Heap::now();
+    let cold_heap = heap::Heap::now();
     let warm_up = Clients::spawn(addr, WARM_UP, args.line_size)?;
     warm_up.close()?;
     settle(&connections, 0)?;
     let warm = allocator::snapshot();
-    glibc::Heap::now().print_growth(&cold_heap, "once per server", 1);
+    heap::Heap::now().print_growth(&cold_heap, "once per server", 1);
     println!(
         "  (the warm-up's {WARM_UP} connections, opened and closed, left {} live bytes)",
         warm.bytes_since(&cold)
     );
     let before = allocator::snapshot();
-    let heap_before = glibc::Heap::now();
+    let heap_before = heap::Heap::now();
     if let Some(size) = args.trace_size {
         allocator::trace_next(size, args.trace_count);
     }
@@ -129,11 +129,11 @@ fn measure(args: &Args) -> Result<(), String> {
     let clients = Clients::spawn(addr, args.connections, args.line_size)?;
     settle(&connections, args.connections)?;
     let after = allocator::snapshot();
-    let heap_after = glibc::Heap::now();
+    let heap_after = heap::Heap::now();
     print_report(&before, &after, args.connections);
     heap_after.print_growth(&heap_before, "per connection", args.connections);
     if args.malloc_info {
-        glibc::print_malloc_info();
+        heap::print_malloc_info();
     }
     clients.close()?;
     Ok(())

@@ -143,7 +143,7 @@ impl<S: Stream> Driver<S> {
             .into_decoder()
             .expect("a connection rests only with its decoder");
         Rested {
-            decoder: (!decoder.is_remade_by_new(&self.connection)).then(|| Box::new(decoder)),
+            decoder: (!decoder.is_as_new(&self.connection)).then(|| Box::new(decoder)),
             outbound: self.writing.into_outbound(),
             connection: self.connection,
             stream: self.stream,

@@ -45,7 +45,8 @@ pub(super) struct Reading {
 /// once it ended, and [`Reading::stop`] leaves it waiting on nothing.
 enum ReadingStep {
     /// Waiting for bytes, the close, or (idle-gap framing) a gap. Without
-    /// a decoder yet (no on_connect ran first), the connection opens first.
+    /// a decoder (no on_connect ran first, or the connection came back from
+    /// a rest that kept none), the connection opens first.
     Waiting { gap: Option<Pin<Box<Sleep>>> },
     /// on_connect, a drain of the buffer's frames or the report of why
     /// reading ends runs; its [`Ran`] says which.

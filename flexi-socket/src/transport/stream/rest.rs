@@ -2,10 +2,9 @@
 //! without one. What it keeps ([`Rested`]: its stream and queue, and its
 //! decoder only where a new one would differ; and [`Rests`]: its place
 //! under the limits, its count in the server's tasks, its span) sits
-//! behind the waker it leaves with its socket's
-//! readiness, its outbound queue and its close signal; the first of them
-//! to fire spawns its task again, which reads, writes or closes as if it
-//! had only waited.
+//! behind the waker it leaves with its socket's readiness, its outbound
+//! queue and its close signal; the first of them to fire spawns its task
+//! again, which reads, writes or closes as if it had only waited.
 //!
 //! So an idle connection holds no task, no future, no buffer and no timer
 //! (the endpoint's sweeper keeps its deadlines): its memory is the
@@ -190,9 +189,10 @@ mod tests {
     /// A resting connection holds this block in place of its task (with
     /// the `Arc`'s two counts): 104 bytes, a 112-byte block with glibc's
     /// header and rounding (160 while it kept every decoder, 176 while each
-    /// kept its runtime's handle). Small enough for the free pieces that
-    /// tokio's 128-aligned blocks leave in glibc's heap, which most
-    /// resting connections' blocks then fill (BENCHMARKS.md).
+    /// kept its runtime's handle). Small enough for most of the free
+    /// pieces (32 to 144 bytes) that tokio's 128-aligned blocks leave in
+    /// glibc's heap, which these blocks then fill (`idle_bytes
+    /// --malloc-info`; BENCHMARKS.md, fourteenth session).
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_resting_connection_stays_small() {
