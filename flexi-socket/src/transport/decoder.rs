@@ -78,7 +78,8 @@ impl ConnectionDecoder {
     /// is a built-in one holding nothing of the stream. A resting
     /// connection keeps no such decoder: it makes a new one when it comes
     /// back. (One with an early look to offer is kept: a new one would
-    /// first look at the empty buffer, a boxed drain for nothing.)
+    /// first look at the empty buffer in a boxed drain, for nothing, and a
+    /// drain moves the idle clock as if the peer had sent.)
     pub(crate) fn is_as_new(&self, connection: &Connection) -> bool {
         // A settled decoder's framing is the connection's (`prepare`
         // switched to it), and a new one of a connection classified or

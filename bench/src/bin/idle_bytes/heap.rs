@@ -12,13 +12,15 @@ pub(crate) struct Heap {
 }
 
 /// glibc's own counts (`mallinfo2`).
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 struct Malloc {
     /// Bytes it took from the kernel (its heaps and mmap'd blocks).
     taken: usize,
     /// Of them, in blocks handed out, headers included, and in the
     /// per-thread caches (which `mallinfo2` does not walk).
     in_use: usize,
-    /// Of them, free in its bins, between live blocks.
+    /// Of them, free: in its bins, between live blocks, and at the top of
+    /// each heap (not handed out yet).
     free: usize,
 }
 
@@ -106,7 +108,10 @@ mod glibc {
     }
 
     pub(super) fn counts() -> Option<Malloc> {
-        // SAFETY: takes no arguments, returns a struct by value.
+        // SAFETY: `MallInfo2` is glibc's `struct mallinfo2` field for field
+        // (ten `size_t`s, in order), returned by value; the function takes
+        // no arguments and only reads malloc's counters. (It is in glibc
+        // 2.33 and later: an older one fails to link, not at run time.)
         let info = unsafe { mallinfo2() };
         Some(Malloc {
             taken: info.arena + info.hblkhd,
@@ -116,8 +121,10 @@ mod glibc {
     }
 
     pub(super) fn print_info() {
-        // SAFETY: fd 2 is this process's stderr, open for its whole life;
-        // the stream is flushed, not closed, so the fd stays open.
+        // SAFETY: fd 2 is assumed to be this process's stderr, as nothing
+        // here closes it (were it another file, the report would go there;
+        // no memory is at stake). The `FILE` is flushed and kept, never
+        // closed or freed, so the fd stays open: a few hundred bytes, once.
         unsafe {
             let stderr = fdopen(2, c"w".as_ptr());
             if !stderr.is_null() {

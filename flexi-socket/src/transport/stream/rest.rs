@@ -188,8 +188,8 @@ mod tests {
 
     /// A resting connection holds this block in place of its task (with
     /// the `Arc`'s two counts): 104 bytes, a 112-byte block with glibc's
-    /// header and rounding (160 while it kept every decoder, 176 while each
-    /// kept its runtime's handle). Small enough for most of the free
+    /// header and rounding (a 160-byte block while it kept every decoder,
+    /// 176 while each kept its runtime's handle). Small enough for most of the free
     /// pieces (32 to 144 bytes) that tokio's 128-aligned blocks leave in
     /// glibc's heap, which these blocks then fill (`idle_bytes
     /// --malloc-info`; BENCHMARKS.md, fourteenth session).
