@@ -18,10 +18,14 @@
 //! registration are. The allocator's own overhead per block (glibc: 8
 //! bytes and rounding to 16) is shown as an estimate beside; then what
 //! glibc's heap grew by, with the bytes it holds free between live blocks,
-//! and the process's resident memory. What the warm-up left is printed
-//! first: a server's one-time growth (code paged in, the warm-up's peak
-//! held free by malloc), which a fresh server's resident memory per
-//! connection includes (the benchmark's idle scenario).
+//! and the process's resident memory. (glibc's "in use" counts its blocks
+//! as they are, where the estimate rounds each; its "free" counts the
+//! unused top of each heap too, which the connections' blocks may use up:
+//! a few bytes below zero per connection means none was left between
+//! them.) What the warm-up left is printed first: a server's one-time
+//! growth (code paged in, the warm-up's peak held free by malloc), which a
+//! fresh server's resident memory per connection includes (the
+//! benchmark's idle scenario).
 
 mod allocator;
 mod clients;
