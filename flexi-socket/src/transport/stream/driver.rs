@@ -245,8 +245,9 @@ pub(super) struct Rested<S> {
     connection: Connection,
     stream: S,
     /// Kept only where a new one would differ (a custom codec's, one
-    /// dropping an oversize frame); boxed, as most connections keep none:
-    /// theirs is made again when they come back.
+    /// dropping an oversize frame, one waiting for the classifier; see
+    /// `ConnectionDecoder::is_as_new`); boxed, as most connections keep
+    /// none: theirs is made again when they come back.
     decoder: Option<Box<ConnectionDecoder>>,
     outbound: OutboundReceiver,
 }
