@@ -214,7 +214,7 @@ impl Activity {
     /// quiet from now on, and its task, once woken, rests.
     fn went_quiet(&self, deadlines: &Deadlines) -> bool {
         // Not tracked yet (on_connect runs): its clock has not started.
-        if !self.tracked.load(Ordering::Acquire)
+        if !self.is_tracked()
             || !self.rests.load(Ordering::Relaxed)
             || self.pace.load(Ordering::Relaxed) == QUIET
             || self.handling.load(Ordering::Relaxed)
@@ -309,7 +309,7 @@ pub(crate) async fn swept<T>(endpoint: Arc<Endpoint>, future: impl Future<Output
 /// Why `connection` is to close now, if a deadline of its passed.
 fn expired_for(deadlines: &Deadlines, connection: &Connection) -> Option<DisconnectReason> {
     let activity = connection.activity();
-    if !activity.tracked.load(Ordering::Acquire) || connection.is_closing() {
+    if !activity.is_tracked() || connection.is_closing() {
         return None;
     }
     deadlines.expired(activity, connection.is_first_message())
