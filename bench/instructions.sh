@@ -62,41 +62,15 @@ fi
 # Where cargo builds.
 target=${CARGO_TARGET_DIR:-target}
 
-# example: the flexi-socket server (an example, or a bench binary when
-# `bench_server` is set); baseline: its hand-written counterpart.
-bench_server=
-case $MODE in
-    pingpong) load=(--mode pingpong --connections 16) example=echo baseline=baseline_minimal ;;
-    latency) load=(--mode pingpong --connections 256) example=echo baseline=baseline_minimal ;;
-    pipelined) load=(--mode pipelined --connections 16 --depth 64) example=echo baseline=baseline_batching ;;
-    pipelined-1k) load=(--mode pipelined --connections 16 --depth 64 --size 1024) example=echo baseline=baseline_batching ;;
-    tls) load=(--mode pingpong --connections 16) example=tls_echo baseline=baseline_tls ;;
-    tls-pipelined) load=(--mode pipelined --connections 16 --depth 64) example=tls_echo baseline=baseline_tls ;;
-    broadcast)
-        load=(--mode broadcast --connections "$BROADCAST_CONNECTIONS")
-        example=echo bench_server=flexi_broadcast baseline=baseline_broadcast
-        ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-        ;;
-    udp) load=(--mode udp --connections 16) example=udp_echo baseline=baseline_udp ;;
-    client) load=(--mode client --connections 16) example=echo baseline=baseline_minimal ;;
-    *)
-        echo "error: MODE=$MODE: expected pingpong, latency, pipelined, pipelined-1k, tls, tls-pipelined, broadcast, udp or client" >&2
-        exit 2
-        ;;
-esac
+# The servers and load of MODE (bench/servers.sh).
+source bench/servers.sh
+choose_mode
 if ! command -v valgrind >/dev/null; then
     echo "error: valgrind is not installed (Debian: apt-get install valgrind)" >&2
     exit 2
 fi
 
-# Without the suite's default `metrics` feature: the servers record no metrics.
-cargo build --release --quiet --no-default-features -p flexi-socket-suite --example "$example" \
-    -p flexi-socket-bench --bins
-if [[ -n $bench_server ]]; then
-    SERVERS=${SERVERS:-$target/release/$bench_server $target/release/$baseline}
-else
-    SERVERS=${SERVERS:-$target/release/examples/$example $target/release/$baseline}
-fi
+build_servers
 
 callgrind=(valgrind --tool=callgrind)
 if [[ ${CACHE:-} == 1 ]]; then
@@ -114,15 +88,7 @@ if [[ ${CACHE:-} == 1 ]]; then
     fi
 fi
 
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-    if [[ -n $server_pid ]]; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+make_work_directory
 
 if [[ ${METRICS:-} == 1 ]]; then
     if [[ $example != echo ]]; then
@@ -138,22 +104,6 @@ if [[ ${METRICS:-} == 1 ]]; then
     SERVERS="$work/bin/echo $work/bin/echo_feature_no_recorder $work/bin/echo_metrics"
 fi
 
-# Sets `addr` from what the server started in the background prints, and
-# in the TLS modes `tls_ca` to the flags for the certificate it prints.
-wait_for_address() {
-    local ca
-    addr=
-    tls_ca=()
-    for _ in $(seq 600); do
-        addr=$(sed -n 's/^listening on //p' "$work/stdout")
-        ca=$(sed -n 's/.* -CAfile //p' "$work/stdout")
-        [[ -n $ca ]] && tls_ca=(--tls-ca "$ca")
-        [[ -n $addr && ($MODE != tls* || -n $ca) ]] && return 0
-        sleep 0.05
-    done
-    echo "error: $1 did not print 'listening on' within 30 s" >&2
-    exit 1
-}
 
 # Prints the counts in callgrind output $2 for program $1, per message.
 report() {

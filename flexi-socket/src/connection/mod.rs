@@ -367,9 +367,9 @@ impl Connection {
     /// peer's leftovers are drained).
     ///
     /// From the moment it is called, [`send`](Self::send) fails with
-    /// [`Error::ConnectionClosed`](crate::Error::ConnectionClosed), from any
-    /// task and from `on_disconnect` too: nothing sent after `close()` reaches
-    /// the peer, so nothing is reported sent that was not.
+    /// [`Error::ConnectionClosed`], from any task and from `on_disconnect`
+    /// too: nothing sent after `close()` reaches the peer, so nothing is
+    /// reported sent that was not.
     ///
     /// It returns at once, so that a handler or any synchronous code can
     /// call it; [`closed`](Self::closed) waits for the end.

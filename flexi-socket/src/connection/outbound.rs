@@ -428,8 +428,9 @@ impl OutboundSender {
         self.queue.try_append(written_by, append, queued)
     }
 
-    /// Queues `frame`, which [`try_push`](Self::try_push) found no room for,
-    /// as the slow-consumer `policy` says.
+    /// Queues `frame`, which [`try_push_then`](Self::try_push_then) or
+    /// [`try_append`](Self::try_append) found no room for, as the
+    /// slow-consumer `policy` says.
     pub(crate) async fn push_when_full(
         &self,
         frame: Bytes,

@@ -1,9 +1,10 @@
 //! One inbound frame's way to its handler: classification once, then
 //! after_receive, then a waiting `request` or the client type's on_message.
 //!
-//! Every message comes here, so the usual one (classified, no
-//! after_receive) goes through a small hand-written future that just polls
-//! its handler; anything else runs in a boxed `async fn`.
+//! Every message comes here. The usual one (classified, no after_receive),
+//! handled in the poll that read it, starts its handler at once
+//! ([`deliver_here`]); awaited, it is a small hand-written future that just
+//! polls its handler ([`on_frame`]); anything else runs in a boxed `async fn`.
 
 use std::future::Future;
 use std::ops::ControlFlow;
@@ -19,7 +20,7 @@ use crate::error::Error;
 use crate::future::BoxFuture;
 use crate::handler::Routes;
 use crate::handler::{EventContext, HandlerSlot};
-use crate::handler::{Invocation, invoke, runs_in_slot};
+use crate::handler::{Invocation, Started, invoke, runs_in_slot, start_in_slot};
 use crate::message::Message;
 use crate::metric::Stopwatch;
 
@@ -43,6 +44,57 @@ pub(crate) fn on_frame<'a>(
         DeliveryStep::Other(Box::pin(classify_and_filter(connection, frame, slot)))
     };
     Delivery { connection, step }
+}
+
+/// Handles one inbound frame on a [`suspendable`] connection right away, in
+/// the poll that decoded it: its handler starts, and usually finishes,
+/// within this call. `Err` when the delivery waits (polled, and set aside
+/// to [`resume`]).
+///
+/// [`on_frame`] and a poll of its [`Delivery`] do the same; this way
+/// builds no delivery that holds the event until its first poll (see
+/// [`start_in_slot`]), so a read's frames handled in place go through
+/// here, and the ways that await a delivery through [`on_frame`].
+#[inline(always)]
+pub(crate) fn deliver_here(
+    connection: &Connection,
+    frame: Bytes,
+    slot: &mut HandlerSlot,
+    cx: &mut Context<'_>,
+) -> Result<ControlFlow<DisconnectReason>, Suspended> {
+    debug_assert!(
+        suspendable(connection),
+        "a delivery in place is suspendable"
+    );
+    connection.count_inbound(frame.len());
+    connection.meter_received(frame.len());
+    let routes = connection.routes();
+    let step = match unclaimed(connection, Message::from(frame)) {
+        None => DeliveryStep::Done(ControlFlow::Continue(())),
+        Some(message) => match &routes.on_message {
+            Some(on_message) => {
+                let context = EventContext::for_message(connection.clone(), message);
+                match start_in_slot(on_message, context, slot, cx) {
+                    // Its output is not a message to anyone: dropped.
+                    Started::Finished(Ok(_)) => {
+                        connection.first_message_done();
+                        return Ok(ControlFlow::Continue(()));
+                    }
+                    Started::Finished(Err(error)) => {
+                        DeliveryStep::Reporting(fail(connection, error))
+                    }
+                    Started::Running(stopwatch) => return Err(Suspended::Handler(stopwatch)),
+                }
+            }
+            None => unrouted(connection),
+        },
+    };
+    // What is left is a report, or nothing: the delivery's own poll.
+    let mut delivery = Delivery { connection, step };
+    match Pin::new(&mut delivery).poll(cx) {
+        Poll::Ready(flow) => Ok(flow),
+        Poll::Pending => Err(delivery.suspend()),
+    }
 }
 
 /// The future of [`on_frame`].
@@ -117,23 +169,6 @@ pub(crate) fn resume<'a>(
 }
 
 impl Delivery<'_> {
-    /// Lets go of a delivery that finished. One whose handler ran in its
-    /// slot owns nothing by then (the event was released when the handler
-    /// started): its drop glue, two out-of-line calls per message for a
-    /// value with nothing to drop, is skipped.
-    #[inline(always)]
-    pub(crate) fn finish(self) {
-        // Every field named (no `..`): see `Invocation::lives_in_slot`.
-        let Self {
-            connection: _,
-            step,
-        } = &self;
-        if matches!(step, DeliveryStep::Handler(invocation) if invocation.lives_in_slot()) {
-            // Borrows and a stopwatch only: forgetting it leaks nothing.
-            std::mem::forget(self);
-        }
-    }
-
     /// Sets this delivery, which waits, aside; see [`suspendable`].
     ///
     /// # Panics
@@ -216,41 +251,51 @@ async fn classify_and_filter(
 }
 
 /// Hands `message` to a waiting `request` (a client's, or one made of this
-/// connection on either side), or to the client type's on_message handler; a message with neither is reported, never
-/// dropped in silence.
+/// connection on either side), or to the client type's on_message handler;
+/// a message with neither is reported, never dropped in silence.
 #[inline(always)]
 fn route<'a>(
     connection: &'a Connection,
     routes: &'a Routes,
-    mut message: Message,
+    message: Message,
     slot: &'a mut HandlerSlot,
 ) -> DeliveryStep<'a> {
-    // A client's requests, then those made of this connection itself
-    // (`Connection::request_matching`, on either side). Two plain looks, not
-    // a loop over both: every message passes here, and usually neither is.
-    if let Some(client) = connection.endpoint().replies.as_deref() {
-        match client.offer(connection.id(), message) {
-            Some(unclaimed) => message = unclaimed,
-            None => return DeliveryStep::Done(ControlFlow::Continue(())),
-        }
-    }
-    if let Some(own) = connection.requests() {
-        match own.offer(connection.id(), message) {
-            Some(unclaimed) => message = unclaimed,
-            None => return DeliveryStep::Done(ControlFlow::Continue(())),
-        }
-    }
+    let Some(message) = unclaimed(connection, message) else {
+        return DeliveryStep::Done(ControlFlow::Continue(()));
+    };
     let Some(on_message) = &routes.on_message else {
-        let client_type = connection
-            .client_type()
-            .cloned()
-            .unwrap_or(crate::ClientType::DEFAULT);
-        let connection = connection.clone();
-        return DeliveryStep::Reporting(Box::pin(async move {
-            report(&connection, Error::Unrouted { client_type }).await;
-            ControlFlow::Continue(())
-        }));
+        return unrouted(connection);
     };
     let context = EventContext::for_message(connection.clone(), message);
     DeliveryStep::Handler(invoke(connection, on_message, context, slot))
+}
+
+/// `message`, unless a waiting `request` took it: a client's, then one made
+/// of this connection itself (`Connection::request_matching`, on either
+/// side). Two plain looks, not a loop over both: every message passes
+/// here, and usually neither is.
+#[inline(always)]
+fn unclaimed(connection: &Connection, message: Message) -> Option<Message> {
+    let message = match connection.endpoint().replies.as_deref() {
+        Some(client) => client.offer(connection.id(), message)?,
+        None => message,
+    };
+    match connection.requests() {
+        Some(own) => own.offer(connection.id(), message),
+        None => Some(message),
+    }
+}
+
+/// The report of a message that no handler takes. Out of line: rare.
+#[inline(never)]
+fn unrouted(connection: &Connection) -> DeliveryStep<'static> {
+    let client_type = connection
+        .client_type()
+        .cloned()
+        .unwrap_or(crate::ClientType::DEFAULT);
+    let connection = connection.clone();
+    DeliveryStep::Reporting(Box::pin(async move {
+        report(&connection, Error::Unrouted { client_type }).await;
+        ControlFlow::Continue(())
+    }))
 }

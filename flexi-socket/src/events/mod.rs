@@ -23,7 +23,7 @@ use crate::handler::{EventContext, HandlerSlot};
 
 mod delivery;
 
-pub(crate) use delivery::{Suspended, on_frame, resume, suspendable};
+pub(crate) use delivery::{Suspended, deliver_here, on_frame, resume, suspendable};
 
 pub(crate) async fn on_connect(connection: &Connection) -> ControlFlow<DisconnectReason> {
     let Some(handler) = connection.routes().on_connect.clone() else {

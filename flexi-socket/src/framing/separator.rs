@@ -184,7 +184,7 @@ impl SeparatorCodec {
         Some(Decoded::discarded(Error::FrameTruncated { bytes }))
     }
 
-    /// After [`split_frame`](Self::split_frame) found no frame: `None` until
+    /// After [`find_frame`](Self::find_frame) found no frame: `None` until
     /// more bytes may still end one within the limit; otherwise the oversize
     /// frame is reported (against `stated_max`), and dropped up to its
     /// separator.

@@ -32,7 +32,7 @@ mod router;
 mod scope;
 mod slot;
 
-pub(crate) use invoke::{Invocation, invoke, runs_in_slot};
+pub(crate) use invoke::{Invocation, Started, invoke, runs_in_slot, start_in_slot};
 pub use registry::Registration;
 pub use router::Router;
 pub(crate) use router::{RouteTable, Routes};

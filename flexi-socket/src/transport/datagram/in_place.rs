@@ -5,16 +5,14 @@
 //! its turn that the receiving side takes (one event at a time, in order),
 //! and whatever cannot finish at once goes on in the session's task.
 
-use std::future::Future;
 use std::ops::ControlFlow;
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 
 use super::inbox::{InPlaceEnd, Inbox, SendFailures};
 use super::session::{DatagramPeer, Inbound, Resumption, send_datagrams};
 use crate::connection::Connection;
 use crate::connection::outbound::{Flusher, Frames};
-use crate::events::{on_frame, suspendable};
+use crate::events::{deliver_here, suspendable};
 
 /// What a server's session lends its receive loop to handle its datagrams
 /// in place.
@@ -76,19 +74,17 @@ impl InPlace {
         self.flusher.hold();
         let activity = connection.activity();
         activity.handlers_started();
-        let mut delivery = on_frame(connection, datagram, &mut slot);
         // Whatever waits is polled again in the session's task, with its
         // waker: none is needed here.
-        let ended = match Pin::new(&mut delivery).poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(ControlFlow::Continue(())) => {
+        let mut cx = Context::from_waker(Waker::noop());
+        let ended = match deliver_here(connection, datagram, &mut slot, &mut cx) {
+            Ok(ControlFlow::Continue(())) => {
                 activity.handlers_done(&connection.endpoint().deadlines);
-                drop(delivery);
                 InPlaceEnd::Done(slot)
             }
             // The session ends it, as if it had handled the datagram.
-            Poll::Ready(ControlFlow::Break(reason)) => InPlaceEnd::GoOn(Inbound::Ended(reason)),
-            Poll::Pending => {
-                let suspended = delivery.suspend();
+            Ok(ControlFlow::Break(reason)) => InPlaceEnd::GoOn(Inbound::Ended(reason)),
+            Err(suspended) => {
                 InPlaceEnd::GoOn(Inbound::Resumed(Box::new(Resumption { suspended, slot })))
             }
         };

@@ -22,7 +22,7 @@ use tokio::time::Sleep;
 use crate::connection::report;
 use crate::connection::{CloseStage, Connection, DisconnectReason};
 use crate::error::Error;
-use crate::events::{Suspended, on_connect, on_frame, resume, suspendable};
+use crate::events::{Suspended, deliver_here, on_connect, on_frame, resume, suspendable};
 use crate::framing::{Decoded, Decoding, FrameDecoder};
 use crate::future::BoxFuture;
 use crate::handler::HandlerSlot;
@@ -311,16 +311,14 @@ impl Reading {
                     break Handled::GoOn;
                 }
             };
-            let mut delivery = on_frame(connection, frame, &mut self.slot);
-            match Pin::new(&mut delivery).poll(cx) {
-                Poll::Ready(ControlFlow::Continue(())) => delivery.finish(),
-                Poll::Ready(ControlFlow::Break(reason)) => {
+            match deliver_here(connection, frame, &mut self.slot, cx) {
+                Ok(ControlFlow::Continue(())) => {}
+                Ok(ControlFlow::Break(reason)) => {
                     activity.handlers_done(&connection.endpoint().deadlines);
                     break Handled::End(reason);
                 }
-                Poll::Pending => {
-                    let leftover = Leftover::Delivery(delivery.suspend());
-                    self.drain_after(connection, leftover, true);
+                Err(suspended) => {
+                    self.drain_after(connection, Leftover::Delivery(suspended), true);
                     break Handled::Waits;
                 }
             }
