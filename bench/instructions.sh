@@ -104,7 +104,6 @@ if [[ ${METRICS:-} == 1 ]]; then
     SERVERS="$work/bin/echo $work/bin/echo_feature_no_recorder $work/bin/echo_metrics"
 fi
 
-
 # Prints the counts in callgrind output $2 for program $1, per message.
 report() {
     local total

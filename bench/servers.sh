@@ -1,7 +1,7 @@
 # What bench/instructions.sh and bench/time_profile.sh share (sourced, not
 # run): which servers and which load a MODE means, building them, a work
-# directory cleaned up on exit with the server still running, and waiting
-# for a server started in the background to print its address.
+# directory removed on exit (when a server still running is stopped too),
+# and waiting for a server started in the background to print its address.
 
 # Sets, for MODE: `load` (the load generator's arguments), `example` (the
 # flexi-socket example measured), `bench_server` (a bench binary measured

@@ -16,7 +16,7 @@
 # Environment:
 #   MODE (tls-pipelined): pingpong, latency, pipelined, pipelined-1k, tls,
 #     tls-pipelined or udp (the servers and load of bench/instructions.sh)
-#   DURATION (4): seconds sampled, after a second under load
+#   DURATION (4): whole seconds sampled, after a second under load
 #   TOP (15): functions listed per server
 #   SERVERS: the server binaries to profile (default: the tree's
 #     flexi-socket example for MODE, then its hand-written counterpart)
@@ -30,16 +30,18 @@ DURATION=${DURATION:-4}
 TOP=${TOP:-15}
 target=${CARGO_TARGET_DIR:-target}
 
-case $MODE in
-    pingpong | latency | pipelined | pipelined-1k | tls | tls-pipelined | udp) ;;
-    *)
-        echo "error: MODE=$MODE: expected pingpong, latency, pipelined, pipelined-1k, tls, tls-pipelined or udp" >&2
-        exit 2
-        ;;
-esac
 # The servers and load of MODE (bench/servers.sh).
 source bench/servers.sh
 choose_mode
+if [[ $MODE == broadcast || $MODE == client ]]; then
+    # Broadcast's time is per line delivered, client mode's in the load generators.
+    echo "error: MODE=$MODE: profiles one server's messages; use bench/instructions.sh" >&2
+    exit 2
+fi
+if [[ ! $DURATION =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: DURATION=$DURATION: a whole number of seconds" >&2
+    exit 2
+fi
 if ! command -v perf >/dev/null; then
     echo "error: perf is not installed (Debian: apt-get install linux-perf)" >&2
     exit 2
@@ -85,10 +87,15 @@ for server in $SERVERS; do
         --scenario "$MODE" --server-name "$name" >"$work/load.json" &
     load_pid=$!
     sleep 1
-    perf record --quiet -F 2999 -e cpu-clock -p "$server_pid" -o "$work/perf.data.$name" \
-        -- sleep "$DURATION" 2>/dev/null
+    if ! perf record --quiet -F 2999 -e cpu-clock -p "$server_pid" -o "$work/perf.data.$name" \
+        -- sleep "$DURATION" 2>"$work/perf.stderr"; then
+        echo "error: perf record failed (kernel.perf_event_paranoid?):" >&2
+        cat "$work/perf.stderr" >&2
+        kill "$load_pid" 2>/dev/null || true
+        exit 1
+    fi
     wait "$load_pid"
-    kill -TERM "$server_pid"
+    kill -TERM "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
     server_pid=
     cpu=$(sed -n 's/.*"server_cpu_us_per_message":\([0-9.e-]*\).*/\1/p' "$work/load.json")

@@ -18,12 +18,13 @@ use std::cell::RefCell;
 use std::convert::Infallible;
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use once_cell::race::OnceBox;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::config::{Limits, SlowConsumerPolicy};
@@ -239,8 +240,7 @@ impl Frames {
 
 impl Queue {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Every update leaves the state consistent, so a panic elsewhere cannot poison it.
-        sync::lock(&self.state)
+        self.state.lock()
     }
 
     /// Adds one frame, written by `append` at the end of the waiting
@@ -810,15 +810,15 @@ mod tests {
     /// or fails with `fail`; what it took, in order.
     #[derive(Debug, Default)]
     struct FakeSocket {
-        took: Mutex<Vec<u8>>,
-        room: Mutex<usize>,
+        took: std::sync::Mutex<Vec<u8>>,
+        room: std::sync::Mutex<usize>,
         fail: Option<io::ErrorKind>,
     }
 
     impl FakeSocket {
         fn with_room(room: usize) -> Arc<Self> {
             Arc::new(Self {
-                room: Mutex::new(room),
+                room: std::sync::Mutex::new(room),
                 ..Self::default()
             })
         }

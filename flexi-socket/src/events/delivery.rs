@@ -48,29 +48,31 @@ pub(crate) fn on_frame<'a>(
 
 /// Handles one inbound frame on a [`suspendable`] connection right away, in
 /// the poll that decoded it: its handler starts, and usually finishes,
-/// within this call. `Err` when the delivery waits (polled, and set aside
-/// to [`resume`]).
+/// within this call.
 ///
 /// [`on_frame`] and a poll of its [`Delivery`] do the same; this way
 /// builds no delivery that holds the event until its first poll (see
-/// [`start_in_slot`]), so a read's frames handled in place go through
-/// here, and the ways that await a delivery through [`on_frame`].
+/// [`start_in_slot`]). A read's frames handled in place go through here,
+/// the ways that await a delivery through [`on_frame`].
 #[inline(always)]
 pub(crate) fn deliver_here(
     connection: &Connection,
     frame: Bytes,
     slot: &mut HandlerSlot,
     cx: &mut Context<'_>,
-) -> Result<ControlFlow<DisconnectReason>, Suspended> {
+) -> Delivered {
     debug_assert!(
         suspendable(connection),
-        "a delivery in place is suspendable"
+        "a frame is delivered in place on a suspendable connection"
     );
     connection.count_inbound(frame.len());
     connection.meter_received(frame.len());
     let routes = connection.routes();
-    let step = match unclaimed(connection, Message::from(frame)) {
-        None => DeliveryStep::Done(ControlFlow::Continue(())),
+    let mut report = match unclaimed(connection, Message::from(frame)) {
+        None => {
+            connection.first_message_done();
+            return Delivered::Over(ControlFlow::Continue(()));
+        }
         Some(message) => match &routes.on_message {
             Some(on_message) => {
                 let context = EventContext::for_message(connection.clone(), message);
@@ -78,23 +80,33 @@ pub(crate) fn deliver_here(
                     // Its output is not a message to anyone: dropped.
                     Started::Finished(Ok(_)) => {
                         connection.first_message_done();
-                        return Ok(ControlFlow::Continue(()));
+                        return Delivered::Over(ControlFlow::Continue(()));
                     }
-                    Started::Finished(Err(error)) => {
-                        DeliveryStep::Reporting(fail(connection, error))
+                    Started::Finished(Err(error)) => fail(connection, error),
+                    Started::Running(stopwatch) => {
+                        return Delivered::Waits(Suspended::Handler(stopwatch));
                     }
-                    Started::Running(stopwatch) => return Err(Suspended::Handler(stopwatch)),
                 }
             }
             None => unrouted(connection),
         },
     };
-    // What is left is a report, or nothing: the delivery's own poll.
-    let mut delivery = Delivery { connection, step };
-    match Pin::new(&mut delivery).poll(cx) {
-        Poll::Ready(flow) => Ok(flow),
-        Poll::Pending => Err(delivery.suspend()),
+    match report.as_mut().poll(cx) {
+        Poll::Ready(flow) => {
+            connection.first_message_done();
+            Delivered::Over(flow)
+        }
+        Poll::Pending => Delivered::Waits(Suspended::Reporting(report)),
     }
+}
+
+/// What [`deliver_here`] did with a frame.
+pub(crate) enum Delivered {
+    /// Its delivery is over; the connection goes on as the flow says.
+    Over(ControlFlow<DisconnectReason>),
+    /// Its delivery waits, polled (its waker registered), and set aside to
+    /// [`resume`].
+    Waits(Suspended),
 }
 
 /// The future of [`on_frame`].
@@ -114,12 +126,14 @@ enum DeliveryStep<'a> {
     Done(ControlFlow<DisconnectReason>),
 }
 
-/// Whether every frame's [`Delivery`] on `connection` can be
-/// [`suspend`](Delivery::suspend)ed when it waits: the connection is
-/// classified for good and a frame goes straight to its route (no
-/// after_receive), which is a waiting `request`, an on_message handler
-/// whose future lives in the slot (no timeout, not blocking), or a report
-/// that there is none.
+/// Whether a frame on `connection` can be delivered in place
+/// ([`deliver_here`]), its delivery set aside if it waits: the connection
+/// is classified for good and a frame goes straight to its route (no
+/// after_receive, no history), which is a waiting `request`, an on_message
+/// handler whose future lives in the slot (no timeout, not blocking), or a
+/// report that there is none. Once true, true for good: what it looks at is
+/// fixed once classification is over (the routes, the history, the
+/// limits), so a caller asks once for all the frames of a read.
 pub(crate) fn suspendable(connection: &Connection) -> bool {
     let routes = connection.routes();
     let in_slot = match &routes.on_message {
@@ -168,27 +182,11 @@ pub(crate) fn resume<'a>(
     Delivery { connection, step }
 }
 
-impl Delivery<'_> {
-    /// Sets this delivery, which waits, aside; see [`suspendable`].
-    ///
-    /// # Panics
-    /// If the delivery is not one of a connection that is `suspendable`.
-    pub(crate) fn suspend(self) -> Suspended {
-        match self.step {
-            DeliveryStep::Handler(invocation) if invocation.lives_in_slot() => {
-                Suspended::Handler(invocation.stopwatch())
-            }
-            DeliveryStep::Reporting(report) => Suspended::Reporting(report),
-            _ => panic!("only a suspendable delivery is suspended"),
-        }
-    }
-}
-
 impl Future for Delivery<'_> {
     type Output = ControlFlow<DisconnectReason>;
 
-    // Always inlined: into the read's loop, where the delivery was built
-    // (a loop, not a call of itself for the report, so that it can be).
+    // Always inlined: into the future that awaits it (a loop, not a call
+    // of itself for the report, so that it can be).
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -264,7 +262,7 @@ fn route<'a>(
         return DeliveryStep::Done(ControlFlow::Continue(()));
     };
     let Some(on_message) = &routes.on_message else {
-        return unrouted(connection);
+        return DeliveryStep::Reporting(unrouted(connection));
     };
     let context = EventContext::for_message(connection.clone(), message);
     DeliveryStep::Handler(invoke(connection, on_message, context, slot))
@@ -288,14 +286,14 @@ fn unclaimed(connection: &Connection, message: Message) -> Option<Message> {
 
 /// The report of a message that no handler takes. Out of line: rare.
 #[inline(never)]
-fn unrouted(connection: &Connection) -> DeliveryStep<'static> {
+fn unrouted(connection: &Connection) -> BoxFuture<'static, ControlFlow<DisconnectReason>> {
     let client_type = connection
         .client_type()
         .cloned()
         .unwrap_or(crate::ClientType::DEFAULT);
     let connection = connection.clone();
-    DeliveryStep::Reporting(Box::pin(async move {
+    Box::pin(async move {
         report(&connection, Error::Unrouted { client_type }).await;
         ControlFlow::Continue(())
-    }))
+    })
 }

@@ -23,7 +23,7 @@ use crate::handler::{EventContext, HandlerSlot};
 
 mod delivery;
 
-pub(crate) use delivery::{Suspended, deliver_here, on_frame, resume, suspendable};
+pub(crate) use delivery::{Delivered, Suspended, deliver_here, on_frame, resume, suspendable};
 
 pub(crate) async fn on_connect(connection: &Connection) -> ControlFlow<DisconnectReason> {
     let Some(handler) = connection.routes().on_connect.clone() else {
@@ -171,7 +171,7 @@ pub(crate) async fn classify_first_unit(
 /// Reports a handler's failure; a panic closes the connection unless the
 /// panic policy says to go on. Boxed, like [`report`], and owning what it
 /// needs, so that a delivery waiting for it can be set aside (see
-/// `Delivery::suspend`).
+/// [`Suspended::Reporting`]).
 pub(crate) fn fail(
     connection: &Connection,
     error: Error,

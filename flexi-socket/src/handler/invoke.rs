@@ -53,7 +53,8 @@ pub(crate) fn invoke<'a>(
 }
 
 /// Whether [`invoke`] keeps a call of `handler` on `connection` in the slot
-/// it is given ([`Invocation::lives_in_slot`]): not blocking, no timeout.
+/// it is given, so that [`start_in_slot`] may start it: not blocking, no
+/// timeout.
 pub(crate) fn runs_in_slot(connection: &Connection, handler: &Handler) -> bool {
     !handler.blocking && connection.endpoint().limits.handler_timeout.is_none()
 }
@@ -67,28 +68,8 @@ pub(crate) struct Invocation<'a> {
 }
 
 impl<'a> Invocation<'a> {
-    /// Whether all of the call's state is in its slot (and this value can
-    /// be dropped and [`resume`](Self::resume)d), rather than in a future
-    /// of its own. This value then owns nothing: borrows and a stopwatch.
-    pub(crate) fn lives_in_slot(&self) -> bool {
-        matches!(
-            self.call,
-            Call::Here {
-                slot: _,
-                start: None
-            }
-        )
-    }
-
-    /// When the call started: what a caller that drops this invocation
-    /// keeps for [`resume`](Self::resume).
-    pub(crate) fn stopwatch(&self) -> Stopwatch {
-        self.stopwatch
-    }
-
-    /// Goes on with the call of `handler` whose future is in `slot`, after
-    /// the invocation that started it (at `stopwatch`) was dropped while it
-    /// [`lives_in_slot`](Self::lives_in_slot).
+    /// Goes on with the call of `handler` whose future is in `slot`, which
+    /// [`start_in_slot`] started (at `stopwatch`) and which waited.
     pub(crate) fn resume(
         handler: &'a Handler,
         slot: &'a mut HandlerSlot,
@@ -211,10 +192,11 @@ pub(crate) enum Started {
 
 /// Starts `handler`'s call for `context` in `slot` and polls it once, right
 /// here: the eager [`invoke`] for a handler that [`runs_in_slot`] on its
-/// connection, for a caller that has a task's context at hand. It builds no
-/// [`Invocation`] that holds the event until its first poll: moving the
-/// event through that and its caller's future cost about a hundred
-/// instructions a message (callgrind, a pipelined echo).
+/// connection, for a caller that polls the call at once (a read's loop,
+/// UDP's receive loop). It builds no [`Invocation`] that holds the event
+/// until its first poll: moving the event through that and its caller's
+/// future cost about a hundred instructions a message (callgrind, a
+/// pipelined echo).
 #[inline(always)]
 pub(crate) fn start_in_slot(
     handler: &Handler,
@@ -223,11 +205,32 @@ pub(crate) fn start_in_slot(
     cx: &mut Context<'_>,
 ) -> Started {
     let stopwatch = Stopwatch::start(&handler.duration);
-    let Poll::Ready(outcome) = start_call(handler, context, slot, cx) else {
-        return Started::Running(stopwatch);
+    let mut context = context;
+    let polled = catch_unwind(AssertUnwindSafe(|| handler.call(&mut context, slot, cx)));
+    context.release();
+    // The usual end first, on its own: seen in the handler's own output,
+    // not after the conversions of the other ends (callgrind).
+    let finished = match polled {
+        Ok(Poll::Ready(Ok(None))) => Ok(None),
+        Ok(Poll::Pending) => return Started::Running(stopwatch),
+        other => ended_otherwise(handler, other),
     };
     stopwatch.stop(&handler.duration);
-    Started::Finished(finished(handler, outcome))
+    Started::Finished(finished)
+}
+
+/// What a call that did not end with `Ok(None)` gives its caller. Out of
+/// line: a message or a failure, rare on the way a read's frames take.
+#[inline(never)]
+#[cold]
+fn ended_otherwise(
+    handler: &Handler,
+    polled: std::thread::Result<Poll<HandlerOutput>>,
+) -> Result<Option<Message>, Error> {
+    match caught(handler, polled) {
+        Poll::Ready(outcome) => finished(handler, outcome),
+        Poll::Pending => unreachable!("a call that waits is set aside before"),
+    }
 }
 
 impl Future for Invocation<'_> {

@@ -12,7 +12,7 @@ use super::inbox::{InPlaceEnd, Inbox, SendFailures};
 use super::session::{DatagramPeer, Inbound, Resumption, send_datagrams};
 use crate::connection::Connection;
 use crate::connection::outbound::{Flusher, Frames};
-use crate::events::{deliver_here, suspendable};
+use crate::events::{Delivered, deliver_here, suspendable};
 
 /// What a server's session lends its receive loop to handle its datagrams
 /// in place.
@@ -60,17 +60,29 @@ impl InPlace {
         frames: &mut Frames,
     ) -> Result<Option<Unsent>, Inbound> {
         let connection = &self.connection;
-        // What the session would do first otherwise: open, classify, deframe.
-        let plain = !self.framed && connection.own_framing().is_none() && suspendable(connection);
+        // Not what the session would do first otherwise: open, classify,
+        // deframe, run after_receive or a handler that may block.
+        let plain =
+            || !self.framed && connection.own_framing().is_none() && suspendable(connection);
         let Inbound::Datagram(datagram) = inbound else {
             return Err(inbound);
         };
-        if !plain {
+        // Most sessions that cannot are told here, without the inbox's lock.
+        if !plain() {
             return Err(Inbound::Datagram(datagram));
         }
         let Some(mut slot) = inbox.begin_in_place() else {
             return Err(Inbound::Datagram(datagram));
         };
+        // Asked again with the session's turn taken: the session may have
+        // been classifying its first datagram a moment ago (the classifier's
+        // routes and framing come after classification is marked over). It
+        // waits now, so whatever it decided is set, and seen through the
+        // inbox's lock.
+        if !plain() {
+            inbox.end_in_place(InPlaceEnd::Done(slot));
+            return Err(Inbound::Datagram(datagram));
+        }
         self.flusher.hold();
         let activity = connection.activity();
         activity.handlers_started();
@@ -78,13 +90,13 @@ impl InPlace {
         // waker: none is needed here.
         let mut cx = Context::from_waker(Waker::noop());
         let ended = match deliver_here(connection, datagram, &mut slot, &mut cx) {
-            Ok(ControlFlow::Continue(())) => {
+            Delivered::Over(ControlFlow::Continue(())) => {
                 activity.handlers_done(&connection.endpoint().deadlines);
                 InPlaceEnd::Done(slot)
             }
             // The session ends it, as if it had handled the datagram.
-            Ok(ControlFlow::Break(reason)) => InPlaceEnd::GoOn(Inbound::Ended(reason)),
-            Err(suspended) => {
+            Delivered::Over(ControlFlow::Break(reason)) => InPlaceEnd::GoOn(Inbound::Ended(reason)),
+            Delivered::Waits(suspended) => {
                 InPlaceEnd::GoOn(Inbound::Resumed(Box::new(Resumption { suspended, slot })))
             }
         };

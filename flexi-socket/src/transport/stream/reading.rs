@@ -22,7 +22,9 @@ use tokio::time::Sleep;
 use crate::connection::report;
 use crate::connection::{CloseStage, Connection, DisconnectReason};
 use crate::error::Error;
-use crate::events::{Suspended, deliver_here, on_connect, on_frame, resume, suspendable};
+use crate::events::{
+    Delivered, Suspended, deliver_here, on_connect, on_frame, resume, suspendable,
+};
 use crate::framing::{Decoded, Decoding, FrameDecoder};
 use crate::future::BoxFuture;
 use crate::handler::HandlerSlot;
@@ -312,12 +314,12 @@ impl Reading {
                 }
             };
             match deliver_here(connection, frame, &mut self.slot, cx) {
-                Ok(ControlFlow::Continue(())) => {}
-                Ok(ControlFlow::Break(reason)) => {
+                Delivered::Over(ControlFlow::Continue(())) => {}
+                Delivered::Over(ControlFlow::Break(reason)) => {
                     activity.handlers_done(&connection.endpoint().deadlines);
                     break Handled::End(reason);
                 }
-                Err(suspended) => {
+                Delivered::Waits(suspended) => {
                     self.drain_after(connection, Leftover::Delivery(suspended), true);
                     break Handled::Waits;
                 }
