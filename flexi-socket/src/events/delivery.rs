@@ -75,14 +75,13 @@ pub(crate) fn deliver_here(
         }
         Some(message) => match &routes.on_message {
             Some(on_message) => {
-                let context = EventContext::for_message(connection.clone(), message);
-                match start_in_slot(on_message, context, slot, cx) {
+                match start_in_slot(on_message, connection, message, slot, cx) {
                     // Its output is not a message to anyone: dropped.
-                    Started::Finished(Ok(_)) => {
+                    Started::Done | Started::Ended(Ok(_)) => {
                         connection.first_message_done();
                         return Delivered::Over(ControlFlow::Continue(()));
                     }
-                    Started::Finished(Err(error)) => fail(connection, error),
+                    Started::Ended(Err(error)) => fail(connection, error),
                     Started::Running(stopwatch) => {
                         return Delivered::Waits(Suspended::Handler(stopwatch));
                     }

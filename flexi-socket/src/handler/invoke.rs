@@ -183,40 +183,46 @@ fn finished(
 
 /// What [`start_in_slot`] gives back.
 pub(crate) enum Started {
-    /// The call finished in its first poll: what it gave.
-    Finished(Result<Option<Message>, Error>),
+    /// The call finished in its first poll with nothing to give: the usual
+    /// end, a tag alone, not a result written whole (callgrind).
+    Done,
+    /// The call finished in its first poll otherwise: its message, or its
+    /// failure.
+    Ended(Result<Option<Message>, Error>),
     /// The call waits, its future in the slot, since the stopwatch started:
     /// it goes on with [`Invocation::resume`].
     Running(Stopwatch),
 }
 
-/// Starts `handler`'s call for `context` in `slot` and polls it once, right
-/// here: the eager [`invoke`] for a handler that [`runs_in_slot`] on its
-/// connection, for a caller that polls the call at once (a read's loop,
-/// UDP's receive loop). It builds no [`Invocation`] that holds the event
-/// until its first poll: moving the event through that and its caller's
-/// future cost about a hundred instructions a message (callgrind, a
-/// pipelined echo).
+/// Starts `handler`'s call for `message` on `connection` in `slot` and
+/// polls it once, right here: the eager [`invoke`] for a handler that
+/// [`runs_in_slot`] on its connection, for a caller that polls the call at
+/// once (a read's loop, UDP's receive loop). It builds no [`Invocation`]
+/// that holds the event until its first poll: moving the event through
+/// that and its caller's future cost about a hundred instructions a
+/// message (callgrind, a pipelined echo). The event is made here, where
+/// the call borrows it, not moved in.
 #[inline(always)]
 pub(crate) fn start_in_slot(
     handler: &Handler,
-    context: EventContext,
+    connection: &Connection,
+    message: Message,
     slot: &mut HandlerSlot,
     cx: &mut Context<'_>,
 ) -> Started {
     let stopwatch = Stopwatch::start(&handler.duration);
-    let mut context = context;
+    let mut context = EventContext::for_message(connection.clone(), message);
     let polled = catch_unwind(AssertUnwindSafe(|| handler.call(&mut context, slot, cx)));
     context.release();
     // The usual end first, on its own: seen in the handler's own output,
     // not after the conversions of the other ends (callgrind).
-    let finished = match polled {
-        Ok(Poll::Ready(Ok(None))) => Ok(None),
+    let started = match polled {
+        Ok(Poll::Ready(Ok(None))) => Started::Done,
         Ok(Poll::Pending) => return Started::Running(stopwatch),
-        other => ended_otherwise(handler, other),
+        other => Started::Ended(ended_otherwise(handler, other)),
     };
     stopwatch.stop(&handler.duration);
-    Started::Finished(finished)
+    started
 }
 
 /// What a call that did not end with `Ok(None)` gives its caller. Out of

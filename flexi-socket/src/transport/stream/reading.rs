@@ -294,9 +294,14 @@ impl Reading {
         activity.handlers_started();
         self.slot.reclaim();
         let buffered = self.buffer.len();
+        // Settled: the framing stays the one in use for the whole read.
+        let framing = self
+            .decoder
+            .as_mut()
+            .expect("the decoder is back")
+            .current();
         loop {
-            let decoder = self.decoder.as_mut().expect("the decoder is back");
-            let frame = match Drain::Ready.decode(decoder.current(), &mut self.buffer) {
+            let frame = match Drain::Ready.decode(framing, &mut self.buffer) {
                 Ok(Some(Decoded::Frame(frame))) => frame,
                 Ok(None) => {
                     activity.handlers_done(&connection.endpoint().deadlines);
