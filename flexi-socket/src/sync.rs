@@ -1,4 +1,6 @@
-//! Two small pieces every hand-written synchronisation here shares.
+//! Two small pieces the hand-written synchronisation here shares (the
+//! outbound queue's lock, taken by every send, is `parking_lot`'s, which
+//! has no poisoning to get past).
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Waker};

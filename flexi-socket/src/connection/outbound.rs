@@ -239,6 +239,10 @@ impl Frames {
 }
 
 impl Queue {
+    /// A lock without poisoning: every update under it leaves the state
+    /// consistent (`append`, the runtime's own encoding, adds nothing when
+    /// it fails), so a panic elsewhere while it was held would leave
+    /// nothing half-done to guard against.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock()
     }

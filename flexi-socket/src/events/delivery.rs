@@ -77,11 +77,11 @@ pub(crate) fn deliver_here(
             Some(on_message) => {
                 match start_in_slot(on_message, connection, message, slot, cx) {
                     // Its output is not a message to anyone: dropped.
-                    Started::Done | Started::Ended(Ok(_)) => {
+                    Started::Done | Started::Gave(Ok(_)) => {
                         connection.first_message_done();
                         return Delivered::Over(ControlFlow::Continue(()));
                     }
-                    Started::Ended(Err(error)) => fail(connection, error),
+                    Started::Gave(Err(error)) => fail(connection, error),
                     Started::Running(stopwatch) => {
                         return Delivered::Waits(Suspended::Handler(stopwatch));
                     }
@@ -100,10 +100,12 @@ pub(crate) fn deliver_here(
 }
 
 /// What [`deliver_here`] did with a frame.
+#[must_use = "a delivery that waits must be resumed"]
 pub(crate) enum Delivered {
     /// Its delivery is over; the connection goes on as the flow says.
     Over(ControlFlow<DisconnectReason>),
-    /// Its delivery waits, polled (its waker registered), and set aside to
+    /// Its delivery waits, polled (with the caller's waker, which may be a
+    /// no-op one: UDP's session polls it again), and set aside to
     /// [`resume`].
     Waits(Suspended),
 }
@@ -130,9 +132,12 @@ enum DeliveryStep<'a> {
 /// is classified for good and a frame goes straight to its route (no
 /// after_receive, no history), which is a waiting `request`, an on_message
 /// handler whose future lives in the slot (no timeout, not blocking), or a
-/// report that there is none. Once true, true for good: what it looks at is
-/// fixed once classification is over (the routes, the history, the
-/// limits), so a caller asks once for all the frames of a read.
+/// report that there is none. Once classification has ended, what it looks
+/// at is fixed (the routes, the history, the limits), so a caller asks once
+/// for all the frames of a read. Classification is marked over before the
+/// classifier runs, though: only whoever ran it (a stream's own task) or
+/// waited for it (UDP's receive loop with the session's turn taken) may
+/// rely on the answer.
 pub(crate) fn suspendable(connection: &Connection) -> bool {
     let routes = connection.routes();
     let in_slot = match &routes.on_message {

@@ -182,13 +182,14 @@ fn finished(
 }
 
 /// What [`start_in_slot`] gives back.
+#[must_use = "a call that waits must be resumed"]
 pub(crate) enum Started {
     /// The call finished in its first poll with nothing to give: the usual
     /// end, a tag alone, not a result written whole (callgrind).
     Done,
-    /// The call finished in its first poll otherwise: its message, or its
-    /// failure.
-    Ended(Result<Option<Message>, Error>),
+    /// The call finished in its first poll and gave something: a message,
+    /// or its failure.
+    Gave(Result<Option<Message>, Error>),
     /// The call waits, its future in the slot, since the stopwatch started:
     /// it goes on with [`Invocation::resume`].
     Running(Stopwatch),
@@ -219,7 +220,7 @@ pub(crate) fn start_in_slot(
     let started = match polled {
         Ok(Poll::Ready(Ok(None))) => Started::Done,
         Ok(Poll::Pending) => return Started::Running(stopwatch),
-        other => Started::Ended(ended_otherwise(handler, other)),
+        other => Started::Gave(ended_otherwise(handler, other)),
     };
     stopwatch.stop(&handler.duration);
     started

@@ -294,14 +294,14 @@ impl Reading {
         activity.handlers_started();
         self.slot.reclaim();
         let buffered = self.buffer.len();
-        // Settled: the framing stays the one in use for the whole read.
-        let framing = self
+        // Settled: the decoder in use stays the same for the whole read.
+        let decoder = self
             .decoder
             .as_mut()
             .expect("the decoder is back")
             .current();
         loop {
-            let frame = match Drain::Ready.decode(framing, &mut self.buffer) {
+            let frame = match Drain::Ready.decode(decoder, &mut self.buffer) {
                 Ok(Some(Decoded::Frame(frame))) => frame,
                 Ok(None) => {
                     activity.handlers_done(&connection.endpoint().deadlines);
