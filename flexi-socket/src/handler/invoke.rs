@@ -213,20 +213,24 @@ pub(crate) fn start_in_slot(
 ) -> Started {
     let stopwatch = Stopwatch::start(&handler.duration);
     let mut context = EventContext::for_message(connection.clone(), message);
-    // The call's output (40 bytes, usually `Ok(None)`, written as a tag) is
-    // looked at where the call left it, inside the guard. Moved out whole
-    // through the guard's result first, it was read back in wider pieces
-    // than it was written in, and such a read waits until the writes reach
-    // the cache: the costliest instruction of a message's way in the time
-    // profile (bench/time_profile.sh), which counting instructions misses.
-    let mut gave = None;
+    // The call's output (40 bytes today; usually `Ok(None)`, written as
+    // tags) is looked at here, inside the guard, where the call left it,
+    // not moved out whole through `catch_unwind`'s result: that move reads
+    // the output back in wider pieces than its narrow stores, which the CPU
+    // cannot forward to the loads, so they wait for the stores to reach the
+    // cache. It was the costliest instruction of a message's way in the
+    // time profile (bench/time_profile.sh), which instruction counts miss.
+    // The other polls (`start_call`, a waiting handler's) still move it:
+    // they are off the way most messages take.
+    let mut set_aside = None;
     let first = catch_unwind(AssertUnwindSafe(|| {
+        // Written only once the call has returned: a panic leaves it `None`.
         match handler.call(&mut context, slot, cx) {
             Poll::Ready(Ok(None)) => FirstPoll::Done,
             Poll::Pending => FirstPoll::Waits,
             Poll::Ready(output) => {
-                gave = Some(output);
-                FirstPoll::Gave
+                set_aside = Some(output);
+                FirstPoll::SetAside
             }
         }
     }));
@@ -234,7 +238,7 @@ pub(crate) fn start_in_slot(
     let started = match first {
         Ok(FirstPoll::Done) => Started::Done,
         Ok(FirstPoll::Waits) => return Started::Running(stopwatch),
-        other => Started::Gave(ended_otherwise(handler, other, gave)),
+        other => Started::Gave(ended_otherwise(handler, other, set_aside)),
     };
     stopwatch.stop(&handler.duration);
     started
@@ -246,23 +250,23 @@ enum FirstPoll {
     Done,
     /// It waits.
     Waits,
-    /// It finished with another output, set aside.
-    Gave,
+    /// It finished with another output, set aside for [`ended_otherwise`].
+    SetAside,
 }
 
 /// What a call that did not end with `Ok(None)` or wait gives its caller:
-/// the output it `gave`, or its panic. Out of line: a message or a failure,
-/// rare on the way a read's frames take.
+/// the output it finished with, `set_aside`, or its panic. Out of line: a
+/// message or a failure, rare on the way a read's frames take.
 #[inline(never)]
 #[cold]
 fn ended_otherwise(
     handler: &Handler,
     first: std::thread::Result<FirstPoll>,
-    gave: Option<HandlerOutput>,
+    set_aside: Option<HandlerOutput>,
 ) -> Result<Option<Message>, Error> {
     match first {
-        Ok(FirstPoll::Gave) => {
-            let output = gave.expect("a call that gave something set its output aside");
+        Ok(FirstPoll::SetAside) => {
+            let output = set_aside.expect("a call that finished otherwise set its output aside");
             finished(handler, Ok(output))
         }
         Ok(FirstPoll::Done | FirstPoll::Waits) => {
