@@ -72,22 +72,47 @@ impl Connection {
             .for_type(self.client_type()?)
     }
 
-    /// Whether classification ran and is over, whatever its outcome (it may
-    /// have failed and left the connection unclassified for good).
+    /// Whether classification is over, whatever its outcome (it may have
+    /// failed and left the connection unclassified for good): what it
+    /// decided (the client type, its routes, framing and limits) is set,
+    /// and stays as it is. Seen from any thread once it is true.
     pub(crate) fn classification_over(&self) -> bool {
-        self.shared.classification_done.load(Ordering::Relaxed)
+        self.shared.classification.load(Ordering::Acquire) == ClassificationStage::Over as u8
     }
 
     /// Whether classification is still to run; true once at most, for the
-    /// caller that is to run it.
+    /// caller that is to run it, which calls
+    /// [`classification_ended`](Self::classification_ended) when it is done.
     pub(crate) fn take_classification(&self) -> bool {
         // Asked for every inbound frame: a plain load answers all but the
         // first, without a locked read-modify-write per message.
-        !self.classification_over()
-            && !self
+        self.classification_to_run()
+            && self
                 .shared
-                .classification_done
-                .swap(true, Ordering::Relaxed)
+                .classification
+                .compare_exchange(
+                    ClassificationStage::ToRun as u8,
+                    ClassificationStage::Running as u8,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Whether classification is still to run: nobody has taken it.
+    pub(crate) fn classification_to_run(&self) -> bool {
+        self.shared.classification.load(Ordering::Relaxed) == ClassificationStage::ToRun as u8
+    }
+
+    /// Classification, taken by [`take_classification`](Self::take_classification),
+    /// is over: what it decided is set. Only then does
+    /// [`classification_over`](Self::classification_over) say so, so that
+    /// another thread that sees it over (UDP's receive loop) also sees what
+    /// it decided.
+    pub(crate) fn classification_ended(&self) {
+        self.shared
+            .classification
+            .store(ClassificationStage::Over as u8, Ordering::Release);
     }
 
     /// Gives the connection its client type, that type's routes and, if the
@@ -136,6 +161,18 @@ impl Connection {
     }
 }
 
+/// Where a connection's classification is, kept as a `u8` in an atomic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum ClassificationStage {
+    /// The first frame (or unit, or bytes) will classify it.
+    ToRun,
+    /// Its task classifies it now.
+    Running,
+    /// Over: classified, failed for good, or no classifier.
+    Over,
+}
+
 /// How a connection's sends go: what every send would otherwise ask of
 /// its routes and history, decided once per connection (when it opens, and
 /// again when classified).
@@ -169,4 +206,35 @@ pub(super) struct Classified {
     /// without the `metrics` feature).
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(super) traffic: Traffic,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::ClassificationStage;
+    use crate::connection::Endpoint;
+
+    #[test]
+    fn classification_is_over_only_once_its_taker_ends_it() {
+        let connection = Endpoint::connection_for_tests();
+        // Without a classifier it is over from the start, and not to take.
+        assert!(connection.classification_over());
+        assert!(!connection.take_classification());
+        // As it opens with a classifier.
+        connection
+            .shared
+            .classification
+            .store(ClassificationStage::ToRun as u8, Ordering::Relaxed);
+        assert!(!connection.classification_over());
+        assert!(connection.take_classification());
+        // Taken, it runs: not over yet (its routes are not set), and not
+        // to take again.
+        assert!(!connection.classification_over());
+        assert!(!connection.classification_to_run());
+        assert!(!connection.take_classification());
+        connection.classification_ended();
+        assert!(connection.classification_over());
+        assert!(!connection.take_classification());
+    }
 }

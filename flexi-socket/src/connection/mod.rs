@@ -32,7 +32,7 @@ pub(crate) mod shutdown;
 mod state;
 
 pub use crate::stats::ConnectionStats;
-use classification::{Classified, Sends};
+use classification::{ClassificationStage, Classified, Sends};
 use close::CloseSignal;
 pub(crate) use close::CloseStage;
 pub use disconnect::DisconnectReason;
@@ -52,7 +52,7 @@ pub use shutdown::ShutdownReport;
 use state::StateValues;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use once_cell::race::OnceBox;
@@ -103,8 +103,9 @@ struct Shared {
     /// Boxed: until then (and for good without a classifier) a pointer, not
     /// the client type, routes, encoder and counters.
     classified: OnceBox<Classified>,
-    /// Classification ran (or needs not run): it runs at most once.
-    classification_done: AtomicBool,
+    /// Where classification is (a [`ClassificationStage`]): it runs at
+    /// most once.
+    classification: AtomicU8,
     first_message: AtomicBool,
     messages_in: AtomicU64,
     bytes_in: AtomicU64,
@@ -170,7 +171,11 @@ impl Connection {
             Some(_) => None,
             None => Some(Box::new(endpoint.framing.try_encoder()?)),
         };
-        let classification_done = AtomicBool::new(endpoint.classifier.is_none());
+        let classification = AtomicU8::new(if endpoint.classifier.is_none() {
+            ClassificationStage::Over
+        } else {
+            ClassificationStage::ToRun
+        } as u8);
         let history = endpoint
             .limits
             .history_at_open(endpoint.classifier.is_some())
@@ -188,7 +193,7 @@ impl Connection {
                 peer,
                 endpoint,
                 classified: OnceBox::new(),
-                classification_done,
+                classification,
                 first_message: AtomicBool::new(true),
                 messages_in: AtomicU64::new(0),
                 bytes_in: AtomicU64::new(0),

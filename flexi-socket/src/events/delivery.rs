@@ -134,10 +134,9 @@ enum DeliveryStep<'a> {
 /// handler whose future lives in the slot (no timeout, not blocking), or a
 /// report that there is none. Once classification has ended, what it looks
 /// at is fixed (the routes, the history, the limits), so a caller asks once
-/// for all the frames of a read. Classification is marked over before the
-/// classifier runs, though: only whoever ran it (a stream's own task) or
-/// waited for it (UDP's receive loop with the session's turn taken) may
-/// rely on the answer.
+/// for all the frames of a read, and a caller on another thread (UDP's
+/// receive loop) may rely on the answer too: classification is over only
+/// once what it decided is set.
 pub(crate) fn suspendable(connection: &Connection) -> bool {
     let routes = connection.routes();
     let in_slot = match &routes.on_message {

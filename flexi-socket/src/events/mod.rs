@@ -63,13 +63,15 @@ pub(crate) async fn classify(
     if !connection.take_classification() {
         return Ok(());
     }
-    match catch_unwind(AssertUnwindSafe(|| classifier.classify(first))) {
+    let classified = match catch_unwind(AssertUnwindSafe(|| classifier.classify(first))) {
         Ok(client_type) => settle(connection, client_type, "classified").await,
         Err(payload) => {
             let failing = classifier_panicked(connection, classifier.name, &*payload);
             Err(failing.await)
         }
-    }
+    };
+    connection.classification_ended();
+    classified
 }
 
 /// How many of a first frame's (or unit's) leading bytes
@@ -90,7 +92,7 @@ pub(crate) async fn classify_early(
     first_bytes: &[u8],
 ) -> Option<ControlFlow<DisconnectReason>> {
     let classifier = connection.endpoint().classifier.as_ref()?;
-    if first_bytes.is_empty() || connection.classification_over() {
+    if first_bytes.is_empty() || !connection.classification_to_run() {
         return None;
     }
     let first_bytes = &first_bytes[..first_bytes.len().min(EARLY_LOOK_BYTES)];
@@ -107,6 +109,7 @@ pub(crate) async fn classify_early(
             Err(failing.await)
         }
     };
+    connection.classification_ended();
     Some(settled.err().unwrap_or(ControlFlow::Continue(())))
 }
 

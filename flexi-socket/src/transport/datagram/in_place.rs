@@ -67,22 +67,14 @@ impl InPlace {
         let Inbound::Datagram(datagram) = inbound else {
             return Err(inbound);
         };
-        // Most sessions that cannot are told here, without the inbox's lock.
+        // Asked once, without the inbox's lock: classification is over only
+        // once what it decided is set, and that does not change after.
         if !plain() {
             return Err(Inbound::Datagram(datagram));
         }
         let Some(mut slot) = inbox.begin_in_place() else {
             return Err(Inbound::Datagram(datagram));
         };
-        // Asked again with the session's turn taken: the session may have
-        // been classifying its first datagram a moment ago (the classifier's
-        // routes and framing come after classification is marked over). It
-        // waits now, so whatever it decided is set, and seen through the
-        // inbox's lock.
-        if !plain() {
-            inbox.end_in_place(InPlaceEnd::Done(slot));
-            return Err(Inbound::Datagram(datagram));
-        }
         self.flusher.hold();
         let activity = connection.activity();
         activity.handlers_started();
