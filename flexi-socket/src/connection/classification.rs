@@ -74,15 +74,17 @@ impl Connection {
 
     /// Whether classification is over, whatever its outcome (it may have
     /// failed and left the connection unclassified for good): what it
-    /// decided (the client type, its routes, framing and limits) is set,
-    /// and stays as it is. Seen from any thread once it is true.
+    /// decided (the client type, its routes and framing) is set, and stays
+    /// as it is. A reader on another thread asks this first and looks at
+    /// what it decided only after seeing it over (this load pairs with
+    /// [`end_classification`](Self::end_classification)'s store).
     pub(crate) fn classification_over(&self) -> bool {
         self.shared.classification.load(Ordering::Acquire) == ClassificationStage::Over as u8
     }
 
     /// Whether classification is still to run; true once at most, for the
     /// caller that is to run it, which calls
-    /// [`classification_ended`](Self::classification_ended) when it is done.
+    /// [`end_classification`](Self::end_classification) when it is done.
     pub(crate) fn take_classification(&self) -> bool {
         // Asked for every inbound frame: a plain load answers all but the
         // first, without a locked read-modify-write per message.
@@ -104,12 +106,13 @@ impl Connection {
         self.shared.classification.load(Ordering::Relaxed) == ClassificationStage::ToRun as u8
     }
 
-    /// Classification, taken by [`take_classification`](Self::take_classification),
-    /// is over: what it decided is set. Only then does
+    /// Ends classification, taken by
+    /// [`take_classification`](Self::take_classification), once what it
+    /// decided is set (or its failure reported). Only then does
     /// [`classification_over`](Self::classification_over) say so, so that
     /// another thread that sees it over (UDP's receive loop) also sees what
     /// it decided.
-    pub(crate) fn classification_ended(&self) {
+    pub(crate) fn end_classification(&self) {
         self.shared
             .classification
             .store(ClassificationStage::Over as u8, Ordering::Release);
@@ -167,7 +170,7 @@ impl Connection {
 pub(super) enum ClassificationStage {
     /// The first frame (or unit, or bytes) will classify it.
     ToRun,
-    /// Its task classifies it now.
+    /// Its task classifies it now, or reports why it could not.
     Running,
     /// Over: classified, failed for good, or no classifier.
     Over,
@@ -233,7 +236,7 @@ mod tests {
         assert!(!connection.classification_over());
         assert!(!connection.classification_to_run());
         assert!(!connection.take_classification());
-        connection.classification_ended();
+        connection.end_classification();
         assert!(connection.classification_over());
         assert!(!connection.take_classification());
     }

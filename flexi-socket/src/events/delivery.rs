@@ -36,12 +36,12 @@ pub(crate) fn on_frame<'a>(
     slot: &'a mut HandlerSlot,
 ) -> Delivery<'a> {
     connection.count_inbound(frame.len());
-    let routes = connection.routes();
-    let step = if routed_directly(connection, routes) {
-        connection.meter_received(frame.len());
-        route(connection, routes, Message::from(frame), slot)
-    } else {
-        DeliveryStep::Other(Box::pin(classify_and_filter(connection, frame, slot)))
+    let step = match routed_directly(connection) {
+        Some(routes) => {
+            connection.meter_received(frame.len());
+            route(connection, routes, Message::from(frame), slot)
+        }
+        None => DeliveryStep::Other(Box::pin(classify_and_filter(connection, frame, slot))),
     };
     Delivery { connection, step }
 }
@@ -132,28 +132,34 @@ enum DeliveryStep<'a> {
 /// is classified for good and a frame goes straight to its route (no
 /// after_receive, no history), which is a waiting `request`, an on_message
 /// handler whose future lives in the slot (no timeout, not blocking), or a
-/// report that there is none. Once classification has ended, what it looks
+/// report that there is none. Once classification is over, what it looks
 /// at is fixed (the routes, the history, the limits), so a caller asks once
 /// for all the frames of a read, and a caller on another thread (UDP's
 /// receive loop) may rely on the answer too: classification is over only
-/// once what it decided is set.
+/// once what it decided is set, and this looks at that only after it has
+/// seen classification over (see [`routed_directly`]).
 pub(crate) fn suspendable(connection: &Connection) -> bool {
-    let routes = connection.routes();
-    let in_slot = match &routes.on_message {
+    let Some(routes) = routed_directly(connection) else {
+        return false;
+    };
+    match &routes.on_message {
         Some(handler) => runs_in_slot(connection, handler),
         None => true,
-    };
-    routed_directly(connection, routes) && in_slot
+    }
 }
 
-/// Whether a frame goes straight to its [`route`]: the connection is
-/// classified for good, has no after_receive and keeps no history (which
-/// the other way records, keeping this one free of it). `routes`: the
-/// connection's, which its caller has at hand (looked up once a message).
-fn routed_directly(connection: &Connection, routes: &Routes) -> bool {
-    connection.classification_over()
-        && routes.after_receive.is_none()
-        && !connection.keeps_history()
+/// The connection's routes, if a frame goes straight to its [`route`]: the
+/// connection is classified for good, has no after_receive and keeps no
+/// history (which the other way records, keeping this one free of it).
+/// Classification's stage is looked at first, the routes only once it is
+/// over: read before, they could be the defaults that classification was
+/// replacing on another thread (UDP's sessions classify on their own task).
+fn routed_directly(connection: &Connection) -> Option<&Routes> {
+    if !connection.classification_over() {
+        return None;
+    }
+    let routes = connection.routes();
+    (routes.after_receive.is_none() && !connection.keeps_history()).then_some(&**routes)
 }
 
 /// What a waiting, [`suspendable`] delivery still has to do, owning nothing

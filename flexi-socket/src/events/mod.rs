@@ -70,7 +70,7 @@ pub(crate) async fn classify(
             Err(failing.await)
         }
     };
-    connection.classification_ended();
+    connection.end_classification();
     classified
 }
 
@@ -100,16 +100,18 @@ pub(crate) async fn classify_early(
         Ok(decided) => {
             let client_type = decided?;
             // Only this connection's task classifies it: still ours to take.
-            connection.take_classification();
+            let taken = connection.take_classification();
+            debug_assert!(taken, "classification was to run");
             settle(connection, client_type, "classified on its first bytes").await
         }
         Err(payload) => {
-            connection.take_classification();
+            let taken = connection.take_classification();
+            debug_assert!(taken, "classification was to run");
             let failing = classifier_panicked(connection, classifier.name, &*payload);
             Err(failing.await)
         }
     };
-    connection.classification_ended();
+    connection.end_classification();
     Some(settled.err().unwrap_or(ControlFlow::Continue(())))
 }
 

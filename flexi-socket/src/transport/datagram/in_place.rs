@@ -61,14 +61,18 @@ impl InPlace {
     ) -> Result<Option<Unsent>, Inbound> {
         let connection = &self.connection;
         // Not what the session would do first otherwise: open, classify,
-        // deframe, run after_receive or a handler that may block.
+        // deframe, run after_receive or a handler that may block. The
+        // client type's framing is looked at after `suspendable`, which
+        // has seen classification over (on the session's thread, it may
+        // be classifying this very moment).
         let plain =
-            || !self.framed && connection.own_framing().is_none() && suspendable(connection);
+            || !self.framed && suspendable(connection) && connection.own_framing().is_none();
         let Inbound::Datagram(datagram) = inbound else {
             return Err(inbound);
         };
         // Asked once, without the inbox's lock: classification is over only
-        // once what it decided is set, and that does not change after.
+        // once what it decided is set, which does not change after, and
+        // `plain` looks at that only once it has seen it over.
         if !plain() {
             return Err(Inbound::Datagram(datagram));
         }
