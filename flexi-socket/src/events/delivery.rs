@@ -50,6 +50,10 @@ pub(crate) fn on_frame<'a>(
 /// the poll that decoded it: its handler starts, and usually finishes,
 /// within this call.
 ///
+/// Its caller has seen the connection [`suspendable`] on this thread: the
+/// routes and client type read here come after that look at
+/// classification's stage, and are what classification decided.
+///
 /// [`on_frame`] and a poll of its [`Delivery`] do the same; this way
 /// builds no delivery that holds the event until its first poll (see
 /// [`start_in_slot`]). A read's frames handled in place go through here,

@@ -60,20 +60,18 @@ impl InPlace {
         frames: &mut Frames,
     ) -> Result<Option<Unsent>, Inbound> {
         let connection = &self.connection;
-        // Not what the session would do first otherwise: open, classify,
-        // deframe, run after_receive or a handler that may block. The
-        // client type's framing is looked at after `suspendable`, which
-        // has seen classification over (on the session's thread, it may
-        // be classifying this very moment).
-        let plain =
-            || !self.framed && suspendable(connection) && connection.own_framing().is_none();
         let Inbound::Datagram(datagram) = inbound else {
             return Err(inbound);
         };
-        // Asked once, without the inbox's lock: classification is over only
-        // once what it decided is set, which does not change after, and
-        // `plain` looks at that only once it has seen it over.
-        if !plain() {
+        // Not what the session would do first otherwise: open, classify,
+        // deframe, run after_receive or a handler that may block. Asked
+        // once, without the inbox's lock: classification is over only once
+        // what it decided is set, which does not change after. The client
+        // type's framing is looked at after `suspendable`, which has seen
+        // classification over (on the session's thread, it may be
+        // classifying this very moment).
+        let plain = !self.framed && suspendable(connection) && connection.own_framing().is_none();
+        if !plain {
             return Err(Inbound::Datagram(datagram));
         }
         let Some(mut slot) = inbox.begin_in_place() else {
