@@ -238,7 +238,7 @@ pub(crate) fn start_in_slot(
     let started = match first {
         Ok(FirstPoll::Done) => Started::Done,
         Ok(FirstPoll::Waits) => return Started::Running(stopwatch),
-        other => Started::Gave(ended_otherwise(handler, other, set_aside)),
+        other => Started::Gave(ended_otherwise(handler, other.map(drop), set_aside)),
     };
     stopwatch.stop(&handler.duration);
     started
@@ -255,22 +255,20 @@ enum FirstPoll {
 }
 
 /// What a call that did not end with `Ok(None)` or wait gives its caller:
-/// the output it finished with, `set_aside`, or its panic. Out of line: a
-/// message or a failure, rare on the way a read's frames take.
+/// the output it finished with, `set_aside` (`returned`), or its panic.
+/// Out of line: a message or a failure, rare on the way a read's frames
+/// take.
 #[inline(never)]
 #[cold]
 fn ended_otherwise(
     handler: &Handler,
-    first: std::thread::Result<FirstPoll>,
+    returned: std::thread::Result<()>,
     set_aside: Option<HandlerOutput>,
 ) -> Result<Option<Message>, Error> {
-    match first {
-        Ok(FirstPoll::SetAside) => {
+    match returned {
+        Ok(()) => {
             let output = set_aside.expect("a call that finished otherwise set its output aside");
             finished(handler, Ok(output))
-        }
-        Ok(FirstPoll::Done | FirstPoll::Waits) => {
-            unreachable!("a call that ended with nothing or waits is not handed here")
         }
         Err(payload) => Err(panicked(handler, &*payload)),
     }
