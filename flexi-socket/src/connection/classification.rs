@@ -122,23 +122,28 @@ impl Connection {
     /// type has its own framing, that framing's `encoder`.
     pub(crate) fn classify_as(&self, client_type: ClientType, encoder: Option<FrameEncoder>) {
         let routes = Arc::clone(self.shared.endpoint.routes.routes_for(&client_type));
-        // Filed under its type once, so a broadcast to the type visits its members only.
-        self.shared
-            .endpoint
-            .connections
-            .lock()
-            .classified(self.id(), &client_type);
         if let Some(history) = self.recorder() {
             history.set_limits(self.shared.endpoint.limits.history_for(&client_type));
         }
         // Classification runs once (take_classification): this cannot be set twice.
-        let _ = self.shared.classified.set(Box::new(Classified {
-            sends: Sends::of(&routes, self.keeps_history()),
-            traffic: self.shared.endpoint.counters.traffic(Some(&client_type)),
-            client_type,
-            routes,
-            encoder: encoder.map(Box::new),
-        }));
+        let classified = self.shared.classified.get_or_init(|| {
+            Box::new(Classified {
+                sends: Sends::of(&routes, self.keeps_history()),
+                traffic: self.shared.endpoint.counters.traffic(Some(&client_type)),
+                client_type,
+                routes,
+                encoder: encoder.map(Box::new),
+            })
+        });
+        // Filed under its type once, so a broadcast to the type visits its
+        // members only; after the type is set, so that another task that
+        // finds it there (under the list's lock) sends with its type's
+        // framing and before_send, not the defaults.
+        self.shared
+            .endpoint
+            .connections
+            .lock()
+            .classified(self.id(), &classified.client_type);
     }
 
     /// Classification failed (the classifier panicked): the connection
