@@ -496,6 +496,53 @@ async fn mixing_handlers_that_wait_and_that_finish_at_once_keeps_each_sessions_o
 }
 
 #[tokio::test]
+async fn messages_kept_after_their_handler_keep_their_bytes() {
+    // Datagrams are copied into a shared buffer the next ones reuse once no
+    // message holds a part of it: kept ones (every fiftieth, so that some
+    // buffers are reused and some held) must stay as they came while many
+    // buffers' worth follow, from several peers at once.
+    const PEERS: usize = 3;
+    const DATAGRAMS: usize = 200;
+    let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keeping = Arc::clone(&kept);
+    let router = Router::new().on_message(move |conn: Connection, msg: Message| {
+        let keeping = Arc::clone(&keeping);
+        async move {
+            if msg.ends_with(b"00") || msg.ends_with(b"50") {
+                keeping.lock().unwrap().push(msg);
+            }
+            conn.send("ok").await
+        }
+    });
+    let running = start(server().router(router)).await;
+    let mut peers = Vec::new();
+    for _ in 0..PEERS {
+        peers.push(UdpClient::connect(running.addr).await);
+    }
+    // 100 bytes each: a 4 KiB buffer holds about 40.
+    let datagram = |peer: usize, number: usize| format!("{peer:>50}{number:050}");
+    for number in 0..DATAGRAMS {
+        for (index, peer) in peers.iter().enumerate() {
+            assert_eq!(peer.ask(&datagram(index, number)).await, "ok");
+        }
+    }
+    let mut kept: Vec<String> = kept
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|msg| msg.to_str().expect("text").to_owned())
+        .collect();
+    kept.sort();
+    let mut sent: Vec<String> = (0..DATAGRAMS)
+        .filter(|number| number % 50 == 0)
+        .flat_map(|number| (0..PEERS).map(move |peer| datagram(peer, number)))
+        .collect();
+    sent.sort();
+    assert_eq!(kept, sent);
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_handles_what_was_received_and_sends_every_reply() {
     let (events, mut log) = Events::new();
     let gate = Arc::new(Semaphore::new(0));

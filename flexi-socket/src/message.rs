@@ -13,9 +13,11 @@ use crate::error::Error;
 /// different view take `String`, `&str`, `Bytes`, `Vec<u8>` or `&[u8]` instead.
 ///
 /// A received message is a slice of the buffer its connection read into,
-/// not a copy. Kept after the handler returns (sent to a channel, stored in
-/// a map), it keeps that whole buffer alive, kilobytes for a message of a
-/// few bytes; [`detached`](Self::detached) copies a short one out first.
+/// not a copy (a UDP datagram's is a slice of a buffer of up to 4 KiB
+/// shared with the datagrams received around it). Kept after the handler
+/// returns (sent to a channel, stored in a map), it keeps that whole buffer
+/// alive, kilobytes for a message of a few bytes;
+/// [`detached`](Self::detached) copies a short one out first.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Message {
     bytes: Bytes,

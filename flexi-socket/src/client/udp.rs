@@ -23,8 +23,8 @@ use crate::framing::Framing;
 use crate::message::Message;
 use crate::server::FlexiSocket;
 use crate::transport::datagram::{
-    self, DatagramPeer, Inbound, Inbox, InboxRefused, LARGEST_DATAGRAM, ReceiveErrors, UdpOptions,
-    is_refusal,
+    self, DatagramPeer, Inbound, Inbox, InboxRefused, LARGEST_DATAGRAM, MessageBuffer,
+    ReceiveErrors, UdpOptions, is_refusal,
 };
 use crate::transport::spawn_in;
 
@@ -251,6 +251,7 @@ async fn open_socket(addr: &str) -> io::Result<UdpSocket> {
 /// server's port) goes to the session's on_error and receiving goes on.
 async fn receive(socket: Arc<UdpSocket>, inbox: Inbox, max: usize, connection: Connection) {
     let mut buffer = vec![0; max.max(LARGEST_DATAGRAM) + 1];
+    let mut messages = MessageBuffer::new(max);
     // This loop runs in the connection's own task (joined with its session).
     let closed = connection
         .close_signal()
@@ -263,7 +264,10 @@ async fn receive(socket: Arc<UdpSocket>, inbox: Inbox, max: usize, connection: C
             received = socket.recv(&mut buffer) => received,
         };
         let (inbound, pause) = match received {
-            Ok(length) => (Inbound::received(&buffer[..length], length, max), false),
+            Ok(length) => (
+                Inbound::received(&buffer[..length], length, max, &mut messages),
+                false,
+            ),
             // Anything but a refusal may persist: pausing keeps it from spinning the loop.
             Err(error) => {
                 let pause = !is_refusal(&error);

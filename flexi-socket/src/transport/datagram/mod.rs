@@ -6,11 +6,13 @@
 mod batch;
 mod in_place;
 mod inbox;
+mod messages;
 mod session;
 mod socket;
 
 pub(crate) use batch::ReceiveBatch;
 pub(crate) use in_place::Unsent;
 pub(crate) use inbox::{Inbox, InboxRefused};
+pub(crate) use messages::MessageBuffer;
 pub(crate) use session::{DatagramPeer, Inbound, open};
 pub(crate) use socket::{LARGEST_DATAGRAM, ReceiveErrors, UdpOptions, is_refusal};

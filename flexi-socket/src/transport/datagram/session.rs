@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::in_place::InPlace;
 use super::inbox::{Datagrams, Inbox, SendFailures, inbox};
+use super::messages::MessageBuffer;
 use crate::connection::outbound::{Frames, OutboundReceiver};
 use crate::connection::report;
 use crate::connection::{CloseStage, Connection, DisconnectReason};
@@ -61,12 +62,18 @@ impl std::fmt::Debug for Resumption {
 
 impl Inbound {
     /// What arrived: `datagram`, `length` bytes long (its bytes may have been
-    /// cut to the room there was; then it is over `max`).
-    pub(crate) fn received(datagram: &[u8], length: usize, max: usize) -> Self {
+    /// cut to the room there was; then it is over `max`), copied into
+    /// `messages`.
+    pub(crate) fn received(
+        datagram: &[u8],
+        length: usize,
+        max: usize,
+        messages: &mut MessageBuffer,
+    ) -> Self {
         if length > max {
             Inbound::TooLarge { length, max }
         } else {
-            Inbound::Datagram(Bytes::copy_from_slice(datagram))
+            Inbound::Datagram(messages.copy(datagram))
         }
     }
 
