@@ -542,6 +542,62 @@ async fn messages_kept_after_their_handler_keep_their_bytes() {
     running.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ending_while_a_handler_runs_in_place_does_not_hold_up_its_worker() {
+    // The receive loop runs a datagram's handler in place when it finishes
+    // without waiting; this one blocks its worker's thread until told to go
+    // on (a handler should not, but nothing stops one). Another session,
+    // closed meanwhile, leaves the sessions table from the other worker: if
+    // that waited for the handler, both workers would be stuck, and the
+    // handler would only go on at its own timeout, answering "gave up".
+    let (events, mut log) = Events::new();
+    let (go_on, told) = std::sync::mpsc::channel::<()>();
+    let told = Arc::new(std::sync::Mutex::new(told));
+    let blocking = events.clone();
+    let router = Router::new().on_message(move |conn: Connection, msg: String| {
+        let (told, blocking) = (Arc::clone(&told), blocking.clone());
+        async move {
+            if msg != "block" {
+                return conn.send(msg).await;
+            }
+            blocking.push("blocking");
+            // Shorter than the client's wait for its reply.
+            let waited = told.lock().unwrap().recv_timeout(Duration::from_secs(5));
+            conn.send(if waited.is_ok() { "went on" } else { "gave up" })
+                .await
+        }
+    });
+    let running = start(server().router(observed(router, &events))).await;
+    let blocker = UdpClient::connect(running.addr).await;
+    let leaving = UdpClient::connect(running.addr).await;
+    assert_eq!(blocker.ask("hello").await, "hello");
+    assert_eq!(leaving.ask("hello").await, "hello");
+    let session = running
+        .connections
+        .list()
+        .into_iter()
+        .find(|conn| conn.peer_addr() == leaving.addr())
+        .expect("the leaving peer's session is listed");
+
+    blocker.send("block").await;
+    assert_eq!(log.next_starting("blocking").await, "blocking");
+    session.close();
+    let disconnect = log.next_starting("disconnect").await;
+    assert!(
+        disconnect.starts_with(&format!("disconnect {} ", session.id())),
+        "{disconnect}"
+    );
+    // A task needs a free worker: the one that ended the session (this
+    // test's own code runs on a thread of its own, not a worker).
+    within("a free worker", tokio::spawn(async {}))
+        .await
+        .expect("an empty task");
+    go_on.send(()).expect("the handler waits");
+    assert_eq!(blocker.recv_text().await, "went on");
+    assert_eq!(blocker.ask("after").await, "after");
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn shutdown_handles_what_was_received_and_sends_every_reply() {
     let (events, mut log) = Events::new();

@@ -382,39 +382,55 @@ impl Receiver {
 
 /// The open sessions by peer address. A session holds its place under the
 /// connection limits until it has left this table, so the table is bounded
-/// by `max_connections`.
+/// by `max_connections`. Each inbox is shared, so that a datagram is
+/// delivered outside the table's lock (see [`deliver`](Self::deliver)).
 #[derive(Clone, Default)]
-struct Sessions(Arc<Mutex<HashMap<Peer, Inbox, PeerHashing>>>);
+struct Sessions(Arc<Mutex<HashMap<Peer, Arc<Inbox>, PeerHashing>>>);
 
 impl Sessions {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Peer, Inbox, PeerHashing>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Peer, Arc<Inbox>, PeerHashing>> {
         // Inserts and removes cannot leave the map half-updated when a panic poisons it.
         sync::lock(&self.0)
     }
 
+    /// Hands `inbound` to `peer`'s inbox, with the table unlocked: a
+    /// datagram handled in place runs its handler there, and a session
+    /// leaving the table from another worker would otherwise block that
+    /// worker's thread until the handler is done. Only the receive loop
+    /// inserts, so the inbox found is still `peer`'s; and a session closes
+    /// its inbox before it leaves the table, so if it ends meanwhile, the
+    /// inbox refuses the datagram as ended (and a new session gets it).
     fn deliver(
         &self,
         peer: SocketAddr,
         inbound: Inbound,
         replies: Option<&mut Frames>,
     ) -> Result<Option<Unsent>, InboxRefused> {
-        match self.lock().get(&Peer(peer)) {
+        let inbox = self.lock().get(&Peer(peer)).map(Arc::clone);
+        match inbox {
             Some(inbox) => inbox.deliver(inbound, replies),
             None => Err(InboxRefused::Ended(inbound)),
         }
     }
 
     fn insert(&self, peer: SocketAddr, inbox: Inbox) {
-        self.lock().insert(Peer(peer), inbox);
+        self.lock().insert(Peer(peer), Arc::new(inbox));
     }
 
     /// Removes the session `id` of `peer`, unless a newer one took its place.
     fn remove(&self, peer: SocketAddr, id: u64) {
-        let mut sessions = self.lock();
-        let peer = Peer(peer);
-        if sessions.get(&peer).is_some_and(|inbox| inbox.id() == id) {
-            sessions.remove(&peer);
-        }
+        let removed = {
+            let mut sessions = self.lock();
+            let peer = Peer(peer);
+            if sessions.get(&peer).is_some_and(|inbox| inbox.id() == id) {
+                sessions.remove(&peer)
+            } else {
+                None
+            }
+        };
+        // Dropped after the table's lock: dropping an inbox takes its own
+        // lock and wakes its session.
+        drop(removed);
     }
 }
 
