@@ -430,6 +430,48 @@ async fn a_full_session_queue_drops_and_reports_while_others_are_served() {
     running.stop().await;
 }
 
+#[tokio::test]
+async fn datagrams_left_by_a_session_a_panic_ended_are_counted_as_dropped() {
+    let (events, mut log) = Events::new();
+    let gate = Arc::new(Semaphore::new(0));
+    let opened = Arc::clone(&gate);
+    let router = Router::new().on_message(move |conn: Connection, msg: String| {
+        let gate = Arc::clone(&opened);
+        async move {
+            match msg.as_str() {
+                "wait" => drop(gate.acquire().await),
+                "boom" => panic!("the handler panicked on purpose"),
+                _ => {}
+            }
+            conn.send(msg).await
+        }
+    });
+    let running = start(server().router(observed(router, &events))).await;
+    let peer = UdpClient::connect(running.addr).await;
+    peer.send("wait").await;
+    let id = log.next_starting("connect").await;
+    let id = id.strip_prefix("connect ").unwrap().to_owned();
+    for datagram in ["boom", "left 1", "left 2"] {
+        peer.send(datagram).await;
+    }
+    // Answered only once the receive loop has queued the three before it.
+    let other = UdpClient::connect(running.addr).await;
+    assert_eq!(other.ask("probe").await, "probe");
+
+    gate.add_permits(1);
+    assert_eq!(peer.recv_text().await, "wait");
+    assert_eq!(
+        log.next_starting(&format!("disconnect {id}")).await,
+        format!("disconnect {id} a handler panicked")
+    );
+    // The two behind the panic are never handled: dropped, and counted.
+    let handle = running.handle.clone();
+    eventually("two drops", || handle.stats().datagrams_dropped == 2).await;
+    // The peer's next datagram opens a new session.
+    assert_eq!(peer.ask("back").await, "back");
+    running.stop().await;
+}
+
 /// Handlers that finish at once run in the receive loop, the others go on
 /// in their session's task (issue 19): either way a session's datagrams are
 /// handled one at a time, in order, and each reply leaves in order, while

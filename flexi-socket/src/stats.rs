@@ -33,8 +33,10 @@ pub struct ServerStats {
     /// for other addresses.
     pub connections_refused: u64,
     /// UDP: datagrams dropped unhandled, from new peers while the session
-    /// table is full (or their IP at its cap) or for a session whose queue
-    /// was full.
+    /// table is full (or their IP at its cap), for a session whose queue
+    /// was full, or left in the queue of a session that ended before it
+    /// could handle them (a handler's panic, a refused classification,
+    /// on_connect).
     pub datagrams_dropped: u64,
     /// TLS handshakes that failed or timed out; those connections never
     /// opened (always 0 without the `tls` feature).

@@ -303,6 +303,21 @@ impl Datagrams {
         self.shared.lock().closed = true;
     }
 
+    /// Takes no more datagrams and drops those still in, for a session that
+    /// ends without handling them; returns how many came from the peer.
+    pub(crate) fn close_dropping_waiting(&mut self) -> u64 {
+        let waiting = {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            std::mem::take(&mut state.waiting)
+        };
+        // Dropped here, after the lock: one may hold a handler's future.
+        waiting
+            .iter()
+            .filter(|inbound| inbound.is_from_peer())
+            .count() as u64
+    }
+
     /// How many datagrams were dropped at the full inbox since the last call.
     pub(crate) fn take_dropped(&self) -> u64 {
         let dropped = &self.shared.dropped;

@@ -203,7 +203,17 @@ async fn serve(
         // From here on the connection reports itself closing and the peer's
         // next datagram opens a new session; sends from on_disconnect still work.
         connection.close_because(reason.clone());
-        session.datagrams.close();
+        // A session that ends as it closes has handled every datagram; one
+        // that a datagram's handling (or on_connect) ends leaves the rest.
+        let unhandled = session.datagrams.close_dropping_waiting();
+        if unhandled > 0 {
+            connection
+                .endpoint()
+                .counters
+                .datagrams_dropped
+                .add(unhandled);
+            tracing::debug!(unhandled, %reason, "datagrams dropped: their session ended first");
+        }
         session.report_dropped().await;
         tracing::debug!(%reason, "session ends");
         // Before, not after: a cut in the middle of it does not run it again.
@@ -219,7 +229,9 @@ async fn serve(
 
 impl Session {
     /// Handles datagrams until the connection closes or idles out, then the
-    /// datagrams already received: nothing accepted into the inbox is lost.
+    /// datagrams already received: nothing accepted into the inbox is lost,
+    /// unless a datagram's handling ends the session first (the rest are
+    /// then counted as dropped, see `serve`).
     async fn handle_until_closed(&mut self) -> DisconnectReason {
         let connection = self.connection.clone();
         // Made once, not per datagram. The session's task is the connection's own.
