@@ -434,10 +434,11 @@ async fn a_full_session_queue_drops_and_reports_while_others_are_served() {
 async fn datagrams_left_by_a_session_a_panic_ended_are_counted_as_dropped() {
     let (events, mut log) = Events::new();
     let gate = Arc::new(Semaphore::new(0));
-    let opened = Arc::clone(&gate);
+    let (opened, handling) = (Arc::clone(&gate), events.clone());
     let router = Router::new().on_message(move |conn: Connection, msg: String| {
-        let gate = Arc::clone(&opened);
+        let (gate, handling) = (Arc::clone(&opened), handling.clone());
         async move {
+            handling.push(format!("handling {msg}"));
             match msg.as_str() {
                 "wait" => drop(gate.acquire().await),
                 "boom" => panic!("the handler panicked on purpose"),
@@ -446,17 +447,27 @@ async fn datagrams_left_by_a_session_a_panic_ended_are_counted_as_dropped() {
             conn.send(msg).await
         }
     });
-    let running = start(server().router(observed(router, &events))).await;
+    let running = start(
+        server()
+            .router(observed(router, &events))
+            .udp_session_queue(3),
+    )
+    .await;
     let peer = UdpClient::connect(running.addr).await;
     peer.send("wait").await;
     let id = log.next_starting("connect").await;
     let id = id.strip_prefix("connect ").unwrap().to_owned();
-    for datagram in ["boom", "left 1", "left 2"] {
+    assert_eq!(log.next_starting("handling").await, "handling wait");
+    // Three fill the session's queue; the fourth is dropped, which shows
+    // that the three are in.
+    for datagram in ["boom", "left 1", "left 2", "overflow"] {
         peer.send(datagram).await;
     }
-    // Answered only once the receive loop has queued the three before it.
-    let other = UdpClient::connect(running.addr).await;
-    assert_eq!(other.ask("probe").await, "probe");
+    let handle = running.handle.clone();
+    eventually("the overflow dropped", || {
+        handle.stats().datagrams_dropped == 1
+    })
+    .await;
 
     gate.add_permits(1);
     assert_eq!(peer.recv_text().await, "wait");
@@ -465,8 +476,7 @@ async fn datagrams_left_by_a_session_a_panic_ended_are_counted_as_dropped() {
         format!("disconnect {id} a handler panicked")
     );
     // The two behind the panic are never handled: dropped, and counted.
-    let handle = running.handle.clone();
-    eventually("two drops", || handle.stats().datagrams_dropped == 2).await;
+    eventually("two more drops", || handle.stats().datagrams_dropped == 3).await;
     // The peer's next datagram opens a new session.
     assert_eq!(peer.ask("back").await, "back");
     running.stop().await;

@@ -35,8 +35,8 @@ pub struct ServerStats {
     /// UDP: datagrams dropped unhandled, from new peers while the session
     /// table is full (or their IP at its cap), for a session whose queue
     /// was full, or left in the queue of a session that ended before it
-    /// could handle them (a handler's panic, a refused classification,
-    /// on_connect).
+    /// could handle them (a panic in a handler, the classifier or
+    /// on_connect; the client type's framing failing to start).
     pub datagrams_dropped: u64,
     /// TLS handshakes that failed or timed out; those connections never
     /// opened (always 0 without the `tls` feature).

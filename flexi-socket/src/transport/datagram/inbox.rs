@@ -174,6 +174,15 @@ impl Shared {
     }
 }
 
+/// A failed send that on_error will not hear of: only counted and logged.
+fn unreported(connection: &Connection, error: io::Error) {
+    tracing::warn!(%error, "sending a datagram failed");
+    connection
+        .endpoint()
+        .counters
+        .count_error(&Error::Io(error));
+}
+
 /// The session's own way into its inbox, for its failed sends: reported
 /// to on_error in order with the datagrams, by the same code as a failed
 /// receive. Unlike the [`Inbox`], it is not the receiving side: dropping
@@ -192,11 +201,7 @@ impl SendFailures {
             ..
         }) = self.shared.push(Inbound::Failed(error))
         {
-            tracing::warn!(%error, "sending a datagram failed");
-            connection
-                .endpoint()
-                .counters
-                .count_error(&Error::Io(error));
+            unreported(connection, error);
         }
     }
 }
@@ -305,17 +310,26 @@ impl Datagrams {
 
     /// Takes no more datagrams and drops those still in, for a session that
     /// ends without handling them; returns how many came from the peer.
-    pub(crate) fn close_dropping_waiting(&mut self) -> u64 {
+    /// Failed sends among them are counted and logged, as those the inbox
+    /// has no room for.
+    pub(crate) fn close_dropping_waiting(&mut self, connection: &Connection) -> u64 {
         let waiting = {
             let mut state = self.shared.lock();
             state.closed = true;
             std::mem::take(&mut state.waiting)
         };
         // Dropped here, after the lock: one may hold a handler's future.
-        waiting
-            .iter()
-            .filter(|inbound| inbound.is_from_peer())
-            .count() as u64
+        let mut from_peer = 0;
+        for inbound in waiting {
+            // What in-place handling hands back goes to the front, and the
+            // session takes it before anything could end it.
+            debug_assert!(!matches!(inbound, Inbound::Resumed(_) | Inbound::Ended(_)));
+            match inbound {
+                Inbound::Failed(error) => unreported(connection, error),
+                _ => from_peer += 1,
+            }
+        }
+        from_peer
     }
 
     /// How many datagrams were dropped at the full inbox since the last call.

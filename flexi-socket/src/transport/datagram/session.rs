@@ -205,7 +205,7 @@ async fn serve(
         connection.close_because(reason.clone());
         // A session that ends as it closes has handled every datagram; one
         // that a datagram's handling (or on_connect) ends leaves the rest.
-        let unhandled = session.datagrams.close_dropping_waiting();
+        let unhandled = session.datagrams.close_dropping_waiting(&connection);
         if unhandled > 0 {
             connection
                 .endpoint()
