@@ -1,10 +1,10 @@
 //! Where a receive loop copies its datagrams out of the receive buffers to
 //! become messages: one buffer, cut into them one after the other, so that
 //! a datagram costs a copy and a reference count instead of an allocation
-//! and a free of its own (about 120 instructions a datagram in the UDP
-//! echo, callgrind). Once every message cut from the buffer is dropped (an
-//! echo's are, before the next datagram comes), it is used again from its
-//! start.
+//! and a free of its own (roughly 100 instructions fewer a datagram in the
+//! UDP echo, callgrind: see BENCHMARKS.md). Once every message cut from
+//! the buffer is dropped (an echo's are, before the next datagram comes),
+//! it is used again from its start.
 //!
 //! A message kept after its handler is done keeps the buffer it was cut
 //! from alive, as a TCP message keeps its connection's read buffer (see
@@ -14,7 +14,9 @@
 
 use bytes::{Bytes, BytesMut};
 
-/// The size of each buffer, as a TCP connection's read buffer.
+/// The size of each buffer: room for dozens of typical datagrams, so one
+/// allocation serves many, and all that a kept short message holds on to
+/// (half of a TCP connection's default read buffer, 8 KiB).
 const BUFFER: usize = 4 * 1024;
 
 /// The buffer datagrams are copied to (see the module's doc).
